@@ -1,0 +1,68 @@
+"""The ``leadml`` command line: a thin layer that parses flags, loads the
+settings once and calls library functions.
+
+Each area registers its commands from its own module (``data``, ...); this
+module holds the app, the global options and the shared output helpers.
+User errors (:class:`leadml.errors.LeadmlError`) end with a message and a
+non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from leadml.cli import common
+from leadml.cli import data as data_commands
+from leadml.errors import LeadmlError
+
+app = typer.Typer(
+    name="leadml",
+    help="Lead scoring, deal close probability and revenue forecasting for THE MODEL companies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    workspace: Path | None = typer.Option(
+        None, "--workspace", "-w", help="Folder for all generated state [env LEADML_WORKSPACE; default ./workspace]"
+    ),
+    config_dir: Path | None = typer.Option(
+        None, "--config-dir", help="Folder with leadml.yaml and features.yaml [env LEADML_CONFIG_DIR]"
+    ),
+) -> None:
+    ctx.obj = common.Context(workspace=workspace, config_dir=config_dir)
+
+
+for _module in (data_commands,):
+    _module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LeadmlError as err:
+        common.err_console().print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Data commands: validate (and the simulator and funnel, registered below)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from leadml.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
+
+
+def validate(
+    ctx: typer.Context,
+    data: Path | None = typer.Option(None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"),
+    quarantine: bool = typer.Option(
+        False, "--quarantine", help="Set bad rows aside in <workspace>/quarantine instead of failing"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Check every table against its contract; exit non-zero with the reasons if any breaks it."""
+    from leadml.contracts import connect
+
+    s = common.settings(ctx)
+    location = data or s.data_dir
+    con, report = connect(
+        location,
+        s.vocabulary,
+        bad_rows="quarantine" if quarantine else s.data.bad_rows,
+        quarantine_dir=s.quarantine_dir,
+        example_rows=s.data.example_rows,
+    )
+    con.close()
+    if as_json:
+        common.emit_json(
+            {
+                "location": report.location,
+                "rows": report.rows,
+                "quarantined": report.quarantined,
+                "absent_tables": report.missing_tables,
+                "problems": [
+                    {"table": p.table, "column": p.column, "reason": p.reason, "count": p.count}
+                    for p in report.problems
+                ],
+            }
+        )
+        return
+    out = common.console()
+    rows = [(t, n, report.quarantined.get(t, 0)) for t, n in report.rows.items()]
+    out.print(common.summary_table(f"Tables in {report.location}", ["table", "rows", "quarantined"], rows))
+    for p in report.problems:
+        out.print(f"[yellow]quarantined:[/] {p.render()}")
+    if report.missing_tables:
+        out.print(f"absent (optional): {', '.join(report.missing_tables)}")
+    out.print("[green]all tables meet their contracts[/]" if report.ok else
+              f"[yellow]bad rows written to {s.quarantine_dir}[/]")

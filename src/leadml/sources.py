@@ -1,0 +1,173 @@
+"""Where tables come from and how outputs are written.
+
+A *table source* is a directory of CSV or Parquet files (``leads.csv``,
+``events.parquet`` or a folder ``events/`` of Parquet parts) or a DuckDB
+database file holding tables with the canonical names. Nothing is loaded into
+pandas here: a source registers DuckDB views (``raw_<table>``) that the
+contracts module checks and types, so a 100-million-row event log is scanned,
+never copied.
+
+Writers are atomic: they write to a temporary name beside the target and
+rename, so a crash never leaves a half-written file or folder behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from leadml.errors import DataError
+
+DUCKDB_SUFFIXES = (".duckdb", ".db", ".ddb")
+
+
+def _sql_str(value: str | Path) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@dataclass
+class TableSource:
+    """Maps canonical table names to DuckDB relations (SQL ``FROM`` expressions)."""
+
+    location: str
+    relations: dict[str, str] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    database: Path | None = None
+
+    @property
+    def tables(self) -> list[str]:
+        return sorted({*self.relations, *self.frames})
+
+    def register(self, con: duckdb.DuckDBPyConnection, names: list[str] | None = None) -> None:
+        """Create views ``raw_<table>`` on ``con`` for the tables present."""
+        if self.database is not None:
+            con.execute(f"ATTACH {_sql_str(self.database)} AS src (READ_ONLY)")
+        for name in names or self.tables:
+            if name in self.frames:
+                con.register(f"raw_{name}", self.frames[name])
+            elif name in self.relations:
+                con.execute(f"CREATE OR REPLACE VIEW raw_{name} AS SELECT * FROM {self.relations[name]}")
+
+
+def open_source(path: str | Path, table_names: list[str]) -> TableSource:
+    """Discover the canonical tables under ``path`` (a folder or a DuckDB file).
+
+    Only names in ``table_names`` are picked up; other files are ignored (the
+    simulator's ``truth/`` folder in particular is never read).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"data location {path} does not exist; pass --data with a folder of CSV/Parquet "
+            "files or a DuckDB file, or run `leadml simulate` first"
+        )
+    if path.is_file():
+        if path.suffix.lower() not in DUCKDB_SUFFIXES:
+            raise DataError(
+                f"{path}: a single file must be a DuckDB database ({', '.join(DUCKDB_SUFFIXES)}); "
+                "for CSV or Parquet files pass the folder that holds them"
+            )
+        return _open_duckdb(path, table_names)
+    source = TableSource(location=str(path))
+    for name in table_names:
+        found = _find_in_dir(path, name)
+        if found:
+            source.relations[name] = found
+    if not source.relations:
+        raise DataError(
+            f"{path}: no tables found; expected files named like "
+            f"{', '.join(n + '.parquet' for n in table_names[:3])} ... (or .csv)"
+        )
+    return source
+
+
+def _find_in_dir(path: Path, name: str) -> str | None:
+    parquet, csv, folder = path / f"{name}.parquet", path / f"{name}.csv", path / name
+    if parquet.exists():
+        return f"read_parquet({_sql_str(parquet)})"
+    if folder.is_dir() and any(folder.glob("*.parquet")):
+        return f"read_parquet({_sql_str(folder / '*.parquet')})"
+    if csv.exists():
+        # all_varchar: the contract, not the sniffer, decides the types, so a bad
+        # value is reported by column and row instead of failing the read.
+        return f"read_csv({_sql_str(csv)}, header=true, all_varchar=true)"
+    return None
+
+
+def _open_duckdb(path: Path, table_names: list[str]) -> TableSource:
+    try:
+        with duckdb.connect(str(path), read_only=True) as con:
+            present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    except duckdb.Error as exc:
+        raise DataError(f"{path}: cannot open as a DuckDB database: {exc}") from None
+    source = TableSource(location=str(path), database=path)
+    for name in table_names:
+        if name in present:
+            source.relations[name] = f"src.{name}"
+    if not source.relations:
+        raise DataError(f"{path}: the database has none of the tables {', '.join(table_names)}")
+    return source
+
+
+def frames_source(frames: Mapping[str, pd.DataFrame]) -> TableSource:
+    """A source over in-memory DataFrames (tests, notebooks, the API)."""
+    return TableSource(location="<memory>", frames=dict(frames))
+
+
+# ---------------------------------------------------------------- writers
+
+
+def _tmp_sibling(target: Path) -> Path:
+    return target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it into place.
+
+    Works for a file or a folder. On any exception the temporary is removed and
+    ``target`` is left exactly as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_sibling(target)
+    try:
+        yield tmp
+        if target.is_dir() and tmp.is_dir():
+            old = _tmp_sibling(target)
+            os.replace(target, old)  # both renames are atomic; the gap is one syscall
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+
+
+def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
+    """Write ``df`` to ``target`` atomically."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        df.to_parquet(tmp, index=False)
+    return target
+
+
+def write_text(text: str, target: str | Path) -> Path:
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return target
+
+
+def temp_dir(prefix: str = "leadml-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from leadml.config import load_settings
+from leadml.errors import ConfigError
+
+
+def test_yaml_env_and_flags_layer_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "leadml.yaml").write_text("simulator:\n  leads: 1234\n  seed: 3\ndata:\n  bad_rows: quarantine\n")
+    s = load_settings(tmp_path)
+    assert s.simulator.leads == 1234 and s.data.bad_rows == "quarantine"
+    monkeypatch.setenv("LEADML_SIMULATOR__LEADS", "999")
+    s = load_settings(tmp_path)
+    assert s.simulator.leads == 999 and s.simulator.seed == 3
+    s = load_settings(tmp_path, workspace=tmp_path / "ws")
+    assert s.workspace == (tmp_path / "ws").resolve()
+    assert s.mlflow_dir == s.workspace / "mlflow"
+
+
+def test_workspace_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADML_WORKSPACE", str(tmp_path / "elsewhere"))
+    assert load_settings().workspace == (tmp_path / "elsewhere").resolve()
+
+
+def test_bad_value_names_the_field(tmp_path: Path) -> None:
+    (tmp_path / "leadml.yaml").write_text("data:\n  bad_rows: explode\n")
+    with pytest.raises(ConfigError, match=r"data\.bad_rows"):
+        load_settings(tmp_path)
+
+
+def test_unknown_section_is_rejected(tmp_path: Path) -> None:
+    (tmp_path / "leadml.yaml").write_text("simulatr:\n  leads: 5\n")
+    with pytest.raises(ConfigError, match="simulatr"):
+        load_settings(tmp_path)
+
+
+def test_shipped_config_parses(repo_root: Path) -> None:
+    s = load_settings(repo_root / "configs")
+    assert s.vocabulary.stages[-2:] == ["closed_won", "closed_lost"]
+    assert "pricing" in s.vocabulary.page_categories
