@@ -97,6 +97,153 @@ class SimulatorConfig(_Section):
     weekly_slots: int = Field(80, ge=1)
 
 
+class BatchConfig(_Section):
+    """The nightly run (``leadml batch``): where outputs go, drift thresholds, the call list."""
+
+    # Any SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db); None = a DuckDB
+    # file in the workspace (<workspace>/outputs/leadml.duckdb).
+    sql_url: str | None = None
+    # Also write Parquet partitions under <workspace>/outputs/<table>/as_of=YYYY-MM-DD/.
+    parquet: bool = True
+    # Bad input rows: "reject" stops the run naming table, column and rows;
+    # "quarantine" sets them aside with reasons and scores the rest.
+    bad_rows: str = Field("reject", pattern="^(reject|quarantine)$")
+    # Population stability index: >= warn is reported, >= alert marks a feature drifted.
+    psi_warn: float = Field(0.1, gt=0)
+    psi_alert: float = Field(0.25, gt=0)
+    # The IS call list covers this many working days from the as-of date, bounded by
+    # the slots left in the as-of week (weekly_slots minus activities already booked).
+    call_list_days: int = Field(5, ge=1, le=5)
+    # Lead statuses (as of D) IS may call; recycled leads come round again.
+    call_list_statuses: list[str] = ["mql", "recycled"]
+    # Route leads to IS reps of the lead's "segment" or, when leads carry one, "team".
+    assign_by: str = Field("segment", pattern="^(segment|team)$")
+    # Top reasons (TreeSHAP) for every open deal, every lead on the call list and this
+    # many of the best-scored other leads (reasons cost several predictions each).
+    reasons_top_leads: int = Field(5000, ge=0)
+
+
+class BatchingConfig(_Section):
+    """Adaptive batching of the per-lead/per-deal scoring work in the API server.
+
+    Read when the service module is imported by the server (``leadml serve`` passes
+    the resolved values to it as ``LEADML_SERVING__BATCHING__*`` variables).
+    """
+
+    enabled: bool = True
+    max_batch_size: int = Field(64, ge=2, le=4096)
+    # Latency budget of one request in the batch queue: BentoML sheds requests
+    # (503) that cannot be served within it, so keep it well above the scoring time.
+    max_latency_ms: int = Field(10_000, ge=1, le=60_000)
+
+
+class ServingConfig(_Section):
+    """The online scoring API (``leadml serve`` / ``leadml build``)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    # Registered model names served (MLflow registry alias ``champion``).
+    readiness_model: str = "lead_readiness"
+    deal_model: str = "deal_close"
+    # Request limits: over them the API answers 413 naming the field.
+    max_leads_per_request: int = Field(100, ge=1)
+    max_events_per_lead: int = Field(2000, ge=1)
+    max_deals_per_request: int = Field(500, ge=1)
+    max_records_per_deal: int = Field(2000, ge=1)
+    # Event types outside the vocabulary: "reject" answers 422 naming each one;
+    # "ignore" drops them and reports how many were dropped per lead.
+    unknown_event_types: str = Field("reject", pattern="^(reject|ignore)$")
+    # IS slots left this week when a /handoff request does not say.
+    is_capacity: int = Field(80, ge=0)
+    # Name of the environment variable holding the API key (never a file in the
+    # repository). Unset or empty = no key required.
+    api_key_env: str = Field("LEADML_API_KEY", pattern="^[A-Za-z_][A-Za-z0-9_]*$")
+    batching: BatchingConfig = BatchingConfig()
+
+
+class AlertsConfig(_Section):
+    """Deal-hygiene alert thresholds (``leadml alerts``)."""
+
+    # A deal whose opportunity_history has no change for this many days is stale.
+    stale_days: int = Field(30, ge=1)
+    # Alert when the expected close date was moved later this many times or more.
+    close_date_pushes: int = Field(3, ge=1)
+    # Time in the current stage beyond this quantile of the historical stage durations
+    # (completed stage spells before the as-of date) ...
+    stage_duration_quantile: float = Field(0.9, gt=0, lt=1)
+    # ... when the stage has at least this many completed spells to measure.
+    min_stage_samples: int = Field(20, ge=1)
+    # Late stages whose score drop is watched (needs a scores history input).
+    late_stages: list[str] = ["negotiation", "approval"]
+    # Alert when the latest score is this much (absolute) below the highest score
+    # of the previous score_window_days.
+    score_drop: float = Field(0.2, gt=0, le=1)
+    score_window_days: int = Field(28, ge=1)
+
+
+class ForecastConfig(_Section):
+    """Revenue forecast, its backtest and the deal-hygiene alerts."""
+
+    # Earlier periods whose same moment trains the empirical close rates.
+    lookback_periods: int = Field(8, ge=1)
+    # Earlier periods averaged by the new-deals run-rate model.
+    new_deals_lookback_periods: int = Field(4, ge=1)
+    # Earlier periods on which the spread (shared shock of open deals) is measured:
+    # the most recent ones describe today's probability source best.
+    shock_lookback_periods: int = Field(4, ge=2)
+    # Pseudo-deals pulling a sparse stage x segment x due x age cell to its coarser level.
+    prior_strength: float = Field(10.0, ge=0)
+    # Deal-age bucket edges in days (age = time since the deal's first history row).
+    age_buckets_days: list[int] = [30, 90, 180]
+    # Grid cells of the exact distribution; error bound = n_deals * step / 2
+    # with step = (pipeline + new-deals tail) / cells.
+    max_grid_cells: int = Field(1 << 17, ge=256)
+    # Monte Carlo cross-check (fixed seed).
+    monte_carlo_draws: int = Field(20_000, ge=100)
+    seed: int = 7
+    # Quarters ending before the data's end that `leadml forecast backtest` replays.
+    backtest_quarters: int = Field(4, ge=1)
+    # Weeks before quarter end at which the backtest forecasts (1..13).
+    backtest_weeks: int = Field(13, ge=1, le=13)
+    # Grid cells per backtest forecast (coarser is faster; MAPE is insensitive to it).
+    backtest_grid_cells: int = Field(1 << 14, ge=256)
+    alerts: AlertsConfig = AlertsConfig()
+
+
+class FunnelConfig(_Section):
+    """How `leadml funnel` reads the lead funnel and names the bottleneck stage."""
+
+    # Lead statuses that form the marketing/IS funnel, in order: acquired -> ... -> SQL.
+    lead_stages: list[str] = ["lead", "nurturing", "mql", "sql"]
+    disqualified_status: str = "disqualified"
+    recycled_status: str = "recycled"
+    # Conversion-rate benchmark per stage (to the next stage): the bottleneck is the
+    # stage furthest below its benchmark. Starting points for a THE MODEL B2B company;
+    # replace them with your targets or last year's rates.
+    benchmarks: dict[str, float] = {
+        "lead": 0.90,
+        "nurturing": 0.25,
+        "mql": 0.35,
+        "follow_up": 0.70,
+        "problem_recognised": 0.65,
+        "evaluation": 0.60,
+        "negotiation": 0.75,
+        "approval": 0.85,
+    }
+    # A stage with fewer entries in the range is too noisy to be named the bottleneck.
+    min_entries: int = Field(30, ge=1)
+
+
+class TrackingConfig(_Section):
+    """MLflow tracking and registry (``leadml train / promote / rollback / models``)."""
+
+    # None = MLFLOW_TRACKING_URI if set, else sqlite:///<workspace>/mlflow/mlflow.db
+    # (artifacts in <workspace>/mlflow/artifacts). An http(s):// server works unchanged.
+    uri: str | None = None
+    experiment: str = "leadml"
+
+
 class Settings(BaseSettings):
     """All of leadml's runtime configuration."""
 
@@ -109,6 +256,11 @@ class Settings(BaseSettings):
     vocabulary: Vocabulary = Vocabulary()
     data: DataConfig = DataConfig()
     simulator: SimulatorConfig = SimulatorConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    serving: ServingConfig = ServingConfig()
+    batch: BatchConfig = BatchConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    funnel: FunnelConfig = FunnelConfig()
 
     @field_validator("workspace", "config_dir")
     @classmethod

@@ -46,6 +46,8 @@ class Column:
     min_value: float | None = None
     references: tuple[str, str] | None = None  # (table, column)
     default: object | None = None  # filled in when the column is absent
+    # Where the allowed values are configured (named in error messages).
+    vocab_setting: str = ""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,9 @@ def _segments(v: Vocabulary) -> list[str]:
     return v.segments
 
 
+_SEG = "vocabulary.segments"
+
+
 TABLES: dict[str, Table] = {
     t.name: t
     for t in (
@@ -80,7 +85,7 @@ TABLES: dict[str, Table] = {
                 Column("industry", "str", nullable=True),
                 Column("employees", "int", nullable=True, min_value=0),
                 Column("country", "str", nullable=True),
-                Column("segment", "str", vocab=_segments),
+                Column("segment", "str", vocab=_segments, vocab_setting=_SEG),
                 Column("created_at", "timestamp"),
             ),
             key=("account_id",),
@@ -107,8 +112,19 @@ TABLES: dict[str, Table] = {
             (
                 Column("lead_id", "id", references=("leads", "lead_id")),
                 Column("ts", "timestamp"),
-                Column("type", "str", vocab=lambda v: v.event_types),
-                Column("page_category", "str", nullable=True, vocab=lambda v: v.page_categories),
+                Column(
+                    "type",
+                    "str",
+                    vocab=lambda v: v.event_types,
+                    vocab_setting="vocabulary.event_types",
+                ),
+                Column(
+                    "page_category",
+                    "str",
+                    nullable=True,
+                    vocab=lambda v: v.page_categories,
+                    vocab_setting="vocabulary.page_categories",
+                ),
                 Column("campaign_id", "id", nullable=True),
             ),
             description="behavioural signals of leads",
@@ -118,7 +134,12 @@ TABLES: dict[str, Table] = {
             (
                 Column("lead_id", "id", references=("leads", "lead_id")),
                 Column("ts", "timestamp"),
-                Column("status", "str", vocab=lambda v: v.lead_statuses),
+                Column(
+                    "status",
+                    "str",
+                    vocab=lambda v: v.lead_statuses,
+                    vocab_setting="vocabulary.lead_statuses",
+                ),
             ),
             description="every change of a lead's marketing status",
         ),
@@ -131,7 +152,7 @@ TABLES: dict[str, Table] = {
                 Column("owner_id", "id", references=("reps", "rep_id")),
                 Column("created_at", "timestamp"),
                 Column("amount", "float", min_value=0),
-                Column("segment", "str", vocab=_segments),
+                Column("segment", "str", vocab=_segments, vocab_setting=_SEG),
             ),
             key=("opportunity_id",),
             description="deals owned by field sales",
@@ -141,7 +162,12 @@ TABLES: dict[str, Table] = {
             (
                 Column("opportunity_id", "id", references=("opportunities", "opportunity_id")),
                 Column("ts", "timestamp"),
-                Column("stage", "str", vocab=lambda v: v.stages),
+                Column(
+                    "stage",
+                    "str",
+                    vocab=lambda v: v.stages,
+                    vocab_setting="vocabulary.open_stages / won_stage / lost_stage",
+                ),
                 Column("amount", "float", min_value=0),
                 Column("expected_close_date", "timestamp"),
             ),
@@ -159,20 +185,30 @@ TABLES: dict[str, Table] = {
                     nullable=True,
                     references=("opportunities", "opportunity_id"),
                 ),
-                Column("type", "str", vocab=lambda v: v.activity_types),
+                Column(
+                    "type",
+                    "str",
+                    vocab=lambda v: v.activity_types,
+                    vocab_setting="vocabulary.activity_types",
+                ),
             ),
             description="inside- and field-sales touches",
             row_checks=(
-                ("lead_id IS NULL AND opportunity_id IS NULL", "names neither a lead nor an opportunity"),
+                (
+                    "lead_id IS NULL AND opportunity_id IS NULL",
+                    "names neither a lead nor an opportunity",
+                ),
             ),
         ),
         Table(
             "reps",
             (
                 Column("rep_id", "id"),
-                Column("role", "str", vocab=lambda v: v.rep_roles),
+                Column(
+                    "role", "str", vocab=lambda v: v.rep_roles, vocab_setting="vocabulary.rep_roles"
+                ),
                 Column("team", "str"),
-                Column("segment", "str", nullable=True, vocab=_segments),
+                Column("segment", "str", nullable=True, vocab=_segments, vocab_setting=_SEG),
                 Column("weekly_slots", "int", min_value=1, default=80),
             ),
             key=("rep_id",),
@@ -184,7 +220,7 @@ TABLES: dict[str, Table] = {
                 Column("period_start", "timestamp"),
                 Column("period_end", "timestamp"),
                 Column("team", "str", nullable=True),
-                Column("segment", "str", nullable=True, vocab=_segments),
+                Column("segment", "str", nullable=True, vocab=_segments, vocab_setting=_SEG),
                 Column("amount", "float", min_value=0),
             ),
             description="revenue targets per period and team or segment",
@@ -194,6 +230,30 @@ TABLES: dict[str, Table] = {
 }
 
 TABLE_NAMES: list[str] = list(TABLES)
+
+
+def _dependency_order() -> list[str]:
+    """Table names with every referenced (parent) table before the tables that refer to it."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for col in TABLES[name].columns:
+            if col.references and col.references[0] != name:
+                visit(col.references[0])
+        ordered.append(name)
+
+    for name in TABLE_NAMES:
+        visit(name)
+    return ordered
+
+
+_FIX_ROWS = (
+    "fix: correct these rows at the source, or set them aside and go on with the good rows "
+    "(`leadml validate --quarantine`, or data.bad_rows: quarantine in configs/leadml.yaml / "
+    "LEADML_DATA__BAD_ROWS=quarantine)"
+)
 
 
 @dataclass
@@ -208,7 +268,9 @@ class Problem:
 
     def render(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
-        text = f"{where}: {self.reason} ({self.count} row{'s' if self.count != 1 else ''})"
+        text = f"{where}: {self.reason}"
+        if self.count:
+            text += f" ({self.count} row{'s' if self.count != 1 else ''})"
         if self.examples is not None and len(self.examples):
             shown = self.examples.to_string(index=False, max_colwidth=40)
             text += "\n    " + shown.replace("\n", "\n    ")
@@ -244,6 +306,7 @@ def _cast(col: Column, present: bool) -> str:
         return f"CAST({default} AS {_DUCK_TYPE[col.kind]})"
     ref = _q(col.name)
     if col.kind == "timestamp":
+        # Naive values are read in the session time zone, which check_tables sets to UTC.
         return f"TRY_CAST({ref} AS TIMESTAMPTZ)"
     if col.kind == "id" or col.kind == "str":
         return f"NULLIF(TRIM(CAST({ref} AS VARCHAR)), '')"
@@ -254,7 +317,9 @@ def _columns_of(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
 
 
-def _row_rules(table: Table, vocab: Vocabulary, present: set[str]) -> list[tuple[str | None, str, str]]:
+def _row_rules(
+    table: Table, vocab: Vocabulary, present: set[str]
+) -> list[tuple[str | None, str, str]]:
     """(column, reason, SQL condition TRUE for a bad row) over ``_typed_<table>``, which has
     the typed columns under their names and the raw ones as ``"raw:<name>"``."""
     rules: list[tuple[str | None, str, str]] = []
@@ -264,19 +329,32 @@ def _row_rules(table: Table, vocab: Vocabulary, present: set[str]) -> list[tuple
         typed = _q(col.name)
         raw_txt = f"NULLIF(TRIM(CAST({_q('raw:' + col.name)} AS VARCHAR)), '')"
         if col.kind in ("timestamp", "float", "int"):
-            what = {"timestamp": "timestamp", "float": "number", "int": "whole number"}[col.kind]
-            rules.append((col.name, f"unparsable {what}", f"{raw_txt} IS NOT NULL AND {typed} IS NULL"))
+            what = {
+                "timestamp": "timestamp (expected ISO 8601, e.g. 2024-01-31 or "
+                "2024-01-31T09:30:00Z)",
+                "float": "number",
+                "int": "whole number",
+            }[col.kind]
+            rules.append(
+                (col.name, f"unparsable {what}", f"{raw_txt} IS NOT NULL AND {typed} IS NULL")
+            )
         if not col.nullable:
-            rules.append((col.name, "missing value", f"{raw_txt} IS NULL"))
+            rules.append((col.name, "missing value (the column is required)", f"{raw_txt} IS NULL"))
         if col.min_value is not None:
-            rules.append((col.name, f"value below {col.min_value:g}", f"{typed} < {col.min_value}"))
+            reason = (
+                "negative value (must be >= 0)"
+                if col.min_value == 0
+                else f"value below the minimum {col.min_value:g}"
+            )
+            rules.append((col.name, reason, f"{typed} < {col.min_value}"))
         if col.vocab is not None:
             allowed = col.vocab(vocab)
+            setting = col.vocab_setting or "vocabulary"
             rules.append(
                 (
                     col.name,
-                    f"unknown value (allowed: {', '.join(allowed)}; the vocabulary is "
-                    "configurable in configs/leadml.yaml)",
+                    f"unknown value (allowed: {', '.join(allowed)}; add it to {setting} "
+                    "in configs/leadml.yaml if it is a real value)",
                     f"{typed} IS NOT NULL AND {typed} NOT IN ({_lit(allowed)})",
                 )
             )
@@ -287,28 +365,36 @@ def _row_rules(table: Table, vocab: Vocabulary, present: set[str]) -> list[tuple
     return rules
 
 
-def _set_rules(table: Table, rows: dict[str, int], present: set[str]) -> list[tuple[str, str, str]]:
+def _set_rules(
+    table: Table, checked: set[str], present: set[str], quarantine: bool
+) -> list[tuple[str, str, str]]:
     """Rules over sets of rows: duplicate keys and references to unknown parents.
-    Each gives a query returning the bad ``_row`` numbers of ``_typed_<table>``."""
+
+    Each gives a query returning the bad ``_row`` numbers of ``_typed_<table>``.
+    References are checked against the parent's final view, so in quarantine mode a
+    child of a quarantined parent row is quarantined too (nothing dangles).
+    """
     name = table.name
     rules: list[tuple[str, str, str]] = []
     for key_col in table.key:
         rules.append(
             (
                 key_col,
-                "duplicate id",
+                "duplicate id (every row with the id is listed; ids must be unique)",
                 f"SELECT _row FROM (SELECT _row, count(*) OVER (PARTITION BY {_q(key_col)}) AS n "
                 f"FROM _typed_{name} WHERE {_q(key_col)} IS NOT NULL) WHERE n > 1",
             )
         )
     for col in table.columns:
-        if col.references and col.name in present and col.references[0] in rows:
+        if col.references and col.name in present and col.references[0] in checked:
             ptable, pcol = col.references
+            what = ptable.removesuffix("s")
+            extra = f", or that {what} was quarantined" if quarantine else ""
             rules.append(
                 (
                     col.name,
-                    f"refers to an unknown {ptable.removesuffix('s')} (no such {ptable}.{pcol})",
-                    f"SELECT t._row FROM _typed_{name} t ANTI JOIN _typed_{ptable} p "
+                    f"refers to an unknown {what} (no such {ptable}.{pcol}{extra})",
+                    f"SELECT t._row FROM _typed_{name} t ANTI JOIN {ptable} p "
                     f"ON p.{_q(pcol)} = t.{_q(col.name)} WHERE t.{_q(col.name)} IS NOT NULL",
                 )
             )
@@ -319,7 +405,54 @@ def _examples(
     con: duckdb.DuckDBPyConnection, name: str, raw_cols: list[str], where: str, limit: int
 ) -> pd.DataFrame:
     cols = ", ".join(f"{_q('raw:' + c)} AS {_q(c)}" for c in raw_cols)
-    return con.execute(f"SELECT {cols} FROM _typed_{name} WHERE {where} ORDER BY _row LIMIT {int(limit)}").df()
+    return con.execute(
+        f"SELECT {cols} FROM _typed_{name} WHERE {where} ORDER BY _row LIMIT {int(limit)}"
+    ).df()
+
+
+def _structural_problems(
+    con: duckdb.DuckDBPyConnection, source: TableSource, present: list[str], example_rows: int
+) -> tuple[list[Problem], dict[str, list[str]]]:
+    """Missing required tables and missing required columns: problems no row filter can fix."""
+    fatal: list[Problem] = []
+    missing_required = [t for t in TABLE_NAMES if TABLES[t].required and t not in present]
+    for name in missing_required:
+        fatal.append(
+            Problem(
+                name,
+                None,
+                f"required table missing from {source.location} "
+                f"(fix: add {name}.parquet, {name}.csv or a folder {name}/ of Parquet parts, "
+                f"or a table named {name} in the DuckDB file)",
+                0,
+            )
+        )
+    raw_columns: dict[str, list[str]] = {}
+    for name in present:
+        table = TABLES[name]
+        raw_cols = _columns_of(con, f"raw_{name}")
+        missing = [
+            c.name
+            for c in table.columns
+            if c.name not in raw_cols and c.default is None and not c.nullable
+        ]
+        if missing:
+            n = con.execute(f"SELECT count(*) FROM raw_{name}").fetchone()[0]  # type: ignore[index]
+            ex = con.execute(f"SELECT * FROM raw_{name} LIMIT {int(example_rows)}").df()
+            fatal.append(
+                Problem(
+                    name,
+                    ", ".join(missing),
+                    "required column missing from every row "
+                    f"(found: {', '.join(raw_cols) or 'none'}; "
+                    f"fix: add the column, or rename the source column to {', '.join(missing)})",
+                    int(n),
+                    ex,
+                )
+            )
+            continue
+        raw_columns[name] = raw_cols
+    return fatal, raw_columns
 
 
 def check_tables(
@@ -333,57 +466,45 @@ def check_tables(
 ) -> CheckReport:
     """Check every table of ``source`` against its contract and define typed views.
 
-    After a successful return, ``con`` has a view (or, for a table that lost
-    rows to quarantine, a temporary table) per present canonical table with the
-    contract's column types, plus extra columns where allowed. Raises
-    :class:`DataError` listing every problem when something is wrong and
-    ``bad_rows == "reject"``, or when the problem is not about single rows
-    (a missing table or column). The quarantine file is written only after
-    every check has run.
+    After a successful return, ``con`` has a view per present canonical table with
+    the contract's column types (timestamps as UTC ``TIMESTAMPTZ``), plus extra
+    columns where allowed. Views read the source lazily: nothing is copied, a large
+    event log is only scanned. Raises :class:`DataError` listing every problem when
+    something is wrong and ``bad_rows == "reject"``, or when the problem is not about
+    single rows (a missing table or column). With ``bad_rows == "quarantine"`` the
+    bad rows (and rows that refer to them) are left out of the views and, when
+    ``quarantine_dir`` is given, the folder is replaced atomically by one
+    ``<table>.csv`` per table with bad rows: the raw values and a ``_reasons`` column.
     """
+    if bad_rows not in ("reject", "quarantine"):
+        raise ValueError(f"bad_rows must be 'reject' or 'quarantine', not {bad_rows!r}")
+    quarantine = bad_rows == "quarantine"
     con.execute("SET TimeZone = 'UTC'")
     present_tables = [t for t in TABLE_NAMES if t in source.tables]
-    missing_required = [t for t in TABLE_NAMES if TABLES[t].required and t not in present_tables]
-    fatal: list[Problem] = []
-    if missing_required:
-        fatal.append(
-            Problem(", ".join(missing_required), None, f"required table missing from {source.location}", 0)
-        )
     source.register(con, present_tables)
-    raw_columns: dict[str, list[str]] = {}
-    for name in present_tables:
-        table = TABLES[name]
-        raw_cols = _columns_of(con, f"raw_{name}")
-        missing = [c.name for c in table.columns if c.name not in raw_cols and c.default is None and not c.nullable]
-        if missing:
-            fatal.append(
-                Problem(
-                    name,
-                    ", ".join(missing),
-                    f"column missing (found: {', '.join(raw_cols) or 'none'}); "
-                    "rename the source column or map it with `leadml import`",
-                    0,
-                )
-            )
-            continue
-        raw_columns[name] = raw_cols
+    fatal, raw_columns = _structural_problems(con, source, present_tables, example_rows)
+    if fatal:
+        raise DataError(_render(source.location, fatal, rows_fix=False))
+
+    rows: dict[str, int] = {}
+    problems: list[Problem] = []
+    quarantined: dict[str, int] = {}
+    bad_frames: dict[str, pd.DataFrame] = {}
+    for name in [t for t in _dependency_order() if t in raw_columns]:
+        table, raw_cols = TABLES[name], raw_columns[name]
+        present = set(raw_cols)
         extras = [c for c in raw_cols if c not in table.column_names] if table.extra_allowed else []
-        typed = [f"{_cast(c, c.name in raw_cols)} AS {_q(c.name)}" for c in table.columns]
+        typed = [f"{_cast(c, c.name in present)} AS {_q(c.name)}" for c in table.columns]
         typed += [_q(c) for c in extras]
         raws = [f"{_q(c)} AS {_q('raw:' + c)}" for c in raw_cols]
-        # row_number over an order-preserving scan numbers rows as they are in the file.
+        # row_number over an order-preserving scan numbers rows as they are in the file;
+        # only the checks read this view, the final view below reads the source directly.
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW _typed_{name} AS SELECT row_number() OVER () AS _row, "
             f"{', '.join(typed + raws)} FROM raw_{name}"
         )
-    if fatal:
-        raise DataError(_render(source.location, fatal))
-
-    rows: dict[str, int] = {}
-    problems: list[Problem] = []
-    bad_sql: dict[str, list[str]] = {}
-    for name, raw_cols in raw_columns.items():
-        rules = _row_rules(TABLES[name], vocab, set(raw_cols))
+        bad_sql: list[str] = []
+        rules = _row_rules(table, vocab, present)
         counts_sql = ", ".join(["count(*)"] + [f"count_if({cond})" for _, _, cond in rules])
         counts = con.execute(f"SELECT {counts_sql} FROM _typed_{name}").fetchone()
         assert counts is not None
@@ -392,53 +513,65 @@ def check_tables(
             if n:
                 ex = _examples(con, name, raw_cols, cond, example_rows)
                 problems.append(Problem(name, column, reason, int(n), ex))
-                bad_sql.setdefault(name, []).append(
+                bad_sql.append(
                     f"SELECT _row, {_lit([reason])} AS reason FROM _typed_{name} WHERE {cond}"
                 )
-    for name, raw_cols in raw_columns.items():
-        for column, reason, sql in _set_rules(TABLES[name], rows, set(raw_cols)):
+        for column, reason, sql in _set_rules(table, set(rows) - {name}, present, quarantine):
             con.execute(f"CREATE OR REPLACE TEMP TABLE _hits AS {sql}")
             n = con.execute("SELECT count(*) FROM _hits").fetchone()[0]  # type: ignore[index]
             if n:
-                ex = _examples(con, name, raw_cols, "_row IN (SELECT _row FROM _hits)", example_rows)
+                ex = _examples(
+                    con, name, raw_cols, "_row IN (SELECT _row FROM _hits)", example_rows
+                )
                 problems.append(Problem(name, column, reason, int(n), ex))
-                bad_sql.setdefault(name, []).append(f"SELECT _row, {_lit([reason])} AS reason FROM ({sql})")
-
-    if problems and bad_rows != "quarantine":
-        raise DataError(_render(source.location, problems))
-    quarantined: dict[str, int] = {}
-    for name, raw_cols in raw_columns.items():
-        table = TABLES[name]
-        keep = [_q(c.name) for c in table.columns]
-        keep += [_q(c) for c in raw_cols if c not in table.column_names] if table.extra_allowed else []
-        if name not in bad_sql:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(keep)} FROM _typed_{name}")
+                bad_sql.append(f"SELECT _row, {_lit([reason])} AS reason FROM ({sql})")
+        keep = ", ".join(_q(c.name) for c in table.columns)
+        keep += "".join(f", {_q(c)}" for c in extras)
+        if not bad_sql or not quarantine:
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(typed)} FROM raw_{name}"
+            )
             continue
-        union = " UNION ALL ".join(bad_sql[name])
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS "
-            f"SELECT _row, string_agg(reason, '; ') AS reasons FROM ({union}) GROUP BY _row"
+            "SELECT _row, string_agg(reason, '; ') AS reasons "
+            f"FROM ({' UNION ALL '.join(bad_sql)}) GROUP BY _row"
         )
         quarantined[name] = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchone()[0]  # type: ignore[index]
+        # A view, not a copy: the bad row numbers are a small table, the rest is scanned.
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT {', '.join(keep)} FROM _typed_{name} "
-            f"WHERE _row NOT IN (SELECT _row FROM _bad_{name}) ORDER BY _row"
+            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {keep} FROM _typed_{name} "
+            f"WHERE _row NOT IN (SELECT _row FROM _bad_{name})"
         )
-        if quarantine_dir is not None:
-            cols = ", ".join(f"t.{_q('raw:' + c)} AS {_q(c)}" for c in raw_cols)
-            bad = con.execute(
-                f"SELECT b.reasons AS _reasons, {cols} FROM _bad_{name} b "
-                f"JOIN _typed_{name} t USING (_row) ORDER BY t._row"
-            ).df()
-            with atomic_path(quarantine_dir / f"{name}.csv") as tmp:
-                bad.to_csv(tmp, index=False)
+        cols = ", ".join(f"t.{_q('raw:' + c)} AS {_q(c)}" for c in raw_cols)
+        bad_frames[name] = con.execute(
+            f"SELECT b.reasons AS _reasons, {cols} FROM _bad_{name} b "
+            f"JOIN _typed_{name} t USING (_row) ORDER BY t._row"
+        ).df()
+
+    if problems and not quarantine:
+        raise DataError(_render(source.location, problems))
+    if quarantine and quarantine_dir is not None:
+        _write_quarantine(quarantine_dir, bad_frames)
+    rows = {t: rows[t] for t in TABLE_NAMES if t in rows}
     missing_tables = [t for t in TABLE_NAMES if t not in rows]
     return CheckReport(source.location, rows, problems, quarantined, missing_tables)
 
 
-def _render(location: str, problems: list[Problem]) -> str:
+def _write_quarantine(folder: Path, bad_frames: dict[str, pd.DataFrame]) -> None:
+    """Replace ``folder`` as a whole, so no stale file from an earlier run survives."""
+    with atomic_path(folder) as tmp:
+        tmp.mkdir(parents=True)
+        for name, frame in bad_frames.items():
+            frame.to_csv(tmp / f"{name}.csv", index=False)
+
+
+def _render(location: str, problems: list[Problem], *, rows_fix: bool = True) -> str:
     head = f"input tables in {location} break their contract ({len(problems)} problem(s)):"
-    return "\n".join([head, *("- " + p.render() for p in problems)])
+    lines = [head, *("- " + p.render() for p in problems)]
+    if rows_fix:
+        lines.append(_FIX_ROWS)
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------ conveniences
@@ -481,6 +614,9 @@ def load_tables(
     src = frames_source(data) if isinstance(data, dict) else data
     con, report = connect(src, vocab, **kwargs)  # type: ignore[arg-type]
     try:
-        return {name: con.execute(f"SELECT * FROM {name}").df() for name in (tables or list(report.rows))}
+        return {
+            name: con.execute(f"SELECT * FROM {name}").df()
+            for name in (tables or list(report.rows))
+        }
     finally:
         con.close()

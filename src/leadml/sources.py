@@ -50,12 +50,24 @@ class TableSource:
     def register(self, con: duckdb.DuckDBPyConnection, names: list[str] | None = None) -> None:
         """Create views ``raw_<table>`` on ``con`` for the tables present."""
         if self.database is not None:
-            con.execute(f"ATTACH {_sql_str(self.database)} AS src (READ_ONLY)")
+            try:
+                con.execute(f"ATTACH {_sql_str(self.database)} AS src (READ_ONLY)")
+            except duckdb.Error as exc:
+                msg = f"{self.database}: cannot open as a DuckDB database: {exc}"
+                raise DataError(msg) from None
         for name in names or self.tables:
             if name in self.frames:
                 con.register(f"raw_{name}", self.frames[name])
             elif name in self.relations:
-                con.execute(f"CREATE OR REPLACE VIEW raw_{name} AS SELECT * FROM {self.relations[name]}")
+                try:
+                    con.execute(
+                        f"CREATE OR REPLACE VIEW raw_{name} AS SELECT * FROM {self.relations[name]}"
+                    )
+                except duckdb.Error as exc:
+                    raise DataError(
+                        f"{self.location}: table {name} cannot be read ({self.relations[name]}): "
+                        f"{exc}; fix: check that the file is complete CSV/Parquet with a header row"
+                    ) from None
 
 
 def open_source(path: str | Path, table_names: list[str]) -> TableSource:
@@ -94,8 +106,10 @@ def _find_in_dir(path: Path, name: str) -> str | None:
     parquet, csv, folder = path / f"{name}.parquet", path / f"{name}.csv", path / name
     if parquet.exists():
         return f"read_parquet({_sql_str(parquet)})"
-    if folder.is_dir() and any(folder.glob("*.parquet")):
-        return f"read_parquet({_sql_str(folder / '*.parquet')})"
+    if folder.is_dir() and any(folder.rglob("*.parquet")):
+        # Parts may sit in sub-folders (hive partitions such as month=2024-01/) and may
+        # differ in column order or in optional columns: match columns by name.
+        return f"read_parquet({_sql_str(folder / '**' / '*.parquet')}, union_by_name=true)"
     if csv.exists():
         # all_varchar: the contract, not the sniffer, decides the types, so a bad
         # value is reported by column and row instead of failing the read.
@@ -106,7 +120,10 @@ def _find_in_dir(path: Path, name: str) -> str | None:
 def _open_duckdb(path: Path, table_names: list[str]) -> TableSource:
     try:
         with duckdb.connect(str(path), read_only=True) as con:
-            present = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            present = {
+                r[0]
+                for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()
+            }
     except duckdb.Error as exc:
         raise DataError(f"{path}: cannot open as a DuckDB database: {exc}") from None
     source = TableSource(location=str(path), database=path)

@@ -13,9 +13,18 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
+from leadml.cli import analytics as analytics_commands
+from leadml.cli import batch as batch_commands
 from leadml.cli import common
 from leadml.cli import data as data_commands
+from leadml.cli import features as features_commands
+from leadml.cli import forecast as forecast_commands
+from leadml.cli import importing as importing_commands
+from leadml.cli import models as models_commands
+from leadml.cli import serve as serve_commands
+from leadml.cli import simulate as simulate_commands
 from leadml.errors import LeadmlError
 
 app = typer.Typer(
@@ -40,7 +49,7 @@ def _global(
     ctx.obj = common.Context(workspace=workspace, config_dir=config_dir)
 
 
-for _module in (data_commands,):
+for _module in (data_commands, analytics_commands, importing_commands, features_commands, serve_commands, batch_commands, simulate_commands, forecast_commands, models_commands):
     _module.register(app)
 
 
@@ -49,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except LeadmlError as err:
-        common.err_console().print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+        common.err_console().print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True)
         sys.exit(err.exit_code)
     except typer.Abort:
         sys.exit(130)

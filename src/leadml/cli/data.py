@@ -15,13 +15,19 @@ def register(app: typer.Typer) -> None:
 
 def validate(
     ctx: typer.Context,
-    data: Path | None = typer.Option(None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
     quarantine: bool = typer.Option(
-        False, "--quarantine", help="Set bad rows aside in <workspace>/quarantine instead of failing"
+        False,
+        "--quarantine",
+        help="Set bad rows aside in <workspace>/quarantine instead of failing",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Check every table against its contract; exit non-zero with the reasons if any breaks it."""
+    from rich.markup import escape
+
     from leadml.contracts import connect
 
     s = common.settings(ctx)
@@ -40,6 +46,7 @@ def validate(
                 "location": report.location,
                 "rows": report.rows,
                 "quarantined": report.quarantined,
+                "quarantine_dir": str(s.quarantine_dir) if report.quarantined else None,
                 "absent_tables": report.missing_tables,
                 "problems": [
                     {"table": p.table, "column": p.column, "reason": p.reason, "count": p.count}
@@ -50,10 +57,17 @@ def validate(
         return
     out = common.console()
     rows = [(t, n, report.quarantined.get(t, 0)) for t, n in report.rows.items()]
-    out.print(common.summary_table(f"Tables in {report.location}", ["table", "rows", "quarantined"], rows))
+    out.print(
+        common.summary_table(f"Tables in {report.location}", ["table", "rows", "quarantined"], rows)
+    )
     for p in report.problems:
-        out.print(f"[yellow]quarantined:[/] {p.render()}")
+        # user data may contain [brackets]: never let rich read it as markup
+        out.print(f"[yellow]quarantined:[/] {escape(p.render())}", soft_wrap=True)
     if report.missing_tables:
         out.print(f"absent (optional): {', '.join(report.missing_tables)}")
-    out.print("[green]all tables meet their contracts[/]" if report.ok else
-              f"[yellow]bad rows written to {s.quarantine_dir}[/]")
+    out.print(
+        "[green]all tables meet their contracts[/]"
+        if report.ok
+        else f"[yellow]bad rows written to {escape(str(s.quarantine_dir))}[/]",
+        soft_wrap=True,
+    )

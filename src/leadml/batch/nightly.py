@@ -1,0 +1,684 @@
+"""The nightly run: everything the revenue team needs at 9 am, as of a date D.
+
+``run_nightly(settings, as_of=D)`` does, in order:
+
+1. **validate** the input tables against their contracts (bad rows stop the run
+   with a message naming table, column and rows, or are quarantined with their
+   reasons under ``<workspace>/quarantine/as_of=D/`` when ``batch.bad_rows`` says so);
+2. **features** as of D (the offline engine) for every open lead and open deal;
+3. **score** them with the registered champions (calibrated probability, grade,
+   top reasons);
+4. the **IS call list** for the coming working days (:mod:`.calllist`);
+5. the **forecast** snapshot of the current and the next quarter, with the deal
+   champion's probabilities, and the **deal-hygiene alerts**;
+6. **drift** of every model input and of the scores against the training reference;
+7. **publish** every table for D at once (:mod:`.outputs`) with the run manifest.
+
+Time semantics: D is read as midnight UTC at the start of that day; every
+feature, status, capacity and forecast reads only records with ``ts < D``.
+Nothing is published until every step has succeeded, so a failed run leaves the
+previous outputs of D (and of every other date) exactly as they were.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from leadml.batch import calllist as cl
+from leadml.batch import drift as dr
+from leadml.batch.manifest import Manifest, peak_rss_mb
+from leadml.batch.outputs import OutputStore, ParquetOutputs, sql_outputs
+from leadml.config import Settings
+from leadml.errors import DataError, LeadmlError
+
+LEAD_MODEL = "lead_readiness"
+DEAL_MODEL = "deal_close"
+CLOSED_LEAD_STATUSES = ("sql", "disqualified")
+
+
+class BatchError(LeadmlError):
+    """The nightly run cannot go on (missing champion, empty data, bad date)."""
+
+
+class Champion(Protocol):
+    """What the nightly run needs from a registered model (see :class:`BundleChampion`)."""
+
+    name: str
+    version: str
+    features: list[str]
+    # Training distribution per feature and of the score (key ``"score"``), for drift.
+    reference: Mapping[str, Any] | None
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability per row of ``features`` (the model's headline horizon)."""
+        ...
+
+    def grade(self, probability: np.ndarray) -> np.ndarray | None:
+        """A/B/C/D per probability, or None when the model has no grades."""
+        ...
+
+    def reasons(self, features: pd.DataFrame) -> list[str]:
+        """The top reasons behind each row's score, as one readable string per row."""
+        ...
+
+
+class DealChampion(Champion, Protocol):
+    def won_by(self, features: pd.DataFrame, horizon_days: np.ndarray) -> np.ndarray:
+        """Calibrated P(deal won within ``horizon_days`` of its as-of time)."""
+        ...
+
+
+@dataclass
+class NightlyResult:
+    """What a run produced: the tables published for D and its manifest."""
+
+    as_of: date
+    tables: dict[str, pd.DataFrame]
+    manifest: Manifest
+    outputs_dir: Path
+    sql_url: str
+    warnings: list[str] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def parse_as_of(value: str | date | datetime | pd.Timestamp) -> tuple[date, pd.Timestamp]:
+    """An as-of date and the instant it stands for (midnight UTC at the start of the day)."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise BatchError(f"--as-of {value!r} is not a date; use ISO format such as 2025-06-02") from None
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
+    if ts != ts.normalize():
+        raise BatchError(f"--as-of {value!r}: the nightly run is per day; give a date such as {ts.date()}")
+    day = ts.date()
+    return day, pd.Timestamp(day, tz="UTC")
+
+
+def _store(settings: Settings) -> OutputStore:
+    parquet = ParquetOutputs(settings.outputs_dir) if settings.batch.parquet else None
+    return OutputStore(parquet, sql_outputs(settings.batch.sql_url, settings.outputs_dir))
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    names = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    return names | {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def open_leads(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Leads created before ``as_of`` whose status as of then is not SQL or disqualified.
+
+    Columns: ``lead_id, status, segment`` (the account's) and ``team`` when the
+    leads table carries one. Status is the last ``lead_status_history`` row with
+    ``ts < as_of`` (ties: the later status in THE MODEL order); a lead with no
+    status row yet is a plain ``lead``.
+    """
+    have = _views(con)
+    lead_cols = {r[0] for r in con.execute("DESCRIBE leads").fetchall()}
+    team = "CAST(l.team AS VARCHAR)" if "team" in lead_cols else "CAST(NULL AS VARCHAR)"
+    status_cte = (
+        "SELECT lead_id, arg_max(status, ts) AS status FROM lead_status_history "
+        "WHERE ts < $as_of GROUP BY lead_id"
+        if "lead_status_history" in have
+        else "SELECT CAST(NULL AS VARCHAR) AS lead_id, CAST(NULL AS VARCHAR) AS status WHERE FALSE"
+    )
+    closed = ", ".join(f"'{s}'" for s in CLOSED_LEAD_STATUSES)
+    return con.execute(
+        f"WITH st AS ({status_cte}) "
+        f"SELECT l.lead_id, coalesce(st.status, 'lead') AS status, a.segment, {team} AS team "
+        "FROM leads l LEFT JOIN st USING (lead_id) LEFT JOIN accounts a USING (account_id) "
+        f"WHERE l.created_at < $as_of AND coalesce(st.status, 'lead') NOT IN ({closed}) "
+        "ORDER BY l.lead_id",
+        {"as_of": as_of},
+    ).df()
+
+
+def _is_activity(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """IS reps, and the activities the call list needs (this week's, and each lead's
+    latest IS touch) — all with ``ts < as_of``."""
+    have = _views(con)
+    if "reps" not in have:
+        return pd.DataFrame(columns=["rep_id", "role", "team", "segment", "weekly_slots"]), pd.DataFrame(
+            columns=["ts", "rep_id", "lead_id"]
+        )
+    reps = con.execute("SELECT rep_id, role, team, segment, weekly_slots FROM reps").df()
+    if "activities" not in have:
+        return reps, pd.DataFrame(columns=["ts", "rep_id", "lead_id"])
+    start = cl.week_start(as_of)
+    acts = con.execute(
+        "WITH a AS (SELECT a.ts, a.rep_id, a.lead_id FROM activities a JOIN reps r USING (rep_id) "
+        "WHERE r.role = 'IS' AND a.ts < $as_of) "
+        "SELECT ts, rep_id, lead_id FROM a WHERE ts >= $start "
+        "UNION ALL "
+        "SELECT max(ts) AS ts, arg_max(rep_id, ts) AS rep_id, lead_id FROM a "
+        "WHERE lead_id IS NOT NULL AND ts < $start GROUP BY lead_id",
+        {"as_of": as_of, "start": start},
+    ).df()
+    return reps, acts
+
+
+# ------------------------------------------------------------------ the run
+
+
+def run_nightly(
+    settings: Settings,
+    as_of: str | date | datetime | pd.Timestamp,
+    *,
+    data: str | Path | None = None,
+    champions: Mapping[str, Champion] | None = None,
+    on_step: Callable[[str], None] | None = None,
+    before_publish: Callable[[dict[str, pd.DataFrame]], None] | None = None,
+) -> NightlyResult:
+    """Run the nightly batch for as-of date ``as_of`` and publish its outputs.
+
+    ``champions`` maps ``lead_readiness`` / ``deal_close`` to loaded models
+    (default: :func:`load_champions` from the MLflow registry). ``on_step`` is
+    called with each step's name as it starts (progress display).
+    ``before_publish`` sees the finished tables just before they are published
+    (tests inject failures here). Re-running a date replaces its outputs.
+    """
+    from leadml.contracts import connect
+    from leadml.features.catalog import load_catalog
+    from leadml.features.offline import compute_features
+
+    day, t = parse_as_of(as_of)
+    cfg = settings.batch
+    location = Path(data) if data is not None else settings.data_dir
+    store = _store(settings)
+    manifest = Manifest(
+        run_id=uuid.uuid4().hex[:12],
+        as_of=day.isoformat(),
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        data_location=str(location),
+        sql_url=store.sql.url if store.sql is not None else None,
+        settings={"batch": cfg.model_dump(mode="json", exclude={"sql_url"})},
+    )
+    say = on_step or (lambda _name: None)
+    warnings: list[str] = []
+
+    say("validate inputs")
+    with manifest.step("validate"):
+        con, report = connect(
+            location,
+            settings.vocabulary,
+            bad_rows=cfg.bad_rows,
+            quarantine_dir=settings.quarantine_dir / f"as_of={day.isoformat()}",
+            example_rows=settings.data.example_rows,
+        )
+    try:
+        manifest.input_rows = dict(report.rows)
+        manifest.quarantined_rows = dict(report.quarantined)
+        con.execute("SET TimeZone = 'UTC'")
+
+        say("load champions")
+        with manifest.step("load_models"):
+            models = dict(champions) if champions is not None else load_champions(settings)
+        for name in (LEAD_MODEL, DEAL_MODEL):
+            if name not in models:
+                raise BatchError(
+                    f"no champion for {name}; train and promote one first "
+                    "(`leadml train` then `leadml promote`), or run `leadml demo`"
+                )
+        lead_model, deal_model = models[LEAD_MODEL], models[DEAL_MODEL]
+        manifest.model_versions = {n: str(m.version) for n, m in models.items()}
+
+        say("features as of D")
+        catalog = load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
+        with manifest.step("features"):
+            leads = open_leads(con, t)
+            from leadml.forecast.deals import DealHistory
+
+            history = DealHistory(con, settings.vocabulary)
+            deals = history.snapshot(t)
+            if leads.empty and deals.empty:
+                raise DataError(
+                    f"{location}: no lead or deal is open before {day}; check --as-of "
+                    "against the dates in the data"
+                )
+            lead_feats = compute_features(con, catalog, "lead", leads[["lead_id"]].assign(as_of=t))
+            deal_feats = compute_features(
+                con, catalog, "opportunity", deals[["opportunity_id"]].assign(as_of=t)
+            )
+        manifest.open_entities = {"leads": len(leads), "deals": len(deals)}
+
+        say("score leads and deals")
+        with manifest.step("score"):
+            scores_leads = score_leads(lead_model, lead_feats, leads)
+            scores_deals, quarter_probs = score_deals(deal_model, deal_feats, deals, t)
+
+            def won_by(horizon_days: np.ndarray) -> np.ndarray:
+                return np.asarray(deal_model.won_by(deal_feats, horizon_days), dtype="float64")
+
+        say("IS call list")
+        with manifest.step("call_list"):
+            reps, acts = _is_activity(con, t)
+            candidates = scores_leads.rename(columns={"readiness": "expected_conversions"})
+            plan = cl.build_call_list(
+                candidates,
+                reps,
+                acts,
+                t,
+                days=cfg.call_list_days,
+                statuses=cfg.call_list_statuses,
+                assign_by=cfg.assign_by,
+            )
+            capacity = plan.capacity
+
+        with manifest.step("reasons"):
+            # Reasons (TreeSHAP) cost several predictions each: every open deal, the
+            # leads on the call list and the best ``reasons_top_leads`` of the rest.
+            top = scores_leads["lead_id"].head(cfg.reasons_top_leads)
+            wanted = pd.Index(top).union(pd.Index(plan.calls["lead_id"]))
+            scores_leads["reasons"] = _reasons_for(lead_model, lead_feats, "lead_id", scores_leads["lead_id"], wanted)
+            scores_deals["reasons"] = _reasons_for(
+                deal_model, deal_feats, "opportunity_id", scores_deals["opportunity_id"],
+                pd.Index(scores_deals["opportunity_id"]),
+            )
+            calls = plan.calls.rename(columns={"expected_conversions": "readiness"})
+            calls["reasons"] = calls["lead_id"].map(scores_leads.set_index("lead_id")["reasons"])
+
+        say("forecast and alerts")
+        with manifest.step("forecast"):
+            forecast_tbl = forecast_snapshot(con, settings, history, t, quarter_probs, won_by)
+        with manifest.step("alerts"):
+            window = getattr(getattr(getattr(settings, "forecast", None), "alerts", None), "score_window_days", 28)
+            alerts = deal_alerts(con, settings, history, t, scores_deals, past_deal_scores(store, day, window))
+
+        say("drift")
+        with manifest.step("drift"):
+            drift_tbl = pd.concat(
+                [
+                    _drift(lead_model, lead_feats, scores_leads["readiness"], cfg.psi_warn, cfg.psi_alert),
+                    _drift(deal_model, deal_feats, scores_deals["probability"], cfg.psi_warn, cfg.psi_alert),
+                ],
+                ignore_index=True,
+            )
+            manifest.drifted_features = dr.drifted(drift_tbl) if len(drift_tbl) else []
+            for name, m in ((LEAD_MODEL, lead_model), (DEAL_MODEL, deal_model)):
+                if not m.reference:
+                    warnings.append(f"{name} v{m.version} has no training reference; drift not measured")
+    finally:
+        con.close()
+
+    tables: dict[str, pd.DataFrame] = {
+        "scores_leads": scores_leads,
+        "scores_deals": scores_deals,
+        "call_list": calls,
+        "call_capacity": capacity,
+        "forecast": forecast_tbl,
+        "alerts": alerts,
+        "drift": drift_tbl,
+    }
+    say("publish outputs")
+    manifest.rows_written = {k: len(v) for k, v in tables.items()}
+    manifest.rows_written["manifest"] = 1
+    manifest.status = "succeeded"
+    manifest.peak_rss_mb = round(peak_rss_mb(), 1)
+    if before_publish is not None:
+        before_publish(tables)
+    with manifest.step("publish"):
+        manifest.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        store.publish(day, {**tables, "manifest": manifest.frame()})
+    return NightlyResult(
+        as_of=day,
+        tables=tables,
+        manifest=manifest,
+        outputs_dir=settings.outputs_dir,
+        sql_url=manifest.sql_url or "",
+        warnings=warnings,
+    )
+
+
+# ------------------------------------------------------------------ steps
+
+
+def score_leads(model: Champion, features: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame:
+    """One row per open lead, best first: readiness (calibrated), grade, status, routing.
+    ``reasons`` is filled later for the leads that need them (None for the rest)."""
+    p = np.asarray(model.predict(features), dtype="float64")
+    grades = model.grade(p)
+    out = pd.DataFrame(
+        {
+            "lead_id": features["lead_id"].to_numpy(),
+            "readiness": p,
+            "grade": grades if grades is not None else None,
+            "reasons": None,
+        }
+    )
+    out = out.merge(leads, on="lead_id", how="left", validate="one_to_one")
+    out["model_version"] = str(model.version)
+    return out.sort_values(["readiness", "lead_id"], ascending=[False, True], ignore_index=True)
+
+
+def _reasons_for(
+    model: Champion, features: pd.DataFrame, id_column: str, ids: pd.Series, wanted: pd.Index
+) -> np.ndarray:
+    """Reasons for the rows of ``ids`` that are in ``wanted`` (None elsewhere), in ``ids`` order."""
+    mask = features[id_column].isin(wanted).to_numpy()
+    out = pd.Series(None, index=features[id_column].to_numpy(), dtype=object)
+    if mask.any():
+        out.iloc[np.flatnonzero(mask)] = model.reasons(features.loc[mask].reset_index(drop=True))
+    return out.reindex(ids.to_numpy()).to_numpy()
+
+
+def score_deals(
+    model: DealChampion, features: pd.DataFrame, deals: pd.DataFrame, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timestamp], pd.DataFrame]]:
+    """One row per open deal: P(won) by the end of this and next quarter and within 90
+    days, the model's headline probability and grade, stage, amount, and the expected
+    amount this quarter. ``reasons`` is filled later.
+
+    Also returns the probability source the forecast uses: ``(con, as_of, period_end)
+    -> opportunity_id, p_won_by`` from the same model and features.
+    """
+    from leadml.forecast.deals import quarter_of
+
+    this_q = quarter_of(as_of)
+    next_q = this_q.shifted(-1)
+    day = pd.Timedelta(days=1)
+    n = len(features)
+    p_this = model.won_by(features, np.full(n, (this_q.end - as_of) / day))
+    p_next = model.won_by(features, np.full(n, (next_q.end - as_of) / day))
+    p_90 = model.won_by(features, np.full(n, 90.0))
+    headline = np.asarray(model.predict(features), dtype="float64")
+    grades = model.grade(headline)
+    out = pd.DataFrame(
+        {
+            "opportunity_id": features["opportunity_id"].to_numpy(),
+            "p_won_this_quarter": p_this,
+            "p_won_by_next_quarter_end": p_next,
+            "p_won_90d": p_90,
+            "probability": headline,
+            "grade": grades if grades is not None else None,
+            "reasons": None,
+        }
+    )
+    keep = [c for c in ("opportunity_id", "stage", "amount", "expected_close_date", "last_update",
+                        "owner_id", "team", "segment") if c in deals]
+    out = out.merge(deals[keep], on="opportunity_id", how="left", validate="one_to_one")
+    out["expected_amount_this_quarter"] = out["p_won_this_quarter"] * out["amount"]
+    out["model_version"] = str(model.version)
+    ids = out["opportunity_id"].to_numpy()
+    cache: dict[pd.Timestamp, pd.DataFrame] = {}
+
+    def probabilities(_con: duckdb.DuckDBPyConnection, t: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+        if t != as_of:
+            raise BatchError(f"deal probabilities were computed as of {as_of.date()}, not {t.date()}")
+        end = pd.Timestamp(end)
+        if end not in cache:
+            horizon = np.full(n, max((end - t) / day, 0.0))
+            cache[end] = pd.DataFrame({"opportunity_id": ids, "p_won_by": model.won_by(features, horizon)})
+        return cache[end]
+
+    probabilities.name = f"{DEAL_MODEL} v{model.version}"  # type: ignore[attr-defined]
+    return out.sort_values(["expected_amount_this_quarter", "opportunity_id"], ascending=[False, True],
+                           ignore_index=True), probabilities
+
+
+def forecast_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    history: Any,
+    as_of: pd.Timestamp,
+    probabilities: Callable[..., pd.DataFrame],
+    won_by: Callable[[np.ndarray], np.ndarray],
+) -> pd.DataFrame:
+    """The current and next quarter's forecast as of D, in total and per team and segment
+    (``kind = 'snapshot'``), plus the current quarter's fan (``kind = 'fan'``).
+
+    ``won_by(horizon_days)`` gives every deal open at D (in ``history.snapshot(D)``
+    order) its P(won within the horizon) from the deal champion."""
+    from leadml.forecast.deals import quarter_of
+    from leadml.forecast.forecast import forecast
+
+    fcfg = getattr(settings, "forecast", None)
+    vocab = settings.vocabulary
+    rows = []
+    this_q = quarter_of(as_of)
+    for label, period in (("current", this_q), ("next", this_q.shifted(-1))):
+        for by in ("team", "segment"):
+            r = forecast(con, as_of=as_of, period=period, deal_probabilities=probabilities, by=by,
+                         vocab=vocab, config=fcfg, history=history)
+            table = r.table()
+            table.insert(0, "grouping", np.where(table["group"] == "all", "total", by))
+            if by != "team":  # the total comes once, with the per-team call
+                table = table[table["grouping"] != "total"]
+            table = table.sort_values("grouping", key=lambda g: g != "total", kind="stable")
+            table.insert(0, "period_end", period.end)
+            table.insert(0, "period_start", period.start)
+            table.insert(0, "period", period.label)
+            table.insert(0, "quarter", label)
+            table.insert(0, "kind", "snapshot")
+            table["probability_source"] = r.probability_source
+            rows.append(table)
+    fan = forecast_fan(history, as_of, this_q, won_by, rows[0], fcfg)
+    return pd.concat([*rows, fan], ignore_index=True)
+
+
+def forecast_fan(
+    history: Any,
+    as_of: pd.Timestamp,
+    period: Any,
+    won_by: Callable[[np.ndarray], np.ndarray],
+    snapshot: pd.DataFrame,
+    config: Any = None,
+) -> pd.DataFrame:
+    """The fan chart of the current quarter: revenue booked by each coming week end, with
+    P10/P50/P90, as of D (``kind = 'fan'``).
+
+    Booked by week end w = won in the quarter before D + open deals won before w (exact
+    Poisson-binomial of the deal champion's P(won within w - D)) + the quarter's expected
+    new-deal revenue spread evenly over its remaining weeks (a deterministic shift, an
+    approximation). The last point is the quarter's forecast itself.
+    """
+    from leadml.forecast import distribution as dist
+
+    deals = history.snapshot(as_of)
+    amounts = deals["amount"].to_numpy(dtype="float64")
+    total = snapshot[snapshot["group"] == "all"].iloc[0]
+    won, target, new = float(total["won"]), float(total["target"]), float(total["new_expected"])
+    ends = [w for w in pd.date_range(as_of + pd.Timedelta(days=7), period.end, freq="7D") if w < period.end]
+    span = (period.end - as_of) / pd.Timedelta(days=1)
+    rows = [{"week_end": as_of, "won": won, "expected": won, "p10": won, "p50": won, "p90": won}]
+    cells = getattr(config, "backtest_grid_cells", 1 << 14)
+    for end in ends:
+        days = (end - as_of) / pd.Timedelta(days=1)
+        probs = won_by(np.full(len(deals), days))
+        shift = new * days / span
+        d = dist.revenue_distribution(won=won, amounts=amounts, probs=probs, max_cells=cells)
+        p10, p50, p90 = (float(v) + shift for v in d.quantile([0.1, 0.5, 0.9]))
+        rows.append({"week_end": end, "won": won, "expected": won + float(probs @ amounts) + shift,
+                     "p10": p10, "p50": p50, "p90": p90})
+    rows.append({"week_end": period.end, "won": won, "expected": float(total["expected"]),
+                 "p10": float(total["p10"]), "p50": float(total["p50"]), "p90": float(total["p90"])})
+    fan = pd.DataFrame(rows)
+    fan["target"] = target
+    fan.insert(0, "grouping", "total")
+    fan.insert(0, "group", "all")
+    fan.insert(0, "period_end", period.end)
+    fan.insert(0, "period_start", period.start)
+    fan.insert(0, "period", period.label)
+    fan.insert(0, "quarter", "current")
+    fan.insert(0, "kind", "fan")
+    return fan
+
+
+def deal_alerts(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    history: Any,
+    as_of: pd.Timestamp,
+    scores_deals: pd.DataFrame,
+    past_scores: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Deal-hygiene alerts as of D (:func:`leadml.forecast.alerts.alerts`), one row per
+    deal and rule. The score-drop rule reads tonight's ``p_won_90d`` (a fixed horizon,
+    comparable from night to night) and earlier nights' from ``past_scores``."""
+    import json
+
+    from leadml.forecast.alerts import alerts
+
+    tonight = pd.DataFrame(
+        {"opportunity_id": scores_deals["opportunity_id"], "as_of": as_of, "p_won": scores_deals["p_won_90d"]}
+    )
+    scores = pd.concat([past_scores, tonight], ignore_index=True) if past_scores is not None else tonight
+    fcfg = getattr(settings, "forecast", None)
+    out = alerts(con, as_of=as_of, cfg=getattr(fcfg, "alerts", None), scores=scores,
+                 vocab=settings.vocabulary, history=history)
+    if "figures" in out:
+        out["figures"] = out["figures"].map(lambda v: json.dumps(v, default=str, sort_keys=True))
+    return out.reset_index(drop=True)
+
+
+def past_deal_scores(store: OutputStore, day: date, window_days: int) -> pd.DataFrame | None:
+    """Earlier nights' ``p_won_90d`` per deal (``opportunity_id, as_of, p_won``), for the
+    ``window_days`` before D; only runs dated before D are read."""
+    if store.parquet is None:
+        return None
+    lo = day - pd.Timedelta(days=window_days)
+    frames = []
+    for d in store.parquet.dates("scores_deals"):
+        if lo <= d < day:
+            f = store.parquet.read("scores_deals", d)
+            if "p_won_90d" in f:
+                frames.append(pd.DataFrame({"opportunity_id": f["opportunity_id"],
+                                            "as_of": pd.Timestamp(d, tz="UTC"), "p_won": f["p_won_90d"]}))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _drift(model: Champion, features: pd.DataFrame, scores: pd.Series, warn: float, alert: float) -> pd.DataFrame:
+    if not model.reference:
+        return pd.DataFrame(columns=["model", "feature", "kind", "psi", "status", "rows",
+                                     "reference_missing", "current_missing"])
+    import json
+
+    out = dr.drift_report(model.reference, features, model=model.name, scores=scores.to_numpy(),
+                          warn=warn, alert=alert)
+    ref = model.reference.get(dr.SCORE)
+    edges = (ref.edges if isinstance(ref, dr.BinnedReference) else (ref or {}).get("edges")) or []
+    # The score's training quantiles, so the report can draw them under tonight's histogram.
+    out["reference_edges"] = np.where(out["kind"] == "score", json.dumps([float(e) for e in edges]), None)
+    return out
+
+
+# ------------------------------------------------------------------ champions
+
+
+REASONS_PER_ROW = 3
+
+
+class BundleChampion:
+    """A registered scoring bundle (:class:`leadml.modeling.bundle.ScoringBundle`) seen
+    through the :class:`Champion` interface.
+
+    Deal-close probabilities for several horizons come from one hazard prediction per
+    feature frame (cached), so the forecast, the fan chart and the deal scores cost one
+    booster pass, not one per horizon.
+    """
+
+    def __init__(self, bundle: Any, version: str) -> None:
+        self.bundle = bundle
+        self.name = str(bundle.name)
+        self.version = str(version)
+        self.features = list(bundle.features)
+        self.reference = reference_from_bundle(bundle.reference)
+        self._hazard_cache: tuple[int, Any, Any] | None = None
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        if self.bundle.kind == "deal_close":
+            return self.won_by(features, np.full(len(features), float(self.bundle.model.horizon_days)))
+        return np.asarray(self.bundle.predict_proba(features), dtype="float64")
+
+    def grade(self, probability: np.ndarray) -> np.ndarray | None:
+        if not self.bundle.grade_cutoffs:
+            return None
+        from leadml.modeling.policy import grade
+
+        return grade(probability, self.bundle.grade_cutoffs)
+
+    def reasons(self, features: pd.DataFrame) -> list[str]:
+        found = self.bundle.explain(features, k=REASONS_PER_ROW)
+        return ["; ".join(r["text"] for r in row["positive"]) or None for row in found]  # type: ignore[misc]
+
+    def won_by(self, features: pd.DataFrame, horizon_days: np.ndarray) -> np.ndarray:
+        import copy
+
+        self.bundle.check_input(features)
+        model = self.bundle.model
+        if self._hazard_cache is None or self._hazard_cache[0] != id(features):
+            hazards = model.hazards(features)
+            cached = copy.copy(model)
+            cached.hazards = lambda _x, _h=hazards: _h  # one booster pass per frame
+            self._hazard_cache = (id(features), features, cached)
+        cached = self._hazard_cache[2]
+        raw = cached.won_by_raw(features, np.asarray(horizon_days, dtype="float64"))
+        return np.asarray(cached.calibrator.predict(raw), dtype="float64")
+
+    def raw_predict(self, features: pd.DataFrame) -> np.ndarray:
+        """The booster's raw prediction on the encoded frame (benchmarks compare with it)."""
+        m = self.bundle.model
+        return m.booster.predict(m.encoder.transform(features), num_iteration=m.rounds)
+
+
+def reference_from_bundle(ref: Mapping[str, Any] | None) -> dict[str, dr.BinnedReference] | None:
+    """The bundle's training reference (score quantiles, per-feature bins and shares) as
+    :class:`~leadml.batch.drift.BinnedReference` per feature plus the score.
+
+    Numeric bins in the bundle are ``[e_{i-1}, e_i)`` over inner edges, shares of all
+    rows, plus the missing share; categorical shares include ``__missing__``. The score
+    reference is the out-of-sample score's percentiles, binned at its deciles.
+    """
+    if not ref:
+        return None
+    out: dict[str, dr.BinnedReference] = {}
+    for name, f in (ref.get("features") or {}).items():
+        if f.get("type") == "categorical":
+            shares = dict(f.get("shares") or {})
+            missing = float(shares.pop("__missing__", 0.0))
+            cats = list(shares)
+            out[name] = dr.BinnedReference(name, "categorical", categories=cats,
+                                           shares=[float(shares[c]) for c in cats] + [0.0], missing_share=missing)
+        else:
+            out[name] = dr.BinnedReference(name, "numeric", edges=[float(e) for e in f.get("edges") or []],
+                                           shares=[float(x) for x in f.get("shares") or [1.0]],
+                                           missing_share=float(f.get("missing_share", 0.0)))
+    q = np.asarray(ref.get("score_quantiles") or [], dtype="float64")
+    if len(q) >= 11:
+        levels = np.linspace(0, 1, len(q))
+        edges = np.unique(np.quantile(q, np.linspace(0.1, 0.9, 9)))
+        # share of the score distribution in each bin, read off the percentile curve
+        cdf = np.interp(edges, q, levels, left=0.0, right=1.0)
+        shares = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+        out[dr.SCORE] = dr.BinnedReference(dr.SCORE, "numeric", edges=edges.tolist(), shares=shares.tolist())
+    return out
+
+
+def load_champions(settings: Settings) -> dict[str, Champion]:
+    """The registry's ``@champion`` of both models (``models:/<name>@champion``)."""
+    from leadml import tracking
+    from leadml.modeling.bundle import ScoringBundle
+
+    tracking.configure(settings)
+    out: dict[str, Champion] = {}
+    for name in (LEAD_MODEL, DEAL_MODEL):
+        try:
+            version = tracking.client().get_model_version_by_alias(name, tracking.CHAMPION).version
+        except Exception:
+            raise BatchError(
+                f"no champion for {name} in the registry at {tracking.tracking_uri(settings)}; train and "
+                "promote one first (`leadml train` then `leadml promote`), or run `leadml demo`"
+            ) from None
+        bundle = ScoringBundle.load(f"models:/{name}@{tracking.CHAMPION}")
+        out[name] = BundleChampion(bundle, str(version))
+    return out

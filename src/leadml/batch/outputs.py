@@ -1,0 +1,377 @@
+"""Where a nightly run's tables go: Parquet partitions and a SQL database.
+
+Every output table carries an ``as_of`` column (a date). One run writes one
+as-of date, and re-running that date *replaces* its rows:
+
+- Parquet: ``<root>/<table>/as_of=YYYY-MM-DD/part-0.parquet``. Every partition
+  of the run is first written to a hidden staging folder beside its target; only
+  when all of them are written are they renamed into place.
+- SQL: one transaction per run that, for every table, deletes the date's rows
+  and inserts the new ones. The default is a DuckDB file in the workspace
+  (written with DuckDB's own Python API: the ``duckdb_engine`` SQLAlchemy dialect
+  is not part of the pinned set); any other SQLAlchemy URL (PostgreSQL with
+  ``postgresql+psycopg://...`` in particular) goes through SQLAlchemy Core.
+
+:func:`publish` stages everything before it publishes anything, so an exception
+while the run is still producing or staging its tables leaves the previous
+outputs exactly as they were, and readable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+from leadml.errors import ConfigError
+
+OUTPUT_TABLES: tuple[str, ...] = (
+    "scores_leads",
+    "scores_deals",
+    "call_list",
+    "forecast",
+    "alerts",
+    "drift",
+    "call_capacity",
+    "manifest",
+)
+AS_OF = "as_of"
+
+
+def partition_name(as_of: date) -> str:
+    return f"{AS_OF}={as_of.isoformat()}"
+
+
+def _with_as_of(df: pd.DataFrame, as_of: date) -> pd.DataFrame:
+    """The frame with ``as_of`` as its first column (a date), replacing any given one."""
+    out = df.drop(columns=[AS_OF], errors="ignore").copy()
+    out.insert(0, AS_OF, pd.Series([as_of] * len(out), index=out.index, dtype="date32[pyarrow]"))
+    return out
+
+
+def _sql_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns every SQL backend accepts: lists/dicts become JSON text, NaN becomes NULL."""
+    import json
+
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if s.dtype == object or str(s.dtype).startswith(("string", "str")):
+            sample = s.dropna().head(50)
+            if len(sample) and sample.map(lambda v: isinstance(v, list | tuple | dict)).any():
+                out[col] = s.map(
+                    lambda v: None if v is None else json.dumps(list(v) if isinstance(v, tuple) else v,
+                                                                default=str)
+                )
+    return out
+
+
+# ---------------------------------------------------------------- Parquet
+
+
+@dataclass
+class ParquetOutputs:
+    """Partitioned Parquet under ``root`` (normally ``<workspace>/outputs``)."""
+
+    root: Path
+
+    def partition(self, table: str, as_of: date) -> Path:
+        return self.root / table / partition_name(as_of)
+
+    @contextlib.contextmanager
+    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
+        """Write every partition to a staging folder; on a clean exit, rename them in.
+
+        An exception inside the ``with`` (or while staging) removes the staging
+        folders and leaves the published partitions untouched.
+        """
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for table, df in tables.items():
+                target = self.partition(table, as_of)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+                tmp.mkdir()
+                staged.append((tmp, target))
+                _with_as_of(df, as_of).drop(columns=[AS_OF]).to_parquet(
+                    tmp / "part-0.parquet", index=False
+                )
+            yield
+            for tmp, target in staged:
+                old = None
+                if target.exists():
+                    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+                    os.replace(target, old)
+                os.replace(tmp, target)
+                if old is not None:
+                    shutil.rmtree(old, ignore_errors=True)
+        finally:
+            for tmp, _ in staged:
+                if tmp.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        """One date's rows (with ``as_of``), or every date's when ``as_of`` is None."""
+        folders = (
+            [self.partition(table, as_of)]
+            if as_of is not None
+            else sorted(p for p in (self.root / table).glob(f"{AS_OF}=*") if p.is_dir())
+        )
+        frames = []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            day = date.fromisoformat(folder.name.split("=", 1)[1])
+            parts = sorted(folder.glob("*.parquet"))
+            df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+            frames.append(_with_as_of(df, day))
+        if not frames:
+            return pd.DataFrame({AS_OF: pd.Series([], dtype="date32[pyarrow]")})
+        return pd.concat(frames, ignore_index=True)
+
+    def dates(self, table: str = "manifest") -> list[date]:
+        return sorted(
+            date.fromisoformat(p.name.split("=", 1)[1])
+            for p in (self.root / table).glob(f"{AS_OF}=*")
+            if p.is_dir()
+        )
+
+
+# ---------------------------------------------------------------- SQL
+
+
+class SqlOutputs(Protocol):
+    """A database that holds the output tables; one transaction per run."""
+
+    url: str
+
+    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> contextlib.AbstractContextManager[None]:
+        ...
+
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        ...
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass
+class DuckDBOutputs:
+    """Output tables in a DuckDB file, written with DuckDB's Python API."""
+
+    path: Path
+
+    @property
+    def url(self) -> str:
+        return f"duckdb:///{self.path}"
+
+    @contextlib.contextmanager
+    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
+        """Delete the date's rows and insert the new ones in one transaction, committed
+        only when the ``with`` body finishes without an exception."""
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path))
+        try:
+            con.execute("BEGIN TRANSACTION")
+            for i, (table, df) in enumerate(tables.items()):
+                frame = _sql_ready(_with_as_of(df, as_of))
+                name = f"_leadml_frame_{i}"
+                con.register(name, frame)
+                con.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} AS SELECT * FROM {name} LIMIT 0")
+                have = {r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
+                for col in frame.columns:
+                    if col not in have:
+                        typ = con.execute(f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1").fetchone()
+                        sql_type = typ[0] if typ and typ[0] != "NULL" else "VARCHAR"
+                        con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {sql_type}")
+                con.execute(f"DELETE FROM {_q(table)} WHERE {AS_OF} = ?", [as_of])
+                con.execute(f"INSERT INTO {_q(table)} BY NAME SELECT * FROM {name}")
+                con.unregister(name)
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        import duckdb
+
+        with duckdb.connect(str(self.path), read_only=True) as con:
+            sql = f"SELECT * FROM {_q(table)}"
+            params: list[Any] = []
+            if as_of is not None:
+                sql += f" WHERE {AS_OF} = ?"
+                params.append(as_of)
+            return con.execute(sql, params).df()
+
+
+@dataclass
+class SqlAlchemyOutputs:
+    """Output tables in any database SQLAlchemy reaches (PostgreSQL via psycopg 3)."""
+
+    url: str
+
+    def _engine(self) -> Any:
+        import sqlalchemy as sa
+
+        try:
+            return sa.create_engine(self.url)
+        except Exception as exc:  # bad URL or driver not installed
+            raise ConfigError(
+                f"batch.sql_url {self._safe_url()}: cannot open ({exc}); use a SQLAlchemy URL such as "
+                "postgresql+psycopg://user@host:5432/db (LEADML_BATCH__SQL_URL)"
+            ) from None
+
+    def _safe_url(self) -> str:
+        import sqlalchemy as sa
+
+        try:
+            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except Exception:
+            return "<unparsable URL>"
+
+    @contextlib.contextmanager
+    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
+        """One transaction: per table, create it if missing, add new columns, delete the
+        date's rows, insert the new ones; committed only when the ``with`` body succeeds."""
+        import sqlalchemy as sa
+
+        engine = self._engine()
+        try:
+            try:
+                conn = engine.connect()
+            except sa.exc.OperationalError as exc:
+                raise ConfigError(
+                    f"batch.sql_url {self._safe_url()}: cannot connect ({exc.orig}); "
+                    "start the database or fix LEADML_BATCH__SQL_URL"
+                ) from None
+            with conn, conn.begin():
+                for table, df in tables.items():
+                    self._replace(conn, table, _sql_ready(_with_as_of(df, as_of)), as_of)
+                yield
+        finally:
+            engine.dispose()
+
+    def _replace(self, conn: Any, table: str, frame: pd.DataFrame, as_of: date) -> None:
+        import sqlalchemy as sa
+
+        insp = sa.inspect(conn)
+        if not insp.has_table(table):
+            frame.head(0).to_sql(table, conn, index=False, dtype={AS_OF: sa.Date()})
+        have = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        prep = conn.dialect.identifier_preparer
+        for col in frame.columns:
+            if col not in have:
+                sql_type = _sqlalchemy_type(frame[col]).compile(dialect=conn.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(col)} {sql_type}"))
+        conn.execute(sa.text(f"DELETE FROM {prep.quote(table)} WHERE {AS_OF} = :d"), {"d": as_of})
+        if len(frame) == 0:
+            return
+        if conn.dialect.name == "postgresql":
+            _copy_postgres(conn, table, frame)
+        else:
+            frame.to_sql(table, conn, index=False, if_exists="append", chunksize=10_000)
+
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        import sqlalchemy as sa
+
+        engine = self._engine()
+        try:
+            with engine.connect() as conn:
+                prep = conn.dialect.identifier_preparer
+                sql = f"SELECT * FROM {prep.quote(table)}"
+                params: dict[str, Any] = {}
+                if as_of is not None:
+                    sql += f" WHERE {AS_OF} = :d"
+                    params["d"] = as_of
+                return pd.read_sql(sa.text(sql), conn, params=params)
+        finally:
+            engine.dispose()
+
+
+def _sqlalchemy_type(s: pd.Series) -> Any:
+    import sqlalchemy as sa
+
+    kind = s.dtype.kind if hasattr(s.dtype, "kind") else "O"
+    if kind == "b":
+        return sa.Boolean()
+    if kind in "iu":
+        return sa.BigInteger()
+    if kind == "f":
+        return sa.Float()
+    if kind == "M":
+        return sa.DateTime(timezone=True)
+    return sa.Text()
+
+
+def _copy_postgres(conn: Any, table: str, frame: pd.DataFrame) -> None:
+    """Bulk insert with PostgreSQL's COPY (orders of magnitude faster than INSERTs)."""
+    raw = conn.connection.driver_connection  # psycopg 3 connection, same transaction
+    prep = conn.dialect.identifier_preparer
+    cols = ", ".join(prep.quote(c) for c in frame.columns)
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, header=False, na_rep="\\N", date_format="%Y-%m-%dT%H:%M:%S.%f%z")
+    with raw.cursor() as cur, cur.copy(
+        f"COPY {prep.quote(table)} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+    ) as copy:
+        copy.write(buf.getvalue())
+
+
+def sql_outputs(url: str | None, workspace_outputs: Path) -> DuckDBOutputs | SqlAlchemyOutputs:
+    """The SQL destination for ``batch.sql_url`` (None = the workspace's DuckDB file)."""
+    if url is None:
+        return DuckDBOutputs(workspace_outputs / "leadml.duckdb")
+    if url.startswith("duckdb:///"):
+        return DuckDBOutputs(Path(url.removeprefix("duckdb:///")).expanduser())
+    return SqlAlchemyOutputs(url)
+
+
+# ---------------------------------------------------------------- both
+
+
+@dataclass
+class OutputStore:
+    """Parquet partitions and a SQL database, published together."""
+
+    parquet: ParquetOutputs | None
+    sql: DuckDBOutputs | SqlAlchemyOutputs | None
+
+    def publish(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+        """Replace the as-of date's rows of every table in ``tables``; returns rows per table.
+
+        Order: stage Parquet (hidden folders), write into one open SQL transaction,
+        commit it, then rename the Parquet partitions in. Any failure before the
+        commit leaves both destinations as they were.
+        """
+        unknown = [t for t in tables if t not in OUTPUT_TABLES]
+        if unknown:
+            raise ValueError(f"not output tables: {unknown}")
+        with contextlib.ExitStack() as stack:
+            if self.parquet is not None:
+                stack.enter_context(self.parquet.stage(as_of, tables))
+            if self.sql is not None:
+                stack.enter_context(self.sql.stage(as_of, tables))
+            # Leaving the stack: the SQL transaction commits first (the step that can
+            # fail for reasons outside leadml), then the staged partitions are renamed in.
+        return {t: len(df) for t, df in tables.items()}
+
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        if self.parquet is not None:
+            return self.parquet.read(table, as_of)
+        assert self.sql is not None
+        return self.sql.read(table, as_of)

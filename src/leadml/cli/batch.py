@@ -1,0 +1,84 @@
+"""Nightly batch commands: ``leadml batch --as-of D`` and ``leadml report --as-of D``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from leadml.cli import common
+
+
+def register(app: typer.Typer) -> None:
+    app.command("batch")(batch)
+    app.command("report")(report)
+
+
+def batch(
+    ctx: typer.Context,
+    as_of: str = typer.Option(..., "--as-of", help="Run date (ISO); everything reads only records before it"),
+    data: Path | None = typer.Option(None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"),
+    sql_url: str | None = typer.Option(
+        None, "--sql-url", help="SQLAlchemy URL for the output tables [env LEADML_BATCH__SQL_URL]"
+    ),
+    quarantine: bool = typer.Option(
+        False, "--quarantine", help="Set bad input rows aside (with reasons) instead of stopping"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the run manifest as JSON"),
+) -> None:
+    """Score every open lead and deal as of D, cut the IS call list, snapshot the forecast,
+    raise alerts, measure drift, and publish it all (re-running D replaces D's outputs)."""
+    from leadml.batch.nightly import run_nightly
+
+    s = common.settings(ctx)
+    updates = {}
+    if sql_url is not None:
+        updates["sql_url"] = sql_url
+    if quarantine:
+        updates["bad_rows"] = "quarantine"
+    if updates:
+        s = s.model_copy(update={"batch": s.batch.model_copy(update=updates)})
+    with common.progress() as bar:
+        task = bar.add_task("nightly run", total=8)
+
+        def step(name: str) -> None:
+            bar.update(task, description=name, advance=1)
+
+        result = run_nightly(s, as_of, data=data, on_step=step)
+    m = result.manifest
+    if as_json:
+        common.emit_json(m.__dict__)
+        return
+    out = common.console()
+    rows = [(name, n) for name, n in m.rows_written.items()]
+    out.print(common.summary_table(f"Nightly run as of {m.as_of} (run {m.run_id})", ["output", "rows"], rows))
+    out.print(
+        common.summary_table(
+            "Timings", ["step", "seconds"], [(k, float(v)) for k, v in m.timings_s.items()]
+        )
+    )
+    versions = ", ".join(f"{k} v{v}" for k, v in m.model_versions.items())
+    out.print(f"models: {versions}")
+    if m.quarantined_rows:
+        out.print(f"[yellow]quarantined input rows:[/] {m.quarantined_rows} (see {s.quarantine_dir})")
+    if m.drifted_features:
+        out.print(f"[yellow]drifted:[/] {', '.join(m.drifted_features)}")
+    for w in result.warnings:
+        out.print(f"[yellow]warning:[/] {w}")
+    out.print(f"Parquet: {s.outputs_dir}   SQL: {m.sql_url}")
+    out.print(f"next: leadml report --as-of {m.as_of}")
+
+
+def report(
+    ctx: typer.Context,
+    as_of: str = typer.Option(..., "--as-of", help="Date of the nightly run to report on (ISO)"),
+    data: Path | None = typer.Option(
+        None, "--data", help="Input tables for the funnel [default: those the run read]"
+    ),
+) -> None:
+    """Write the self-contained HTML morning report of the nightly run of D."""
+    from leadml.report.html import build_report
+
+    s = common.settings(ctx)
+    path = build_report(s, as_of, data=data)
+    common.console().print(f"report: {path}")

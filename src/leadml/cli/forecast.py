@@ -1,0 +1,347 @@
+"""Forecast commands: ``leadml forecast``, ``leadml forecast backtest``, ``leadml alerts``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from leadml.cli import common
+
+forecast_app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="Revenue forecast of a period (P10/P50/P90, target, coverage); "
+    "`backtest` replays past quarters.",
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(forecast_app, name="forecast")
+    app.command("alerts")(alerts)
+
+
+def _connect(s: Any, data: Path | None) -> Any:
+    from leadml.contracts import connect
+
+    con, _ = connect(
+        data or s.data_dir,
+        s.vocabulary,
+        bad_rows=s.data.bad_rows,
+        quarantine_dir=s.quarantine_dir,
+        example_rows=s.data.example_rows,
+    )
+    return con
+
+
+def _read_frame(path: Path, what: str) -> Any:
+    import pandas as pd
+
+    from leadml.errors import LeadmlError
+
+    if not path.exists():
+        raise LeadmlError(f"{what} file {path} does not exist")
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path)
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path)
+    raise LeadmlError(f"{what} file {path}: expected a .parquet or .csv file")
+
+
+@forecast_app.callback()
+def forecast(
+    ctx: typer.Context,
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="Forecast date (ISO); reads only records before it "
+        "[default: the day after the data ends]",
+    ),
+    period: str | None = typer.Option(
+        None,
+        "--period",
+        help="Quarter (2026Q4) or month (2026-10) [default: the quarter of --as-of]",
+    ),
+    by: str | None = typer.Option(None, "--by", help="Also per group: team | segment | owner"),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
+    probabilities: Path | None = typer.Option(
+        None,
+        "--probabilities",
+        help="Parquet/CSV with opportunity_id, p_won_by (P(won by period end) per open deal, "
+        "e.g. from "
+        "the deal-close model) [default: empirical close rates]",
+    ),
+    plots: bool = typer.Option(
+        False, "--plots", help="Write the fan chart and waterfall PNGs to <workspace>/reports"
+    ),
+    cross_check: bool = typer.Option(
+        False, "--cross-check", help="Also a Monte Carlo P10/P50/P90 (fixed seed)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Forecast the revenue booked in a period: won so far + open deals + deals not yet created."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from leadml.forecast.deals import DealHistory, as_utc, parse_period, quarter_of
+    from leadml.forecast.forecast import forecast as run_forecast
+    from leadml.forecast.forecast import forecast_path
+
+    s = common.settings(ctx)
+    con = _connect(s, data)
+    try:
+        history = DealHistory(con, s.vocabulary)
+        if as_of is None and history.data_end is not None:
+            t = history.data_end.normalize() + __import__("pandas").Timedelta(days=1)
+        else:
+            t = as_utc(as_of)
+        per = parse_period(period) if period else quarter_of(t)
+        given = _read_frame(probabilities, "--probabilities") if probabilities else None
+        result = run_forecast(
+            con,
+            as_of=t,
+            period=per,
+            deal_probabilities=given,
+            by=by,
+            vocab=s.vocabulary,
+            config=s.forecast,
+            history=history,
+            cross_check=cross_check,
+        )
+        written: list[tuple[str, str]] = []
+        if plots:
+            from leadml.forecast.plots import fan_chart, waterfall
+
+            folder = s.reports_dir / "forecast"
+            stem = f"{per.label}_as_of_{t:%Y-%m-%d}"
+            waterfall(result, folder / f"{stem}_waterfall.png")
+            path = forecast_path(
+                con,
+                as_of=t,
+                period=per,
+                deal_probabilities=given,
+                vocab=s.vocabulary,
+                config=s.forecast,
+                history=history,
+            )
+            fan_chart(path, folder / f"{stem}_fan.png", title=f"{per.label}: forecast by week")
+            written = [
+                ("waterfall", str(folder / f"{stem}_waterfall.png")),
+                ("fan chart", str(folder / f"{stem}_fan.png")),
+            ]
+    finally:
+        con.close()
+    if as_json:
+        payload = result.to_dict()
+        payload["plots"] = dict(written)
+        common.emit_json(payload)
+        return
+    _print_forecast(result, written)
+
+
+def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
+    out = common.console()
+    groups = [*result.groups, result.total]
+    title = (
+        f"Forecast {result.period.label} as of {result.as_of:%Y-%m-%d} "
+        f"({result.period.weeks_left(result.as_of):.1f} weeks left; "
+        f"probabilities: {result.probability_source})"
+    )
+    out.print(
+        common.summary_table(
+            title,
+            ["group", "won", "open deals", "new deals", "expected", "P10", "P50", "P90"],
+            [
+                (g.group, g.won, g.open_expected, g.new_expected, g.expected, g.p10, g.p50, g.p90)
+                for g in groups
+            ],
+        )
+    )
+    out.print(
+        common.summary_table(
+            "Against target",
+            [
+                "group",
+                "target",
+                "gap",
+                "P(target)",
+                "pipeline due",
+                "coverage",
+                "all open",
+                "open deals",
+            ],
+            [
+                (
+                    g.group,
+                    g.target,
+                    g.gap_to_target,
+                    g.p_reach_target,
+                    g.period_pipeline,
+                    g.coverage,
+                    g.open_pipeline,
+                    g.open_deals,
+                )
+                for g in groups
+            ],
+        )
+    )
+    t = result.total
+    out.print(
+        f"open deals share a logit shock sd {result.shock_sd:.2f} "
+        f"(measured on {result.shock_periods} earlier "
+        f"period(s)); new deals: run-rate over {result.new_deals_periods} earlier period(s); "
+        f"grid error bound {t.error_bound:,.0f}; coverage = pipeline due in period / (target - won)"
+    )
+    if result.monte_carlo:
+        mc = result.monte_carlo
+        out.print(
+            f"Monte Carlo ({mc['draws']:,.0f} draws): P10 {mc['p10']:,.0f}  P50 {mc['p50']:,.0f}  "
+            f"P90 {mc['p90']:,.0f}"
+        )
+    for name, path in written:
+        out.print(f"{name}: {path}")
+
+
+@forecast_app.command("backtest")
+def backtest(
+    ctx: typer.Context,
+    quarters: int | None = typer.Option(
+        None, "--quarters", min=1, help="Past quarters to replay [config]"
+    ),
+    weeks: int | None = typer.Option(
+        None, "--weeks", min=1, max=13, help="Weeks before quarter end [config: 13]"
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
+    truth: Path | None = typer.Option(
+        None,
+        "--truth",
+        help="deal_truth.parquet for the oracle [default: <data>/truth when present]",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Forecast past quarters as of every week before their end; MAPE and P10-P90 coverage
+    against the baselines (and the oracle when the simulator's truth is there)."""
+    from leadml.forecast.backtest import TruthProbabilities
+    from leadml.forecast.backtest import backtest as run_backtest
+    from leadml.sources import write_parquet, write_text
+
+    s = common.settings(ctx)
+    cfg = s.forecast
+    if weeks is not None:
+        cfg = cfg.model_copy(update={"backtest_weeks": weeks})
+    if quarters is not None:
+        cfg = cfg.model_copy(update={"backtest_quarters": quarters})
+    location = Path(data or s.data_dir)
+    truth_path = truth or (location / "truth" / "deal_truth.parquet")
+    oracle = TruthProbabilities(truth_path) if (truth is not None or truth_path.exists()) else None
+    con = _connect(s, data)
+    try:
+        with common.progress() as bar:
+            task = bar.add_task("backtest", total=cfg.backtest_quarters * cfg.backtest_weeks)
+            report = run_backtest(
+                con,
+                config=cfg,
+                vocab=s.vocabulary,
+                truth=oracle,
+                on_point=lambda: bar.advance(task),
+            )
+    finally:
+        con.close()
+    folder = s.reports_dir / "forecast"
+    points_path = write_parquet(
+        report.points.drop(columns=["inside_p10_p90"]), folder / "backtest_points.parquet"
+    )
+    import json
+
+    write_text(
+        json.dumps(common._clean(report.to_dict() | {"points": None}), indent=2, default=str),
+        folder / "backtest_summary.json",
+    )
+    if as_json:
+        common.emit_json(report.to_dict())
+        return
+    out = common.console()
+    out.print(
+        common.summary_table(
+            f"Backtest ({report.points['quarter'].nunique()} quarters, "
+            f"probabilities: {report.probability_source})",
+            ["method", "MAPE", "P10-P90 coverage", "points"],
+            [(r.method, r.mape, r.coverage_p10_p90, int(r.n)) for r in report.summary.itertuples()],
+        )
+    )
+    wide = report.by_weeks.pivot(
+        index="weeks_before_end", columns="method", values="mape"
+    ).sort_index()
+    out.print(
+        common.summary_table(
+            "MAPE by weeks before quarter end",
+            ["weeks", *wide.columns],
+            [(int(w), *(float(v) for v in row)) for w, row in wide.iterrows()],
+        )
+    )
+    goals = [
+        (k, v["value"], v["goal"], "yes" if v["met"] else "no") for k, v in report.goals.items()
+    ]
+    out.print(common.summary_table("Goals", ["goal", "value", "target", "met"], goals))
+    nd = report.new_deals
+    out.print(
+        f"new-deals run-rate: predicted {nd['predicted_total']:,.0f} "
+        f"vs actual {nd['actual_total']:,.0f} "
+        f"(ratio {nd['ratio']:.2f}) over {nd['points']:.0f} points"
+    )
+    out.print(f"points: {points_path}")
+
+
+def alerts(
+    ctx: typer.Context,
+    as_of: str = typer.Option(..., "--as-of", help="Date (ISO); deals as they stood before it"),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
+    scores: Path | None = typer.Option(
+        None,
+        "--scores",
+        help="Parquet/CSV score history (opportunity_id, as_of, p_won) for the score-drop rule",
+    ),
+    limit: int = typer.Option(30, "--limit", min=1, help="Rows shown in the table (JSON has all)"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Deal-hygiene alerts: past close date, stale, close date pushed, too long in stage,
+    score drop (with --scores)."""
+    from leadml.forecast.alerts import alerts as run_alerts
+
+    s = common.settings(ctx)
+    score_frame = _read_frame(scores, "--scores") if scores else None
+    con = _connect(s, data)
+    try:
+        table = run_alerts(
+            con, as_of=as_of, cfg=s.forecast.alerts, scores=score_frame, vocab=s.vocabulary
+        )
+    finally:
+        con.close()
+    if as_json:
+        common.emit_json(table.to_dict(orient="records"))
+        return
+    out = common.console()
+    counts = table.groupby("rule").agg(
+        alerts=("rule", "size"), deals=("opportunity_id", "nunique"), amount=("amount", "sum")
+    )
+    out.print(
+        common.summary_table(
+            f"Deal-hygiene alerts as of {as_of}",
+            ["rule", "alerts", "deals", "amount"],
+            [(rule, int(r.alerts), int(r.deals), float(r.amount)) for rule, r in counts.iterrows()],
+        )
+    )
+    shown = table.head(limit)
+    out.print(
+        common.summary_table(
+            f"First {len(shown)} of {len(table)} (by owner)",
+            ["owner", "deal", "rule", "reason"],
+            [(r.owner_id, r.opportunity_id, r.rule, r.reason) for r in shown.itertuples()],
+        )
+    )

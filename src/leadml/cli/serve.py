@@ -1,0 +1,73 @@
+"""Serving commands: ``leadml serve`` (the online API) and ``leadml build`` (a bento)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from leadml.cli import common
+
+if TYPE_CHECKING:
+    from leadml.config import Settings
+    from leadml.serving.store import ImportedModel
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("build")(build)
+
+
+def serve(
+    ctx: typer.Context,
+    port: int | None = typer.Option(None, "--port", "-p", help="Port [default: serving.port, 3000]"),
+    host: str | None = typer.Option(
+        None, "--host", help="Interface to bind [default: serving.host, 127.0.0.1 (loopback only)]"
+    ),
+    no_import: bool = typer.Option(
+        False, "--no-import", help="Serve what the BentoML store holds; do not import the champions first"
+    ),
+) -> None:
+    """Start the scoring API from the MLflow champions (imported into the BentoML store first).
+
+    A new champion is picked up on restart. Stop with Ctrl-C.
+    """
+    from leadml.serving.launch import run_server
+
+    s = common.settings(ctx)
+    imported = [] if no_import else _import(s)
+    if imported:
+        common.err_console().print(
+            common.summary_table("Champions in the BentoML store", ["model", "registry", "version", "copied"],
+                                 [(m.store_tag, m.registry_name, m.registry_version, m.copied) for m in imported])
+        )
+    raise typer.Exit(run_server(s, host=host, port=port))
+
+
+def build(
+    ctx: typer.Context,
+    version: str | None = typer.Option(None, "--version", help="Bento version [default: generated]"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+) -> None:
+    """Build a self-contained bento (service code, configs, pinned packages and both
+    champion models) with ``bentoml build``."""
+    from leadml.serving.launch import build_bento
+
+    s = common.settings(ctx)
+    imported = _import(s)
+    bento = build_bento(s, version=version)
+    if as_json:
+        common.emit_json({"bento": bento.tag, "path": bento.path, "models": bento.models,
+                          "imported": [m.__dict__ for m in imported]})
+        return
+    common.console().print(
+        common.summary_table("Bento", ["bento", "path", "models"],
+                             [(bento.tag, str(bento.path), ", ".join(bento.models))])
+    )
+
+
+def _import(s: Settings) -> list[ImportedModel]:
+    from leadml.serving.store import import_champions
+
+    return import_champions(s)
+

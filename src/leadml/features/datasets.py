@@ -1,0 +1,226 @@
+"""Training sets: weekly point-in-time snapshots with their features and labels.
+
+``lead_readiness_dataset``: one row per lead open at each as-of date (Mondays 00:00
+UTC), its lead features as of that date and ``label`` = 1 when the lead becomes an
+opportunity (or SQL) in ``(as_of, as_of + horizon]``. Snapshots whose label window
+ends after the data end are excluded and counted.
+
+``deal_close_dataset``: one row per deal open at each as-of date, its opportunity
+features and the outcome after it: ``outcome`` (won / lost / open at the data end)
+and ``outcome_days`` (days from as_of to the close, or to the data end when still
+open, i.e. censored). ``P(won by as_of + d)`` for any d is then a discrete-time
+hazard or per-horizon labels (``outcome == 'won' and outcome_days <= d``, known
+when ``outcome != 'open' or outcome_days >= d``). ``segment``, ``owner_id`` and the
+as-of ``amount`` are kept for grouping and forecasts.
+
+Both are computed a few as-of dates at a time so that memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import duckdb
+import pandas as pd
+
+from leadml.errors import DataError
+from leadml.features.catalog import ENTITY_ID, Catalog
+from leadml.features.labels import (
+    as_of_dates,
+    data_end,
+    data_start,
+    deal_close_spine,
+    lead_readiness_spine,
+    to_timestamp,
+)
+from leadml.features.offline import compute_features_sql
+
+Progress = Callable[[int, int, str], None]
+"""Called as ``progress(done, total, message)`` after each batch of as-of dates."""
+
+
+@dataclass
+class DatasetSummary:
+    """What a training set holds and what was left out, and why."""
+
+    name: str
+    rows: int
+    features: int
+    as_of_dates: int
+    start: str | None
+    end: str | None
+    data_end: str | None
+    positives: int | None = None
+    outcomes: dict[str, int] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "positives": self.positives,
+            "outcomes": self.outcomes,
+            "features": self.features,
+            "as_of_dates": self.as_of_dates,
+            "start": self.start,
+            "end": self.end,
+            "data_end": self.data_end,
+            "excluded": self.excluded,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _window(
+    con: duckdb.DuckDBPyConnection, start: str | pd.Timestamp | None, end: str | pd.Timestamp | None, every_days: int
+) -> tuple[list[pd.Timestamp], pd.Timestamp]:
+    last = data_end(con)
+    first = data_start(con)
+    if last is None or first is None:
+        raise DataError("the data has no leads or timestamps; nothing to build a training set from")
+    s = to_timestamp(start, "start") if start is not None else first
+    e = to_timestamp(end, "end") if end is not None else last
+    return as_of_dates(s, e, every_days), last
+
+
+def _batches(dates: list[pd.Timestamp], size: int) -> list[list[pd.Timestamp]]:
+    return [dates[i : i + size] for i in range(0, len(dates), size)] or [[]]
+
+
+def _build(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    entity: str,
+    dates: list[pd.Timestamp],
+    make_spine: Callable[[list[pd.Timestamp], str], dict[str, int]],
+    label_cols: list[str],
+    dates_per_batch: int,
+    progress: Progress | None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    frames: list[pd.DataFrame] = []
+    excluded: dict[str, int] = {}
+    table = f"_ds_spine_{uuid.uuid4().hex[:8]}"
+    batches = [b for b in _batches(dates, dates_per_batch) if b]
+    try:
+        for i, batch in enumerate(batches):
+            for reason, n in make_spine(batch, table).items():
+                excluded[reason] = excluded.get(reason, 0) + n
+            feats = compute_features_sql(con, catalog, entity, table)
+            labels = con.execute(f"SELECT {', '.join(label_cols)} FROM {table} ORDER BY _sid").df()
+            frames.append(pd.concat([feats, labels], axis=1))
+            if progress:
+                progress(i + 1, len(batches), f"{batch[-1].date()}: {len(feats):,} rows")
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+    if not frames:
+        return _empty_features(con, catalog, entity), excluded
+    return pd.concat(frames, ignore_index=True), excluded
+
+
+def _empty_features(con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str) -> pd.DataFrame:
+    """An empty feature frame with the right columns (no as-of dates in range)."""
+    eid = ENTITY_ID[entity]
+    table = f"_ds_empty_{uuid.uuid4().hex[:8]}"
+    con.execute(
+        f"CREATE TEMP TABLE {table} AS SELECT CAST(0 AS BIGINT) AS _sid, CAST(NULL AS VARCHAR) AS {eid}, "
+        "CAST(NULL AS TIMESTAMPTZ) AS as_of WHERE FALSE"
+    )
+    try:
+        return compute_features_sql(con, catalog, entity, table)
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
+def lead_readiness_dataset(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    *,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    every_days: int = 7,
+    horizon_days: int = 30,
+    dates_per_batch: int = 8,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, DatasetSummary]:
+    """Weekly snapshots of open leads: ``lead_id, as_of, <lead features>, label``.
+
+    As-of dates: Mondays 00:00 UTC from ``start`` (default: first lead creation) to
+    ``end`` (default: data end), every ``every_days`` days. Features read ``ts < as_of``;
+    the label reads ``(as_of, as_of + horizon_days]``. Rows whose label window passes
+    the data end (the latest timestamp in the data) are excluded and counted.
+    """
+    if horizon_days < 1:
+        raise DataError(f"horizon: must be at least 1 day (got {horizon_days})")
+    t0 = time.perf_counter()
+    dates, last = _window(con, start, end, every_days)
+    vocab = catalog.vocabulary
+
+    def spine(batch: list[pd.Timestamp], table: str) -> dict[str, int]:
+        return lead_readiness_spine(con, vocab, batch, horizon_days, last, table)
+
+    df, excluded = _build(con, catalog, "lead", dates, spine, ["label"], dates_per_batch, progress)
+    if "label" not in df.columns:
+        df["label"] = pd.Series(dtype="int64")
+    df["label"] = df["label"].astype("int64")
+    summary = DatasetSummary(
+        name="lead-readiness",
+        rows=len(df),
+        features=len(catalog.names("lead")),
+        as_of_dates=len(dates),
+        start=dates[0].isoformat() if dates else None,
+        end=dates[-1].isoformat() if dates else None,
+        data_end=last.isoformat(),
+        positives=int(df["label"].sum()),
+        excluded=excluded,
+        seconds=time.perf_counter() - t0,
+    )
+    return df, summary
+
+
+def deal_close_dataset(
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    *,
+    start: str | pd.Timestamp | None = None,
+    end: str | pd.Timestamp | None = None,
+    every_days: int = 7,
+    dates_per_batch: int = 8,
+    progress: Progress | None = None,
+) -> tuple[pd.DataFrame, DatasetSummary]:
+    """Weekly snapshots of open deals: ``opportunity_id, as_of, <opportunity features>,
+    outcome, outcome_days, segment, owner_id, amount``.
+
+    Features read ``ts < as_of``; the outcome reads the first closing row after as_of
+    (``outcome`` = won/lost) or is ``open`` (censored at the data end), with
+    ``outcome_days`` the days from as_of to that row or to the data end.
+    """
+    t0 = time.perf_counter()
+    dates, last = _window(con, start, end, every_days)
+    vocab = catalog.vocabulary
+
+    def spine(batch: list[pd.Timestamp], table: str) -> dict[str, int]:
+        return deal_close_spine(con, vocab, batch, last, table)
+
+    cols = ["outcome", "outcome_days", "segment", "owner_id", "amount"]
+    df, excluded = _build(con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress)
+    for c in cols:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype="float64" if c in ("outcome_days", "amount") else "object")
+    counts = df["outcome"].value_counts().to_dict() if len(df) else {}
+    summary = DatasetSummary(
+        name="deal-close",
+        rows=len(df),
+        features=len(catalog.names("opportunity")),
+        as_of_dates=len(dates),
+        start=dates[0].isoformat() if dates else None,
+        end=dates[-1].isoformat() if dates else None,
+        data_end=last.isoformat(),
+        positives=int(counts.get("won", 0)),
+        outcomes={k: int(counts.get(k, 0)) for k in ("won", "lost", "open")},
+        excluded=excluded,
+        seconds=time.perf_counter() - t0,
+    )
+    return df, summary

@@ -1,0 +1,468 @@
+"""The offline engine: the catalog compiled to DuckDB SQL over the typed views.
+
+:func:`compute_features` takes a *spine* of ``(entity_id, as_of)`` pairs and returns
+one row per spine row with every feature of that entity, in catalog order. The
+query scans the views of :func:`leadml.contracts.connect` (Parquet/CSV/DuckDB
+sources are read by DuckDB, never loaded into pandas first).
+
+Time semantics (the same as :mod:`leadml.features.online`): a value as of T reads
+only records with ``ts < T``; a window of ``n`` days is ``T - n days <= ts < T``.
+Opportunity state at T is rebuilt from ``opportunity_history`` (the last row with
+``ts < T``, rows of equal ``ts`` ordered by stage, amount, expected close date);
+from the ``opportunities`` row only immutable fields are read (created_at, owner,
+account, segment). Days are ``(T - ts)`` in microseconds / 86 400 000 000.
+
+Numeric features come out as float64 (NaN = missing), categorical ones as strings
+(None = missing).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from leadml.config import Vocabulary
+from leadml.contracts import TABLES
+from leadml.errors import DataError
+from leadml.features.catalog import (
+    ENTITY_ID,
+    AggregateFeature,
+    AttributeFeature,
+    Catalog,
+    DerivedFeature,
+    OutcomesFeature,
+    StateFeature,
+    is_categorical,
+)
+
+DAY_US = 86_400_000_000
+_DUCK = {"id": "VARCHAR", "str": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
+
+
+def q(name: str) -> str:
+    """Quote an identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: object) -> str:
+    """A SQL literal for a filter value."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def days(us_expr: str) -> str:
+    """Microseconds to (float) days, bit-identical to the online engine's division."""
+    return f"(CAST({us_expr} AS DOUBLE) / CAST({DAY_US} AS DOUBLE))"
+
+
+def positive(expr: str) -> str:
+    """max(x, 0) that stays missing when x is (DuckDB's greatest() skips NULLs)."""
+    return f"CASE WHEN ({expr}) IS NULL THEN NULL WHEN ({expr}) > 0 THEN ({expr}) ELSE CAST(0 AS DOUBLE) END"
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Define an empty typed view for every optional canonical table that is absent, so
+    that features over a missing table are 0 / missing instead of a SQL error."""
+    present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    present |= {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    for name, table in TABLES.items():
+        if name not in present:
+            cols = ", ".join(f"CAST(NULL AS {_DUCK[c.kind]}) AS {q(c.name)}" for c in table.columns)
+            con.execute(f"CREATE TEMP VIEW {name} AS SELECT {cols} WHERE FALSE")
+
+
+def _columns_of(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
+    return [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
+
+
+# ---------------------------------------------------------------- compile
+
+
+@dataclass
+class _Part:
+    """A subquery keyed by ``_sid`` and the SQL expressions it yields per feature."""
+
+    sql: str
+    alias: str
+
+
+def _filter_sql(f: AggregateFeature, x: str, spine: str) -> str:
+    conds = [f"{x}.{q(c)} IN ({', '.join(lit(v) for v in vals)})" for c, vals in f.filter_items()]
+    if f.window_days is not None:
+        conds.append(f"{x}.ts >= {spine}.as_of - INTERVAL {f.window_days} DAY")
+    return " AND ".join(conds) or "TRUE"
+
+
+def _agg_sql(f: AggregateFeature, x: str, spine: str) -> str:
+    """The aggregate expression (in a GROUP BY over joined records) for feature ``f``."""
+    cond = _filter_sql(f, x, spine)
+    flt = f"FILTER (WHERE {cond})"
+    a = f.aggregation
+    if a == "count":
+        return f"count(*) {flt}"
+    if a == "exists":
+        return f"CAST(count(*) {flt} > 0 AS BIGINT)"
+    if a == "distinct_count":
+        return f"count(DISTINCT {x}.{q(f.column or '')}) {flt}"
+    col = f"CAST({x}.{q(f.column or '')} AS DOUBLE)"
+    if a == "sum":
+        return f"sum({col}) {flt}"
+    if a == "mean":
+        return f"avg({col}) {flt}"
+    if a in ("min", "max"):
+        return f"{a}({col}) {flt}"
+    if a == "days_since_last":
+        return days(f"epoch_us(any_value({spine}.as_of)) - epoch_us(max({x}.ts) {flt})")
+    if a == "days_since_first":
+        return days(f"epoch_us(any_value({spine}.as_of)) - epoch_us(min({x}.ts) {flt})")
+    raise AssertionError(a)
+
+
+def _join_bound(feats: Sequence[AggregateFeature], x: str, spine: str) -> str:
+    """Lower time bound of the join: the longest window (none if any is all-time)."""
+    spans = [f.window_days for f in feats]
+    if any(d is None for d in spans):
+        return ""
+    return f" AND {x}.ts >= {spine}.as_of - INTERVAL {max(d for d in spans if d is not None)} DAY"
+
+
+def _zero_default(f: AggregateFeature) -> bool:
+    return f.aggregation in ("count", "exists", "distinct_count", "sum")
+
+
+class _Compiler:
+    def __init__(self, con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, spine: str) -> None:
+        self.con = con
+        self.catalog = catalog
+        self.vocab: Vocabulary = catalog.vocabulary
+        self.entity = entity
+        self.eid = ENTITY_ID[entity]
+        self.spine = spine
+        self.parts: list[_Part] = []
+        self.expr: dict[str, str] = {}
+        self.tag = uuid.uuid4().hex[:8]
+
+    # ---- helpers
+    def _part(self, sql: str) -> str:
+        alias = f"p{len(self.parts)}"
+        self.parts.append(_Part(sql, alias))
+        return alias
+
+    def _stage_list(self) -> str:
+        return "[" + ", ".join(lit(s) for s in self.vocab.stages) + "]"
+
+    # ---- kinds
+    def aggregates(self, feats: list[AggregateFeature]) -> None:
+        by_source: dict[str, list[AggregateFeature]] = {}
+        for f in feats:
+            if f.scope == "self":
+                by_source.setdefault(f.source, []).append(f)
+        from leadml.features.catalog import SOURCES
+
+        for source, group in by_source.items():
+            key = SOURCES[self.entity][source]
+            cols = ", ".join(f"{_agg_sql(f, 'x', 's')} AS {q(f.name)}" for f in group)
+            sql = (
+                f"SELECT s._sid, {cols} FROM {self.spine} s JOIN {source} x "
+                f"ON x.{q(key)} = s.{q(self.eid)} AND x.ts < s.as_of{_join_bound(group, 'x', 's')} "
+                "GROUP BY s._sid"
+            )
+            alias = self._part(sql)
+            for f in group:
+                e = f"{alias}.{q(f.name)}"
+                self.expr[f.name] = f"coalesce({e}, 0)" if _zero_default(f) else e
+        others = [f for f in feats if f.scope == "account_others"]
+        if others:
+            self._account_others(others)
+
+    def _account_others(self, feats: list[AggregateFeature]) -> None:
+        """Other leads' events at the same account = the account's total minus the lead's own
+        (count and exists subtract counts; distinct leads subtract 1 if the lead itself engaged)."""
+        own = ", ".join(
+            f"count(*) FILTER (WHERE {_filter_sql(f, 'x', 's')}) AS {q(f.name)}" for f in feats
+        )
+        own_sql = (
+            f"SELECT s._sid, {own} FROM {self.spine} s JOIN events x ON x.lead_id = s.lead_id "
+            f"AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} GROUP BY s._sid"
+        )
+        own_alias = self._part(own_sql)
+        acct_cols = []
+        for f in feats:
+            cond = _filter_sql(f, "x", "s")
+            if f.aggregation == "distinct_count":
+                acct_cols.append(f"count(DISTINCT x.lead_id) FILTER (WHERE {cond}) AS {q(f.name)}")
+            else:
+                acct_cols.append(f"count(*) FILTER (WHERE {cond}) AS {q(f.name)}")
+        acct_sql = (
+            f"SELECT sa._sid, a.* EXCLUDE (account_id, as_of) FROM "
+            f"(SELECT s._sid, s.as_of, l.account_id FROM {self.spine} s JOIN leads l ON l.lead_id = s.lead_id) sa "
+            f"JOIN (SELECT s.account_id, s.as_of, {', '.join(acct_cols)} FROM "
+            f"(SELECT DISTINCT l.account_id, sp.as_of FROM {self.spine} sp JOIN leads l ON l.lead_id = sp.lead_id) s "
+            f"JOIN leads l2 ON l2.account_id = s.account_id "
+            f"JOIN events x ON x.lead_id = l2.lead_id AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} "
+            f"GROUP BY s.account_id, s.as_of) a ON a.account_id = sa.account_id AND a.as_of = sa.as_of"
+        )
+        acct_alias = self._part(acct_sql)
+        for f in feats:
+            acct = f"coalesce({acct_alias}.{q(f.name)}, 0)"
+            mine = f"coalesce({own_alias}.{q(f.name)}, 0)"
+            if f.aggregation == "count":
+                self.expr[f.name] = f"({acct} - {mine})"
+            elif f.aggregation == "exists":
+                self.expr[f.name] = f"CAST({acct} - {mine} > 0 AS BIGINT)"
+            else:  # distinct leads other than this one
+                self.expr[f.name] = f"({acct} - CAST({mine} > 0 AS BIGINT))"
+
+    def attributes(self, feats: list[AttributeFeature]) -> None:
+        row_table = "leads" if self.entity == "lead" else "opportunities"
+        r_cols = set(_columns_of(self.con, row_table))
+        a_cols = set(_columns_of(self.con, "accounts"))
+        for f in feats:
+            alias = "r" if f.table in ("lead", "opportunity") else "a"
+            present = r_cols if alias == "r" else a_cols
+            if f.column not in present:
+                table = row_table if alias == "r" else "accounts"
+                raise DataError(
+                    f"feature {f.name!r} reads {table}.{f.column}, which the data does not have "
+                    f"(columns: {', '.join(sorted(present))}); add the column or remove the feature"
+                )
+        cols = []
+        for f in feats:
+            ref = f"{'r' if f.table in ('lead', 'opportunity') else 'a'}.{q(f.column)}"
+            if f.type == "days_since":
+                e = days(f"epoch_us(s.as_of) - epoch_us(CAST({ref} AS TIMESTAMPTZ))")
+            elif f.type == "numeric":
+                e = f"TRY_CAST({ref} AS DOUBLE)"
+            else:
+                e = f"CAST({ref} AS VARCHAR)"
+            cols.append(f"{e} AS {q(f.name)}")
+        if not cols:
+            return
+        sql = (
+            f"SELECT s._sid, {', '.join(cols)} FROM {self.spine} s "
+            f"LEFT JOIN {row_table} r ON r.{q(self.eid)} = s.{q(self.eid)} "
+            "LEFT JOIN accounts a ON a.account_id = r.account_id"
+        )
+        alias = self._part(sql)
+        for f in feats:
+            self.expr[f.name] = f"{alias}.{q(f.name)}"
+
+    def lead_states(self, feats: list[StateFeature]) -> None:
+        ranks = "[" + ", ".join(lit(s) for s in self.vocab.lead_statuses) + "]"
+        sql = (
+            f"SELECT s._sid, arg_max(h.status, (h.ts, list_position({ranks}, h.status))) AS status, "
+            f"{days('epoch_us(any_value(s.as_of)) - epoch_us(max(h.ts))')} AS days_in_status "
+            f"FROM {self.spine} s JOIN lead_status_history h ON h.lead_id = s.lead_id AND h.ts < s.as_of "
+            "GROUP BY s._sid"
+        )
+        alias = self._part(sql)
+        for f in feats:
+            self.expr[f.name] = f"{alias}.{q(f.state)}"
+
+    def _history_table(self) -> str:
+        """opportunity_history in a fixed order with per-row change flags; each flag depends
+        only on earlier rows, so the flags of rows before T never see rows at or after T."""
+        name = f"_ohist_{self.tag}"
+        open_list = "[" + ", ".join(lit(s) for s in self.vocab.open_stages) + "]"
+        self.con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE {name} AS
+            WITH r AS (
+              SELECT h.opportunity_id, h.ts, h.stage, CAST(h.amount AS DOUBLE) AS amount,
+                     h.expected_close_date, list_position({self._stage_list()}, h.stage) AS _rank
+              FROM opportunity_history h
+            ), l AS (
+              SELECT *, row_number() OVER w AS _seq, lag(stage) OVER w AS _prev_stage,
+                     lag(_rank) OVER w AS _prev_rank, lag(amount) OVER w AS _prev_amount,
+                     lag(expected_close_date) OVER w AS _prev_ecd,
+                     first_value(amount) OVER w AS _first_amount
+              FROM r
+              WINDOW w AS (PARTITION BY opportunity_id ORDER BY ts, _rank, amount, expected_close_date)
+            )
+            SELECT *, max(CASE WHEN _prev_stage IS NULL OR stage <> _prev_stage THEN ts END)
+                        OVER (PARTITION BY opportunity_id ORDER BY _seq ROWS UNBOUNDED PRECEDING) AS _entered_ts,
+                   coalesce(stage <> _prev_stage, FALSE) AS _stage_changed,
+                   coalesce(amount <> _prev_amount, FALSE) AS _amount_changed,
+                   coalesce(expected_close_date > _prev_ecd, FALSE) AS _pushed,
+                   coalesce(list_contains({open_list}, stage) AND list_contains({open_list}, _prev_stage)
+                            AND _rank < _prev_rank, FALSE) AS _regressed
+            FROM l"""
+        )
+        return name
+
+    def opportunity_states(self, feats: list[StateFeature], hist: str) -> None:
+        last = "arg_max({}, h._seq)"
+        exprs = {
+            "stage": last.format("h.stage"),
+            "stage_index": f"CAST({last.format('h._rank')} - 1 AS DOUBLE)",
+            "days_in_stage": days(f"epoch_us(any_value(s.as_of)) - epoch_us({last.format('h._entered_ts')})"),
+            "amount": last.format("h.amount"),
+            "amount_change": f"{last.format('h.amount')} - {last.format('h._first_amount')}",
+            "amount_changes": "count_if(h._amount_changed)",
+            "close_date_pushes": "count_if(h._pushed)",
+            "days_to_expected_close": days(
+                f"epoch_us({last.format('h.expected_close_date')}) - epoch_us(any_value(s.as_of))"
+            ),
+            "stage_changes": "count_if(h._stage_changed)",
+            "stage_regressions": "count_if(h._regressed)",
+            "days_since_update": days("epoch_us(any_value(s.as_of)) - epoch_us(max(h.ts))"),
+        }
+        exprs["days_past_expected_close"] = positive(f"-({exprs['days_to_expected_close']})")
+        needed = sorted({f.state for f in feats})
+        cols = ", ".join(f"{exprs[st]} AS {q(st)}" for st in needed)
+        sql = (
+            f"SELECT s._sid, {cols} FROM {self.spine} s JOIN {hist} h "
+            "ON h.opportunity_id = s.opportunity_id AND h.ts < s.as_of GROUP BY s._sid"
+        )
+        alias = self._part(sql)
+        for f in feats:
+            self.expr[f.name] = f"{alias}.{q(f.state)}"
+
+    def outcomes(self, feats: list[OutcomesFeature], hist: str) -> None:
+        won = lit(self.vocab.won_stage)
+        closings = (
+            f"(SELECT c.opportunity_id, o.owner_id, o.account_id, c.ts, c.stage = {won} AS won, c.amount "
+            f"FROM (SELECT opportunity_id, ts, stage, amount FROM {hist} "
+            f"WHERE stage IN ({lit(self.vocab.won_stage)}, {lit(self.vocab.lost_stage)}) "
+            "QUALIFY row_number() OVER (PARTITION BY opportunity_id ORDER BY _seq) = 1) c "
+            "JOIN opportunities o ON o.opportunity_id = c.opportunity_id)"
+        )
+        for group in ("owner", "account"):
+            group_feats = [f for f in feats if f.group == group]
+            if not group_feats:
+                continue
+            col = f"{group}_id"
+            if self.entity == "lead":
+                keyed = f"(SELECT s._sid, s.as_of, NULL AS opportunity_id, l.account_id FROM {self.spine} s JOIN leads l ON l.lead_id = s.lead_id)"
+            else:
+                keyed = (
+                    f"(SELECT s._sid, s.as_of, s.opportunity_id, o.{col} FROM {self.spine} s "
+                    "JOIN opportunities o ON o.opportunity_id = s.opportunity_id)"
+                )
+            cols = []
+            for f in group_feats:
+                win = f" AND c.ts >= k.as_of - INTERVAL {f.window_days} DAY" if f.window_days else ""
+                n_all = f"count_if(TRUE{win})"
+                n_won = f"count_if(c.won{win})"
+                e = {
+                    "won_count": n_won,
+                    "lost_count": f"count_if(NOT c.won{win})",
+                    "win_rate": f"CASE WHEN {n_all} > 0 THEN CAST({n_won} AS DOUBLE) / CAST({n_all} AS DOUBLE) END",
+                    "won_amount": f"coalesce(sum(c.amount) FILTER (WHERE c.won{win}), CAST(0 AS DOUBLE))",
+                }[f.metric]
+                cols.append(f"{e} AS {q(f.name)}")
+            sql = (
+                f"SELECT k._sid, {', '.join(cols)} FROM {keyed} k JOIN {closings} c "
+                f"ON c.{col} = k.{col} AND c.ts < k.as_of "
+                "AND (k.opportunity_id IS NULL OR c.opportunity_id <> k.opportunity_id) GROUP BY k._sid"
+            )
+            alias = self._part(sql)
+            for f in group_feats:
+                e = f"{alias}.{q(f.name)}"
+                self.expr[f.name] = e if f.metric == "win_rate" else f"coalesce({e}, 0)"
+
+    def derived(self, f: DerivedFeature) -> None:
+        a, b = (f"({self.expr[n]})" for n in f.inputs)
+        da, db = f"CAST({a} AS DOUBLE)", f"CAST({b} AS DOUBLE)"
+        if f.op == "ratio":
+            e = f"CASE WHEN {db} <> 0 THEN {da} / {db} END"
+        elif f.op == "difference":
+            e = f"({da} - {db})"
+        else:
+            e = positive(f"{da} - {db}")
+        self.expr[f.name] = e
+
+    def build(self) -> str:
+        feats = self.catalog.features(self.entity)
+        self.aggregates([f for f in feats if isinstance(f, AggregateFeature)])
+        self.attributes([f for f in feats if isinstance(f, AttributeFeature)])
+        states = [f for f in feats if isinstance(f, StateFeature)]
+        outs = [f for f in feats if isinstance(f, OutcomesFeature)]
+        hist = self._history_table() if (self.entity == "opportunity" and states) or outs else ""
+        if states:
+            if self.entity == "lead":
+                self.lead_states(states)
+            else:
+                self.opportunity_states(states, hist)
+        if outs:
+            self.outcomes(outs, hist)
+        for f in feats:
+            if isinstance(f, DerivedFeature):
+                self.derived(f)
+        select = [f"s.{q(self.eid)}", "s.as_of"]
+        for f in feats:
+            e = self.expr[f.name]
+            cast = "VARCHAR" if is_categorical(f) else "DOUBLE"
+            select.append(f"CAST({e} AS {cast}) AS {q(f.name)}")
+        joins = " ".join(f"LEFT JOIN ({p.sql}) {p.alias} ON {p.alias}._sid = s._sid" for p in self.parts)
+        return f"SELECT {', '.join(select)} FROM {self.spine} s {joins} ORDER BY s._sid"
+
+    def drop(self) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS _ohist_{self.tag}")
+
+
+def compute_features_sql(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, spine_table: str
+) -> pd.DataFrame:
+    """Features for a spine already in DuckDB: ``spine_table`` has ``_sid`` (row order),
+    the entity id column and ``as_of`` (TIMESTAMPTZ). Returns rows in ``_sid`` order."""
+    ensure_tables(con)
+    comp = _Compiler(con, catalog, entity, spine_table)
+    try:
+        sql = comp.build()
+        return con.execute(sql).df()
+    finally:
+        comp.drop()
+
+
+def compute_features(
+    con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, spine: pd.DataFrame
+) -> pd.DataFrame:
+    """Features of ``entity`` ("lead" or "opportunity") for every row of ``spine``.
+
+    ``spine`` has the entity id column (``lead_id`` / ``opportunity_id``) and ``as_of``
+    (timezone-aware; naive values are read as UTC). The result has one row per spine
+    row, in the same order: the id, ``as_of`` (UTC), then every feature of the entity
+    in catalog order. Each value reads only records with ``ts < as_of``.
+    """
+    catalog.features(entity)  # validates the entity name
+    eid = ENTITY_ID[entity]
+    missing = [c for c in (eid, "as_of") if c not in spine.columns]
+    if missing:
+        raise DataError(f"spine lacks column(s) {', '.join(missing)}; it needs {eid} and as_of")
+    frame = pd.DataFrame(
+        {
+            "_sid": range(len(spine)),
+            eid: spine[eid].astype(str).to_numpy(),
+            "as_of": to_utc(spine["as_of"], "spine.as_of").to_numpy(),
+        }
+    )
+    name = f"_spine_{uuid.uuid4().hex[:8]}"
+    con.register(f"{name}_df", frame)
+    try:
+        con.execute(
+            f"CREATE TEMP TABLE {name} AS SELECT _sid, CAST({q(eid)} AS VARCHAR) AS {q(eid)}, "
+            f"CAST(as_of AS TIMESTAMPTZ) AS as_of FROM {name}_df"
+        )
+        out = compute_features_sql(con, catalog, entity, name)
+    finally:
+        con.unregister(f"{name}_df")
+        con.execute(f"DROP TABLE IF EXISTS {name}")
+    return out
+
+
+def to_utc(values: pd.Series, what: str) -> pd.Series:
+    """Timestamps as ``datetime64[us, UTC]``; naive values are read as UTC."""
+    try:
+        ts = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"{what}: not timestamps ({exc}); use ISO dates such as 2025-06-02") from None
+    if ts.isna().any():
+        raise DataError(f"{what}: {int(ts.isna().sum())} missing timestamp(s); every row needs an as_of")
+    return ts.dt.as_unit("us")

@@ -1,0 +1,328 @@
+"""Replay the forecast on past quarters and compare with what was actually won.
+
+For each of the last ``backtest_quarters`` quarters that ended before the data's
+end, and each of 1..``backtest_weeks`` weeks before its end, the forecast is made
+as of the Monday on or before ``quarter_end - 7 * weeks`` days (the weekly forecast
+call; between ``weeks`` and ``weeks + 1`` weeks remain) with only the data before that moment
+(the same code path as ``leadml forecast``), and compared with the revenue won in
+the quarter. Baselines in the same run, from the same point-in-time state:
+
+- ``stage_weighted``: won so far + sum over open deals whose expected close date
+  lies inside the quarter of (historical eventual win rate of the deal's stage,
+  from deals closed before the as-of date) x amount: the CRM's weighted pipeline
+  of the quarter; ``stage_weighted_all_open`` weights every open deal instead;
+- ``close_date_in_period``: won so far + the full amount of every open deal whose
+  expected close date lies inside the quarter;
+- ``oracle`` (when truth probabilities are given, e.g. the simulator's
+  ``truth/deal_truth.parquet``): the same forecast with the true probabilities.
+
+Metrics: MAPE of the expected value by weeks before quarter end, and the share of
+actuals inside P10-P90 (methods with a distribution). The new-deals part is
+checked for calibration: its predicted revenue against the revenue of deals
+created after the as-of date and won in the quarter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from leadml.config import ForecastConfig, Vocabulary
+from leadml.forecast.deals import (
+    DealHistory,
+    DealProbabilities,
+    EmpiricalCloseRates,
+    ForecastError,
+    Period,
+    quarter_of,
+    stage_win_rates,
+)
+from leadml.forecast.forecast import forecast
+from leadml.forecast.newdeals import actual_new_revenue
+
+
+class TruthProbabilities:
+    """The simulator's ground truth as a probability source (the oracle).
+
+    Reads ``deal_truth.parquet`` (opportunity_id, as_of, period_end, p_won_by) and
+    answers for the rows with that as_of and period_end. Evaluation only: the
+    truth is not observable in real data.
+    """
+
+    name = "oracle"
+
+    def __init__(self, path: str | Path) -> None:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "deal_truth.parquet"
+        if not path.exists():
+            raise ForecastError(
+                f"truth file {path} does not exist; the oracle needs the simulator's truth/"
+            )
+        t = pd.read_parquet(path)
+        missing = {"opportunity_id", "as_of", "period_end", "p_won_by"} - set(t.columns)
+        if missing:
+            raise ForecastError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for col in ("as_of", "period_end"):
+            t[col] = pd.to_datetime(t[col], utc=True)
+        self.path = path
+        self.truth = t
+        self._by_key = {k: g for k, g in t.groupby(["as_of", "period_end"], sort=False)}
+
+    @property
+    def as_of_dates(self) -> list[pd.Timestamp]:
+        return sorted(self.truth["as_of"].unique())
+
+    def covers(self, as_of: pd.Timestamp, period_end: pd.Timestamp) -> bool:
+        return (as_of, period_end) in self._by_key
+
+    def __call__(self, con: Any, as_of: pd.Timestamp, period_end: pd.Timestamp) -> pd.DataFrame:
+        rows = self._by_key.get((as_of, period_end))
+        if rows is None:
+            raise ForecastError(
+                f"{self.path}: no truth rows for as_of {as_of} and period_end {period_end}"
+            )
+        return rows[["opportunity_id", "p_won_by"]]
+
+
+@dataclass
+class BacktestReport:
+    """Every backtest point, and MAPE / coverage summaries."""
+
+    points: (
+        pd.DataFrame
+    )  # quarter, weeks_before_end, as_of, method, expected, p10, p50, p90, actual, ...
+    by_weeks: pd.DataFrame  # method x weeks_before_end: mape, coverage_p10_p90, n
+    summary: pd.DataFrame  # method: mape, coverage_p10_p90, n
+    goals: dict[str, Any] = field(default_factory=dict)
+    new_deals: dict[str, float] = field(default_factory=dict)
+    probability_source: str = "empirical"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "probability_source": self.probability_source,
+            "summary": self.summary.to_dict(orient="records"),
+            "by_weeks": self.by_weeks.to_dict(orient="records"),
+            "goals": self.goals,
+            "new_deals_calibration": self.new_deals,
+            "points": self.points.assign(as_of=self.points["as_of"].astype(str)).to_dict(
+                orient="records"
+            ),
+        }
+
+
+def monday_before(ts: pd.Timestamp) -> pd.Timestamp:
+    """The Monday 00:00 UTC on or before ``ts`` (the weekly forecast call)."""
+    day = ts.normalize()
+    return day - pd.Timedelta(days=day.weekday())
+
+
+def backtest_quarters(history: DealHistory, n: int) -> list[Period]:
+    """The last ``n`` quarters that ended before the data's end."""
+    if history.data_end is None:
+        raise ForecastError("opportunity_history is empty; there is nothing to backtest")
+    q = quarter_of(history.data_end)
+    if q.end > history.data_end.normalize() + pd.Timedelta(days=1):
+        q = q.shifted(1)
+    quarters = [q.shifted(k) for k in range(n)]
+    first = history.outcomes["first_seen"].min()
+    kept = [p for p in quarters if p.start > first]
+    if not kept:
+        raise ForecastError(
+            f"no complete quarter after the first deal ({first:%Y-%m-%d}) to backtest; "
+            "load more history"
+        )
+    return sorted(kept, key=lambda p: p.start)
+
+
+def backtest(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    config: ForecastConfig | None = None,
+    vocab: Vocabulary | None = None,
+    deal_probabilities: DealProbabilities | None = None,
+    truth: TruthProbabilities | None = None,
+    quarters: int | None = None,
+    on_point: Callable[[], None] | None = None,
+) -> BacktestReport:
+    """Forecast every past quarter as of each week before its end; score against actuals.
+
+    Each forecast reads only data before its as-of date. ``on_point`` is called
+    after each quarter-week (progress display).
+    """
+    cfg = config or ForecastConfig()
+    vocab = vocab or Vocabulary()
+    history = DealHistory(con, vocab)
+    periods = backtest_quarters(history, quarters or cfg.backtest_quarters)
+    light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
+    if deal_probabilities is None:  # one estimator for the whole run: its answers are memoised
+        deal_probabilities = EmpiricalCloseRates(
+            history,
+            lookback_periods=cfg.lookback_periods,
+            age_edges=tuple(cfg.age_buckets_days),
+            prior_strength=cfg.prior_strength,
+        )
+    rows: list[dict[str, Any]] = []
+    new_rows: list[dict[str, float]] = []
+    source_name = str(getattr(deal_probabilities, "name", "custom"))
+    for per in periods:
+        actual = float(history.won_in(per.start, per.end, before=per.end)["won_amount"].sum())
+        for weeks in range(cfg.backtest_weeks, 0, -1):
+            as_of = monday_before(per.end - pd.Timedelta(days=7 * weeks))
+            base = {
+                "quarter": per.label,
+                "weeks_before_end": weeks,
+                "as_of": as_of,
+                "actual": actual,
+            }
+            r = forecast(
+                con,
+                as_of=as_of,
+                period=per,
+                deal_probabilities=deal_probabilities,
+                vocab=vocab,
+                config=light,
+                history=history,
+            )
+            t = r.total
+            rows.append(
+                {
+                    **base,
+                    "method": "forecast",
+                    "expected": t.expected,
+                    "p10": t.p10,
+                    "p50": t.p50,
+                    "p90": t.p90,
+                    "won": t.won,
+                    "open_expected": t.open_expected,
+                    "new_expected": t.new_expected,
+                    "shock_sd": r.shock_sd,
+                }
+            )
+            new_rows.append(
+                {
+                    "predicted": t.new_expected,
+                    "actual": actual_new_revenue(history, as_of=as_of, period=per),
+                }
+            )
+            deals = r.deals
+            due = deals["expected_close_date"].between(per.start, per.end, inclusive="left")
+            weighted = (
+                deals["stage"].map(stage_win_rates(history, as_of)).fillna(0.0) * deals["amount"]
+            )
+            rows.append(
+                {
+                    **base,
+                    "method": "stage_weighted",
+                    "expected": t.won + float(weighted[due].sum()),
+                    "won": t.won,
+                }
+            )
+            rows.append(
+                {
+                    **base,
+                    "method": "stage_weighted_all_open",
+                    "expected": t.won + float(weighted.sum()),
+                    "won": t.won,
+                }
+            )
+            rows.append(
+                {
+                    **base,
+                    "method": "close_date_in_period",
+                    "expected": t.won + float(deals.loc[due, "amount"].sum()),
+                    "won": t.won,
+                }
+            )
+            if truth is not None and truth.covers(as_of, per.end):
+                o = forecast(
+                    con,
+                    as_of=as_of,
+                    period=per,
+                    deal_probabilities=truth,
+                    vocab=vocab,
+                    config=light,
+                    history=history,
+                ).total
+                rows.append(
+                    {
+                        **base,
+                        "method": "oracle",
+                        "expected": o.expected,
+                        "p10": o.p10,
+                        "p50": o.p50,
+                        "p90": o.p90,
+                        "won": o.won,
+                        "open_expected": o.open_expected,
+                        "new_expected": o.new_expected,
+                    }
+                )
+            if on_point:
+                on_point()
+    points = pd.DataFrame(rows)
+    report = _summarise(points)
+    report.probability_source = source_name
+    nd = pd.DataFrame(new_rows)
+    report.new_deals = {
+        "predicted_total": float(nd["predicted"].sum()),
+        "actual_total": float(nd["actual"].sum()),
+        "ratio": float(nd["predicted"].sum() / nd["actual"].sum())
+        if nd["actual"].sum() > 0
+        else float("nan"),
+        "points": float(len(nd)),
+    }
+    return report
+
+
+def _summarise(points: pd.DataFrame) -> BacktestReport:
+    p = points.copy()
+    p["ape"] = (p["expected"] - p["actual"]).abs() / p["actual"].where(p["actual"] > 0)
+    if "p10" not in p.columns:
+        p["p10"] = p["p90"] = np.nan
+    inside = (p["actual"] >= p["p10"]) & (p["actual"] <= p["p90"])
+    p["inside_p10_p90"] = inside.where(p["p10"].notna())
+
+    def agg(frame: pd.DataFrame) -> pd.Series:
+        cov = frame["inside_p10_p90"].dropna()
+        return pd.Series(
+            {
+                "mape": float(frame["ape"].mean()),
+                "coverage_p10_p90": float(cov.astype(float).mean()) if len(cov) else float("nan"),
+                "n": float(len(frame)),
+            }
+        )
+
+    by_weeks = (
+        p.groupby(["method", "weeks_before_end"]).apply(agg, include_groups=False).reset_index()
+    )
+    summary = p.groupby("method").apply(agg, include_groups=False).reset_index()
+    goals: dict[str, Any] = {}
+    fc = summary.loc[summary["method"] == "forecast"]
+    if len(fc):
+        cov = float(fc["coverage_p10_p90"].iloc[0])
+        goals["coverage_p10_p90"] = {
+            "value": cov,
+            "goal": "0.80 +/- 0.05",
+            "met": bool(abs(cov - 0.8) <= 0.05),
+        }
+    for weeks in (4, 8):
+        at = by_weeks[by_weeks["weeks_before_end"] == weeks].set_index("method")["mape"]
+        if "forecast" not in at:
+            continue
+        for base, limit in (("stage_weighted", 0.7), ("oracle", 1.2)):
+            if base in at and at[base] > 0:
+                ratio = float(at["forecast"] / at[base])
+                goals[f"mape_vs_{base}_at_{weeks}w"] = {
+                    "value": ratio,
+                    "goal": f"<= {limit}",
+                    "met": bool(ratio <= limit),
+                    "forecast_mape": float(at["forecast"]),
+                    f"{base}_mape": float(at[base]),
+                }
+    return BacktestReport(p, by_weeks, summary, goals)

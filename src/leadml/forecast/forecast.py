@@ -1,0 +1,475 @@
+"""The revenue forecast of a period, as of a moment, with its uncertainty.
+
+Revenue of a period ``[S, E)`` as of T is three parts:
+
+- **won**: deals won in ``[S, T)`` (certain), at their amount on the win row;
+- **open**: every deal open at T (state rebuilt from ``opportunity_history``
+  rows with ``ts < T``) is won inside the period with probability p_i and
+  then books its latest amount; p_i comes from the probability source (the
+  deal-close model or, by default, :class:`EmpiricalCloseRates`);
+- **new**: deals not yet created, from the run-rate model (:mod:`.newdeals`).
+
+The distribution of the sum is exact on a grid (:mod:`.distribution`); its error
+bound is reported. Targets come from the ``targets`` table (prorated by days
+when a target period straddles the forecast period).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from leadml.config import ForecastConfig, Vocabulary
+from leadml.errors import LeadmlError
+from leadml.forecast import distribution as dist
+from leadml.forecast.deals import (
+    GROUP_COLUMN,
+    GROUPS,
+    DealHistory,
+    DealProbabilities,
+    EmpiricalCloseRates,
+    ForecastError,
+    Period,
+    as_utc,
+    parse_period,
+)
+from leadml.forecast.newdeals import NewDeals, NewDealsEstimate, new_deals
+
+
+@dataclass
+class GroupForecast:
+    """The forecast of one group (or of everything, ``group == "all"``)."""
+
+    group: str
+    won: float
+    open_expected: float
+    new_expected: float
+    expected: float
+    p10: float
+    p50: float
+    p90: float
+    target: float
+    gap_to_target: float  # target - expected (positive = short of target)
+    p_reach_target: float
+    open_pipeline: float  # sum of open deals' latest amounts
+    period_pipeline: float  # open deals expected to close before the period end (overdue included)
+    remaining_target: float  # max(target - won, 0)
+    coverage: float  # period_pipeline / remaining_target
+    open_deals: int
+    error_bound: float  # grid rounding bound on every quantile
+
+
+@dataclass
+class ForecastResult:
+    """A period's forecast as of a moment, in total and per group."""
+
+    period: Period
+    as_of: pd.Timestamp
+    by: str | None
+    probability_source: str
+    total: GroupForecast
+    groups: list[GroupForecast]
+    deals: pd.DataFrame  # open deals: opportunity_id, stage, amount, p_won_by, expected, groups
+    distribution: dist.RevenueDistribution
+    new_deals_periods: int
+    monte_carlo: dict[str, float] = field(default_factory=dict)
+    shock_sd: float = 0.0  # sd of the shared logit-scale shock of open deals
+    shock_periods: int = 0  # earlier periods it was measured on
+
+    def table(self) -> pd.DataFrame:
+        """One row per group, the total last."""
+        return pd.DataFrame([asdict(g) for g in [*self.groups, self.total]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "period": self.period.label,
+            "period_start": self.period.start.isoformat(),
+            "period_end": self.period.end.isoformat(),
+            "as_of": self.as_of.isoformat(),
+            "by": self.by,
+            "probability_source": self.probability_source,
+            "new_deals_model": f"run-rate over {self.new_deals_periods} earlier period(s)",
+            "total": asdict(self.total),
+            "groups": [asdict(g) for g in self.groups],
+            "monte_carlo": self.monte_carlo,
+            "shock_sd": self.shock_sd,
+            "shock_periods": self.shock_periods,
+        }
+
+
+ProbabilitiesAt = Callable[[pd.Timestamp, Period], pd.DataFrame]
+
+
+def probability_source(
+    source: DealProbabilities | pd.DataFrame | None,
+    con: duckdb.DuckDBPyConnection,
+    history: DealHistory,
+    cfg: ForecastConfig,
+    period_months: int = 3,
+) -> tuple[ProbabilitiesAt, str]:
+    """A function (as_of, period) -> P(won inside the period) per deal open at as_of.
+
+    None = the empirical close rates; a DataFrame answers only for the forecast
+    itself (no spread calibration on earlier periods); a callable
+    ``(con, as_of, period_end)`` gives P(won before period_end), and for a period
+    that starts after as_of the forecast asks for both ends and takes the difference.
+    """
+    if source is None:
+        source = EmpiricalCloseRates(
+            history,
+            lookback_periods=cfg.lookback_periods,
+            age_edges=tuple(cfg.age_buckets_days),
+            prior_strength=cfg.prior_strength,
+            period_months=period_months,
+        )
+    if isinstance(source, pd.DataFrame):
+        frame = source
+
+        def given(as_of: pd.Timestamp, per: Period) -> pd.DataFrame:
+            return frame
+
+        return given, "given"
+    name = str(getattr(source, "name", getattr(source, "__name__", type(source).__name__)))
+    if isinstance(source, EmpiricalCloseRates):
+        empirical = source
+
+        def rates(as_of: pd.Timestamp, per: Period) -> pd.DataFrame:
+            return empirical(con, as_of, per.end, per.start)
+
+        return rates, name
+    func = source
+
+    def call(as_of: pd.Timestamp, per: Period) -> pd.DataFrame:
+        probs = func(con, as_of, per.end)
+        if as_of >= per.start:
+            return probs
+        col = _prob_column(probs)
+        early = func(con, as_of, per.start)
+        early_p = early.set_index("opportunity_id")[_prob_column(early)]
+        out = probs.set_index("opportunity_id")
+        out[col] = (out[col] - early_p.reindex(out.index).fillna(0.0)).clip(0.0, 1.0)
+        return out.reset_index()
+
+    return call, name
+
+
+def shock_sd(
+    probs_at: ProbabilitiesAt,
+    history: DealHistory,
+    *,
+    as_of: pd.Timestamp,
+    period: Period,
+    lookback_periods: int,
+) -> tuple[float, int]:
+    """The sd of the shared logit-scale shock, from the source's own forecasts of
+    earlier periods at the same moment (method of moments, pooled over periods).
+
+    For each earlier period k with end E_k <= as_of, as of T_k = E_k - (E - as_of):
+    mu_k = sum p a, v_k = sum p(1-p) a^2 (independent-deals variance), s_k = sum p(1-p) a
+    and A_k = revenue those deals actually booked in the period (moments in the data's
+    first two periods are skipped: the source had too little history then). Under the model
+    Var(A) ~ v + tau^2 s^2, so tau^2 = sum((A-mu)^2 - v) / sum(s^2), floored at 0,
+    capped at 3. Returns (tau, number of periods used). Only outcomes before E_k <= as_of
+    are read.
+    """
+    h = period.end - as_of
+    num = den = 0.0
+    used = 0
+    # A forecast made with under two periods of history is not representative of
+    # today's source; such early moments are left out.
+    first = history.outcomes["first_seen"].min()
+    earliest = first + pd.DateOffset(months=2 * period.months)
+    for k in range(1, lookback_periods + 1):
+        past = period.shifted(k)
+        t_k = past.end - h
+        if past.end > as_of or t_k < earliest:
+            continue
+        snap = history.snapshot(t_k)
+        if snap.empty:
+            continue
+        try:
+            deals = _attach(snap, probs_at(t_k, past))
+        except LeadmlError:
+            continue  # the source cannot answer for that moment (e.g. no truth rows)
+        o = history.outcomes.set_index("opportunity_id").loc[deals["opportunity_id"]]
+        won = ((o["won_at"] >= past.start) & (o["won_at"] < past.end)).to_numpy()
+        actual = float(np.where(won, o["won_amount"].to_numpy(float), 0.0).sum())
+        p, a = deals["p_won_by"].to_numpy(float), deals["amount"].to_numpy(float)
+        mu, v, s = float(p @ a), float((p * (1 - p)) @ (a * a)), float((p * (1 - p)) @ a)
+        num += (actual - mu) ** 2 - v
+        den += s * s
+        used += 1
+    if used < 2 or den <= 0:
+        return 0.0, used
+    return float(min(np.sqrt(max(num / den, 0.0)), 3.0)), used
+
+
+def _prob_column(frame: pd.DataFrame) -> str:
+    for col in ("p_won_by", "p_won_by_period_end", "p_won"):
+        if col in frame.columns:
+            return col
+    raise ForecastError(
+        "deal probabilities need the columns opportunity_id and p_won_by (or p_won_by_period_end); "
+        f"got {', '.join(map(str, frame.columns))}"
+    )
+
+
+def _attach(open_deals: pd.DataFrame, probs: pd.DataFrame) -> pd.DataFrame:
+    col = _prob_column(probs)
+    if "opportunity_id" not in probs.columns:
+        raise ForecastError("deal probabilities need an opportunity_id column")
+    p = probs.drop_duplicates("opportunity_id").set_index("opportunity_id")[col].astype(float)
+    out = open_deals.copy()
+    out["p_won_by"] = p.reindex(out["opportunity_id"]).to_numpy()
+    missing = out.loc[out["p_won_by"].isna(), "opportunity_id"]
+    if len(missing):
+        raise ForecastError(
+            f"deal probabilities miss {len(missing)} deal(s) open at the as-of date "
+            f"(e.g. {', '.join(missing.head(5))}); score every open deal as of that date"
+        )
+    bad = out[(out["p_won_by"] < 0) | (out["p_won_by"] > 1)]
+    if len(bad):
+        raise ForecastError(
+            f"deal probabilities outside [0, 1] for {len(bad)} deal(s) "
+            f"(e.g. {bad['opportunity_id'].iloc[0]})"
+        )
+    out["expected"] = out["p_won_by"] * out["amount"]
+    return out
+
+
+def _group_forecast(
+    name: str,
+    won: float,
+    deals: pd.DataFrame,
+    nd: list[NewDeals],
+    target: float,
+    max_cells: int,
+    tau: float,
+    period_end: pd.Timestamp,
+) -> tuple[GroupForecast, dist.RevenueDistribution]:
+    d = dist.revenue_distribution(
+        won=won,
+        amounts=deals["amount"].to_numpy(float),
+        probs=deals["p_won_by"].to_numpy(float),
+        new=[(part.rate, part.amounts, part.dispersion) for part in nd],
+        max_cells=max_cells,
+        shock_sd=tau,
+    )
+    p10, p50, p90 = (float(v) for v in d.quantile([0.1, 0.5, 0.9]))  # type: ignore[union-attr]
+    open_expected = float(deals["expected"].sum())
+    new_expected = NewDealsEstimate.expected(nd)
+    expected = won + open_expected + new_expected
+    pipeline = float(deals["amount"].sum())
+    in_period = float(deals.loc[deals["expected_close_date"] < period_end, "amount"].sum())
+    remaining = max(target - won, 0.0) if np.isfinite(target) else float("nan")
+    coverage = in_period / remaining if np.isfinite(remaining) and remaining > 0 else float("nan")
+    g = GroupForecast(
+        group=name,
+        won=float(won),
+        open_expected=open_expected,
+        new_expected=new_expected,
+        expected=expected,
+        p10=p10,
+        p50=p50,
+        p90=p90,
+        target=float(target),
+        gap_to_target=float(target - expected) if np.isfinite(target) else float("nan"),
+        p_reach_target=d.prob_at_least(target) if np.isfinite(target) else float("nan"),
+        open_pipeline=pipeline,
+        period_pipeline=in_period,
+        remaining_target=remaining,
+        coverage=coverage,
+        open_deals=len(deals),
+        error_bound=d.error_bound,
+    )
+    return g, d
+
+
+def forecast(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    as_of: object,
+    period: str | Period,
+    deal_probabilities: DealProbabilities | pd.DataFrame | None = None,
+    by: str | None = None,
+    vocab: Vocabulary | None = None,
+    config: ForecastConfig | None = None,
+    history: DealHistory | None = None,
+    cross_check: bool = False,
+) -> ForecastResult:
+    """Forecast the revenue booked in ``period`` as of ``as_of``.
+
+    Reads only records with ``ts < as_of`` (the probability source must do the
+    same). ``deal_probabilities``: None = the empirical close rates; a DataFrame
+    (opportunity_id, p_won_by) or a callable ``(con, as_of, period_end) -> DataFrame``
+    giving P(won before period_end) per deal open at ``as_of``. ``by`` = team,
+    segment or owner adds a forecast per group. ``history`` reuses a
+    :class:`DealHistory` built on ``con`` (the backtest does). ``cross_check``
+    adds a Monte Carlo P10/P50/P90 of the total.
+
+    The spread: deals share a logit-scale shock whose sd is measured on the
+    source's forecasts of earlier periods (:func:`shock_sd`); new deals are
+    negative binomial with the dispersion seen in earlier periods. A DataFrame
+    source cannot be replayed on earlier periods, so it gets no shock.
+    """
+    cfg = config or ForecastConfig()
+    vocab = vocab or Vocabulary()
+    if by is not None and by not in GROUPS:
+        raise ForecastError(f"--by {by!r} is not a grouping; use one of {', '.join(GROUPS)}")
+    per = parse_period(period) if isinstance(period, str) else period
+    t = as_utc(as_of)
+    history = history or DealHistory(con, vocab)
+    history.check_as_of(t)
+    if per.end <= t:
+        raise ForecastError(
+            f"period {per.label} ended on {per.end.date()}, before --as-of {t.date()}; "
+            "forecast a period that has not ended (or see `leadml forecast backtest` for past ones)"
+        )
+    probs_at, source_name = probability_source(deal_probabilities, con, history, cfg, per.months)
+    deals = _attach(history.snapshot(t), probs_at(t, per))
+    tau, tau_periods = (0.0, 0)
+    if not isinstance(deal_probabilities, pd.DataFrame):
+        tau, tau_periods = shock_sd(
+            probs_at, history, as_of=t, period=per, lookback_periods=cfg.shock_lookback_periods
+        )
+    won = history.won_in(per.start, per.end, before=t)
+    nd = new_deals(
+        history, as_of=t, period=per, by=by, lookback_periods=cfg.new_deals_lookback_periods
+    )
+    total_target = float(history.target(per, None).get("all", np.nan))
+    total, d = _group_forecast(
+        "all",
+        float(won["won_amount"].sum()),
+        deals,
+        nd.total,
+        total_target,
+        cfg.max_grid_cells,
+        tau,
+        per.end,
+    )
+    group_targets = history.target(per, by) if by else pd.Series(dtype=float)
+    groups = _groups(by, deals, won, nd, group_targets, cfg, tau, per.end)
+    mc: dict[str, float] = {}
+    if cross_check:
+        draws = dist.monte_carlo(
+            won=total.won,
+            amounts=deals["amount"].to_numpy(float),
+            probs=deals["p_won_by"].to_numpy(float),
+            new=[(part.rate, part.amounts, part.dispersion) for part in nd.total],
+            shock_sd=tau,
+            draws=cfg.monte_carlo_draws,
+            seed=cfg.seed,
+        )
+        q = np.quantile(draws, [0.1, 0.5, 0.9])
+        mc = {
+            "p10": float(q[0]),
+            "p50": float(q[1]),
+            "p90": float(q[2]),
+            "mean": float(draws.mean()),
+            "draws": float(cfg.monte_carlo_draws),
+        }
+    return ForecastResult(
+        per,
+        t,
+        by,
+        source_name,
+        total,
+        groups,
+        deals,
+        d,
+        nd.periods_seen,
+        mc,
+        shock_sd=tau,
+        shock_periods=tau_periods,
+    )
+
+
+def _groups(
+    by: str | None,
+    deals: pd.DataFrame,
+    won: pd.DataFrame,
+    nd: NewDealsEstimate,
+    targets: pd.Series,
+    cfg: ForecastConfig,
+    tau: float,
+    period_end: pd.Timestamp,
+) -> list[GroupForecast]:
+    if by is None:
+        return []
+    col = GROUP_COLUMN[by]
+    names = sorted(
+        {str(v) for v in deals[col].dropna()}
+        | {str(v) for v in won[col].dropna()}
+        | set(nd.groups)
+        | {str(v) for v in targets.index}
+    )
+    out = []
+    for name in names:
+        g, _ = _group_forecast(
+            name,
+            float(won.loc[won[col].astype(str) == name, "won_amount"].sum()),
+            deals[deals[col].astype(str) == name],
+            nd.groups.get(name, []),
+            float(targets.get(name, np.nan)),
+            max(cfg.max_grid_cells // 8, 256),
+            tau,
+            period_end,
+        )
+        out.append(g)
+    return out
+
+
+def forecast_path(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    as_of: object,
+    period: str | Period,
+    deal_probabilities: DealProbabilities | None = None,
+    vocab: Vocabulary | None = None,
+    config: ForecastConfig | None = None,
+    history: DealHistory | None = None,
+) -> pd.DataFrame:
+    """Weekly forecasts of ``period`` from its first week up to ``as_of`` (for the fan chart).
+
+    Each row is a forecast made as of that week with only the data before it:
+    as_of, won, expected, p10, p50, p90, target.
+    """
+    cfg = config or ForecastConfig()
+    per = parse_period(period) if isinstance(period, str) else period
+    t = as_utc(as_of)
+    history = history or DealHistory(con, vocab or Vocabulary())
+    points = [
+        d
+        for d in pd.date_range(max(per.start, t - pd.Timedelta(days=7 * 13)), t, freq="7D")
+        if d < t
+    ] + [t]
+    rows = []
+    light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
+    for point in points:
+        r = forecast(
+            con,
+            as_of=point,
+            period=per,
+            deal_probabilities=deal_probabilities,
+            vocab=vocab,
+            config=light,
+            history=history,
+        )
+        g = r.total
+        rows.append(
+            {
+                "as_of": point,
+                "won": g.won,
+                "expected": g.expected,
+                "p10": g.p10,
+                "p50": g.p50,
+                "p90": g.p90,
+                "target": g.target,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,733 @@
+"""Mapping configs: how a folder of CRM / marketing-automation exports becomes the
+canonical tables.
+
+A mapping (YAML, parsed into :class:`Mapping`) lists, for each canonical table,
+one or more *sources*: a file of the export folder, an optional row filter and
+how each output column is made from the file's columns (rename, constant,
+coalesce, lookup in another file, value map to THE MODEL vocabulary, numeric
+bins, regex classification, timestamp parsing with a format and time zone).
+One file may feed several tables (a split); several sources of one table are
+concatenated.
+
+Time semantics: every timestamp is parsed in the source's time zone (a naive
+value is local time there; a value with an offset keeps it) and converted to
+UTC. ``end_of_day: true`` turns a date-only value into the *next* midnight, so
+that a fact recorded only by its day is never visible before it could have
+happened (point-in-time safe, at the cost of up to a day of delay).
+
+Errors a user can cause (unknown source column, unmapped vocabulary value,
+unparsable timestamp or number) raise :class:`MappingError` naming the file,
+the column and the offending values. Rows that a filter removes, rows missing a
+key, duplicate keys and rows that break the table contracts are *dropped* and
+counted, with the reason, in :class:`ImportReport`.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from leadml.config import Vocabulary
+from leadml.contracts import TABLES, Table, check_tables, connect
+from leadml.errors import ConfigError, DataError
+from leadml.sources import atomic_path, frames_source
+
+PRESETS = ("salesforce", "hubspot")
+ValueType = Literal["str", "id", "float", "int", "bool", "timestamp"]
+_TRUE = {"true", "1", "yes", "y", "t"}
+_FALSE = {"false", "0", "no", "n", "f"}
+_EXAMPLES = 5
+
+
+class MappingError(DataError):
+    """A source export does not fit its mapping (names file, column and values)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Lookup(_Model):
+    """Replace the value by ``take`` of the row of ``file`` whose ``match`` equals it."""
+
+    file: str
+    match: str
+    take: str
+    optional: bool = False  # a missing file matches nothing instead of raising
+
+
+class Bin(_Model):
+    """Values ``>= lower`` (up to the next bin's lower bound) get ``label``."""
+
+    lower: float
+    label: str
+
+
+class ColumnSpec(_Model):
+    """How one output column is made; the steps run in the order of the fields."""
+
+    source: str | None = None
+    value: str | float | int | bool | None = None
+    coalesce: list[ColumnSpec] | None = None
+    required: bool = True  # False: an absent source column gives nulls instead of an error
+    lookup: Lookup | None = None
+    pattern: str | None = None  # values not matching (re.match) become null
+    prefix: str = ""
+    type: ValueType | None = None  # default: the contract's kind, else str
+    format: str | None = None  # strptime format for timestamps; None = ISO-8601
+    timezone: str | None = None  # zone of naive timestamps; None = the mapping's
+    end_of_day: bool = False
+    bins: list[Bin] | None = None
+    classify: list[tuple[str, str]] | None = None  # (regex searched case-insensitively, label)
+    map: dict[str, str | None] | None = None  # source value -> vocabulary value (None = null)
+    drop: list[str] = Field(default_factory=list)  # source values whose rows are dropped
+    default: str | float | int | None = None  # for missing values and, with map, unmapped ones
+
+    @model_validator(mode="after")
+    def _one_origin(self) -> ColumnSpec:
+        origins = [self.source is not None, self.value is not None, self.coalesce is not None]
+        if sum(origins) != 1:
+            raise ValueError("give exactly one of source, value, coalesce")
+        return self
+
+
+class Condition(_Model):
+    """A row filter on a source column; rows that fail it are dropped with ``reason``."""
+
+    column: str
+    equals: str | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+    not_in: list[str] | None = None
+    not_empty: bool | None = None
+    empty: bool | None = None
+    startswith: str | None = None
+    not_in_file: Lookup | None = None  # uses file + match; take is ignored
+    reason: str | None = None
+    report: bool = True  # False for a split (the other rows go to another source): not "dropped"
+
+
+class Source(_Model):
+    """One file feeding one table."""
+
+    file: str
+    optional: bool = False  # a missing file is noted in the report instead of an error
+    delimiter: str | None = None  # None = sniffed
+    encoding: str = "utf-8-sig"
+    timezone: str | None = None
+    where: list[Condition] = Field(default_factory=list)
+    columns: dict[str, ColumnSpec | str]
+
+    def spec(self, name: str) -> ColumnSpec:
+        value = self.columns[name]
+        return ColumnSpec(source=value) if isinstance(value, str) else value
+
+
+class Mapping(_Model):
+    """A whole mapping: canonical table name -> its sources."""
+
+    name: str = "custom"
+    description: str = ""
+    timezone: str = "UTC"  # zone of naive timestamps unless a source or column says otherwise
+    tables: dict[str, list[Source]]
+
+    @model_validator(mode="after")
+    def _known_tables(self) -> Mapping:
+        for table, sources in self.tables.items():
+            if table not in TABLES:
+                raise ValueError(f"unknown table {table!r} (known: {', '.join(TABLES)})")
+            contract = TABLES[table]
+            for src in sources:
+                extras = [c for c in src.columns if c not in contract.column_names]
+                if extras and not contract.extra_allowed:
+                    raise ValueError(
+                        f"{table} from {src.file}: columns {', '.join(extras)} are not in the "
+                        f"{table} contract ({', '.join(contract.column_names)}) and {table} "
+                        "takes no extra columns"
+                    )
+        return self
+
+
+def load_mapping(name_or_path: str | Path) -> Mapping:
+    """A preset by name (``salesforce``, ``hubspot``) or a YAML mapping file."""
+    text: str
+    where: str
+    if str(name_or_path) in PRESETS:
+        where = f"preset {name_or_path}"
+        text = (
+            resources.files("leadml.importing") / "presets" / f"{name_or_path}.yaml"
+        ).read_text()
+    else:
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"mapping {path} not found; pass a YAML mapping file or a preset name "
+                f"({', '.join(PRESETS)})"
+            )
+        where, text = str(path), path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+    try:
+        return Mapping.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{where}: invalid mapping:"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+# ------------------------------------------------------------------ report
+
+
+@dataclass
+class Dropped:
+    """Rows left out of a table, and why."""
+
+    table: str
+    file: str
+    reason: str
+    count: int
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportReport:
+    """What an import read, produced and left out."""
+
+    mapping: str
+    src: str
+    read: dict[str, int] = field(default_factory=dict)  # file -> rows
+    rows: dict[str, int] = field(default_factory=dict)  # table -> rows written
+    dropped: list[Dropped] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def drop(
+        self, table: str, file: str, reason: str, values: pd.Series | None, count: int
+    ) -> None:
+        if count <= 0:
+            return
+        examples = [] if values is None else [str(v) for v in values.head(_EXAMPLES)]
+        self.dropped.append(Dropped(table, file, reason, int(count), examples))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mapping": self.mapping,
+            "src": self.src,
+            "read": self.read,
+            "rows": self.rows,
+            "dropped": [d.__dict__ for d in self.dropped],
+            "notes": self.notes,
+        }
+
+
+# ------------------------------------------------------------------ reading
+
+
+class _Files:
+    """Reads export files once, as text columns (types come from the mapping)."""
+
+    def __init__(self, src_dir: Path, report: ImportReport) -> None:
+        self.src_dir = src_dir
+        self.report = report
+        self._cache: dict[str, pd.DataFrame] = {}
+
+    def exists(self, name: str) -> bool:
+        return (self.src_dir / name).is_file()
+
+    def get(
+        self, name: str, delimiter: str | None = None, encoding: str = "utf-8-sig"
+    ) -> pd.DataFrame:
+        if name not in self._cache:
+            path = self.src_dir / name
+            if not path.is_file():
+                raise MappingError(
+                    f"{path}: file not found (named by the mapping); export it or "
+                    "mark the source `optional: true`"
+                )
+            self._cache[name] = read_text_table(path, delimiter, encoding)
+            self.report.read[name] = len(self._cache[name])
+        return self._cache[name]
+
+
+def sniff_delimiter(path: Path, encoding: str = "utf-8-sig") -> str:
+    """The delimiter of a CSV file, guessed from its first 64 KiB (``,`` if unsure)."""
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        sample = fh.read(65536)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def read_text_table(
+    path: Path, delimiter: str | None = None, encoding: str = "utf-8-sig"
+) -> pd.DataFrame:
+    """A CSV (delimiter sniffed) or Parquet file with every column as text; empty -> NA."""
+    if path.suffix.lower() in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+        return df.apply(_as_text)
+    try:
+        df = pd.read_csv(
+            path,
+            sep=delimiter or sniff_delimiter(path, encoding),
+            dtype=str,
+            keep_default_na=False,
+            encoding=encoding,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise MappingError(f"{path}: cannot read as CSV: {exc}") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    return df.apply(_as_text)
+
+
+def _as_text(col: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return col  # already typed (Parquet); kept as is
+    if pd.api.types.is_float_dtype(col) and (col.dropna() % 1 == 0).all():
+        col = col.astype("Int64")  # ids stored as floats (NaN forces float): 9001.0 -> "9001"
+    out = col.astype("string").str.strip()
+    return out.mask(out == "")
+
+
+# ------------------------------------------------------------------ building
+
+
+class _Ctx:
+    def __init__(self, mapping: Mapping, files: _Files, table: str, src: Source) -> None:
+        self.mapping, self.files, self.table, self.src = mapping, files, table, src
+
+    def err(
+        self, column: str, reason: str, values: pd.Series | list[Any] | None = None
+    ) -> MappingError:
+        shown = ""
+        if values is not None:
+            uniq = list(
+                dict.fromkeys(
+                    str(v) for v in (values.tolist() if isinstance(values, pd.Series) else values)
+                )
+            )
+            more = f" (+{len(uniq) - 10} more)" if len(uniq) > 10 else ""
+            shown = f": {', '.join(repr(v) for v in uniq[:10])}{more}"
+        return MappingError(
+            f"{self.files.src_dir / self.src.file}, column {column!r} (-> {self.table}): "
+            f"{reason}{shown}"
+        )
+
+
+def _raw(ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str) -> pd.Series:
+    if spec.value is not None:
+        return pd.Series([spec.value] * len(df), index=df.index, dtype=object)
+    if spec.coalesce is not None:
+        parts = [_column(ctx, df, sub, out_name, final=False) for sub in spec.coalesce]
+        result = parts[0].astype(object)
+        for part in parts[1:]:
+            result = result.where(result.notna(), part.astype(object))
+        return result
+    assert spec.source is not None
+    if spec.source not in df.columns:
+        if not spec.required:
+            return pd.Series([None] * len(df), index=df.index, dtype=object)
+        raise ctx.err(
+            spec.source,
+            f"unknown source column (the file has: {', '.join(map(str, df.columns))}); "
+            "fix the name in the mapping or set `required: false`",
+        )
+    return df[spec.source]
+
+
+def _column(
+    ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str, final: bool = True
+) -> pd.Series:
+    """The values of one output column (before row drops)."""
+    s = _raw(ctx, df, spec, out_name)
+    label = spec.source or out_name
+    if spec.lookup is not None:
+        s = _lookup(ctx, s, spec.lookup)
+    if spec.pattern is not None:
+        s = s.where(s.astype("string").str.match(spec.pattern).fillna(False).astype(bool))
+    if spec.prefix:
+        s = s.where(s.isna(), spec.prefix + s.astype("string"))
+    kind = spec.type or _contract_kind(ctx.table, out_name)
+    if kind == "timestamp":
+        s = _timestamps(ctx, s, spec, label)
+    elif kind in ("float", "int") or spec.bins:
+        s = _numbers(ctx, s, label)
+    elif kind == "bool":
+        s = _bools(ctx, s, label)
+    if spec.bins:
+        s = _bins(s, spec.bins)
+    if spec.classify:
+        s = _classify(s, spec.classify)
+    if spec.map is not None:
+        s = _map(ctx, s, spec, label)
+    if spec.default is not None and final:
+        s = s.where(s.notna(), spec.default)
+    if kind in ("id", "str") and final:
+        s = s.astype(object).where(s.notna(), None)
+        s = s.map(lambda v: v if v is None else _id_text(v))
+    return s
+
+
+def _id_text(v: Any) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def _contract_kind(table: str, column: str) -> str:
+    contract = TABLES[table]
+    return contract.column(column).kind if column in contract.column_names else "str"
+
+
+def _lookup(ctx: _Ctx, s: pd.Series, lk: Lookup) -> pd.Series:
+    if lk.optional and not ctx.files.exists(lk.file):
+        return pd.Series([None] * len(s), index=s.index, dtype=object)
+    other = ctx.files.get(lk.file)
+    for col in (lk.match, lk.take):
+        if col not in other.columns:
+            raise MappingError(
+                f"{ctx.files.src_dir / lk.file}, column {col!r} (lookup for {ctx.table}): unknown "
+                f"source column (the file has: {', '.join(map(str, other.columns))})"
+            )
+    pairs = other[[lk.match, lk.take]].dropna(subset=[lk.match]).drop_duplicates(lk.match)
+    table = dict(zip(pairs[lk.match].astype(str), pairs[lk.take], strict=True))
+    return s.map(lambda v: None if pd.isna(v) else table.get(str(v))).astype(object)
+
+
+def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Series:
+    zone = spec.timezone or ctx.src.timezone or ctx.mapping.timezone
+    if pd.api.types.is_datetime64_any_dtype(s):
+        parsed = s
+    else:
+        text = s.astype("string")
+        try:
+            parsed = pd.to_datetime(text, format=spec.format or "ISO8601", errors="coerce")
+        except (ValueError, TypeError):
+            # mixed offsets / naive and aware values: read each as UTC-aware
+            parsed = pd.to_datetime(
+                text, format=spec.format or "ISO8601", errors="coerce", utc=True
+            )
+        bad = text.notna() & parsed.isna()
+        if bad.any():
+            expected = (
+                f"format {spec.format!r}" if spec.format else "ISO-8601 (e.g. 2024-03-05T14:22:10Z)"
+            )
+            raise ctx.err(
+                label,
+                f"{int(bad.sum())} value(s) are not timestamps in {expected}; set `format:` "
+                "(strptime codes, e.g. '%m/%d/%Y %H:%M') on this column",
+                text[bad],
+            )
+    if parsed.dt.tz is None:
+        try:
+            parsed = parsed.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
+        except Exception as exc:  # unknown zone name
+            raise ctx.err(label, f"cannot use time zone {zone!r}: {exc}") from None
+    out = parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    if spec.end_of_day:
+        out = out.dt.normalize() + pd.Timedelta(days=1)
+    return out
+
+
+def _numbers(ctx: _Ctx, s: pd.Series, label: str) -> pd.Series:
+    out = pd.to_numeric(s, errors="coerce")
+    bad = s.notna() & out.isna()
+    if bad.any():
+        raise ctx.err(label, f"{int(bad.sum())} value(s) are not numbers", s[bad])
+    return out.astype(float)
+
+
+def _bools(ctx: _Ctx, s: pd.Series, label: str) -> pd.Series:
+    low = s.astype("string").str.lower()
+    bad = low.notna() & ~low.isin(_TRUE | _FALSE)
+    if bad.any():
+        raise ctx.err(label, "value(s) are not true/false", s[bad])
+    return low.map(lambda v: None if pd.isna(v) else v in _TRUE).astype(object)
+
+
+def _bins(s: pd.Series, bins: list[Bin]) -> pd.Series:
+    ordered = sorted(bins, key=lambda b: b.lower)
+    edges = np.array([b.lower for b in ordered])
+    idx = np.searchsorted(edges, s.to_numpy(dtype=float), side="right") - 1
+    labels = np.array([b.label for b in ordered], dtype=object)
+    vals = np.where((idx >= 0) & s.notna().to_numpy(), labels[np.clip(idx, 0, None)], None)
+    return pd.Series(vals, index=s.index, dtype=object)
+
+
+def _classify(s: pd.Series, rules: list[tuple[str, str]]) -> pd.Series:
+    compiled = [(re.compile(p, re.IGNORECASE), label) for p, label in rules]
+
+    def one(v: Any) -> Any:
+        if pd.isna(v):
+            return None
+        return next((label for rx, label in compiled if rx.search(str(v))), None)
+
+    return s.map(one).astype(object)
+
+
+def _norm(v: Any) -> str:
+    return str(v).strip().casefold()
+
+
+def _map(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Series:
+    assert spec.map is not None
+    table = {_norm(k): v for k, v in spec.map.items()}
+    keys = s.map(lambda v: None if pd.isna(v) else _norm(v))
+    unmapped = keys.notna() & ~keys.isin(list(table)) & ~keys.isin([_norm(d) for d in spec.drop])
+    if unmapped.any() and spec.default is None:
+        allowed = sorted({v for v in spec.map.values() if v is not None})
+        raise ctx.err(
+            label,
+            f"value(s) with no entry in the mapping's `map` (maps to: {', '.join(allowed)}); "
+            "add them "
+            "to `map`, list them under `drop`, or give a `default`",
+            s[unmapped],
+        )
+    return keys.map(lambda k: None if k is None else table.get(k)).astype(object)
+
+
+def _row_filter(ctx: _Ctx, df: pd.DataFrame, cond: Condition) -> pd.Series:
+    """True for rows that pass ``cond``."""
+    if cond.column not in df.columns:
+        raise ctx.err(
+            cond.column,
+            f"unknown source column in `where` (the file has: {', '.join(map(str, df.columns))})",
+        )
+    col = df[cond.column]
+    low = col.astype("string").str.strip().str.casefold()
+    ok = pd.Series(True, index=df.index)
+    if cond.equals is not None:
+        ok &= (low == _norm(cond.equals)).fillna(False)
+    if cond.in_ is not None:
+        ok &= low.isin([_norm(v) for v in cond.in_]).fillna(False)
+    if cond.not_in is not None:
+        ok &= ~low.isin([_norm(v) for v in cond.not_in]).fillna(False)
+    if cond.not_empty:
+        ok &= col.notna()
+    if cond.empty:
+        ok &= col.isna()
+    if cond.startswith is not None:
+        ok &= col.astype("string").str.startswith(cond.startswith).fillna(False)
+    if cond.not_in_file is not None and (
+        not cond.not_in_file.optional or ctx.files.exists(cond.not_in_file.file)
+    ):
+        other = ctx.files.get(cond.not_in_file.file)
+        if cond.not_in_file.match not in other.columns:
+            raise MappingError(
+                f"{ctx.files.src_dir / cond.not_in_file.file}, column {cond.not_in_file.match!r}: "
+                "unknown source column (used by `not_in_file`)"
+            )
+        ok &= ~col.isin(other[cond.not_in_file.match].dropna().tolist()).fillna(False)
+    return ok.astype(bool)
+
+
+def _describe(cond: Condition) -> str:
+    if cond.reason:
+        return cond.reason
+    parts = []
+    for name in ("equals", "in_", "not_in", "startswith"):
+        if getattr(cond, name) is not None:
+            parts.append(f"{name.rstrip('_')} {getattr(cond, name)}")
+    if cond.not_empty:
+        parts.append("not empty")
+    if cond.empty:
+        parts.append("empty")
+    if cond.not_in_file is not None:
+        parts.append(f"not in {cond.not_in_file.file}.{cond.not_in_file.match}")
+    return f"filtered out: {cond.column} must be {' and '.join(parts)}"
+
+
+def _build_source(
+    mapping: Mapping, files: _Files, table: str, src: Source, report: ImportReport
+) -> pd.DataFrame | None:
+    """The rows one source contributes to ``table`` (canonical + extra columns)."""
+    if not files.exists(src.file):
+        if src.optional:
+            report.notes.append(f"{table}: optional file {src.file} not found, skipped")
+            return None
+        files.get(src.file)  # raises with the path
+    df = files.get(src.file, src.delimiter, src.encoding)
+    ctx = _Ctx(mapping, files, table, src)
+    for cond in src.where:
+        ok = _row_filter(ctx, df, cond)
+        if cond.report:
+            report.drop(
+                table, src.file, _describe(cond), df.loc[~ok, cond.column], int((~ok).sum())
+            )
+        df = df[ok]
+    out = pd.DataFrame(index=df.index)
+    for name in src.columns:
+        spec = src.spec(name)
+        values = _column(ctx, df, spec, name)
+        if spec.drop:
+            raw = _raw(ctx, df, spec, name)
+            dropped = {_norm(d) for d in spec.drop}
+            hit = raw.map(lambda v, d=dropped: not pd.isna(v) and _norm(v) in d).astype(bool)
+            what = spec.source or name
+            report.drop(
+                table, src.file, f"{what} value listed under `drop`", raw[hit], int(hit.sum())
+            )
+            df, out, values = df[~hit], out[~hit], values[~hit]
+        out[name] = values
+    return out.reset_index(drop=True)
+
+
+def _finish_table(
+    table: Table, frames: list[tuple[str, pd.DataFrame]], report: ImportReport
+) -> pd.DataFrame:
+    """Concatenate a table's sources; drop rows without a key, duplicate keys, exact duplicates."""
+    parts = [f.assign(_file=name) for name, f in frames]
+    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    for key in table.key:
+        if key not in df.columns:
+            continue
+        missing = df[key].isna()
+        for name, n in df.loc[missing, "_file"].value_counts().items():
+            report.drop(table.name, str(name), f"no {key}", None, int(n))
+        df = df[~missing]
+        dup = df.duplicated(subset=[key], keep="first")
+        for name, n in df.loc[dup, "_file"].value_counts().items():
+            report.drop(
+                table.name,
+                str(name),
+                f"duplicate {key} (first row kept)",
+                df.loc[dup & (df["_file"] == name), key],
+                int(n),
+            )
+        df = df[~dup]
+    if not table.key and len(df):
+        cols = [c for c in df.columns if c != "_file"]
+        dup = df.duplicated(subset=cols, keep="first")
+        for name, n in df.loc[dup, "_file"].value_counts().items():
+            report.drop(table.name, str(name), "exact duplicate of another row", None, int(n))
+        df = df[~dup]
+    df = df.drop(columns="_file")
+    order = [c for c in ("ts", "created_at") if c in df.columns]
+    if order and len(df):
+        df = df.sort_values(order[0], kind="stable")
+    return df.reset_index(drop=True)
+
+
+def map_tables(
+    mapping: Mapping, src_dir: str | Path, report: ImportReport | None = None
+) -> tuple[dict[str, pd.DataFrame], ImportReport]:
+    """Apply ``mapping`` to the export folder ``src_dir`` (no contract checks yet)."""
+    src_dir = Path(src_dir).expanduser()
+    if not src_dir.is_dir():
+        raise MappingError(
+            f"source folder {src_dir} does not exist; pass --src with the folder of export files"
+        )
+    report = report or ImportReport(mapping.name, str(src_dir))
+    files = _Files(src_dir, report)
+    out: dict[str, pd.DataFrame] = {}
+    for table_name, sources in mapping.tables.items():
+        frames = []
+        for src in sources:
+            built = _build_source(mapping, files, table_name, src, report)
+            if built is not None:
+                frames.append((src.file, built))
+        if frames:
+            out[table_name] = _finish_table(TABLES[table_name], frames, report)
+    return out, report
+
+
+# ------------------------------------------------------------------ import
+
+
+def import_tables(
+    mapping: Mapping,
+    src_dir: str | Path,
+    vocab: Vocabulary | None = None,
+    *,
+    strict: bool = False,
+    dropped_dir: Path | None = None,
+) -> tuple[dict[str, pd.DataFrame], ImportReport]:
+    """Map the exports in ``src_dir`` and check the result against the table contracts.
+
+    Returns the canonical tables (typed as :func:`leadml.contracts.load_tables` types
+    them; extra columns kept on leads and accounts) and the report. Rows that break a
+    contract (an activity of a deleted lead, a deal of an unknown account, ...) are
+    dropped and reported, and with ``dropped_dir`` written there as ``<table>.csv``
+    with a ``_reasons`` column; with ``strict`` they raise :class:`DataError` instead.
+    Timestamps are UTC; nothing is read from outside ``src_dir``.
+    """
+    vocab = vocab or Vocabulary()
+    frames, report = map_tables(mapping, src_dir)
+    source = frames_source(frames)
+    source.location = f"tables mapped from {src_dir} by {mapping.name}"
+    con = duckdb.connect()
+    try:
+        check = check_tables(
+            con,
+            source,
+            vocab,
+            bad_rows="reject" if strict else "quarantine",
+            quarantine_dir=dropped_dir,
+        )
+        for p in check.problems:
+            examples: list[str] = []
+            if p.examples is not None and len(p.examples):
+                col = p.column if p.column in p.examples.columns else p.examples.columns[0]
+                examples = [str(v) for v in p.examples[col].head(_EXAMPLES)]
+            what = f"{p.column}: {p.reason}" if p.column else p.reason
+            report.dropped.append(Dropped(p.table, "contract check", what, p.count, examples))
+        tables = {name: con.execute(f"SELECT * FROM {name}").df() for name in check.rows}
+    finally:
+        con.close()
+    # The result must now meet every contract as it is (a second, strict pass).
+    con, _ = connect(frames_source(tables), vocab)
+    con.close()
+    report.rows = {name: len(df) for name, df in tables.items()}
+    return tables, report
+
+
+def write_import(
+    tables: dict[str, pd.DataFrame],
+    report: ImportReport,
+    out_dir: Path,
+    dropped_from: Path | None = None,
+) -> Path:
+    """Write ``<table>.parquet`` files, ``import_report.json`` and the dropped rows
+    (``dropped/<table>.csv``) into ``out_dir``, replacing it atomically."""
+    import json
+    import shutil
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for name, df in tables.items():
+            df.to_parquet(tmp / f"{name}.parquet", index=False)
+        if dropped_from is not None and dropped_from.is_dir() and any(dropped_from.iterdir()):
+            shutil.copytree(dropped_from, tmp / "dropped")
+        (tmp / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+    return out_dir
+
+
+def run_import(
+    mapping: Mapping,
+    src_dir: str | Path,
+    out_dir: str | Path,
+    vocab: Vocabulary | None = None,
+    *,
+    strict: bool = False,
+) -> tuple[dict[str, pd.DataFrame], ImportReport]:
+    """:func:`import_tables` then :func:`write_import` into ``out_dir`` (atomically:
+    on any error ``out_dir`` is left as it was)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="leadml-import-") as tmp:
+        dropped = Path(tmp) / "dropped"
+        tables, report = import_tables(mapping, src_dir, vocab, strict=strict, dropped_dir=dropped)
+        write_import(tables, report, Path(out_dir), dropped_from=dropped)
+    return tables, report

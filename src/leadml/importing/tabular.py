@@ -1,0 +1,405 @@
+"""Attribute-only lead tables: one row per lead, attribute columns and an outcome,
+no event log (the most common first dataset: a CRM report or a spreadsheet).
+
+:func:`read_lead_table` reads a CSV (delimiter sniffed) or Parquet file;
+:func:`prepare_table` turns it into a clean, time-ordered frame and a report of
+how every column was read: missing-value sentinels (``"Select,unknown,999"``
+in every column, ``"pdays=999"`` in one) become NaN, column types are inferred (numeric / categorical / datetime), and
+id-like or constant columns are set aside.
+
+Time semantics: a row is a lead as it was when its outcome was still open; the
+table has no as-of time of its own. The order of rows is the time order, given by
+``time_column`` (a date per row), by ``order_by`` (any sortable column) or, when
+neither is given, by the file order (stated in the report). Backtests train on
+earlier rows and test on later ones; nothing here shuffles.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from leadml.errors import DataError
+from leadml.importing.leakage import binary_target
+from leadml.importing.mapping import read_text_table
+
+ColumnKind = Literal[
+    "numeric",
+    "categorical",
+    "datetime",
+    "id",
+    "constant",
+    "empty",
+    "target",
+    "time",
+    "order",
+    "excluded",
+]
+FEATURE_KINDS = ("numeric", "categorical")
+_ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|email|e_mail|phone|name)$", re.IGNORECASE)
+
+
+@dataclass
+class ColumnInfo:
+    """How one column of the table was read."""
+
+    name: str
+    kind: ColumnKind
+    missing: float  # share of missing values after sentinels
+    n_unique: int
+    sentinels: int = 0  # values turned into NaN by --missing-values
+    note: str = ""
+
+    @property
+    def is_feature(self) -> bool:
+        return self.kind in FEATURE_KINDS
+
+
+@dataclass
+class TableReport:
+    """What :func:`prepare_table` did, column by column."""
+
+    rows_in: int
+    rows: int
+    target: str
+    positives: int
+    order: str  # how rows are ordered in time
+    columns: list[ColumnInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def features(self) -> list[str]:
+        return [c.name for c in self.columns if c.is_feature]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "numeric"]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c.name for c in self.columns if c.kind == "categorical"]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([c.__dict__ for c in self.columns])
+
+
+@dataclass
+class MissingValues:
+    """Sentinel values that mean "missing": for every column, and per column."""
+
+    everywhere: list[str] = field(default_factory=list)
+    per_column: dict[str, list[str]] = field(default_factory=dict)
+
+    def for_column(self, name: str) -> list[str]:
+        return [*self.everywhere, *self.per_column.get(name, [])]
+
+
+def parse_missing_values(text: str | list[str] | tuple[str, ...] | None) -> MissingValues:
+    """``"Select,unknown,pdays=999"``: ``Select`` and ``unknown`` mean missing in every
+    column, ``999`` only in column ``pdays`` (blanks ignored)."""
+    out = MissingValues()
+    if text is None:
+        return out
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    for part in (p.strip() for p in parts):
+        if not part:
+            continue
+        column, eq, value = part.partition("=")
+        if eq and column.strip():
+            out.per_column.setdefault(column.strip(), []).append(value.strip())
+        else:
+            out.everywhere.append(part)
+    return out
+
+
+def read_lead_table(path: str | Path, delimiter: str | None = None) -> pd.DataFrame:
+    """A CSV (delimiter sniffed: ``,`` ``;`` tab ``|``) or Parquet file; CSV values are
+    read as text (types are inferred by :func:`prepare_table`), empty cells as NaN."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; pass --table with a CSV or Parquet file of leads")
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    df = read_text_table(path, delimiter)
+    if df.shape[1] < 2:
+        raise DataError(
+            f"{path}: found a single column {list(df.columns)!r}; is the delimiter "
+            "unusual? pass it explicitly"
+        )
+    return df
+
+
+def _blank_sentinels(col: pd.Series, sentinels: list[str]) -> tuple[pd.Series, int]:
+    if not sentinels:
+        return col, 0
+    text = col.astype("string").str.strip()
+    hit = text.isin(sentinels)
+    if pd.api.types.is_numeric_dtype(col):
+        nums = pd.to_numeric(pd.Series(sentinels), errors="coerce").dropna()
+        hit |= col.isin(nums.tolist())
+    hit = hit.fillna(False).astype(bool)
+    return col.mask(hit), int(hit.sum())
+
+
+def _infer(col: pd.Series, name: str, rows: int) -> tuple[ColumnKind, pd.Series, str]:
+    """(kind, typed values, note) of one column after sentinels."""
+    present = col.dropna()
+    if present.empty:
+        return "empty", col, "no values"
+    if present.nunique() == 1 and len(present) == len(col):
+        return "constant", col, f"always {present.iloc[0]!r}"
+    if pd.api.types.is_bool_dtype(col):
+        return "categorical", col.astype("string"), ""
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return "datetime", col, "a date: not a feature (use it as --time-column)"
+    nums = col if pd.api.types.is_numeric_dtype(col) else _to_numbers(col)
+    parsed = nums.notna().sum()
+    if parsed == len(present):
+        unique_ratio = present.nunique() / rows
+        if _ID_NAME.search(name) and unique_ratio > 0.95:
+            return "id", col, "one value per row and an id-like name"
+        return "numeric", nums.astype(float), ""
+    text = col.astype("string")
+    if text.dropna().str.contains(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}").mean() > 0.95:
+        dates = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+        if dates.notna().sum() >= 0.95 * len(present):
+            return "datetime", dates, "a date: not a feature (use it as --time-column)"
+    if parsed >= 0.9 * len(present):
+        bad = present[nums.loc[present.index].isna()].astype(str).unique()[:5]
+        return (
+            "categorical",
+            text,
+            (
+                f"mostly numbers but also {', '.join(map(repr, bad))}: read as "
+                "categories (list such values in --missing-values?)"
+            ),
+        )
+    if text.nunique() > 0.95 * rows or (_ID_NAME.search(name) and text.nunique() > 0.5 * rows):
+        return "id", text, "(nearly) one value per row: an identifier, not a feature"
+    return "categorical", text, ""
+
+
+def _to_numbers(col: pd.Series) -> pd.Series:
+    """Numbers from text, converting each distinct value once (fast for categories)."""
+    uniq = pd.Series(col.dropna().unique())
+    as_num = pd.to_numeric(uniq.astype(str), errors="coerce")
+    lookup = dict(zip(uniq.astype(str), as_num, strict=True))
+    return col.map(lambda v: np.nan if pd.isna(v) else lookup[str(v)]).astype(float)
+
+
+def prepare_table(
+    df: pd.DataFrame,
+    target: str,
+    *,
+    time_column: str | None = None,
+    order_by: str | None = None,
+    exclude: list[str] | tuple[str, ...] = (),
+    missing_values: str | list[str] | None = None,
+    positive: Any = None,
+) -> tuple[pd.DataFrame, TableReport]:
+    """A clean frame (rows in time order, target as 0/1, features typed) and its report.
+
+    The returned frame holds the target (0/1 int), the time/order column if given,
+    every feature column (numeric as float, categorical as string with NaN for
+    missing) and the other date columns (UTC; not features, kept for the leakage guard). Rows with a missing outcome (or missing time) are dropped and counted.
+    """
+    for role, col in (("outcome", target), ("time", time_column), ("order-by", order_by)):
+        if col is not None and col not in df.columns:
+            raise DataError(
+                f"{role} column {col!r} not in the table "
+                f"(columns: {', '.join(map(str, df.columns))})"
+            )
+    if time_column and order_by:
+        raise DataError("give either --time-column or --order-by, not both")
+    unknown = [c for c in exclude if c not in df.columns]
+    if unknown:
+        raise DataError(f"--exclude names unknown column(s) {', '.join(unknown)}")
+    sentinels = parse_missing_values(missing_values)
+    unknown_cols = [c for c in sentinels.per_column if c not in df.columns]
+    if unknown_cols:
+        raise DataError(f"--missing-values names unknown column(s) {', '.join(unknown_cols)}")
+    rows_in = len(df)
+    report = TableReport(rows_in, rows_in, target, 0, "file order (no --time-column / --order-by)")
+    out: dict[str, pd.Series] = {}
+    y = binary_target(
+        df[target].mask(df[target].astype("string").str.strip().isin(sentinels.for_column(target))),
+        positive,
+        name=target,
+    )
+    keep = y.notna()
+    report.columns.append(ColumnInfo(target, "target", float(1 - keep.mean()), 2))
+    sort_key: pd.Series | None = None
+    if time_column:
+        times = _as_time(df[time_column], time_column)
+        keep &= times.notna()
+        out[time_column] = times
+        sort_key = times
+        report.order = f"by time column {time_column!r}"
+        report.columns.append(
+            ColumnInfo(time_column, "time", float(times.isna().mean()), int(times.nunique()))
+        )
+    elif order_by:
+        key = df[order_by]
+        nums = pd.to_numeric(key, errors="coerce")
+        sort_key = nums if nums.notna().sum() == key.notna().sum() else key.astype("string")
+        out[order_by] = sort_key
+        report.order = f"by column {order_by!r}"
+        report.columns.append(
+            ColumnInfo(order_by, "order", float(key.isna().mean()), int(key.nunique()))
+        )
+    for name in df.columns:
+        if name in (target, time_column, order_by):
+            continue
+        if name in exclude:
+            report.columns.append(
+                ColumnInfo(
+                    name,
+                    "excluded",
+                    float(df[name].isna().mean()),
+                    int(df[name].nunique()),
+                    note="--exclude",
+                )
+            )
+            continue
+        col, n_sent = _blank_sentinels(df[name], sentinels.for_column(name))
+        kind, typed, note = _infer(col, name, rows_in)
+        report.columns.append(
+            ColumnInfo(name, kind, float(col.isna().mean()), int(col.nunique()), n_sent, note)
+        )
+        if kind in FEATURE_KINDS or kind == "datetime":
+            out[name] = typed  # dates are kept for the leakage guard, not used as features
+    frame = pd.DataFrame(out, index=df.index)
+    frame.insert(0, target, y)
+    dropped = int((~keep).sum())
+    if dropped:
+        report.notes.append(
+            f"{dropped} row(s) dropped: missing outcome{' or time' if time_column else ''}"
+        )
+    frame = frame[keep.to_numpy()]
+    if sort_key is not None:
+        frame = frame.iloc[np.argsort(sort_key[keep.to_numpy()].to_numpy(), kind="stable")]
+    frame[target] = frame[target].astype(int)
+    report.rows = len(frame)
+    report.positives = int(frame[target].sum())
+    return frame.reset_index(drop=True), report
+
+
+def _as_time(col: pd.Series, name: str) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return col if col.dt.tz is not None else col.dt.tz_localize("UTC")
+    parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
+    bad = col.notna() & parsed.isna()
+    if bad.any():
+        raise DataError(
+            f"time column {name!r}: {int(bad.sum())} value(s) are not dates, e.g. "
+            f"{', '.join(map(repr, col[bad].astype(str).unique()[:5]))}"
+        )
+    return parsed
+
+
+# ------------------------------------------------------------------ training
+
+
+def table_training_frame(
+    frame: pd.DataFrame,
+    report: TableReport,
+    *,
+    time_column: str | None = None,
+    periods: int = 200,
+) -> pd.DataFrame:
+    """The prepared table in the shape :func:`leadml.modeling.train.train` reads:
+    ``lead_id``, ``as_of``, ``label`` and the feature columns.
+
+    ``as_of`` is the row's time floored to its week (Monday, UTC) when a time column
+    is given. Without one, rows are in time order but undated: they are cut into
+    ``periods`` equal consecutive blocks on a synthetic weekly clock starting
+    2000-01-03, so that "train on earlier weeks, test on later ones" means "train on
+    earlier rows, test on later ones".
+    """
+    out = pd.DataFrame(index=frame.index)
+    out["lead_id"] = [f"row-{i}" for i in range(len(frame))]
+    if time_column:
+        t = frame[time_column]
+        out["as_of"] = t.dt.tz_convert("UTC").dt.normalize() - pd.to_timedelta(
+            t.dt.weekday, unit="D"
+        )
+    else:
+        n_periods = max(1, min(periods, len(frame)))
+        block = np.arange(len(frame)) * n_periods // max(len(frame), 1)
+        out["as_of"] = pd.Timestamp("2000-01-03", tz="UTC") + pd.to_timedelta(block * 7, unit="D")
+    out["label"] = frame[report.target].astype(int).to_numpy()
+    for name in report.features:
+        out[name] = frame[name]
+    return out.reset_index(drop=True)
+
+
+def table_spec(
+    training: pd.DataFrame,
+    features: list[str],
+    *,
+    name: str = "lead_readiness_table",
+    base: Any = None,
+    test_share: float = 0.1,
+    call_share: float = 0.1,
+) -> Any:
+    """A lead-readiness :class:`~leadml.modeling.spec.ModelSpec` sized to the table.
+
+    The outcome is final (no horizon to wait for), so the backtest gap and the
+    horizon are one week. Each of 3 rolling test windows and the calibration slice
+    covers ``test_share`` of the time span; "precision at capacity" calls the best
+    ``call_share`` of each week's rows. ``base`` (a ModelSpec) supplies estimator,
+    baseline, calibration method and gate settings.
+    """
+    from leadml.modeling.spec import ModelSpec
+
+    span_days = int((training["as_of"].max() - training["as_of"].min()).days) + 7
+    window = max(7, int(np.ceil(span_days * test_share / 7)) * 7)
+    per_week = len(training) / max(training["as_of"].nunique(), 1)
+    data: dict[str, Any] = base.model_dump() if base is not None else {}
+    data.update(
+        name=name,
+        kind="lead_readiness",
+        description="readiness from an attribute-only lead table",
+        features=list(features),
+        segment_column=None,
+        every_days=7,
+        history_days=None,
+    )
+    data["target"] = {"horizon_days": 7}
+    data["backtest"] = {"origins": 3, "gap_days": 7, "test_days": window, "step_days": window}
+    calibration = dict(data.get("calibration") or {})
+    calibration["holdout_days"] = window
+    data["calibration"] = calibration
+    policy = dict(data.get("policy") or {})
+    policy["capacity_per_week"] = max(1, int(round(per_week * call_share)))
+    data["policy"] = policy
+    return ModelSpec.model_validate(data)
+
+
+def train_table(
+    frame: pd.DataFrame,
+    report: TableReport,
+    *,
+    time_column: str | None = None,
+    base_spec: Any = None,
+    name: str = "lead_readiness_table",
+    progress: Any = None,
+) -> Any:
+    """Backtest in time order, calibrate and fit a readiness model on a prepared table.
+
+    Uses :func:`leadml.modeling.train.train` (LightGBM + logistic baseline, rolling
+    origins, calibration on a later slice): every fold trains only on rows before
+    its test window minus one week. Returns its ``TrainingResult``; logging and
+    registering it in MLflow is the caller's step, as for the other models.
+    """
+    from leadml.modeling.train import train
+
+    training = table_training_frame(frame, report, time_column=time_column)
+    spec = table_spec(training, report.features, name=name, base=base_spec)
+    kwargs = {"progress": progress} if progress is not None else {}
+    return train(training, spec, **kwargs)

@@ -1,0 +1,196 @@
+"""Model specifications: one YAML file per predictive model in ``models/``.
+
+A spec says what is predicted (target and horizon), from which catalog
+features, with which estimator and calibration, how it is backtested, how much
+data it needs, which gate a new version must pass before it becomes
+``champion``, and (for lead readiness) the inside-sales hand-off policy.
+
+Time semantics of the backtest: for each origin ``o`` a fold trains on rows
+with ``as_of < o - gap_days`` and tests on rows with ``o <= as_of < o + test_days``.
+The latest origin is placed so that its test window ends at the last labelled
+``as_of``; earlier origins step back by ``step_days``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from leadml.errors import ConfigError
+
+ModelKind = Literal["lead_readiness", "deal_close"]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TargetSpec(_Part):
+    """What is predicted.
+
+    lead_readiness: the lead becomes SQL / gets an opportunity in ``(as_of, as_of + horizon_days]``.
+    deal_close: the deal is won by ``as_of + d``; ``horizon_days`` is the headline ``d``
+    used for metrics, ``week_days`` the length of one hazard period and ``max_weeks``
+    how far the hazard reaches (P(won by d) for d beyond it is P(won by max_weeks)).
+    """
+
+    horizon_days: int = Field(30, ge=1, le=730)
+    week_days: int = Field(7, ge=1, le=31)
+    max_weeks: int = Field(26, ge=1, le=104)
+    eval_horizons_days: list[int] = Field(default_factory=lambda: [30, 90])
+    # deal_close: "days until X" features (e.g. days to expected close) that the
+    # hazard shifts by the period start, so week k sees the days left at week k.
+    shift_features: list[str] = Field(default_factory=list)
+
+
+class EstimatorSpec(_Part):
+    """LightGBM parameters (passed to ``lightgbm.train``) and boosting rounds."""
+
+    params: dict[str, Any] = Field(
+        default_factory=lambda: {
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_data_in_leaf": 50,
+            "feature_fraction": 0.9,
+            "bagging_fraction": 0.9,
+            "bagging_freq": 1,
+            "lambda_l2": 1.0,
+        }
+    )
+    num_boost_round: int = Field(400, ge=1, le=20_000)
+    early_stopping_rounds: int = Field(30, ge=0)
+    seed: int = 7
+    # 0 = all cores. On a machine shared with other busy processes, 1 is often
+    # much faster: LightGBM's OpenMP threads spin while they wait for a core.
+    num_threads: int = Field(0, ge=0)
+
+
+class BaselineSpec(_Part):
+    """The logistic-regression baseline trained and logged beside LightGBM."""
+
+    C: float = Field(1.0, gt=0)
+    max_iter: int = Field(500, ge=10)
+
+
+class CalibrationSpec(_Part):
+    """Calibration on a held-out later slice of the training window.
+
+    The booster used to fit the calibrator is trained on rows before the slice
+    (minus the gap); with ``refit`` the booster is then refitted on all rows with
+    the same number of rounds and the calibrator is kept.
+    """
+
+    method: Literal["isotonic", "sigmoid"] = "isotonic"
+    holdout_days: int = Field(56, ge=7)
+    refit: bool = True
+
+
+class BacktestSpec(_Part):
+    """Rolling-origin backtest (see the module docstring for the time semantics)."""
+
+    origins: int = Field(3, ge=1, le=24)
+    gap_days: int = Field(30, ge=0)
+    test_days: int = Field(28, ge=7)
+    step_days: int | None = Field(None, ge=7, description="default: test_days")
+
+
+class GateSpec(_Part):
+    """What a challenger must satisfy to become champion."""
+
+    max_roc_auc_drop: float = Field(0.01, ge=0, le=1, description="vs champion, same latest window")
+    max_ece: float = Field(0.03, gt=0, le=1)
+    min_roc_auc: float = Field(0.5, ge=0, le=1)
+
+
+class PolicySpec(_Part):
+    """Inside-sales hand-off policy (lead readiness only).
+
+    Capacity is IS reps x weekly slots minus booked slots, divided by
+    ``slots_per_lead``; ``capacity_per_week`` is used when no reps table exists.
+    Grades: a calibrated probability >= ``grade_cutoffs['A']`` is A, and so on; below
+    the lowest cut-off is D. Leads under ``recycle_below`` are recycle-eligible.
+    """
+
+    slots_per_lead: float = Field(2.0, gt=0)
+    capacity_per_week: int = Field(200, ge=1)
+    recycle_below: float = Field(0.01, ge=0, le=1)
+    precision_target: float = Field(0.3, gt=0, le=1)
+    grade_cutoffs: dict[Literal["A", "B", "C"], float] = Field(
+        default_factory=lambda: {"A": 0.3, "B": 0.15, "C": 0.05}
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PolicySpec:
+        c = self.grade_cutoffs
+        if set(c) != {"A", "B", "C"} or not (c["A"] > c["B"] > c["C"]):
+            raise ValueError("grade_cutoffs needs A > B > C (calibrated probabilities)")
+        return self
+
+
+class ModelSpec(_Part):
+    """One predictive model."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="registered model name")
+    kind: ModelKind
+    description: str = ""
+    target: TargetSpec = TargetSpec()
+    features: list[str] = Field(min_length=1, description="catalog feature names")
+    segment_column: str | None = "segment"
+    estimator: EstimatorSpec = EstimatorSpec()
+    baseline: BaselineSpec = BaselineSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
+    backtest: BacktestSpec = BacktestSpec()
+    min_positives: int = Field(50, ge=1, description="positives needed in the training window")
+    gate: GateSpec = GateSpec()
+    policy: PolicySpec = PolicySpec()
+    every_days: int = Field(7, ge=1, description="as-of sampling interval of the training set")
+    history_days: int | None = Field(None, ge=30, description="training window; None = all data")
+
+    @property
+    def id_column(self) -> str:
+        return "lead_id" if self.kind == "lead_readiness" else "opportunity_id"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        dupes = sorted({f for f in self.features if self.features.count(f) > 1})
+        if dupes:
+            raise ValueError(f"features listed twice: {', '.join(dupes)}")
+        if self.kind == "lead_readiness" and self.backtest.gap_days < self.target.horizon_days:
+            # a training row's label must be known before the test window starts
+            raise ValueError(
+                f"backtest.gap_days ({self.backtest.gap_days}) must be at least "
+                f"target.horizon_days ({self.target.horizon_days})"
+            )
+        unknown = sorted(set(self.target.shift_features) - set(self.features))
+        if unknown:
+            raise ValueError(f"target.shift_features not in features: {', '.join(unknown)}")
+        return self
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read and validate a model spec; errors name the file and the field."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model spec {path} does not exist; pass --spec with a file from models/")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"invalid model spec {path}:"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "<top level>"
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def default_spec_path(models_dir: Path, kind: str) -> Path:
+    """``models/<kind>.yaml`` with dashes accepted (``lead-readiness``)."""
+    return models_dir / f"{kind.replace('-', '_')}.yaml"

@@ -1,0 +1,743 @@
+"""Training: LightGBM with native categoricals, a logistic baseline, calibration
+on a later slice, and a time-based rolling-origin backtest.
+
+Time semantics. Every row is a snapshot of an entity *as of* ``as_of`` whose
+features read only records before ``as_of``. A model trained for cut-off ``c``
+uses only rows with ``as_of < c`` and only what was known at ``c``:
+
+* lead readiness: labels cover ``(as_of, as_of + horizon]``; the backtest gap is at
+  least the horizon, so every training label is known at the test origin;
+* deal close: outcomes after ``c`` are censored at ``c`` (the deal counts as still
+  open, observed for ``c - as_of`` days) by :func:`censor_deals`.
+
+Within a training window the last ``calibration.holdout_days`` form the later
+slice: a booster trained on the rows before it (minus the gap) is early-stopped
+on it and the calibrator is fitted on its scores there; with
+``calibration.refit`` the booster is then refitted on the whole window with the
+same number of rounds. The backtest evaluates exactly this procedure, so the
+reported metrics are those of the model that is shipped.
+
+Deal close is a discrete-time competing-risks hazard: each snapshot becomes one
+row per ``week_days`` period it survived (``week`` is a feature), the target
+is continue / won / lost in that period (LightGBM multiclass), and
+``P(won by d) = sum_k h_won(k) * S(k)`` with ``S(k) = prod_{j<k} (1 - h_won(j) - h_lost(j))``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leadml.errors import DataError, LeadmlError
+from leadml.modeling.calibrate import Calibrator
+from leadml.modeling.evaluate import evaluate_scores, prefixed
+from leadml.modeling.spec import EstimatorSpec, ModelSpec
+
+DAY = pd.Timedelta(days=1)
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+# ----------------------------------------------------------------- features
+
+
+class CategoryEncoder:
+    """Fixes the categories of text/categorical columns at fit time.
+
+    ``transform`` returns the feature columns in spec order with categoricals as
+    pandas ``category`` dtype over the fitted categories (an unseen value becomes
+    missing) and everything else as float.
+    """
+
+    def __init__(self, features: list[str]) -> None:
+        self.features = features
+
+    def fit(self, X: pd.DataFrame) -> CategoryEncoder:
+        missing = [f for f in self.features if f not in X.columns]
+        if missing:
+            raise DataError(
+                f"training set lacks feature column(s) {', '.join(missing)}; "
+                "add them to configs/features.yaml or remove them from the model spec"
+            )
+        self.categories_: dict[str, list[str]] = {}
+        for f in self.features:
+            col = X[f]
+            if _is_categorical(col):
+                values = col.dropna().astype(str).unique().tolist()
+                self.categories_[f] = sorted(values)
+        return self
+
+    @property
+    def categorical(self) -> list[str]:
+        return list(self.categories_)
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:
+        missing = [f for f in self.features if f not in X.columns]
+        if missing:
+            raise DataError(f"input lacks feature column(s): {', '.join(missing)}")
+        out: dict[str, Any] = {}
+        for f in self.features:
+            col = X[f]
+            if f in self.categories_:
+                text = col.astype("string").astype(object).where(col.notna(), None)
+                out[f] = pd.Categorical(text, categories=self.categories_[f])
+            else:
+                out[f] = pd.to_numeric(col, errors="coerce").astype(float)
+        return pd.DataFrame(out, index=X.index)
+
+
+def _is_categorical(col: pd.Series) -> bool:
+    return bool(
+        isinstance(col.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_string_dtype(col.dtype)
+        or pd.api.types.is_object_dtype(col.dtype)
+    )
+
+
+def feature_hash(features: list[str]) -> str:
+    """A short stable hash of the feature list (logged to compare runs)."""
+    return hashlib.sha256("\n".join(features).encode()).hexdigest()[:12]
+
+
+def _lgb_params(est: EstimatorSpec, **extra: Any) -> dict[str, Any]:
+    params = {"verbosity": -1, "seed": est.seed, "num_threads": est.num_threads, "deterministic": True}
+    params.update(est.params)
+    params.update(extra)
+    return params
+
+
+def fit_booster(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    est: EstimatorSpec,
+    *,
+    valid: tuple[pd.DataFrame, np.ndarray] | None = None,
+    num_boost_round: int | None = None,
+    objective: dict[str, Any] | None = None,
+) -> tuple[Any, int]:
+    """Train a LightGBM booster; returns (booster, rounds used).
+
+    With ``valid`` and early stopping configured, rounds stop when the validation
+    loss stops improving.
+    """
+    import lightgbm as lgb
+
+    params = _lgb_params(est, **(objective or {"objective": "binary"}))
+    train_set = lgb.Dataset(X, label=y, categorical_feature="auto", free_raw_data=True)
+    rounds = num_boost_round or est.num_boost_round
+    callbacks = []
+    valid_sets = []
+    if valid is not None and est.early_stopping_rounds and num_boost_round is None:
+        valid_sets = [lgb.Dataset(valid[0], label=valid[1], reference=train_set)]
+        callbacks.append(lgb.early_stopping(est.early_stopping_rounds, verbose=False))
+    booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+    used = booster.best_iteration if valid_sets and booster.best_iteration > 0 else rounds
+    return booster, int(used)
+
+
+def fit_baseline(X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, categorical: list[str]) -> Any:
+    """Logistic regression on one-hot categoricals and scaled, median-imputed numbers."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [c for c in X.columns if c not in categorical]
+    cat_pipe = Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+            ("onehot", OneHotEncoder(handle_unknown="ignore")),
+        ]
+    )
+    num_pipe = Pipeline(
+        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler())]
+    )
+    pre = ColumnTransformer([("num", num_pipe, numeric), ("cat", cat_pipe, categorical)], sparse_threshold=0)
+    model = Pipeline(
+        [("pre", pre), ("clf", LogisticRegression(C=spec.baseline.C, max_iter=spec.baseline.max_iter))]
+    )
+    Xb = X.copy()
+    for c in categorical:
+        Xb[c] = Xb[c].astype(object).where(Xb[c].notna(), np.nan)
+    model.fit(Xb, y)
+    return model
+
+
+def baseline_proba(model: Any, X: pd.DataFrame, categorical: list[str]) -> np.ndarray:
+    Xb = X.copy()
+    for c in categorical:
+        Xb[c] = Xb[c].astype(object).where(Xb[c].notna(), np.nan)
+    return model.predict_proba(Xb)[:, 1]
+
+
+# ---------------------------------------------------------- fitted models
+
+
+@dataclass
+class ReadinessModel:
+    """Fitted lead-readiness model: encoder + booster + calibrator."""
+
+    features: list[str]
+    encoder: CategoryEncoder
+    booster: Any
+    calibrator: Calibrator
+    rounds: int
+    kind: str = "lead_readiness"
+
+    def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(self.encoder.transform(X), num_iteration=self.rounds)
+
+    def predict_proba(self, X: pd.DataFrame, horizon_days: float | None = None) -> np.ndarray:
+        """Calibrated P(lead becomes SQL within the spec's horizon of its as-of)."""
+        return self.calibrator.predict(self.predict_raw(X))
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """TreeSHAP contributions on the log-odds scale: (rows, features + 1 bias)."""
+        return self.booster.predict(self.encoder.transform(X), num_iteration=self.rounds, pred_contrib=True)
+
+
+@dataclass
+class DealCloseModel:
+    """Fitted deal-close hazard model: encoder + multiclass booster + calibrator."""
+
+    features: list[str]
+    encoder: CategoryEncoder
+    booster: Any
+    calibrator: Calibrator
+    rounds: int
+    week_days: int
+    max_weeks: int
+    horizon_days: int
+    shift_features: list[str] = field(default_factory=list)
+    kind: str = "deal_close"
+
+    def hazards(self, X: pd.DataFrame) -> np.ndarray:
+        """(rows, max_weeks, 3) hazards of continue / won / lost in each period."""
+        enc = self.encoder.transform(X)
+        expanded = _with_weeks(enc, np.tile(np.arange(self.max_weeks), len(enc)), self)
+        h = self.booster.predict(expanded, num_iteration=self.rounds)
+        return np.asarray(h).reshape(len(enc), self.max_weeks, 3)
+
+    def won_by_raw(self, X: pd.DataFrame, horizon_days: float | np.ndarray) -> np.ndarray:
+        """Uncalibrated P(won by as_of + horizon_days), linear within a period."""
+        h = self.hazards(X)
+        won, lost = h[:, :, 1], h[:, :, 2]
+        surv = np.cumprod(np.concatenate([np.ones((len(h), 1)), 1 - won - lost], axis=1), axis=1)[:, :-1]
+        cum = np.concatenate([np.zeros((len(h), 1)), np.cumsum(won * surv, axis=1)], axis=1)
+        weeks = np.clip(np.broadcast_to(np.asarray(horizon_days, dtype=float), (len(h),)) / self.week_days,
+                        0, self.max_weeks)
+        lo = np.floor(weeks).astype(int)
+        hi = np.minimum(lo + 1, self.max_weeks)
+        frac = weeks - lo
+        rows = np.arange(len(h))
+        return cum[rows, lo] * (1 - frac) + cum[rows, hi] * frac
+
+    def predict_raw(self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None) -> np.ndarray:
+        return self.won_by_raw(X, self.horizon_days if horizon_days is None else horizon_days)
+
+    def predict_proba(self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None) -> np.ndarray:
+        """Calibrated P(deal won by as_of + horizon_days) (default: the spec's horizon)."""
+        return self.calibrator.predict(self.predict_raw(X, horizon_days))
+
+    def contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """TreeSHAP contributions to the log-odds of winning in the first period,
+        (rows, features + 1 bias); the ``week`` column is folded into the bias."""
+        enc = _with_weeks(self.encoder.transform(X), np.zeros(len(X), dtype=int), self)
+        contrib = np.asarray(self.booster.predict(enc, num_iteration=self.rounds, pred_contrib=True))
+        k = enc.shape[1] + 1
+        won = contrib[:, k : 2 * k]  # class 1 block
+        cols = list(enc.columns)
+        week_pos = cols.index("week")
+        bias = won[:, -1] + won[:, week_pos]
+        keep = [i for i, c in enumerate(cols) if c != "week" and not c.startswith("_shift_")]
+        out = won[:, keep]
+        # shifted copies explain the same input feature: fold them into it
+        for i, c in enumerate(cols):
+            if c.startswith("_shift_"):
+                out[:, self.features.index(c.removeprefix("_shift_"))] += won[:, i]
+        return np.column_stack([out, bias])
+
+
+def _with_weeks(enc: pd.DataFrame, weeks: np.ndarray, model: DealCloseModel | _DealShape) -> pd.DataFrame:
+    """Repeat encoded rows once per period index in ``weeks`` (len(weeks) multiple of rows)."""
+    reps = len(weeks) // max(len(enc), 1)
+    idx = np.repeat(np.arange(len(enc)), reps) if reps > 1 else np.arange(len(enc))
+    out = enc.iloc[idx].reset_index(drop=True)
+    out["week"] = weeks.astype(float)
+    for f in model.shift_features:
+        out[f"_shift_{f}"] = out[f] - out["week"] * model.week_days
+    return out
+
+
+@dataclass
+class _DealShape:
+    week_days: int
+    shift_features: list[str]
+
+
+# ------------------------------------------------------------------ labels
+
+
+def deal_label(outcome: pd.Series, outcome_days: pd.Series, horizon_days: float | np.ndarray) -> pd.Series:
+    """Won by ``as_of + horizon_days``: 1 / 0, or NA when censored before the horizon."""
+    h = np.asarray(horizon_days, dtype=float)
+    won = (outcome == "won") & (outcome_days <= h)
+    known = (outcome != "open") | (outcome_days >= h)
+    return pd.Series(np.where(known, won.astype(int), -1), index=outcome.index).replace(-1, pd.NA)
+
+
+def censor_deals(df: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
+    """Outcomes as they were known at ``cutoff``: later closes become open (censored at cutoff)."""
+    out = df[df["as_of"] < cutoff].copy()
+    known_days = (cutoff - out["as_of"]) / DAY
+    late = (out["as_of"] + pd.to_timedelta(out["outcome_days"], unit="D")) > cutoff
+    late |= (out["outcome"] == "open") & (out["outcome_days"] > known_days)
+    out.loc[late, "outcome"] = "open"
+    out.loc[late, "outcome_days"] = known_days[late]
+    return out
+
+
+def person_periods(df: pd.DataFrame, week_days: int, max_weeks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Expand deal snapshots into periods: (row index, week index, target 0/1/2).
+
+    A deal closed ``t`` days after its as-of (t in ``(k*w, (k+1)*w]``, or 0 -> k=0)
+    contributes periods ``0..k`` with the outcome in period k; a censored deal
+    contributes the full periods it was observed for.
+    """
+    days = df["outcome_days"].to_numpy(dtype=float)
+    closed = (df["outcome"] != "open").to_numpy()
+    event_week = np.maximum(np.ceil(days / week_days) - 1, 0).astype(int)
+    observed_full = np.floor(days / week_days).astype(int)
+    n_periods = np.where(closed, event_week + 1, observed_full)
+    n_periods = np.clip(n_periods, 0, max_weeks)
+    rows = np.repeat(np.arange(len(df)), n_periods)
+    starts = np.repeat(np.cumsum(n_periods) - n_periods, n_periods)
+    weeks = np.arange(len(rows)) - starts
+    target = np.zeros(len(rows), dtype=int)
+    outcome_code = np.where(df["outcome"].to_numpy() == "won", 1, 2)
+    is_event = closed[rows] & (weeks == event_week[rows])
+    target[is_event] = outcome_code[rows][is_event]
+    return rows, weeks, target
+
+
+# ------------------------------------------------------------------ fitting
+
+
+def _check_positives(n_pos: int, spec: ModelSpec, where: str) -> None:
+    if n_pos < spec.min_positives:
+        what = "conversions to SQL" if spec.kind == "lead_readiness" else "won deals"
+        raise LeadmlError(
+            f"{spec.name}: {where} has {n_pos} positive(s) ({what}) but the spec needs at least "
+            f"{spec.min_positives} (min_positives in models/{spec.name}.yaml); simulate or load more "
+            "history, widen the data window, or lower min_positives"
+        )
+
+
+def _split_calibration(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to fit the booster on, later calibration slice) of one training window."""
+    last = df["as_of"].max()
+    cal_start = last - (spec.calibration.holdout_days - 1) * DAY
+    fit_part = df[df["as_of"] < cal_start - spec.backtest.gap_days * DAY]
+    cal_part = df[df["as_of"] >= cal_start]
+    return fit_part, cal_part
+
+
+def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet) -> ReadinessModel:
+    """Fit the readiness model on labelled rows ``df`` (all with known labels)."""
+    _check_positives(int(df["label"].sum()), spec, "the training window")
+    encoder = CategoryEncoder(spec.features).fit(df)
+    fit_part, cal_part = _split_calibration(df, spec)
+    if fit_part["label"].sum() < 1 or cal_part["label"].nunique() < 2:
+        raise LeadmlError(
+            f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} to {df['as_of'].max():%Y-%m-%d}) "
+            f"is too short for a calibration slice of {spec.calibration.holdout_days} days after a "
+            f"{spec.backtest.gap_days}-day gap; load more history or shorten calibration.holdout_days"
+        )
+    progress(f"booster on {len(fit_part):,} rows, calibration on {len(cal_part):,}")
+    Xf, Xc = encoder.transform(fit_part), encoder.transform(cal_part)
+    booster, rounds = fit_booster(
+        Xf, fit_part["label"].to_numpy(), spec.estimator, valid=(Xc, cal_part["label"].to_numpy())
+    )
+    calibrator = Calibrator(spec.calibration.method).fit(
+        booster.predict(Xc, num_iteration=rounds), cal_part["label"].to_numpy()
+    )
+    if spec.calibration.refit:
+        progress(f"refit on all {len(df):,} rows, {rounds} rounds")
+        booster, rounds = fit_booster(
+            encoder.transform(df), df["label"].to_numpy(), spec.estimator, num_boost_round=rounds
+        )
+    return ReadinessModel(list(spec.features), encoder, booster, calibrator, rounds)
+
+
+def _deal_training_rows(df: pd.DataFrame, encoder: CategoryEncoder, model: _DealShape | DealCloseModel,
+                        week_days: int, max_weeks: int) -> tuple[pd.DataFrame, np.ndarray]:
+    rows, weeks, target = person_periods(df, week_days, max_weeks)
+    enc = encoder.transform(df).iloc[rows].reset_index(drop=True)
+    enc["week"] = weeks.astype(float)
+    for f in model.shift_features:
+        enc[f"_shift_{f}"] = enc[f] - enc["week"] * week_days
+    return enc, target
+
+
+def observed_until(df: pd.DataFrame) -> pd.Timestamp:
+    """The time up to which deal outcomes are known: the latest as_of + outcome_days
+    (open deals are observed until the data end)."""
+    return (df["as_of"] + pd.to_timedelta(df["outcome_days"], unit="D")).max()
+
+
+def fit_deal_close(
+    df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet, *, known_until: pd.Timestamp | None = None
+) -> DealCloseModel:
+    """Fit the deal-close hazard on snapshots ``df`` whose outcomes are as known at ``known_until``.
+
+    The calibration slice is the ``holdout_days`` of snapshots that end
+    ``horizon_days`` before ``known_until`` (so every calibration label up to the
+    headline horizon is observed, no selection by outcome); the booster fitted
+    before it sees outcomes censored at the slice start.
+    """
+    t = spec.target
+    _check_positives(int((df["outcome"] == "won").sum()), spec, "the training window")
+    known_until = known_until if known_until is not None else observed_until(df)
+    encoder = CategoryEncoder(spec.features).fit(df)
+    shape = _DealShape(t.week_days, list(t.shift_features))
+    cal_end = known_until - t.horizon_days * DAY
+    cal_start = cal_end - spec.calibration.holdout_days * DAY
+    cal_part = df[(df["as_of"] >= cal_start) & (df["as_of"] < cal_end)]
+    fit_part = censor_deals(df[df["as_of"] < cal_start - spec.backtest.gap_days * DAY], cal_start)
+    if (fit_part["outcome"] == "won").sum() < 1 or cal_part.empty:
+        raise LeadmlError(
+            f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} to {df['as_of'].max():%Y-%m-%d}) "
+            f"is too short for a calibration slice of {spec.calibration.holdout_days} days that ends "
+            f"{t.horizon_days} days before the outcomes end; load more history or shorten "
+            "calibration.holdout_days"
+        )
+    objective = {"objective": "multiclass", "num_class": 3}
+    Xf, yf = _deal_training_rows(fit_part, encoder, shape, t.week_days, t.max_weeks)
+    Xv, yv = _deal_training_rows(cal_part, encoder, shape, t.week_days, t.max_weeks)
+    progress(f"hazard on {len(Xf):,} deal-weeks, calibration slice {len(cal_part):,} snapshots")
+    booster, rounds = fit_booster(Xf, yf, spec.estimator, valid=(Xv, yv) if len(Xv) else None,
+                                  objective=objective)
+    model = DealCloseModel(list(spec.features), encoder, booster, Calibrator(spec.calibration.method), rounds,
+                           t.week_days, t.max_weeks, t.horizon_days, list(t.shift_features))
+    p_list, y_list = [], []
+    for h in sorted({h for h in t.eval_horizons_days if h <= t.horizon_days} | {t.horizon_days}):
+        lab = deal_label(cal_part["outcome"], cal_part["outcome_days"], h)
+        known = lab.notna().to_numpy()
+        if known.any():
+            p_list.append(model.won_by_raw(cal_part[known], h))
+            y_list.append(lab[known].astype(int).to_numpy())
+    y_cal = np.concatenate(y_list) if y_list else np.array([])
+    if len(y_cal) == 0 or len(np.unique(y_cal)) < 2:
+        raise LeadmlError(f"{spec.name}: the calibration slice has no observed wins and losses; load more history")
+    model.calibrator = model.calibrator.fit(np.concatenate(p_list), y_cal)
+    if spec.calibration.refit:
+        progress("refit on the whole window")
+        Xa, ya = _deal_training_rows(df, encoder, shape, t.week_days, t.max_weeks)
+        model.booster, model.rounds = fit_booster(Xa, ya, spec.estimator, num_boost_round=rounds,
+                                                  objective=objective)
+    return model
+
+
+def fit_model(
+    df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet, *, known_until: pd.Timestamp | None = None
+) -> ReadinessModel | DealCloseModel:
+    """Fit the spec's model on all rows of ``df`` (deal outcomes as known at ``known_until``)."""
+    if spec.kind == "lead_readiness":
+        return fit_readiness(df, spec, progress)
+    return fit_deal_close(df, spec, progress, known_until=known_until)
+
+
+# ---------------------------------------------------------------- backtest
+
+
+def check_dataset(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Validate a training set's columns and normalise ``as_of`` to UTC timestamps."""
+    need = [spec.id_column, "as_of", *spec.features]
+    need += ["label"] if spec.kind == "lead_readiness" else ["outcome", "outcome_days"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{spec.name} training set lacks column(s) {', '.join(missing)}; check the feature names in "
+            f"models/{spec.name}.yaml against configs/features.yaml"
+        )
+    out = df.copy()
+    out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
+    if spec.kind == "lead_readiness":
+        if out["label"].isna().any():
+            raise DataError(f"{spec.name} training set: column label has missing values; drop unlabelled rows")
+        out["label"] = out["label"].astype(int)
+    else:
+        bad = sorted(set(out["outcome"].dropna().unique()) - {"won", "lost", "open"})
+        if bad or out["outcome"].isna().any():
+            raise DataError(f"{spec.name} training set: column outcome must be won/lost/open (got {bad})")
+        out["outcome_days"] = out["outcome_days"].astype(float)
+    if spec.history_days:
+        out = out[out["as_of"] >= out["as_of"].max() - spec.history_days * DAY]
+    return out.sort_values(["as_of", spec.id_column], kind="stable").reset_index(drop=True)
+
+
+def last_testable(df: pd.DataFrame, spec: ModelSpec) -> pd.Timestamp:
+    """The last as-of whose headline label is fully observed.
+
+    Readiness rows come labelled; a deal snapshot is testable only when its
+    outcome was followed for the whole horizon (otherwise the known labels would
+    be a selection of the deals that closed early)."""
+    if spec.kind == "lead_readiness":
+        return df["as_of"].max()
+    return min(df["as_of"].max(), observed_until(df) - spec.target.horizon_days * DAY)
+
+
+def backtest_origins(df: pd.DataFrame, spec: ModelSpec) -> list[pd.Timestamp]:
+    """Test-window starts, oldest first; the latest window ends at :func:`last_testable`."""
+    bt = spec.backtest
+    step = bt.step_days or bt.test_days
+    last = last_testable(df, spec)
+    latest = last - (bt.test_days - 1) * DAY
+    return [latest - i * step * DAY for i in reversed(range(bt.origins))]
+
+
+def _test_frame(model: ReadinessModel | DealCloseModel, test: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+    """Scored test rows with a known label at the headline horizon."""
+    cols = [spec.id_column, "as_of"] + ([spec.segment_column] if spec.segment_column in test.columns else [])
+    out = test[cols].copy()
+    if spec.kind == "lead_readiness":
+        out["label"] = test["label"].to_numpy()
+    else:
+        out["label"] = deal_label(test["outcome"], test["outcome_days"], spec.target.horizon_days).to_numpy()
+        for c in ("outcome", "outcome_days"):
+            out[c] = test[c].to_numpy()
+    out["p_model"] = model.predict_proba(test)
+    return out
+
+
+@dataclass
+class Fold:
+    """One backtest fold: where it cut, how big it was, how it scored."""
+
+    origin: pd.Timestamp
+    train_rows: int
+    train_positives: int
+    test_rows: int
+    metrics: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class TrainingResult:
+    """Everything a training run produces (what gets logged, registered and reported)."""
+
+    spec: ModelSpec
+    model: ReadinessModel | DealCloseModel
+    baseline: Any
+    folds: list[Fold]
+    predictions: pd.DataFrame  # backtest test rows: id, as_of, fold, label, p_model, p_baseline[, p_oracle]
+    metrics: dict[str, float]
+    data_window: tuple[pd.Timestamp, pd.Timestamp]
+    rows: int
+    positives: int
+    train_frame: pd.DataFrame = field(repr=False)
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def feature_hash(self) -> str:
+        return feature_hash(self.spec.features)
+
+    @property
+    def latest_origin(self) -> pd.Timestamp:
+        return self.folds[-1].origin
+
+
+def _positives(df: pd.DataFrame, spec: ModelSpec) -> int:
+    return int(df["label"].sum()) if spec.kind == "lead_readiness" else int((df["outcome"] == "won").sum())
+
+
+def _baseline_fit_rows(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, np.ndarray]:
+    """Baseline trains on the headline label (deal close: rows with a known label)."""
+    if spec.kind == "lead_readiness":
+        return df, df["label"].to_numpy()
+    lab = deal_label(df["outcome"], df["outcome_days"], spec.target.horizon_days)
+    known = lab.notna().to_numpy()
+    return df[known], lab[known].astype(int).to_numpy()
+
+
+def _fit_baseline_on(df: pd.DataFrame, spec: ModelSpec, encoder: CategoryEncoder) -> Any:
+    rows, y = _baseline_fit_rows(df, spec)
+    return fit_baseline(encoder.transform(rows), y, spec, encoder.categorical)
+
+
+def train(
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    *,
+    capacity: int | None = None,
+    truth: pd.DataFrame | None = None,
+    progress: Progress = _quiet,
+    final_fit: bool = True,
+) -> TrainingResult:
+    """Backtest the spec on ``df`` (rolling origins), then fit the final model on all of it.
+
+    ``capacity``: leads IS can call per as-of week (readiness precision/recall at
+    capacity; default from the spec's policy). ``truth``: the simulator's
+    oracle probabilities (see :func:`attach_oracle`); when given, ``oracle_*``
+    metrics are computed on the same test rows. ``final_fit=False`` (tuning) skips
+    the final fit; the result then holds the latest fold's model.
+    """
+    started = time.perf_counter()
+    df = check_dataset(df, spec)
+    if df.empty:
+        raise LeadmlError(f"{spec.name}: the training set is empty; check the data window")
+    _check_positives(_positives(df, spec), spec, "the labelled data")
+    if spec.kind == "lead_readiness" and capacity is None:
+        capacity = max(1, int(spec.policy.capacity_per_week))
+    folds: list[Fold] = []
+    preds: list[pd.DataFrame] = []
+    notes: list[str] = []
+    known_until = observed_until(df) if spec.kind == "deal_close" else None
+    for i, origin in enumerate(backtest_origins(df, spec)):
+        t0 = time.perf_counter()
+        cutoff = origin - spec.backtest.gap_days * DAY
+        train_part = df[df["as_of"] < cutoff]
+        if spec.kind == "deal_close":
+            train_part = censor_deals(train_part, origin)
+        test_part = df[(df["as_of"] >= origin) & (df["as_of"] < origin + spec.backtest.test_days * DAY)]
+        n_pos = _positives(train_part, spec)
+        if n_pos < spec.min_positives or test_part.empty:
+            notes.append(f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {n_pos} training positives, "
+                         f"{len(test_part)} test rows")
+            continue
+        progress(f"fold {i + 1}: train before {cutoff:%Y-%m-%d} ({len(train_part):,} rows), "
+                 f"test {origin:%Y-%m-%d} +{spec.backtest.test_days}d ({len(test_part):,} rows)")
+        try:
+            model = fit_model(train_part, spec, progress, known_until=origin)
+        except LeadmlError as err:
+            notes.append(f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {err}")
+            continue
+        scored = _test_frame(model, test_part, spec)
+        base = _fit_baseline_on(train_part, spec, model.encoder)
+        scored["p_baseline"] = baseline_proba(base, model.encoder.transform(test_part), model.encoder.categorical)
+        scored["fold"] = i
+        if truth is not None:
+            scored = attach_oracle(scored, truth, spec, model=model, test=test_part, known_until=known_until)
+        known = scored[scored["label"].notna()].astype({"label": int})
+        fold_metrics = score_metrics(known, spec, capacity)
+        folds.append(Fold(origin, len(train_part), n_pos, len(known), fold_metrics, time.perf_counter() - t0))
+        preds.append(scored)
+    if not folds:
+        raise LeadmlError(
+            f"{spec.name}: no backtest fold has enough data ({'; '.join(notes)}); load more history, "
+            "use fewer backtest.origins or a shorter backtest.test_days"
+        )
+    predictions = pd.concat(preds, ignore_index=True)
+    known = predictions[predictions["label"].notna()].astype({"label": int})
+    metrics = score_metrics(known, spec, capacity)
+    latest = known[known["fold"] == known["fold"].max()]
+    metrics.update(prefixed({k: v for k, v in score_metrics(latest, spec, capacity).items()
+                             if "." not in k and not k.startswith("oracle_")}, "latest_"))
+    for i, fold in enumerate(folds):
+        metrics.update(prefixed({k: fold.metrics[k] for k in ("roc_auc", "brier", "ece") if k in fold.metrics},
+                                f"fold{i}_"))
+    if final_fit:
+        progress(f"final fit on {len(df):,} rows")
+        final = fit_model(df, spec, progress, known_until=known_until)
+        baseline = _fit_baseline_on(df, spec, final.encoder)
+    else:
+        final, baseline = model, base
+    return TrainingResult(
+        spec=spec, model=final, baseline=baseline, folds=folds, predictions=predictions, metrics=metrics,
+        data_window=(df["as_of"].min(), df["as_of"].max()), rows=len(df), positives=_positives(df, spec),
+        train_frame=df, seconds=time.perf_counter() - started, notes=notes,
+    )
+
+
+def score_metrics(scored: pd.DataFrame, spec: ModelSpec, capacity: int | None) -> dict[str, float]:
+    """Model metrics (plain names), ``baseline_*`` and ``oracle_*`` (+ ``model_on_oracle_rows_*``)."""
+    cap = capacity if spec.kind == "lead_readiness" else None
+    seg = spec.segment_column
+    out = evaluate_scores(scored, score="p_model", label="label", capacity=cap, segment=seg)
+    if "p_baseline" in scored.columns:
+        out.update(prefixed(evaluate_scores(scored, score="p_baseline", label="label", capacity=cap),
+                            "baseline_"))
+    oracle = _oracle_rows(scored, spec)
+    if oracle is not None and len(oracle):
+        out.update(prefixed(evaluate_scores(oracle, score="p_oracle", label="y_oracle", capacity=cap),
+                            "oracle_"))
+        out.update(prefixed(evaluate_scores(oracle, score="p_model_oracle", label="y_oracle", capacity=cap),
+                            "model_on_oracle_rows_"))
+        out["oracle_rows"] = float(len(oracle))
+        auc, o_auc = out.get("model_on_oracle_rows_roc_auc", math.nan), out.get("oracle_roc_auc", math.nan)
+        out["roc_auc_vs_oracle"] = auc / o_auc if o_auc and not math.isnan(o_auc) else math.nan
+    return out
+
+
+def _oracle_rows(scored: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame | None:
+    if "p_oracle" not in scored.columns:
+        return None
+    rows = scored[scored["p_oracle"].notna() & scored["y_oracle"].notna()].copy()
+    rows["y_oracle"] = rows["y_oracle"].astype(int)
+    return rows
+
+
+def attach_oracle(
+    scored: pd.DataFrame,
+    truth: pd.DataFrame,
+    spec: ModelSpec,
+    *,
+    model: ReadinessModel | DealCloseModel | None = None,
+    test: pd.DataFrame | None = None,
+    known_until: pd.Timestamp | None = None,
+) -> pd.DataFrame:
+    """Add the simulator's true probabilities to scored test rows.
+
+    Readiness truth: ``lead_id, as_of, p_opportunity_30d``; the oracle is judged on
+    the row's own label. Deal truth: ``opportunity_id, as_of, period_end, p_won_by``;
+    the model is re-scored at ``period_end - as_of`` and both are judged on
+    "won by period_end" where that is observed. Adds ``p_oracle``,
+    ``p_model_oracle`` (the model on the same question) and ``y_oracle``.
+    """
+    key = [spec.id_column, "as_of"]
+    truth = truth.copy()
+    truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
+    if spec.kind == "lead_readiness":
+        col = next((c for c in truth.columns if c.startswith("p_")), None)
+        if col is None:
+            raise DataError("lead truth file has no probability column (expected p_opportunity_30d)")
+        merged = scored.merge(truth[key + [col]].drop_duplicates(key), on=key, how="left")
+        merged["p_oracle"] = merged[col]
+        merged["p_model_oracle"] = merged["p_model"]
+        merged["y_oracle"] = merged["label"]
+        return merged.drop(columns=[col])
+    assert model is not None and test is not None
+    t = truth[key + ["period_end", "p_won_by"]].copy()
+    t["period_end"] = pd.to_datetime(t["period_end"], utc=True)
+    # One period per snapshot, chosen by time only (never by outcome): among the
+    # period ends whose outcome is fully observed, the one closest to the headline horizon.
+    t["days"] = (t["period_end"] - t["as_of"]) / DAY
+    t = t[t["days"] > 0]
+    if known_until is not None:
+        t = t[t["period_end"] <= known_until]
+    t["_dist"] = (t["days"] - spec.target.horizon_days).abs()
+    t = t.sort_values(key + ["_dist", "days"]).drop_duplicates(key).drop(columns="_dist")
+    test_keyed = test.reset_index(drop=True).merge(t, on=key, how="inner")
+    merged = scored.copy()
+    merged["p_oracle"] = np.nan
+    merged["p_model_oracle"] = np.nan
+    merged["y_oracle"] = pd.NA
+    if test_keyed.empty:
+        return merged
+    p_model = model.predict_proba(test_keyed, test_keyed["days"].to_numpy())
+    y = deal_label(test_keyed["outcome"], test_keyed["outcome_days"], test_keyed["days"].to_numpy())
+    extra = test_keyed[key].assign(_p_or=test_keyed["p_won_by"].to_numpy(), _p_mo=p_model, _y=y.to_numpy())
+    merged = merged.drop(columns=["p_oracle", "p_model_oracle", "y_oracle"]).merge(extra, on=key, how="left")
+    return merged.rename(columns={"_p_or": "p_oracle", "_p_mo": "p_model_oracle", "_y": "y_oracle"})

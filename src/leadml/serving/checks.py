@@ -1,0 +1,219 @@
+"""Request checks that depend on configuration and on the as-of time.
+
+Pydantic (the schemas) rejects wrong types and missing fields (400). The checks
+here need the request's as-of time, the vocabularies and the serving limits, so
+they run after parsing: too many leads/deals/events (413), timestamps at or after
+as_of, unknown vocabulary values, inconsistent periods (422). Each problem names
+the field path (``leads.0.events.3.ts``) and the reason; input values are not
+echoed (they may be personal data), only vocabulary words and limits are.
+
+Unknown event types follow ``serving.unknown_event_types``: ``reject`` makes them
+422 problems; ``ignore`` drops them from the lead and counts them (the response
+reports ``ignored_events`` per lead).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from leadml.config import ServingConfig, Vocabulary
+from leadml.errors import LeadmlError
+from leadml.serving.schemas import DealIn, LeadIn
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: Loc
+    msg: str
+    type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+
+class RequestError(LeadmlError):
+    """A request the API refuses: HTTP ``status`` with one entry per problem."""
+
+    def __init__(self, status: int, summary: str, problems: Sequence[Problem]) -> None:
+        self.status = status
+        self.summary = summary
+        self.problems = list(problems)
+        super().__init__(summary + "".join(f"\n  {_path(p.loc)}: {p.msg}" for p in problems))
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body; same shape as BentoML's 400 for schema errors."""
+        return {"error": self.summary, "detail": [p.as_dict() for p in self.problems]}
+
+
+def _path(loc: Loc) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+# Reported problems are capped so that a hostile request cannot make a huge answer.
+MAX_PROBLEMS = 50
+
+
+@dataclass
+class _Collector:
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, loc: Loc, msg: str, type_: str) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(loc, msg, type_))
+
+    def raise_if_any(self, status: int, what: str) -> None:
+        if self.problems:
+            n = len(self.problems)
+            raise RequestError(status, f"{n} problem{'s' if n != 1 else ''} with {what}", self.problems)
+
+
+def _limit(col: _Collector, loc: Loc, n: int, limit: int, what: str, setting: str) -> None:
+    if n > limit:
+        col.add(loc, f"{n} {what}; at most {limit} are accepted (serving.{setting})", "too_many")
+
+
+def _before(col: _Collector, loc: Loc, ts: datetime, as_of: datetime) -> None:
+    if ts >= as_of:
+        col.add(loc, f"is not before as_of ({as_of.isoformat()}); only records with ts < as_of may be sent",
+                "after_as_of")
+
+
+def _vocab(col: _Collector, loc: Loc, value: str | None, allowed: Iterable[str], what: str) -> bool:
+    allowed = list(allowed)
+    if value is not None and value not in allowed:
+        col.add(loc, f"unknown {what}; valid: {', '.join(allowed)}", "unknown_value")
+        return False
+    return True
+
+
+def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
+    """413 when a request is over the configured size limits (checked first, cheaply)."""
+    col = _Collector()
+    _limit(col, ("leads",), len(leads), cfg.max_leads_per_request, "leads", "max_leads_per_request")
+    for i, lead in enumerate(leads):
+        _limit(col, ("leads", i, "events"), len(lead.events), cfg.max_events_per_lead,
+               "events", "max_events_per_lead")
+        _limit(col, ("leads", i, "account_events"), len(lead.account_events), cfg.max_events_per_lead,
+               "account events", "max_events_per_lead")
+        others = len(lead.status_history) + len(lead.activities) + len(lead.account_deals)
+        _limit(col, ("leads", i), others, cfg.max_events_per_lead,
+               "status changes + activities + account deals", "max_events_per_lead")
+    col.raise_if_any(413, "the request size")
+
+
+def check_sizes_deals(deals: Sequence[DealIn], cfg: ServingConfig) -> None:
+    col = _Collector()
+    _limit(col, ("deals",), len(deals), cfg.max_deals_per_request, "deals", "max_deals_per_request")
+    for i, deal in enumerate(deals):
+        n = (len(deal.stage_history) + len(deal.activities) + len(deal.account_deals)
+             + len(deal.owner_deals))
+        _limit(col, ("deals", i), n, cfg.max_records_per_deal,
+               "stage changes + activities + closed deals", "max_records_per_deal")
+    col.raise_if_any(413, "the request size")
+
+
+def _event_ok(col: _Collector | None, loc: Loc, type_: str, page: str | None, vocab: Vocabulary) -> bool:
+    """True when the event's type and page category are in the vocabulary; adds the
+    problems to ``col`` when given (reject policy)."""
+    ok_type = type_ in vocab.event_types
+    ok_page = page is None or page in vocab.page_categories
+    if col is not None:
+        _vocab(col, (*loc, "type"), type_, vocab.event_types, "event type")
+        _vocab(col, (*loc, "page_category"), page, vocab.page_categories, "page category")
+    return ok_type and ok_page
+
+
+def _check_account(col: _Collector, loc: Loc, account: Any, vocab: Vocabulary, as_of: datetime) -> None:
+    if account is None:
+        return
+    _vocab(col, (*loc, "segment"), account.segment, vocab.segments, "segment")
+    if account.created_at is not None:
+        _before(col, (*loc, "created_at"), account.created_at, as_of)
+
+
+def _check_closed(col: _Collector, loc: Loc, deals: Sequence[Any], as_of: datetime) -> None:
+    for k, d in enumerate(deals):
+        _before(col, (*loc, k, "closed_at"), d.closed_at, as_of)
+
+
+def check_leads(
+    leads: Sequence[LeadIn], as_of: datetime, cfg: ServingConfig, vocab: Vocabulary
+) -> tuple[list[LeadIn], list[int]]:
+    """Check every lead as of ``as_of``; return the leads to score (unknown events
+    dropped under the ignore policy) and the number dropped per lead.
+
+    Raises :class:`RequestError` (422) listing every problem.
+    """
+    col = _Collector()
+    reject = cfg.unknown_event_types == "reject"
+    kept_leads: list[LeadIn] = []
+    dropped: list[int] = []
+    for i, lead in enumerate(leads):
+        loc: Loc = ("leads", i)
+        _before(col, (*loc, "created_at"), lead.created_at, as_of)
+        _check_account(col, (*loc, "account"), lead.account, vocab, as_of)
+        kept = []
+        for j, ev in enumerate(lead.events):
+            _before(col, (*loc, "events", j, "ts"), ev.ts, as_of)
+            if _event_ok(col if reject else None, (*loc, "events", j), ev.type, ev.page_category, vocab):
+                kept.append(ev)
+        kept_others = []
+        for j, ev in enumerate(lead.account_events):
+            _before(col, (*loc, "account_events", j, "ts"), ev.ts, as_of)
+            if _event_ok(col if reject else None, (*loc, "account_events", j), ev.type,
+                         ev.page_category, vocab):
+                kept_others.append(ev)
+        for j, st in enumerate(lead.status_history):
+            _before(col, (*loc, "status_history", j, "ts"), st.ts, as_of)
+            _vocab(col, (*loc, "status_history", j, "status"), st.status, vocab.lead_statuses, "lead status")
+        for j, act in enumerate(lead.activities):
+            _before(col, (*loc, "activities", j, "ts"), act.ts, as_of)
+            _vocab(col, (*loc, "activities", j, "type"), act.type, vocab.activity_types, "activity type")
+        _check_closed(col, (*loc, "account_deals"), lead.account_deals, as_of)
+        n_dropped = len(lead.events) - len(kept) + len(lead.account_events) - len(kept_others)
+        dropped.append(n_dropped)
+        if n_dropped:
+            lead = lead.model_copy(update={"events": kept, "account_events": kept_others})
+        kept_leads.append(lead)
+    col.raise_if_any(422, "the leads")
+    return kept_leads, dropped
+
+
+def check_deals(deals: Sequence[DealIn], as_of: datetime, vocab: Vocabulary) -> None:
+    """Check every deal as of ``as_of``: records before it, known stages/types, and the
+    deal still open at as_of (its last stage change before as_of is an open stage)."""
+    col = _Collector()
+    for i, deal in enumerate(deals):
+        loc: Loc = ("deals", i)
+        _before(col, (*loc, "created_at"), deal.created_at, as_of)
+        _vocab(col, (*loc, "segment"), deal.segment, vocab.segments, "segment")
+        _check_account(col, (*loc, "account"), deal.account, vocab, as_of)
+        last = None
+        for j, ch in enumerate(deal.stage_history):
+            _before(col, (*loc, "stage_history", j, "ts"), ch.ts, as_of)
+            _vocab(col, (*loc, "stage_history", j, "stage"), ch.stage, vocab.stages, "stage")
+            if last is None or ch.ts >= last.ts:
+                last = ch
+        if last is not None and last.stage in vocab.closed_stages:
+            col.add((*loc, "stage_history"), f"the deal is already {last.stage} before as_of; "
+                    "only open deals are scored", "deal_closed")
+        for j, act in enumerate(deal.activities):
+            _before(col, (*loc, "activities", j, "ts"), act.ts, as_of)
+            _vocab(col, (*loc, "activities", j, "type"), act.type, vocab.activity_types, "activity type")
+        _check_closed(col, (*loc, "account_deals"), deal.account_deals, as_of)
+        _check_closed(col, (*loc, "owner_deals"), deal.owner_deals, as_of)
+    col.raise_if_any(422, "the deals")
+
+
+def check_period(as_of: datetime, period_start: datetime | None, period_end: datetime) -> None:
+    col = _Collector()
+    if period_start is not None and period_end <= period_start:
+        col.add(("period_end",), "must be after period_start", "bad_period")
+    if period_end <= as_of:
+        col.add(("period_end",), f"must be after as_of ({as_of.isoformat()})", "bad_period")
+    col.raise_if_any(422, "the period")

@@ -1,0 +1,133 @@
+"""Start the API server and build bentos (what ``leadml serve`` / ``leadml build`` call).
+
+The server is ``bentoml serve leadml.serving.service:LeadmlAPI`` in a child
+process. Its environment carries the resolved settings that a fresh process
+cannot rebuild by itself: the workspace, the config directory, the BentoML home
+and the batching parameters (BentoML fixes those when it imports the service).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from leadml.config import Settings
+from leadml.serving.store import bentoml_env
+
+SERVICE = "leadml.serving.service:LeadmlAPI"
+
+
+def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a server process that sees the same settings as this one."""
+    env = dict(os.environ if base is None else base)
+    env.update(bentoml_env(settings))
+    env["LEADML_WORKSPACE"] = str(settings.workspace)
+    env["LEADML_CONFIG_DIR"] = str(settings.config_dir)
+    b = settings.serving.batching
+    env["LEADML_SERVING__BATCHING__ENABLED"] = "true" if b.enabled else "false"
+    env["LEADML_SERVING__BATCHING__MAX_BATCH_SIZE"] = str(b.max_batch_size)
+    env["LEADML_SERVING__BATCHING__MAX_LATENCY_MS"] = str(b.max_latency_ms)
+    # bentoml prints a usage-tracking notice and phones home unless told not to
+    env.setdefault("BENTOML_DO_NOT_TRACK", "True")
+    return env
+
+
+def server_command(settings: Settings, host: str | None = None, port: int | None = None) -> list[str]:
+    cfg = settings.serving
+    return [sys.executable, "-m", "bentoml", "serve", SERVICE,
+            "--host", host or cfg.host, "--port", str(port or cfg.port)]
+
+
+def start_server(settings: Settings, host: str | None = None, port: int | None = None,
+                 **popen: Any) -> subprocess.Popen[bytes]:
+    """Start the server in a new process group (so that stopping it stops its workers)."""
+    return subprocess.Popen(server_command(settings, host, port), env=server_env(settings),
+                            start_new_session=True, **popen)
+
+
+def stop_server(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Stop a server started by :func:`start_server` (its process group, by PID)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
+    """Run the server in the foreground until it exits or Ctrl-C; returns its exit code."""
+    proc = start_server(settings, host, port)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop_server(proc)
+        return 0
+
+
+# ---------------------------------------------------------------- bento
+
+
+@dataclass(frozen=True)
+class BuiltBento:
+    tag: str
+    path: Path
+    models: list[str]
+
+
+def _requirements() -> list[str]:
+    """leadml's runtime dependencies pinned to the installed versions."""
+    from importlib.metadata import PackageNotFoundError, requires, version
+
+    from packaging.requirements import Requirement
+
+    pins = []
+    for text in requires("leadml") or []:
+        req = Requirement(text)
+        if req.marker is not None and "extra" in str(req.marker):
+            continue
+        try:
+            pins.append(f"{req.name}=={version(req.name)}")
+        except PackageNotFoundError:
+            pins.append(str(req))
+    return sorted(pins)
+
+
+def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
+    """``bentoml build`` of the API: the leadml package, the config directory, pinned
+    packages and the two champion models (recorded from the service's class-scope
+    ``BentoModel`` declarations). The store must already hold the champions."""
+    bentoml_env(settings)
+    import bentoml
+
+    import leadml
+
+    package = Path(leadml.__file__).resolve().parent
+    with tempfile.TemporaryDirectory(prefix="leadml-bento-") as tmp:
+        ctx = Path(tmp)
+        shutil.copytree(package, ctx / "leadml", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(settings.config_dir, ctx / "configs",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        bento = bentoml.bentos.build(
+            SERVICE,
+            name="leadml",
+            description="leadml online scoring API (lead readiness, hand-off, deal close, forecast)",
+            labels={"project": "leadml"},
+            include=["leadml/**", "configs/**"],
+            python={"packages": _requirements(), "lock_packages": False},
+            version=version,
+            build_ctx=str(ctx),
+        )
+    models = [str(m.tag) for m in bento.info.all_models]
+    return BuiltBento(str(bento.tag), Path(bento.path), models)

@@ -1,0 +1,330 @@
+"""Request and response models of the online scoring API.
+
+These pydantic models ARE the API's documentation: BentoML turns them into the
+OpenAPI page (``/docs.json``). Every field has a description; the ``EXAMPLE_*``
+payloads are the OpenAPI examples and are reused by the tests and the benchmark.
+
+Time semantics: every request has an ``as_of`` time T (default: the time the
+request is received). Scores use only the records sent with ``ts < T``; a record
+stamped at or after T is rejected (422) rather than silently dropped, because it
+means the caller's clock or query is wrong. Timestamps without a timezone are
+read as UTC (like the table contracts).
+
+The models hold no personal data: a lead is identified by its id only; names,
+e-mail addresses and phone numbers are not accepted (unknown fields are
+rejected) and validation errors never echo input values
+(``hide_input_in_errors``), so they cannot reach a log line either.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AccountIn",
+    "ActivityIn",
+    "ClosedDealIn",
+    "DealIn",
+    "DealScore",
+    "EventIn",
+    "ForecastRequest",
+    "ForecastResponse",
+    "HandoffDecision",
+    "HandoffRequest",
+    "HandoffResponse",
+    "LeadIn",
+    "LeadScore",
+    "ModelRef",
+    "Reason",
+    "ScoreDealsRequest",
+    "ScoreDealsResponse",
+    "ScoreLeadsRequest",
+    "ScoreLeadsResponse",
+    "ServiceMetadata",
+    "StageChangeIn",
+    "StatusChangeIn",
+]
+
+
+def _utc(value: datetime) -> datetime:
+    """Naive timestamps are UTC; aware ones are converted to UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Attributes = dict[
+    Annotated[str, Field(min_length=1, max_length=64)],
+    Annotated[str, Field(max_length=256)] | float | bool | None,
+]
+
+
+class _In(BaseModel):
+    # Unknown fields are errors (a typo must not silently change a score); input
+    # values are never echoed in error messages (they may be personal data).
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- raw records
+
+
+class EventIn(_In):
+    """One behavioural signal of the lead (a row of the ``events`` table)."""
+
+    ts: Timestamp = Field(description="When it happened; must be before as_of")
+    type: str = Field(
+        min_length=1,
+        max_length=64,
+        description="Event type from the vocabulary (web_visit, page_view, email_open, email_click, "
+        "form_submit, content_download, seminar_registered, seminar_attended, webinar_registered, "
+        "webinar_attended); unknown types are rejected or ignored per serving.unknown_event_types",
+    )
+    page_category: str | None = Field(
+        None, max_length=64, description="pricing, case_study, docs, blog, product or careers"
+    )
+    campaign_id: Id | None = Field(None, description="Campaign that produced the event")
+
+
+class AccountEventIn(EventIn):
+    """An event of ANOTHER lead at the same account (the buying committee)."""
+
+    lead_id: Id = Field(description="The colleague's lead id")
+
+
+class StatusChangeIn(_In):
+    """A change of the lead's marketing status (``lead_status_history``)."""
+
+    ts: Timestamp = Field(description="When the status changed; must be before as_of")
+    status: str = Field(description="lead, nurturing, mql, sql, disqualified or recycled")
+
+
+class ActivityIn(_In):
+    """An inside- or field-sales touch (``activities``)."""
+
+    ts: Timestamp = Field(description="When it happened; must be before as_of")
+    type: str = Field(description="call, connect, email, meeting or demo")
+    rep_id: Id | None = Field(None, description="The rep who did it")
+
+
+class ClosedDealIn(_In):
+    """A deal of the same account (or owner) and how it ended: feeds the
+    point-in-time win-rate features. Only deals closed before as_of count."""
+
+    opportunity_id: Id
+    closed_at: Timestamp = Field(description="When it was won or lost; must be before as_of")
+    stage: Literal["closed_won", "closed_lost"]
+    amount: float = Field(0.0, ge=0, allow_inf_nan=False, description="Deal amount (target currency)")
+    owner_id: Id | None = Field(None, description="Field-sales owner")
+
+
+class AccountIn(_In):
+    """The company the lead works for (a row of ``accounts``)."""
+
+    account_id: Id
+    industry: str | None = Field(None, max_length=128)
+    employees: int | None = Field(None, ge=0, le=10_000_000)
+    country: str | None = Field(None, max_length=64)
+    segment: str | None = Field(None, description="enterprise, mid_market or smb")
+    created_at: Timestamp | None = Field(None, description="When the account was created")
+    attributes: Attributes = Field(
+        default_factory=dict, description="Extra account columns named by the feature catalog"
+    )
+
+
+class LeadIn(_In):
+    """A lead with the raw records the readiness model reads (as the CRM knows them)."""
+
+    lead_id: Id = Field(description="The lead's id (the only identifier the API takes)")
+    created_at: Timestamp = Field(description="When the lead was acquired; must be before as_of")
+    source: str | None = Field(None, max_length=64, description="Acquisition channel")
+    job_level: str | None = Field(None, max_length=64, description="Seniority of the contact")
+    attributes: Attributes = Field(
+        default_factory=dict, description="Extra lead columns named by the feature catalog"
+    )
+    account: AccountIn | None = Field(None, description="The lead's account")
+    events: list[EventIn] = Field(default_factory=list, description="Recent behavioural events")
+    status_history: list[StatusChangeIn] = Field(
+        default_factory=list, description="Marketing status changes"
+    )
+    activities: list[ActivityIn] = Field(default_factory=list, description="Inside-sales touches")
+    account_events: list[AccountEventIn] = Field(
+        default_factory=list, description="Events of the other leads at the same account"
+    )
+    account_deals: list[ClosedDealIn] = Field(
+        default_factory=list, description="Closed deals of the same account"
+    )
+
+
+class StageChangeIn(_In):
+    """A change of the deal (``opportunity_history``): stage, amount or close date."""
+
+    ts: Timestamp = Field(description="When it changed; must be before as_of")
+    stage: str = Field(description="follow_up, problem_recognised, evaluation, negotiation, approval")
+    amount: float = Field(ge=0, allow_inf_nan=False, description="Amount after the change")
+    expected_close_date: Timestamp = Field(description="Expected close date after the change")
+
+
+class DealIn(_In):
+    """An open opportunity with its history (``opportunities`` + ``opportunity_history``)."""
+
+    opportunity_id: Id
+    account_id: Id
+    owner_id: Id = Field(description="Field-sales owner")
+    lead_id: Id | None = None
+    created_at: Timestamp = Field(description="When the deal was created; must be before as_of")
+    segment: str = Field(description="enterprise, mid_market or smb")
+    stage_history: list[StageChangeIn] = Field(
+        min_length=1, description="Every change of the deal; the state at as_of is rebuilt from it"
+    )
+    activities: list[ActivityIn] = Field(default_factory=list, description="Sales touches")
+    account: AccountIn | None = None
+    account_deals: list[ClosedDealIn] = Field(
+        default_factory=list, description="Closed deals of the same account"
+    )
+    owner_deals: list[ClosedDealIn] = Field(
+        default_factory=list, description="Closed deals of the same owner"
+    )
+
+
+# ---------------------------------------------------------------- requests
+
+_AS_OF = "Score as of this time (default: now). Records at or after it are rejected."
+
+
+class ScoreLeadsRequest(_In):
+    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    leads: list[LeadIn] = Field(min_length=1, description="Leads to score (limit: serving.max_leads_per_request)")
+
+
+class HandoffRequest(_In):
+    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    leads: list[LeadIn] = Field(min_length=1, description="Candidate leads for inside sales")
+    is_capacity: int | None = Field(
+        None, ge=0, le=1_000_000, description="IS slots left this week (default: serving.is_capacity)"
+    )
+
+
+class ScoreDealsRequest(_In):
+    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    period_end: Timestamp = Field(description="End of the period: P(won by period_end) is returned")
+    deals: list[DealIn] = Field(min_length=1, description="Open deals to score")
+
+
+class ForecastRequest(_In):
+    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    period_start: Timestamp = Field(description="Start of the forecast period")
+    period_end: Timestamp = Field(description="End of the forecast period (after period_start)")
+    deals: list[DealIn] = Field(min_length=1, description="Open deals that may close in the period")
+    won_amount: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Revenue already won in the period"
+    )
+    target: float | None = Field(None, ge=0, allow_inf_nan=False, description="Revenue target")
+
+
+# ---------------------------------------------------------------- responses
+
+
+class ModelRef(_Out):
+    name: str = Field(description="Registered model name")
+    version: str = Field(description="Registry version of the champion that answered")
+
+
+class Reason(_Out):
+    feature: str = Field(description="Feature behind the reason")
+    text: str = Field(description="Readable reason")
+    contribution: float = Field(description="Contribution to the score (log-odds, TreeSHAP)")
+
+
+class LeadScore(_Out):
+    lead_id: str
+    readiness: float = Field(ge=0, le=1, description="Calibrated P(lead becomes an opportunity within the horizon)")
+    percentile: float = Field(ge=0, le=100, description="Percentile against the training score distribution")
+    grade: Literal["A", "B", "C", "D"] = Field(description="A = most ready")
+    reasons: list[Reason] = Field(description="Top reasons, strongest first")
+    ignored_events: int = Field(0, ge=0, description="Events dropped for an unknown type (policy ignore)")
+    model: ModelRef
+
+
+class ScoreLeadsResponse(_Out):
+    as_of: datetime
+    scores: list[LeadScore]
+
+
+class HandoffDecision(_Out):
+    lead_id: str
+    decision: Literal["handoff", "nurture", "recycle_eligible"]
+    readiness: float = Field(ge=0, le=1)
+    grade: Literal["A", "B", "C", "D"]
+    rank: int = Field(ge=1, description="Rank by readiness within the request (1 = first to call)")
+    reasons: list[str] = Field(description="Why this decision (policy) and why this score (model)")
+
+
+class HandoffResponse(_Out):
+    as_of: datetime
+    is_capacity: int = Field(description="IS slots that were available")
+    capacity_left: int = Field(description="Slots left after these hand-offs")
+    decisions: list[HandoffDecision]
+    model: ModelRef
+
+
+class HygieneFlag(_Out):
+    rule: str = Field(description="Rule id, e.g. past_expected_close, stale")
+    message: str
+
+
+class DealScore(_Out):
+    opportunity_id: str
+    stage: str = Field(description="Stage as of as_of")
+    p_won: float = Field(ge=0, le=1, description="P(won eventually, within the model horizon)")
+    p_won_by_period_end: float = Field(ge=0, le=1, description="P(won by period_end)")
+    # Internal to /forecast (P(won between period_start and period_end)); not in answers.
+    p_won_in_period: float | None = Field(None, ge=0, le=1, exclude=True)
+    reasons: list[Reason]
+    hygiene_flags: list[HygieneFlag]
+    model: ModelRef
+
+
+class ScoreDealsResponse(_Out):
+    as_of: datetime
+    period_end: datetime
+    scores: list[DealScore]
+
+
+class BreakdownRow(_Out):
+    group: str = Field(description="Value of the grouping (e.g. a stage)")
+    deals: int
+    amount: float = Field(description="Open pipeline amount")
+    expected: float = Field(description="Expected revenue in the period")
+
+
+class ForecastResponse(_Out):
+    as_of: datetime
+    period_start: datetime
+    period_end: datetime
+    p10: float
+    p50: float
+    p90: float
+    mean: float
+    won_amount: float
+    target: float | None
+    p_reach_target: float | None = Field(description="P(revenue >= target)")
+    by_stage: list[BreakdownRow]
+    by_segment: list[BreakdownRow]
+    model: ModelRef
+
+
+class ServiceMetadata(_Out):
+    models: dict[str, dict[str, object]] = Field(
+        description="Per model: name, version, training window, horizon, features"
+    )
+    limits: dict[str, object]
+    batching: dict[str, object]

@@ -1,0 +1,366 @@
+"""The in-process scorer: online features + champion bundles -> API answers.
+
+Used by the BentoML scorer service (``leadml.serving.service.LeadmlScorer``), by
+the benchmark (``bench/bench_serving.py``) and by the parity tests. It holds the two
+champion scoring bundles (:mod:`leadml.modeling.bundle`) and the feature catalog
+they were trained with, and turns API tasks into scores:
+
+* a lead as of T: its records (:mod:`leadml.serving.records`) -> the online feature
+  engine (:mod:`leadml.features.online`, the catalog's definitions, records with
+  ``ts < T`` only) -> the readiness bundle (calibrated probability, percentile
+  against the training distribution, grade, reasons);
+* a deal as of T: its records -> online features -> the deal-close bundle
+  (P(won within the model horizon), P(won by the period end)) + hygiene flags.
+
+Work is vectorised across a batch: features are computed per entity (they read
+that entity's records only) and the model is called once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from leadml.config import Settings
+from leadml.serving.records import deal_payload, lead_payload
+from leadml.serving.schemas import (
+    BreakdownRow,
+    DealScore,
+    ForecastRequest,
+    ForecastResponse,
+    HandoffDecision,
+    HandoffResponse,
+    HygieneFlag,
+    LeadScore,
+    ModelRef,
+    Reason,
+)
+
+if TYPE_CHECKING:
+    from leadml.serving.service import DealTask, LeadTask
+
+DAY_S = 86_400.0
+TOP_REASONS = 3
+
+
+@dataclass
+class ServedModel:
+    """A champion bundle with its registry identity."""
+
+    kind: str  # "lead_readiness" | "deal_close"
+    registry_name: str
+    registry_version: str
+    bundle: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.registry_name, version=self.registry_version)
+
+
+def load_bundle(path: str | Path) -> Any:
+    """The scoring bundle saved as an MLflow model at ``path`` (a local directory)."""
+    from leadml.modeling.bundle import ScoringBundle
+
+    return ScoringBundle.load(str(path))
+
+
+class Scorer:
+    """Scores leads and deals with the champion bundles; no I/O after loading."""
+
+    def __init__(self, readiness: ServedModel, deal: ServedModel, settings: Settings) -> None:
+        self.readiness = readiness
+        self.deal = deal
+        self.settings = settings
+        self._lead_engine = _online_engine(readiness.bundle, "lead", settings)
+        self._deal_engine = _online_engine(deal.bundle, "opportunity", settings)
+
+    # ---- construction
+
+    @classmethod
+    def from_store(cls, readiness_stored: Any, deal_stored: Any, settings: Settings) -> Scorer:
+        """Load the two models held in the BentoML store (``bentoml.Model`` objects
+        imported by :mod:`leadml.serving.store`)."""
+        return cls(_served("lead_readiness", readiness_stored), _served("deal_close", deal_stored),
+                   settings)
+
+    @classmethod
+    def from_uris(cls, readiness_uri: str, deal_uri: str, settings: Settings,
+                  versions: tuple[str, str] = ("0", "0")) -> Scorer:
+        """Load bundles from MLflow model URIs or directories (benchmarks, tests)."""
+        r = ServedModel("lead_readiness", settings.serving.readiness_model, versions[0],
+                        load_bundle(readiness_uri))
+        d = ServedModel("deal_close", settings.serving.deal_model, versions[1], load_bundle(deal_uri))
+        return cls(r, d, settings)
+
+    def describe(self) -> str:
+        return (f"{self.readiness.registry_name} v{self.readiness.registry_version}, "
+                f"{self.deal.registry_name} v{self.deal.registry_version}")
+
+    def metadata(self) -> dict[str, Any]:
+        """What /metadata shows about each model."""
+        out: dict[str, Any] = {}
+        for m in (self.readiness, self.deal):
+            out[m.kind] = {"name": m.registry_name, "version": m.registry_version,
+                           **_bundle_info(m.bundle)}
+        return out
+
+    # ---- features
+
+    def lead_features(self, tasks: Sequence[LeadTask]) -> pd.DataFrame:
+        """One row of the readiness model's features per task, as of the task's as_of
+        (the online engine reads only records with ``ts < as_of``)."""
+        rows = [self._lead_engine(lead_payload(t.lead), t.as_of) for t in tasks]
+        return _frame(rows, self.readiness.bundle)
+
+    def deal_features(self, tasks: Sequence[DealTask]) -> pd.DataFrame:
+        """One row of the deal-close model's features per task, as of its as_of."""
+        rows = [self._deal_engine(deal_payload(t.deal), t.as_of) for t in tasks]
+        return _frame(rows, self.deal.bundle)
+
+    # ---- scoring
+
+    def score_leads(self, tasks: Sequence[LeadTask]) -> list[LeadScore]:
+        """Readiness of each lead as of its task's as_of (one model call per batch)."""
+        if not tasks:
+            return []
+        X = self.lead_features(tasks)
+        bundle = self.readiness.bundle
+        scored = bundle.score(X)
+        why = bundle.explain(X, k=TOP_REASONS)
+        ref = self.readiness.ref
+        p = scored["probability"].to_numpy(dtype=float)
+        pct = scored["percentile"].to_numpy(dtype=float)
+        grades = scored["grade"].to_numpy()
+        return [
+            LeadScore(lead_id=t.lead.lead_id, readiness=_prob(p[i]),
+                      percentile=float(np.clip(pct[i], 0, 100)), grade=str(grades[i]),
+                      reasons=_reasons(why[i]), ignored_events=t.ignored_events, model=ref)
+            for i, t in enumerate(tasks)
+        ]
+
+    def score_deals(self, tasks: Sequence[DealTask]) -> list[DealScore]:
+        """P(won within the model horizon) and P(won by the period end) of each deal as
+        of its task's as_of, with reasons and hygiene flags."""
+        if not tasks:
+            return []
+        X = self.deal_features(tasks)
+        bundle = self.deal.bundle
+        p_won = bundle.predict_proba(X)
+        days = np.array([(t.period_end - t.as_of).total_seconds() / DAY_S for t in tasks])
+        by_end = bundle.predict_proba(X, horizon_days=days)
+        before_start = None
+        starts = [t.period_start for t in tasks]
+        if any(s is not None and s > t.as_of for s, t in zip(starts, tasks, strict=True)):
+            h0 = np.array([max((s - t.as_of).total_seconds() / DAY_S, 0.0) if s is not None else 0.0
+                           for s, t in zip(starts, tasks, strict=True)])
+            before_start = bundle.predict_proba(X, horizon_days=h0)
+        why = bundle.explain(X, k=TOP_REASONS)
+        ref = self.deal.ref
+        alerts = self.settings.forecast.alerts
+        out = []
+        for i, t in enumerate(tasks):
+            p_end = _prob(by_end[i])
+            p_in = p_end if before_start is None else _prob(max(p_end - float(before_start[i]), 0.0))
+            out.append(DealScore(
+                opportunity_id=t.deal.opportunity_id, stage=_stage_at(t.deal), p_won=_prob(p_won[i]),
+                p_won_by_period_end=p_end, p_won_in_period=p_in, reasons=_reasons(why[i]),
+                hygiene_flags=hygiene_flags(t.deal, t.as_of, alerts), model=ref,
+            ))
+        return out
+
+
+# ---------------------------------------------------------------- adapters
+
+
+def _served(kind: str, stored: Any) -> ServedModel:
+    labels = stored.info.labels
+    path = stored.path_of("mlflow_model")
+    return ServedModel(kind, labels.get("registry_name", kind), str(labels.get("registry_version", "0")),
+                       load_bundle(path))
+
+
+def _bundle_info(bundle: Any) -> dict[str, Any]:
+    meta = dict(getattr(bundle, "meta", {}) or {})
+    spec = meta.get("spec") or {}
+    info: dict[str, Any] = {
+        "kind": bundle.kind,
+        "training_window": meta.get("data_window"),
+        "rows": meta.get("rows"),
+        "feature_hash": meta.get("feature_hash"),
+        "features": list(bundle.features),
+        "horizon_days": (spec.get("target") or {}).get("horizon_days"),
+    }
+    if bundle.kind == "lead_readiness":
+        info["grade_cutoffs"] = bundle.grade_cutoffs
+        info["policy"] = spec.get("policy")
+    return info
+
+
+def catalog_of(bundle: Any, settings: Settings) -> Any:
+    """The feature catalog the bundle was trained with (else the configured one)."""
+    from leadml.features.catalog import load_catalog, parse_catalog
+
+    if bundle.catalog:
+        return parse_catalog(bundle.catalog, settings.vocabulary, f"catalog of the {bundle.name} bundle")
+    return load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
+
+
+def _online_engine(bundle: Any, entity: str, settings: Settings) -> Any:
+    """A function (payload, as_of) -> {feature: value} over the bundle's catalog."""
+    from leadml.errors import ConfigError
+    from leadml.features.online import (
+        compute_lead_features_online,
+        compute_opportunity_features_online,
+    )
+
+    catalog = catalog_of(bundle, settings)
+    missing = [f for f in bundle.features if f not in catalog.names(entity)]
+    if missing:
+        raise ConfigError(f"the {bundle.name} bundle uses features its catalog does not define: "
+                          f"{', '.join(missing)}; retrain it with the current configs/features.yaml")
+    fn = compute_lead_features_online if entity == "lead" else compute_opportunity_features_online
+
+    def compute(payload: dict[str, Any], as_of: datetime) -> dict[str, Any]:
+        return fn(catalog, as_of, **payload)
+
+    return compute
+
+
+def _frame(rows: list[dict[str, Any]], bundle: Any) -> pd.DataFrame:
+    """Feature rows as the offline engine types them: numbers float64 (NaN = missing),
+    categories strings (None = missing)."""
+    data: dict[str, Any] = {}
+    for f in bundle.features:
+        values = [r.get(f) for r in rows]
+        if f in bundle.categories:
+            data[f] = pd.Series([None if v is None else str(v) for v in values], dtype=object)
+        else:
+            data[f] = pd.Series([np.nan if v is None else float(v) for v in values], dtype="float64")
+    return pd.DataFrame(data)
+
+
+def _prob(value: Any) -> float:
+    return float(np.clip(float(value), 0.0, 1.0))
+
+
+def _reasons(found: dict[str, list[dict[str, Any]]]) -> list[Reason]:
+    """Reasons for and against, strongest first."""
+    items = [*found.get("positive", []), *found.get("negative", [])]
+    items.sort(key=lambda r: -abs(float(r["contribution"])))
+    return [Reason(feature=r["feature"], text=r["text"], contribution=float(r["contribution"]))
+            for r in items]
+
+
+def _stage_at(deal: Any) -> str:
+    return max(deal.stage_history, key=lambda h: h.ts).stage
+
+
+# ---------------------------------------------------------------- hygiene
+
+
+def hygiene_flags(deal: Any, as_of: datetime, alerts: Any) -> list[HygieneFlag]:
+    """Deal-hygiene flags as of ``as_of`` from the deal's own records: past its
+    expected close date, not updated for ``alerts.stale_days``, close date pushed
+    ``alerts.close_date_pushes`` times or more."""
+    hist = sorted(deal.stage_history, key=lambda h: h.ts)
+    last = hist[-1]
+    flags = []
+    if last.expected_close_date < as_of:
+        days = (as_of - last.expected_close_date).days
+        flags.append(HygieneFlag(rule="past_expected_close",
+                                 message=f"expected close date passed {days} days ago"))
+    touched = [h.ts for h in hist] + [a.ts for a in deal.activities]
+    idle = (as_of - max(touched)).days
+    if idle >= alerts.stale_days:
+        flags.append(HygieneFlag(rule="stale", message=f"no update or activity for {idle} days"))
+    pushes = sum(1 for a, b in zip(hist, hist[1:], strict=False)
+                 if b.expected_close_date > a.expected_close_date)
+    if pushes >= alerts.close_date_pushes:
+        flags.append(HygieneFlag(rule="close_date_pushed",
+                                 message=f"expected close date pushed back {pushes} times"))
+    return flags
+
+
+# ---------------------------------------------------------------- hand-off
+
+
+def policy_of(readiness_info: dict[str, Any]) -> Any:
+    """The hand-off policy the readiness champion was trained with (its model spec)."""
+    from leadml.modeling.spec import PolicySpec
+
+    return PolicySpec.model_validate(readiness_info.get("policy") or {})
+
+
+def decide_handoff(scores: Sequence[LeadScore], capacity_slots: int, as_of: datetime,
+                   policy: Any) -> HandoffResponse:
+    """Fill the IS slots left this week with the leads of highest readiness
+    (:func:`leadml.modeling.policy.handoff`); the others are nurtured, or recycle-eligible
+    below the policy's ``recycle_below``."""
+    from leadml.modeling.policy import handoff
+
+    frame = pd.DataFrame({"readiness": [s.readiness for s in scores]})
+    out = handoff(frame, float(capacity_slots), policy)
+    places = int(capacity_slots // policy.slots_per_lead)
+    decisions = []
+    for i, s in enumerate(scores):
+        rank = int(out["rank"].iat[i])
+        decision = str(out["decision"].iat[i])
+        if decision == "handoff":
+            head = f"rank {rank} by readiness is within the {places} leads IS can take this week"
+        elif decision == "recycle":
+            head = (f"readiness {s.readiness:.3f} is below the recycle threshold "
+                    f"{policy.recycle_below:g} and IS has no place for it")
+        else:
+            head = f"rank {rank} by readiness is beyond the {places} leads IS can take this week"
+        decisions.append(HandoffDecision(
+            lead_id=s.lead_id, decision="recycle_eligible" if decision == "recycle" else decision,
+            readiness=s.readiness, grade=s.grade, rank=rank,
+            reasons=[head, *(r.text for r in s.reasons if r.contribution > 0)],
+        ))
+    decisions.sort(key=lambda d: d.rank)
+    handed = sum(d.decision == "handoff" for d in decisions)
+    left = max(capacity_slots - int(round(handed * policy.slots_per_lead)), 0)
+    return HandoffResponse(as_of=as_of, is_capacity=capacity_slots, capacity_left=left,
+                           decisions=decisions, model=scores[0].model)
+
+
+# ---------------------------------------------------------------- forecast
+
+
+def forecast_from_scores(request: ForecastRequest, as_of: datetime,
+                         scores: Sequence[DealScore], max_cells: int = 1 << 14) -> ForecastResponse:
+    """Revenue in the period = won_amount + sum over deals of Bernoulli(p_i) * amount_i,
+    with p_i = P(won within the period) from the deal-close model (independent deals)."""
+    from leadml.forecast.distribution import open_deals
+
+    amounts = np.array([max(d.stage_history, key=lambda h: h.ts).amount for d in request.deals])
+    probs = np.array([s.p_won_in_period if s.p_won_in_period is not None else s.p_won_by_period_end
+                      for s in scores])
+    dist = open_deals(amounts, probs, max_cells=max_cells).shift(request.won_amount)
+    p10, p50, p90 = (float(v) for v in dist.quantile([0.1, 0.5, 0.9]))
+    target = request.target
+    stages = [s.stage for s in scores]
+    segments = [d.segment for d in request.deals]
+    return ForecastResponse(
+        as_of=as_of, period_start=request.period_start, period_end=request.period_end,
+        p10=p10, p50=p50, p90=p90, mean=dist.mean, won_amount=request.won_amount, target=target,
+        p_reach_target=None if target is None else dist.prob_at_least(target),
+        by_stage=_breakdown(stages, amounts, probs), by_segment=_breakdown(segments, amounts, probs),
+        model=scores[0].model,
+    )
+
+
+def _breakdown(groups: Sequence[str], amounts: np.ndarray, probs: np.ndarray) -> list[BreakdownRow]:
+    out = []
+    for g in sorted(set(groups)):
+        mask = np.array([x == g for x in groups])
+        out.append(BreakdownRow(group=g, deals=int(mask.sum()), amount=float(amounts[mask].sum()),
+                                expected=float((amounts[mask] * probs[mask]).sum())))
+    return out

@@ -1,0 +1,490 @@
+"""The online scoring API: two BentoML 1.4 services.
+
+``LeadmlAPI`` (the one ``bentoml serve`` exposes) is thin and typed: it parses the
+request (pydantic, 400 on wrong types / missing fields), checks it against the
+limits, the vocabularies and the as-of time (413 / 422 with field paths), asks the
+scorer for scores, applies the hand-off policy / hygiene rules / revenue
+distribution, records metrics and one log line per request (ids and timings,
+never personal fields), and answers.
+
+``LeadmlScorer`` holds the champion models, declared at class scope as
+``BentoModel`` so that ``bentoml build`` records them in the bento, and does the
+per-lead / per-deal work (online features + model) behind BentoML's adaptive
+batching (``batchable=True``). When served, it runs in its own worker process
+behind a Unix socket; called in-process (tests, ``to_asgi()``) it is a plain object.
+
+Run ``leadml serve`` (or ``bentoml serve leadml.serving.service:LeadmlAPI``).
+Configuration is read once per process when the service starts (``load_settings``:
+``configs/leadml.yaml`` < ``LEADML_*`` variables). Only the batching parameters
+are read when this module is imported, from ``LEADML_SERVING__BATCHING__*``
+variables (BentoML fixes them at class definition); ``leadml serve`` sets them
+from the resolved settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import bentoml
+from fastapi import FastAPI
+from pydantic import BaseModel
+from starlette.responses import JSONResponse, Response
+
+from leadml.config import BatchingConfig, Settings, load_settings
+from leadml.serving import checks
+from leadml.serving.checks import Problem, RequestError
+from leadml.serving.schemas import (
+    DealIn,
+    DealScore,
+    ForecastRequest,
+    ForecastResponse,
+    HandoffRequest,
+    HandoffResponse,
+    LeadIn,
+    LeadScore,
+    ScoreDealsRequest,
+    ScoreDealsResponse,
+    ScoreLeadsRequest,
+    ScoreLeadsResponse,
+    ServiceMetadata,
+)
+
+logger = logging.getLogger("leadml.serving")
+T = TypeVar("T")
+
+# Tags of the champions in the BentoML model store (see leadml.serving.store).
+READINESS_TAG = "lead_readiness:latest"
+DEAL_TAG = "deal_close:latest"
+
+
+def _batching_from_env() -> BatchingConfig:
+    """The batching parameters BentoML needs at class definition (env or defaults)."""
+    prefix = "LEADML_SERVING__BATCHING__"
+    given = {k: os.environ[prefix + k.upper()] for k in BatchingConfig.model_fields
+             if os.environ.get(prefix + k.upper())}
+    return BatchingConfig.model_validate(given)
+
+
+_BATCHING = _batching_from_env()
+
+
+class LeadTask(BaseModel):
+    """One lead to score as of a time (what the API hands to the scorer)."""
+
+    as_of: datetime
+    lead: LeadIn
+    ignored_events: int = 0
+
+
+class DealTask(BaseModel):
+    """One open deal to score as of a time, with the end of the period asked about."""
+
+    as_of: datetime
+    period_end: datetime
+    period_start: datetime | None = None
+    deal: DealIn
+
+
+# ---------------------------------------------------------------- the scorer
+
+
+@bentoml.service(name="leadml_scorer", workers=1, traffic={"timeout": 60})
+class LeadmlScorer:
+    """The champion models and the per-entity work, behind adaptive batching."""
+
+    readiness_model = bentoml.models.BentoModel(READINESS_TAG)
+    deal_model = bentoml.models.BentoModel(DEAL_TAG)
+
+    def __init__(self) -> None:
+        from leadml.serving.scorer import Scorer
+
+        settings = load_settings()
+        self.scorer = Scorer.from_store(self.readiness_model, self.deal_model, settings)
+        logger.info("scorer ready: %s", self.scorer.describe())
+
+    @bentoml.api(batchable=True, max_batch_size=_BATCHING.max_batch_size,
+                 max_latency_ms=_BATCHING.max_latency_ms)
+    def score_lead_batch(self, tasks: list[LeadTask]) -> list[LeadScore]:
+        """Score leads (features + readiness model); batched across requests."""
+        return self.scorer.score_leads(tasks)
+
+    @bentoml.api
+    def score_lead_list(self, tasks: list[LeadTask]) -> list[LeadScore]:
+        """The same work without batching (serving.batching.enabled = false)."""
+        return self.scorer.score_leads(tasks)
+
+    @bentoml.api(batchable=True, max_batch_size=_BATCHING.max_batch_size,
+                 max_latency_ms=_BATCHING.max_latency_ms)
+    def score_deal_batch(self, tasks: list[DealTask]) -> list[DealScore]:
+        """Score deals (features + deal close model + hygiene rules); batched."""
+        return self.scorer.score_deals(tasks)
+
+    @bentoml.api
+    def score_deal_list(self, tasks: list[DealTask]) -> list[DealScore]:
+        """The same work without batching."""
+        return self.scorer.score_deals(tasks)
+
+    @bentoml.api
+    def model_info(self) -> dict[str, Any]:
+        """Names, versions, training windows and features of the loaded models."""
+        return self.scorer.metadata()
+
+
+# ---------------------------------------------------------------- the public API
+
+# GET /metadata lives on a mounted FastAPI app whose routes are methods of the
+# service (BentoML class views); @bentoml.api endpoints are POST only.
+_extra = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@functools.cache
+def _metrics() -> dict[str, Any]:
+    """Prometheus metrics, created once per process after BentoML has set up the
+    multiprocess registry (so they appear on the server's /metrics)."""
+    from prometheus_client import Counter, Histogram
+
+    buckets = tuple(i / 20 for i in range(1, 21))
+    return {
+        "readiness": Histogram("leadml_readiness_score", "Calibrated readiness of scored leads",
+                               ["model_version"], buckets=buckets),
+        "p_won": Histogram("leadml_deal_p_won", "P(won) of scored deals", ["model_version"],
+                           buckets=buckets),
+        "grades": Counter("leadml_lead_grades", "Lead grades returned", ["grade"]),
+        "decisions": Counter("leadml_handoff_decisions", "Hand-off decisions returned", ["decision"]),
+        "rejected": Counter("leadml_rejected_requests", "Requests refused", ["endpoint", "status"]),
+        "ignored": Counter("leadml_ignored_events", "Events dropped for an unknown type", []),
+    }
+
+
+class _Call:
+    """Timings of one request; logged as one line with ids only."""
+
+    def __init__(self, endpoint: str, request_id: str) -> None:
+        self.endpoint = endpoint
+        self.request_id = request_id
+        self.start = time.perf_counter()
+        self.last = self.start
+        self.marks: dict[str, float] = {}
+        self.fields: dict[str, Any] = {}
+
+    def mark(self, step: str) -> None:
+        now = time.perf_counter()
+        self.marks[step] = (now - self.last) * 1000
+        self.last = now
+
+    def log(self, status: int) -> None:
+        total = (time.perf_counter() - self.start) * 1000
+        steps = " ".join(f"{k}_ms={v:.2f}" for k, v in self.marks.items())
+        extra = " ".join(f"{k}={v}" for k, v in self.fields.items())
+        logger.info("%s request_id=%s status=%d total_ms=%.2f %s %s", self.endpoint,
+                    self.request_id, status, total, steps, extra)
+
+
+def _request_id(ctx: bentoml.Context | None) -> str:
+    given = ctx.request.headers.get("x-request-id", "") if ctx is not None else ""
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@bentoml.service(name="leadml", workers=1, traffic={"timeout": 60})
+@bentoml.asgi_app(_extra, path="/")
+class LeadmlAPI:
+    """leadml online scoring: lead readiness, IS hand-off, deal close, revenue forecast.
+
+    Every endpoint takes an ``as_of`` time (default now) and uses only the records
+    sent with timestamps before it. Errors: 400 (wrong types, missing fields),
+    401 (missing/wrong API key when one is configured), 413 (over the size limits),
+    422 (records at/after as_of, unknown vocabulary values); each lists the field
+    path and the reason.
+    """
+
+    scorer = bentoml.depends(LeadmlScorer)
+
+    def __init__(self) -> None:
+        self.settings: Settings = load_settings()
+        cfg = self.settings.serving
+        self.api_key: str | None = os.environ.get(cfg.api_key_env) or None
+        self._info: dict[str, Any] | None = None
+        _quiet_validation_tracebacks()
+        if logger.level == logging.NOTSET:  # the server's logging config shows WARNING+ only
+            logger.setLevel(logging.INFO)
+        if self.api_key is None:
+            logger.warning("no API key in $%s: the API accepts requests without a key", cfg.api_key_env)
+
+    # ---- helpers
+
+    async def _answer(self, endpoint: str, ctx: bentoml.Context | None,
+                      work: Callable[[_Call], Awaitable[T]]) -> T | Response:
+        call = _Call(endpoint, _request_id(ctx))
+        if ctx is not None:
+            ctx.response.headers["X-Request-ID"] = call.request_id
+        try:
+            result = await work(call)
+        except bentoml.exceptions.BentoMLException as exc:
+            if exc.error_code.value != 503:
+                raise
+            # the scorer shed the request (queue over serving.batching.max_latency_ms)
+            _metrics()["rejected"].labels(endpoint=endpoint, status="503").inc()
+            call.log(503)
+            if ctx is not None:
+                ctx.response.status_code = 503
+            body = {"error": "overloaded: the scoring queue is over its latency budget; retry shortly",
+                    "detail": []}
+            return JSONResponse(body, status_code=503,
+                                headers={"X-Request-ID": call.request_id, "Retry-After": "1"})
+        except RequestError as err:
+            _metrics()["rejected"].labels(endpoint=endpoint, status=str(err.status)).inc()
+            call.fields["problems"] = len(err.problems)
+            call.log(err.status)
+            if ctx is not None:
+                ctx.response.status_code = err.status
+            return JSONResponse(err.body(), status_code=err.status,
+                                headers={"X-Request-ID": call.request_id})
+        call.log(200)
+        return result
+
+    async def _score_leads(self, leads: Sequence[LeadIn], ignored: Sequence[int],
+                           as_of: datetime) -> list[LeadScore]:
+        tasks = [LeadTask(as_of=as_of, lead=lead, ignored_events=n)
+                 for lead, n in zip(leads, ignored, strict=True)]
+        if self.settings.serving.batching.enabled:
+            scores = await self.scorer.to_async.score_lead_batch(tasks)
+        else:
+            scores = await self.scorer.to_async.score_lead_list(tasks)
+        scores = [s if isinstance(s, LeadScore) else LeadScore.model_validate(s) for s in scores]
+        m = _metrics()
+        for s in scores:
+            m["readiness"].labels(model_version=s.model.version).observe(s.readiness)
+            m["grades"].labels(grade=s.grade).inc()
+        if sum(ignored):
+            m["ignored"].inc(sum(ignored))
+        return scores
+
+    async def _score_deals(self, deals: Sequence[DealIn], as_of: datetime, period_end: datetime,
+                           period_start: datetime | None = None) -> list[DealScore]:
+        tasks = [DealTask(as_of=as_of, period_end=period_end, period_start=period_start, deal=d)
+                 for d in deals]
+        if self.settings.serving.batching.enabled:
+            scores = await self.scorer.to_async.score_deal_batch(tasks)
+        else:
+            scores = await self.scorer.to_async.score_deal_list(tasks)
+        scores = [s if isinstance(s, DealScore) else DealScore.model_validate(s) for s in scores]
+        for s in scores:
+            _metrics()["p_won"].labels(model_version=s.model.version).observe(s.p_won)
+        return scores
+
+    def _checked_leads(self, leads: Sequence[LeadIn], as_of: datetime) -> tuple[list[LeadIn], list[int]]:
+        cfg = self.settings.serving
+        checks.check_sizes_leads(leads, cfg)
+        return checks.check_leads(leads, as_of, cfg, self.settings.vocabulary)
+
+    def _checked_deals(self, deals: Sequence[DealIn], as_of: datetime) -> None:
+        checks.check_sizes_deals(deals, self.settings.serving)
+        checks.check_deals(deals, as_of, self.settings.vocabulary)
+
+    # ---- endpoints
+
+    @bentoml.api
+    async def score_leads(self, request: ScoreLeadsRequest, /,
+                          ctx: bentoml.Context = None) -> ScoreLeadsResponse:  # type: ignore[assignment]
+        """Readiness of each lead as of ``as_of``: calibrated probability, percentile
+        against the training scores, grade A-D, top reasons, model version."""
+
+        async def work(call: _Call) -> ScoreLeadsResponse:
+            as_of = request.as_of or _now()
+            call.fields["leads"] = len(request.leads)
+            leads, ignored = self._checked_leads(request.leads, as_of)
+            call.mark("check")
+            scores = await self._score_leads(leads, ignored, as_of)
+            call.mark("score")
+            return ScoreLeadsResponse(as_of=as_of, scores=scores)
+
+        return await self._answer("score_leads", ctx, work)  # type: ignore[return-value]
+
+    @bentoml.api
+    async def handoff(self, request: HandoffRequest, /,
+                      ctx: bentoml.Context = None) -> HandoffResponse:  # type: ignore[assignment]
+        """Hand-off decision per lead (handoff / nurture / recycle_eligible) from the
+        readiness scores and the inside-sales capacity left this week."""
+
+        async def work(call: _Call) -> HandoffResponse:
+            from leadml.serving.scorer import decide_handoff, policy_of
+
+            as_of = request.as_of or _now()
+            call.fields["leads"] = len(request.leads)
+            leads, ignored = self._checked_leads(request.leads, as_of)
+            call.mark("check")
+            scores = await self._score_leads(leads, ignored, as_of)
+            call.mark("score")
+            capacity = (request.is_capacity if request.is_capacity is not None
+                        else self.settings.serving.is_capacity)
+            info = await self._model_info()
+            response = decide_handoff(scores, capacity, as_of, policy_of(info["lead_readiness"]))
+            for d in response.decisions:
+                _metrics()["decisions"].labels(decision=d.decision).inc()
+            call.mark("policy")
+            return response
+
+        return await self._answer("handoff", ctx, work)  # type: ignore[return-value]
+
+    @bentoml.api
+    async def score_deals(self, request: ScoreDealsRequest, /,
+                          ctx: bentoml.Context = None) -> ScoreDealsResponse:  # type: ignore[assignment]
+        """P(won) and P(won by period_end) of each open deal, with reasons and
+        deal-hygiene flags."""
+
+        async def work(call: _Call) -> ScoreDealsResponse:
+            as_of = request.as_of or _now()
+            call.fields["deals"] = len(request.deals)
+            checks.check_period(as_of, None, request.period_end)
+            self._checked_deals(request.deals, as_of)
+            call.mark("check")
+            scores = await self._score_deals(request.deals, as_of, request.period_end)
+            call.mark("score")
+            return ScoreDealsResponse(as_of=as_of, period_end=request.period_end, scores=scores)
+
+        return await self._answer("score_deals", ctx, work)  # type: ignore[return-value]
+
+    @bentoml.api
+    async def forecast(self, request: ForecastRequest, /,
+                       ctx: bentoml.Context = None) -> ForecastResponse:  # type: ignore[assignment]
+        """Distribution of the revenue booked in the period from the given open deals
+        (P10/P50/P90, mean, P(reach target)) and its breakdown by stage and segment."""
+
+        async def work(call: _Call) -> ForecastResponse:
+            from leadml.serving.scorer import forecast_from_scores
+
+            as_of = request.as_of or _now()
+            call.fields["deals"] = len(request.deals)
+            checks.check_period(as_of, request.period_start, request.period_end)
+            self._checked_deals(request.deals, as_of)
+            call.mark("check")
+            scores = await self._score_deals(request.deals, as_of, request.period_end,
+                                             request.period_start)
+            call.mark("score")
+            response = forecast_from_scores(request, as_of, scores)
+            call.mark("forecast")
+            return response
+
+        return await self._answer("forecast", ctx, work)  # type: ignore[return-value]
+
+    @_extra.get("/metadata", response_model=ServiceMetadata)
+    async def metadata(self) -> ServiceMetadata:
+        """Models served (names, versions, training windows, features), limits, batching."""
+        info = await self._model_info()
+        cfg = self.settings.serving
+        return ServiceMetadata(
+            models=info,
+            limits={
+                "max_leads_per_request": cfg.max_leads_per_request,
+                "max_events_per_lead": cfg.max_events_per_lead,
+                "max_deals_per_request": cfg.max_deals_per_request,
+                "max_records_per_deal": cfg.max_records_per_deal,
+                "unknown_event_types": cfg.unknown_event_types,
+                "is_capacity": cfg.is_capacity,
+            },
+            batching={**cfg.batching.model_dump(), "max_batch_size": _BATCHING.max_batch_size,
+                      "max_latency_ms": _BATCHING.max_latency_ms},
+        )
+
+    async def _model_info(self) -> dict[str, Any]:
+        if self._info is None:
+            self._info = await self.scorer.to_async.model_info()
+        return self._info
+
+    async def __is_ready__(self) -> bool:
+        """Ready when the scorer has loaded both champion models."""
+        try:
+            info = await self._model_info()
+        except Exception:  # the scorer process may still be starting
+            logger.info("readyz: scorer not ready yet")
+            return False
+        return {"lead_readiness", "deal_close"} <= set(info)
+
+
+# ---------------------------------------------------------------- auth
+
+
+_ENDPOINTS = ("score_leads", "handoff", "score_deals", "forecast", "metadata")
+_OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json", "/")
+_OPEN_PREFIXES = ("/static_content/", "/assets/")
+
+
+class ApiKeyMiddleware:
+    """401 for requests without the configured API key (``X-API-Key: <key>`` or
+    ``Authorization: Bearer <key>``). Health, readiness, metrics and the API
+    documentation stay open. The key comes from the environment variable named by
+    ``serving.api_key_env``; no key configured = no check."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or _is_open(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        service = bentoml.get_current_service()
+        expected = getattr(service, "api_key", None)
+        if expected is None or _has_key(scope, expected):
+            await self.app(scope, receive, send)
+            return
+        endpoint = scope.get("path", "").strip("/")
+        _metrics()["rejected"].labels(endpoint=endpoint if endpoint in _ENDPOINTS else "other",
+                                      status="401").inc()
+        problem = Problem(("header", "x-api-key"), "missing or wrong API key; send X-API-Key: <key> "
+                          "or Authorization: Bearer <key>", "unauthorized")
+        body = RequestError(401, "unauthorized", [problem]).body()
+        response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
+def _is_open(path: str) -> bool:
+    return path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES)
+
+
+def _has_key(scope: dict[str, Any], expected: str) -> bool:
+    given = b""
+    for name, value in scope.get("headers", []):
+        if name == b"x-api-key":
+            given = value
+        elif name == b"authorization" and value[:7].lower() == b"bearer ":
+            given = value[7:]
+    return hmac.compare_digest(given.strip(), expected.encode())
+
+
+LeadmlAPI.add_asgi_middleware(ApiKeyMiddleware)
+
+
+class _DropValidationTraceback(logging.Filter):
+    """BentoML logs a full traceback for every 400; a client's bad request is not a
+    server error, so keep the line and drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            from pydantic import ValidationError
+
+            if issubclass(record.exc_info[0], ValidationError):
+                record.exc_info = None
+                record.exc_text = None
+                record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _quiet_validation_tracebacks() -> None:
+    target = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, _DropValidationTraceback) for f in target.filters):
+        target.addFilter(_DropValidationTraceback())

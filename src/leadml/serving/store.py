@@ -1,0 +1,130 @@
+"""Champions from the MLflow registry into the BentoML model store.
+
+The service declares its models at class scope as ``BentoModel("lead_readiness:latest")``
+and ``BentoModel("deal_close:latest")`` (see :mod:`leadml.serving.service`), so the
+store must hold them before ``bentoml serve`` / ``bentoml build``. This module
+copies the MLflow model that holds the registry alias ``champion`` of each
+configured name into the store with ``bentoml.mlflow.import_model``. Importing is
+idempotent: when the store's latest model already is the champion version
+(label ``registry_version``) nothing is copied, so a new champion is picked up by the next
+``leadml serve`` (which imports, then starts the server) and nothing else changes.
+
+The BentoML home is ``$BENTOML_HOME`` when set, else ``<workspace>/bentoml``;
+:func:`bentoml_env` sets it before BentoML is imported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from leadml.config import Settings
+from leadml.errors import LeadmlError
+
+CHAMPION = "champion"
+# Store names of the two served models (the service's BentoModel tags use them).
+STORE_NAMES = {"lead_readiness": "readiness_model", "deal_close": "deal_model"}
+
+
+class ServingError(LeadmlError):
+    """The champions cannot be served (missing registry alias, empty store, ...)."""
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    store_tag: str
+    registry_name: str
+    registry_version: str
+    run_id: str | None
+    copied: bool
+
+
+def bentoml_env(settings: Settings) -> dict[str, str]:
+    """Environment for BentoML: ``BENTOML_HOME`` (kept when already set)."""
+    home = os.environ.get("BENTOML_HOME") or str(settings.bentoml_home)
+    os.environ["BENTOML_HOME"] = home
+    return {"BENTOML_HOME": home}
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The MLflow tracking URI: ``$MLFLOW_TRACKING_URI`` or the workspace's SQLite file."""
+    try:
+        from leadml import tracking  # the project's single place for MLflow settings
+
+        return str(tracking.tracking_uri(settings))
+    except (ImportError, AttributeError):
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
+
+
+def _latest_if_version(store_name: str, version: str) -> Any:
+    """The store's latest model of that name when it is that registry version."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        latest = bentoml.models.get(f"{store_name}:latest")
+    except NotFound:
+        return None
+    return latest if latest.info.labels.get("registry_version") == version else None
+
+
+def import_champion(settings: Settings, store_name: str) -> ImportedModel:
+    """Copy the champion of the registry name configured for ``store_name``
+    (``lead_readiness`` or ``deal_close``) into the BentoML store; returns what was
+    imported (``copied=False`` when that version was already there)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    import bentoml
+
+    registry_name = getattr(settings.serving, STORE_NAMES[store_name])
+    uri = tracking_uri(settings)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        mv = client.get_model_version_by_alias(registry_name, CHAMPION)
+    except MlflowException:
+        raise ServingError(
+            f"no model '{registry_name}' with alias '{CHAMPION}' in the MLflow registry at {uri}; "
+            f"train and promote one first (leadml train ...), or set serving.{STORE_NAMES[store_name]}"
+        ) from None
+    # "latest" is what the service serves: copy unless it already is this version
+    # (so that re-promoting an older version, a rollback, is served too).
+    stored = _latest_if_version(store_name, str(mv.version))
+    if stored is not None:
+        return ImportedModel(str(stored.tag), registry_name, str(mv.version), mv.run_id, False)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        model = bentoml.mlflow.import_model(
+            store_name,
+            model_uri=f"models:/{registry_name}/{mv.version}",
+            labels={"registry_name": registry_name, "registry_version": str(mv.version),
+                    "alias": CHAMPION},
+            metadata={"registry_name": registry_name, "registry_version": str(mv.version),
+                      "run_id": mv.run_id or "", "source": mv.source or ""},
+        )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return ImportedModel(str(model.tag), registry_name, str(mv.version), mv.run_id, True)
+
+
+def import_champions(settings: Settings) -> list[ImportedModel]:
+    """Import both champions (lead readiness and deal close)."""
+    bentoml_env(settings)
+    return [import_champion(settings, name) for name in STORE_NAMES]
+
+
+def latest_stored(store_name: str) -> Any:
+    """The store's latest model of that name, or a :class:`ServingError` saying how to get one."""
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    try:
+        return bentoml.models.get(f"{store_name}:latest")
+    except NotFound:
+        raise ServingError(
+            f"no '{store_name}' model in the BentoML store ($BENTOML_HOME); "
+            "run `leadml serve` or `leadml build`, which import the MLflow champions first"
+        ) from None

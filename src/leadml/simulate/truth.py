@@ -1,0 +1,83 @@
+"""Exact ground-truth probabilities of the simulated company (the oracle).
+
+Both functions evaluate the generative model of :mod:`leadml.simulate.model` exactly
+(finite Markov chains, no sampling, no re-estimation):
+
+* :func:`lead_truth_table` gives, for every lead type and hidden state at an as-of
+  Monday ``M_w``, P(the lead becomes SQL / an opportunity in ``(M_w, M_w + 30 days]``).
+  A lead worked by IS in week ``t`` converts on a weekday drawn uniformly from
+  Monday..Friday, so weeks ``w..w+3`` count fully and week ``w+4`` counts with
+  weight 2/5 (its Monday and Tuesday end before ``M_w + 30 days``). The IS capacity
+  enters through ``q[segment, class, week]``: the realised share of the segment's
+  queue of that priority class that IS worked in that week (IS takes classes in order
+  and a uniform random subset within a class, so this is exactly the chance that a
+  given queued lead is worked). The truth is thus conditioned on the company-wide
+  weekly service shares, which are aggregates over thousands of leads.
+* :func:`deal_truth_tables` gives, for every segment, quality, week and hidden deal
+  state, P(the deal is won in a week that starts before a quarter boundary ``E``),
+  which is P(won at a time < E): a deal won in the week that contains ``E`` is booked
+  on a weekday before ``E`` when there is one (reps pull deals into the quarter).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from leadml.simulate import model as mdl
+
+HORIZON_WEEKS = 5
+LAST_WEEK_WEIGHT = 2.0 / 5.0
+
+
+def lead_truth_table(q: np.ndarray, season: np.ndarray) -> np.ndarray:
+    """P(SQL within 30 days) by lead type, (a, i) and status at the as-of Monday.
+
+    ``q`` has shape (N_SEG, N_CLASS, 5): IS service shares of the five weeks from
+    the as-of week on; ``season`` the behaviour multipliers of those weeks. Returns
+    shape (N_TYPES, 8, 3); status 0 nurturing, 1 hot MQL, 2 warm MQL.
+    """
+    step = mdl.intent_step()
+    seg, tier, fit, eng = mdl.type_parts(np.arange(mdl.N_TYPES))
+    intent_of = np.arange(mdl.N_AI) % 4
+    psql = mdl.P_SQL[fit][:, intent_of]
+    pdq = mdl.P_DQ[fit][:, intent_of]
+    cls = np.stack(
+        [mdl.priority_class(np.full_like(tier, h), tier) for h in (1, 0)], axis=1
+    )  # (types, 2)
+    v = np.zeros((mdl.N_TYPES, mdl.N_AI, mdl.N_STATUS))
+    for k in range(HORIZON_WEEKS - 1, -1, -1):
+        omega = LAST_WEEK_WEIGHT if k == HORIZON_WEEKS - 1 else 1.0
+        p_hot, p_warm = mdl.mql_probs(float(season[k]))
+        ph = p_hot[eng][:, intent_of]  # (types, 8)
+        pw = p_warm[eng][:, intent_of]
+        u = np.empty_like(v)
+        u[:, :, 0] = ph * v[:, :, 1] + pw * v[:, :, 2] + (1.0 - ph - pw) * v[:, :, 0]
+        for s in (1, 2):
+            qq = q[seg, cls[:, s - 1], k][:, None]
+            worked = psql * omega + (1.0 - psql - pdq) * v[:, :, s]
+            idle = mdl.MQL_DECAY * v[:, :, 0] + (1.0 - mdl.MQL_DECAY) * v[:, :, s]
+            u[:, :, s] = qq * worked + (1.0 - qq) * idle
+        v = np.einsum("ab,tbs->tas", step, u)
+    return v
+
+
+def deal_truth_tables(
+    steps: np.ndarray, kinds: np.ndarray, boundary_weeks: np.ndarray
+) -> np.ndarray:
+    """P(won in a week before each boundary) for every week and state.
+
+    ``steps``: (N_SEG, N_QUALITY, 3, 12, 12) from :func:`model.deal_steps`; ``kinds``:
+    week kind of every week index; ``boundary_weeks[j]``: index of the first week that
+    starts on or after quarter boundary j. Returns shape
+    (n_boundaries, n_weeks, N_SEG, N_QUALITY, 12) with zeros for weeks at or after
+    the boundary.
+    """
+    n_weeks = len(kinds)
+    out = np.zeros((len(boundary_weeks), n_weeks, mdl.N_SEG, mdl.N_QUALITY, mdl.N_DEAL))
+    for j, tb in enumerate(boundary_weeks):
+        w = np.zeros((mdl.N_SEG, mdl.N_QUALITY, mdl.N_DEAL))
+        w[:, :, mdl.WON] = 1.0
+        for t in range(min(int(tb), n_weeks) - 1, -1, -1):
+            w = np.einsum("gqij,gqj->gqi", steps[:, :, kinds[t]], w)
+            out[j, t] = w
+    return out

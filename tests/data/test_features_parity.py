@@ -1,0 +1,129 @@
+"""Parity: the online engine (one entity, numpy) equals the offline engine (DuckDB SQL)
+for every feature of the default catalog, on random small companies and as-of times."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from builders import T0, VOCAB, Sizes, fast_connect, tiny_company
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from leadml.features.catalog import is_categorical, is_count, load_catalog
+from leadml.features.offline import compute_features
+from leadml.features.online import (
+    compute_lead_features_online,
+    compute_online,
+    entity_payload,
+    entity_payloads,
+)
+
+CATALOG = load_catalog(Path(__file__).resolve().parents[2] / "configs" / "features.yaml", VOCAB)
+
+sizes = st.builds(
+    Sizes,
+    accounts=st.integers(1, 3),
+    leads=st.integers(1, 6),
+    events=st.integers(0, 80),
+    status_changes=st.integers(0, 12),
+    opportunities=st.integers(1, 5),
+    history_rows=st.integers(0, 16),
+    activities=st.integers(0, 20),
+    days=st.integers(20, 150),
+)
+as_of_times = st.lists(
+    st.tuples(st.integers(0, 160), st.sampled_from([0, 0, 9, 13])), min_size=1, max_size=3
+)
+
+
+def assert_same(entity: str, offline: pd.Series, online: dict, context: str) -> None:
+    """Exact for counts and categories, 1e-9 relative for floats, same missing values."""
+    feats = {f.name: f for f in CATALOG.features(entity)}
+    assert list(online) == list(feats), context
+    for name, f in feats.items():
+        a, b = offline[name], online[name]
+        a_missing = a is None or (isinstance(a, float) and math.isnan(a))
+        where = f"{context}: {name}: offline={a!r} online={b!r}"
+        assert a_missing == (b is None), where
+        if a_missing:
+            continue
+        if is_categorical(f):
+            assert isinstance(b, str) and a == b, where
+        elif is_count(f):
+            assert isinstance(b, int) and float(a) == float(b), where
+        else:
+            assert math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12), where
+
+
+def _check(seed: int, size: Sizes, times: list[tuple[int, int]], entity: str) -> int:
+    frames = tiny_company(seed, size)
+    con = fast_connect(frames)
+    eid = f"{entity}_id"
+    ids = frames["leads" if entity == "lead" else "opportunities"][eid].tolist()
+    rows = [(i, T0 + pd.Timedelta(days=d, hours=h)) for i in ids for d, h in times]
+    spine = pd.DataFrame(rows, columns=[eid, "as_of"])
+    offline = compute_features(con, CATALOG, entity, spine)
+    assert offline[eid].tolist() == spine[eid].tolist()
+    assert list(offline.columns) == [eid, "as_of", *CATALOG.names(entity)]
+    payloads = entity_payloads(frames, CATALOG, entity)
+    nonzero = 0
+    for k, (i, t) in enumerate(rows):
+        online = compute_online(CATALOG, entity, t, payloads[i])
+        assert_same(entity, offline.iloc[k], online, f"seed={seed} {entity}={i} as_of={t}")
+        nonzero += sum(1 for v in online.values() if v not in (None, 0, 0.0))
+    con.close()
+    return nonzero
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31), size=sizes, times=as_of_times)
+def test_lead_features_online_equal_offline(seed: int, size: Sizes, times: list[tuple[int, int]]) -> None:
+    _check(seed, size, times, "lead")
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**31), size=sizes, times=as_of_times)
+def test_opportunity_features_online_equal_offline(seed: int, size: Sizes, times: list[tuple[int, int]]) -> None:
+    _check(seed, size, times, "opportunity")
+
+
+@pytest.mark.parametrize("entity", ["lead", "opportunity"])
+def test_parity_is_exercised_on_a_busy_company(entity: str) -> None:
+    """Guard against a vacuous pass: on a busy company most features take real values."""
+    busy = Sizes(accounts=2, leads=6, events=300, status_changes=30, opportunities=6, history_rows=40,
+                 activities=80, days=100)
+    nonzero = _check(5, busy, [(60, 0), (95, 13)], entity)
+    n_values = len(CATALOG.names(entity)) * (6 * 2)
+    assert nonzero > n_values * 0.4
+
+
+def test_payload_formats_give_the_same_features() -> None:
+    """List of dicts, columns of numpy arrays and DataFrames are the same payload."""
+    frames = tiny_company(3, Sizes(leads=3, events=120, activities=30, status_changes=10))
+    base = entity_payload(frames, CATALOG, "lead", "L0")
+    as_of = T0 + pd.Timedelta(days=70)
+    want = compute_online(CATALOG, "lead", as_of, base)
+
+    def as_records(df: pd.DataFrame) -> list[dict]:
+        return [
+            {k: (v.to_pydatetime() if isinstance(v, pd.Timestamp) else v) for k, v in r.items()}
+            for r in df.to_dict("records")
+        ]
+
+    def as_columns(df: pd.DataFrame) -> dict[str, np.ndarray]:
+        out = {c: df[c].to_numpy() for c in df.columns}
+        out["ts"] = df["ts"].dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+        return out
+
+    for convert in (as_records, as_columns):
+        payload = {
+            k: (convert(v) if isinstance(v, pd.DataFrame) and k != "account_closed_deals" else v)
+            for k, v in base.items()
+        }
+        assert compute_online(CATALOG, "lead", as_of, payload) == want
+    iso = dict(base, events=[dict(r, ts=r["ts"].isoformat()) for r in as_records(base["events"])])
+    assert compute_lead_features_online(CATALOG, as_of.isoformat(), **iso) == want

@@ -1,0 +1,92 @@
+"""The morning report: one self-contained HTML file with every section, after a nightly run."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _batch_data import make_company, stand_in_champions
+
+from leadml.batch.nightly import BatchError, run_nightly
+from leadml.config import load_settings
+from leadml.report.html import SECTIONS, build_report, realised_calibration
+
+AS_OF = "2025-06-02"
+
+
+@pytest.fixture(scope="module")
+def company(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_company(tmp_path_factory.mktemp("report-company") / "data", n_leads=300)
+
+
+def test_report_has_every_section_and_embeds_its_plots(company: Path) -> None:
+    champions = stand_in_champions(company)
+    s = load_settings()
+    with pytest.raises(BatchError, match="run `leadml batch --as-of 2025-06-02` first"):
+        build_report(s, AS_OF, data=company)
+    # an earlier night (more than 30 days before) gives the realised calibration
+    run_nightly(s, "2025-04-28", data=company, champions=champions)
+    result = run_nightly(s, AS_OF, data=company, champions=champions)
+    path = build_report(s, AS_OF, data=company)
+
+    assert path == s.reports_dir / f"leadml-report-{AS_OF}.html"
+    text = path.read_text()
+    for key, title in SECTIONS:
+        assert f'<section id="{key}"><h2>{title}</h2>' in text
+    # self-contained: every image is an inline PNG that decodes, nothing is fetched
+    images = re.findall(r'<img alt="" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+    assert len(images) >= 7  # funnel, calibration, 2 score histograms, drift, fan, waterfall
+    assert all(base64.b64decode(b)[:8] == b"\x89PNG\r\n\x1a\n" for b in images)
+    assert not re.search(r'(src|href)="(https?:)?//', text)
+
+    section = {k: _section(text, k) for k, _ in SECTIONS}
+    # funnel: stage names and the bottleneck from leadml.analytics.funnel
+    assert "mql" in section["funnel"] and "Bottleneck" in section["funnel"]
+    # model health: calibration from the earlier night, both score plots, drift named
+    assert "Realised" in section["model-health"]
+    for name in result.manifest.drifted_features:
+        model, feature = name.split(":")
+        assert f"{model}: {feature}" in section["model-health"]
+    # forecast: both quarters
+    assert "2025Q2 (current quarter)" in section["forecast"] and "2025Q3 (next quarter)" in section["forecast"]
+    # call list: one row per IS rep with its planned calls
+    cap = result.tables["call_capacity"]
+    for rep, n in zip(cap["rep_id"], cap["assigned"], strict=True):
+        assert re.search(rf"<td>{rep}</td>.*?<td>{n}</td>", section["call-list"])
+    # alerts: every rule raised tonight is listed
+    for rule in set(result.tables["alerts"].get("rule", pd.Series(dtype=str))):
+        assert rule in section["alerts"]
+    # run: the manifest's models and row counts
+    assert result.manifest.run_id in section["run"]
+    assert f"<td>scores_leads</td><td>{len(result.tables['scores_leads']):,}</td>" in section["run"]
+
+
+def _section(text: str, key: str) -> str:
+    start = text.index(f'<section id="{key}">')
+    return text[start : text.index("</section>", start)]
+
+
+def test_realised_calibration_reads_only_outcomes_inside_the_horizon_and_before_d() -> None:
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE lead_status_history AS SELECT * FROM (VALUES "
+        "('a', TIMESTAMPTZ '2025-03-05 00:00+00', 'sql'),"  # inside [D', D'+30d): converted
+        "('b', TIMESTAMPTZ '2025-04-20 00:00+00', 'sql'),"  # after the horizon: not converted
+        "('c', TIMESTAMPTZ '2025-02-20 00:00+00', 'sql')"  # before D': not this window
+        ") t(lead_id, ts, status)"
+    )
+    scores = pd.DataFrame({"lead_id": ["a", "b", "c", "d"], "readiness": [0.9, 0.8, 0.2, 0.1]})
+    day = pd.Timestamp("2025-03-01").date()
+    cal = realised_calibration(con, {day: scores}, pd.Timestamp("2025-05-01").date(), horizon_days=30,
+                               entity="lead", bins=4)
+    assert cal["count"].sum() == 4
+    assert cal.sort_values("predicted")["observed"].tolist() == [0.0, 0.0, 0.0, 1.0]
+    # a night whose horizon has not passed by D is not used
+    early = realised_calibration(con, {day: scores}, pd.Timestamp("2025-03-20").date(), horizon_days=30,
+                                 entity="lead")
+    assert early.empty

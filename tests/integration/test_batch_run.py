@@ -1,0 +1,226 @@
+"""The nightly run end to end on a small company: idempotency, crash safety, bad input,
+the manifest, and the call list inside the run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+from _batch_data import make_company, stand_in_champions
+
+from leadml.batch import outputs as outputs_mod
+from leadml.batch.nightly import BatchError, run_nightly
+from leadml.batch.outputs import DuckDBOutputs, ParquetOutputs
+from leadml.config import load_settings
+from leadml.errors import DataError
+
+AS_OF = "2025-06-02"
+DAY = pd.Timestamp(AS_OF).date()
+
+
+@pytest.fixture(scope="module")
+def company(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_company(tmp_path_factory.mktemp("company") / "data")
+
+
+@pytest.fixture(scope="module")
+def champions(company: Path) -> dict:
+    return stand_in_champions(company)
+
+
+@pytest.fixture(scope="module")
+def published(company: Path, champions: dict, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One nightly run in its own workspace, shared by the tests that only read it."""
+    s = load_settings(workspace=tmp_path_factory.mktemp("published") / "workspace")
+    return s, run_nightly(s, AS_OF, data=company, champions=champions)
+
+
+def _sorted(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    return df.sort_values(key).reset_index(drop=True)
+
+
+def _duck(settings) -> DuckDBOutputs:  # type: ignore[no-untyped-def]
+    return DuckDBOutputs(settings.outputs_dir / "leadml.duckdb")
+
+
+def test_rerun_of_a_date_replaces_its_rows_and_keeps_other_dates(company: Path, champions: dict) -> None:
+    s = load_settings()
+    first = run_nightly(s, AS_OF, data=company, champions=champions)
+    other = run_nightly(s, "2025-05-26", data=company, champions=champions)
+    second = run_nightly(s, AS_OF, data=company, champions=champions)
+    assert first.manifest.run_id != second.manifest.run_id
+
+    parquet, sql = ParquetOutputs(s.outputs_dir), _duck(s)
+    for table, key in (("scores_leads", ["lead_id"]), ("call_list", ["rep_id", "rank"]),
+                       ("scores_deals", ["opportunity_id"])):
+        expected = first.tables[table]
+        assert len(expected) > 0
+        got_pq = parquet.read(table, DAY)
+        got_sql = sql.read(table, DAY)
+        # one copy of D's rows in both destinations, equal to what the run produced
+        assert len(got_pq) == len(expected) == len(got_sql)
+        assert got_pq[key].duplicated().sum() == 0 and got_sql[key].duplicated().sum() == 0
+        pd.testing.assert_frame_equal(
+            _sorted(got_pq.drop(columns="as_of"), key), _sorted(second.tables[table], key), check_dtype=False
+        )
+        assert set(got_sql[key[0]]) == set(expected[key[0]])
+        # the other date is still there, untouched
+        assert len(sql.read(table, pd.Timestamp("2025-05-26").date())) == len(other.tables[table])
+    manifests = sql.read("manifest")
+    assert sorted(manifests["as_of"].astype(str).str[:10]) == ["2025-05-26", AS_OF]
+    assert manifests.loc[manifests["as_of"].astype(str).str.startswith(AS_OF), "run_id"].item() == (
+        second.manifest.run_id
+    )
+    # no staging folders left beside the partitions
+    assert not [p for p in s.outputs_dir.rglob(".*") if "staging" in p.name or ".old-" in p.name]
+
+
+def test_a_failure_before_or_while_publishing_leaves_previous_outputs(
+    company: Path, champions: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = load_settings()
+    run_nightly(s, AS_OF, data=company, champions=champions)
+    names = ("scores_leads", "call_list", "manifest")
+    before_sql = {t: _duck(s).read(t, DAY) for t in names}
+    before_pq = {t: ParquetOutputs(s.outputs_dir).read(t, DAY) for t in names}
+
+    def unchanged() -> None:
+        for t in names:
+            pd.testing.assert_frame_equal(_duck(s).read(t, DAY), before_sql[t])
+            pd.testing.assert_frame_equal(ParquetOutputs(s.outputs_dir).read(t, DAY), before_pq[t])
+        assert set(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)["model_version"]) == {"7"}
+        assert not [p for p in s.outputs_dir.rglob(".*") if "staging" in p.name]
+
+    newer = {k: _bump(v) for k, v in champions.items()}
+
+    # 1. the run dies after computing everything, before publishing
+    def crash(_tables: dict) -> None:
+        raise RuntimeError("disk full (injected)")
+
+    with pytest.raises(RuntimeError, match="injected"):
+        run_nightly(s, AS_OF, data=company, champions=newer, before_publish=crash)
+    unchanged()
+
+    # 2. the run dies while publishing, between two tables: the first two are already
+    #    written inside the SQL transaction and staged as Parquet
+    real = outputs_mod._sql_ready
+    calls = {"n": 0}
+
+    def flaky(df: pd.DataFrame) -> pd.DataFrame:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("connection reset (injected)")
+        return real(df)
+
+    monkeypatch.setattr(outputs_mod, "_sql_ready", flaky)
+    with pytest.raises(OSError, match="injected"):
+        run_nightly(s, AS_OF, data=company, champions=newer)
+    assert calls["n"] == 3
+    unchanged()
+
+    # 3. the destinations are usable afterwards: a clean publish replaces D's rows
+    monkeypatch.setattr(outputs_mod, "_sql_ready", real)
+    store = outputs_mod.OutputStore(ParquetOutputs(s.outputs_dir), _duck(s))
+    store.publish(DAY, {"scores_leads": before_pq["scores_leads"].drop(columns="as_of").head(5)})
+    assert len(_duck(s).read("scores_leads", DAY)) == 5
+    assert len(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)) == 5
+
+
+def _bump(champ):  # type: ignore[no-untyped-def]
+    import copy
+
+    c = copy.copy(champ)
+    c.version = "8"
+    return c
+
+
+def test_manifest_records_inputs_models_rows_timings_and_drift(company: Path, published) -> None:  # type: ignore[no-untyped-def]
+    s, result = published
+    m = result.manifest
+    n_leads = len(pd.read_parquet(company / "leads.parquet"))
+    assert m.input_rows["leads"] == n_leads
+    assert m.model_versions == {"lead_readiness": "7", "deal_close": "7"}
+    assert m.rows_written == {**{k: len(v) for k, v in result.tables.items()}, "manifest": 1}
+    assert {"validate", "features", "score", "call_list", "forecast", "drift", "publish"} <= set(m.timings_s)
+    assert m.open_entities["leads"] == len(result.tables["scores_leads"])
+    row = _duck(s).read("manifest", DAY).iloc[0]
+    assert json.loads(row["rows_written"])["scores_leads"] == len(result.tables["scores_leads"])
+    assert json.loads(row["drifted_features"]) == m.drifted_features
+    drift = result.tables["drift"]
+    assert set(drift["model"]) == {"lead_readiness", "deal_close"}
+    assert m.drifted_features == [
+        f"{a}:{b}" for a, b in zip(drift["model"], drift["feature"], strict=True)
+        if drift.set_index(["model", "feature"]).loc[(a, b), "status"] in ("drift", "missing")
+    ]
+
+
+def test_open_leads_and_call_list_follow_the_as_of_date(company: Path, published) -> None:  # type: ignore[no-untyped-def]
+    _, result = published
+    scores, calls, cap = (result.tables[t] for t in ("scores_leads", "call_list", "call_capacity"))
+    status = pd.read_parquet(company / "lead_status_history.parquet")
+    t = pd.Timestamp(AS_OF, tz="UTC")
+    last = status[status["ts"] < t].sort_values("ts").groupby("lead_id")["status"].last()
+    assert not scores["lead_id"].isin(last[last.isin(["sql", "disqualified"])].index).any()
+    assert (scores["status"] == scores["lead_id"].map(last).fillna("lead")).all()
+    leads = pd.read_parquet(company / "leads.parquet")
+    assert set(scores["lead_id"]) <= set(leads.loc[leads["created_at"] < t, "lead_id"])
+    # call list: within capacity, within segment, only MQL/recycled, best first per rep
+    per_rep = calls.groupby("rep_id").size()
+    assert (per_rep <= cap.set_index("rep_id")["capacity"].reindex(per_rep.index)).all()
+    assert (calls["segment"] == calls["rep_segment"]).all()
+    assert set(calls["status"]) <= {"mql", "recycled"}
+    for _, g in calls.groupby("rep_id"):
+        assert g.sort_values("rank")["readiness"].is_monotonic_decreasing
+
+
+def test_bad_rows_stop_the_run_or_are_quarantined(
+    company: Path, champions: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in company.glob("*.parquet"):
+        (bad / f.name).write_bytes(f.read_bytes())
+    events = pd.read_parquet(bad / "events.parquet")
+    events.loc[events.index[:3], "type"] = "telepathy"
+    events.to_parquet(bad / "events.parquet", index=False)
+
+    s = load_settings()
+    with pytest.raises(DataError, match=r"events\.type.*unknown value") as err:
+        run_nightly(s, AS_OF, data=bad, champions=champions)
+    assert "telepathy" in str(err.value)
+    assert not (s.outputs_dir / "manifest").exists()  # nothing published
+
+    monkeypatch.setenv("LEADML_BATCH__BAD_ROWS", "quarantine")
+    s = load_settings()
+    result = run_nightly(s, AS_OF, data=bad, champions=champions)
+    assert result.manifest.quarantined_rows == {"events": 3}
+    quarantined = pd.read_csv(s.quarantine_dir / f"as_of={AS_OF}" / "events.csv")
+    assert len(quarantined) == 3 and quarantined["_reasons"].str.contains("unknown value").all()
+    assert len(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)) == len(result.tables["scores_leads"])
+
+
+def test_missing_champion_and_bad_date_are_clear_errors(company: Path, champions: dict) -> None:
+    s = load_settings()
+    with pytest.raises(BatchError, match="no champion for deal_close"):
+        run_nightly(s, AS_OF, data=company, champions={"lead_readiness": champions["lead_readiness"]})
+    with pytest.raises(BatchError, match="not a date"):
+        run_nightly(s, "yesterday", data=company, champions=champions)
+
+
+def test_outputs_are_readable_by_plain_duckdb_sql(published) -> None:  # type: ignore[no-untyped-def]
+    s, _ = published
+    with duckdb.connect(str(s.outputs_dir / "leadml.duckdb"), read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM call_list WHERE as_of = DATE '2025-06-02'").fetchall()[0][0]
+        top = con.execute(
+            "SELECT rep_id, sum(readiness) FROM call_list GROUP BY rep_id ORDER BY rep_id"
+        ).fetchall()
+    assert n > 0 and len(top) == 4
+    glob = s.outputs_dir / "scores_leads" / "*" / "*.parquet"
+    with duckdb.connect() as con:
+        dates = con.execute(
+            f"SELECT DISTINCT as_of FROM read_parquet('{glob}', hive_partitioning = true)"
+        ).fetchall()
+    assert [str(d[0]) for d in dates] == [AS_OF]

@@ -1,0 +1,98 @@
+"""The registry workflow on a SQLite MLflow store in a temporary folder:
+log + register (alias challenger), bundle round trip through pyfunc, promote,
+gate failure, forced promotion, rollback, listing."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from leadml import tracking
+from leadml.config import Settings, load_settings
+from leadml.modeling.bundle import ScoringBundle
+from leadml.modeling.train import TrainingResult
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = load_settings(workspace=tmp_path / "ws", tracking={"uri": f"sqlite:///{tmp_path / 'reg.db'}"})
+    tracking.configure(s)
+    return s
+
+
+def _worse(result: TrainingResult, **metric_changes: float) -> TrainingResult:
+    """The same model with different backtest figures (to exercise the gate)."""
+    other = copy.copy(result)
+    other.metrics = {**result.metrics, **metric_changes}
+    return other
+
+
+def test_register_promote_gate_and_rollback(
+    readiness_result: TrainingResult, settings: Settings, templates: dict[str, str]
+) -> None:
+    assert tracking.tracking_uri(settings).startswith("sqlite:///")
+    v1 = tracking.log_training(readiness_result, settings, templates=templates)
+    assert v1.version == "1"
+    cl = tracking.client()
+    assert cl.get_model_version_by_alias("lead_readiness", "challenger").version == "1"
+
+    # the pyfunc and the plain loader give identical scores, equal to the in-memory model
+    rows = readiness_result.train_frame.head(40)
+    feats = rows[readiness_result.spec.features].astype(
+        {f: float for f in readiness_result.spec.features if f not in ("job_level", "source", "segment")})
+    pyfunc = mlflow.pyfunc.load_model("models:/lead_readiness@challenger")
+    out = pyfunc.predict(feats, params={"reasons": 2})
+    bundle = ScoringBundle.load("models:/lead_readiness@challenger")
+    np.testing.assert_array_equal(out["probability"].to_numpy(), bundle.score(rows)["probability"].to_numpy())
+    np.testing.assert_allclose(out["probability"].to_numpy(), readiness_result.model.predict_proba(rows))
+    assert set(out.columns) >= {"probability", "percentile", "grade", "reasons_positive"}
+    assert bundle.templates == templates and bundle.reference["score_quantiles"]
+
+    first = tracking.promote("lead_readiness")
+    assert first.version == "1" and first.previous is None and all(c.ok for c in first.checks)
+
+    # a challenger whose latest-window ROC AUC is far below the champion's fails the gate
+    v2 = tracking.log_training(_worse(readiness_result, latest_roc_auc=readiness_result.metrics["latest_roc_auc"]
+                                      - 0.1, ece=0.2), settings)
+    assert v2.champion_comparison["version"] == "1"
+    with pytest.raises(tracking.RegistryError, match=r"(?s)max_ece.*max_roc_auc_drop.*--force") as err:
+        tracking.promote("lead_readiness")
+    assert "0.2000" in str(err.value)
+    assert cl.get_model_version_by_alias("lead_readiness", "champion").version == "1"
+
+    with pytest.raises(tracking.RegistryError, match="--reason"):
+        tracking.promote("lead_readiness", "2", force=True)
+    forced = tracking.promote("lead_readiness", "2", force=True, reason="hotfix for the demo")
+    assert forced.forced and forced.previous == "1"
+    mv = cl.get_model_version("lead_readiness", "2")
+    assert mv.tags["leadml.force_reason"] == "hotfix for the demo"
+
+    assert tracking.rollback("lead_readiness") == ("2", "1")
+    assert cl.get_model_version_by_alias("lead_readiness", "champion").version == "1"
+    with pytest.raises(tracking.RegistryError, match="no earlier champion"):
+        tracking.rollback("lead_readiness")
+
+    listed = tracking.list_versions()
+    assert list(listed["version"]) == [1, 2]
+    assert listed.set_index("version").loc[1, "aliases"] == "champion"
+    assert listed["roc_auc"].notna().all()
+
+
+def test_unknown_version_and_empty_registry_say_what_to_do(settings: Settings) -> None:
+    with pytest.raises(tracking.RegistryError, match="leadml models"):
+        tracking.promote("lead_readiness", "7")
+    with pytest.raises(tracking.RegistryError, match="no champion"):
+        tracking.rollback("deal_close")
+    assert tracking.list_versions().empty
+
+
+def test_default_tracking_uri_is_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    s = load_settings(workspace=tmp_path / "ws")
+    assert tracking.tracking_uri(s) == f"sqlite:///{tmp_path / 'ws' / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.tracking_uri(s) == "http://127.0.0.1:5999"

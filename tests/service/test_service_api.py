@@ -1,0 +1,298 @@
+"""The scoring API in-process: the service class called directly, and its ASGI app
+(``to_asgi()``) through a test client. Real champions (trained, registered and
+imported by ``_serving_support``), no stub scorer.
+
+Parity: the API's score for a lead / deal equals the batch path's (offline DuckDB
+engine over the full tables + the same bundle) for the same entity and as-of time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from _serving_support import Champions, champions, point_bentoml
+from starlette.responses import JSONResponse
+from starlette.testclient import TestClient
+
+PERSONAL = "jane.doe@example.com"
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture(scope="module")
+def champs(tmp_path_factory: pytest.TempPathFactory) -> Champions:
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "LEADML_WORKSPACE", "BENTOML_HOME"):
+            mp.setenv(key, "")  # restored when the build is done
+        return champions(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def serving(champs: Champions, monkeypatch: pytest.MonkeyPatch) -> Champions:
+    for key, value in champs.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("LEADML_API_KEY", raising=False)
+    point_bentoml(champs.bentoml_home)
+    return champs
+
+
+_APP: list[Any] = []
+
+
+def _client() -> Iterator[TestClient]:
+    """A client of the service's ASGI app. The app is built once per process (BentoML
+    registers its HTTP metrics when an app is built); each client runs the app's
+    lifespan, which creates a fresh service instance reading the current settings."""
+    from leadml.serving.service import LeadmlAPI
+
+    if not _APP:
+        _APP.append(LeadmlAPI.to_asgi())
+    with TestClient(_APP[0]) as client:
+        yield client
+
+
+@pytest.fixture
+def client(serving: Champions) -> Iterator[TestClient]:
+    yield from _client()
+
+
+def _leads(c: Champions, n: int | None = None) -> dict[str, Any]:
+    leads = c.parity["leads"] if n is None else c.parity["leads"][:n]
+    return {"as_of": c.parity["as_of"], "leads": copy.deepcopy(leads)}
+
+
+def _deals(c: Champions, period_end: str = "2024-12-31T00:00:00Z") -> dict[str, Any]:
+    return {"as_of": c.parity["as_of"], "period_end": period_end, "deals": copy.deepcopy(c.parity["deals"])}
+
+
+# ---------------------------------------------------------------- depth 1: the class
+
+
+def test_service_class_scores_leads_with_the_champion(serving: Champions) -> None:
+    from leadml.serving.schemas import ScoreLeadsRequest, ScoreLeadsResponse
+    from leadml.serving.service import LeadmlAPI
+
+    svc = LeadmlAPI()
+    out = asyncio.run(svc.score_leads(ScoreLeadsRequest.model_validate(_leads(serving))))
+    assert isinstance(out, ScoreLeadsResponse)
+    assert [s.lead_id for s in out.scores] == [lead["lead_id"] for lead in serving.parity["leads"]]
+    info = asyncio.run(svc.metadata())
+    cut = info.models["lead_readiness"]["grade_cutoffs"]
+    for s in out.scores:
+        assert s.model.name == "lead_readiness" and s.model.version == serving.versions["lead_readiness"]
+        assert 0 <= s.readiness <= 1 and 0 <= s.percentile <= 100
+        expected = "A" if s.readiness >= cut["A"] else "B" if s.readiness >= cut["B"] else (
+            "C" if s.readiness >= cut["C"] else "D")
+        assert s.grade == expected
+        assert s.reasons and all(r.text and r.feature in info.models["lead_readiness"]["features"]
+                                 for r in s.reasons)
+    # percentile is a monotone function of the calibrated probability
+    ranked = sorted(out.scores, key=lambda s: s.readiness)
+    assert all(a.percentile <= b.percentile for a, b in zip(ranked, ranked[1:], strict=False))
+
+
+def test_service_class_refuses_records_at_or_after_as_of(serving: Champions) -> None:
+    from leadml.serving.schemas import ScoreLeadsRequest
+    from leadml.serving.service import LeadmlAPI
+
+    body = _leads(serving, 2)
+    body["leads"][1]["events"].append({"ts": body["as_of"], "type": "web_visit"})
+    out = asyncio.run(LeadmlAPI().score_leads(ScoreLeadsRequest.model_validate(body)))
+    assert isinstance(out, JSONResponse) and out.status_code == 422
+    n = len(body["leads"][1]["events"]) - 1
+    assert b'"loc":["leads",1,"events",%d,"ts"]' % n in out.body
+
+
+# ---------------------------------------------------------------- depth 2: ASGI
+
+
+def test_asgi_every_endpoint_answers(client: TestClient, serving: Champions) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").status_code == 200
+    meta = client.get("/metadata").json()
+    for kind in ("lead_readiness", "deal_close"):
+        m = meta["models"][kind]
+        assert m["version"] == serving.versions[kind]
+        assert m["features"] and len(m["training_window"]) == 2
+    r = client.post("/score_leads", json=_leads(serving))
+    assert r.status_code == 200, r.text
+    assert len(r.json()["scores"]) == len(serving.parity["leads"])
+    assert r.headers["x-request-id"]
+    deals = client.post("/score_deals", json=_deals(serving))
+    assert deals.status_code == 200, deals.text
+    for d in deals.json()["scores"]:
+        assert 0 <= d["p_won_by_period_end"] <= 1 and d["stage"]
+        assert "p_won_in_period" not in d
+
+
+def test_asgi_deal_probabilities_grow_with_the_period(client: TestClient, serving: Champions) -> None:
+    short = client.post("/score_deals", json=_deals(serving, "2024-09-16T00:00:00Z")).json()["scores"]
+    long = client.post("/score_deals", json=_deals(serving, "2025-02-28T00:00:00Z")).json()["scores"]
+    for a, b in zip(short, long, strict=True):
+        assert a["p_won"] == b["p_won"]
+        assert a["p_won_by_period_end"] <= b["p_won_by_period_end"] + 1e-12
+
+
+def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: Champions) -> None:
+    meta = client.get("/metadata").json()
+    per_lead = meta["models"]["lead_readiness"]["policy"]["slots_per_lead"]
+    capacity = int(2 * per_lead)
+    r = client.post("/handoff", json={**_leads(serving), "is_capacity": capacity})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    decisions = out["decisions"]
+    assert [d["rank"] for d in decisions] == list(range(1, len(decisions) + 1))
+    assert [d["readiness"] for d in decisions] == sorted((d["readiness"] for d in decisions), reverse=True)
+    handed = [d for d in decisions if d["decision"] == "handoff"]
+    assert len(handed) == 2 and [d["rank"] for d in handed] == [1, 2]
+    assert out["capacity_left"] == capacity - round(2 * per_lead)
+    none_left = client.post("/handoff", json={**_leads(serving), "is_capacity": 0}).json()
+    assert all(d["decision"] != "handoff" for d in none_left["decisions"])
+
+
+def test_asgi_forecast_mean_is_the_sum_of_expected_deals(client: TestClient, serving: Champions) -> None:
+    body = {"as_of": serving.parity["as_of"], "period_start": "2024-09-01T00:00:00Z",
+            "period_end": "2024-12-31T00:00:00Z", "deals": serving.parity["deals"],
+            "won_amount": 1000.0, "target": 50_000.0}
+    f = client.post("/forecast", json=body)
+    assert f.status_code == 200, f.text
+    fc = f.json()
+    scores = client.post("/score_deals", json=_deals(serving)).json()["scores"]
+    amounts = [max(d["stage_history"], key=lambda h: h["ts"])["amount"] for d in serving.parity["deals"]]
+    expected = 1000.0 + sum(a * s["p_won_by_period_end"] for a, s in zip(amounts, scores, strict=True))
+    assert fc["mean"] == pytest.approx(expected, abs=len(amounts) * max(amounts) / 1000)
+    assert fc["won_amount"] <= fc["p10"] <= fc["p50"] <= fc["p90"] <= 1000.0 + sum(amounts)
+    assert sum(row["deals"] for row in fc["by_stage"]) == len(amounts)
+    assert 0 <= fc["p_reach_target"] <= 1
+
+
+# ---------------------------------------------------------------- bad input -> 4xx
+
+
+def test_asgi_schema_errors_are_400_with_the_field_path(client: TestClient, serving: Champions) -> None:
+    body = _leads(serving, 1)
+    body["leads"][0]["events"] = [{"ts": "not a time", "type": "web_visit"}]
+    r = client.post("/score_leads", json=body)
+    assert r.status_code == 400
+    assert r.json()["detail"][0]["loc"] == ["leads", 0, "events", 0, "ts"]
+    missing = client.post("/score_leads", json={"as_of": serving.parity["as_of"]})
+    assert missing.status_code == 400 and missing.json()["detail"][0]["loc"] == ["leads"]
+    garbage = client.post("/score_leads", content=b"{nope", headers={"content-type": "application/json"})
+    assert garbage.status_code == 400
+    assert "Traceback" not in r.text + missing.text + garbage.text
+
+
+def test_asgi_over_the_limits_is_413(serving: Champions, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADML_SERVING__MAX_LEADS_PER_REQUEST", "2")
+    monkeypatch.setenv("LEADML_SERVING__MAX_EVENTS_PER_LEAD", "3")
+    for client in _client():
+        too_many = client.post("/score_leads", json=_leads(serving, 3))
+        assert too_many.status_code == 413
+        locs = [d["loc"] for d in too_many.json()["detail"]]
+        assert ["leads"] in locs and ["leads", 0, "events"] in locs
+        assert "max_leads_per_request" in too_many.text
+
+
+def test_asgi_unknown_event_types_reject_or_ignore(serving: Champions, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = _leads(serving, 1)
+    plain = copy.deepcopy(body)
+    body["leads"][0]["events"].insert(0, {"ts": "2024-08-01T00:00:00Z", "type": "tiktok_like"})
+    for client in _client():
+        r = client.post("/score_leads", json=body)
+        assert r.status_code == 422
+        assert r.json()["detail"][0]["loc"] == ["leads", 0, "events", 0, "type"]
+    monkeypatch.setenv("LEADML_SERVING__UNKNOWN_EVENT_TYPES", "ignore")
+    for client in _client():
+        ignored = client.post("/score_leads", json=body).json()["scores"][0]
+        clean = client.post("/score_leads", json=plain).json()["scores"][0]
+    assert ignored["ignored_events"] == 1 and clean["ignored_events"] == 0
+    assert ignored["readiness"] == clean["readiness"]
+
+
+def test_asgi_api_key_is_required_when_configured(serving: Champions, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LEADML_API_KEY", "s3cret-key")
+    body = _leads(serving, 1)
+    for client in _client():
+        assert client.post("/score_leads", json=body).status_code == 401
+        assert client.post("/score_leads", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert client.get("/metadata").status_code == 401
+        assert client.post("/score_leads", json=body, headers={"X-API-Key": "s3cret-key"}).status_code == 200
+        bearer = client.post("/score_leads", json=body, headers={"Authorization": "Bearer s3cret-key"})
+        assert bearer.status_code == 200
+        assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+
+
+def test_asgi_logs_ids_and_timings_never_personal_values(client: TestClient, serving: Champions,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    body = _leads(serving, 1)
+    body["leads"][0]["attributes"] = {"contact": PERSONAL}
+    bad = _leads(serving, 1)
+    bad["leads"][0]["email"] = PERSONAL
+    with caplog.at_level(logging.INFO):
+        ok = client.post("/score_leads", json=body, headers={"X-Request-ID": "crm-42"})
+        refused = client.post("/score_leads", json=bad)
+    assert ok.status_code == 200 and ok.headers["x-request-id"] == "crm-42"
+    assert refused.status_code == 400 and PERSONAL not in refused.text
+    lines = [r.getMessage() for r in caplog.records if r.name == "leadml.serving"]
+    assert any("request_id=crm-42" in m and "total_ms=" in m and "status=200" in m for m in lines)
+    everything = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
+    assert PERSONAL not in everything
+
+
+def test_asgi_scores_and_decisions_reach_prometheus(client: TestClient, serving: Champions) -> None:
+    from prometheus_client import REGISTRY
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    version = serving.versions["lead_readiness"]
+    before = value("leadml_readiness_score_count", model_version=version)
+    handed = value("leadml_handoff_decisions_total", decision="handoff")
+    client.post("/handoff", json={**_leads(serving), "is_capacity": 100})
+    assert value("leadml_readiness_score_count", model_version=version) == before + len(serving.parity["leads"])
+    assert value("leadml_handoff_decisions_total", decision="handoff") > handed
+
+
+# ---------------------------------------------------------------- parity with batch
+
+
+def _batch_scores(serving: Champions, entity: str, ids: list[str]) -> tuple[Any, pd.DataFrame]:
+    """The batch path: offline (DuckDB) features over the full tables + the champion bundle."""
+    from leadml.config import load_settings
+    from leadml.contracts import connect
+    from leadml.features.offline import compute_features
+    from leadml.serving.store import latest_stored
+    from leadml.serving.scorer import catalog_of, load_bundle
+
+    settings = load_settings()
+    name = "lead_readiness" if entity == "lead" else "deal_close"
+    bundle = load_bundle(latest_stored(name).path_of("mlflow_model"))
+    con, _ = connect(serving.data, settings.vocabulary)
+    try:
+        key = "lead_id" if entity == "lead" else "opportunity_id"
+        spine = pd.DataFrame({key: ids, "as_of": pd.Timestamp(serving.parity["as_of"])})
+        feats = compute_features(con, catalog_of(bundle, settings), entity, spine)
+    finally:
+        con.close()
+    return bundle, feats
+
+
+def test_api_scores_equal_batch_scores(client: TestClient, serving: Champions) -> None:
+    leads = serving.parity["leads"]
+    api = client.post("/score_leads", json=_leads(serving)).json()["scores"]
+    bundle, feats = _batch_scores(serving, "lead", [lead["lead_id"] for lead in leads])
+    batch = bundle.score(feats[bundle.features])
+    np.testing.assert_allclose([s["readiness"] for s in api], batch["probability"], rtol=0, atol=1e-12)
+    assert [s["grade"] for s in api] == list(batch["grade"])
+
+    deals = serving.parity["deals"]
+    api_d = client.post("/score_deals", json=_deals(serving)).json()["scores"]
+    dbundle, dfeats = _batch_scores(serving, "opportunity", [d["opportunity_id"] for d in deals])
+    np.testing.assert_allclose([s["p_won"] for s in api_d], dbundle.predict_proba(dfeats[dbundle.features]),
+                               rtol=0, atol=1e-12)

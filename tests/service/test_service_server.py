@@ -1,0 +1,178 @@
+"""The scoring API as it runs: a real ``bentoml serve`` subprocess on a free loopback
+port (both services, the scorer in its own worker behind adaptive batching), called
+over HTTP and stopped by its PID; a schemathesis fuzz of its OpenAPI schema (no
+5xx); and ``leadml build`` producing a bento that holds both champions.
+"""
+
+from __future__ import annotations
+
+import copy
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from _serving_support import Champions, champions, point_bentoml
+from hypothesis import HealthCheck, Phase, given, settings
+
+KEY = "server-test-key"
+
+
+@pytest.fixture(scope="module")
+def champs(tmp_path_factory: pytest.TempPathFactory) -> Champions:
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "LEADML_WORKSPACE", "BENTOML_HOME"):
+            mp.setenv(key, "")
+        return champions(tmp_path_factory.getbasetemp())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(champs: Champions, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from leadml.config import load_settings
+    from leadml.serving.launch import start_server, stop_server
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {**champs.env(), "LEADML_API_KEY": KEY}.items():
+            mp.setenv(key, value)
+        settings = load_settings()
+        port = _free_port()
+        with log.open("wb") as out:
+            proc = start_server(settings, host="127.0.0.1", port=port, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_server(proc)
+    assert proc.returncode is not None
+    assert "Traceback" not in log.read_text()
+
+
+def _leads(c: Champions) -> dict[str, Any]:
+    return {"as_of": c.parity["as_of"], "leads": copy.deepcopy(c.parity["leads"])}
+
+
+def test_server_scores_over_http_with_the_champions(server: str, champs: Champions) -> None:
+    h = {"X-API-Key": KEY}
+    r = httpx.post(f"{server}/score_leads", json=_leads(champs), headers=h, timeout=30)
+    assert r.status_code == 200, r.text
+    scores = r.json()["scores"]
+    assert {s["model"]["version"] for s in scores} == {champs.versions["lead_readiness"]}
+    deals = {"as_of": champs.parity["as_of"], "period_end": "2024-12-31T00:00:00Z",
+             "deals": champs.parity["deals"]}
+    d = httpx.post(f"{server}/score_deals", json=deals, headers=h, timeout=30)
+    assert d.status_code == 200, d.text
+    assert {s["model"]["version"] for s in d.json()["scores"]} == {champs.versions["deal_close"]}
+    handoff = httpx.post(f"{server}/handoff", json={**_leads(champs), "is_capacity": 4}, headers=h, timeout=30)
+    assert handoff.status_code == 200
+    meta = httpx.get(f"{server}/metadata", headers=h, timeout=10).json()
+    assert meta["models"]["lead_readiness"]["version"] == champs.versions["lead_readiness"]
+
+
+def test_server_batches_concurrent_requests_without_mixing_them(server: str, champs: Champions) -> None:
+    import concurrent.futures as cf
+
+    h = {"X-API-Key": KEY}
+    single = []
+    for lead in champs.parity["leads"]:
+        body = {"as_of": champs.parity["as_of"], "leads": [lead]}
+        single.append(httpx.post(f"{server}/score_leads", json=body, headers=h, timeout=30).json())
+
+    def one(i: int) -> tuple[int, Any]:
+        lead = champs.parity["leads"][i % len(champs.parity["leads"])]
+        body = {"as_of": champs.parity["as_of"], "leads": [lead]}
+        return i, httpx.post(f"{server}/score_leads", json=body, headers=h, timeout=60).json()
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(48)))
+    for i, got in results:
+        assert got["scores"] == single[i % len(single)]["scores"]
+
+
+def test_server_refuses_without_key_and_exposes_metrics(server: str, champs: Champions) -> None:
+    assert httpx.post(f"{server}/score_leads", json=_leads(champs), timeout=10).status_code == 401
+    assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
+    httpx.post(f"{server}/handoff", json={**_leads(champs), "is_capacity": 4}, headers={"X-API-Key": KEY},
+               timeout=30)
+    metrics = httpx.get(f"{server}/metrics", timeout=10).text
+    assert "leadml_readiness_score_bucket" in metrics
+    assert 'leadml_handoff_decisions_total{decision="handoff"}' in metrics
+    assert "leadml_rejected_requests_total" in metrics
+
+
+def _operations() -> list[Any]:
+    import schemathesis
+
+    from leadml.serving.service import LeadmlAPI
+
+    spec = LeadmlAPI.openapi_spec.asdict()
+    schema = schemathesis.openapi.from_dict(spec)
+    return [r.ok() for r in schema.get_all_operations()
+            if r.ok().path in ("/score_leads", "/handoff", "/score_deals", "/forecast", "/metadata")]
+
+
+def test_server_fuzz_never_answers_5xx(server: str) -> None:
+    """Schema-driven inputs (positive and negative) never get a 5xx or a traceback."""
+    from schemathesis import GenerationMode
+
+    seen: list[int] = []
+    for op in _operations():
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(max_examples=12, deadline=None, database=None, derandomize=True,
+                      phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+            @given(case=op.as_strategy(generation_mode=mode))
+            def check(case: Any, op: Any = op) -> None:
+                r = case.call(base_url=server, headers={"X-API-Key": KEY}, timeout=30)
+                seen.append(r.status_code)
+                assert r.status_code < 500, f"{op.path}: {r.status_code} {r.text[:300]}"
+                assert "Traceback" not in r.text
+
+            check()
+    assert any(400 <= s < 500 for s in seen) and any(s == 200 for s in seen)
+
+
+def test_leadml_build_makes_a_self_contained_bento(champs: Champions, monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from leadml.cli import app
+
+    home = tmp_path / "bentoml"
+    for key, value in {**champs.env(), "BENTOML_HOME": str(home)}.items():
+        monkeypatch.setenv(key, value)
+    point_bentoml(home)
+    result = CliRunner().invoke(app, ["build", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.output[result.output.index("{"):])
+    assert sorted(m.split(":")[0] for m in built["models"]) == ["deal_close", "lead_readiness"]
+    from pathlib import Path
+
+    src = Path(built["path"]) / "src"
+    assert (src / "leadml" / "serving" / "service.py").exists()
+    assert (src / "configs" / "leadml.yaml").exists()
+    models = Path(built["path"]) / "models"
+    assert (models / "lead_readiness").exists() and (models / "deal_close").exists()

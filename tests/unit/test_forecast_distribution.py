@@ -1,0 +1,146 @@
+"""The revenue distribution's arithmetic, checked against brute-force enumeration."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from leadml.forecast import distribution as dist
+
+
+def brute_force(amounts: list[float], probs: list[float]) -> dict[float, float]:
+    """Every won/lost combination with its probability."""
+    out: dict[float, float] = {}
+    for outcome in itertools.product((0, 1), repeat=len(amounts)):
+        pr = math.prod(p if o else 1 - p for o, p in zip(outcome, probs, strict=True))
+        total = sum(a for o, a in zip(outcome, amounts, strict=True) if o)
+        out[total] = out.get(total, 0.0) + pr
+    return out
+
+
+def quantile_of(pmf: dict[float, float], q: float) -> float:
+    acc = 0.0
+    for value in sorted(pmf):
+        acc += pmf[value]
+        if acc >= q - 1e-12:
+            return value
+    return max(pmf)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_integer_amounts_match_enumeration_exactly(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    amounts = rng.integers(1, 20, 7).astype(float).tolist()
+    probs = rng.random(7).tolist()
+    d = dist.open_deals(amounts, probs, step=1.0)
+    exact = brute_force(amounts, probs)
+    got = {float(x): float(p) for x, p in zip(d.support, d.pmf, strict=True) if p > 1e-15}
+    assert set(got) == {k for k, v in exact.items() if v > 1e-15}
+    for value, pr in exact.items():
+        assert got.get(value, 0.0) == pytest.approx(pr, abs=1e-12)
+    assert d.error_bound == 0.0
+    for q in (0.1, 0.5, 0.9):
+        assert d.quantile(q) == quantile_of(exact, q)
+    assert d.prob_at_least(25.0) == pytest.approx(sum(p for v, p in exact.items() if v >= 25.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rounded_amounts_stay_within_the_stated_bound(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    amounts = (rng.lognormal(10, 1, 8)).tolist()
+    probs = rng.random(8).tolist()
+    d = dist.open_deals(amounts, probs, max_cells=300)  # a coarse grid: the bound matters
+    exact = brute_force(amounts, probs)
+    assert d.error_bound <= len(amounts) * d.step / 2 + 1e-9
+    for q in (0.1, 0.5, 0.9):
+        assert abs(d.quantile(q) - quantile_of(exact, q)) <= d.error_bound + 1e-6
+    assert d.mean == pytest.approx(float(np.dot(amounts, probs)), abs=d.error_bound + 1e-6)
+
+
+def test_all_certain_inputs_give_a_point_mass() -> None:
+    amounts, probs = [100.0, 250.0, 40.0, 900.0], [1.0, 0.0, 1.0, 0.0]
+    for shock in (0.0, 0.8):
+        d = dist.revenue_distribution(
+            won=1_000.0, amounts=amounts, probs=probs, shock_sd=shock, max_cells=512
+        )
+        q = d.quantile([0.01, 0.1, 0.5, 0.9, 0.99])
+        assert np.allclose(q, 1_140.0, atol=d.error_bound + 1e-9)
+        assert d.prob_at_least(1_140.0 - d.step) == pytest.approx(1.0)
+        assert d.std == pytest.approx(0.0, abs=1e-9)
+
+
+def test_shared_shock_keeps_every_deals_probability_and_widens_the_spread() -> None:
+    rng = np.random.default_rng(5)
+    amounts, probs = rng.integers(1, 30, 40).astype(float), rng.random(40)
+    plain = dist.open_deals(amounts, probs, step=1.0)
+    shocked = dist.open_deals(amounts, probs, step=1.0, shock_sd=1.0)
+    q, w = dist.shocked_probabilities(probs, 1.0)
+    assert np.allclose(w @ q, probs, atol=1e-9)
+    assert shocked.mean == pytest.approx(plain.mean, rel=1e-9)
+    assert shocked.std > 1.3 * plain.std
+
+
+def test_compound_poisson_matches_direct_summation() -> None:
+    rate, amounts = 1.7, np.array([2.0, 3.0, 3.0, 7.0])
+    d = dist.compound_poisson(rate, amounts, step=1.0)
+    severity = np.bincount(amounts.astype(int)) / len(amounts)
+    expected = np.zeros(len(d.pmf))
+    conv = np.array([1.0])
+    for n in range(40):
+        pn = math.exp(-rate) * rate**n / math.factorial(n)
+        m = min(len(conv), len(expected))
+        expected[:m] += pn * conv[:m]
+        conv = np.convolve(conv, severity)
+    assert np.allclose(d.pmf, expected, atol=1e-10)
+    assert d.mean == pytest.approx(rate * amounts.mean(), rel=1e-9)
+
+
+def test_negative_binomial_new_deals_have_the_stated_variance() -> None:
+    rate, disp, amounts = 4.0, 0.5, np.array([10.0])
+    d = dist.compound_poisson(rate, amounts, step=1.0, dispersion=disp)
+    assert d.mean == pytest.approx(40.0, rel=1e-6)
+    assert d.std**2 == pytest.approx(100.0 * (rate + disp * rate**2), rel=1e-4)
+
+
+def test_monte_carlo_cross_checks_the_exact_distribution() -> None:
+    rng = np.random.default_rng(11)
+    kw = dict(
+        won=5e5,
+        amounts=rng.lognormal(10, 0.8, 120),
+        probs=rng.random(120),
+        shock_sd=0.6,
+        new=[(3.0, rng.lognormal(9.5, 0.5, 30), 0.3), (1.5, rng.lognormal(11, 0.5, 20), 0.0)],
+    )
+    exact = dist.revenue_distribution(**kw)
+    draws = dist.monte_carlo(**kw, draws=40_000, seed=3)
+    for q in (0.1, 0.5, 0.9):
+        assert exact.quantile(q) == pytest.approx(np.quantile(draws, q), rel=0.02)
+    assert np.array_equal(draws, dist.monte_carlo(**kw, draws=40_000, seed=3))  # fixed seed
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    amounts=st.lists(st.floats(1, 1e6), min_size=1, max_size=12),
+    data=st.data(),
+    shock=st.sampled_from([0.0, 0.7]),
+)
+def test_raising_a_deals_probability_never_lowers_any_quantile(
+    amounts: list[float], data: st.DataObject, shock: float
+) -> None:
+    probs = data.draw(st.lists(st.floats(0, 1), min_size=len(amounts), max_size=len(amounts)))
+    i = data.draw(st.integers(0, len(amounts) - 1))
+    higher = list(probs)
+    higher[i] = data.draw(st.floats(probs[i], 1))
+    base = dist.revenue_distribution(
+        won=0.0, amounts=amounts, probs=probs, shock_sd=shock, max_cells=2048
+    )
+    up = dist.revenue_distribution(
+        won=0.0, amounts=amounts, probs=higher, shock_sd=shock, max_cells=2048
+    )
+    for q in (0.1, 0.5, 0.9):
+        assert up.quantile(q) >= base.quantile(q) - 1e-9 * max(amounts)

@@ -1,0 +1,247 @@
+"""The forecast on hand-built deal books: parts, point mass, probability inputs, periods,
+targets and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadml.config import Vocabulary
+from leadml.contracts import connect
+from leadml.errors import LeadmlError
+from leadml.forecast.deals import DealHistory, parse_period
+from leadml.forecast.forecast import forecast
+from leadml.sources import frames_source
+
+UTC = "UTC"
+
+
+def ts(text: str) -> pd.Timestamp:
+    return pd.Timestamp(text, tz=UTC)
+
+
+def book(
+    rows: list[tuple[str, str, str, float, str]],
+    owners: dict[str, str],
+    targets: list[tuple[str, str, str | None, str | None, float]] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """rows: (opportunity_id, ts, stage, amount, expected_close_date); owners: deal -> rep."""
+    hist = pd.DataFrame(
+        rows, columns=["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
+    )
+    hist["ts"] = pd.to_datetime(hist["ts"], utc=True)
+    hist["expected_close_date"] = pd.to_datetime(hist["expected_close_date"], utc=True)
+    first = hist.groupby("opportunity_id")["ts"].min()
+    reps = pd.DataFrame(
+        {
+            "rep_id": ["r1", "r2"],
+            "role": "FS",
+            "team": ["east", "west"],
+            "segment": ["smb", "enterprise"],
+        }
+    )
+    seg = dict(zip(reps["rep_id"], reps["segment"], strict=True))
+    opps = pd.DataFrame(
+        {
+            "opportunity_id": first.index,
+            "account_id": "a1",
+            "owner_id": [owners[o] for o in first.index],
+            "created_at": first.to_numpy(),
+            "amount": 1.0,
+            "segment": [seg[owners[o]] for o in first.index],
+        }
+    )
+    t = pd.DataFrame(
+        targets or [], columns=["period_start", "period_end", "team", "segment", "amount"]
+    )
+    return {
+        "accounts": pd.DataFrame(
+            {"account_id": ["a1"], "segment": ["smb"], "created_at": [ts("2020-01-01")]}
+        ),
+        "leads": pd.DataFrame(
+            {"lead_id": ["l1"], "account_id": ["a1"], "created_at": [ts("2020-01-01")]}
+        ),
+        "opportunities": opps,
+        "opportunity_history": hist,
+        "reps": reps,
+        "targets": t,
+    }
+
+
+def con_of(frames: dict[str, pd.DataFrame]):  # noqa: ANN201
+    con, _ = connect(frames_source(frames), Vocabulary())
+    return con
+
+
+ROWS = [
+    ("w1", "2026-09-01", "evaluation", 500.0, "2026-10-15"),
+    ("w1", "2026-10-05", "closed_won", 600.0, "2026-10-05"),  # won in Q4 before as-of: certain
+    ("o1", "2026-09-10", "negotiation", 1000.0, "2026-11-30"),
+    ("o1", "2026-10-20", "negotiation", 1200.0, "2026-12-10"),  # latest amount before as-of
+    ("o2", "2026-09-15", "evaluation", 3000.0, "2027-01-20"),
+    ("l1", "2026-09-01", "follow_up", 800.0, "2026-10-30"),
+    ("l1", "2026-10-01", "closed_lost", 800.0, "2026-10-30"),
+    (
+        "late",
+        "2026-11-05",
+        "approval",
+        9000.0,
+        "2026-11-20",
+    ),  # created on the as-of day: not yet visible
+]
+OWNERS = {"w1": "r1", "o1": "r1", "o2": "r2", "l1": "r2", "late": "r1"}
+TARGETS = [
+    ("2026-10-01", "2027-01-01", "east", None, 2000.0),
+    ("2026-10-01", "2027-01-01", "west", None, 4000.0),
+]
+AS_OF = "2026-11-05"
+
+
+def test_certain_probabilities_give_a_point_mass_with_all_parts() -> None:
+    probs = pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [1.0, 0.0]})
+    r = forecast(
+        con_of(book(ROWS, OWNERS, TARGETS)),
+        as_of=AS_OF,
+        period="2026Q4",
+        deal_probabilities=probs,
+        by="team",
+    )
+    t = r.total
+    assert t.won == 600.0  # the amount on the win row
+    assert t.open_expected == pytest.approx(1200.0)  # o1's latest amount before the as-of date
+    assert t.new_expected == 0.0  # no earlier quarter to run-rate from
+    assert t.p10 == t.p50 == t.p90
+    assert abs(t.p50 - 1800.0) <= t.error_bound < 0.01
+    assert t.open_deals == 2 and t.open_pipeline == pytest.approx(4200.0)
+    assert t.period_pipeline == pytest.approx(1200.0)  # o2 is expected to close after the quarter
+    assert t.target == pytest.approx(6000.0) and t.gap_to_target == pytest.approx(4200.0)
+    assert t.p_reach_target == 0.0
+    assert t.coverage == pytest.approx(1200.0 / (6000.0 - 600.0))
+    east = next(g for g in r.groups if g.group == "east")
+    assert (east.won, east.expected, east.target) == (600.0, pytest.approx(1800.0), 2000.0)
+
+
+def test_probabilities_from_a_callable_are_asked_point_in_time() -> None:
+    asked: list[tuple[pd.Timestamp, pd.Timestamp]] = []
+
+    def source(con, as_of, period_end):  # noqa: ANN001, ANN202
+        asked.append((as_of, period_end))
+        return pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [0.5, 0.5]})
+
+    r = forecast(
+        con_of(book(ROWS, OWNERS)), as_of=AS_OF, period="2026Q4", deal_probabilities=source
+    )
+    assert asked[0] == (ts(AS_OF), ts("2027-01-01"))
+    assert all(
+        a < ts(AS_OF) for a, _ in asked[1:]
+    )  # spread calibration replays earlier moments only
+    assert r.total.expected == pytest.approx(600.0 + 0.5 * 1200 + 0.5 * 3000)
+    assert r.probability_source == "source"
+
+
+def test_a_future_period_counts_only_wins_inside_it() -> None:
+    def by_end(con, as_of, period_end):  # noqa: ANN001, ANN202
+        p = 0.9 if period_end > ts("2027-01-01") else 0.6  # 0.6 already by the start of 2027Q1
+        return pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [p, p]})
+
+    r = forecast(
+        con_of(book(ROWS, OWNERS)), as_of=AS_OF, period="2027Q1", deal_probabilities=by_end
+    )
+    assert r.total.won == 0.0
+    assert r.total.open_expected == pytest.approx(0.3 * (1200 + 3000))
+
+
+def test_missing_or_invalid_probabilities_are_named() -> None:
+    con = con_of(book(ROWS, OWNERS))
+    with pytest.raises(LeadmlError, match="miss 1 deal"):
+        forecast(
+            con,
+            as_of=AS_OF,
+            period="2026Q4",
+            deal_probabilities=pd.DataFrame({"opportunity_id": ["o1"], "p_won_by": [0.2]}),
+        )
+    with pytest.raises(LeadmlError, match=r"outside \[0, 1\]"):
+        forecast(
+            con,
+            as_of=AS_OF,
+            period="2026Q4",
+            deal_probabilities=pd.DataFrame(
+                {"opportunity_id": ["o1", "o2"], "p_won_by": [0.2, 1.5]}
+            ),
+        )
+    with pytest.raises(LeadmlError, match="p_won_by"):
+        forecast(
+            con,
+            as_of=AS_OF,
+            period="2026Q4",
+            deal_probabilities=pd.DataFrame({"opportunity_id": ["o1", "o2"], "score": [0.2, 0.5]}),
+        )
+
+
+@pytest.mark.parametrize(
+    ("as_of", "period", "match"),
+    [
+        (AS_OF, "2026Q5", "not a period"),
+        (AS_OF, "2026-13", "not a period"),
+        (AS_OF, "Q4", "not a period"),
+        ("2026-12-01", "2026Q4", "after the end of the data"),
+        (AS_OF, "2026Q3", "ended on 2026-10-01"),
+        (AS_OF, "2026-10", "ended"),
+    ],
+)
+def test_bad_requests_are_clear_errors(as_of: str, period: str, match: str) -> None:
+    with pytest.raises(LeadmlError, match=match):
+        forecast(con_of(book(ROWS, OWNERS)), as_of=as_of, period=period)
+
+
+def test_bad_grouping_is_a_clear_error() -> None:
+    with pytest.raises(LeadmlError, match="team, segment, owner"):
+        forecast(con_of(book(ROWS, OWNERS)), as_of=AS_OF, period="2026Q4", by="region")
+
+
+def test_periods_parse_to_utc_half_open_ranges() -> None:
+    q = parse_period("2026q4")
+    assert (q.start, q.end, q.label) == (ts("2026-10-01"), ts("2027-01-01"), "2026Q4")
+    m = parse_period("2026-12")
+    assert (m.start, m.end, m.label) == (ts("2026-12-01"), ts("2027-01-01"), "2026-12")
+    assert q.shifted(1).label == "2026Q3" and q.shifted(4).label == "2025Q4"
+
+
+def test_targets_are_prorated_and_inclusive_ends_read_as_whole_days() -> None:
+    targets = [
+        ("2026-10-01", "2026-12-31", "east", None, 9200.0),  # inclusive end (midnight of last day)
+        ("2026-10-01", "2027-01-01", None, "smb", 100.0),
+    ]
+    h = DealHistory(con_of(book(ROWS, OWNERS, targets)), Vocabulary())
+    assert h.target(parse_period("2026Q4"), None)["all"] == pytest.approx(9200.0)
+    assert h.target(parse_period("2026-11"), None)["all"] == pytest.approx(9200.0 * 30 / 92)
+    assert h.target(parse_period("2026Q4"), "segment")["smb"] == pytest.approx(100.0)
+    assert h.target(parse_period("2026Q4"), "owner").empty
+
+
+def test_empirical_rates_learn_from_earlier_quarters_only() -> None:
+    # Three earlier quarters in which every negotiation deal open six weeks before the
+    # end was won, and every evaluation deal lost; the current quarter has one of each.
+    rows = []
+    for q, (_start, end) in enumerate(
+        [("2026-01-01", "2026-04-01"), ("2026-04-01", "2026-07-01"), ("2026-07-01", "2026-10-01")]
+    ):
+        e = ts(end)
+        t = e - pd.Timedelta(days=70)
+        rows += [
+            (f"n{q}", str(t.date()), "negotiation", 100.0, str((e - pd.Timedelta(days=5)).date())),
+            (f"n{q}", str((e - pd.Timedelta(days=10)).date()), "closed_won", 100.0, end),
+            (f"e{q}", str(t.date()), "evaluation", 100.0, str((e - pd.Timedelta(days=5)).date())),
+            (f"e{q}", str((e - pd.Timedelta(days=10)).date()), "closed_lost", 100.0, end),
+        ]
+    rows += [
+        ("nx", "2026-10-20", "negotiation", 100.0, "2026-12-20"),
+        ("ex", "2026-10-20", "evaluation", 100.0, "2026-12-20"),
+        ("zz", "2026-11-05", "follow_up", 100.0, "2027-03-01"),
+    ]  # data runs past the as-of date
+    owners = {r[0]: "r1" for r in rows}
+    r = forecast(con_of(book(rows, owners)), as_of="2026-11-01", period="2026Q4")
+    p = r.deals.set_index("opportunity_id")["p_won_by"]
+    assert p["nx"] > 0.6 and p["ex"] < 0.4
+    assert np.isclose(r.total.open_expected, 100 * (p["nx"] + p["ex"]))

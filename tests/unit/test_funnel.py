@@ -1,0 +1,305 @@
+"""The funnel measurement on a hand-made company whose every figure is worked out
+by hand below (range 2024-01-01 .. 2024-04-01, end exclusive).
+
+Leads (status history):
+  L1  lead 01-01, nurturing 01-02, mql 01-10, sql 01-20            -> deal O1 (won)
+  L2  lead 01-03, nurturing 01-04, mql 01-15, disqualified 01-25,
+      recycled 02-05, nurturing 02-06, mql 03-01                  (recycled, back to MQL)
+  L3  lead 01-05, nurturing 01-06                                  (still nurturing)
+  L4  lead 01-07, mql 01-08 (skips nurture), sql 01-12, nurturing 02-14  -> deal O2 (lost)
+  L5  lead 2023-12-20, nurturing 2023-12-21, mql 01-02             (only the MQL is in range)
+  L6  lead 03-31, mql 04-05                                        (the MQL is after the end)
+Deals (stage history):
+  O1  follow_up 01-20, problem_recognised 02-01, evaluation 02-10, (evaluation again 02-15,
+      an amount change), negotiation 02-20, approval 03-01, closed_won 03-10 (1000)
+  O2  follow_up 01-12, closed_lost 02-12
+  O3  follow_up 2023-12-01, problem_recognised 01-05, evaluation 03-25 (open)
+  O4  follow_up 03-20, problem_recognised 04-10 (after the end)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import duckdb
+import pandas as pd
+import pytest
+
+from leadml.analytics.funnel import FunnelReport, funnel
+from leadml.config import FunnelConfig, Vocabulary
+from leadml.contracts import connect
+from leadml.errors import LeadmlError
+from leadml.sources import frames_source
+
+START, END = "2024-01-01", "2024-04-01"
+
+LEAD_HISTORY = [
+    ("L1", "2024-01-01", "lead"),
+    ("L1", "2024-01-02", "nurturing"),
+    ("L1", "2024-01-10", "mql"),
+    ("L1", "2024-01-20", "sql"),
+    ("L2", "2024-01-03", "lead"),
+    ("L2", "2024-01-04", "nurturing"),
+    ("L2", "2024-01-15", "mql"),
+    ("L2", "2024-01-25", "disqualified"),
+    ("L2", "2024-02-05", "recycled"),
+    ("L2", "2024-02-06", "nurturing"),
+    ("L2", "2024-03-01", "mql"),
+    ("L3", "2024-01-05", "lead"),
+    ("L3", "2024-01-06", "nurturing"),
+    ("L4", "2024-01-07", "lead"),
+    ("L4", "2024-01-08", "mql"),
+    ("L4", "2024-01-12", "sql"),
+    ("L4", "2024-02-14", "nurturing"),
+    ("L5", "2023-12-20", "lead"),
+    ("L5", "2023-12-21", "nurturing"),
+    ("L5", "2024-01-02", "mql"),
+    ("L6", "2024-03-31", "lead"),
+    ("L6", "2024-04-05", "mql"),
+]
+OPP_HISTORY = [
+    ("O1", "2024-01-20", "follow_up", 1000.0),
+    ("O1", "2024-02-01", "problem_recognised", 1000.0),
+    ("O1", "2024-02-10", "evaluation", 1000.0),
+    ("O1", "2024-02-15", "evaluation", 1000.0),
+    ("O1", "2024-02-20", "negotiation", 1000.0),
+    ("O1", "2024-03-01", "approval", 1000.0),
+    ("O1", "2024-03-10", "closed_won", 1000.0),
+    ("O2", "2024-01-12", "follow_up", 400.0),
+    ("O2", "2024-02-12", "closed_lost", 400.0),
+    ("O3", "2023-12-01", "follow_up", 500.0),
+    ("O3", "2024-01-05", "problem_recognised", 500.0),
+    ("O3", "2024-03-25", "evaluation", 500.0),
+    ("O4", "2024-03-20", "follow_up", 700.0),
+    ("O4", "2024-04-10", "problem_recognised", 700.0),
+]
+
+
+def company(
+    lead_history: list[tuple[str, str, str]] | None = None,
+    opp_history: list[tuple[str, str, str, float]] | None = None,
+) -> dict[str, pd.DataFrame]:
+    lh = pd.DataFrame(lead_history or LEAD_HISTORY, columns=["lead_id", "ts", "status"])
+    oh = pd.DataFrame(
+        opp_history or OPP_HISTORY, columns=["opportunity_id", "ts", "stage", "amount"]
+    )
+    oh["expected_close_date"] = "2024-06-30"
+    return {
+        "accounts": pd.DataFrame(
+            {
+                "account_id": ["A_smb", "A_ent"],
+                "segment": ["smb", "enterprise"],
+                "created_at": ["2023-01-01", "2023-01-01"],
+            }
+        ),
+        "leads": pd.DataFrame(
+            {
+                "lead_id": ["L1", "L2", "L3", "L4", "L5", "L6"],
+                "account_id": ["A_smb", "A_ent", "A_smb", "A_ent", "A_ent", "A_ent"],
+                "created_at": ["2023-12-01"] * 6,
+            }
+        ),
+        "lead_status_history": lh,
+        "reps": pd.DataFrame(
+            {
+                "rep_id": ["is1", "fs1", "fs2"],
+                "role": ["IS", "FS", "FS"],
+                "team": ["is_east", "fs_east", "fs_west"],
+            }
+        ),
+        "activities": pd.DataFrame(
+            {"ts": ["2024-01-11"], "rep_id": ["is1"], "lead_id": ["L1"], "type": ["call"]}
+        ),
+        "opportunities": pd.DataFrame(
+            {
+                "opportunity_id": ["O1", "O2", "O3", "O4"],
+                "account_id": ["A_smb", "A_ent", "A_ent", "A_smb"],
+                "lead_id": ["L1", "L4", None, None],
+                "owner_id": ["fs1", "fs2", "fs2", "fs1"],
+                "created_at": ["2024-01-20", "2024-01-12", "2023-12-01", "2024-03-20"],
+                "amount": [1000.0, 400.0, 500.0, 700.0],
+                "segment": ["smb", "enterprise", "enterprise", "smb"],
+            }
+        ),
+        "opportunity_history": oh,
+    }
+
+
+_CONNECTIONS: dict[int, duckdb.DuckDBPyConnection] = {}
+
+
+def measure(frames: dict[str, pd.DataFrame] | None = None, **kwargs: object) -> FunnelReport:
+    """The funnel of the range on ``frames`` (the hand-made company by default)."""
+    if frames is None:
+        if 0 not in _CONNECTIONS:  # checked once per module, reused read-only
+            _CONNECTIONS[0] = connect(frames_source(company()), Vocabulary())[0]
+        con = _CONNECTIONS[0]
+    else:
+        con = connect(frames_source(frames), Vocabulary())[0]
+    kwargs.setdefault("start", START)
+    kwargs.setdefault("end", END)
+    try:
+        return funnel(con, Vocabulary(), **kwargs)  # type: ignore[arg-type]
+    finally:
+        if frames is not None:
+            con.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_connections() -> Iterator[None]:
+    yield
+    for con in _CONNECTIONS.values():
+        con.close()
+    _CONNECTIONS.clear()
+
+
+@pytest.fixture(scope="module")
+def report() -> FunnelReport:
+    return measure()
+
+
+def test_lead_stage_volumes_and_conversions(report: FunnelReport) -> None:
+    acquired = report.stage("lead", "lead")
+    # L1-L4 and L6 (L5 was acquired before the range); L6's MQL is after the end -> open
+    assert (acquired.entered, acquired.converted, acquired.still_open) == (5, 4, 1)
+    assert acquired.conversion_rate == pytest.approx(4 / 5)
+    nurturing = report.stage("lead", "nurturing")
+    # L1, L2 twice (before and after the recycle), L3, L4 after the lost deal
+    assert (nurturing.entered, nurturing.converted, nurturing.still_open) == (5, 3, 2)
+    mql = report.stage("lead", "mql")
+    # L1, L2 twice, L4, L5; L1 and L4 reach SQL, L2's first MQL is disqualified
+    assert (mql.entered, mql.converted, mql.exited, mql.still_open) == (5, 2, 1, 2)
+    assert report.stage("lead", "sql").entered == 2
+    assert report.stage("lead", "sql").conversion_rate is None  # SQL continues as a deal
+
+
+def test_opportunity_stage_volumes_and_conversions(report: FunnelReport) -> None:
+    follow_up = report.stage("opportunity", "follow_up")
+    assert (follow_up.entered, follow_up.converted, follow_up.exited) == (3, 1, 1)
+    evaluation = report.stage("opportunity", "evaluation")
+    # O1 (the amount change on 02-15 is not a new entry) and O3 (still open)
+    assert (evaluation.entered, evaluation.converted, evaluation.still_open) == (2, 1, 1)
+    assert evaluation.conversion_rate == pytest.approx(0.5)
+    assert report.stage("opportunity", "problem_recognised").conversion_rate == 1.0
+    assert report.stage("opportunity", "closed_won").entered == 1
+    assert report.stage("opportunity", "closed_lost").entered == 1
+
+
+def test_adjusted_conversion_treats_open_episodes_as_censored(report: FunnelReport) -> None:
+    # evaluation: O3 is censored after 7 days, O1 converts after 10 -> eventually all convert
+    assert report.stage("opportunity", "evaluation").conversion_adjusted == pytest.approx(1.0)
+    # MQL: converts at day 4 (1 of 5 at risk) and day 10 (1 of 4, with an exit) -> 1/5 + 1/5
+    assert report.stage("lead", "mql").conversion_adjusted == pytest.approx(0.4)
+
+
+def test_median_days_in_stage_is_kaplan_meier(report: FunnelReport) -> None:
+    # follow_up: O1 leaves after 12 days, O4 censored at 12, O2 leaves after 31
+    assert report.stage("opportunity", "follow_up").median_days == pytest.approx(31.0)
+    # approval: O1 only, 9 days
+    assert report.stage("opportunity", "approval").median_days == pytest.approx(9.0)
+
+
+def test_recycle_flows(report: FunnelReport) -> None:
+    flows = {f.source: f for f in report.recycling if f.group == "all"}
+    assert set(flows) == {"disqualified lead", "lost deal"}
+    assert (flows["disqualified lead"].recycled, flows["disqualified lead"].back_to_mql) == (1, 1)
+    assert (flows["lost deal"].recycled, flows["lost deal"].back_to_mql) == (1, 0)
+    assert flows["disqualified lead"].back_to_sql == 0
+    # one of the five MQL episodes (L2's second) comes from a recycled lead
+    assert report.summary["recycled_share_of_mql"] == pytest.approx(0.2)
+    assert report.summary["recycled_share_of_sql"] == 0.0
+
+
+def test_summary(report: FunnelReport) -> None:
+    s = report.summary
+    assert (s["deals_won"], s["deals_lost"], s["win_rate"]) == (1, 1, 0.5)
+    assert s["won_amount"] == 1000.0 and s["opportunities_created"] == 3
+    assert s["median_sales_cycle_days"] == pytest.approx(50.0)  # 2024-01-20 -> 2024-03-10
+    assert (s["leads_acquired"], s["mqls"], s["sqls"]) == (5, 5, 2)
+
+
+def test_bottleneck_is_the_stage_furthest_below_benchmark() -> None:
+    cfg = FunnelConfig(benchmarks={"follow_up": 0.9, "mql": 0.5}, min_entries=1)
+    rep = measure(config=cfg)
+    assert rep.bottleneck is not None
+    # follow_up: 1/3 vs 0.9 (0.37x) is further below than MQL: 0.4 vs 0.5 (0.8x)
+    assert (rep.bottleneck.stage, rep.bottleneck.next_stage) == ("follow_up", "problem_recognised")
+    assert rep.bottleneck.ratio == pytest.approx((1 / 3) / 0.9)
+    # 3 entries x (0.9 - 1/3) extra conversions x P(win | problem_recognised) = 1 x 1000
+    assert rep.bottleneck.revenue_at_stake == pytest.approx(1700.0)
+    assert "follow_up" in rep.bottleneck.statement and "33.3%" in rep.bottleneck.statement
+    # with a higher bar for volume no stage qualifies, and the report says why
+    none = measure(config=FunnelConfig(min_entries=100))
+    assert none.bottleneck is None and any("min_entries" in n for n in none.notes)
+
+
+def test_by_segment_partitions_the_company(report: FunnelReport) -> None:
+    rep = measure(by="segment")
+    assert rep.groups == ["enterprise", "smb"]
+    for stage in rep.stages_of("lead") + rep.stages_of("opportunity"):
+        parts = [rep.stage(stage.funnel, stage.stage, g).entered for g in rep.groups]
+        assert sum(parts) == stage.entered
+    assert rep.stage("opportunity", "follow_up", "smb").entered == 2  # O1, O4
+    assert rep.stage("lead", "mql", "smb").entered == 1  # L1
+
+
+def test_by_team_uses_deal_owner_and_the_rep_who_worked_the_lead() -> None:
+    rep = measure(by="team")
+    assert rep.stage("opportunity", "follow_up", "fs_east").entered == 2  # O1, O4
+    assert rep.stage("opportunity", "follow_up", "fs_west").entered == 1  # O2
+    assert rep.stage("lead", "mql", "is_east").entered == 1  # L1, called on 01-11
+    assert rep.stage("lead", "sql", "is_east").entered == 1  # L1, qualified after that call
+    assert rep.stage("lead", "sql", "not worked").entered == 1  # L4, no activity
+    assert rep.stage("lead", "mql", "not worked").entered == 4
+    assert rep.stage("lead", "nurturing", "marketing").entered == 5
+
+
+def test_nothing_at_or_after_the_end_is_read(report: FunnelReport) -> None:
+    future_leads = [*LEAD_HISTORY, ("L3", "2024-04-01", "mql"), ("L5", "2024-05-01", "sql")]
+    future_opps = [*OPP_HISTORY, ("O3", "2024-04-01", "closed_lost", 500.0)]
+    frames = company(future_leads, future_opps)
+    frames["activities"] = pd.concat(
+        [
+            frames["activities"],
+            pd.DataFrame(
+                {"ts": ["2024-04-02"], "rep_id": ["is1"], "lead_id": ["L5"], "type": ["call"]}
+            ),
+        ]
+    )
+    assert measure(frames).to_dict() == report.to_dict()
+    assert measure(frames, by="team").to_dict() == measure(by="team").to_dict()
+
+
+def test_to_dict_is_strict_json(report: FunnelReport) -> None:
+    text = json.dumps(report.to_dict(), allow_nan=False)
+    back = json.loads(text)
+    assert back["end"].startswith("2024-04-01") and back["end_exclusive"] is True
+    assert {s["stage"] for s in back["stages"]} >= {"lead", "mql", "approval", "closed_won"}
+
+
+def test_bad_arguments_are_user_errors() -> None:
+    with pytest.raises(LeadmlError, match="not before end"):
+        measure(start="2024-04-01", end="2024-01-01")
+    with pytest.raises(LeadmlError, match="by: 'region'"):
+        measure(by="region")
+    with pytest.raises(LeadmlError, match="funnel.lead_stages"):
+        measure(config=FunnelConfig(lead_stages=["lead", "hot"]))
+
+
+def test_needs_a_history_table() -> None:
+    con = duckdb.connect()
+    with pytest.raises(LeadmlError, match="lead_status_history and/or opportunity_history"):
+        funnel(con, Vocabulary(), start=START, end=END)
+    con.close()
+
+
+def test_group_bottleneck_values_an_is_team_at_company_deal_rates() -> None:
+    rep = measure(by="team", config=FunnelConfig(benchmarks={"mql": 0.9}, min_entries=1))
+    b = rep.group_bottlenecks["not worked"]
+    # MQLs of L2 (exits day 10), L4 (SQL on day 4), L5 and L2 again (censored): AJ = 1/4
+    assert (b.stage, b.entered) == ("mql", 4)
+    assert b.conversion_adjusted == pytest.approx(0.25)
+    # the group has no deal stages: P(won | SQL) is the company's follow_up (1/3) x 1 x 1 x 1 x 1
+    assert b.revenue_at_stake == pytest.approx(4 * (0.9 - 0.25) * (1 / 3) * 1000)
+    assert rep.group_bottlenecks["is_east"].ratio == pytest.approx(1 / 0.9)  # above benchmark
