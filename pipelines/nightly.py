@@ -21,7 +21,9 @@ from datetime import UTC, datetime
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--as-of", default=datetime.now(UTC).date().isoformat(), help="run date (ISO)")
+    parser.add_argument(
+        "--as-of", default=datetime.now(UTC).date().isoformat(), help="run date (ISO)"
+    )
     parser.add_argument("--workspace", help="workspace folder [env LEADML_WORKSPACE]")
     parser.add_argument("--config-dir", help="folder with leadml.yaml [env LEADML_CONFIG_DIR]")
     parser.add_argument("--data", help="input tables (folder or DuckDB file)")

@@ -153,7 +153,8 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
     preds = result.predictions
     latest = preds[(preds["fold"] == preds["fold"].max()) & preds["label"].notna()]
     key = [spec.id_column, "as_of"]
-    rows = latest[key + ["label"]].merge(result.train_frame, on=key, how="left")
+    frame = result.train_frame.drop(columns=["label"], errors="ignore")
+    rows = latest[key + ["label"]].merge(frame, on=key, how="left")
     missing = [f for f in bundle.features if f not in rows.columns]
     if missing:
         return {"version": str(champ.version), "error": f"champion needs features not in this data: {missing}"}

@@ -122,12 +122,13 @@ def _con(frames: dict[str, pd.DataFrame]):  # noqa: ANN202
 
 
 AS_OF = pd.Timestamp("2025-11-10", tz="UTC")
+LIGHT = ForecastConfig(max_grid_cells=8192)  # a coarser grid keeps the tests fast
 
 
 def test_changing_history_at_or_after_as_of_leaves_the_forecast_unchanged(
     book: dict[str, pd.DataFrame],
 ) -> None:
-    before = forecast(_con(book), as_of=AS_OF, period="2025Q4", by="team")
+    before = forecast(_con(book), as_of=AS_OF, period="2025Q4", by="team", config=LIGHT)
     changed = {k: v.copy() for k, v in book.items()}
     h = changed["opportunity_history"]
     late = h["ts"] >= AS_OF
@@ -149,12 +150,12 @@ def test_changing_history_at_or_after_as_of_leaves_the_forecast_unchanged(
     )
     changed["opportunities"] = pd.concat([changed["opportunities"], extra_opp], ignore_index=True)
     changed["opportunity_history"] = pd.concat([h, extra_hist], ignore_index=True)
-    after = forecast(_con(changed), as_of=AS_OF, period="2025Q4", by="team")
+    after = forecast(_con(changed), as_of=AS_OF, period="2025Q4", by="team", config=LIGHT)
     assert after.table().equals(before.table())
 
 
 def test_forecast_parts_add_up_and_targets_are_read(book: dict[str, pd.DataFrame]) -> None:
-    r = forecast(_con(book), as_of=AS_OF, period="2025Q4", by="team")
+    r = forecast(_con(book), as_of=AS_OF, period="2025Q4", by="team", config=LIGHT)
     t = r.total
     assert t.expected == pytest.approx(t.won + t.open_expected + t.new_expected)
     assert t.p10 <= t.p50 <= t.p90 and t.won <= t.p10

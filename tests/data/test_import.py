@@ -283,10 +283,11 @@ def test_invalid_mapping_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_cli_import_writes_tables_and_reports_errors(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from leadml.cli import main
 
+    monkeypatch.setenv("COLUMNS", "1000")  # no line wrapping in the captured messages
     out = tmp_path / "imported"
     main(
         [
@@ -307,5 +308,17 @@ def test_cli_import_writes_tables_and_reports_errors(
     with pytest.raises(SystemExit) as exit_:
         main(["import", "--mapping", "hubspot", "--src", str(src), "--out", str(out)])
     assert exit_.value.code == 2
-    err = capsys.readouterr().err.replace("\n", "")
+    err = capsys.readouterr().err
     assert "Verbal Yes" in err and "deal_stage_history.csv" in err and "Traceback" not in err
+
+
+def test_hubspot_accepts_other_association_headers_and_lists(tmp_path: Path) -> None:
+    src = _copy("hubspot", tmp_path)
+    path = src / "contacts.csv"
+    path.write_text(path.read_text().replace("Associated Company ID", "Associated Company IDs", 1))
+    _edit(path, 1, "Associated Company IDs", "9002;9001")
+    tables, _ = map_tables(load_mapping("hubspot"), src)
+    leads = tables["leads"].set_index("lead_id")
+    rows = _rows(path)
+    assert leads.loc[rows[1]["Record ID"], "account_id"] == "9002"
+    assert leads.loc[rows[0]["Record ID"], "account_id"] == rows[0]["Associated Company IDs"]

@@ -29,7 +29,11 @@ def make_company(folder: Path, n_leads: int = 400, seed: int = 11) -> Path:
     span = (END - START).total_seconds()
 
     def when(n: int, lo: pd.Timestamp | np.ndarray = START) -> pd.Series:
-        lo_s = (pd.Series(lo) - START).dt.total_seconds().to_numpy() if not isinstance(lo, pd.Timestamp) else 0.0
+        lo_s = (
+            (pd.Series(lo) - START).dt.total_seconds().to_numpy()
+            if not isinstance(lo, pd.Timestamp)
+            else 0.0
+        )
         sec = lo_s + rng.uniform(0, 1, n) * (span - lo_s)
         return START + pd.to_timedelta(np.floor(sec), unit="s")
 
@@ -62,7 +66,9 @@ def make_company(folder: Path, n_leads: int = 400, seed: int = 11) -> Path:
         {
             "lead_id": leads["lead_id"].to_numpy()[ev_lead],
             "ts": when(len(ev_lead), lead_created.to_numpy()[ev_lead]).to_numpy(),
-            "type": rng.choice(["web_visit", "page_view", "email_open", "form_submit"], len(ev_lead)),
+            "type": rng.choice(
+                ["web_visit", "page_view", "email_open", "form_submit"], len(ev_lead)
+            ),
             "page_category": rng.choice(["pricing", "blog", None], len(ev_lead)),
             "campaign_id": None,
         }
@@ -110,7 +116,9 @@ def make_company(folder: Path, n_leads: int = 400, seed: int = 11) -> Path:
         owner = "fs_e1" if seg == "enterprise" else rng.choice(["fs_s1", "fs_s2"])
         t = pd.Timestamp(leads.at[i, "_outcome_ts"])
         amount = float(rng.choice([5_000, 20_000, 80_000]))
-        opp_rows.append((oid, leads.at[i, "account_id"], leads.at[i, "lead_id"], owner, t, amount, seg))
+        opp_rows.append(
+            (oid, leads.at[i, "account_id"], leads.at[i, "lead_id"], owner, t, amount, seg)
+        )
         close = (t + pd.Timedelta(days=int(rng.integers(30, 120)))).normalize()
         for stage in OPEN_STAGES:
             hist_rows.append((oid, t, stage, amount, close))
@@ -121,11 +129,24 @@ def make_company(folder: Path, n_leads: int = 400, seed: int = 11) -> Path:
             if rng.uniform() < 0.1:
                 close += pd.Timedelta(days=30)
         else:
-            hist_rows.append((oid, t, "closed_won" if rng.uniform() < 0.6 else "closed_lost", amount, close))
+            hist_rows.append(
+                (oid, t, "closed_won" if rng.uniform() < 0.6 else "closed_lost", amount, close)
+            )
     opportunities = pd.DataFrame(
-        opp_rows, columns=["opportunity_id", "account_id", "lead_id", "owner_id", "created_at", "amount", "segment"]
+        opp_rows,
+        columns=[
+            "opportunity_id",
+            "account_id",
+            "lead_id",
+            "owner_id",
+            "created_at",
+            "amount",
+            "segment",
+        ],
     )
-    opp_hist = pd.DataFrame(hist_rows, columns=["opportunity_id", "ts", "stage", "amount", "expected_close_date"])
+    opp_hist = pd.DataFrame(
+        hist_rows, columns=["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
+    )
     opp_hist = opp_hist[opp_hist["ts"] < END]
 
     mql = status[status["status"].isin(["mql", "recycled"])]
@@ -138,7 +159,9 @@ def make_company(folder: Path, n_leads: int = 400, seed: int = 11) -> Path:
     for oid, owner in zip(opportunities["opportunity_id"], opportunities["owner_id"], strict=True):
         t0 = opportunities.set_index("opportunity_id").at[oid, "created_at"]
         act_rows.append((t0 + pd.Timedelta(days=2), owner, None, oid, "meeting"))
-    activities = pd.DataFrame(act_rows, columns=["ts", "rep_id", "lead_id", "opportunity_id", "type"])
+    activities = pd.DataFrame(
+        act_rows, columns=["ts", "rep_id", "lead_id", "opportunity_id", "type"]
+    )
     activities = activities[activities["ts"] < END]
 
     q = pd.date_range("2024-07-01", "2026-01-01", freq="QS", tz="UTC")
@@ -196,10 +219,14 @@ class StandInChampion:
         return _sigmoid(self._z(features))
 
     def grade(self, probability: np.ndarray) -> np.ndarray:
-        return np.select([probability >= 0.5, probability >= 0.2, probability >= 0.05], ["A", "B", "C"], "D")
+        return np.select(
+            [probability >= 0.5, probability >= 0.2, probability >= 0.05], ["A", "B", "C"], "D"
+        )
 
     def reasons(self, features: pd.DataFrame) -> list[str]:
-        top = np.asarray(self.features)[np.argmax(features[self.features].fillna(0).to_numpy(), axis=1)]
+        top = np.asarray(self.features)[
+            np.argmax(features[self.features].fillna(0).to_numpy(), axis=1)
+        ]
         return [f"high {t}" for t in top]
 
     def won_by(self, features: pd.DataFrame, horizon_days: np.ndarray) -> np.ndarray:

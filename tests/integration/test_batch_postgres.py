@@ -123,10 +123,14 @@ def test_nightly_outputs_round_trip_through_postgresql(
                 continue
             a, b = got[col], want[col]
             if pd.api.types.is_float_dtype(b):
-                pd.testing.assert_series_equal(a.astype("float64"), b.astype("float64"), check_names=False,
-                                               rtol=1e-12)
+                pd.testing.assert_series_equal(
+                    a.astype("float64"), b.astype("float64"), check_names=False, rtol=1e-12
+                )
             elif pd.api.types.is_datetime64_any_dtype(b):
-                assert (pd.to_datetime(a, utc=True) == pd.to_datetime(b, utc=True)).all(), (table, col)
+                assert (pd.to_datetime(a, utc=True) == pd.to_datetime(b, utc=True)).all(), (
+                    table,
+                    col,
+                )
             else:
                 assert a.astype(str).tolist() == b.astype(str).tolist(), (table, col)
 
@@ -134,13 +138,15 @@ def test_nightly_outputs_round_trip_through_postgresql(
     with engine.connect() as c:
         n = c.execute(sa.text("SELECT count(*) FROM manifest")).scalar_one()
         day_type = c.execute(
-            sa.text("SELECT data_type FROM information_schema.columns "
-                    "WHERE table_name = 'scores_leads' AND column_name = 'as_of'")
+            sa.text(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_name = 'scores_leads' AND column_name = 'as_of'"
+            )
         ).scalar_one()
         rows = c.execute(sa.text("SELECT rows_written FROM manifest")).scalar_one()
     engine.dispose()
     assert n == 1 and day_type == "date"
-    assert '"scores_leads": %d' % len(second.tables["scores_leads"]) in rows
+    assert f'"scores_leads": {len(second.tables["scores_leads"])}' in rows
 
 
 def test_an_unreachable_database_is_a_clear_error(
@@ -149,6 +155,9 @@ def test_an_unreachable_database_is_a_clear_error(
     from leadml.errors import ConfigError
 
     store = SqlAlchemyOutputs(f"postgresql+psycopg://nobody:secret@127.0.0.1:{_free_port()}/none")
-    with pytest.raises(ConfigError, match="cannot connect") as err, store.stage(DAY, {"drift": pd.DataFrame()}):
+    with (
+        pytest.raises(ConfigError, match="cannot connect") as err,
+        store.stage(DAY, {"drift": pd.DataFrame()}),
+    ):
         pass
     assert "secret" not in str(err.value)  # the password is never printed

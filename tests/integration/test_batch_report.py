@@ -51,7 +51,10 @@ def test_report_has_every_section_and_embeds_its_plots(company: Path) -> None:
         model, feature = name.split(":")
         assert f"{model}: {feature}" in section["model-health"]
     # forecast: both quarters
-    assert "2025Q2 (current quarter)" in section["forecast"] and "2025Q3 (next quarter)" in section["forecast"]
+    assert (
+        "2025Q2 (current quarter)" in section["forecast"]
+        and "2025Q3 (next quarter)" in section["forecast"]
+    )
     # call list: one row per IS rep with its planned calls
     cap = result.tables["call_capacity"]
     for rep, n in zip(cap["rep_id"], cap["assigned"], strict=True):
@@ -82,11 +85,18 @@ def test_realised_calibration_reads_only_outcomes_inside_the_horizon_and_before_
     )
     scores = pd.DataFrame({"lead_id": ["a", "b", "c", "d"], "readiness": [0.9, 0.8, 0.2, 0.1]})
     day = pd.Timestamp("2025-03-01").date()
-    cal = realised_calibration(con, {day: scores}, pd.Timestamp("2025-05-01").date(), horizon_days=30,
-                               entity="lead", bins=4)
+    cal = realised_calibration(
+        con,
+        {day: scores},
+        pd.Timestamp("2025-05-01").date(),
+        horizon_days=30,
+        entity="lead",
+        bins=4,
+    )
     assert cal["count"].sum() == 4
     assert cal.sort_values("predicted")["observed"].tolist() == [0.0, 0.0, 0.0, 1.0]
     # a night whose horizon has not passed by D is not used
-    early = realised_calibration(con, {day: scores}, pd.Timestamp("2025-03-20").date(), horizon_days=30,
-                                 entity="lead")
+    early = realised_calibration(
+        con, {day: scores}, pd.Timestamp("2025-03-20").date(), horizon_days=30, entity="lead"
+    )
     assert early.empty

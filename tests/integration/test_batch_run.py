@@ -46,7 +46,9 @@ def _duck(settings) -> DuckDBOutputs:  # type: ignore[no-untyped-def]
     return DuckDBOutputs(settings.outputs_dir / "leadml.duckdb")
 
 
-def test_rerun_of_a_date_replaces_its_rows_and_keeps_other_dates(company: Path, champions: dict) -> None:
+def test_rerun_of_a_date_replaces_its_rows_and_keeps_other_dates(
+    company: Path, champions: dict
+) -> None:
     s = load_settings()
     first = run_nightly(s, AS_OF, data=company, champions=champions)
     other = run_nightly(s, "2025-05-26", data=company, champions=champions)
@@ -54,8 +56,11 @@ def test_rerun_of_a_date_replaces_its_rows_and_keeps_other_dates(company: Path, 
     assert first.manifest.run_id != second.manifest.run_id
 
     parquet, sql = ParquetOutputs(s.outputs_dir), _duck(s)
-    for table, key in (("scores_leads", ["lead_id"]), ("call_list", ["rep_id", "rank"]),
-                       ("scores_deals", ["opportunity_id"])):
+    for table, key in (
+        ("scores_leads", ["lead_id"]),
+        ("call_list", ["rep_id", "rank"]),
+        ("scores_deals", ["opportunity_id"]),
+    ):
         expected = first.tables[table]
         assert len(expected) > 0
         got_pq = parquet.read(table, DAY)
@@ -64,7 +69,9 @@ def test_rerun_of_a_date_replaces_its_rows_and_keeps_other_dates(company: Path, 
         assert len(got_pq) == len(expected) == len(got_sql)
         assert got_pq[key].duplicated().sum() == 0 and got_sql[key].duplicated().sum() == 0
         pd.testing.assert_frame_equal(
-            _sorted(got_pq.drop(columns="as_of"), key), _sorted(second.tables[table], key), check_dtype=False
+            _sorted(got_pq.drop(columns="as_of"), key),
+            _sorted(second.tables[table], key),
+            check_dtype=False,
         )
         assert set(got_sql[key[0]]) == set(expected[key[0]])
         # the other date is still there, untouched
@@ -91,7 +98,9 @@ def test_a_failure_before_or_while_publishing_leaves_previous_outputs(
         for t in names:
             pd.testing.assert_frame_equal(_duck(s).read(t, DAY), before_sql[t])
             pd.testing.assert_frame_equal(ParquetOutputs(s.outputs_dir).read(t, DAY), before_pq[t])
-        assert set(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)["model_version"]) == {"7"}
+        assert set(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)["model_version"]) == {
+            "7"
+        }
         assert not [p for p in s.outputs_dir.rglob(".*") if "staging" in p.name]
 
     newer = {k: _bump(v) for k, v in champions.items()}
@@ -144,7 +153,9 @@ def test_manifest_records_inputs_models_rows_timings_and_drift(company: Path, pu
     assert m.input_rows["leads"] == n_leads
     assert m.model_versions == {"lead_readiness": "7", "deal_close": "7"}
     assert m.rows_written == {**{k: len(v) for k, v in result.tables.items()}, "manifest": 1}
-    assert {"validate", "features", "score", "call_list", "forecast", "drift", "publish"} <= set(m.timings_s)
+    assert {"validate", "features", "score", "call_list", "forecast", "drift", "publish"} <= set(
+        m.timings_s
+    )
     assert m.open_entities["leads"] == len(result.tables["scores_leads"])
     row = _duck(s).read("manifest", DAY).iloc[0]
     assert json.loads(row["rows_written"])["scores_leads"] == len(result.tables["scores_leads"])
@@ -152,7 +163,8 @@ def test_manifest_records_inputs_models_rows_timings_and_drift(company: Path, pu
     drift = result.tables["drift"]
     assert set(drift["model"]) == {"lead_readiness", "deal_close"}
     assert m.drifted_features == [
-        f"{a}:{b}" for a, b in zip(drift["model"], drift["feature"], strict=True)
+        f"{a}:{b}"
+        for a, b in zip(drift["model"], drift["feature"], strict=True)
         if drift.set_index(["model", "feature"]).loc[(a, b), "status"] in ("drift", "missing")
     ]
 
@@ -199,13 +211,17 @@ def test_bad_rows_stop_the_run_or_are_quarantined(
     assert result.manifest.quarantined_rows == {"events": 3}
     quarantined = pd.read_csv(s.quarantine_dir / f"as_of={AS_OF}" / "events.csv")
     assert len(quarantined) == 3 and quarantined["_reasons"].str.contains("unknown value").all()
-    assert len(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)) == len(result.tables["scores_leads"])
+    assert len(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)) == len(
+        result.tables["scores_leads"]
+    )
 
 
 def test_missing_champion_and_bad_date_are_clear_errors(company: Path, champions: dict) -> None:
     s = load_settings()
     with pytest.raises(BatchError, match="no champion for deal_close"):
-        run_nightly(s, AS_OF, data=company, champions={"lead_readiness": champions["lead_readiness"]})
+        run_nightly(
+            s, AS_OF, data=company, champions={"lead_readiness": champions["lead_readiness"]}
+        )
     with pytest.raises(BatchError, match="not a date"):
         run_nightly(s, "yesterday", data=company, champions=champions)
 
@@ -213,7 +229,9 @@ def test_missing_champion_and_bad_date_are_clear_errors(company: Path, champions
 def test_outputs_are_readable_by_plain_duckdb_sql(published) -> None:  # type: ignore[no-untyped-def]
     s, _ = published
     with duckdb.connect(str(s.outputs_dir / "leadml.duckdb"), read_only=True) as con:
-        n = con.execute("SELECT count(*) FROM call_list WHERE as_of = DATE '2025-06-02'").fetchall()[0][0]
+        n = con.execute(
+            "SELECT count(*) FROM call_list WHERE as_of = DATE '2025-06-02'"
+        ).fetchall()[0][0]
         top = con.execute(
             "SELECT rep_id, sum(readiness) FROM call_list GROUP BY rep_id ORDER BY rep_id"
         ).fetchall()

@@ -17,9 +17,16 @@ from leadml.modeling.bundle import ScoringBundle
 from leadml.modeling.train import TrainingResult
 
 
+@pytest.fixture(scope="module")
+def _store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("registry")
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = load_settings(workspace=tmp_path / "ws", tracking={"uri": f"sqlite:///{tmp_path / 'reg.db'}"})
+def settings(_store: Path) -> Settings:
+    """One SQLite store for the module (creating one costs seconds); the empty-registry
+    test runs first."""
+    s = load_settings(workspace=_store / "ws", tracking={"uri": f"sqlite:///{_store / 'reg.db'}"})
     tracking.configure(s)
     return s
 
@@ -31,6 +38,14 @@ def _worse(result: TrainingResult, **metric_changes: float) -> TrainingResult:
     return other
 
 
+def test_unknown_version_and_empty_registry_say_what_to_do(settings: Settings) -> None:
+    with pytest.raises(tracking.RegistryError, match="leadml models"):
+        tracking.promote("lead_readiness", "7")
+    with pytest.raises(tracking.RegistryError, match="no champion"):
+        tracking.rollback("deal_close")
+    assert tracking.list_versions().empty
+
+
 def test_register_promote_gate_and_rollback(
     readiness_result: TrainingResult, settings: Settings, templates: dict[str, str]
 ) -> None:
@@ -38,7 +53,7 @@ def test_register_promote_gate_and_rollback(
     v1 = tracking.log_training(readiness_result, settings, templates=templates)
     assert v1.version == "1"
     cl = tracking.client()
-    assert cl.get_model_version_by_alias("lead_readiness", "challenger").version == "1"
+    assert str(cl.get_model_version_by_alias("lead_readiness", "challenger").version) == "1"
 
     # the pyfunc and the plain loader give identical scores, equal to the in-memory model
     rows = readiness_result.train_frame.head(40)
@@ -62,7 +77,7 @@ def test_register_promote_gate_and_rollback(
     with pytest.raises(tracking.RegistryError, match=r"(?s)max_ece.*max_roc_auc_drop.*--force") as err:
         tracking.promote("lead_readiness")
     assert "0.2000" in str(err.value)
-    assert cl.get_model_version_by_alias("lead_readiness", "champion").version == "1"
+    assert str(cl.get_model_version_by_alias("lead_readiness", "champion").version) == "1"
 
     with pytest.raises(tracking.RegistryError, match="--reason"):
         tracking.promote("lead_readiness", "2", force=True)
@@ -72,7 +87,7 @@ def test_register_promote_gate_and_rollback(
     assert mv.tags["leadml.force_reason"] == "hotfix for the demo"
 
     assert tracking.rollback("lead_readiness") == ("2", "1")
-    assert cl.get_model_version_by_alias("lead_readiness", "champion").version == "1"
+    assert str(cl.get_model_version_by_alias("lead_readiness", "champion").version) == "1"
     with pytest.raises(tracking.RegistryError, match="no earlier champion"):
         tracking.rollback("lead_readiness")
 
@@ -80,14 +95,6 @@ def test_register_promote_gate_and_rollback(
     assert list(listed["version"]) == [1, 2]
     assert listed.set_index("version").loc[1, "aliases"] == "champion"
     assert listed["roc_auc"].notna().all()
-
-
-def test_unknown_version_and_empty_registry_say_what_to_do(settings: Settings) -> None:
-    with pytest.raises(tracking.RegistryError, match="leadml models"):
-        tracking.promote("lead_readiness", "7")
-    with pytest.raises(tracking.RegistryError, match="no champion"):
-        tracking.rollback("deal_close")
-    assert tracking.list_versions().empty
 
 
 def test_default_tracking_uri_is_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,17 +12,18 @@ import asyncio
 import copy
 import logging
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from _serving_support import Champions, champions, point_bentoml
 from starlette.responses import JSONResponse
-from starlette.testclient import TestClient
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 PERSONAL = "jane.doe@example.com"
-pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,13 @@ def _client() -> Iterator[TestClient]:
     """A client of the service's ASGI app. The app is built once per process (BentoML
     registers its HTTP metrics when an app is built); each client runs the app's
     lifespan, which creates a fresh service instance reading the current settings."""
+    import warnings
+
     from leadml.serving.service import LeadmlAPI
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
 
     if not _APP:
         _APP.append(LeadmlAPI.to_asgi())

@@ -38,12 +38,16 @@ def _leads(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def _no_activities() -> pd.DataFrame:
-    return pd.DataFrame({"ts": pd.Series([], dtype="datetime64[ns, UTC]"), "rep_id": [], "lead_id": []})
+    return pd.DataFrame(
+        {"ts": pd.Series([], dtype="datetime64[ns, UTC]"), "rep_id": [], "lead_id": []}
+    )
 
 
 def test_week_start_is_monday_midnight_utc() -> None:
     assert week_start(AS_OF) == pd.Timestamp("2025-03-10", tz="UTC")
-    assert week_start(pd.Timestamp("2025-03-16 23:00", tz="UTC")) == pd.Timestamp("2025-03-10", tz="UTC")
+    assert week_start(pd.Timestamp("2025-03-16 23:00", tz="UTC")) == pd.Timestamp(
+        "2025-03-10", tz="UTC"
+    )
 
 
 def test_capacity_subtracts_only_this_weeks_activities_before_as_of() -> None:
@@ -91,7 +95,9 @@ def test_list_respects_capacity_routing_and_order() -> None:
         left_out = eligible[~eligible["lead_id"].isin(group["lead_id"])]
         assert left_out["expected_conversions"].max() <= group["expected_conversions"].min()
     # ranks and call dates: 1..n per rep, ceil(slots/5) calls per working day from D
-    assert (calls.groupby("rep_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1)))).all()
+    assert (
+        calls.groupby("rep_id")["rank"].apply(lambda r: list(r) == list(range(1, len(r) + 1)))
+    ).all()
     is1 = calls[calls["rep_id"] == "is1"]
     assert is1["call_date"].value_counts().max() == 2
     assert min(is1["call_date"]) == AS_OF.date()
@@ -162,13 +168,19 @@ def test_never_exceeds_capacity_and_never_leaves_team(
             "rep_id": [f"r{i}" for i in range(len(slots))],
             "role": "IS",
             "team": "t",
-            "segment": [None if (generalist and i == 0) else segs[i % 3] for i in range(len(slots))],
+            "segment": [
+                None if (generalist and i == 0) else segs[i % 3] for i in range(len(slots))
+            ],
             "weekly_slots": slots,
         }
     )
     acts = pd.DataFrame(
         {
-            "ts": [AS_OF - pd.Timedelta(hours=1 + k) for i, b in enumerate(booked[: len(slots)]) for k in range(b)],
+            "ts": [
+                AS_OF - pd.Timedelta(hours=1 + k)
+                for i, b in enumerate(booked[: len(slots)])
+                for k in range(b)
+            ],
             "rep_id": [f"r{i}" for i, b in enumerate(booked[: len(slots)]) for _ in range(b)],
             "lead_id": None,
         }

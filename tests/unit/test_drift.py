@@ -45,7 +45,7 @@ def test_categorical_shift_missing_values_and_shifted_scores_are_caught() -> Non
     train = _frame(20_000, 1)
     ref = build_reference(train, train.columns, scores=np.random.default_rng(2).beta(2, 5, 20_000))
     tonight = _frame(5_000, 3, smb_share=0.95)
-    tonight.loc[: 2_500, "pricing_views"] = np.nan  # half the column lost upstream
+    tonight.loc[:2_500, "pricing_views"] = np.nan  # half the column lost upstream
     scores = np.random.default_rng(4).beta(5, 2, 5_000)  # scores moved up
     report = drift_report(ref, tonight, model="m", scores=scores).set_index("feature")
     assert report.loc["segment", "status"] == "drift"

@@ -123,7 +123,7 @@ def test_monte_carlo_cross_checks_the_exact_distribution() -> None:
     assert np.array_equal(draws, dist.monte_carlo(**kw, draws=40_000, seed=3))  # fixed seed
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     amounts=st.lists(st.floats(1, 1e6), min_size=1, max_size=12),
     data=st.data(),

@@ -113,12 +113,13 @@ def test_column_specific_sentinel_leaves_other_columns_alone() -> None:
 
 
 def test_cli_check_table_names_the_leaking_column(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import json
 
     from leadml.cli import main
 
+    monkeypatch.setenv("COLUMNS", "1000")
     raw = _table(n=400)
     closed = pd.to_datetime(raw["signup_date"]) + pd.Timedelta(days=30)
     raw["deal_closed_on"] = closed.dt.strftime("%Y-%m-%d").where(raw["Converted"] == "Converted")

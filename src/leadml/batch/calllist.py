@@ -39,7 +39,11 @@ class CallList:
 
 def week_start(as_of: pd.Timestamp) -> pd.Timestamp:
     """Monday 00:00 UTC of the ISO week that holds ``as_of``."""
-    day = as_of.tz_convert("UTC").normalize() if as_of.tzinfo else as_of.tz_localize("UTC").normalize()
+    day = (
+        as_of.tz_convert("UTC").normalize()
+        if as_of.tzinfo
+        else as_of.tz_localize("UTC").normalize()
+    )
     return day - pd.Timedelta(days=day.weekday())
 
 
@@ -63,7 +67,9 @@ def rep_capacity(
         booked = pd.Series(dtype="int64")
     is_reps["weekly_slots"] = is_reps["weekly_slots"].fillna(80).astype("int64")
     is_reps["booked"] = is_reps["rep_id"].map(booked).fillna(0).astype("int64")
-    horizon = np.ceil(is_reps["weekly_slots"] * min(days, WORKING_DAYS) / WORKING_DAYS).astype("int64")
+    horizon = np.ceil(is_reps["weekly_slots"] * min(days, WORKING_DAYS) / WORKING_DAYS).astype(
+        "int64"
+    )
     left = (is_reps["weekly_slots"] - is_reps["booked"]).clip(lower=0)
     is_reps["capacity"] = np.minimum(left, horizon).astype("int64")
     return is_reps
@@ -165,7 +171,9 @@ def build_call_list(
         on="rep_id",
         how="left",
     )
-    calls = calls.sort_values(["rep_id", "expected_conversions", "lead_id"], ascending=[True, False, True])
+    calls = calls.sort_values(
+        ["rep_id", "expected_conversions", "lead_id"], ascending=[True, False, True]
+    )
     calls["rank"] = calls.groupby("rep_id").cumcount() + 1
     daily = np.ceil(calls["weekly_slots"] / WORKING_DAYS).clip(lower=1).astype("int64")
     offset = ((calls["rank"] - 1) // daily).to_numpy()

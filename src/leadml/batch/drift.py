@@ -36,7 +36,8 @@ class BinnedReference:
 
     name: str
     kind: Literal["numeric", "categorical"]
-    # numeric: inner edges e_0 < ... < e_{k-1}; bins are (-inf, e_0), [e_0, e_1), ..., [e_{k-1}, inf)
+    # numeric: inner edges e_0 < ... < e_{k-1};
+    # bins are (-inf, e_0), [e_0, e_1), ..., [e_{k-1}, inf)
     # (the convention of the scoring bundle's reference)
     edges: list[float] = field(default_factory=list)
     # categorical: the categories seen in training (everything else is OTHER)
@@ -67,7 +68,9 @@ class BinnedReference:
         else:
             pos = {c: i for i, c in enumerate(self.categories)}
             idx = present.astype(str).map(lambda v: pos.get(v, len(self.categories))).to_numpy()
-            counts = np.bincount(idx.astype("int64"), minlength=len(self.categories) + 1).astype("float64")
+            counts = np.bincount(idx.astype("int64"), minlength=len(self.categories) + 1).astype(
+                "float64"
+            )
         return counts / n, float(missing.sum()) / n
 
 
@@ -98,7 +101,11 @@ def reference_for(values: pd.Series, name: str | None = None, *, bins: int = 10)
 
 
 def build_reference(
-    frame: pd.DataFrame, features: Iterable[str], scores: pd.Series | np.ndarray | None = None, *, bins: int = 10
+    frame: pd.DataFrame,
+    features: Iterable[str],
+    scores: pd.Series | np.ndarray | None = None,
+    *,
+    bins: int = 10,
 ) -> dict[str, BinnedReference]:
     """References for ``features`` of a training frame, plus the score's under ``"score"``."""
     out = {f: reference_for(frame[f], f, bins=bins) for f in features}
@@ -146,15 +153,37 @@ def drift_report(
         elif name in current:
             values, kind = current[name], "feature"
         else:
-            rows.append((model, name, "feature", float("nan"), "missing", 0, ref.missing_share, float("nan")))
+            rows.append(
+                (
+                    model,
+                    name,
+                    "feature",
+                    float("nan"),
+                    "missing",
+                    0,
+                    ref.missing_share,
+                    float("nan"),
+                )
+            )
             continue
         value = psi(ref, values)
         status = "drift" if value >= alert else "warn" if value >= warn else "stable"
         cur_missing = float(values.isna().mean()) if len(values) else float("nan")
         rows.append((model, name, kind, value, status, len(values), ref.missing_share, cur_missing))
-    cols = ["model", "feature", "kind", "psi", "status", "rows", "reference_missing", "current_missing"]
+    cols = [
+        "model",
+        "feature",
+        "kind",
+        "psi",
+        "status",
+        "rows",
+        "reference_missing",
+        "current_missing",
+    ]
     out = pd.DataFrame(rows, columns=cols)
-    return out.sort_values("psi", ascending=False, na_position="first", kind="stable").reset_index(drop=True)
+    return out.sort_values("psi", ascending=False, na_position="first", kind="stable").reset_index(
+        drop=True
+    )
 
 
 def drifted(report: pd.DataFrame) -> list[str]:

@@ -61,7 +61,9 @@ class Manifest:
         """The manifest as one row, nested fields as JSON text."""
         row: dict[str, Any] = {}
         for key, value in self.__dict__.items():
-            row[key] = json.dumps(value, sort_keys=True, default=str) if key in JSON_FIELDS else value
+            row[key] = (
+                json.dumps(value, sort_keys=True, default=str) if key in JSON_FIELDS else value
+            )
         return pd.DataFrame([row])
 
     @classmethod

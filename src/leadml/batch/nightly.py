@@ -87,6 +87,9 @@ class NightlyResult:
     outputs_dir: Path
     sql_url: str
     warnings: list[str] = field(default_factory=list)
+    # The feature frames scored (only with ``keep_features=True``; benchmarks use them).
+    features: dict[str, pd.DataFrame] = field(default_factory=dict)
+    champions: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ helpers
@@ -97,11 +100,15 @@ def parse_as_of(value: str | date | datetime | pd.Timestamp) -> tuple[date, pd.T
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise BatchError(f"--as-of {value!r} is not a date; use ISO format such as 2025-06-02") from None
+        raise BatchError(
+            f"--as-of {value!r} is not a date; use ISO format such as 2025-06-02"
+        ) from None
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
     if ts != ts.normalize():
-        raise BatchError(f"--as-of {value!r}: the nightly run is per day; give a date such as {ts.date()}")
+        raise BatchError(
+            f"--as-of {value!r}: the nightly run is per day; give a date such as {ts.date()}"
+        )
     day = ts.date()
     return day, pd.Timestamp(day, tz="UTC")
 
@@ -144,14 +151,16 @@ def open_leads(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp) -> pd.DataFr
     ).df()
 
 
-def _is_activity(con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _is_activity(
+    con: duckdb.DuckDBPyConnection, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """IS reps, and the activities the call list needs (this week's, and each lead's
     latest IS touch) — all with ``ts < as_of``."""
     have = _views(con)
     if "reps" not in have:
-        return pd.DataFrame(columns=["rep_id", "role", "team", "segment", "weekly_slots"]), pd.DataFrame(
-            columns=["ts", "rep_id", "lead_id"]
-        )
+        return pd.DataFrame(
+            columns=["rep_id", "role", "team", "segment", "weekly_slots"]
+        ), pd.DataFrame(columns=["ts", "rep_id", "lead_id"])
     reps = con.execute("SELECT rep_id, role, team, segment, weekly_slots FROM reps").df()
     if "activities" not in have:
         return reps, pd.DataFrame(columns=["ts", "rep_id", "lead_id"])
@@ -179,6 +188,8 @@ def run_nightly(
     champions: Mapping[str, Champion] | None = None,
     on_step: Callable[[str], None] | None = None,
     before_publish: Callable[[dict[str, pd.DataFrame]], None] | None = None,
+    keep_features: bool = False,
+    store: OutputStore | None = None,
 ) -> NightlyResult:
     """Run the nightly batch for as-of date ``as_of`` and publish its outputs.
 
@@ -186,7 +197,10 @@ def run_nightly(
     (default: :func:`load_champions` from the MLflow registry). ``on_step`` is
     called with each step's name as it starts (progress display).
     ``before_publish`` sees the finished tables just before they are published
-    (tests inject failures here). Re-running a date replaces its outputs.
+    (tests inject failures here). ``keep_features`` returns the scored feature frames
+    and the champions with the result. ``store`` overrides where outputs go (default:
+    the workspace's Parquet folder and ``batch.sql_url``). Re-running a date replaces
+    its outputs.
     """
     from leadml.contracts import connect
     from leadml.features.catalog import load_catalog
@@ -195,7 +209,7 @@ def run_nightly(
     day, t = parse_as_of(as_of)
     cfg = settings.batch
     location = Path(data) if data is not None else settings.data_dir
-    store = _store(settings)
+    store = store or _store(settings)
     manifest = Manifest(
         run_id=uuid.uuid4().hex[:12],
         as_of=day.isoformat(),
@@ -280,9 +294,14 @@ def run_nightly(
             # leads on the call list and the best ``reasons_top_leads`` of the rest.
             top = scores_leads["lead_id"].head(cfg.reasons_top_leads)
             wanted = pd.Index(top).union(pd.Index(plan.calls["lead_id"]))
-            scores_leads["reasons"] = _reasons_for(lead_model, lead_feats, "lead_id", scores_leads["lead_id"], wanted)
+            scores_leads["reasons"] = _reasons_for(
+                lead_model, lead_feats, "lead_id", scores_leads["lead_id"], wanted
+            )
             scores_deals["reasons"] = _reasons_for(
-                deal_model, deal_feats, "opportunity_id", scores_deals["opportunity_id"],
+                deal_model,
+                deal_feats,
+                "opportunity_id",
+                scores_deals["opportunity_id"],
                 pd.Index(scores_deals["opportunity_id"]),
             )
             calls = plan.calls.rename(columns={"expected_conversions": "readiness"})
@@ -292,22 +311,42 @@ def run_nightly(
         with manifest.step("forecast"):
             forecast_tbl = forecast_snapshot(con, settings, history, t, quarter_probs, won_by)
         with manifest.step("alerts"):
-            window = getattr(getattr(getattr(settings, "forecast", None), "alerts", None), "score_window_days", 28)
-            alerts = deal_alerts(con, settings, history, t, scores_deals, past_deal_scores(store, day, window))
+            window = getattr(
+                getattr(getattr(settings, "forecast", None), "alerts", None),
+                "score_window_days",
+                28,
+            )
+            alerts = deal_alerts(
+                con, settings, history, t, scores_deals, past_deal_scores(store, day, window)
+            )
 
         say("drift")
         with manifest.step("drift"):
             drift_tbl = pd.concat(
                 [
-                    _drift(lead_model, lead_feats, scores_leads["readiness"], cfg.psi_warn, cfg.psi_alert),
-                    _drift(deal_model, deal_feats, scores_deals["probability"], cfg.psi_warn, cfg.psi_alert),
+                    _drift(
+                        lead_model,
+                        lead_feats,
+                        scores_leads["readiness"],
+                        cfg.psi_warn,
+                        cfg.psi_alert,
+                    ),
+                    _drift(
+                        deal_model,
+                        deal_feats,
+                        scores_deals["probability"],
+                        cfg.psi_warn,
+                        cfg.psi_alert,
+                    ),
                 ],
                 ignore_index=True,
             )
             manifest.drifted_features = dr.drifted(drift_tbl) if len(drift_tbl) else []
             for name, m in ((LEAD_MODEL, lead_model), (DEAL_MODEL, deal_model)):
                 if not m.reference:
-                    warnings.append(f"{name} v{m.version} has no training reference; drift not measured")
+                    warnings.append(
+                        f"{name} v{m.version} has no training reference; drift not measured"
+                    )
     finally:
         con.close()
 
@@ -337,6 +376,8 @@ def run_nightly(
         outputs_dir=settings.outputs_dir,
         sql_url=manifest.sql_url or "",
         warnings=warnings,
+        features={"lead": lead_feats, "opportunity": deal_feats} if keep_features else {},
+        champions=models if keep_features else {},
     )
 
 
@@ -374,7 +415,9 @@ def _reasons_for(
 
 def score_deals(
     model: DealChampion, features: pd.DataFrame, deals: pd.DataFrame, as_of: pd.Timestamp
-) -> tuple[pd.DataFrame, Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timestamp], pd.DataFrame]]:
+) -> tuple[
+    pd.DataFrame, Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timestamp], pd.DataFrame]
+]:
     """One row per open deal: P(won) by the end of this and next quarter and within 90
     days, the model's headline probability and grade, stage, amount, and the expected
     amount this quarter. ``reasons`` is filled later.
@@ -404,26 +447,47 @@ def score_deals(
             "reasons": None,
         }
     )
-    keep = [c for c in ("opportunity_id", "stage", "amount", "expected_close_date", "last_update",
-                        "owner_id", "team", "segment") if c in deals]
+    keep = [
+        c
+        for c in (
+            "opportunity_id",
+            "stage",
+            "amount",
+            "expected_close_date",
+            "last_update",
+            "owner_id",
+            "team",
+            "segment",
+        )
+        if c in deals
+    ]
     out = out.merge(deals[keep], on="opportunity_id", how="left", validate="one_to_one")
     out["expected_amount_this_quarter"] = out["p_won_this_quarter"] * out["amount"]
     out["model_version"] = str(model.version)
     ids = out["opportunity_id"].to_numpy()
     cache: dict[pd.Timestamp, pd.DataFrame] = {}
 
-    def probabilities(_con: duckdb.DuckDBPyConnection, t: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    def probabilities(
+        _con: duckdb.DuckDBPyConnection, t: pd.Timestamp, end: pd.Timestamp
+    ) -> pd.DataFrame:
         if t != as_of:
-            raise BatchError(f"deal probabilities were computed as of {as_of.date()}, not {t.date()}")
+            raise BatchError(
+                f"deal probabilities were computed as of {as_of.date()}, not {t.date()}"
+            )
         end = pd.Timestamp(end)
         if end not in cache:
             horizon = np.full(n, max((end - t) / day, 0.0))
-            cache[end] = pd.DataFrame({"opportunity_id": ids, "p_won_by": model.won_by(features, horizon)})
+            cache[end] = pd.DataFrame(
+                {"opportunity_id": ids, "p_won_by": model.won_by(features, horizon)}
+            )
         return cache[end]
 
     probabilities.name = f"{DEAL_MODEL} v{model.version}"  # type: ignore[attr-defined]
-    return out.sort_values(["expected_amount_this_quarter", "opportunity_id"], ascending=[False, True],
-                           ignore_index=True), probabilities
+    return out.sort_values(
+        ["expected_amount_this_quarter", "opportunity_id"],
+        ascending=[False, True],
+        ignore_index=True,
+    ), probabilities
 
 
 def forecast_snapshot(
@@ -448,8 +512,16 @@ def forecast_snapshot(
     this_q = quarter_of(as_of)
     for label, period in (("current", this_q), ("next", this_q.shifted(-1))):
         for by in ("team", "segment"):
-            r = forecast(con, as_of=as_of, period=period, deal_probabilities=probabilities, by=by,
-                         vocab=vocab, config=fcfg, history=history)
+            r = forecast(
+                con,
+                as_of=as_of,
+                period=period,
+                deal_probabilities=probabilities,
+                by=by,
+                vocab=vocab,
+                config=fcfg,
+                history=history,
+            )
             table = r.table()
             table.insert(0, "grouping", np.where(table["group"] == "all", "total", by))
             if by != "team":  # the total comes once, with the per-team call
@@ -488,7 +560,11 @@ def forecast_fan(
     amounts = deals["amount"].to_numpy(dtype="float64")
     total = snapshot[snapshot["group"] == "all"].iloc[0]
     won, target, new = float(total["won"]), float(total["target"]), float(total["new_expected"])
-    ends = [w for w in pd.date_range(as_of + pd.Timedelta(days=7), period.end, freq="7D") if w < period.end]
+    ends = [
+        w
+        for w in pd.date_range(as_of + pd.Timedelta(days=7), period.end, freq="7D")
+        if w < period.end
+    ]
     span = (period.end - as_of) / pd.Timedelta(days=1)
     rows = [{"week_end": as_of, "won": won, "expected": won, "p10": won, "p50": won, "p90": won}]
     cells = getattr(config, "backtest_grid_cells", 1 << 14)
@@ -498,10 +574,26 @@ def forecast_fan(
         shift = new * days / span
         d = dist.revenue_distribution(won=won, amounts=amounts, probs=probs, max_cells=cells)
         p10, p50, p90 = (float(v) + shift for v in d.quantile([0.1, 0.5, 0.9]))
-        rows.append({"week_end": end, "won": won, "expected": won + float(probs @ amounts) + shift,
-                     "p10": p10, "p50": p50, "p90": p90})
-    rows.append({"week_end": period.end, "won": won, "expected": float(total["expected"]),
-                 "p10": float(total["p10"]), "p50": float(total["p50"]), "p90": float(total["p90"])})
+        rows.append(
+            {
+                "week_end": end,
+                "won": won,
+                "expected": won + float(probs @ amounts) + shift,
+                "p10": p10,
+                "p50": p50,
+                "p90": p90,
+            }
+        )
+    rows.append(
+        {
+            "week_end": period.end,
+            "won": won,
+            "expected": float(total["expected"]),
+            "p10": float(total["p10"]),
+            "p50": float(total["p50"]),
+            "p90": float(total["p90"]),
+        }
+    )
     fan = pd.DataFrame(rows)
     fan["target"] = target
     fan.insert(0, "grouping", "total")
@@ -530,12 +622,24 @@ def deal_alerts(
     from leadml.forecast.alerts import alerts
 
     tonight = pd.DataFrame(
-        {"opportunity_id": scores_deals["opportunity_id"], "as_of": as_of, "p_won": scores_deals["p_won_90d"]}
+        {
+            "opportunity_id": scores_deals["opportunity_id"],
+            "as_of": as_of,
+            "p_won": scores_deals["p_won_90d"],
+        }
     )
-    scores = pd.concat([past_scores, tonight], ignore_index=True) if past_scores is not None else tonight
+    scores = (
+        pd.concat([past_scores, tonight], ignore_index=True) if past_scores is not None else tonight
+    )
     fcfg = getattr(settings, "forecast", None)
-    out = alerts(con, as_of=as_of, cfg=getattr(fcfg, "alerts", None), scores=scores,
-                 vocab=settings.vocabulary, history=history)
+    out = alerts(
+        con,
+        as_of=as_of,
+        cfg=getattr(fcfg, "alerts", None),
+        scores=scores,
+        vocab=settings.vocabulary,
+        history=history,
+    )
     if "figures" in out:
         out["figures"] = out["figures"].map(lambda v: json.dumps(v, default=str, sort_keys=True))
     return out.reset_index(drop=True)
@@ -552,23 +656,50 @@ def past_deal_scores(store: OutputStore, day: date, window_days: int) -> pd.Data
         if lo <= d < day:
             f = store.parquet.read("scores_deals", d)
             if "p_won_90d" in f:
-                frames.append(pd.DataFrame({"opportunity_id": f["opportunity_id"],
-                                            "as_of": pd.Timestamp(d, tz="UTC"), "p_won": f["p_won_90d"]}))
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "opportunity_id": f["opportunity_id"],
+                            "as_of": pd.Timestamp(d, tz="UTC"),
+                            "p_won": f["p_won_90d"],
+                        }
+                    )
+                )
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _drift(model: Champion, features: pd.DataFrame, scores: pd.Series, warn: float, alert: float) -> pd.DataFrame:
+def _drift(
+    model: Champion, features: pd.DataFrame, scores: pd.Series, warn: float, alert: float
+) -> pd.DataFrame:
     if not model.reference:
-        return pd.DataFrame(columns=["model", "feature", "kind", "psi", "status", "rows",
-                                     "reference_missing", "current_missing"])
+        return pd.DataFrame(
+            columns=[
+                "model",
+                "feature",
+                "kind",
+                "psi",
+                "status",
+                "rows",
+                "reference_missing",
+                "current_missing",
+            ]
+        )
     import json
 
-    out = dr.drift_report(model.reference, features, model=model.name, scores=scores.to_numpy(),
-                          warn=warn, alert=alert)
+    out = dr.drift_report(
+        model.reference,
+        features,
+        model=model.name,
+        scores=scores.to_numpy(),
+        warn=warn,
+        alert=alert,
+    )
     ref = model.reference.get(dr.SCORE)
     edges = (ref.edges if isinstance(ref, dr.BinnedReference) else (ref or {}).get("edges")) or []
     # The score's training quantiles, so the report can draw them under tonight's histogram.
-    out["reference_edges"] = np.where(out["kind"] == "score", json.dumps([float(e) for e in edges]), None)
+    out["reference_edges"] = np.where(
+        out["kind"] == "score", json.dumps([float(e) for e in edges]), None
+    )
     return out
 
 
@@ -597,7 +728,9 @@ class BundleChampion:
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         if self.bundle.kind == "deal_close":
-            return self.won_by(features, np.full(len(features), float(self.bundle.model.horizon_days)))
+            return self.won_by(
+                features, np.full(len(features), float(self.bundle.model.horizon_days))
+            )
         return np.asarray(self.bundle.predict_proba(features), dtype="float64")
 
     def grade(self, probability: np.ndarray) -> np.ndarray | None:
@@ -647,12 +780,21 @@ def reference_from_bundle(ref: Mapping[str, Any] | None) -> dict[str, dr.BinnedR
             shares = dict(f.get("shares") or {})
             missing = float(shares.pop("__missing__", 0.0))
             cats = list(shares)
-            out[name] = dr.BinnedReference(name, "categorical", categories=cats,
-                                           shares=[float(shares[c]) for c in cats] + [0.0], missing_share=missing)
+            out[name] = dr.BinnedReference(
+                name,
+                "categorical",
+                categories=cats,
+                shares=[float(shares[c]) for c in cats] + [0.0],
+                missing_share=missing,
+            )
         else:
-            out[name] = dr.BinnedReference(name, "numeric", edges=[float(e) for e in f.get("edges") or []],
-                                           shares=[float(x) for x in f.get("shares") or [1.0]],
-                                           missing_share=float(f.get("missing_share", 0.0)))
+            out[name] = dr.BinnedReference(
+                name,
+                "numeric",
+                edges=[float(e) for e in f.get("edges") or []],
+                shares=[float(x) for x in f.get("shares") or [1.0]],
+                missing_share=float(f.get("missing_share", 0.0)),
+            )
     q = np.asarray(ref.get("score_quantiles") or [], dtype="float64")
     if len(q) >= 11:
         levels = np.linspace(0, 1, len(q))
@@ -660,7 +802,9 @@ def reference_from_bundle(ref: Mapping[str, Any] | None) -> dict[str, dr.BinnedR
         # share of the score distribution in each bin, read off the percentile curve
         cdf = np.interp(edges, q, levels, left=0.0, right=1.0)
         shares = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
-        out[dr.SCORE] = dr.BinnedReference(dr.SCORE, "numeric", edges=edges.tolist(), shares=shares.tolist())
+        out[dr.SCORE] = dr.BinnedReference(
+            dr.SCORE, "numeric", edges=edges.tolist(), shares=shares.tolist()
+        )
     return out
 
 
@@ -676,7 +820,8 @@ def load_champions(settings: Settings) -> dict[str, Champion]:
             version = tracking.client().get_model_version_by_alias(name, tracking.CHAMPION).version
         except Exception:
             raise BatchError(
-                f"no champion for {name} in the registry at {tracking.tracking_uri(settings)}; train and "
+                f"no champion for {name} in the registry at {tracking.tracking_uri(settings)}; "
+                "train and "
                 "promote one first (`leadml train` then `leadml promote`), or run `leadml demo`"
             ) from None
         bundle = ScoringBundle.load(f"models:/{name}@{tracking.CHAMPION}")

@@ -69,8 +69,11 @@ def _sql_ready(df: pd.DataFrame) -> pd.DataFrame:
             sample = s.dropna().head(50)
             if len(sample) and sample.map(lambda v: isinstance(v, list | tuple | dict)).any():
                 out[col] = s.map(
-                    lambda v: None if v is None else json.dumps(list(v) if isinstance(v, tuple) else v,
-                                                                default=str)
+                    lambda v: (
+                        None
+                        if v is None
+                        else json.dumps(list(v) if isinstance(v, tuple) else v, default=str)
+                    )
                 )
     return out
 
@@ -132,7 +135,11 @@ class ParquetOutputs:
                 continue
             day = date.fromisoformat(folder.name.split("=", 1)[1])
             parts = sorted(folder.glob("*.parquet"))
-            df = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else pd.DataFrame()
+            df = (
+                pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+                if parts
+                else pd.DataFrame()
+            )
             frames.append(_with_as_of(df, day))
         if not frames:
             return pd.DataFrame({AS_OF: pd.Series([], dtype="date32[pyarrow]")})
@@ -154,11 +161,11 @@ class SqlOutputs(Protocol):
 
     url: str
 
-    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> contextlib.AbstractContextManager[None]:
-        ...
+    def stage(
+        self, as_of: date, tables: Mapping[str, pd.DataFrame]
+    ) -> contextlib.AbstractContextManager[None]: ...
 
-    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
-        ...
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame: ...
 
 
 def _q(name: str) -> str:
@@ -189,11 +196,15 @@ class DuckDBOutputs:
                 frame = _sql_ready(_with_as_of(df, as_of))
                 name = f"_leadml_frame_{i}"
                 con.register(name, frame)
-                con.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} AS SELECT * FROM {name} LIMIT 0")
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_q(table)} AS SELECT * FROM {name} LIMIT 0"
+                )
                 have = {r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
                 for col in frame.columns:
                     if col not in have:
-                        typ = con.execute(f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1").fetchone()
+                        typ = con.execute(
+                            f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1"
+                        ).fetchone()
                         sql_type = typ[0] if typ and typ[0] != "NULL" else "VARCHAR"
                         con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {sql_type}")
                 con.execute(f"DELETE FROM {_q(table)} WHERE {AS_OF} = ?", [as_of])
@@ -233,7 +244,8 @@ class SqlAlchemyOutputs:
             return sa.create_engine(self.url)
         except Exception as exc:  # bad URL or driver not installed
             raise ConfigError(
-                f"batch.sql_url {self._safe_url()}: cannot open ({exc}); use a SQLAlchemy URL such as "
+                f"batch.sql_url {self._safe_url()}: cannot open ({exc}); "
+                "use a SQLAlchemy URL such as "
                 "postgresql+psycopg://user@host:5432/db (LEADML_BATCH__SQL_URL)"
             ) from None
 
@@ -278,7 +290,11 @@ class SqlAlchemyOutputs:
         for col in frame.columns:
             if col not in have:
                 sql_type = _sqlalchemy_type(frame[col]).compile(dialect=conn.dialect)
-                conn.execute(sa.text(f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(col)} {sql_type}"))
+                conn.execute(
+                    sa.text(
+                        f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(col)} {sql_type}"
+                    )
+                )
         conn.execute(sa.text(f"DELETE FROM {prep.quote(table)} WHERE {AS_OF} = :d"), {"d": as_of})
         if len(frame) == 0:
             return
@@ -326,9 +342,12 @@ def _copy_postgres(conn: Any, table: str, frame: pd.DataFrame) -> None:
     cols = ", ".join(prep.quote(c) for c in frame.columns)
     buf = io.StringIO()
     frame.to_csv(buf, index=False, header=False, na_rep="\\N", date_format="%Y-%m-%dT%H:%M:%S.%f%z")
-    with raw.cursor() as cur, cur.copy(
-        f"COPY {prep.quote(table)} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
-    ) as copy:
+    with (
+        raw.cursor() as cur,
+        cur.copy(
+            f"COPY {prep.quote(table)} ({cols}) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
+        ) as copy,
+    ):
         copy.write(buf.getvalue())
 
 

@@ -19,6 +19,7 @@ from leadml.cli import analytics as analytics_commands
 from leadml.cli import batch as batch_commands
 from leadml.cli import common
 from leadml.cli import data as data_commands
+from leadml.cli import demo as demo_commands
 from leadml.cli import features as features_commands
 from leadml.cli import forecast as forecast_commands
 from leadml.cli import importing as importing_commands
@@ -49,7 +50,7 @@ def _global(
     ctx.obj = common.Context(workspace=workspace, config_dir=config_dir)
 
 
-for _module in (data_commands, analytics_commands, importing_commands, features_commands, serve_commands, batch_commands, simulate_commands, forecast_commands, models_commands):
+for _module in (demo_commands, data_commands, analytics_commands, importing_commands, features_commands, serve_commands, batch_commands, simulate_commands, forecast_commands, models_commands):
     _module.register(app)
 
 

@@ -16,8 +16,12 @@ def register(app: typer.Typer) -> None:
 
 def batch(
     ctx: typer.Context,
-    as_of: str = typer.Option(..., "--as-of", help="Run date (ISO); everything reads only records before it"),
-    data: Path | None = typer.Option(None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"),
+    as_of: str = typer.Option(
+        ..., "--as-of", help="Run date (ISO); everything reads only records before it"
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
     sql_url: str | None = typer.Option(
         None, "--sql-url", help="SQLAlchemy URL for the output tables [env LEADML_BATCH__SQL_URL]"
     ),
@@ -51,7 +55,11 @@ def batch(
         return
     out = common.console()
     rows = [(name, n) for name, n in m.rows_written.items()]
-    out.print(common.summary_table(f"Nightly run as of {m.as_of} (run {m.run_id})", ["output", "rows"], rows))
+    out.print(
+        common.summary_table(
+            f"Nightly run as of {m.as_of} (run {m.run_id})", ["output", "rows"], rows
+        )
+    )
     out.print(
         common.summary_table(
             "Timings", ["step", "seconds"], [(k, float(v)) for k, v in m.timings_s.items()]
@@ -60,7 +68,9 @@ def batch(
     versions = ", ".join(f"{k} v{v}" for k, v in m.model_versions.items())
     out.print(f"models: {versions}")
     if m.quarantined_rows:
-        out.print(f"[yellow]quarantined input rows:[/] {m.quarantined_rows} (see {s.quarantine_dir})")
+        out.print(
+            f"[yellow]quarantined input rows:[/] {m.quarantined_rows} (see {s.quarantine_dir})"
+        )
     if m.drifted_features:
         out.print(f"[yellow]drifted:[/] {', '.join(m.drifted_features)}")
     for w in result.warnings:

@@ -85,6 +85,8 @@ def forecast(
     """Forecast the revenue booked in a period: won so far + open deals + deals not yet created."""
     if ctx.invoked_subcommand is not None:
         return
+    import pandas as pd
+
     from leadml.forecast.deals import DealHistory, as_utc, parse_period, quarter_of
     from leadml.forecast.forecast import forecast as run_forecast
     from leadml.forecast.forecast import forecast_path
@@ -94,7 +96,7 @@ def forecast(
     try:
         history = DealHistory(con, s.vocabulary)
         if as_of is None and history.data_end is not None:
-            t = history.data_end.normalize() + __import__("pandas").Timedelta(days=1)
+            t = history.data_end.normalize() + pd.Timedelta(days=1)
         else:
             t = as_utc(as_of)
         per = parse_period(period) if period else quarter_of(t)

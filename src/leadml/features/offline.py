@@ -30,6 +30,7 @@ from leadml.contracts import TABLES
 from leadml.errors import DataError
 from leadml.features.catalog import (
     ENTITY_ID,
+    SOURCES,
     AggregateFeature,
     AttributeFeature,
     Catalog,
@@ -96,7 +97,7 @@ class _Part:
 def _filter_sql(f: AggregateFeature, x: str, spine: str) -> str:
     conds = [f"{x}.{q(c)} IN ({', '.join(lit(v) for v in vals)})" for c, vals in f.filter_items()]
     if f.window_days is not None:
-        conds.append(f"{x}.ts >= {spine}.as_of - INTERVAL {f.window_days} DAY")
+        conds.append(f"{x}.ts >= {spine}._w{f.window_days}")
     return " AND ".join(conds) or "TRUE"
 
 
@@ -130,7 +131,7 @@ def _join_bound(feats: Sequence[AggregateFeature], x: str, spine: str) -> str:
     spans = [f.window_days for f in feats]
     if any(d is None for d in spans):
         return ""
-    return f" AND {x}.ts >= {spine}.as_of - INTERVAL {max(d for d in spans if d is not None)} DAY"
+    return f" AND {x}.ts >= {spine}._w{max(d for d in spans if d is not None)}"
 
 
 def _zero_default(f: AggregateFeature) -> bool:
@@ -160,13 +161,17 @@ class _Compiler:
 
     # ---- kinds
     def aggregates(self, feats: list[AggregateFeature]) -> None:
-        by_source: dict[str, list[AggregateFeature]] = {}
+        """One grouped join per (source, bounded/all-time) for the counting aggregates; one
+        filtered join per distinct count (DISTINCT under FILTER is slow in a wide GROUP BY)."""
+        groups: dict[tuple[str, bool], list[AggregateFeature]] = {}
         for f in feats:
-            if f.scope == "self":
-                by_source.setdefault(f.source, []).append(f)
-        from leadml.features.catalog import SOURCES
-
-        for source, group in by_source.items():
+            if f.scope != "self":
+                continue
+            if f.aggregation == "distinct_count":
+                self._distinct(f)
+            else:
+                groups.setdefault((f.source, f.window_days is None), []).append(f)
+        for (source, _), group in groups.items():
             key = SOURCES[self.entity][source]
             cols = ", ".join(f"{_agg_sql(f, 'x', 's')} AS {q(f.name)}" for f in group)
             sql = (
@@ -181,6 +186,16 @@ class _Compiler:
         others = [f for f in feats if f.scope == "account_others"]
         if others:
             self._account_others(others)
+
+    def _distinct(self, f: AggregateFeature) -> None:
+        key = SOURCES[self.entity][f.source]
+        sql = (
+            f"SELECT s._sid, count(DISTINCT x.{q(f.column or '')}) AS {q(f.name)} FROM {self.spine} s "
+            f"JOIN {f.source} x ON x.{q(key)} = s.{q(self.eid)} AND x.ts < s.as_of "
+            f"WHERE {_filter_sql(f, 'x', 's')} GROUP BY s._sid"
+        )
+        alias = self._part(sql)
+        self.expr[f.name] = f"coalesce({alias}.{q(f.name)}, 0)"
 
     def _account_others(self, feats: list[AggregateFeature]) -> None:
         """Other leads' events at the same account = the account's total minus the lead's own
@@ -204,7 +219,8 @@ class _Compiler:
             f"SELECT sa._sid, a.* EXCLUDE (account_id, as_of) FROM "
             f"(SELECT s._sid, s.as_of, l.account_id FROM {self.spine} s JOIN leads l ON l.lead_id = s.lead_id) sa "
             f"JOIN (SELECT s.account_id, s.as_of, {', '.join(acct_cols)} FROM "
-            f"(SELECT DISTINCT l.account_id, sp.as_of FROM {self.spine} sp JOIN leads l ON l.lead_id = sp.lead_id) s "
+            f"(SELECT DISTINCT l.account_id, sp.* EXCLUDE (_sid, lead_id) FROM {self.spine} sp "
+            "JOIN leads l ON l.lead_id = sp.lead_id) s "
             f"JOIN leads l2 ON l2.account_id = s.account_id "
             f"JOIN events x ON x.lead_id = l2.lead_id AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} "
             f"GROUP BY s.account_id, s.as_of) a ON a.account_id = sa.account_id AND a.as_of = sa.as_of"
@@ -339,15 +355,18 @@ class _Compiler:
                 continue
             col = f"{group}_id"
             if self.entity == "lead":
-                keyed = f"(SELECT s._sid, s.as_of, NULL AS opportunity_id, l.account_id FROM {self.spine} s JOIN leads l ON l.lead_id = s.lead_id)"
+                keyed = (
+                    f"(SELECT s.* EXCLUDE (lead_id), NULL AS opportunity_id, l.account_id FROM {self.spine} s "
+                    "JOIN leads l ON l.lead_id = s.lead_id)"
+                )
             else:
                 keyed = (
-                    f"(SELECT s._sid, s.as_of, s.opportunity_id, o.{col} FROM {self.spine} s "
+                    f"(SELECT s.*, o.{col} FROM {self.spine} s "
                     "JOIN opportunities o ON o.opportunity_id = s.opportunity_id)"
                 )
             cols = []
             for f in group_feats:
-                win = f" AND c.ts >= k.as_of - INTERVAL {f.window_days} DAY" if f.window_days else ""
+                win = f" AND c.ts >= k._w{f.window_days}" if f.window_days else ""
                 n_all = f"count_if(TRUE{win})"
                 n_won = f"count_if(c.won{win})"
                 e = {
@@ -378,7 +397,22 @@ class _Compiler:
             e = positive(f"{da} - {db}")
         self.expr[f.name] = e
 
+    def _windowed_spine(self) -> None:
+        """Window starts computed once per spine row (TIMESTAMPTZ - INTERVAL is costly per
+        joined record): ``_w<n>`` = as_of - n days."""
+        spans = sorted(
+            {f.window_days for f in self.catalog.features(self.entity)
+             if isinstance(f, AggregateFeature | OutcomesFeature) and f.window_days is not None}
+        )
+        cols = "".join(f", as_of - INTERVAL {d} DAY AS _w{d}" for d in spans)
+        name = f"_spine_w_{self.tag}"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT _sid, {q(self.eid)}, as_of{cols} FROM {self.spine}"
+        )
+        self.spine = name
+
     def build(self) -> str:
+        self._windowed_spine()
         feats = self.catalog.features(self.entity)
         self.aggregates([f for f in feats if isinstance(f, AggregateFeature)])
         self.attributes([f for f in feats if isinstance(f, AttributeFeature)])
@@ -405,6 +439,7 @@ class _Compiler:
 
     def drop(self) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS _ohist_{self.tag}")
+        self.con.execute(f"DROP TABLE IF EXISTS _spine_w_{self.tag}")
 
 
 def compute_features_sql(

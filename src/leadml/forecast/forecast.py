@@ -429,7 +429,7 @@ def forecast_path(
     *,
     as_of: object,
     period: str | Period,
-    deal_probabilities: DealProbabilities | None = None,
+    deal_probabilities: DealProbabilities | pd.DataFrame | None = None,
     vocab: Vocabulary | None = None,
     config: ForecastConfig | None = None,
     history: DealHistory | None = None,
@@ -437,17 +437,15 @@ def forecast_path(
     """Weekly forecasts of ``period`` from its first week up to ``as_of`` (for the fan chart).
 
     Each row is a forecast made as of that week with only the data before it:
-    as_of, won, expected, p10, p50, p90, target.
+    as_of, won, expected, p10, p50, p90, target. A DataFrame of probabilities holds
+    one moment only, so with one the path has the ``as_of`` point alone.
     """
     cfg = config or ForecastConfig()
     per = parse_period(period) if isinstance(period, str) else period
     t = as_utc(as_of)
     history = history or DealHistory(con, vocab or Vocabulary())
-    points = [
-        d
-        for d in pd.date_range(max(per.start, t - pd.Timedelta(days=7 * 13)), t, freq="7D")
-        if d < t
-    ] + [t]
+    weeks = pd.date_range(max(per.start, t - pd.Timedelta(days=7 * 13)), t, freq="7D")
+    points = [d for d in weeks if d < t and not isinstance(deal_probabilities, pd.DataFrame)] + [t]
     rows = []
     light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
     for point in points:

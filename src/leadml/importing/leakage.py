@@ -56,7 +56,7 @@ POST_OUTCOME_WORDS: tuple[str, ...] = (
     "status",
     "stage",
 )
-_POSITIVE_WORDS = {"1", "true", "yes", "y", "t", "won", "converted", "positive", "success"}
+_POSITIVE_WORDS = {"1", "1.0", "true", "yes", "y", "t", "won", "converted", "positive", "success"}
 
 
 @dataclass
@@ -150,8 +150,8 @@ def binary_target(values: pd.Series, positive: Any = None, *, name: str = "targe
             f"column {name!r}: an outcome needs exactly two values, found {len(uniq)} "
             f"({', '.join(map(str, uniq[:10]))}); pick another column or name the positive value"
         )
-    keys = [str(v).strip().casefold() for v in uniq]
-    hits = [k for k in keys if k in _POSITIVE_WORDS]
+    names = [str(v).strip().casefold() for v in uniq]
+    hits = [k for k in names if k in _POSITIVE_WORDS]
     if len(hits) != 1:
         raise DataError(
             f"column {name!r}: cannot tell which of {uniq[0]!r} / {uniq[1]!r} is the positive "

@@ -77,9 +77,11 @@ class ColumnSpec(_Model):
     """How one output column is made; the steps run in the order of the fields."""
 
     source: str | None = None
+    aliases: list[str] = Field(default_factory=list)  # other header names for ``source``
     value: str | float | int | bool | None = None
     coalesce: list[ColumnSpec] | None = None
     required: bool = True  # False: an absent source column gives nulls instead of an error
+    split: str | None = None  # a list in one cell ("id1;id2"): keep the first item
     lookup: Lookup | None = None
     pattern: str | None = None  # values not matching (re.match) become null
     prefix: str = ""
@@ -105,6 +107,7 @@ class Condition(_Model):
     """A row filter on a source column; rows that fail it are dropped with ``reason``."""
 
     column: str
+    aliases: list[str] = Field(default_factory=list)  # other header names for ``column``
     equals: str | None = None
     in_: list[str] | None = Field(default=None, alias="in")
     not_in: list[str] | None = None
@@ -139,6 +142,14 @@ class Mapping(_Model):
     description: str = ""
     timezone: str = "UTC"  # zone of naive timestamps unless a source or column says otherwise
     tables: dict[str, list[Source]]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_anchor_keys(cls, data: Any) -> Any:
+        # top-level "x-..." keys only hold YAML anchors shared by several columns
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not str(k).startswith("x-")}
+        return data
 
     @model_validator(mode="after")
     def _known_tables(self) -> Mapping:
@@ -336,7 +347,8 @@ def _raw(ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str) -> pd.Ser
             result = result.where(result.notna(), part.astype(object))
         return result
     assert spec.source is not None
-    if spec.source not in df.columns:
+    present = next((c for c in [spec.source, *spec.aliases] if c in df.columns), None)
+    if present is None:
         if not spec.required:
             return pd.Series([None] * len(df), index=df.index, dtype=object)
         raise ctx.err(
@@ -344,7 +356,7 @@ def _raw(ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str) -> pd.Ser
             f"unknown source column (the file has: {', '.join(map(str, df.columns))}); "
             "fix the name in the mapping or set `required: false`",
         )
-    return df[spec.source]
+    return df[present]
 
 
 def _column(
@@ -353,6 +365,9 @@ def _column(
     """The values of one output column (before row drops)."""
     s = _raw(ctx, df, spec, out_name)
     label = spec.source or out_name
+    if spec.split is not None:
+        s = s.astype("string").str.split(spec.split).str[0].str.strip().astype(object)
+        s = s.where(s.notna() & (s != ""), None)
     if spec.lookup is not None:
         s = _lookup(ctx, s, spec.lookup)
     if spec.pattern is not None:
@@ -500,12 +515,13 @@ def _map(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Series:
 
 def _row_filter(ctx: _Ctx, df: pd.DataFrame, cond: Condition) -> pd.Series:
     """True for rows that pass ``cond``."""
-    if cond.column not in df.columns:
+    present = next((c for c in [cond.column, *cond.aliases] if c in df.columns), None)
+    if present is None:
         raise ctx.err(
             cond.column,
             f"unknown source column in `where` (the file has: {', '.join(map(str, df.columns))})",
         )
-    col = df[cond.column]
+    col = df[present]
     low = col.astype("string").str.strip().str.casefold()
     ok = pd.Series(True, index=df.index)
     if cond.equals is not None:
@@ -564,7 +580,11 @@ def _build_source(
         ok = _row_filter(ctx, df, cond)
         if cond.report:
             report.drop(
-                table, src.file, _describe(cond), df.loc[~ok, cond.column], int((~ok).sum())
+                table,
+                src.file,
+                _describe(cond),
+                df.loc[~ok, next(c for c in [cond.column, *cond.aliases] if c in df.columns)],
+                int((~ok).sum()),
             )
         df = df[ok]
     out = pd.DataFrame(index=df.index)

@@ -3,9 +3,9 @@ no event log (the most common first dataset: a CRM report or a spreadsheet).
 
 :func:`read_lead_table` reads a CSV (delimiter sniffed) or Parquet file;
 :func:`prepare_table` turns it into a clean, time-ordered frame and a report of
-how every column was read: missing-value sentinels (``"Select,unknown,999"``
-in every column, ``"pdays=999"`` in one) become NaN, column types are inferred (numeric / categorical / datetime), and
-id-like or constant columns are set aside.
+how every column was read: missing-value sentinels (``"Select,unknown,999"`` in
+every column, ``"pdays=999"`` in one) become NaN, column types are inferred
+(numeric / categorical / datetime), and id-like or constant columns are set aside.
 
 Time semantics: a row is a lead as it was when its outcome was still open; the
 table has no as-of time of its own. The order of rows is the time order, given by
@@ -206,7 +206,8 @@ def prepare_table(
 
     The returned frame holds the target (0/1 int), the time/order column if given,
     every feature column (numeric as float, categorical as string with NaN for
-    missing) and the other date columns (UTC; not features, kept for the leakage guard). Rows with a missing outcome (or missing time) are dropped and counted.
+    missing) and the other date columns (UTC; not features, kept for the leakage
+    guard). Rows with a missing outcome (or missing time) are dropped and counted.
     """
     for role, col in (("outcome", target), ("time", time_column), ("order-by", order_by)):
         if col is not None and col not in df.columns:

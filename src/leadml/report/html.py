@@ -62,12 +62,16 @@ class ReportInputs:
     forecast: pd.DataFrame
     alerts: pd.DataFrame
     drift: pd.DataFrame
-    funnel: pd.DataFrame | None = None  # one row per stage: stage, entered, conversion, velocity_days
+    funnel: pd.DataFrame | None = (
+        None  # one row per stage: stage, entered, conversion, velocity_days
+    )
     bottleneck: str | None = None
     funnel_note: str | None = None
     calibration: pd.DataFrame | None = None  # model, bin, predicted, observed, count
     calibration_note: str | None = None
-    score_reference: Mapping[str, Sequence[float]] = field(default_factory=dict)  # model -> quantiles
+    score_reference: Mapping[str, Sequence[float]] = field(
+        default_factory=dict
+    )  # model -> quantiles
 
 
 # ------------------------------------------------------------------ plotting
@@ -126,7 +130,9 @@ def calibration_plot(cal: pd.DataFrame) -> str:
 def score_plot(scores: pd.Series, reference: Sequence[float] | None, title: str) -> str:
     fig, ax = _figure(4.2, 2.8)
     values = pd.to_numeric(scores, errors="coerce").dropna().to_numpy()
-    ax.hist(values, bins=30, range=(0, 1), color="#4a7ab5", alpha=0.8, label="tonight", density=True)
+    ax.hist(
+        values, bins=30, range=(0, 1), color="#4a7ab5", alpha=0.8, label="tonight", density=True
+    )
     if reference is not None and len(reference):
         q = np.asarray(reference, dtype="float64")
         ax.vlines(q, 0, ax.get_ylim()[1] * 0.15, color="#d9534f", lw=1, label="training quantiles")
@@ -156,7 +162,9 @@ def fan_plot(fan: pd.DataFrame) -> str:
     ax.plot(x, fan["p50"], color="#4a7ab5", label="P50")
     ax.plot(x, fan["won"], color="#5cb85c", ls=":", label="won before D")
     if fan["target"].notna().any():
-        ax.axhline(float(fan["target"].dropna().iloc[-1]), color="#d9534f", ls="--", lw=1, label="target")
+        ax.axhline(
+            float(fan["target"].dropna().iloc[-1]), color="#d9534f", ls="--", lw=1, label="target"
+        )
     ax.legend(frameon=False, fontsize=8, loc="upper left")
     ax.set_ylabel("revenue booked by week end")
     fig.autofmt_xdate()
@@ -165,9 +173,13 @@ def fan_plot(fan: pd.DataFrame) -> str:
 
 def waterfall_plot(row: pd.Series) -> str:
     fig, ax = _figure(5.0, 3.0)
-    steps = [("won", row["won"]), ("open (expected)", row["open_expected"]), ("new (expected)", row["new_expected"])]
+    steps = [
+        ("won", row["won"]),
+        ("open (expected)", row["open_expected"]),
+        ("new (expected)", row["new_expected"]),
+    ]
     bottom = 0.0
-    for i, (label, value) in enumerate(steps):
+    for i, (_label, value) in enumerate(steps):
         ax.bar(i, value, bottom=bottom, color=["#5cb85c", "#4a7ab5", "#9bb7dc"][i])
         ax.text(i, bottom + value, _money(value), ha="center", va="bottom", fontsize=8)
         bottom += value
@@ -184,16 +196,28 @@ def waterfall_plot(row: pd.Series) -> str:
 # ------------------------------------------------------------------ HTML
 
 
-CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1100px;color:#222}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
-h3{font-size:15px} .muted{color:#777;font-size:13px} nav a{margin-right:12px;font-size:13px}
-table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}
-td:first-child,th:first-child{text-align:left} th{background:#f6f6f6}
-.kpis{display:flex;flex-wrap:wrap;gap:12px} .kpi{border:1px solid #e3e3e3;border-radius:6px;padding:8px 14px;min-width:150px}
-.kpi b{display:block;font-size:20px} .warn{color:#b35c00} .bad{color:#c9302c} .ok{color:#2d7d2d}
-.row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
-"""
+CSS = "\n".join(
+    [
+        "body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;"
+        "margin:24px auto;max-width:1100px;color:#222}",
+        "h1{font-size:22px;margin-bottom:4px}",
+        "h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}",
+        "h3{font-size:15px}",
+        ".muted{color:#777;font-size:13px}",
+        "nav a{margin-right:12px;font-size:13px}",
+        "table{border-collapse:collapse;font-size:13px;margin:8px 0}",
+        "td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:right}",
+        "td:first-child,th:first-child{text-align:left}",
+        "th{background:#f6f6f6}",
+        ".kpis{display:flex;flex-wrap:wrap;gap:12px}",
+        ".kpi{border:1px solid #e3e3e3;border-radius:6px;padding:8px 14px;min-width:150px}",
+        ".kpi b{display:block;font-size:20px}",
+        ".warn{color:#b35c00}",
+        ".bad{color:#c9302c}",
+        ".ok{color:#2d7d2d}",
+        ".row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}",
+    ]
+)
 
 
 def _e(text: object) -> str:
@@ -210,16 +234,29 @@ def _table(df: pd.DataFrame, *, max_rows: int = 30, floats: str = "{:,.3f}") -> 
         cells = []
         for v in row:
             if isinstance(v, float | np.floating):
-                cells.append("-" if not np.isfinite(v) else floats.format(v) if abs(v) < 1000 else f"{v:,.0f}")
+                cells.append(
+                    "-"
+                    if not np.isfinite(v)
+                    else floats.format(v)
+                    if abs(v) < 1000
+                    else f"{v:,.0f}"
+                )
             else:
                 cells.append(_e(v))
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    more = f'<p class="muted">{len(df) - max_rows:,} more rows in the outputs</p>' if len(df) > max_rows else ""
+    more = (
+        f'<p class="muted">{len(df) - max_rows:,} more rows in the outputs</p>'
+        if len(df) > max_rows
+        else ""
+    )
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
 
 
 def _kpi(label: str, value: str, cls: str = "") -> str:
-    return f'<div class="kpi"><span class="muted">{_e(label)}</span><b class="{cls}">{_e(value)}</b></div>'
+    return (
+        f'<div class="kpi"><span class="muted">{_e(label)}</span>'
+        f'<b class="{cls}">{_e(value)}</b></div>'
+    )
 
 
 def _section(key: str, title: str, body: str) -> str:
@@ -276,38 +313,57 @@ def _funnel(inp: ReportInputs) -> str:
 def _model_health(inp: ReportInputs) -> str:
     m = inp.manifest
     versions = m.get("model_versions") or {}
-    parts = ["<p>Champions: " + ", ".join(f"{_e(k)} v{_e(v)}" for k, v in versions.items()) + "</p>"]
+    parts = [
+        "<p>Champions: " + ", ".join(f"{_e(k)} v{_e(v)}" for k, v in versions.items()) + "</p>"
+    ]
     parts.append("<h3>Calibration</h3>")
     if inp.calibration is not None and not inp.calibration.empty:
         parts.append(f'<div class="row">{calibration_plot(inp.calibration)}</div>')
     if inp.calibration_note:
         parts.append(f'<p class="muted">{_e(inp.calibration_note)}</p>')
-    parts.append("<h3>Score distribution</h3><div class=\"row\">")
+    parts.append('<h3>Score distribution</h3><div class="row">')
     if "readiness" in inp.scores_leads:
-        parts.append(score_plot(inp.scores_leads["readiness"], inp.score_reference.get("lead_readiness"),
-                                "lead readiness"))
+        parts.append(
+            score_plot(
+                inp.scores_leads["readiness"],
+                inp.score_reference.get("lead_readiness"),
+                "lead readiness",
+            )
+        )
     if "probability" in inp.scores_deals:
-        parts.append(score_plot(inp.scores_deals["probability"], inp.score_reference.get("deal_close"),
-                                "deal close"))
+        parts.append(
+            score_plot(
+                inp.scores_deals["probability"], inp.score_reference.get("deal_close"), "deal close"
+            )
+        )
     parts.append("</div>")
     if "grade" in inp.scores_leads and len(inp.scores_leads):
-        grades = inp.scores_leads.groupby("grade").agg(leads=("lead_id", "size"),
-                                                       mean_readiness=("readiness", "mean")).reset_index()
+        grades = (
+            inp.scores_leads.groupby("grade")
+            .agg(leads=("lead_id", "size"), mean_readiness=("readiness", "mean"))
+            .reset_index()
+        )
         parts.append("<p>Lead grades</p>" + _table(grades))
     parts.append("<h3>Drift</h3>")
     settings = (m.get("settings") or {}).get("batch", {})
     warn, alert = float(settings.get("psi_warn", 0.1)), float(settings.get("psi_alert", 0.25))
     if inp.drift.empty:
-        parts.append('<p class="muted">no drift measured (the champions carry no training reference)</p>')
+        parts.append(
+            '<p class="muted">no drift measured (the champions carry no training reference)</p>'
+        )
     else:
         drifted = inp.drift[inp.drift["status"].isin(["drift", "missing"])]
         if len(drifted):
-            names = ", ".join(f"{a}: {b}" for a, b in zip(drifted["model"], drifted["feature"], strict=True))
+            names = ", ".join(
+                f"{a}: {b}" for a, b in zip(drifted["model"], drifted["feature"], strict=True)
+            )
             parts.append(f'<p class="bad">Drifted (PSI &ge; {alert:g}): {_e(names)}</p>')
         else:
             parts.append(f'<p class="ok">No feature or score drifted (all PSI &lt; {alert:g}).</p>')
         parts.append(drift_plot(inp.drift, warn, alert))
-        parts.append(_table(inp.drift[["model", "feature", "kind", "psi", "status", "rows"]], max_rows=20))
+        parts.append(
+            _table(inp.drift[["model", "feature", "kind", "psi", "status", "rows"]], max_rows=20)
+        )
     return "".join(parts)
 
 
@@ -326,8 +382,21 @@ def _forecast(inp: ReportInputs) -> str:
         row.append(waterfall_plot(tonight))
     row.append("</div>")
     parts.append("".join(row))
-    cols = ["period", "group", "won", "open_expected", "new_expected", "expected", "p10", "p50", "p90",
-            "target", "p_reach_target", "coverage", "open_deals"]
+    cols = [
+        "period",
+        "group",
+        "won",
+        "open_expected",
+        "new_expected",
+        "expected",
+        "p10",
+        "p50",
+        "p90",
+        "target",
+        "p_reach_target",
+        "coverage",
+        "open_deals",
+    ]
     for quarter in ("current", "next"):
         snap = pd.concat([_snapshot(f, quarter, g) for g in ("total", "team", "segment")])
         if len(snap):
@@ -346,16 +415,42 @@ def _call_list(inp: ReportInputs) -> str:
     if len(calls):
         top = calls.sort_values("rank").groupby("rep_id").first()
         summary["first_call"] = summary["rep_id"].map(top["lead_id"])
-        summary["recycled"] = summary["rep_id"].map(
-            calls[calls.get("status", pd.Series(dtype=str)) == "recycled"].groupby("rep_id").size()
-        ).fillna(0).astype(int)
-    summary["utilisation"] = np.where(summary["capacity"] > 0, summary["assigned"] / summary["capacity"].clip(lower=1),
-                                      np.nan)
-    total = (f"{int(summary['assigned'].sum()):,} calls planned over {int(summary['capacity'].sum()):,} free slots "
-             f"({int(summary['booked'].sum()):,} already booked this week); expected conversions "
-             f"{summary['expected_conversions'].sum():,.1f}.")
-    keep = [c for c in ("rep_id", "team", "segment", "weekly_slots", "booked", "capacity", "assigned",
-                        "utilisation", "expected_conversions", "recycled", "first_call") if c in summary]
+        summary["recycled"] = (
+            summary["rep_id"]
+            .map(
+                calls[calls.get("status", pd.Series(dtype=str)) == "recycled"]
+                .groupby("rep_id")
+                .size()
+            )
+            .fillna(0)
+            .astype(int)
+        )
+    summary["utilisation"] = np.where(
+        summary["capacity"] > 0, summary["assigned"] / summary["capacity"].clip(lower=1), np.nan
+    )
+    total = (
+        f"{int(summary['assigned'].sum()):,} calls planned over "
+        f"{int(summary['capacity'].sum()):,} free slots "
+        f"({int(summary['booked'].sum()):,} already booked this week); expected conversions "
+        f"{summary['expected_conversions'].sum():,.1f}."
+    )
+    keep = [
+        c
+        for c in (
+            "rep_id",
+            "team",
+            "segment",
+            "weekly_slots",
+            "booked",
+            "capacity",
+            "assigned",
+            "utilisation",
+            "expected_conversions",
+            "recycled",
+            "first_call",
+        )
+        if c in summary
+    ]
     return f"<p>{_e(total)}</p>" + _table(summary[keep], max_rows=200, floats="{:,.2f}")
 
 
@@ -385,13 +480,18 @@ def _run(inp: ReportInputs) -> str:
     ]
     meta = pd.DataFrame(rows, columns=["", "value"])
     inputs = pd.DataFrame(
-        [(t, n, (m.get("quarantined_rows") or {}).get(t, 0)) for t, n in (m.get("input_rows") or {}).items()],
+        [
+            (t, n, (m.get("quarantined_rows") or {}).get(t, 0))
+            for t, n in (m.get("input_rows") or {}).items()
+        ],
         columns=["table", "rows", "quarantined"],
     )
     written = pd.DataFrame(list((m.get("rows_written") or {}).items()), columns=["output", "rows"])
     timings = pd.DataFrame(list((m.get("timings_s") or {}).items()), columns=["step", "seconds"])
-    return (f'{_table(meta)}<div class="row">{_table(inputs)}{_table(written)}'
-            f'{_table(timings, floats="{:,.2f}")}</div>')
+    return (
+        f'{_table(meta)}<div class="row">{_table(inputs)}{_table(written)}'
+        f"{_table(timings, floats='{:,.2f}')}</div>"
+    )
 
 
 def render_report(inp: ReportInputs) -> str:
@@ -409,9 +509,10 @@ def render_report(inp: ReportInputs) -> str:
     sections = "".join(_section(k, t, bodies[k]) for k, t in SECTIONS)
     title = f"leadml: revenue morning report, as of {inp.as_of.isoformat()}"
     return (
-        f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{_e(title)}</title>"
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{CSS}</style></head><body><h1>{_e(title)}</h1>"
-        f'<p class="muted">Everything below uses only data recorded before {inp.as_of.isoformat()} 00:00 UTC. '
+        '<p class="muted">Everything below uses only data recorded before '
+        f"{inp.as_of.isoformat()} 00:00 UTC. "
         f"Generated by leadml.</p><nav>{nav}</nav>{sections}</body></html>"
     )
 
@@ -451,7 +552,10 @@ def realised_calibration(
     """
     rows = []
     for day, scores in history.items():
-        if pd.Timestamp(day) + pd.Timedelta(days=horizon_days) > pd.Timestamp(as_of) or scores.empty:
+        if (
+            pd.Timestamp(day) + pd.Timedelta(days=horizon_days) > pd.Timestamp(as_of)
+            or scores.empty
+        ):
             continue
         lo = pd.Timestamp(day, tz="UTC")
         hi = lo + pd.Timedelta(days=horizon_days)
@@ -464,17 +568,22 @@ def realised_calibration(
             frame = pd.DataFrame({"p": scores["readiness"], "y": scores["lead_id"].isin(set(hit))})
         else:
             hit = con.execute(
-                "SELECT DISTINCT opportunity_id FROM opportunity_history WHERE stage = 'closed_won' "
+                "SELECT DISTINCT opportunity_id FROM opportunity_history "
+                "WHERE stage = 'closed_won' "
                 "AND ts >= $lo AND ts < $hi AND ts < $t",
                 {"lo": lo, "hi": hi, "t": pd.Timestamp(as_of, tz="UTC")},
             ).df()["opportunity_id"]
-            frame = pd.DataFrame({"p": scores["p_won_90d"], "y": scores["opportunity_id"].isin(set(hit))})
+            frame = pd.DataFrame(
+                {"p": scores["p_won_90d"], "y": scores["opportunity_id"].isin(set(hit))}
+            )
         rows.append(frame)
     if not rows:
         return pd.DataFrame(columns=["model", "bin", "predicted", "observed", "count"])
     all_rows = pd.concat(rows, ignore_index=True)
     q = pd.qcut(all_rows["p"].rank(method="first"), min(bins, len(all_rows)), labels=False)
-    out = all_rows.groupby(q).agg(predicted=("p", "mean"), observed=("y", "mean"), count=("p", "size"))
+    out = all_rows.groupby(q).agg(
+        predicted=("p", "mean"), observed=("y", "mean"), count=("p", "size")
+    )
     out = out.reset_index(names="bin")
     out.insert(0, "model", "lead_readiness" if entity == "lead" else "deal_close (90 days)")
     return out
@@ -494,16 +603,28 @@ def build_report(settings: Any, as_of: str | date, *, data: str | Path | None = 
     day, t = parse_as_of(as_of)
     store = OutputStore(
         ParquetOutputs(settings.outputs_dir) if settings.batch.parquet else None,
-        None if settings.batch.parquet else sql_outputs(settings.batch.sql_url, settings.outputs_dir),
+        None
+        if settings.batch.parquet
+        else sql_outputs(settings.batch.sql_url, settings.outputs_dir),
     )
     manifest = manifest_dict(store.read("manifest", day))
     if not manifest:
         raise BatchError(
-            f"no nightly run for {day} in {settings.outputs_dir}; run `leadml batch --as-of {day}` first"
+            f"no nightly run for {day} in {settings.outputs_dir}; "
+            f"run `leadml batch --as-of {day}` first"
         )
-    tables = {name: store.read(name, day).drop(columns=["as_of"], errors="ignore")
-              for name in ("scores_leads", "scores_deals", "call_list", "call_capacity", "forecast",
-                           "alerts", "drift")}
+    tables = {
+        name: store.read(name, day).drop(columns=["as_of"], errors="ignore")
+        for name in (
+            "scores_leads",
+            "scores_deals",
+            "call_list",
+            "call_capacity",
+            "forecast",
+            "alerts",
+            "drift",
+        )
+    }
     inputs = ReportInputs(as_of=day, manifest=manifest, **tables)
     ref = tables["drift"]
     if "reference_edges" in ref:
@@ -511,7 +632,9 @@ def build_report(settings: Any, as_of: str | date, *, data: str | Path | None = 
             if isinstance(edges, str) and edges:
                 inputs.score_reference[str(model)] = json.loads(edges)
 
-    location = Path(data) if data is not None else Path(manifest.get("data_location") or settings.data_dir)
+    location = (
+        Path(data) if data is not None else Path(manifest.get("data_location") or settings.data_dir)
+    )
     _add_data_sections(inputs, settings, location, store, day, t)
     target = settings.reports_dir / f"leadml-report-{day.isoformat()}.html"
     write_text(render_report(inputs), target)
@@ -533,20 +656,33 @@ def _add_data_sections(
         return
     try:
         _funnel_into(inputs, con, settings, t)
-        past_dates = [d for d in store.parquet.dates("scores_leads") if d < day] if store.parquet else []
+        past_dates = (
+            [d for d in store.parquet.dates("scores_leads") if d < day] if store.parquet else []
+        )
         cal = []
-        for entity, table, horizon in (("lead", "scores_leads", 30), ("opportunity", "scores_deals", 90)):
-            hist = {d: store.read(table, d) for d in past_dates
-                    if pd.Timestamp(d) + pd.Timedelta(days=horizon) <= pd.Timestamp(day)}
+        for entity, table, horizon in (
+            ("lead", "scores_leads", 30),
+            ("opportunity", "scores_deals", 90),
+        ):
+            hist = {
+                d: store.read(table, d)
+                for d in past_dates
+                if pd.Timestamp(d) + pd.Timedelta(days=horizon) <= pd.Timestamp(day)
+            }
             if hist:
-                cal.append(realised_calibration(con, hist, day, horizon_days=horizon, entity=entity))
+                cal.append(
+                    realised_calibration(con, hist, day, horizon_days=horizon, entity=entity)
+                )
         if cal:
             inputs.calibration = pd.concat(cal, ignore_index=True)
-            inputs.calibration_note = ("Realised: earlier nights' scores against what happened since "
-                                       "(leads: SQL within 30 days; deals: won within 90 days).")
+            inputs.calibration_note = (
+                "Realised: earlier nights' scores against what happened since "
+                "(leads: SQL within 30 days; deals: won within 90 days)."
+            )
         else:
             inputs.calibration_note = (
-                "No earlier nightly run is old enough to compare with outcomes yet (30 days for leads, "
+                "No earlier nightly run is old enough to compare with outcomes yet "
+                "(30 days for leads, "
                 "90 for deals). The champions' calibration on held-out data is logged in MLflow "
                 "(calibration plot and ECE of each registered version)."
             )
@@ -564,7 +700,9 @@ def _funnel_into(inputs: ReportInputs, con: Any, settings: Any, t: pd.Timestamp)
 
     start = t - pd.Timedelta(days=FUNNEL_WINDOW_DAYS)
     try:
-        result = funnel(con, settings.vocabulary, start=start, end=t, config=getattr(settings, "funnel", None))
+        result = funnel(
+            con, settings.vocabulary, start=start, end=t, config=getattr(settings, "funnel", None)
+        )
     except LeadmlError as err:
         inputs.funnel_note = f"funnel not measured: {err}"
         return

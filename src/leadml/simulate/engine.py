@@ -175,7 +175,10 @@ def build_company(
 
     # arrival: a fifth imported in week 0, the rest with a rising weekly intensity
     imported = rng.random(n_leads) < IMPORT_SHARE
-    w = np.linspace(1.0, 1.8, n_weeks)
+    mondays = ((start_us + np.arange(n_weeks, dtype=np.int64) * WEEK_US) // US).astype(
+        "datetime64[s]"
+    )
+    w = np.linspace(1.0, 1.8, n_weeks) * mdl.season(mondays)
     week = rng.choice(n_weeks, size=n_leads, p=w / w.sum())
     week[imported] = 0
     offset = (rng.random(n_leads) * 6.5 * DAY_US).astype(np.int64)
@@ -370,7 +373,9 @@ class Simulation:
         self.recycle_week = np.full(n, -1, dtype=np.int32)
         self.n_active = 0
         # IS service shares q[seg, class, week]
-        self.q = np.zeros((mdl.N_SEG, mdl.N_CLASS, T + 5))
+        self.queued = np.zeros((mdl.N_SEG, mdl.N_CLASS, T + 5))
+        self.left = np.zeros((mdl.N_SEG, mdl.N_CLASS, T + 5))
+        self.members: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.is_worked = np.zeros((mdl.N_SEG, T), dtype=np.int64)
         self.snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # deals (growable)
@@ -464,15 +469,29 @@ class Simulation:
     def _lead_truth(self, w: int) -> None:
         idx, code = self.snapshots.pop(w)
         if w < 1 or self.mondays_us[w] + 30 * DAY_US > self.end_us or not len(idx):
+            self.members.pop(w, None)
             return
         weeks = slice(w, w + tr.HORIZON_WEEKS)
-        table = tr.lead_truth_table(self.q[:, :, weeks], self.season[weeks]).reshape(-1)
+        # which of the five weeks' IS queues each lead really was in (0 or 1 + class)
+        pattern = np.zeros(len(idx), dtype=np.int64)
+        for k in range(tr.HORIZON_WEEKS):
+            q_idx, q_cls = self.members[w + k]
+            pos = np.minimum(np.searchsorted(idx, q_idx), len(idx) - 1)
+            hit = idx[pos] == q_idx
+            pattern[pos[hit]] += (q_cls[hit] + 1) * (mdl.N_CLASS + 1) ** k
+        kinds, which = np.unique(pattern, return_inverse=True)
+        digits = (kinds[:, None] // (mdl.N_CLASS + 1) ** np.arange(tr.HORIZON_WEEKS)) % (
+            mdl.N_CLASS + 1
+        )
+        q = tr.service_probabilities(self.queued[:, :, weeks], self.left[:, :, weeks], digits)
+        table = tr.lead_truth_table(q, self.season[weeks]).reshape(len(kinds), -1)
         self.lead_truth_buf.add(
             lead=idx,
             as_of=np.full(len(idx), self.mondays_us[w]),
-            p=table[code],
+            p=table[which, code],
             ai=((code // mdl.N_STATUS) % mdl.N_AI).astype(np.int8),
         )
+        del self.members[w]
         self._flush_truth()
 
     def _deal_truth(self, t: int) -> None:
@@ -601,6 +620,7 @@ class Simulation:
 
     def _lead_status(self, t: int, counts: dict[str, np.ndarray]) -> None:
         n = self.n_active
+        self.members[t] = (np.zeros(0, np.int64), np.zeros(0, np.int64))
         if not n:
             return
         rng = self.rng_is
@@ -619,17 +639,18 @@ class Simulation:
         key = rng.random(len(queue))
         order = np.lexsort((key, group))
         queue, group = queue[order], group[order]
+        self.members[t] = (queue, (group % mdl.N_CLASS).astype(np.int64))
         n_group = np.bincount(group, minlength=mdl.N_SEG * mdl.N_CLASS).reshape(
             mdl.N_SEG, mdl.N_CLASS
         )
         per_rep = max(1, self.weekly_slots // mdl.SLOTS_PER_WORKED_LEAD)
-        cap = c.is_reps * per_rep
+        cap = np.floor(c.is_reps * per_rep * self.season[t]).astype(np.int64)  # leave on holidays
         take = np.zeros_like(n_group)
         for g in range(mdl.N_SEG):
             left = int(cap[g])
             for k in range(mdl.N_CLASS):
                 take[g, k] = min(left, n_group[g, k])
-                self.q[g, k, t] = take[g, k] / n_group[g, k] if n_group[g, k] else float(left > 0)
+                self.queued[g, k, t], self.left[g, k, t] = n_group[g, k], left
                 left -= take[g, k]
         self.is_worked[:, t] = take.sum(axis=1)
         start = np.concatenate([[0], np.cumsum(n_group.reshape(-1))])[group]
@@ -757,7 +778,9 @@ class Simulation:
             st, cold = new_stage[still], new[still] % 2 == 1
             owner, opp = d["owner"][idx[still]], idx[still].astype(np.int32)
             for name in ("call", "email", "meeting", "demo"):
-                rate = np.where(cold, FS_RATES_COLD[name], FS_RATES_ACTIVE[name][np.minimum(st, 4)])
+                rate = self.season[t] * np.where(
+                    cold, FS_RATES_COLD[name], FS_RATES_ACTIVE[name][np.minimum(st, 4)]
+                )
                 k = rng.poisson(rate)
                 rep_i = np.repeat(np.arange(len(opp)), k)
                 self.acts.add(

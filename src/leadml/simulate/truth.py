@@ -7,12 +7,18 @@ Both functions evaluate the generative model of :mod:`leadml.simulate.model` exa
   Monday ``M_w``, P(the lead becomes SQL / an opportunity in ``(M_w, M_w + 30 days]``).
   A lead worked by IS in week ``t`` converts on a weekday drawn uniformly from
   Monday..Friday, so weeks ``w..w+3`` count fully and week ``w+4`` counts with
-  weight 2/5 (its Monday and Tuesday end before ``M_w + 30 days``). The IS capacity
-  enters through ``q[segment, class, week]``: the realised share of the segment's
-  queue of that priority class that IS worked in that week (IS takes classes in order
-  and a uniform random subset within a class, so this is exactly the chance that a
-  given queued lead is worked). The truth is thus conditioned on the company-wide
-  weekly service shares, which are aggregates over thousands of leads.
+  weight 2/5 (its Monday and Tuesday end before ``M_w + 30 days``).
+
+  IS capacity enters through the chance that IS works the lead in a week if it is
+  queued (:func:`service_probabilities`): IS takes the priority classes in order and a
+  uniform random subset within a class, so with ``n_o`` *other* leads queued in the
+  lead's segment and class and ``left`` slots (in leads) left for that class, the
+  chance is exactly ``min(n_o + 1, left) / (n_o + 1)``. The truth conditions on the
+  realised ``(n_o, left)`` of the five weeks, which are aggregates of the other leads.
+  The one thing this leaves out is second order: a slot the lead itself takes can
+  keep another lead in a later week's queue. Checked empirically: over several seeds
+  the realised SQL count in each as-of's window matches the sum of the truth to
+  within sampling error (see tests/data/test_simulator.py).
 * :func:`deal_truth_tables` gives, for every segment, quality, week and hidden deal
   state, P(the deal is won in a week that starts before a quarter boundary ``E``),
   which is P(won at a time < E): a deal won in the week that contains ``E`` is booked
@@ -32,33 +38,61 @@ LAST_WEEK_WEIGHT = 2.0 / 5.0
 def lead_truth_table(q: np.ndarray, season: np.ndarray) -> np.ndarray:
     """P(SQL within 30 days) by lead type, (a, i) and status at the as-of Monday.
 
-    ``q`` has shape (N_SEG, N_CLASS, 5): IS service shares of the five weeks from
+    ``q`` has shape (B, N_SEG, N_CLASS, 5): for B variants, the probability that IS
+    works a queued lead of a segment and priority class in each of the five weeks from
     the as-of week on; ``season`` the behaviour multipliers of those weeks. Returns
-    shape (N_TYPES, 8, 3); status 0 nurturing, 1 hot MQL, 2 warm MQL.
+    shape (B, N_TYPES, 8, 3); status 0 nurturing, 1 hot MQL, 2 warm MQL.
     """
     step = mdl.intent_step()
     seg, tier, fit, eng = mdl.type_parts(np.arange(mdl.N_TYPES))
     intent_of = np.arange(mdl.N_AI) % 4
-    psql = mdl.P_SQL[fit][:, intent_of]
+    psql = mdl.P_SQL[fit][:, intent_of]  # (types, 8)
     pdq = mdl.P_DQ[fit][:, intent_of]
     cls = np.stack(
         [mdl.priority_class(np.full_like(tier, h), tier) for h in (1, 0)], axis=1
     )  # (types, 2)
-    v = np.zeros((mdl.N_TYPES, mdl.N_AI, mdl.N_STATUS))
+    v = np.zeros((len(q), mdl.N_TYPES, mdl.N_AI, mdl.N_STATUS))
     for k in range(HORIZON_WEEKS - 1, -1, -1):
         omega = LAST_WEEK_WEIGHT if k == HORIZON_WEEKS - 1 else 1.0
         p_hot, p_warm = mdl.mql_probs(float(season[k]))
-        ph = p_hot[eng][:, intent_of]  # (types, 8)
+        ph = p_hot[eng][:, intent_of]
         pw = p_warm[eng][:, intent_of]
         u = np.empty_like(v)
-        u[:, :, 0] = ph * v[:, :, 1] + pw * v[:, :, 2] + (1.0 - ph - pw) * v[:, :, 0]
+        u[..., 0] = ph * v[..., 1] + pw * v[..., 2] + (1.0 - ph - pw) * v[..., 0]
         for s in (1, 2):
-            qq = q[seg, cls[:, s - 1], k][:, None]
-            worked = psql * omega + (1.0 - psql - pdq) * v[:, :, s]
-            idle = mdl.MQL_DECAY * v[:, :, 0] + (1.0 - mdl.MQL_DECAY) * v[:, :, s]
-            u[:, :, s] = qq * worked + (1.0 - qq) * idle
-        v = np.einsum("ab,tbs->tas", step, u)
+            qq = q[:, seg, cls[:, s - 1], k][:, :, None]  # (B, types, 1)
+            worked = psql * omega + (1.0 - psql - pdq) * v[..., s]
+            idle = mdl.MQL_DECAY * v[..., 0] + (1.0 - mdl.MQL_DECAY) * v[..., s]
+            u[..., s] = qq * worked + (1.0 - qq) * idle
+        v = np.einsum("ab,ptbs->ptas", step, u)
     return v
+
+
+def service_probabilities(
+    queued: np.ndarray, left: np.ndarray, membership: np.ndarray
+) -> np.ndarray:
+    """P(IS works a given lead if it is queued), per membership pattern.
+
+    ``queued`` and ``left`` have shape (N_SEG, N_CLASS, 5): the realised queue size of
+    each segment and class in each week and the capacity (in leads) left for that class
+    after the higher ones. IS works ``min(n, left)`` of a class's ``n`` queued leads,
+    chosen uniformly, so a lead with ``n_o`` other leads in its class is worked with
+    probability ``min(n_o + 1, left) / (n_o + 1)``. ``n_o`` is ``n - 1`` in the weeks
+    the lead really was queued in that class and ``n`` otherwise; ``membership`` (B, 5)
+    gives, per pattern, 0 (not queued) or 1 + class for each week. Returns
+    (B, N_SEG, N_CLASS, 5).
+    """
+
+    def share(others: np.ndarray) -> np.ndarray:
+        return np.minimum(others + 1, left) / (others + 1)
+
+    out = np.repeat(share(queued)[None], len(membership), axis=0)
+    inside = share(np.maximum(queued - 1, 0))
+    for k in range(HORIZON_WEEKS):
+        for c in range(mdl.N_CLASS):
+            sel = membership[:, k] == c + 1
+            out[sel, :, c, k] = inside[:, c, k]
+    return out
 
 
 def deal_truth_tables(

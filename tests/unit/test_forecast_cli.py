@@ -1,0 +1,116 @@
+"""The forecast commands: JSON output, clear errors without tracebacks, alerts, backtest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from leadml.cli import main
+
+OPEN = ["follow_up", "problem_recognised", "evaluation", "negotiation", "approval"]
+
+
+def _write_book(folder: Path) -> None:
+    """Two years of deals moving a stage a fortnight; every third one is won."""
+    rows = []
+    t0 = pd.Timestamp("2025-01-06", tz="UTC")
+    for i in range(120):
+        created = t0 + pd.Timedelta(days=5 * i)
+        ecd = (created + pd.Timedelta(days=75)).normalize()
+        for s, stage in enumerate(OPEN):
+            rows.append((f"o{i}", created + pd.Timedelta(days=14 * s), stage, 1000.0 + i, ecd))
+        end = "closed_won" if i % 3 == 0 else "closed_lost"
+        rows.append((f"o{i}", created + pd.Timedelta(days=70), end, 1000.0 + i, ecd))
+    # One deal left alone since May with a close date in June.
+    rows.append(
+        (
+            "stuck",
+            pd.Timestamp("2026-05-04", tz="UTC"),
+            "evaluation",
+            5000.0,
+            pd.Timestamp("2026-06-30", tz="UTC"),
+        )
+    )
+    hist = pd.DataFrame(
+        rows, columns=["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
+    )
+    hist = hist[hist["ts"] < pd.Timestamp("2026-09-01", tz="UTC")]
+    first = hist.groupby("opportunity_id")["ts"].min()
+    t_acc = pd.Timestamp("2024-01-01", tz="UTC")
+    frames = {
+        "accounts": pd.DataFrame({"account_id": ["a1"], "segment": ["smb"], "created_at": [t_acc]}),
+        "leads": pd.DataFrame({"lead_id": ["l1"], "account_id": ["a1"], "created_at": [t_acc]}),
+        "opportunities": pd.DataFrame(
+            {
+                "opportunity_id": first.index,
+                "account_id": "a1",
+                "owner_id": "r1",
+                "created_at": first.to_numpy(),
+                "amount": 1.0,
+                "segment": "smb",
+            }
+        ),
+        "opportunity_history": hist,
+        "reps": pd.DataFrame(
+            {"rep_id": ["r1"], "role": ["FS"], "team": ["east"], "segment": ["smb"]}
+        ),
+        "targets": pd.DataFrame(
+            {
+                "period_start": [pd.Timestamp("2026-07-01", tz="UTC")],
+                "period_end": [pd.Timestamp("2026-10-01", tz="UTC")],
+                "team": ["east"],
+                "segment": [None],
+                "amount": [30_000.0],
+            }
+        ),
+    }
+    folder.mkdir()
+    for name, frame in frames.items():
+        frame.to_parquet(folder / f"{name}.parquet")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cli") / "data"
+    _write_book(folder)
+    return folder
+
+
+def test_forecast_json_has_the_parts_and_the_target(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--by", "team", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    t = out["total"]
+    assert out["period"] == "2026Q3" and out["probability_source"] == "empirical"
+    assert t["target"] == 30_000.0 and t["p10"] <= t["p50"] <= t["p90"]
+    assert t["expected"] == pytest.approx(t["won"] + t["open_expected"] + t["new_expected"])
+    assert [g["group"] for g in out["groups"]] == ["east"]
+
+
+def test_bad_period_is_a_message_not_a_traceback(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--period", "2026Q7"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert "2026Q7" in err and "Traceback" not in err
+
+
+def test_alerts_and_backtest_commands_run(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
+    alerts = json.loads(capsys.readouterr().out)
+    assert {"opportunity_id", "owner_id", "rule", "reason", "figures"} <= set(alerts[0])
+    assert {(a["opportunity_id"], a["rule"]) for a in alerts} >= {
+        ("stuck", "past_close_date"),
+        ("stuck", "stale"),
+    }
+    main(["forecast", "backtest", "--data", str(data), "--quarters", "1", "--weeks", "2", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    methods = {row["method"] for row in report["summary"]}
+    assert {"forecast", "stage_weighted", "close_date_in_period"} <= methods
+    assert {p["weeks_before_end"] for p in report["points"]} == {1, 2}
