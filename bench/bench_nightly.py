@@ -88,6 +88,12 @@ def main() -> None:
     parser.add_argument("--as-of", default=None)
     parser.add_argument("--keep", action="store_true", help="publish into the workspace's outputs")
     parser.add_argument("--sql-url", default=None, help="SQL destination (default: DuckDB file)")
+    parser.add_argument(
+        "--scoring-rows",
+        type=int,
+        default=0,
+        help="also measure scoring throughput on the lead feature matrix tiled to this many rows",
+    )
     args = parser.parse_args()
 
     workspace = Path(args.workspace).resolve()
@@ -141,6 +147,15 @@ def main() -> None:
             continue
         figures[f"scoring_{name}"] = {
             k: round(v, 3) for k, v in scoring_throughput(champ, frame).items()
+        }
+    champ, frame = result.champions.get("lead_readiness"), result.features.get("lead")
+    if args.scoring_rows and champ is not None and frame is not None and len(frame):
+        import pandas as pd
+
+        reps = -(-args.scoring_rows // len(frame))
+        big = pd.concat([frame] * reps, ignore_index=True).head(args.scoring_rows)
+        figures[f"scoring_lead_readiness_{args.scoring_rows}_rows"] = {
+            k: round(v, 3) for k, v in scoring_throughput(champ, big, repeat=2).items()
         }
     figures["peak_rss_mib_total"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0

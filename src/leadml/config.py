@@ -126,11 +126,13 @@ class BatchConfig(_Section):
 class BatchingConfig(_Section):
     """Adaptive batching of the per-lead/per-deal scoring work in the API server.
 
-    Read when the service module is imported by the server (``leadml serve`` passes
-    the resolved values to it as ``LEADML_SERVING__BATCHING__*`` variables).
+    Off by default: on a 2-core machine with one lead of 200 events per request the
+    work per request is dominated by parsing and per-lead features, which batching
+    cannot share, and the batch queue added latency (bench/bench_serving.py). Turn it
+    on when the model call dominates (larger models, many concurrent small requests).
     """
 
-    enabled: bool = True
+    enabled: bool = False
     max_batch_size: int = Field(64, ge=2, le=4096)
     # Latency budget of one request in the batch queue: BentoML sheds requests
     # (503) that cannot be served within it, so keep it well above the scoring time.
@@ -191,14 +193,14 @@ class ForecastConfig(_Section):
     new_deals_lookback_periods: int = Field(4, ge=1)
     # Earlier periods on which the spread (shared shock of open deals) is measured:
     # the most recent ones describe today's probability source best.
-    shock_lookback_periods: int = Field(4, ge=2)
+    shock_lookback_periods: int = Field(8, ge=2)
     # Pseudo-deals pulling a sparse stage x segment x due x age cell to its coarser level.
     prior_strength: float = Field(10.0, ge=0)
     # Deal-age bucket edges in days (age = time since the deal's first history row).
     age_buckets_days: list[int] = [30, 90, 180]
-    # Grid cells of the exact distribution; error bound = n_deals * step / 2
-    # with step = (pipeline + new-deals tail) / cells.
-    max_grid_cells: int = Field(1 << 17, ge=256)
+    # Grid resolution of the exact distribution: step = (pipeline + new-deals tail) / cells;
+    # error bound = n_deals * step / 2. Only the reachable part (up to mean + 8 sd) is computed.
+    max_grid_cells: int = Field(1 << 19, ge=256)
     # Monte Carlo cross-check (fixed seed).
     monte_carlo_draws: int = Field(20_000, ge=100)
     seed: int = 7
@@ -207,7 +209,7 @@ class ForecastConfig(_Section):
     # Weeks before quarter end at which the backtest forecasts (1..13).
     backtest_weeks: int = Field(13, ge=1, le=13)
     # Grid cells per backtest forecast (coarser is faster; MAPE is insensitive to it).
-    backtest_grid_cells: int = Field(1 << 14, ge=256)
+    backtest_grid_cells: int = Field(1 << 16, ge=256)
     alerts: AlertsConfig = AlertsConfig()
 
 

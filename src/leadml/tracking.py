@@ -157,10 +157,18 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
     rows = latest[key + ["label"]].merge(frame, on=key, how="left")
     missing = [f for f in bundle.features if f not in rows.columns]
     if missing:
-        return {"version": str(champ.version), "error": f"champion needs features not in this data: {missing}"}
+        return {
+            "version": str(champ.version),
+            "error": f"champion needs features not in this data: {missing}",
+        }
     p = bundle.predict_proba(rows, spec.target.horizon_days if spec.kind == "deal_close" else None)
     m = binary_metrics(rows["label"].astype(int).to_numpy(), p)
-    return {"version": str(champ.version), "roc_auc": m["roc_auc"], "ece": m["ece"], "brier": m["brier"]}
+    return {
+        "version": str(champ.version),
+        "roc_auc": m["roc_auc"],
+        "ece": m["ece"],
+        "brier": m["brier"],
+    }
 
 
 def log_training(
@@ -193,29 +201,62 @@ def log_training(
         "leadml.data_window": f"{result.data_window[0]:%Y-%m-%d}..{result.data_window[1]:%Y-%m-%d}",
         **(extra_tags or {}),
     }
-    with mlflow.start_run(experiment_id=exp, run_name=run_name or f"{spec.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
-                          tags=tags) as run:
+    with mlflow.start_run(
+        experiment_id=exp,
+        run_name=run_name or f"{spec.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
+        tags=tags,
+    ) as run:
         mlflow.log_params(_params(result))
         metrics = _clean_metrics(result.metrics)
         if comparison.get("roc_auc") is not None:
-            metrics.update(_clean_metrics({f"champion_latest_{k}": v for k, v in comparison.items()
-                                           if k in ("roc_auc", "ece", "brier")}))
+            metrics.update(
+                _clean_metrics(
+                    {
+                        f"champion_latest_{k}": v
+                        for k, v in comparison.items()
+                        if k in ("roc_auc", "ece", "brier")
+                    }
+                )
+            )
         mlflow.log_metrics(metrics)
         for i, fold in enumerate(result.folds):
-            mlflow.log_metrics(_clean_metrics({f"fold_{k}": fold.metrics.get(k, math.nan)
-                                               for k in ("roc_auc", "pr_auc", "brier", "ece")}), step=i)
+            mlflow.log_metrics(
+                _clean_metrics(
+                    {
+                        f"fold_{k}": fold.metrics.get(k, math.nan)
+                        for k in ("roc_auc", "pr_auc", "brier", "ece")
+                    }
+                ),
+                step=i,
+            )
         with tempfile.TemporaryDirectory(prefix="leadml-run-") as tmp:
             tdir = Path(tmp)
             known = result.predictions[result.predictions["label"].notna()].astype({"label": int})
-            plots.calibration_plot(known, tdir / "plots" / "calibration.png", f"{spec.name}: calibration")
-            plots.gain_plot(known, tdir / "plots" / "gain_lift.png", f"{spec.name}: cumulative gain")
-            plots.importance_plot(plots.booster_importance(result.model.booster, list(spec.features)),
-                                  tdir / "plots" / "importance.png")
+            plots.calibration_plot(
+                known, tdir / "plots" / "calibration.png", f"{spec.name}: calibration"
+            )
+            plots.gain_plot(
+                known, tdir / "plots" / "gain_lift.png", f"{spec.name}: cumulative gain"
+            )
+            plots.importance_plot(
+                plots.booster_importance(result.model.booster, list(spec.features)),
+                tdir / "plots" / "importance.png",
+            )
             plots.score_distribution_plot(known, tdir / "plots" / "score_distribution.png")
             (tdir / "model_card.md").write_text(model_card(result, run_id=run.info.run_id))
-            folds = pd.DataFrame([{"origin": f.origin, "train_rows": f.train_rows,
-                                   "train_positives": f.train_positives, "test_rows": f.test_rows,
-                                   "seconds": round(f.seconds, 2), **f.metrics} for f in result.folds])
+            folds = pd.DataFrame(
+                [
+                    {
+                        "origin": f.origin,
+                        "train_rows": f.train_rows,
+                        "train_positives": f.train_positives,
+                        "test_rows": f.test_rows,
+                        "seconds": round(f.seconds, 2),
+                        **f.metrics,
+                    }
+                    for f in result.folds
+                ]
+            )
             folds.to_csv(tdir / "backtest_folds.csv", index=False)
             (tdir / "features.json").write_text(json.dumps(list(spec.features), indent=1))
             (tdir / "spec.json").write_text(spec.model_dump_json(indent=1))
@@ -230,7 +271,11 @@ def log_training(
                 registered_model_name=spec.name if register else None,
                 pip_requirements=pip_requirements(),
             )
-        version = str(info.registered_model_version) if register and info.registered_model_version else None
+        version = (
+            str(info.registered_model_version)
+            if register and info.registered_model_version
+            else None
+        )
         if version:
             _tag_new_version(spec, version, result, comparison)
     return LoggedVersion(run.info.run_id, spec.name, version, info.model_uri, metrics, comparison)
@@ -301,26 +346,43 @@ def gate_checks(name: str, version: str) -> list[GateCheck]:
     checks: list[GateCheck] = []
     max_ece = float(t.get("leadml.gate.max_ece", "nan"))
     ece = metrics.get("ece", math.nan)
-    checks.append(GateCheck("max_ece", bool(ece <= max_ece), f"backtest ECE {ece:.4f} (limit {max_ece:.4f})"))
+    checks.append(
+        GateCheck("max_ece", bool(ece <= max_ece), f"backtest ECE {ece:.4f} (limit {max_ece:.4f})")
+    )
     min_auc = float(t.get("leadml.gate.min_roc_auc", "0.5"))
     auc = metrics.get("latest_roc_auc", math.nan)
-    checks.append(GateCheck("min_roc_auc", bool(auc >= min_auc),
-                            f"ROC AUC on the latest window {auc:.4f} (minimum {min_auc:.4f})"))
+    checks.append(
+        GateCheck(
+            "min_roc_auc",
+            bool(auc >= min_auc),
+            f"ROC AUC on the latest window {auc:.4f} (minimum {min_auc:.4f})",
+        )
+    )
     champion = _alias_version(name, CHAMPION)
     if champion is not None and champion != str(version):
         compared = t.get("leadml.compared_champion_version", "")
         max_drop = float(t.get("leadml.gate.max_roc_auc_drop", "0"))
         if compared != champion:
-            checks.append(GateCheck(
-                "max_roc_auc_drop", False,
-                f"version {version} was compared with champion {compared or 'none'}, but the champion is now "
-                f"{champion}; retrain to compare on the same window, or --force with a reason"))
+            checks.append(
+                GateCheck(
+                    "max_roc_auc_drop",
+                    False,
+                    f"version {version} was compared with champion "
+                    f"{compared or 'none'}, but the champion is now "
+                    f"{champion}; retrain to compare on the same window, or --force with a reason",
+                )
+            )
         else:
             champ_auc = float(t.get("leadml.champion_latest_roc_auc") or "nan")
             drop = champ_auc - auc
-            checks.append(GateCheck("max_roc_auc_drop", bool(drop <= max_drop),
-                                    f"ROC AUC {auc:.4f} vs champion v{champion} {champ_auc:.4f} on the same "
-                                    f"latest window (drop {drop:+.4f}, allowed {max_drop:.4f})"))
+            checks.append(
+                GateCheck(
+                    "max_roc_auc_drop",
+                    bool(drop <= max_drop),
+                    f"ROC AUC {auc:.4f} vs champion v{champion} {champ_auc:.4f} on the same "
+                    f"latest window (drop {drop:+.4f}, allowed {max_drop:.4f})",
+                )
+            )
     return checks
 
 
@@ -333,7 +395,9 @@ class PromotionResult:
     forced: bool
 
 
-def promote(name: str, version: str | None = None, *, force: bool = False, reason: str | None = None) -> PromotionResult:
+def promote(
+    name: str, version: str | None = None, *, force: bool = False, reason: str | None = None
+) -> PromotionResult:
     """Move alias ``champion`` to ``version`` (default: the ``challenger``) if the gate holds.
 
     Raises :class:`RegistryError` naming each failed criterion; with ``force``
@@ -364,7 +428,9 @@ def promote(name: str, version: str | None = None, *, force: bool = False, reaso
     if force:
         cl.set_model_version_tag(name, v, "leadml.forced", "true")
         cl.set_model_version_tag(name, v, "leadml.force_reason", reason)
-        cl.set_model_version_tag(name, v, "leadml.failed_checks", "; ".join(c.criterion for c in failed))
+        cl.set_model_version_tag(
+            name, v, "leadml.failed_checks", "; ".join(c.criterion for c in failed)
+        )
     if _alias_version(name, CHALLENGER) == v:
         cl.delete_registered_model_alias(name, CHALLENGER)
     return PromotionResult(name, v, previous, checks, force)
@@ -379,13 +445,17 @@ def rollback(name: str) -> tuple[str, str]:
     while history and history[-1] != current:
         history.pop()  # aliases moved outside leadml: trust the alias
     if len(history) < 2:
-        raise RegistryError(f"{name} has no earlier champion than version {current} to roll back to")
+        raise RegistryError(
+            f"{name} has no earlier champion than version {current} to roll back to"
+        )
     history.pop()
     target = history[-1]
     cl = client()
     cl.set_registered_model_alias(name, CHAMPION, target)
     cl.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    cl.set_model_version_tag(name, current, "leadml.rolled_back_at", datetime.now(UTC).isoformat(timespec="seconds"))
+    cl.set_model_version_tag(
+        name, current, "leadml.rolled_back_at", datetime.now(UTC).isoformat(timespec="seconds")
+    )
     return current, target
 
 
@@ -403,20 +473,34 @@ def list_versions(names: tuple[str, ...] | list[str] = MODEL_NAMES) -> pd.DataFr
             aliases.setdefault(str(ver), []).append(alias)
         for mv in cl.search_model_versions(f"name = '{name}'"):
             t = mv.tags
-            rows.append({
-                "name": name,
-                "version": int(mv.version),
-                "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
-                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M"),
-                "roc_auc": _num(t.get("leadml.metric.roc_auc")),
-                "latest_roc_auc": _num(t.get("leadml.metric.latest_roc_auc")),
-                "ece": _num(t.get("leadml.metric.ece")),
-                "brier": _num(t.get("leadml.metric.brier")),
-                "vs_oracle": _num(t.get("leadml.metric.roc_auc_vs_oracle")),
-                "run_id": mv.run_id,
-            })
-    cols = ["name", "version", "aliases", "created", "roc_auc", "latest_roc_auc", "ece", "brier", "vs_oracle",
-            "run_id"]
+            rows.append(
+                {
+                    "name": name,
+                    "version": int(mv.version),
+                    "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
+                    "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
+                        "%Y-%m-%d %H:%M"
+                    ),
+                    "roc_auc": _num(t.get("leadml.metric.roc_auc")),
+                    "latest_roc_auc": _num(t.get("leadml.metric.latest_roc_auc")),
+                    "ece": _num(t.get("leadml.metric.ece")),
+                    "brier": _num(t.get("leadml.metric.brier")),
+                    "vs_oracle": _num(t.get("leadml.metric.roc_auc_vs_oracle")),
+                    "run_id": mv.run_id,
+                }
+            )
+    cols = [
+        "name",
+        "version",
+        "aliases",
+        "created",
+        "roc_auc",
+        "latest_roc_auc",
+        "ece",
+        "brier",
+        "vs_oracle",
+        "run_id",
+    ]
     return pd.DataFrame(rows, columns=cols).sort_values(["name", "version"], ignore_index=True)
 
 

@@ -43,10 +43,14 @@ def grid_time(rng: np.random.Generator, n: int, days: int) -> pd.Series:
     """``n`` UTC timestamps at whole hours (mostly 00:00 and 09:00) within ``days`` of T0."""
     d = rng.integers(0, days, n)
     h = rng.choice([0, 0, 9, 13, 23], n)
-    return pd.Series(T0 + pd.to_timedelta(d, unit="D") + pd.to_timedelta(h, unit="h")).dt.as_unit("us")
+    return pd.Series(T0 + pd.to_timedelta(d, unit="D") + pd.to_timedelta(h, unit="h")).dt.as_unit(
+        "us"
+    )
 
 
-def tiny_company(seed: int, sizes: Sizes = Sizes(), vocab: Vocabulary = VOCAB) -> dict[str, pd.DataFrame]:
+def tiny_company(
+    seed: int, sizes: Sizes = Sizes(), vocab: Vocabulary = VOCAB
+) -> dict[str, pd.DataFrame]:
     """A random contract-valid company; deterministic for ``seed``."""
     rng = np.random.default_rng(seed)
     n_acc, n_leads = sizes.accounts, sizes.leads
@@ -120,7 +124,9 @@ def tiny_company(seed: int, sizes: Sizes = Sizes(), vocab: Vocabulary = VOCAB) -
             "ts": grid_time(rng, n_h, sizes.days),
             "stage": rng.choice(vocab.stages, n_h, p=_stage_p(vocab)),
             "amount": rng.choice([1000.0, 2500.5, 10000.0, 12000.25], n_h),
-            "expected_close_date": (T0 + pd.to_timedelta(rng.integers(20, 200, n_h), unit="D")).as_unit("us"),
+            "expected_close_date": (
+                T0 + pd.to_timedelta(rng.integers(20, 200, n_h), unit="D")
+            ).as_unit("us"),
         }
     )
     n_act = sizes.activities
@@ -130,7 +136,9 @@ def tiny_company(seed: int, sizes: Sizes = Sizes(), vocab: Vocabulary = VOCAB) -
             "ts": grid_time(rng, n_act, sizes.days),
             "rep_id": rng.choice(reps["rep_id"], n_act),
             "lead_id": np.where(on_opp, None, rng.choice(lead_ids, n_act)),
-            "opportunity_id": np.where(on_opp, rng.choice(opportunities["opportunity_id"], n_act), None),
+            "opportunity_id": np.where(
+                on_opp, rng.choice(opportunities["opportunity_id"], n_act), None
+            ),
             "type": rng.choice(vocab.activity_types, n_act),
         }
     )
@@ -151,13 +159,21 @@ def _stage_p(vocab: Vocabulary) -> list[float]:
     return [0.8 / n_open] * n_open + [0.1, 0.1]
 
 
-def connect_frames(frames: dict[str, pd.DataFrame], vocab: Vocabulary = VOCAB) -> duckdb.DuckDBPyConnection:
+def connect_frames(
+    frames: dict[str, pd.DataFrame], vocab: Vocabulary = VOCAB
+) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the checked, typed views of ``frames``."""
     con, _ = connect(frames_source(frames), vocab)
     return con
 
 
-_DUCK = {"id": "VARCHAR", "str": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
+_DUCK = {
+    "id": "VARCHAR",
+    "str": "VARCHAR",
+    "timestamp": "TIMESTAMPTZ",
+    "float": "DOUBLE",
+    "int": "BIGINT",
+}
 
 
 def fast_connect(frames: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
@@ -171,7 +187,8 @@ def fast_connect(frames: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
         con.register(f"raw_{name}", df)
         table = TABLES[name]
         cols = ", ".join(
-            f"CAST({c.name} AS {_DUCK[c.kind]}) AS {c.name}" if c.name in df.columns
+            f"CAST({c.name} AS {_DUCK[c.kind]}) AS {c.name}"
+            if c.name in df.columns
             else f"CAST(NULL AS {_DUCK[c.kind]}) AS {c.name}"
             for c in table.columns
         )

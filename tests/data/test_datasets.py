@@ -27,10 +27,18 @@ def catalog():
 
 def _base() -> dict[str, pd.DataFrame]:
     accounts = pd.DataFrame(
-        {"account_id": ["A"], "industry": ["software"], "employees": [100], "country": ["JP"],
-         "segment": ["smb"], "created_at": [ts("2024-01-01")]}
+        {
+            "account_id": ["A"],
+            "industry": ["software"],
+            "employees": [100],
+            "country": ["JP"],
+            "segment": ["smb"],
+            "created_at": [ts("2024-01-01")],
+        }
     )
-    reps = pd.DataFrame({"rep_id": ["R"], "role": ["FS"], "team": ["fs"], "segment": ["smb"], "weekly_slots": [80]})
+    reps = pd.DataFrame(
+        {"rep_id": ["R"], "role": ["FS"], "team": ["fs"], "segment": ["smb"], "weekly_slots": [80]}
+    )
     return {"accounts": accounts, "reps": reps}
 
 
@@ -65,8 +73,13 @@ def _readiness_company() -> dict[str, pd.DataFrame]:
     )
     # the data end: one event on 2025-03-03
     frames["events"] = pd.DataFrame(
-        {"lead_id": ["late"], "ts": [ts("2025-03-03")], "type": ["web_visit"], "page_category": [None],
-         "campaign_id": [None]}
+        {
+            "lead_id": ["late"],
+            "ts": [ts("2025-03-03")],
+            "type": ["web_visit"],
+            "page_category": [None],
+            "campaign_id": [None],
+        }
     )
     return frames
 
@@ -80,18 +93,24 @@ def test_as_of_dates_are_mondays_at_midnight() -> None:
 
 def test_readiness_spine_labels_and_exclusions(catalog) -> None:
     con = connect_frames(_readiness_company())
-    df, summary = lead_readiness_dataset(con, catalog, start="2025-01-06", end="2025-02-10", horizon_days=30)
+    df, summary = lead_readiness_dataset(
+        con, catalog, start="2025-01-06", end="2025-02-10", horizon_days=30
+    )
     got = {(r.lead_id, r.as_of.date().isoformat()): r.label for r in df.itertuples()}
     expected = {
         # opportunity created 2025-01-20 12:00: within 30 days of the first three Mondays
-        ("opp_later", "2025-01-06"): 1, ("opp_later", "2025-01-13"): 1, ("opp_later", "2025-01-20"): 1,
+        ("opp_later", "2025-01-06"): 1,
+        ("opp_later", "2025-01-13"): 1,
+        ("opp_later", "2025-01-20"): 1,
         # SQL on 2025-01-10: open and positive on 01-06, closed after
         ("goes_sql", "2025-01-06"): 1,
         # disqualified 01-08 (closed on 01-13), recycled 01-15 (open again)
-        ("dq_then_recycled", "2025-01-06"): 0, ("dq_then_recycled", "2025-01-20"): 0,
+        ("dq_then_recycled", "2025-01-06"): 0,
+        ("dq_then_recycled", "2025-01-20"): 0,
         ("dq_then_recycled", "2025-01-27"): 0,
         # created 01-14
-        ("late", "2025-01-20"): 0, ("late", "2025-01-27"): 0,
+        ("late", "2025-01-20"): 0,
+        ("late", "2025-01-27"): 0,
         # opportunity exactly at 2025-01-13 00:00: positive the week before, excluded that Monday
         ("opp_at_asof", "2025-01-06"): 1,
     }
@@ -111,9 +130,17 @@ def test_readiness_matches_a_brute_force_oracle(catalog) -> None:
     horizon = 21
     df, summary = lead_readiness_dataset(con, catalog, horizon_days=horizon)
     leads, st, opps = frames["leads"], frames["lead_status_history"], frames["opportunities"]
-    end = max(frames[t][c].max() for t, c in [("leads", "created_at"), ("events", "ts"),
-              ("lead_status_history", "ts"), ("opportunities", "created_at"),
-              ("opportunity_history", "ts"), ("activities", "ts")])
+    end = max(
+        frames[t][c].max()
+        for t, c in [
+            ("leads", "created_at"),
+            ("events", "ts"),
+            ("lead_status_history", "ts"),
+            ("opportunities", "created_at"),
+            ("opportunity_history", "ts"),
+            ("activities", "ts"),
+        ]
+    )
     order = {s: i for i, s in enumerate(VOCAB.lead_statuses)}
     expected: dict[tuple[str, pd.Timestamp], int] = {}
     excluded = 0
@@ -129,11 +156,15 @@ def test_readiness_matches_a_brute_force_oracle(catalog) -> None:
             mine = opps[opps.lead_id == lead.lead_id]
             if (mine.created_at < t).any():
                 continue
-            conv = pd.concat([mine.created_at, st[(st.lead_id == lead.lead_id) & (st.status == "sql")].ts])
+            conv = pd.concat(
+                [mine.created_at, st[(st.lead_id == lead.lead_id) & (st.status == "sql")].ts]
+            )
             if t + pd.Timedelta(days=horizon) > end or (conv == t).any():
                 excluded += 1
                 continue
-            expected[(lead.lead_id, t)] = int(((conv > t) & (conv <= t + pd.Timedelta(days=horizon))).any())
+            expected[(lead.lead_id, t)] = int(
+                ((conv > t) & (conv <= t + pd.Timedelta(days=horizon))).any()
+            )
     got = {(r.lead_id, r.as_of): r.label for r in df.itertuples()}
     assert got == expected
     assert sum(summary.excluded.values()) == excluded
@@ -143,13 +174,24 @@ def test_readiness_matches_a_brute_force_oracle(catalog) -> None:
 def test_deal_close_outcomes_and_censoring(catalog) -> None:
     frames = _base()
     frames["leads"] = pd.DataFrame(
-        {"lead_id": ["L"], "account_id": ["A"], "created_at": [ts("2024-12-01")], "source": ["web"],
-         "job_level": ["staff"]}
+        {
+            "lead_id": ["L"],
+            "account_id": ["A"],
+            "created_at": [ts("2024-12-01")],
+            "source": ["web"],
+            "job_level": ["staff"],
+        }
     )
     frames["opportunities"] = pd.DataFrame(
-        {"opportunity_id": ["X", "Y"], "account_id": ["A", "A"], "lead_id": ["L", None], "owner_id": ["R", "R"],
-         "created_at": [ts("2025-01-02"), ts("2025-01-03")], "amount": [100.0, 200.0],
-         "segment": ["smb", "enterprise"]}
+        {
+            "opportunity_id": ["X", "Y"],
+            "account_id": ["A", "A"],
+            "lead_id": ["L", None],
+            "owner_id": ["R", "R"],
+            "created_at": [ts("2025-01-02"), ts("2025-01-03")],
+            "amount": [100.0, 200.0],
+            "segment": ["smb", "enterprise"],
+        }
     )
     ecd = ts("2025-03-31")
     frames["opportunity_history"] = pd.DataFrame(
@@ -162,22 +204,39 @@ def test_deal_close_outcomes_and_censoring(catalog) -> None:
         }
     )
     frames["events"] = pd.DataFrame(
-        {"lead_id": ["L"], "ts": [ts("2025-03-03")], "type": ["web_visit"], "page_category": [None],
-         "campaign_id": [None]}
+        {
+            "lead_id": ["L"],
+            "ts": [ts("2025-03-03")],
+            "type": ["web_visit"],
+            "page_category": [None],
+            "campaign_id": [None],
+        }
     )
     con = connect_frames(frames)
     df, summary = deal_close_dataset(con, catalog, start="2025-01-06", end="2025-03-03")
     rows = {(r.opportunity_id, r.as_of.date().isoformat()): r for r in df.itertuples()}
     x = rows[("X", "2025-01-06")]
-    assert (x.outcome, x.outcome_days, x.amount, x.segment, x.owner_id) == ("won", 35.0, 100.0, "smb", "R")
-    assert rows[("X", "2025-01-20")].amount == 150.0 and rows[("X", "2025-01-20")].outcome_days == 21.0
+    assert (x.outcome, x.outcome_days, x.amount, x.segment, x.owner_id) == (
+        "won",
+        35.0,
+        100.0,
+        "smb",
+        "R",
+    )
+    assert (
+        rows[("X", "2025-01-20")].amount == 150.0 and rows[("X", "2025-01-20")].outcome_days == 21.0
+    )
     assert ("X", "2025-02-10") not in rows and ("X", "2025-02-17") not in rows
     y = rows[("Y", "2025-01-27")]
     assert (y.outcome, y.outcome_days, y.segment) == ("open", 35.0, "enterprise")
     assert ("Y", "2025-01-13") not in rows and ("Y", "2025-01-20") not in rows
     # X closed exactly at 02-10; Y had no history before 01-06, 01-13 and 01-20 (its first
     # row is at 01-20 00:00, not before it); 03-03 is the data end
-    assert summary.excluded == {"closed_at_as_of": 1, "no_history_before_as_of": 3, "as_of_after_data_end": 1}
+    assert summary.excluded == {
+        "closed_at_as_of": 1,
+        "no_history_before_as_of": 3,
+        "as_of_after_data_end": 1,
+    }
     assert summary.outcomes == {"won": 5, "lost": 0, "open": 5}
     assert list(df.columns[:2]) == ["opportunity_id", "as_of"]
     assert list(df.columns[-5:]) == ["outcome", "outcome_days", "segment", "owner_id", "amount"]

@@ -100,3 +100,23 @@ def test_realised_calibration_reads_only_outcomes_inside_the_horizon_and_before_
         con, {day: scores}, pd.Timestamp("2025-03-20").date(), horizon_days=30, entity="lead"
     )
     assert early.empty
+
+
+def test_cli_batch_without_champions_is_a_clear_error_and_report_prints_its_path(
+    company: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leadml.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["batch", "--as-of", AS_OF, "--data", str(company)])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no champion for lead_readiness" in err and "leadml train" in err
+    assert "Traceback" not in err
+
+    s = load_settings()
+    run_nightly(s, AS_OF, data=company, champions=stand_in_champions(company))
+    main(["report", "--as-of", AS_OF, "--data", str(company)])
+    out = capsys.readouterr().out
+    assert f"leadml-report-{AS_OF}.html" in out.replace("\n", "")
+    assert (s.reports_dir / f"leadml-report-{AS_OF}.html").exists()

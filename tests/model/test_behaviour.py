@@ -42,20 +42,46 @@ def test_ids_names_and_row_order_change_nothing(readiness_result: TrainingResult
     np.testing.assert_array_equal(model.predict_proba(shuffled), model.predict_proba(rows)[::-1])
 
 
-def test_clear_cases_are_ranked_right(readiness_result: TrainingResult, templates: dict[str, str]) -> None:
-    hot = pd.DataFrame([{"pricing_page_views_30d": 6, "seminar_attended_90d": 1, "email_clicks_30d": 8,
-                         "web_visits_30d": 15, "days_since_last_event": 1, "job_level": "c_level",
-                         "source": "referral", "segment": "smb"}])
-    cold = pd.DataFrame([{"pricing_page_views_30d": 0, "seminar_attended_90d": 0, "email_clicks_30d": 0,
-                          "web_visits_30d": 0, "days_since_last_event": 120, "job_level": "staff",
-                          "source": "list", "segment": "enterprise"}])
+def test_clear_cases_are_ranked_right(
+    readiness_result: TrainingResult, templates: dict[str, str]
+) -> None:
+    hot = pd.DataFrame(
+        [
+            {
+                "pricing_page_views_30d": 6,
+                "seminar_attended_90d": 1,
+                "email_clicks_30d": 8,
+                "web_visits_30d": 15,
+                "days_since_last_event": 1,
+                "job_level": "c_level",
+                "source": "referral",
+                "segment": "smb",
+            }
+        ]
+    )
+    cold = pd.DataFrame(
+        [
+            {
+                "pricing_page_views_30d": 0,
+                "seminar_attended_90d": 0,
+                "email_clicks_30d": 0,
+                "web_visits_30d": 0,
+                "days_since_last_event": 120,
+                "job_level": "staff",
+                "source": "list",
+                "segment": "enterprise",
+            }
+        ]
+    )
     model = readiness_result.model
     assert model.predict_proba(hot)[0] > 0.2 > 0.02 > model.predict_proba(cold)[0]
     bundle = ScoringBundle.from_training(readiness_result, templates=templates)
     scored = bundle.score(pd.concat([hot, cold], ignore_index=True), reasons=2)
     assert list(scored["grade"]) == ["A", "D"]
     assert scored["percentile"].iloc[0] > 95 > 30 > scored["percentile"].iloc[1]
-    assert "Viewed the pricing page 6 times in the last 30 days" in scored["reasons_positive"].iloc[0]
+    assert (
+        "Viewed the pricing page 6 times in the last 30 days" in scored["reasons_positive"].iloc[0]
+    )
 
 
 def test_unseen_category_is_scored_as_missing(readiness_result: TrainingResult) -> None:

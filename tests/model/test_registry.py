@@ -58,12 +58,21 @@ def test_register_promote_gate_and_rollback(
     # the pyfunc and the plain loader give identical scores, equal to the in-memory model
     rows = readiness_result.train_frame.head(40)
     feats = rows[readiness_result.spec.features].astype(
-        {f: float for f in readiness_result.spec.features if f not in ("job_level", "source", "segment")})
+        {
+            f: float
+            for f in readiness_result.spec.features
+            if f not in ("job_level", "source", "segment")
+        }
+    )
     pyfunc = mlflow.pyfunc.load_model("models:/lead_readiness@challenger")
     out = pyfunc.predict(feats, params={"reasons": 2})
     bundle = ScoringBundle.load("models:/lead_readiness@challenger")
-    np.testing.assert_array_equal(out["probability"].to_numpy(), bundle.score(rows)["probability"].to_numpy())
-    np.testing.assert_allclose(out["probability"].to_numpy(), readiness_result.model.predict_proba(rows))
+    np.testing.assert_array_equal(
+        out["probability"].to_numpy(), bundle.score(rows)["probability"].to_numpy()
+    )
+    np.testing.assert_allclose(
+        out["probability"].to_numpy(), readiness_result.model.predict_proba(rows)
+    )
     assert set(out.columns) >= {"probability", "percentile", "grade", "reasons_positive"}
     assert bundle.templates == templates and bundle.reference["score_quantiles"]
 
@@ -71,10 +80,18 @@ def test_register_promote_gate_and_rollback(
     assert first.version == "1" and first.previous is None and all(c.ok for c in first.checks)
 
     # a challenger whose latest-window ROC AUC is far below the champion's fails the gate
-    v2 = tracking.log_training(_worse(readiness_result, latest_roc_auc=readiness_result.metrics["latest_roc_auc"]
-                                      - 0.1, ece=0.2), settings)
+    v2 = tracking.log_training(
+        _worse(
+            readiness_result,
+            latest_roc_auc=readiness_result.metrics["latest_roc_auc"] - 0.1,
+            ece=0.2,
+        ),
+        settings,
+    )
     assert v2.champion_comparison["version"] == "1"
-    with pytest.raises(tracking.RegistryError, match=r"(?s)max_ece.*max_roc_auc_drop.*--force") as err:
+    with pytest.raises(
+        tracking.RegistryError, match=r"(?s)max_ece.*max_roc_auc_drop.*--force"
+    ) as err:
         tracking.promote("lead_readiness")
     assert "0.2000" in str(err.value)
     assert str(cl.get_model_version_by_alias("lead_readiness", "champion").version) == "1"
@@ -97,7 +114,9 @@ def test_register_promote_gate_and_rollback(
     assert listed["roc_auc"].notna().all()
 
 
-def test_default_tracking_uri_is_in_the_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_tracking_uri_is_in_the_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     s = load_settings(workspace=tmp_path / "ws")
     assert tracking.tracking_uri(s) == f"sqlite:///{tmp_path / 'ws' / 'mlflow' / 'mlflow.db'}"

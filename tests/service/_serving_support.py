@@ -41,8 +41,12 @@ class Champions:
 
     def env(self) -> dict[str, str]:
         """Environment of a process that serves these champions."""
-        return {"LEADML_WORKSPACE": str(self.workspace), "MLFLOW_TRACKING_URI": self.mlflow_uri,
-                "BENTOML_HOME": str(self.bentoml_home)}
+        return {
+            "LEADML_WORKSPACE": str(self.workspace),
+            "MLFLOW_TRACKING_URI": self.mlflow_uri,
+            "BENTOML_HOME": str(self.bentoml_home),
+            "BENTOML_DO_NOT_TRACK": "True",
+        }
 
 
 def point_bentoml(home: Path) -> None:
@@ -64,17 +68,39 @@ def point_bentoml(home: Path) -> None:
 def _small(kind: str, features: list[str]) -> Any:
     from leadml.modeling.spec import ModelSpec
 
-    estimator = {"num_boost_round": 25, "early_stopping_rounds": 0,
-                 "params": {"learning_rate": 0.1, "num_leaves": 7, "min_data_in_leaf": 10,
-                            "num_threads": 1, "verbose": -1}}
-    common = {"features": features, "min_positives": 5, "estimator": estimator,
-              "baseline": {"max_iter": 50}, "calibration": {"holdout_days": 28}, "every_days": 14}
+    estimator = {
+        "num_boost_round": 25,
+        "early_stopping_rounds": 0,
+        "params": {
+            "learning_rate": 0.1,
+            "num_leaves": 7,
+            "min_data_in_leaf": 10,
+            "num_threads": 1,
+            "verbose": -1,
+        },
+    }
+    common = {
+        "features": features,
+        "min_positives": 5,
+        "estimator": estimator,
+        "baseline": {"max_iter": 50},
+        "calibration": {"holdout_days": 28},
+        "every_days": 14,
+    }
     if kind == "lead_readiness":
-        return ModelSpec(name="lead_readiness", kind=kind, **common,
-                         backtest={"origins": 1, "gap_days": 30, "test_days": 28})
-    return ModelSpec(name="deal_close", kind=kind, **common,
-                     backtest={"origins": 1, "gap_days": 0, "test_days": 28},
-                     target={"horizon_days": 90, "max_weeks": 26})
+        return ModelSpec(
+            name="lead_readiness",
+            kind=kind,
+            **common,
+            backtest={"origins": 1, "gap_days": 30, "test_days": 28},
+        )
+    return ModelSpec(
+        name="deal_close",
+        kind=kind,
+        **common,
+        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
+        target={"horizon_days": 90, "max_weeks": 26},
+    )
 
 
 def _build(base: Path) -> Champions:
@@ -94,8 +120,11 @@ def _build(base: Path) -> Champions:
     point_bentoml(base / "bentoml")
     settings = load_settings()
     data = workspace / "data"
-    simulate(SimulatorConfig(leads=SIM_LEADS, start="2024-01-01", end="2024-10-31", seed=5),
-             settings.vocabulary, data)
+    simulate(
+        SimulatorConfig(leads=SIM_LEADS, start="2024-01-01", end="2024-10-31", seed=5),
+        settings.vocabulary,
+        data,
+    )
     con, _ = connect(data, settings.vocabulary)
     catalog = load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
     lead_df, _ = lead_readiness_dataset(con, catalog, every_days=14)
@@ -103,10 +132,17 @@ def _build(base: Path) -> Champions:
     con.close()
     tracking.configure(settings)
     versions = {}
-    for kind, df, entity in (("lead_readiness", lead_df, "lead"), ("deal_close", deal_df, "opportunity")):
+    for kind, df, entity in (
+        ("lead_readiness", lead_df, "lead"),
+        ("deal_close", deal_df, "opportunity"),
+    ):
         result = train(df, _small(kind, catalog.names(entity)))
-        logged = tracking.log_training(result, settings, templates=catalog.labels(entity),
-                                       catalog=catalog.model_dump(mode="json"))
+        logged = tracking.log_training(
+            result,
+            settings,
+            templates=catalog.labels(entity),
+            catalog=catalog.model_dump(mode="json"),
+        )
         tracking.promote(kind, logged.version, force=True, reason="service test fixture")
         versions[kind] = str(logged.version)
     import_champions(settings)
@@ -125,9 +161,15 @@ def champions(basetemp: Path) -> Champions:
         built = _build(base)
         marker.write_text(json.dumps({"versions": built.versions, "parity": built.parity}))
     saved = json.loads(marker.read_text())
-    return Champions(base, base / "workspace", base / "workspace" / "data",
-                     f"sqlite:///{base / 'mlflow.db'}", base / "bentoml", saved["versions"],
-                     saved["parity"])
+    return Champions(
+        base,
+        base / "workspace",
+        base / "workspace" / "data",
+        f"sqlite:///{base / 'mlflow.db'}",
+        base / "bentoml",
+        saved["versions"],
+        saved["parity"],
+    )
 
 
 # ---------------------------------------------------------------- payloads
@@ -153,20 +195,32 @@ def _account_json(row: dict[str, Any] | None, as_of: pd.Timestamp) -> dict[str, 
     if row is None:
         return None
     created = row.get("created_at")
-    return {"account_id": row["account_id"], "industry": _none(row.get("industry")),
-            "employees": None if _none(row.get("employees")) is None else int(row["employees"]),
-            "country": _none(row.get("country")), "segment": _none(row.get("segment")),
-            "created_at": _iso(created) if _none(created) is not None and created < as_of else None}
+    return {
+        "account_id": row["account_id"],
+        "industry": _none(row.get("industry")),
+        "employees": None if _none(row.get("employees")) is None else int(row["employees"]),
+        "country": _none(row.get("country")),
+        "segment": _none(row.get("segment")),
+        "created_at": _iso(created) if _none(created) is not None and created < as_of else None,
+    }
 
 
 def _closed_json(df: pd.DataFrame, as_of: pd.Timestamp) -> list[dict[str, Any]]:
     df = _before(df, as_of)
-    return [{"opportunity_id": r["opportunity_id"], "closed_at": _iso(r["ts"]), "stage": r["stage"],
-             "amount": float(r["amount"])} for r in df.to_dict("records")]
+    return [
+        {
+            "opportunity_id": r["opportunity_id"],
+            "closed_at": _iso(r["ts"]),
+            "stage": r["stage"],
+            "amount": float(r["amount"]),
+        }
+        for r in df.to_dict("records")
+    ]
 
 
-def lead_json(tables: dict[str, pd.DataFrame], catalog: Any, lead_id: str,
-              as_of: pd.Timestamp) -> dict[str, Any]:
+def lead_json(
+    tables: dict[str, pd.DataFrame], catalog: Any, lead_id: str, as_of: pd.Timestamp
+) -> dict[str, Any]:
     """The lead's records before ``as_of`` as a /score_leads lead."""
     from leadml.features.online import entity_payload
 
@@ -177,25 +231,37 @@ def lead_json(tables: dict[str, pd.DataFrame], catalog: Any, lead_id: str,
     others = others[others["lead_id"] != lead_id]
 
     def event(r: dict[str, Any], with_lead: bool) -> dict[str, Any]:
-        out = {"ts": _iso(r["ts"]), "type": r["type"], "page_category": _none(r["page_category"]),
-               "campaign_id": _none(r["campaign_id"])}
+        out = {
+            "ts": _iso(r["ts"]),
+            "type": r["type"],
+            "page_category": _none(r["page_category"]),
+            "campaign_id": _none(r["campaign_id"]),
+        }
         return {**out, "lead_id": r["lead_id"]} if with_lead else out
 
     return {
-        "lead_id": lead_id, "created_at": _iso(lead["created_at"]), "source": _none(lead["source"]),
-        "job_level": _none(lead["job_level"]), "account": _account_json(p["account"], as_of),
+        "lead_id": lead_id,
+        "created_at": _iso(lead["created_at"]),
+        "source": _none(lead["source"]),
+        "job_level": _none(lead["job_level"]),
+        "account": _account_json(p["account"], as_of),
         "events": [event(r, False) for r in ev.to_dict("records")],
-        "status_history": [{"ts": _iso(r["ts"]), "status": r["status"]}
-                           for r in _before(p["status_history"], as_of).to_dict("records")],
-        "activities": [{"ts": _iso(r["ts"]), "type": r["type"], "rep_id": _none(r["rep_id"])}
-                       for r in _before(p["activities"], as_of).to_dict("records")],
+        "status_history": [
+            {"ts": _iso(r["ts"]), "status": r["status"]}
+            for r in _before(p["status_history"], as_of).to_dict("records")
+        ],
+        "activities": [
+            {"ts": _iso(r["ts"]), "type": r["type"], "rep_id": _none(r["rep_id"])}
+            for r in _before(p["activities"], as_of).to_dict("records")
+        ],
         "account_events": [event(r, True) for r in others.to_dict("records")],
         "account_deals": _closed_json(p["account_closed_deals"], as_of),
     }
 
 
-def deal_json(tables: dict[str, pd.DataFrame], catalog: Any, opportunity_id: str,
-              as_of: pd.Timestamp) -> dict[str, Any]:
+def deal_json(
+    tables: dict[str, pd.DataFrame], catalog: Any, opportunity_id: str, as_of: pd.Timestamp
+) -> dict[str, Any]:
     """The deal's records before ``as_of`` as a /score_deals deal."""
     from leadml.features.online import entity_payload
 
@@ -203,14 +269,26 @@ def deal_json(tables: dict[str, pd.DataFrame], catalog: Any, opportunity_id: str
     opp = p["opportunity"]
     hist = _before(p["history"], as_of)
     return {
-        "opportunity_id": opportunity_id, "account_id": opp["account_id"], "owner_id": opp["owner_id"],
-        "lead_id": _none(opp.get("lead_id")), "created_at": _iso(opp["created_at"]),
-        "segment": opp["segment"], "account": _account_json(p["account"], as_of),
-        "stage_history": [{"ts": _iso(r["ts"]), "stage": r["stage"], "amount": float(r["amount"]),
-                           "expected_close_date": _iso(r["expected_close_date"])}
-                          for r in hist.to_dict("records")],
-        "activities": [{"ts": _iso(r["ts"]), "type": r["type"], "rep_id": _none(r["rep_id"])}
-                       for r in _before(p["activities"], as_of).to_dict("records")],
+        "opportunity_id": opportunity_id,
+        "account_id": opp["account_id"],
+        "owner_id": opp["owner_id"],
+        "lead_id": _none(opp.get("lead_id")),
+        "created_at": _iso(opp["created_at"]),
+        "segment": opp["segment"],
+        "account": _account_json(p["account"], as_of),
+        "stage_history": [
+            {
+                "ts": _iso(r["ts"]),
+                "stage": r["stage"],
+                "amount": float(r["amount"]),
+                "expected_close_date": _iso(r["expected_close_date"]),
+            }
+            for r in hist.to_dict("records")
+        ],
+        "activities": [
+            {"ts": _iso(r["ts"]), "type": r["type"], "rep_id": _none(r["rep_id"])}
+            for r in _before(p["activities"], as_of).to_dict("records")
+        ],
         "owner_deals": _closed_json(p["owner_closed_deals"], as_of),
         "account_deals": _closed_json(p["account_closed_deals"], as_of),
     }
@@ -230,7 +308,8 @@ def _parity_sample(data: Path, settings: Any) -> dict[str, Any]:
     leads = [lead_json(tables, catalog, lid, as_of) for lid in lead_ids]
     hist = tables["opportunity_history"]
     before = hist[hist["ts"] < as_of].sort_values("ts").groupby("opportunity_id").tail(1)
-    open_ids = list(before.loc[before["stage"].isin(settings.vocabulary.open_stages),
-                               "opportunity_id"])[:5]
+    open_ids = list(
+        before.loc[before["stage"].isin(settings.vocabulary.open_stages), "opportunity_id"]
+    )[:5]
     deals = [deal_json(tables, catalog, oid, as_of) for oid in open_ids]
     return {"as_of": as_of.isoformat(), "leads": leads, "deals": deals}

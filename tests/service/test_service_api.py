@@ -75,7 +75,11 @@ def _leads(c: Champions, n: int | None = None) -> dict[str, Any]:
 
 
 def _deals(c: Champions, period_end: str = "2024-12-31T00:00:00Z") -> dict[str, Any]:
-    return {"as_of": c.parity["as_of"], "period_end": period_end, "deals": copy.deepcopy(c.parity["deals"])}
+    return {
+        "as_of": c.parity["as_of"],
+        "period_end": period_end,
+        "deals": copy.deepcopy(c.parity["deals"]),
+    }
 
 
 # ---------------------------------------------------------------- depth 1: the class
@@ -92,13 +96,22 @@ def test_service_class_scores_leads_with_the_champion(serving: Champions) -> Non
     info = asyncio.run(svc.metadata())
     cut = info.models["lead_readiness"]["grade_cutoffs"]
     for s in out.scores:
-        assert s.model.name == "lead_readiness" and s.model.version == serving.versions["lead_readiness"]
+        assert (
+            s.model.name == "lead_readiness"
+            and s.model.version == serving.versions["lead_readiness"]
+        )
         assert 0 <= s.readiness <= 1 and 0 <= s.percentile <= 100
-        expected = "A" if s.readiness >= cut["A"] else "B" if s.readiness >= cut["B"] else (
-            "C" if s.readiness >= cut["C"] else "D")
+        expected = (
+            "A"
+            if s.readiness >= cut["A"]
+            else "B"
+            if s.readiness >= cut["B"]
+            else ("C" if s.readiness >= cut["C"] else "D")
+        )
         assert s.grade == expected
-        assert s.reasons and all(r.text and r.feature in info.models["lead_readiness"]["features"]
-                                 for r in s.reasons)
+        assert s.reasons and all(
+            r.text and r.feature in info.models["lead_readiness"]["features"] for r in s.reasons
+        )
     # percentile is a monotone function of the calibrated probability
     ranked = sorted(out.scores, key=lambda s: s.readiness)
     assert all(a.percentile <= b.percentile for a, b in zip(ranked, ranked[1:], strict=False))
@@ -138,9 +151,29 @@ def test_asgi_every_endpoint_answers(client: TestClient, serving: Champions) -> 
         assert "p_won_in_period" not in d
 
 
-def test_asgi_deal_probabilities_grow_with_the_period(client: TestClient, serving: Champions) -> None:
-    short = client.post("/score_deals", json=_deals(serving, "2024-09-16T00:00:00Z")).json()["scores"]
-    long = client.post("/score_deals", json=_deals(serving, "2025-02-28T00:00:00Z")).json()["scores"]
+def test_asgi_batched_scores_equal_unbatched(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = _leads(serving)
+    for client in _client():
+        plain = client.post("/score_leads", json=body).json()["scores"]
+    monkeypatch.setenv("LEADML_SERVING__BATCHING__ENABLED", "true")
+    monkeypatch.setenv("LEADML_SERVING__BATCHING__MAX_BATCH_SIZE", "4")  # 6 leads: split in two
+    for client in _client():
+        assert client.get("/metadata").json()["batching"]["enabled"] is True
+        batched = client.post("/score_leads", json=body).json()["scores"]
+    assert batched == plain
+
+
+def test_asgi_deal_probabilities_grow_with_the_period(
+    client: TestClient, serving: Champions
+) -> None:
+    short = client.post("/score_deals", json=_deals(serving, "2024-09-16T00:00:00Z")).json()[
+        "scores"
+    ]
+    long = client.post("/score_deals", json=_deals(serving, "2025-02-28T00:00:00Z")).json()[
+        "scores"
+    ]
     for a, b in zip(short, long, strict=True):
         assert a["p_won"] == b["p_won"]
         assert a["p_won_by_period_end"] <= b["p_won_by_period_end"] + 1e-12
@@ -155,7 +188,9 @@ def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: C
     out = r.json()
     decisions = out["decisions"]
     assert [d["rank"] for d in decisions] == list(range(1, len(decisions) + 1))
-    assert [d["readiness"] for d in decisions] == sorted((d["readiness"] for d in decisions), reverse=True)
+    assert [d["readiness"] for d in decisions] == sorted(
+        (d["readiness"] for d in decisions), reverse=True
+    )
     handed = [d for d in decisions if d["decision"] == "handoff"]
     assert len(handed) == 2 and [d["rank"] for d in handed] == [1, 2]
     assert out["capacity_left"] == capacity - round(2 * per_lead)
@@ -163,26 +198,91 @@ def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: C
     assert all(d["decision"] != "handoff" for d in none_left["decisions"])
 
 
-def test_asgi_forecast_mean_is_the_sum_of_expected_deals(client: TestClient, serving: Champions) -> None:
-    body = {"as_of": serving.parity["as_of"], "period_start": "2024-09-01T00:00:00Z",
-            "period_end": "2024-12-31T00:00:00Z", "deals": serving.parity["deals"],
-            "won_amount": 1000.0, "target": 50_000.0}
+def test_asgi_forecast_mean_is_the_sum_of_expected_deals(
+    client: TestClient, serving: Champions
+) -> None:
+    body = {
+        "as_of": serving.parity["as_of"],
+        "period_start": "2024-09-01T00:00:00Z",
+        "period_end": "2024-12-31T00:00:00Z",
+        "deals": serving.parity["deals"],
+        "won_amount": 1000.0,
+        "target": 50_000.0,
+    }
     f = client.post("/forecast", json=body)
     assert f.status_code == 200, f.text
     fc = f.json()
     scores = client.post("/score_deals", json=_deals(serving)).json()["scores"]
-    amounts = [max(d["stage_history"], key=lambda h: h["ts"])["amount"] for d in serving.parity["deals"]]
-    expected = 1000.0 + sum(a * s["p_won_by_period_end"] for a, s in zip(amounts, scores, strict=True))
+    amounts = [
+        max(d["stage_history"], key=lambda h: h["ts"])["amount"] for d in serving.parity["deals"]
+    ]
+    expected = 1000.0 + sum(
+        a * s["p_won_by_period_end"] for a, s in zip(amounts, scores, strict=True)
+    )
     assert fc["mean"] == pytest.approx(expected, abs=len(amounts) * max(amounts) / 1000)
     assert fc["won_amount"] <= fc["p10"] <= fc["p50"] <= fc["p90"] <= 1000.0 + sum(amounts)
     assert sum(row["deals"] for row in fc["by_stage"]) == len(amounts)
     assert 0 <= fc["p_reach_target"] <= 1
 
 
+def test_asgi_documented_examples_are_valid_requests(client: TestClient) -> None:
+    from leadml.serving import schemas
+
+    for path, example in (
+        ("/score_leads", schemas.EXAMPLE_SCORE_LEADS),
+        ("/handoff", schemas.EXAMPLE_HANDOFF),
+        ("/score_deals", schemas.EXAMPLE_SCORE_DEALS),
+        ("/forecast", schemas.EXAMPLE_FORECAST),
+    ):
+        r = client.post(path, json=example)
+        assert r.status_code == 200, (path, r.text)
+
+
+def test_asgi_deal_hygiene_flags(client: TestClient, serving: Champions) -> None:
+    deal = copy.deepcopy(serving.parity["deals"][0])
+    stage = deal["stage_history"][-1]["stage"]
+    deal["created_at"] = "2024-04-01T00:00:00Z"
+    closes = ["2024-06-01", "2024-06-15", "2024-07-01", "2024-07-15"]
+    deal["stage_history"] = [
+        {
+            "ts": f"2024-05-{d:02d}T00:00:00Z",
+            "stage": stage,
+            "amount": 1000.0,
+            "expected_close_date": f"{c}T00:00:00Z",
+        }
+        for d, c in zip((1, 8, 15, 22), closes, strict=True)
+    ]
+    fresh = copy.deepcopy(deal)
+    fresh["stage_history"] = [
+        {
+            "ts": "2024-09-01T00:00:00Z",
+            "stage": stage,
+            "amount": 1000.0,
+            "expected_close_date": "2024-11-30T00:00:00Z",
+        }
+    ]
+    body = {
+        "as_of": serving.parity["as_of"],
+        "period_end": "2024-12-31T00:00:00Z",
+        "deals": [deal, fresh],
+    }
+    r = client.post("/score_deals", json=body)
+    assert r.status_code == 200, r.text
+    old, new = r.json()["scores"]
+    assert {f["rule"] for f in old["hygiene_flags"]} == {
+        "past_close_date",
+        "stale",
+        "close_date_pushed",
+    }
+    assert new["hygiene_flags"] == []
+
+
 # ---------------------------------------------------------------- bad input -> 4xx
 
 
-def test_asgi_schema_errors_are_400_with_the_field_path(client: TestClient, serving: Champions) -> None:
+def test_asgi_schema_errors_are_400_with_the_field_path(
+    client: TestClient, serving: Champions
+) -> None:
     body = _leads(serving, 1)
     body["leads"][0]["events"] = [{"ts": "not a time", "type": "web_visit"}]
     r = client.post("/score_leads", json=body)
@@ -190,7 +290,9 @@ def test_asgi_schema_errors_are_400_with_the_field_path(client: TestClient, serv
     assert r.json()["detail"][0]["loc"] == ["leads", 0, "events", 0, "ts"]
     missing = client.post("/score_leads", json={"as_of": serving.parity["as_of"]})
     assert missing.status_code == 400 and missing.json()["detail"][0]["loc"] == ["leads"]
-    garbage = client.post("/score_leads", content=b"{nope", headers={"content-type": "application/json"})
+    garbage = client.post(
+        "/score_leads", content=b"{nope", headers={"content-type": "application/json"}
+    )
     assert garbage.status_code == 400
     assert "Traceback" not in r.text + missing.text + garbage.text
 
@@ -206,7 +308,9 @@ def test_asgi_over_the_limits_is_413(serving: Champions, monkeypatch: pytest.Mon
         assert "max_leads_per_request" in too_many.text
 
 
-def test_asgi_unknown_event_types_reject_or_ignore(serving: Champions, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asgi_unknown_event_types_reject_or_ignore(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
     body = _leads(serving, 1)
     plain = copy.deepcopy(body)
     body["leads"][0]["events"].insert(0, {"ts": "2024-08-01T00:00:00Z", "type": "tiktok_like"})
@@ -222,21 +326,34 @@ def test_asgi_unknown_event_types_reject_or_ignore(serving: Champions, monkeypat
     assert ignored["readiness"] == clean["readiness"]
 
 
-def test_asgi_api_key_is_required_when_configured(serving: Champions, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asgi_api_key_is_required_when_configured(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LEADML_API_KEY", "s3cret-key")
     body = _leads(serving, 1)
     for client in _client():
         assert client.post("/score_leads", json=body).status_code == 401
-        assert client.post("/score_leads", json=body, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert (
+            client.post("/score_leads", json=body, headers={"X-API-Key": "wrong"}).status_code
+            == 401
+        )
         assert client.get("/metadata").status_code == 401
-        assert client.post("/score_leads", json=body, headers={"X-API-Key": "s3cret-key"}).status_code == 200
-        bearer = client.post("/score_leads", json=body, headers={"Authorization": "Bearer s3cret-key"})
+        assert (
+            client.post("/score_leads", json=body, headers={"X-API-Key": "s3cret-key"}).status_code
+            == 200
+        )
+        bearer = client.post(
+            "/score_leads", json=body, headers={"Authorization": "Bearer s3cret-key"}
+        )
         assert bearer.status_code == 200
-        assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+        assert (
+            client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+        )
 
 
-def test_asgi_logs_ids_and_timings_never_personal_values(client: TestClient, serving: Champions,
-                                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_asgi_logs_ids_and_timings_never_personal_values(
+    client: TestClient, serving: Champions, caplog: pytest.LogCaptureFixture
+) -> None:
     body = _leads(serving, 1)
     body["leads"][0]["attributes"] = {"contact": PERSONAL}
     bad = _leads(serving, 1)
@@ -262,7 +379,9 @@ def test_asgi_scores_and_decisions_reach_prometheus(client: TestClient, serving:
     before = value("leadml_readiness_score_count", model_version=version)
     handed = value("leadml_handoff_decisions_total", decision="handoff")
     client.post("/handoff", json={**_leads(serving), "is_capacity": 100})
-    assert value("leadml_readiness_score_count", model_version=version) == before + len(serving.parity["leads"])
+    assert value("leadml_readiness_score_count", model_version=version) == before + len(
+        serving.parity["leads"]
+    )
     assert value("leadml_handoff_decisions_total", decision="handoff") > handed
 
 
@@ -274,8 +393,8 @@ def _batch_scores(serving: Champions, entity: str, ids: list[str]) -> tuple[Any,
     from leadml.config import load_settings
     from leadml.contracts import connect
     from leadml.features.offline import compute_features
-    from leadml.serving.store import latest_stored
     from leadml.serving.scorer import catalog_of, load_bundle
+    from leadml.serving.store import latest_stored
 
     settings = load_settings()
     name = "lead_readiness" if entity == "lead" else "deal_close"
@@ -295,11 +414,17 @@ def test_api_scores_equal_batch_scores(client: TestClient, serving: Champions) -
     api = client.post("/score_leads", json=_leads(serving)).json()["scores"]
     bundle, feats = _batch_scores(serving, "lead", [lead["lead_id"] for lead in leads])
     batch = bundle.score(feats[bundle.features])
-    np.testing.assert_allclose([s["readiness"] for s in api], batch["probability"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        [s["readiness"] for s in api], batch["probability"], rtol=0, atol=1e-12
+    )
     assert [s["grade"] for s in api] == list(batch["grade"])
 
     deals = serving.parity["deals"]
     api_d = client.post("/score_deals", json=_deals(serving)).json()["scores"]
     dbundle, dfeats = _batch_scores(serving, "opportunity", [d["opportunity_id"] for d in deals])
-    np.testing.assert_allclose([s["p_won"] for s in api_d], dbundle.predict_proba(dfeats[dbundle.features]),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        [s["p_won"] for s in api_d],
+        dbundle.predict_proba(dfeats[dbundle.features]),
+        rtol=0,
+        atol=1e-12,
+    )

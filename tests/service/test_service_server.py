@@ -1,6 +1,5 @@
 """The scoring API as it runs: a real ``bentoml serve`` subprocess on a free loopback
-port (both services, the scorer in its own worker behind adaptive batching), called
-over HTTP and stopped by its PID; a schemathesis fuzz of its OpenAPI schema (no
+port (adaptive batching on), called over HTTP and stopped by its PID; a schemathesis fuzz of its OpenAPI schema (no
 5xx); and ``leadml build`` producing a bento that holds both champions.
 """
 
@@ -42,12 +41,15 @@ def server(champs: Champions, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     log = tmp_path_factory.mktemp("server") / "server.log"
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {**champs.env(), "LEADML_API_KEY": KEY}.items():
+        env = {**champs.env(), "LEADML_API_KEY": KEY, "LEADML_SERVING__BATCHING__ENABLED": "true"}
+        for key, value in env.items():
             mp.setenv(key, value)
         settings = load_settings()
         port = _free_port()
         with log.open("wb") as out:
-            proc = start_server(settings, host="127.0.0.1", port=port, stdout=out, stderr=subprocess.STDOUT)
+            proc = start_server(
+                settings, host="127.0.0.1", port=port, stdout=out, stderr=subprocess.STDOUT
+            )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -79,18 +81,25 @@ def test_server_scores_over_http_with_the_champions(server: str, champs: Champio
     assert r.status_code == 200, r.text
     scores = r.json()["scores"]
     assert {s["model"]["version"] for s in scores} == {champs.versions["lead_readiness"]}
-    deals = {"as_of": champs.parity["as_of"], "period_end": "2024-12-31T00:00:00Z",
-             "deals": champs.parity["deals"]}
+    deals = {
+        "as_of": champs.parity["as_of"],
+        "period_end": "2024-12-31T00:00:00Z",
+        "deals": champs.parity["deals"],
+    }
     d = httpx.post(f"{server}/score_deals", json=deals, headers=h, timeout=30)
     assert d.status_code == 200, d.text
     assert {s["model"]["version"] for s in d.json()["scores"]} == {champs.versions["deal_close"]}
-    handoff = httpx.post(f"{server}/handoff", json={**_leads(champs), "is_capacity": 4}, headers=h, timeout=30)
+    handoff = httpx.post(
+        f"{server}/handoff", json={**_leads(champs), "is_capacity": 4}, headers=h, timeout=30
+    )
     assert handoff.status_code == 200
     meta = httpx.get(f"{server}/metadata", headers=h, timeout=10).json()
     assert meta["models"]["lead_readiness"]["version"] == champs.versions["lead_readiness"]
 
 
-def test_server_batches_concurrent_requests_without_mixing_them(server: str, champs: Champions) -> None:
+def test_server_batches_concurrent_requests_without_mixing_them(
+    server: str, champs: Champions
+) -> None:
     import concurrent.futures as cf
 
     h = {"X-API-Key": KEY}
@@ -113,8 +122,12 @@ def test_server_batches_concurrent_requests_without_mixing_them(server: str, cha
 def test_server_refuses_without_key_and_exposes_metrics(server: str, champs: Champions) -> None:
     assert httpx.post(f"{server}/score_leads", json=_leads(champs), timeout=10).status_code == 401
     assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
-    httpx.post(f"{server}/handoff", json={**_leads(champs), "is_capacity": 4}, headers={"X-API-Key": KEY},
-               timeout=30)
+    httpx.post(
+        f"{server}/handoff",
+        json={**_leads(champs), "is_capacity": 4},
+        headers={"X-API-Key": KEY},
+        timeout=30,
+    )
     metrics = httpx.get(f"{server}/metrics", timeout=10).text
     assert "leadml_readiness_score_bucket" in metrics
     assert 'leadml_handoff_decisions_total{decision="handoff"}' in metrics
@@ -128,8 +141,11 @@ def _operations() -> list[Any]:
 
     spec = LeadmlAPI.openapi_spec.asdict()
     schema = schemathesis.openapi.from_dict(spec)
-    return [r.ok() for r in schema.get_all_operations()
-            if r.ok().path in ("/score_leads", "/handoff", "/score_deals", "/forecast", "/metadata")]
+    return [
+        r.ok()
+        for r in schema.get_all_operations()
+        if r.ok().path in ("/score_leads", "/handoff", "/score_deals", "/forecast", "/metadata")
+    ]
 
 
 def test_server_fuzz_never_answers_5xx(server: str) -> None:
@@ -139,8 +155,14 @@ def test_server_fuzz_never_answers_5xx(server: str) -> None:
     seen: list[int] = []
 
     def fuzz(op: Any, mode: Any) -> None:
-        @settings(max_examples=8, deadline=None, database=None, derandomize=True,
-                  phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=8,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=op.as_strategy(generation_mode=mode))
         def check(case: Any) -> None:
             r = case.call(base_url=server, headers={"X-API-Key": KEY}, timeout=30)
@@ -157,9 +179,12 @@ def test_server_fuzz_never_answers_5xx(server: str) -> None:
     assert any(400 <= s < 500 for s in seen) and any(s == 200 for s in seen)
 
 
-def test_leadml_build_makes_a_self_contained_bento(champs: Champions, monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Any) -> None:
+def test_leadml_build_makes_a_self_contained_bento(
+    champs: Champions, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     import json
+    import tarfile
+    from pathlib import Path
 
     from typer.testing import CliRunner
 
@@ -169,14 +194,19 @@ def test_leadml_build_makes_a_self_contained_bento(champs: Champions, monkeypatc
     for key, value in {**champs.env(), "BENTOML_HOME": str(home)}.items():
         monkeypatch.setenv(key, value)
     point_bentoml(home)
-    result = CliRunner().invoke(app, ["build", "--json"], catch_exceptions=False)
+    archive = tmp_path / "leadml.bento"
+    result = CliRunner().invoke(
+        app, ["build", "--json", "--export", str(archive)], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
-    built = json.loads(result.output[result.output.index("{"):])
+    built = json.loads(result.output[result.output.index("{") :])
     assert sorted(m.split(":")[0] for m in built["models"]) == ["deal_close", "lead_readiness"]
-    from pathlib import Path
-
     src = Path(built["path"]) / "src"
     assert (src / "leadml" / "serving" / "service.py").exists()
     assert (src / "configs" / "leadml.yaml").exists()
-    models = Path(built["path"]) / "models"
-    assert (models / "lead_readiness").exists() and (models / "deal_close").exists()
+    with tarfile.open(built["archive"]) as tar:
+        names = [n.removeprefix("./") for n in tar.getnames()]
+    for model in built["models"]:
+        name, version = model.split(":")
+        assert any(n.startswith(f"models/{name}/{version}/") for n in names), names[:20]
+    assert any(n.endswith("leadml/serving/scorer.py") for n in names)

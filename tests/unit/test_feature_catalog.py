@@ -28,19 +28,49 @@ DEFAULT = Path(__file__).resolve().parents[2] / "configs" / "features.yaml"
 def _minimal() -> dict:
     return {
         "lead": [
-            {"name": "pricing_7d", "kind": "aggregate", "source": "events",
-             "filter": {"type": "page_view", "page_category": "pricing"}, "aggregation": "count",
-             "window": "7d", "label": "Viewed pricing {value} times"},
-            {"name": "visits_30d", "kind": "aggregate", "source": "events", "filter": {"type": "web_visit"},
-             "aggregation": "count", "window": "30d", "label": "{value} visits"},
-            {"name": "trend", "kind": "derived", "op": "ratio", "inputs": ["pricing_7d", "visits_30d"],
-             "label": "trend {value}"},
-            {"name": "industry", "kind": "attribute", "table": "account", "column": "industry",
-             "type": "categorical", "label": "in {value}"},
+            {
+                "name": "pricing_7d",
+                "kind": "aggregate",
+                "source": "events",
+                "filter": {"type": "page_view", "page_category": "pricing"},
+                "aggregation": "count",
+                "window": "7d",
+                "label": "Viewed pricing {value} times",
+            },
+            {
+                "name": "visits_30d",
+                "kind": "aggregate",
+                "source": "events",
+                "filter": {"type": "web_visit"},
+                "aggregation": "count",
+                "window": "30d",
+                "label": "{value} visits",
+            },
+            {
+                "name": "trend",
+                "kind": "derived",
+                "op": "ratio",
+                "inputs": ["pricing_7d", "visits_30d"],
+                "label": "trend {value}",
+            },
+            {
+                "name": "industry",
+                "kind": "attribute",
+                "table": "account",
+                "column": "industry",
+                "type": "categorical",
+                "label": "in {value}",
+            },
         ],
         "opportunity": [
             {"name": "stage_now", "kind": "state", "state": "stage", "label": "at {value}"},
-            {"name": "owner_rate", "kind": "outcomes", "group": "owner", "metric": "win_rate", "label": "{value}"},
+            {
+                "name": "owner_rate",
+                "kind": "outcomes",
+                "group": "owner",
+                "metric": "win_rate",
+                "label": "{value}",
+            },
         ],
     }
 
@@ -49,7 +79,9 @@ def test_default_catalog_is_valid_and_covers_the_model() -> None:
     cat = load_catalog(DEFAULT, VOCAB)
     lead, opp = cat.features("lead"), cat.features("opportunity")
     aggs = [f for f in lead if isinstance(f, AggregateFeature)]
-    event_types = {v for f in aggs if f.source == "events" for v in dict(f.filter_items()).get("type", [])}
+    event_types = {
+        v for f in aggs if f.source == "events" for v in dict(f.filter_items()).get("type", [])
+    }
     # every behavioural signal THE MODEL names is read by some feature
     assert set(VOCAB.event_types) <= event_types
     pages = {v for f in aggs for v in dict(f.filter_items()).get("page_category", [])}
@@ -62,10 +94,19 @@ def test_default_catalog_is_valid_and_covers_the_model() -> None:
     assert any(isinstance(f, DerivedFeature) and f.op == "shortfall" for f in lead)  # no-shows
     assert any(isinstance(f, AttributeFeature) and f.type == "days_since" for f in lead)
     states = {f.state for f in opp if isinstance(f, StateFeature)}
-    assert {"stage", "days_in_stage", "amount", "close_date_pushes", "days_past_expected_close",
-            "stage_regressions"} <= states
+    assert {
+        "stage",
+        "days_in_stage",
+        "amount",
+        "close_date_pushes",
+        "days_past_expected_close",
+        "stage_regressions",
+    } <= states
     assert {(f.group, f.metric) for f in opp if isinstance(f, OutcomesFeature)} >= {
-        ("owner", "win_rate"), ("account", "won_count"), ("account", "lost_count")}
+        ("owner", "win_rate"),
+        ("account", "won_count"),
+        ("account", "lost_count"),
+    }
     for f in [*lead, *opp]:
         assert "{value}" in f.label, f.name
     assert cat.categorical("lead") and "stage" in cat.categorical("opportunity")
@@ -89,59 +130,132 @@ def _error(mutate) -> str:
     ("mutate", "expected"),
     [
         # unknown event type: names the entry, the column and the valid types
-        (lambda d: d["lead"][0]["filter"].update(type="page_veiw"),
-         ["lead[0] 'pricing_7d'", "unknown event type 'page_veiw'", "web_visit, page_view"]),
+        (
+            lambda d: d["lead"][0]["filter"].update(type="page_veiw"),
+            ["lead[0] 'pricing_7d'", "unknown event type 'page_veiw'", "web_visit, page_view"],
+        ),
         # unknown page category
-        (lambda d: d["lead"][0]["filter"].update(page_category="pricng"),
-         ["'pricing_7d'", "'pricng'", "pricing, case_study, docs"]),
+        (
+            lambda d: d["lead"][0]["filter"].update(page_category="pricng"),
+            ["'pricing_7d'", "'pricng'", "pricing, case_study, docs"],
+        ),
         # unknown filter column
-        (lambda d: d["lead"][0]["filter"].update(colour="red"),
-         ["'pricing_7d'", "unknown column events.colour", "valid: lead_id, type, page_category"]),
+        (
+            lambda d: d["lead"][0]["filter"].update(colour="red"),
+            ["'pricing_7d'", "unknown column events.colour", "valid: lead_id, type, page_category"],
+        ),
         # unknown aggregation
-        (lambda d: d["lead"][0].update(aggregation="median"),
-         ["lead[0] 'pricing_7d'", "aggregation", "'count'", "'days_since_last'"]),
+        (
+            lambda d: d["lead"][0].update(aggregation="median"),
+            ["lead[0] 'pricing_7d'", "aggregation", "'count'", "'days_since_last'"],
+        ),
         # unknown window
-        (lambda d: d["lead"][1].update(window="month"),
-         ["lead[1] 'visits_30d'", "window", "unknown window 'month'", "7d, 30d, 90d"]),
+        (
+            lambda d: d["lead"][1].update(window="month"),
+            ["lead[1] 'visits_30d'", "window", "unknown window 'month'", "7d, 30d, 90d"],
+        ),
         # unknown source table
-        (lambda d: d["lead"][1].update(source="opportunity_history"),
-         ["'visits_30d'", "unknown table 'opportunity_history'", "valid: events, activities, lead_status_history"]),
+        (
+            lambda d: d["lead"][1].update(source="opportunity_history"),
+            [
+                "'visits_30d'",
+                "unknown table 'opportunity_history'",
+                "valid: events, activities, lead_status_history",
+            ],
+        ),
         # numeric aggregation without a numeric column
-        (lambda d: d["lead"][1].update(aggregation="sum", column="type"),
-         ["'visits_30d'", "needs a numeric column of events", "this table has no numeric column"]),
+        (
+            lambda d: d["lead"][1].update(aggregation="sum", column="type"),
+            [
+                "'visits_30d'",
+                "needs a numeric column of events",
+                "this table has no numeric column",
+            ],
+        ),
         # unknown attribute column
-        (lambda d: d["lead"][3].update(column="revenue"),
-         ["lead[3] 'industry'", "unknown column account.revenue", "valid: industry, employees", "extra: true"]),
+        (
+            lambda d: d["lead"][3].update(column="revenue"),
+            [
+                "lead[3] 'industry'",
+                "unknown column account.revenue",
+                "valid: industry, employees",
+                "extra: true",
+            ],
+        ),
         # attribute type that does not fit the column
-        (lambda d: d["lead"][3].update(column="created_at", type="numeric"),
-         ["'industry'", "numeric needs a number column"]),
+        (
+            lambda d: d["lead"][3].update(column="created_at", type="numeric"),
+            ["'industry'", "numeric needs a number column"],
+        ),
         # derived input that is not an earlier feature
-        (lambda d: d["lead"][2].update(inputs=["pricing_7d", "visits_90d"]),
-         ["lead[2] 'trend'", "'visits_90d' is not an earlier lead feature", "valid: pricing_7d, visits_30d"]),
+        (
+            lambda d: d["lead"][2].update(inputs=["pricing_7d", "visits_90d"]),
+            [
+                "lead[2] 'trend'",
+                "'visits_90d' is not an earlier lead feature",
+                "valid: pricing_7d, visits_30d",
+            ],
+        ),
         # derived input that is categorical
-        (lambda d: d["lead"].append({"name": "bad", "kind": "derived", "op": "ratio",
-                                     "inputs": ["industry", "visits_30d"], "label": "{value}"}),
-         ["'bad'", "'industry' is categorical"]),
+        (
+            lambda d: d["lead"].append(
+                {
+                    "name": "bad",
+                    "kind": "derived",
+                    "op": "ratio",
+                    "inputs": ["industry", "visits_30d"],
+                    "label": "{value}",
+                }
+            ),
+            ["'bad'", "'industry' is categorical"],
+        ),
         # unknown state
-        (lambda d: d["opportunity"][0].update(state="mood"),
-         ["opportunity[0] 'stage_now'", "unknown opportunity state 'mood'", "valid: stage, stage_index"]),
+        (
+            lambda d: d["opportunity"][0].update(state="mood"),
+            [
+                "opportunity[0] 'stage_now'",
+                "unknown opportunity state 'mood'",
+                "valid: stage, stage_index",
+            ],
+        ),
         # unknown outcomes group
-        (lambda d: d["opportunity"][1].update(group="team"),
-         ["opportunity[1] 'owner_rate'", "unknown group 'team'", "valid: owner, account"]),
+        (
+            lambda d: d["opportunity"][1].update(group="team"),
+            ["opportunity[1] 'owner_rate'", "unknown group 'team'", "valid: owner, account"],
+        ),
         # unknown kind
-        (lambda d: d["lead"][0].update(kind="magic"),
-         ["lead[0] 'pricing_7d'", "kind must be one of: aggregate, attribute, state, outcomes, derived"]),
+        (
+            lambda d: d["lead"][0].update(kind="magic"),
+            [
+                "lead[0] 'pricing_7d'",
+                "kind must be one of: aggregate, attribute, state, outcomes, derived",
+            ],
+        ),
         # duplicate name
-        (lambda d: d["lead"].append(dict(d["lead"][1])), ["lead[4] 'visits_30d'", "duplicate feature name"]),
+        (
+            lambda d: d["lead"].append(dict(d["lead"][1])),
+            ["lead[4] 'visits_30d'", "duplicate feature name"],
+        ),
         # label placeholder other than {value}
-        (lambda d: d["lead"][1].update(label="{count} visits"), ["'visits_30d'", "label", "{count}"]),
+        (
+            lambda d: d["lead"][1].update(label="{count} visits"),
+            ["'visits_30d'", "label", "{count}"],
+        ),
         # names reserved for training-set columns
-        (lambda d: d["lead"][1].update(name="label"), ["lead[1]", "reserved for training-set columns"]),
+        (
+            lambda d: d["lead"][1].update(name="label"),
+            ["lead[1]", "reserved for training-set columns"],
+        ),
         # unknown field
-        (lambda d: d["lead"][1].update(windw="7d"), ["'visits_30d'", "windw", "Extra inputs are not permitted"]),
+        (
+            lambda d: d["lead"][1].update(windw="7d"),
+            ["'visits_30d'", "windw", "Extra inputs are not permitted"],
+        ),
         # buying-committee scope on a source that has no account meaning
-        (lambda d: d["lead"][1].update(source="activities", filter={}, scope="account_others"),
-         ["'visits_30d'", "account_others is only for lead features over events"]),
+        (
+            lambda d: d["lead"][1].update(source="activities", filter={}, scope="account_others"),
+            ["'visits_30d'", "account_others is only for lead features over events"],
+        ),
     ],
 )
 def test_each_mistake_is_named_with_the_valid_choices(mutate, expected: list[str]) -> None:
@@ -189,8 +303,18 @@ def test_cli_rejects_a_bad_catalog_before_reading_any_data(tmp_path: Path, capsy
     data["lead"][0]["aggregation"] = "median"
     (tmp_path / "features.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(SystemExit) as info:
-        main(["--config-dir", str(tmp_path), "dataset", "lead-readiness", "--data", str(tmp_path / "nowhere"),
-              "--out", str(tmp_path / "out.parquet")])
+        main(
+            [
+                "--config-dir",
+                str(tmp_path),
+                "dataset",
+                "lead-readiness",
+                "--data",
+                str(tmp_path / "nowhere"),
+                "--out",
+                str(tmp_path / "out.parquet"),
+            ]
+        )
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "pricing_7d" in err and "aggregation" in err

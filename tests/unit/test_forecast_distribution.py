@@ -144,3 +144,14 @@ def test_raising_a_deals_probability_never_lowers_any_quantile(
     )
     for q in (0.1, 0.5, 0.9):
         assert up.quantile(q) >= base.quantile(q) - 1e-9 * max(amounts)
+
+
+def test_cutting_the_support_at_the_cap_changes_no_cell_below_it() -> None:
+    rng = np.random.default_rng(9)
+    amounts, probs = rng.integers(1, 50, 200).astype(float), rng.random(200) * 0.3
+    cut = dist.open_deals(amounts, probs, step=1.0)
+    full = dist._poisson_binomial(amounts.astype(np.int64), probs, int(amounts.sum()) + 1)
+    assert len(cut.pmf) < len(full) / 2  # the cap really cuts
+    assert np.allclose(cut.pmf[:-1], full[: len(cut.pmf) - 1], atol=1e-15)
+    assert cut.tail_mass == pytest.approx(full[len(cut.pmf) - 1 :].sum(), abs=1e-15)
+    assert cut.tail_mass < 1e-12

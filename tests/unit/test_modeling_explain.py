@@ -10,7 +10,10 @@ from leadml.modeling.explain import render_reason, top_reasons
 
 
 def test_render_uses_the_catalog_template() -> None:
-    assert render_reason("pricing_views_30d", 4.0, "Viewed pricing {value} times") == "Viewed pricing 4 times"
+    assert (
+        render_reason("pricing_views_30d", 4.0, "Viewed pricing {value} times")
+        == "Viewed pricing 4 times"
+    )
     assert render_reason("x", 1.5, None) == "x = 1.50"
     assert render_reason("x", float("nan"), "Label") == "Label: unknown"
 
@@ -28,9 +31,17 @@ def test_treeshap_contributions_add_up_to_the_raw_score() -> None:
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"x1": rng.normal(size=2000), "x2": rng.normal(size=2000)})
     y = (X["x1"] + 0.2 * rng.normal(size=2000) > 0).astype(int)
-    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 30)
+    booster = lgb.train(
+        {"objective": "binary", "verbosity": -1, "num_threads": 1}, lgb.Dataset(X, y), 30
+    )
     contrib = booster.predict(X.head(20), pred_contrib=True)
-    np.testing.assert_allclose(contrib.sum(axis=1), booster.predict(X.head(20), raw_score=True), atol=1e-9)
+    np.testing.assert_allclose(
+        contrib.sum(axis=1), booster.predict(X.head(20), raw_score=True), atol=1e-9
+    )
     found = top_reasons(contrib, ["x1", "x2"], X.head(20), k=1)
     # x1 drives the label: it is the top reason, in the direction of its value
-    assert all(r["positive"][0]["feature"] == "x1" for r, v in zip(found, X["x1"].head(20)) if v > 0.5)
+    assert all(
+        r["positive"][0]["feature"] == "x1"
+        for r, v in zip(found, X["x1"].head(20), strict=True)
+        if v > 0.5
+    )

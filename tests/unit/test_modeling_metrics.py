@@ -21,7 +21,9 @@ def test_ece_is_zero_when_each_bin_matches_and_measures_the_gap() -> None:
     y = np.array([1] + [0] * 19 + [1] * 11 + [0] * 9)
     assert expected_calibration_error(y, p) == pytest.approx(0.0)
     # predicting 0.3 where the rate is 0.5, for every row: ECE is 0.2
-    assert expected_calibration_error(np.array([1, 0] * 50), np.full(100, 0.3)) == pytest.approx(0.2)
+    assert expected_calibration_error(np.array([1, 0] * 50), np.full(100, 0.3)) == pytest.approx(
+        0.2
+    )
 
 
 def test_calibrated_probabilities_have_small_ece_and_shifted_ones_do_not() -> None:
@@ -44,11 +46,13 @@ def test_lift_and_auc_of_a_perfect_ranking() -> None:
 
 
 def test_capacity_metrics_take_the_best_n_of_each_week() -> None:
-    frame = pd.DataFrame({
-        "as_of": ["w1"] * 4 + ["w2"] * 4,
-        "score": [0.9, 0.8, 0.1, 0.2, 0.7, 0.6, 0.5, 0.4],
-        "label": [1, 0, 1, 0, 0, 0, 1, 1],
-    })
+    frame = pd.DataFrame(
+        {
+            "as_of": ["w1"] * 4 + ["w2"] * 4,
+            "score": [0.9, 0.8, 0.1, 0.2, 0.7, 0.6, 0.5, 0.4],
+            "label": [1, 0, 1, 0, 0, 0, 1, 1],
+        }
+    )
     m = capacity_metrics(frame, score="score", label="label", capacity=2)
     assert m["precision_at_capacity"] == pytest.approx(1 / 4)  # called 0.9,0.8,0.7,0.6
     assert m["recall_at_capacity"] == pytest.approx(1 / 4)  # 1 of 4 positives

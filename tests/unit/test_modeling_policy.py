@@ -21,7 +21,9 @@ def test_capacity_is_is_reps_times_slots_minus_booked() -> None:
 
 def test_handoff_fills_capacity_with_the_highest_readiness() -> None:
     policy = PolicySpec(slots_per_lead=2, recycle_below=0.02)
-    scores = pd.DataFrame({"lead_id": list("abcdef"), "readiness": [0.1, 0.5, 0.01, 0.3, 0.2, 0.05]})
+    scores = pd.DataFrame(
+        {"lead_id": list("abcdef"), "readiness": [0.1, 0.5, 0.01, 0.3, 0.2, 0.05]}
+    )
     out = handoff(scores, capacity_slots=6, policy=policy)
     chosen = set(out.loc[out["decision"] == "handoff", "lead_id"])
     assert chosen == {"b", "d", "e"}

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from leadml.errors import ConfigError, DataError, LeadmlError
-from leadml.modeling import synthetic, train as train_mod
+from leadml.modeling import synthetic
+from leadml.modeling import train as train_mod
 from leadml.modeling.spec import ModelSpec, load_spec
 from leadml.modeling.train import (
     CategoryEncoder,
@@ -24,8 +25,14 @@ FAST = {"num_boost_round": 40, "num_threads": 1, "early_stopping_rounds": 10}
 
 
 def readiness_spec(**kw: object) -> ModelSpec:
-    base = dict(name="lead_readiness", kind="lead_readiness", features=synthetic.READINESS_FEATURES,
-                min_positives=20, estimator=FAST, backtest={"origins": 2, "gap_days": 30, "test_days": 28})
+    base = dict(
+        name="lead_readiness",
+        kind="lead_readiness",
+        features=synthetic.READINESS_FEATURES,
+        min_positives=20,
+        estimator=FAST,
+        backtest={"origins": 2, "gap_days": 30, "test_days": 28},
+    )
     base.update(kw)
     return ModelSpec(**base)
 
@@ -38,8 +45,10 @@ def test_shipped_specs_are_valid(repo_root: Path) -> None:
 
 def test_bad_spec_names_the_file_and_field(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text("name: x\nkind: lead_readiness\nfeatures: [a]\ntarget: {horizon_days: 30}\n"
-                    "backtest: {gap_days: 7}\n")
+    path.write_text(
+        "name: x\nkind: lead_readiness\nfeatures: [a]\ntarget: {horizon_days: 30}\n"
+        "backtest: {gap_days: 7}\n"
+    )
     with pytest.raises(ConfigError, match=r"(?s)s\.yaml.*gap_days \(7\) must be at least"):
         load_spec(path)
     path.write_text("name: x\nkind: lead_readiness\nfeatures: [a]\ncalibration: {method: magic}\n")
@@ -82,7 +91,9 @@ def test_folds_train_only_on_the_past_with_the_gap(monkeypatch: pytest.MonkeyPat
         rows = result.predictions[result.predictions["fold"] == i]["as_of"]
         assert rows.min() >= origin and rows.max() < origin + pd.Timedelta(days=28)
     assert seen[-1][1] == len(df)  # the final fit sees everything
-    assert {"roc_auc", "baseline_roc_auc", "ece", "latest_roc_auc", "precision_at_capacity"} <= set(result.metrics)
+    assert {"roc_auc", "baseline_roc_auc", "ece", "latest_roc_auc", "precision_at_capacity"} <= set(
+        result.metrics
+    )
 
 
 def test_oracle_metrics_are_on_the_same_rows() -> None:
@@ -92,7 +103,9 @@ def test_oracle_metrics_are_on_the_same_rows() -> None:
     assert m["oracle_rows"] == m["rows"]
     # the oracle is the generating probability: it ranks at least as well as a fitted model
     assert m["oracle_roc_auc"] >= m["roc_auc"] - 0.02
-    assert m["roc_auc_vs_oracle"] == pytest.approx(m["model_on_oracle_rows_roc_auc"] / m["oracle_roc_auc"])
+    assert m["roc_auc_vs_oracle"] == pytest.approx(
+        m["model_on_oracle_rows_roc_auc"] / m["oracle_roc_auc"]
+    )
 
 
 def test_category_encoder_fixes_categories_and_unseen_becomes_missing() -> None:
@@ -104,10 +117,15 @@ def test_category_encoder_fixes_categories_and_unseen_becomes_missing() -> None:
 
 
 def test_person_periods_expand_closed_and_censored_deals() -> None:
-    df = pd.DataFrame({"outcome": ["won", "lost", "open", "won"], "outcome_days": [10.0, 3.0, 15.0, 0.0]})
+    df = pd.DataFrame(
+        {"outcome": ["won", "lost", "open", "won"], "outcome_days": [10.0, 3.0, 15.0, 0.0]}
+    )
     rows, weeks, target = person_periods(df, 7, 26)
     got = pd.DataFrame({"row": rows, "week": weeks, "y": target})
-    assert got[got.row == 0][["week", "y"]].values.tolist() == [[0, 0], [1, 1]]  # won on day 10: week 1
+    assert got[got.row == 0][["week", "y"]].values.tolist() == [
+        [0, 0],
+        [1, 1],
+    ]  # won on day 10: week 1
     assert got[got.row == 1][["week", "y"]].values.tolist() == [[0, 2]]
     assert got[got.row == 2][["week", "y"]].values.tolist() == [[0, 0], [1, 0]]  # 2 full weeks seen
     assert got[got.row == 3][["week", "y"]].values.tolist() == [[0, 1]]
@@ -117,7 +135,9 @@ def test_person_periods_expand_closed_and_censored_deals() -> None:
 
 def test_deal_labels_and_censoring_at_a_cutoff() -> None:
     t0 = pd.Timestamp("2025-01-06", tz="UTC")
-    df = pd.DataFrame({"as_of": [t0] * 3, "outcome": ["won", "lost", "open"], "outcome_days": [40.0, 5.0, 20.0]})
+    df = pd.DataFrame(
+        {"as_of": [t0] * 3, "outcome": ["won", "lost", "open"], "outcome_days": [40.0, 5.0, 20.0]}
+    )
     lab = deal_label(df["outcome"], df["outcome_days"], 30)
     assert lab.iloc[0] == 0 and lab.iloc[1] == 0 and pd.isna(lab.iloc[2])
     assert deal_label(df["outcome"], df["outcome_days"], 45).iloc[0] == 1
@@ -128,11 +148,21 @@ def test_deal_labels_and_censoring_at_a_cutoff() -> None:
 
 def test_deal_model_gives_a_monotone_probability_of_winning_by_d() -> None:
     df, truth = synthetic.deal_frame(700, weeks=40, seed=6, horizon_days=60)
-    spec = ModelSpec(name="deal_close", kind="deal_close", features=synthetic.DEAL_FEATURES, min_positives=20,
-                     estimator=FAST, calibration={"holdout_days": 56},
-                     target={"horizon_days": 60, "max_weeks": 20, "eval_horizons_days": [30, 60],
-                             "shift_features": ["days_to_expected_close"]},
-                     backtest={"origins": 1, "gap_days": 0, "test_days": 28})
+    spec = ModelSpec(
+        name="deal_close",
+        kind="deal_close",
+        features=synthetic.DEAL_FEATURES,
+        min_positives=20,
+        estimator=FAST,
+        calibration={"holdout_days": 56},
+        target={
+            "horizon_days": 60,
+            "max_weeks": 20,
+            "eval_horizons_days": [30, 60],
+            "shift_features": ["days_to_expected_close"],
+        },
+        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
+    )
     result = train(df, spec, truth=truth)
     model = result.model
     sample = df.head(50)

@@ -694,11 +694,15 @@ def _drift(
         warn=warn,
         alert=alert,
     )
-    ref = model.reference.get(dr.SCORE)
-    edges = (ref.edges if isinstance(ref, dr.BinnedReference) else (ref or {}).get("edges")) or []
-    # The score's training quantiles, so the report can draw them under tonight's histogram.
-    out["reference_edges"] = np.where(
-        out["kind"] == "score", json.dumps([float(e) for e in edges]), None
+    # The training score percentiles (0..100) so the report can draw tonight's against them.
+    pct = getattr(model, "score_percentiles", None)
+    if pct is None:
+        ref = model.reference.get(dr.SCORE)
+        if isinstance(ref, dr.BinnedReference) and ref.edges:
+            cdf = np.cumsum(ref.shares)[:-1]
+            pct = np.interp(np.linspace(0, 1, 101), cdf, ref.edges).tolist()
+    out["reference_percentiles"] = np.where(
+        out["kind"] == "score", json.dumps([float(e) for e in pct or []]), None
     )
     return out
 
@@ -724,6 +728,10 @@ class BundleChampion:
         self.version = str(version)
         self.features = list(bundle.features)
         self.reference = reference_from_bundle(bundle.reference)
+        self.score_percentiles = [
+            float(x) for x in (bundle.reference or {}).get("score_quantiles", [])
+        ]
+        bundle.model  # noqa: B018 - build the booster now, inside the load step
         self._hazard_cache: tuple[int, Any, Any] | None = None
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
@@ -797,11 +805,11 @@ def reference_from_bundle(ref: Mapping[str, Any] | None) -> dict[str, dr.BinnedR
             )
     q = np.asarray(ref.get("score_quantiles") or [], dtype="float64")
     if len(q) >= 11:
-        levels = np.linspace(0, 1, len(q))
         edges = np.unique(np.quantile(q, np.linspace(0.1, 0.9, 9)))
-        # share of the score distribution in each bin, read off the percentile curve
-        cdf = np.interp(edges, q, levels, left=0.0, right=1.0)
-        shares = np.diff(np.concatenate([[0.0], cdf, [1.0]]))
+        # Each stored percentile carries 1/len(q) of the mass; binning them like tonight's
+        # scores keeps ties (isotonic calibration gives step values) in the same bin.
+        idx = np.searchsorted(edges, q, side="right")
+        shares = np.bincount(idx, minlength=len(edges) + 1) / len(q)
         out[dr.SCORE] = dr.BinnedReference(
             dr.SCORE, "numeric", edges=edges.tolist(), shares=shares.tolist()
         )

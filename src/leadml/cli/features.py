@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,12 @@ import typer
 from leadml.cli import common
 
 
-class EntityChoice(str, Enum):
+class EntityChoice(StrEnum):
     lead = "lead"
     opportunity = "opportunity"
 
 
-class DatasetChoice(str, Enum):
+class DatasetChoice(StrEnum):
     lead_readiness = "lead-readiness"
     deal_close = "deal-close"
 
@@ -71,7 +71,9 @@ def _read_spine(path: Path, entity: str, as_of: str | None) -> Any:
 
     if not path.exists():
         raise LeadmlError(f"--spine {path} does not exist")
-    spine = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    spine = (
+        pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    )
     eid = f"{entity}_id"
     if eid not in spine.columns:
         raise LeadmlError(f"--spine {path}: no column {eid} (columns: {', '.join(spine.columns)})")
@@ -86,10 +88,16 @@ def features(
     ctx: typer.Context,
     entity: EntityChoice = typer.Argument(..., help="lead or opportunity"),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)"),
-    as_of: str | None = typer.Option(None, "--as-of", help="ISO date/time (UTC); reads only records before it"),
-    data: Path | None = typer.Option(None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"),
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="ISO date/time (UTC); reads only records before it"
+    ),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
     spine: Path | None = typer.Option(
-        None, "--spine", help="CSV/Parquet of <entity>_id[, as_of]; default: every entity created before --as-of"
+        None,
+        "--spine",
+        help="CSV/Parquet of <entity>_id[, as_of]; default: every entity created before --as-of",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable summary"),
 ) -> None:
@@ -102,7 +110,9 @@ def features(
     from leadml.features.offline import compute_features
 
     s = common.settings(ctx)
-    catalog = load_catalog(s.config_file("features.yaml"), s.vocabulary)  # fails before reading data
+    catalog = load_catalog(
+        s.config_file("features.yaml"), s.vocabulary
+    )  # fails before reading data
     if as_of is None and spine is None:
         raise LeadmlError("give --as-of (a date) or --spine (a file of ids and as_of times)")
     t0 = time.perf_counter()
@@ -117,10 +127,14 @@ def features(
             t = to_timestamp(as_of or "", "--as-of")
             table = "leads" if entity_name == "lead" else "opportunities"
             frame = con.execute(
-                f"SELECT {entity_name}_id FROM {table} WHERE created_at < ? ORDER BY {entity_name}_id", [t]
+                f"SELECT {entity_name}_id FROM {table} WHERE created_at < ? "
+                f"ORDER BY {entity_name}_id",
+                [t],
             ).df()
             frame["as_of"] = pd.Series([t] * len(frame), dtype="datetime64[us, UTC]")
-        bar.update(task, advance=1, description=f"computing {len(catalog.names(entity_name))} features")
+        bar.update(
+            task, advance=1, description=f"computing {len(catalog.names(entity_name))} features"
+        )
         df = compute_features(con, catalog, entity_name, frame)
         _write(df, out)
         bar.update(task, advance=1)
@@ -145,11 +159,17 @@ def dataset(
     ctx: typer.Context,
     kind: DatasetChoice = typer.Argument(..., help="lead-readiness or deal-close"),
     out: Path = typer.Option(..., "--out", help="Output file (.parquet or .csv)"),
-    start: str | None = typer.Option(None, "--start", help="First as-of date (ISO); default: first lead"),
+    start: str | None = typer.Option(
+        None, "--start", help="First as-of date (ISO); default: first lead"
+    ),
     end: str | None = typer.Option(None, "--end", help="Last as-of date (ISO); default: data end"),
-    every: str = typer.Option("7d", "--every", help="Spacing of as-of dates (Mondays 00:00 UTC), e.g. 7d"),
+    every: str = typer.Option(
+        "7d", "--every", help="Spacing of as-of dates (Mondays 00:00 UTC), e.g. 7d"
+    ),
     horizon: int = typer.Option(30, "--horizon", help="lead-readiness: label window in days"),
-    data: Path | None = typer.Option(None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"),
+    data: Path | None = typer.Option(
+        None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable summary"),
 ) -> None:
     """Build a point-in-time training set of weekly snapshots with labels."""
@@ -170,10 +190,18 @@ def dataset(
 
         if kind is DatasetChoice.lead_readiness:
             df, summary = lead_readiness_dataset(
-                con, catalog, start=start, end=end, every_days=every_days, horizon_days=horizon, progress=report
+                con,
+                catalog,
+                start=start,
+                end=end,
+                every_days=every_days,
+                horizon_days=horizon,
+                progress=report,
             )
         else:
-            df, summary = deal_close_dataset(con, catalog, start=start, end=end, every_days=every_days, progress=report)
+            df, summary = deal_close_dataset(
+                con, catalog, start=start, end=end, every_days=every_days, progress=report
+            )
         _write(df, out)
         con.close()
     payload = {**summary.as_dict(), "out": str(out)}
@@ -193,4 +221,6 @@ def dataset(
         rows.append(("positives", summary.positives))
     rows += [(f"excluded: {k}", v) for k, v in summary.excluded.items()]
     rows += [("seconds", summary.seconds), ("written to", str(out))]
-    common.console().print(common.summary_table(f"{summary.name} training set", ["what", "value"], rows))
+    common.console().print(
+        common.summary_table(f"{summary.name} training set", ["what", "value"], rows)
+    )

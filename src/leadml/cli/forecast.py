@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,11 @@ def forecast(
     _print_forecast(result, written)
 
 
+def _money(value: float) -> int | float:
+    """Whole currency units for the tables (NaN stays NaN and prints as -)."""
+    return int(round(value)) if math.isfinite(value) else float("nan")
+
+
 def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
     out = common.console()
     groups = [*result.groups, result.total]
@@ -156,7 +162,11 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
             title,
             ["group", "won", "open deals", "new deals", "expected", "P10", "P50", "P90"],
             [
-                (g.group, g.won, g.open_expected, g.new_expected, g.expected, g.p10, g.p50, g.p90)
+                (
+                    g.group,
+                    *map(_money, (g.won, g.open_expected, g.new_expected, g.expected)),
+                    *map(_money, (g.p10, g.p50, g.p90)),
+                )
                 for g in groups
             ],
         )
@@ -177,12 +187,12 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
             [
                 (
                     g.group,
-                    g.target,
-                    g.gap_to_target,
+                    _money(g.target),
+                    _money(g.gap_to_target),
                     g.p_reach_target,
-                    g.period_pipeline,
+                    _money(g.period_pipeline),
                     g.coverage,
-                    g.open_pipeline,
+                    _money(g.open_pipeline),
                     g.open_deals,
                 )
                 for g in groups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -20,12 +21,16 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     ctx: typer.Context,
-    port: int | None = typer.Option(None, "--port", "-p", help="Port [default: serving.port, 3000]"),
+    port: int | None = typer.Option(
+        None, "--port", "-p", help="Port [default: serving.port, 3000]"
+    ),
     host: str | None = typer.Option(
         None, "--host", help="Interface to bind [default: serving.host, 127.0.0.1 (loopback only)]"
     ),
     no_import: bool = typer.Option(
-        False, "--no-import", help="Serve what the BentoML store holds; do not import the champions first"
+        False,
+        "--no-import",
+        help="Serve what the BentoML store holds; do not import the champions first",
     ),
 ) -> None:
     """Start the scoring API from the MLflow champions (imported into the BentoML store first).
@@ -38,15 +43,25 @@ def serve(
     imported = [] if no_import else _import(s)
     if imported:
         common.err_console().print(
-            common.summary_table("Champions in the BentoML store", ["model", "registry", "version", "copied"],
-                                 [(m.store_tag, m.registry_name, m.registry_version, m.copied) for m in imported])
+            common.summary_table(
+                "Champions in the BentoML store",
+                ["model", "registry", "version", "copied"],
+                [(m.store_tag, m.registry_name, m.registry_version, m.copied) for m in imported],
+            )
         )
     raise typer.Exit(run_server(s, host=host, port=port))
 
 
 def build(
     ctx: typer.Context,
-    version: str | None = typer.Option(None, "--version", help="Bento version [default: generated]"),
+    version: str | None = typer.Option(
+        None, "--version", help="Bento version [default: generated]"
+    ),
+    export: Path | None = typer.Option(
+        None,
+        "--export",
+        help="Also write one .bento archive with the code and the models to this path",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Build a self-contained bento (service code, configs, pinned packages and both
@@ -55,14 +70,24 @@ def build(
 
     s = common.settings(ctx)
     imported = _import(s)
-    bento = build_bento(s, version=version)
+    bento = build_bento(s, version=version, export=export)
     if as_json:
-        common.emit_json({"bento": bento.tag, "path": bento.path, "models": bento.models,
-                          "imported": [m.__dict__ for m in imported]})
+        common.emit_json(
+            {
+                "bento": bento.tag,
+                "path": bento.path,
+                "models": bento.models,
+                "archive": bento.archive,
+                "imported": [m.__dict__ for m in imported],
+            }
+        )
         return
     common.console().print(
-        common.summary_table("Bento", ["bento", "path", "models"],
-                             [(bento.tag, str(bento.path), ", ".join(bento.models))])
+        common.summary_table(
+            "Bento",
+            ["bento", "path", "models", "archive"],
+            [(bento.tag, str(bento.path), ", ".join(bento.models), bento.archive or "-")],
+        )
     )
 
 
@@ -70,4 +95,3 @@ def _import(s: Settings) -> list[ImportedModel]:
     from leadml.serving.store import import_champions
 
     return import_champions(s)
-

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from leadml.cli import common
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from leadml.config import SimulatorConfig
 
 REALISM_LABELS = {
     "mql_rate": "leads ever MQL",
@@ -30,17 +37,17 @@ def register(app: typer.Typer) -> None:
 def simulate_command(
     ctx: typer.Context,
     leads: int | None = typer.Option(
-        None, "--leads", help="Number of leads [default: simulator.leads]"
+        None, "--leads", help="Number of leads (default: simulator.leads in configs/leadml.yaml)"
     ),
     start: str | None = typer.Option(
-        None, "--start", help="First day, ISO date [default: simulator.start]"
+        None, "--start", help="First day, ISO date (default: simulator.start)"
     ),
     end: str | None = typer.Option(
-        None, "--end", help="Last day, ISO date [default: simulator.end]"
+        None, "--end", help="Last day, ISO date (default: simulator.end)"
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed [default: simulator.seed]"),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: simulator.seed)"),
     out: Path | None = typer.Option(
-        None, "--out", help="Output folder [default: <workspace>/data]"
+        None, "--out", help="Output folder (default: <workspace>/data)"
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable summary on stdout"),
 ) -> None:
@@ -56,7 +63,7 @@ def simulate_command(
     cfg = _with_overrides(s.simulator, given)
     target = out.expanduser().resolve() if out else s.simulated_dir
     with common.progress() as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def report(stage: str, fraction: float) -> None:
             if stage not in tasks:
@@ -93,15 +100,14 @@ def simulate_command(
     )
 
 
-def _with_overrides(cfg, given: dict[str, object]):  # type: ignore[no-untyped-def]
+def _with_overrides(cfg: SimulatorConfig, given: Mapping[str, object]) -> SimulatorConfig:
     """A validated copy of the simulator section with the flags applied."""
     from pydantic import ValidationError
 
-    from leadml.config import SimulatorConfig
     from leadml.errors import ConfigError
 
     try:
-        return SimulatorConfig.model_validate({**cfg.model_dump(), **given})
+        return type(cfg).model_validate({**cfg.model_dump(), **given})
     except ValidationError as exc:
         details = "; ".join(
             f"--{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

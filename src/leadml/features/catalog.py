@@ -47,7 +47,15 @@ ENTITIES: tuple[str, ...] = ("lead", "opportunity")
 ENTITY_ID: dict[str, str] = {"lead": "lead_id", "opportunity": "opportunity_id"}
 
 Aggregation = Literal[
-    "count", "sum", "mean", "min", "max", "distinct_count", "days_since_last", "days_since_first", "exists"
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "distinct_count",
+    "days_since_last",
+    "days_since_first",
+    "exists",
 ]
 AGGREGATIONS: tuple[str, ...] = Aggregation.__args__  # type: ignore[attr-defined]
 NUMERIC_AGGREGATIONS = ("sum", "mean", "min", "max")
@@ -60,7 +68,9 @@ SOURCES: dict[str, dict[str, str]] = {
 # Rows of these tables belong to the entity; the columns below describe the entity itself.
 ATTRIBUTE_TABLES: dict[str, dict[str, tuple[str, ...]]] = {
     "lead": {
-        "lead": tuple(c.name for c in TABLES["leads"].columns if c.name not in ("lead_id", "account_id")),
+        "lead": tuple(
+            c.name for c in TABLES["leads"].columns if c.name not in ("lead_id", "account_id")
+        ),
         "account": tuple(c.name for c in TABLES["accounts"].columns if c.name != "account_id"),
     },
     # Only immutable fields of the opportunity row: amount and stage change over time
@@ -87,11 +97,24 @@ OPPORTUNITY_STATES = (
 )
 STATES: dict[str, tuple[str, ...]] = {"lead": LEAD_STATES, "opportunity": OPPORTUNITY_STATES}
 CATEGORICAL_STATES = ("status", "stage")
-OUTCOME_GROUPS: dict[str, tuple[str, ...]] = {"lead": ("account",), "opportunity": ("owner", "account")}
+OUTCOME_GROUPS: dict[str, tuple[str, ...]] = {
+    "lead": ("account",),
+    "opportunity": ("owner", "account"),
+}
 OUTCOME_METRICS = ("won_count", "lost_count", "win_rate", "won_amount")
 # Columns a training set adds beside the features; a feature may not take these names.
 RESERVED_NAMES = frozenset(
-    {"lead_id", "opportunity_id", "as_of", "label", "outcome", "outcome_days", "segment", "owner_id", "amount"}
+    {
+        "lead_id",
+        "opportunity_id",
+        "as_of",
+        "label",
+        "outcome",
+        "outcome_days",
+        "segment",
+        "owner_id",
+        "amount",
+    }
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -123,9 +146,13 @@ class _Entry(BaseModel):
     @classmethod
     def _valid_name(cls, v: str) -> str:
         if not _NAME.match(v):
-            raise ValueError("must be lower_snake_case: a letter, then letters, digits or _ (max 63)")
+            raise ValueError(
+                "must be lower_snake_case: a letter, then letters, digits or _ (max 63)"
+            )
         if v in RESERVED_NAMES:
-            raise ValueError(f"is reserved for training-set columns ({', '.join(sorted(RESERVED_NAMES))})")
+            raise ValueError(
+                f"is reserved for training-set columns ({', '.join(sorted(RESERVED_NAMES))})"
+            )
         return v
 
     @field_validator("label")
@@ -169,7 +196,9 @@ class AttributeFeature(_Entry):
     table: str
     column: str
     type: Literal["categorical", "numeric", "days_since"]
-    extra: bool = Field(False, description="the column is an extra (non-contract) column of the table")
+    extra: bool = Field(
+        False, description="the column is an extra (non-contract) column of the table"
+    )
 
 
 class StateFeature(_Entry):
@@ -250,7 +279,13 @@ def is_count(f: object) -> bool:
     if isinstance(f, AggregateFeature):
         return f.aggregation in ("count", "distinct_count", "exists")
     if isinstance(f, StateFeature):
-        return f.state in ("stage_index", "amount_changes", "close_date_pushes", "stage_changes", "stage_regressions")
+        return f.state in (
+            "stage_index",
+            "amount_changes",
+            "close_date_pushes",
+            "stage_changes",
+            "stage_regressions",
+        )
     if isinstance(f, OutcomesFeature):
         return f.metric in ("won_count", "lost_count")
     return False
@@ -263,55 +298,129 @@ def _choices(values: object) -> str:
     return ", ".join(str(v) for v in values)  # type: ignore[attr-defined]
 
 
-def _check_aggregate(entity: str, f: AggregateFeature, vocab: Vocabulary) -> list[str]:
+def _check_filter(f: AggregateFeature, vocab: Vocabulary) -> list[str]:
     problems: list[str] = []
-    sources = SOURCES[entity]
-    if f.source not in sources:
-        return [f"source: unknown table {f.source!r} for a {entity} aggregate; valid: {_choices(sources)}"]
-    table = TABLES[f.source]
-    cols = {c.name: c for c in table.columns}
+    cols = {c.name: c for c in TABLES[f.source].columns}
     for col, values in f.filter_items():
         if col not in cols or col == "ts":
-            valid = [c for c in cols if c != "ts"]
-            problems.append(f"filter: unknown column {f.source}.{col}; valid: {_choices(valid)}")
+            valid = _choices(c for c in cols if c != "ts")
+            problems.append(f"filter: unknown column {f.source}.{col}; valid: {valid}")
             continue
         if not values:
             problems.append(f"filter: {col}: empty list of values")
         spec = cols[col]
-        if spec.vocab is not None:
-            allowed = spec.vocab(vocab)
-            for v in values:
-                if v not in allowed:
-                    what = {"type": "event type" if f.source == "events" else "activity type"}.get(col, col)
-                    problems.append(
-                        f"filter: unknown {what} {v!r} in {f.source}.{col}; valid: {_choices(allowed)}"
-                    )
+        if spec.vocab is None:
+            continue
+        allowed = spec.vocab(vocab)
+        what = col
+        if col == "type":
+            what = "event type" if f.source == "events" else "activity type"
+        for v in values:
+            if v not in allowed:
+                problems.append(
+                    f"filter: unknown {what} {v!r} in {f.source}.{col}; valid: {_choices(allowed)}"
+                )
+    return problems
+
+
+def _check_column(f: AggregateFeature) -> list[str]:
+    cols = {c.name: c for c in TABLES[f.source].columns}
+    got = "no column" if f.column is None else f"column {f.column!r}"
     if f.aggregation in NUMERIC_AGGREGATIONS:
-        numeric = [c for c, s in cols.items() if s.kind in ("float", "int")]
+        numeric = [c for c, spec in cols.items() if spec.kind in ("float", "int")]
         if f.column is None or f.column not in numeric:
-            got = "no column" if f.column is None else f"column {f.column!r}"
-            problems.append(
-                f"column: aggregation {f.aggregation} needs a numeric column of {f.source}, got {got}; "
-                f"valid: {_choices(numeric) or '(none: this table has no numeric column)'}"
-            )
+            return [
+                f"column: aggregation {f.aggregation} needs a numeric column of {f.source}, "
+                f"got {got}; valid: "
+                f"{_choices(numeric) or '(none: this table has no numeric column)'}"
+            ]
     elif f.aggregation == "distinct_count":
         valid = [c for c in cols if c != "ts"]
         if f.column is None or f.column not in valid:
-            got = "no column" if f.column is None else f"column {f.column!r}"
-            problems.append(f"column: distinct_count needs a column of {f.source}, got {got}; valid: {_choices(valid)}")
+            return [
+                f"column: distinct_count needs a column of {f.source}, got {got}; "
+                f"valid: {_choices(valid)}"
+            ]
     elif f.column is not None:
-        problems.append(f"column: aggregation {f.aggregation} takes no column (got {f.column!r})")
-    if f.scope == "account_others":
-        if entity != "lead" or f.source != "events":
-            problems.append("scope: account_others is only for lead features over events")
-        allowed_aggs = ("count", "exists", "distinct_count")
-        if f.aggregation not in allowed_aggs:
+        return [f"column: aggregation {f.aggregation} takes no column (got {f.column!r})"]
+    return []
+
+
+def _check_scope(entity: str, f: AggregateFeature) -> list[str]:
+    if f.scope != "account_others":
+        return []
+    problems: list[str] = []
+    if entity != "lead" or f.source != "events":
+        problems.append("scope: account_others is only for lead features over events")
+    allowed_aggs = ("count", "exists", "distinct_count")
+    if f.aggregation not in allowed_aggs:
+        problems.append(
+            f"aggregation: {f.aggregation} is not available with scope account_others; "
+            f"valid: {_choices(allowed_aggs)}"
+        )
+    if f.aggregation == "distinct_count" and f.column != "lead_id":
+        problems.append(
+            "column: with scope account_others, distinct_count counts lead_id (engaged colleagues)"
+        )
+    return problems
+
+
+def _check_aggregate(entity: str, f: AggregateFeature, vocab: Vocabulary) -> list[str]:
+    sources = SOURCES[entity]
+    if f.source not in sources:
+        return [
+            f"source: unknown table {f.source!r} for a {entity} aggregate; "
+            f"valid: {_choices(sources)}"
+        ]
+    return [*_check_filter(f, vocab), *_check_column(f), *_check_scope(entity, f)]
+
+
+_ROW_TABLES = {"lead": "leads", "account": "accounts", "opportunity": "opportunities"}
+
+
+def _check_attribute(entity: str, f: AttributeFeature) -> list[str]:
+    tables = ATTRIBUTE_TABLES[entity]
+    if f.table not in tables:
+        return [
+            f"table: unknown table {f.table!r} for a {entity} attribute; valid: {_choices(tables)}"
+        ]
+    if f.extra:
+        if entity == "opportunity" and f.table == "opportunity":
+            return [
+                "extra: opportunities have no extra columns; "
+                "only accounts' extra columns can be used"
+            ]
+        return []
+    if f.column not in tables[f.table]:
+        hint = ""
+        if f.table in ("lead", "account"):
+            hint = " (an extra column of leads/accounts needs `extra: true`)"
+        return [
+            f"column: unknown column {f.table}.{f.column}; valid: {_choices(tables[f.table])}{hint}"
+        ]
+    kind = TABLES[_ROW_TABLES[f.table]].column(f.column).kind
+    where = f"{f.table}.{f.column}"
+    if f.type == "days_since" and kind != "timestamp":
+        return [f"type: days_since needs a timestamp column; {where} is {kind}"]
+    if f.type == "numeric" and kind not in ("int", "float"):
+        return [f"type: numeric needs a number column; {where} is {kind} (use categorical)"]
+    if f.type == "categorical" and kind == "timestamp":
+        return [f"type: {where} is a timestamp; use days_since"]
+    return []
+
+
+def _check_derived(entity: str, f: DerivedFeature, seen: dict[str, object]) -> list[str]:
+    problems = []
+    for name in f.inputs:
+        if name not in seen:
             problems.append(
-                f"aggregation: {f.aggregation} is not available with scope account_others; "
-                f"valid: {_choices(allowed_aggs)}"
+                f"inputs: {name!r} is not an earlier {entity} feature; "
+                f"valid: {_choices(seen) or '(none)'}"
             )
-        if f.aggregation == "distinct_count" and f.column != "lead_id":
-            problems.append("column: with scope account_others, distinct_count counts lead_id (engaged colleagues)")
+        elif is_categorical(seen[name]):
+            problems.append(
+                f"inputs: {name!r} is categorical; derived features need numeric inputs"
+            )
     return problems
 
 
@@ -319,43 +428,14 @@ def _check_entry(entity: str, f: object, vocab: Vocabulary, seen: dict[str, obje
     if isinstance(f, AggregateFeature):
         return _check_aggregate(entity, f, vocab)
     if isinstance(f, AttributeFeature):
-        tables = ATTRIBUTE_TABLES[entity]
-        if f.table not in tables:
-            return [f"table: unknown table {f.table!r} for a {entity} attribute; valid: {_choices(tables)}"]
-        if f.extra:
-            if entity == "opportunity" and f.table == "opportunity":
-                return ["extra: opportunities have no extra columns; only accounts' extra columns can be used"]
-            return []
-        if f.column not in tables[f.table]:
-            extra_hint = " (an extra column of leads/accounts needs `extra: true`)" if entity == "lead" or f.table == "account" else ""
-            return [f"column: unknown column {f.table}.{f.column}; valid: {_choices(tables[f.table])}{extra_hint}"]
-        table_name = {"lead": "leads", "account": "accounts", "opportunity": "opportunities"}[f.table]
-        kind = TABLES[table_name].column(f.column).kind
-        if f.type == "days_since" and kind != "timestamp":
-            return [f"type: days_since needs a timestamp column; {f.table}.{f.column} is {kind}"]
-        if f.type == "numeric" and kind not in ("int", "float"):
-            return [f"type: numeric needs a number column; {f.table}.{f.column} is {kind} (use categorical)"]
-        if f.type == "categorical" and kind == "timestamp":
-            return [f"type: {f.table}.{f.column} is a timestamp; use days_since"]
-        return []
-    if isinstance(f, StateFeature):
-        if f.state not in STATES[entity]:
-            return [f"state: unknown {entity} state {f.state!r}; valid: {_choices(STATES[entity])}"]
-        return []
-    if isinstance(f, OutcomesFeature):
-        if f.group not in OUTCOME_GROUPS[entity]:
-            return [f"group: unknown group {f.group!r} for {entity} outcomes; valid: {_choices(OUTCOME_GROUPS[entity])}"]
-        return []
+        return _check_attribute(entity, f)
+    if isinstance(f, StateFeature) and f.state not in STATES[entity]:
+        return [f"state: unknown {entity} state {f.state!r}; valid: {_choices(STATES[entity])}"]
+    if isinstance(f, OutcomesFeature) and f.group not in OUTCOME_GROUPS[entity]:
+        valid = _choices(OUTCOME_GROUPS[entity])
+        return [f"group: unknown group {f.group!r} for {entity} outcomes; valid: {valid}"]
     if isinstance(f, DerivedFeature):
-        problems = []
-        for name in f.inputs:
-            if name not in seen:
-                problems.append(
-                    f"inputs: {name!r} is not an earlier {entity} feature; valid: {_choices(seen) or '(none)'}"
-                )
-            elif is_categorical(seen[name]):
-                problems.append(f"inputs: {name!r} is categorical; derived features need numeric inputs")
-        return problems
+        return _check_derived(entity, f, seen)
     return []
 
 
@@ -373,7 +453,10 @@ def validate_catalog(catalog: Catalog, vocab: Vocabulary, source: str = "feature
                 problems.append(f"{where}: {p}")
             seen[f.name] = f
     if problems:
-        raise ConfigError(f"{source}: invalid feature catalog ({len(problems)} problem(s)):\n  " + "\n  ".join(problems))
+        raise ConfigError(
+            f"{source}: invalid feature catalog ({len(problems)} problem(s)):\n  "
+            + "\n  ".join(problems)
+        )
     catalog._vocab = vocab
     return catalog
 
@@ -388,7 +471,11 @@ def _describe(exc: ValidationError, data: dict, source: str) -> str:
                 name = data[loc[0]][loc[1]].get("name", "?")
             except (KeyError, IndexError, AttributeError, TypeError):
                 name = "?"
-            rest = [str(p) for p in loc[2:] if p not in ("aggregate", "attribute", "state", "outcomes", "derived")]
+            rest = [
+                str(p)
+                for p in loc[2:]
+                if p not in ("aggregate", "attribute", "state", "outcomes", "derived")
+            ]
             where = f"{loc[0]}[{loc[1]}] {name!r}: {'.'.join(rest) or 'entry'}"
         msg = err["msg"]
         if err["type"] == "union_tag_invalid" or err["type"] == "union_tag_not_found":
@@ -412,7 +499,9 @@ def load_catalog(path: str | Path, vocab: Vocabulary) -> Catalog:
     """Read and validate ``features.yaml``; nothing about the data is read."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"feature catalog {path} does not exist; pass --config-dir with a features.yaml")
+        raise ConfigError(
+            f"feature catalog {path} does not exist; pass --config-dir with a features.yaml"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

@@ -75,7 +75,10 @@ class DatasetSummary:
 
 
 def _window(
-    con: duckdb.DuckDBPyConnection, start: str | pd.Timestamp | None, end: str | pd.Timestamp | None, every_days: int
+    con: duckdb.DuckDBPyConnection,
+    start: str | pd.Timestamp | None,
+    end: str | pd.Timestamp | None,
+    every_days: int,
 ) -> tuple[list[pd.Timestamp], pd.Timestamp]:
     last = data_end(con)
     first = data_start(con)
@@ -125,7 +128,8 @@ def _empty_features(con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: st
     eid = ENTITY_ID[entity]
     table = f"_ds_empty_{uuid.uuid4().hex[:8]}"
     con.execute(
-        f"CREATE TEMP TABLE {table} AS SELECT CAST(0 AS BIGINT) AS _sid, CAST(NULL AS VARCHAR) AS {eid}, "
+        f"CREATE TEMP TABLE {table} AS SELECT CAST(0 AS BIGINT) AS _sid, "
+        f"CAST(NULL AS VARCHAR) AS {eid}, "
         "CAST(NULL AS TIMESTAMPTZ) AS as_of WHERE FALSE"
     )
     try:
@@ -205,7 +209,9 @@ def deal_close_dataset(
         return deal_close_spine(con, vocab, batch, last, table)
 
     cols = ["outcome", "outcome_days", "segment", "owner_id", "amount"]
-    df, excluded = _build(con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress)
+    df, excluded = _build(
+        con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress
+    )
     for c in cols:
         if c not in df.columns:
             df[c] = pd.Series(dtype="float64" if c in ("outcome_days", "amount") else "object")

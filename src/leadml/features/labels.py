@@ -33,13 +33,17 @@ def to_timestamp(value: str | pd.Timestamp, what: str) -> pd.Timestamp:
     try:
         ts = pd.Timestamp(value)
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{what}: {value!r} is not a date ({exc}); use ISO, e.g. 2025-06-02") from None
+        raise DataError(
+            f"{what}: {value!r} is not a date ({exc}); use ISO, e.g. 2025-06-02"
+        ) from None
     if ts is pd.NaT:
         raise DataError(f"{what}: missing date; use ISO, e.g. 2025-06-02")
     return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).as_unit("us")
 
 
-def as_of_dates(start: str | pd.Timestamp, end: str | pd.Timestamp, every_days: int = 7) -> list[pd.Timestamp]:
+def as_of_dates(
+    start: str | pd.Timestamp, end: str | pd.Timestamp, every_days: int = 7
+) -> list[pd.Timestamp]:
     """As-of times from the first Monday 00:00 UTC on or after ``start`` up to ``end``
     (inclusive), every ``every_days`` days."""
     if every_days < 1:
@@ -105,7 +109,8 @@ def lead_readiness_spine(
         WITH c AS (
           SELECT l.lead_id, d.as_of FROM leads l JOIN _rd_dates d ON l.created_at < d.as_of
         ), st AS (
-          SELECT c.lead_id, c.as_of, arg_max(s.status, (s.ts, list_position({ranks}, s.status))) AS status
+          SELECT c.lead_id, c.as_of,
+                 arg_max(s.status, (s.ts, list_position({ranks}, s.status))) AS status
           FROM c JOIN lead_status_history s ON s.lead_id = c.lead_id AND s.ts < c.as_of
           GROUP BY c.lead_id, c.as_of
         ), conv AS (
@@ -131,7 +136,8 @@ def lead_readiness_spine(
         )
         SELECT lead_id, as_of,
                CAST(coalesce(next_conv <= as_of + {h}, FALSE) AS BIGINT) AS label,
-               CASE WHEN as_of + {h} > TIMESTAMPTZ '{end.isoformat()}' THEN 'label_window_incomplete'
+               CASE WHEN as_of + {h} > TIMESTAMPTZ '{end.isoformat()}'
+                    THEN 'label_window_incomplete'
                     WHEN conv_at > 0 THEN 'converted_at_as_of' END AS excluded
         FROM lab"""
     )
@@ -141,7 +147,8 @@ def lead_readiness_spine(
         ).fetchall()
     )
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT row_number() OVER (ORDER BY as_of, lead_id) - 1 AS _sid, "
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        "SELECT row_number() OVER (ORDER BY as_of, lead_id) - 1 AS _sid, "
         "lead_id, as_of, label FROM _rd_all WHERE excluded IS NULL"
     )
     con.execute("DROP TABLE IF EXISTS _rd_all")
@@ -178,7 +185,8 @@ def deal_close_spine(
         ), st AS (
           SELECT c.opportunity_id, c.as_of, arg_max(h.stage, {key}) AS stage,
                  arg_max(CAST(h.amount AS DOUBLE), {key}) AS amount
-          FROM c JOIN opportunity_history h ON h.opportunity_id = c.opportunity_id AND h.ts < c.as_of
+          FROM c JOIN opportunity_history h
+            ON h.opportunity_id = c.opportunity_id AND h.ts < c.as_of
           GROUP BY c.opportunity_id, c.as_of
         ), openc AS (
           SELECT c.*, st.stage, st.amount FROM c LEFT JOIN st
@@ -195,13 +203,16 @@ def deal_close_spine(
         )
         SELECT oc.opportunity_id, oc.as_of,
                CASE WHEN f.close_ts IS NULL THEN 'open'
-                    WHEN f.close_stage = {lit(vocab.won_stage)} THEN 'won' ELSE 'lost' END AS outcome,
-               {days(f"epoch_us(coalesce(f.close_ts, {end_lit})) - epoch_us(oc.as_of)")} AS outcome_days,
+                    WHEN f.close_stage = {lit(vocab.won_stage)} THEN 'won'
+                    ELSE 'lost' END AS outcome,
+               {days(f"epoch_us(coalesce(f.close_ts, {end_lit})) - epoch_us(oc.as_of)")}
+                 AS outcome_days,
                oc.segment, oc.owner_id, oc.amount,
                CASE WHEN oc.stage IS NULL THEN 'no_history_before_as_of'
                     WHEN oc.as_of >= {end_lit} THEN 'as_of_after_data_end'
                     WHEN coalesce(f.closed_at, 0) > 0 THEN 'closed_at_as_of' END AS excluded
-        FROM openc oc LEFT JOIN fate f ON f.opportunity_id = oc.opportunity_id AND f.as_of = oc.as_of"""
+        FROM openc oc LEFT JOIN fate f
+          ON f.opportunity_id = oc.opportunity_id AND f.as_of = oc.as_of"""
     )
     excluded = dict(
         con.execute(
@@ -209,7 +220,8 @@ def deal_close_spine(
         ).fetchall()
     )
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT row_number() OVER (ORDER BY as_of, opportunity_id) - 1 "
+        f"CREATE OR REPLACE TEMP TABLE {table} AS "
+        "SELECT row_number() OVER (ORDER BY as_of, opportunity_id) - 1 "
         "AS _sid, opportunity_id, as_of, outcome, outcome_days, segment, owner_id, amount "
         "FROM _dc_all WHERE excluded IS NULL"
     )

@@ -41,7 +41,14 @@ from leadml.features.catalog import (
 )
 
 DAY_US = 86_400_000_000
-_DUCK = {"id": "VARCHAR", "str": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
+METHODS = ("cumulative", "join")
+_DUCK = {
+    "id": "VARCHAR",
+    "str": "VARCHAR",
+    "timestamp": "TIMESTAMPTZ",
+    "float": "DOUBLE",
+    "int": "BIGINT",
+}
 
 
 def q(name: str) -> str:
@@ -65,7 +72,8 @@ def days(us_expr: str) -> str:
 
 def positive(expr: str) -> str:
     """max(x, 0) that stays missing when x is (DuckDB's greatest() skips NULLs)."""
-    return f"CASE WHEN ({expr}) IS NULL THEN NULL WHEN ({expr}) > 0 THEN ({expr}) ELSE CAST(0 AS DOUBLE) END"
+    x = f"({expr})"
+    return f"CASE WHEN {x} IS NULL THEN NULL WHEN {x} > 0 THEN {x} ELSE CAST(0 AS DOUBLE) END"
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -134,12 +142,45 @@ def _join_bound(feats: Sequence[AggregateFeature], x: str, spine: str) -> str:
     return f" AND {x}.ts >= {spine}._w{max(d for d in spans if d is not None)}"
 
 
+def _cond_sql(f: AggregateFeature, x: str) -> str:
+    """The filter alone (no window) as a SQL condition over alias ``x``."""
+    conds = [f"{x}.{q(c)} IN ({', '.join(lit(v) for v in vals)})" for c, vals in f.filter_items()]
+    return " AND ".join(conds) or "TRUE"
+
+
+def _filter_key(f: AggregateFeature) -> str:
+    return repr(sorted(f.filter_items(), key=lambda item: item[0]))
+
+
+def _counts(f: AggregateFeature) -> bool:
+    return f.aggregation in ("count", "exists")
+
+
+def _runs(f: AggregateFeature) -> bool:
+    """Aggregates that running totals give exactly (integers and times, no float sums)."""
+    return (
+        _counts(f)
+        or f.aggregation == "days_since_last"
+        or (f.aggregation == "days_since_first" and f.window_days is None)
+    )
+
+
 def _zero_default(f: AggregateFeature) -> bool:
     return f.aggregation in ("count", "exists", "distinct_count", "sum")
 
 
 class _Compiler:
-    def __init__(self, con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, spine: str) -> None:
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        catalog: Catalog,
+        entity: str,
+        spine: str,
+        method: str = "join",
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}")
+        self.method = method
         self.con = con
         self.catalog = catalog
         self.vocab: Vocabulary = catalog.vocabulary
@@ -149,6 +190,7 @@ class _Compiler:
         self.parts: list[_Part] = []
         self.expr: dict[str, str] = {}
         self.tag = uuid.uuid4().hex[:8]
+        self.temp: list[str] = []
 
     # ---- helpers
     def _part(self, sql: str) -> str:
@@ -161,16 +203,24 @@ class _Compiler:
 
     # ---- kinds
     def aggregates(self, feats: list[AggregateFeature]) -> None:
-        """One grouped join per (source, bounded/all-time) for the counting aggregates; one
-        filtered join per distinct count (DISTINCT under FILTER is slow in a wide GROUP BY)."""
+        """Counts and recency by running totals + as-of joins (``cumulative``), the rest by
+        one grouped join per (source, bounded/all-time); one filtered join per distinct
+        count (DISTINCT under FILTER is slow in a wide GROUP BY)."""
         groups: dict[tuple[str, bool], list[AggregateFeature]] = {}
+        running: dict[str, list[AggregateFeature]] = {}
         for f in feats:
             if f.scope != "self":
                 continue
             if f.aggregation == "distinct_count":
                 self._distinct(f)
+            elif self.method == "cumulative" and _runs(f):
+                running.setdefault(f.source, []).append(f)
             else:
                 groups.setdefault((f.source, f.window_days is None), []).append(f)
+        for source, group in running.items():
+            key = SOURCES[self.entity][source]
+            exprs = self._running(source, key, self.spine, self.eid, group)
+            self.expr.update(exprs)
         for (source, _), group in groups.items():
             key = SOURCES[self.entity][source]
             cols = ", ".join(f"{_agg_sql(f, 'x', 's')} AS {q(f.name)}" for f in group)
@@ -184,13 +234,101 @@ class _Compiler:
                 e = f"{alias}.{q(f.name)}"
                 self.expr[f.name] = f"coalesce({e}, 0)" if _zero_default(f) else e
         others = [f for f in feats if f.scope == "account_others"]
+        if self.method == "cumulative":
+            counted = [f for f in others if f.aggregation != "distinct_count"]
+            others = [f for f in others if f.aggregation == "distinct_count"]
+            if counted:
+                self._account_running(counted)
         if others:
             self._account_others(others)
+
+    def _running(
+        self,
+        source_sql: str,
+        key: str,
+        spine_sql: str,
+        spine_key: str,
+        feats: list[AggregateFeature],
+    ) -> dict[str, str]:
+        """Running counts (and last/first times) per filter over each key's records in time
+        order, read at T and at each window start by as-of joins (last record with ts < the
+        bound; the RANGE frame gives records with equal ts the same totals).
+        A count in [T - n, T) is total(T) - total(T - n): exact in integers."""
+        conds: dict[str, str] = {}
+        last: set[str] = set()
+        first: set[str] = set()
+        for f in feats:
+            fk = _filter_key(f)
+            conds.setdefault(fk, _cond_sql(f, "x"))
+            if f.aggregation == "days_since_last":
+                last.add(fk)
+            elif f.aggregation == "days_since_first":
+                first.add(fk)
+        idx = {fk: i for i, fk in enumerate(conds)}
+        cols = [f"count(*) FILTER (WHERE {c}) OVER w AS c{idx[fk]}" for fk, c in conds.items()]
+        cols += [f"max(CASE WHEN {conds[fk]} THEN x.ts END) OVER w AS l{idx[fk]}" for fk in last]
+        cols += [f"min(CASE WHEN {conds[fk]} THEN x.ts END) OVER w AS f{idx[fk]}" for fk in first]
+        name = f"_run_{self.tag}_{len(self.temp)}"
+        self.temp.append(name)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT x.{q(key)} AS _k, x.ts AS _ts, "
+            f"{', '.join(cols)} FROM {source_sql} x "
+            f"WHERE x.{q(key)} IN (SELECT {q(spine_key)} FROM {spine_sql}) "
+            f"WINDOW w AS (PARTITION BY x.{q(key)} ORDER BY x.ts "
+            "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        )
+        bounds = {0} | {f.window_days for f in feats if f.window_days and _counts(f)}
+        at: dict[int, str] = {}
+        for b in sorted(bounds):
+            col = "as_of" if b == 0 else f"_w{b}"
+            at[b] = self._part(
+                f"SELECT s._sid, c.* EXCLUDE (_k, _ts) FROM {spine_sql} s ASOF LEFT JOIN {name} c "
+                f"ON s.{q(spine_key)} = c._k AND s.{col} > c._ts"
+            )
+        out: dict[str, str] = {}
+        for f in feats:
+            i = idx[_filter_key(f)]
+            now = f"coalesce({at[0]}.c{i}, 0)"
+            if _counts(f):
+                n = (
+                    now
+                    if f.window_days is None
+                    else f"({now} - coalesce({at[f.window_days]}.c{i}, 0))"
+                )
+                out[f.name] = n if f.aggregation == "count" else f"CAST({n} > 0 AS BIGINT)"
+            elif f.aggregation == "days_since_last":
+                d = days(f"epoch_us(s.as_of) - epoch_us({at[0]}.l{i})")
+                out[f.name] = (
+                    d
+                    if f.window_days is None
+                    else f"CASE WHEN {at[0]}.l{i} >= s._w{f.window_days} THEN {d} END"
+                )
+            else:
+                out[f.name] = days(f"epoch_us(s.as_of) - epoch_us({at[0]}.f{i})")
+        return out
+
+    def _account_running(self, feats: list[AggregateFeature]) -> None:
+        """Counts over the other leads at the account: the account's running totals minus
+        the lead's own, both read by as-of joins."""
+        acct_events = (
+            "(SELECT e.*, l.account_id AS _acc FROM events e JOIN leads l ON l.lead_id = e.lead_id)"
+        )
+        acct_spine = (
+            f"(SELECT s.*, l.account_id AS _acc FROM {self.spine} s "
+            "JOIN leads l ON l.lead_id = s.lead_id)"
+        )
+        as_count = [f.model_copy(update={"aggregation": "count"}) for f in feats]
+        acct = self._running(acct_events, "_acc", acct_spine, "_acc", as_count)
+        own = self._running("events", "lead_id", self.spine, "lead_id", as_count)
+        for f in feats:
+            n = f"({acct[f.name]} - {own[f.name]})"
+            self.expr[f.name] = n if f.aggregation == "count" else f"CAST({n} > 0 AS BIGINT)"
 
     def _distinct(self, f: AggregateFeature) -> None:
         key = SOURCES[self.entity][f.source]
         sql = (
-            f"SELECT s._sid, count(DISTINCT x.{q(f.column or '')}) AS {q(f.name)} FROM {self.spine} s "
+            f"SELECT s._sid, count(DISTINCT x.{q(f.column or '')}) AS {q(f.name)} "
+            f"FROM {self.spine} s "
             f"JOIN {f.source} x ON x.{q(key)} = s.{q(self.eid)} AND x.ts < s.as_of "
             f"WHERE {_filter_sql(f, 'x', 's')} GROUP BY s._sid"
         )
@@ -217,13 +355,16 @@ class _Compiler:
                 acct_cols.append(f"count(*) FILTER (WHERE {cond}) AS {q(f.name)}")
         acct_sql = (
             f"SELECT sa._sid, a.* EXCLUDE (account_id, as_of) FROM "
-            f"(SELECT s._sid, s.as_of, l.account_id FROM {self.spine} s JOIN leads l ON l.lead_id = s.lead_id) sa "
+            f"(SELECT s._sid, s.as_of, l.account_id FROM {self.spine} s "
+            "JOIN leads l ON l.lead_id = s.lead_id) sa "
             f"JOIN (SELECT s.account_id, s.as_of, {', '.join(acct_cols)} FROM "
             f"(SELECT DISTINCT l.account_id, sp.* EXCLUDE (_sid, lead_id) FROM {self.spine} sp "
             "JOIN leads l ON l.lead_id = sp.lead_id) s "
             f"JOIN leads l2 ON l2.account_id = s.account_id "
-            f"JOIN events x ON x.lead_id = l2.lead_id AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} "
-            f"GROUP BY s.account_id, s.as_of) a ON a.account_id = sa.account_id AND a.as_of = sa.as_of"
+            "JOIN events x ON x.lead_id = l2.lead_id "
+            f"AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} "
+            "GROUP BY s.account_id, s.as_of) a "
+            "ON a.account_id = sa.account_id AND a.as_of = sa.as_of"
         )
         acct_alias = self._part(acct_sql)
         for f in feats:
@@ -273,9 +414,11 @@ class _Compiler:
     def lead_states(self, feats: list[StateFeature]) -> None:
         ranks = "[" + ", ".join(lit(s) for s in self.vocab.lead_statuses) + "]"
         sql = (
-            f"SELECT s._sid, arg_max(h.status, (h.ts, list_position({ranks}, h.status))) AS status, "
+            "SELECT s._sid, "
+            f"arg_max(h.status, (h.ts, list_position({ranks}, h.status))) AS status, "
             f"{days('epoch_us(any_value(s.as_of)) - epoch_us(max(h.ts))')} AS days_in_status "
-            f"FROM {self.spine} s JOIN lead_status_history h ON h.lead_id = s.lead_id AND h.ts < s.as_of "
+            f"FROM {self.spine} s JOIN lead_status_history h "
+            "ON h.lead_id = s.lead_id AND h.ts < s.as_of "
             "GROUP BY s._sid"
         )
         alias = self._part(sql)
@@ -299,14 +442,17 @@ class _Compiler:
                      lag(expected_close_date) OVER w AS _prev_ecd,
                      first_value(amount) OVER w AS _first_amount
               FROM r
-              WINDOW w AS (PARTITION BY opportunity_id ORDER BY ts, _rank, amount, expected_close_date)
+              WINDOW w AS (PARTITION BY opportunity_id
+                           ORDER BY ts, _rank, amount, expected_close_date)
             )
             SELECT *, max(CASE WHEN _prev_stage IS NULL OR stage <> _prev_stage THEN ts END)
-                        OVER (PARTITION BY opportunity_id ORDER BY _seq ROWS UNBOUNDED PRECEDING) AS _entered_ts,
+                        OVER (PARTITION BY opportunity_id ORDER BY _seq
+                              ROWS UNBOUNDED PRECEDING) AS _entered_ts,
                    coalesce(stage <> _prev_stage, FALSE) AS _stage_changed,
                    coalesce(amount <> _prev_amount, FALSE) AS _amount_changed,
                    coalesce(expected_close_date > _prev_ecd, FALSE) AS _pushed,
-                   coalesce(list_contains({open_list}, stage) AND list_contains({open_list}, _prev_stage)
+                   coalesce(list_contains({open_list}, stage)
+                            AND list_contains({open_list}, _prev_stage)
                             AND _rank < _prev_rank, FALSE) AS _regressed
             FROM l"""
         )
@@ -317,7 +463,9 @@ class _Compiler:
         exprs = {
             "stage": last.format("h.stage"),
             "stage_index": f"CAST({last.format('h._rank')} - 1 AS DOUBLE)",
-            "days_in_stage": days(f"epoch_us(any_value(s.as_of)) - epoch_us({last.format('h._entered_ts')})"),
+            "days_in_stage": days(
+                f"epoch_us(any_value(s.as_of)) - epoch_us({last.format('h._entered_ts')})"
+            ),
             "amount": last.format("h.amount"),
             "amount_change": f"{last.format('h.amount')} - {last.format('h._first_amount')}",
             "amount_changes": "count_if(h._amount_changed)",
@@ -343,7 +491,8 @@ class _Compiler:
     def outcomes(self, feats: list[OutcomesFeature], hist: str) -> None:
         won = lit(self.vocab.won_stage)
         closings = (
-            f"(SELECT c.opportunity_id, o.owner_id, o.account_id, c.ts, c.stage = {won} AS won, c.amount "
+            "(SELECT c.opportunity_id, o.owner_id, o.account_id, c.ts, "
+            f"c.stage = {won} AS won, c.amount "
             f"FROM (SELECT opportunity_id, ts, stage, amount FROM {hist} "
             f"WHERE stage IN ({lit(self.vocab.won_stage)}, {lit(self.vocab.lost_stage)}) "
             "QUALIFY row_number() OVER (PARTITION BY opportunity_id ORDER BY _seq) = 1) c "
@@ -356,7 +505,8 @@ class _Compiler:
             col = f"{group}_id"
             if self.entity == "lead":
                 keyed = (
-                    f"(SELECT s.* EXCLUDE (lead_id), NULL AS opportunity_id, l.account_id FROM {self.spine} s "
+                    "(SELECT s.* EXCLUDE (lead_id), NULL AS opportunity_id, l.account_id "
+                    f"FROM {self.spine} s "
                     "JOIN leads l ON l.lead_id = s.lead_id)"
                 )
             else:
@@ -372,14 +522,17 @@ class _Compiler:
                 e = {
                     "won_count": n_won,
                     "lost_count": f"count_if(NOT c.won{win})",
-                    "win_rate": f"CASE WHEN {n_all} > 0 THEN CAST({n_won} AS DOUBLE) / CAST({n_all} AS DOUBLE) END",
-                    "won_amount": f"coalesce(sum(c.amount) FILTER (WHERE c.won{win}), CAST(0 AS DOUBLE))",
+                    "win_rate": f"CASE WHEN {n_all} > 0 "
+                    f"THEN CAST({n_won} AS DOUBLE) / CAST({n_all} AS DOUBLE) END",
+                    "won_amount": "coalesce(sum(c.amount) "
+                    f"FILTER (WHERE c.won{win}), CAST(0 AS DOUBLE))",
                 }[f.metric]
                 cols.append(f"{e} AS {q(f.name)}")
             sql = (
                 f"SELECT k._sid, {', '.join(cols)} FROM {keyed} k JOIN {closings} c "
                 f"ON c.{col} = k.{col} AND c.ts < k.as_of "
-                "AND (k.opportunity_id IS NULL OR c.opportunity_id <> k.opportunity_id) GROUP BY k._sid"
+                "AND (k.opportunity_id IS NULL OR c.opportunity_id <> k.opportunity_id) "
+                "GROUP BY k._sid"
             )
             alias = self._part(sql)
             for f in group_feats:
@@ -401,13 +554,17 @@ class _Compiler:
         """Window starts computed once per spine row (TIMESTAMPTZ - INTERVAL is costly per
         joined record): ``_w<n>`` = as_of - n days."""
         spans = sorted(
-            {f.window_days for f in self.catalog.features(self.entity)
-             if isinstance(f, AggregateFeature | OutcomesFeature) and f.window_days is not None}
+            {
+                f.window_days
+                for f in self.catalog.features(self.entity)
+                if isinstance(f, AggregateFeature | OutcomesFeature) and f.window_days is not None
+            }
         )
         cols = "".join(f", as_of - INTERVAL {d} DAY AS _w{d}" for d in spans)
         name = f"_spine_w_{self.tag}"
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT _sid, {q(self.eid)}, as_of{cols} FROM {self.spine}"
+            f"CREATE OR REPLACE TEMP TABLE {name} AS "
+            f"SELECT _sid, {q(self.eid)}, as_of{cols} FROM {self.spine}"
         )
         self.spine = name
 
@@ -434,21 +591,29 @@ class _Compiler:
             e = self.expr[f.name]
             cast = "VARCHAR" if is_categorical(f) else "DOUBLE"
             select.append(f"CAST({e} AS {cast}) AS {q(f.name)}")
-        joins = " ".join(f"LEFT JOIN ({p.sql}) {p.alias} ON {p.alias}._sid = s._sid" for p in self.parts)
+        joins = " ".join(
+            f"LEFT JOIN ({p.sql}) {p.alias} ON {p.alias}._sid = s._sid" for p in self.parts
+        )
         return f"SELECT {', '.join(select)} FROM {self.spine} s {joins} ORDER BY s._sid"
 
     def drop(self) -> None:
+        for name in self.temp:
+            self.con.execute(f"DROP TABLE IF EXISTS {name}")
         self.con.execute(f"DROP TABLE IF EXISTS _ohist_{self.tag}")
         self.con.execute(f"DROP TABLE IF EXISTS _spine_w_{self.tag}")
 
 
 def compute_features_sql(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, spine_table: str
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    entity: str,
+    spine_table: str,
+    method: str = "join",
 ) -> pd.DataFrame:
     """Features for a spine already in DuckDB: ``spine_table`` has ``_sid`` (row order),
     the entity id column and ``as_of`` (TIMESTAMPTZ). Returns rows in ``_sid`` order."""
     ensure_tables(con)
-    comp = _Compiler(con, catalog, entity, spine_table)
+    comp = _Compiler(con, catalog, entity, spine_table, method)
     try:
         sql = comp.build()
         return con.execute(sql).df()
@@ -457,7 +622,12 @@ def compute_features_sql(
 
 
 def compute_features(
-    con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str, spine: pd.DataFrame
+    con: duckdb.DuckDBPyConnection,
+    catalog: Catalog,
+    entity: str,
+    spine: pd.DataFrame,
+    *,
+    method: str = "join",
 ) -> pd.DataFrame:
     """Features of ``entity`` ("lead" or "opportunity") for every row of ``spine``.
 
@@ -465,6 +635,11 @@ def compute_features(
     (timezone-aware; naive values are read as UTC). The result has one row per spine
     row, in the same order: the id, ``as_of`` (UTC), then every feature of the entity
     in catalog order. Each value reads only records with ``ts < as_of``.
+
+    ``method`` only changes how, never the values (both are parity-tested): ``join``
+    (default) joins every spine row to its records; ``cumulative`` reads counts and
+    recency from running totals by as-of joins, which pays off only when each entity
+    has many as-of dates (DuckDB's running window aggregates cost ~1 us per record each).
     """
     catalog.features(entity)  # validates the entity name
     eid = ENTITY_ID[entity]
@@ -485,7 +660,7 @@ def compute_features(
             f"CREATE TEMP TABLE {name} AS SELECT _sid, CAST({q(eid)} AS VARCHAR) AS {q(eid)}, "
             f"CAST(as_of AS TIMESTAMPTZ) AS as_of FROM {name}_df"
         )
-        out = compute_features_sql(con, catalog, entity, name)
+        out = compute_features_sql(con, catalog, entity, name, method)
     finally:
         con.unregister(f"{name}_df")
         con.execute(f"DROP TABLE IF EXISTS {name}")
@@ -497,7 +672,11 @@ def to_utc(values: pd.Series, what: str) -> pd.Series:
     try:
         ts = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
-        raise DataError(f"{what}: not timestamps ({exc}); use ISO dates such as 2025-06-02") from None
+        raise DataError(
+            f"{what}: not timestamps ({exc}); use ISO dates such as 2025-06-02"
+        ) from None
     if ts.isna().any():
-        raise DataError(f"{what}: {int(ts.isna().sum())} missing timestamp(s); every row needs an as_of")
+        raise DataError(
+            f"{what}: {int(ts.isna().sum())} missing timestamp(s); every row needs an as_of"
+        )
     return ts.dt.as_unit("us")

@@ -24,7 +24,9 @@ another opportunity (see :func:`closed_deals`).
 from __future__ import annotations
 
 import datetime as dt
+import operator
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -69,7 +71,9 @@ def to_us(value: Any) -> int:
         try:
             return to_us(dt.datetime.fromisoformat(value))
         except ValueError:
-            raise DataError(f"timestamp {value!r} is not ISO 8601 (e.g. 2025-06-02T09:00:00Z)") from None
+            raise DataError(
+                f"timestamp {value!r} is not ISO 8601 (e.g. 2025-06-02T09:00:00Z)"
+            ) from None
     if isinstance(value, np.datetime64):
         return int(value.astype("datetime64[us]").astype(np.int64))
     if isinstance(value, dt.date):
@@ -92,7 +96,13 @@ def _ts_array(values: Any) -> np.ndarray:
         if idx.isna().any():
             raise DataError("a record has a missing timestamp")
         return idx.as_unit("us").asi8
-    return np.fromiter((to_us(v) for v in values), dtype=np.int64, count=len(values))
+    try:  # fast path: aware datetimes / pandas Timestamps
+        deltas = map(operator.sub, values, repeat(_EPOCH))
+        return np.fromiter(
+            map(operator.floordiv, deltas, repeat(_ONE_US)), dtype=np.int64, count=len(values)
+        )
+    except (TypeError, ValueError):
+        return np.fromiter((to_us(v) for v in values), dtype=np.int64, count=len(values))
 
 
 def _column(records: Records, name: str, n: int) -> Sequence[Any] | np.ndarray:
@@ -103,11 +113,28 @@ def _column(records: Records, name: str, n: int) -> Sequence[Any] | np.ndarray:
         if name not in records.columns:
             return [None] * n
         col = records[name]
-        return col if isinstance(col.dtype, pd.DatetimeTZDtype) or col.dtype.kind == "M" else col.to_numpy()
+        return (
+            col
+            if isinstance(col.dtype, pd.DatetimeTZDtype) or col.dtype.kind == "M"
+            else col.to_numpy()
+        )
     if isinstance(records, Mapping):
         got = records.get(name)
         return [None] * n if got is None else got
     return [r.get(name) for r in records]
+
+
+def _columns(records: Records, names: list[str], n: int) -> dict[str, Any]:
+    """The named columns of a payload table; a list of dicts is read in one pass."""
+    if n and isinstance(records, Sequence) and not isinstance(records, str | bytes):
+        try:
+            rows = list(map(operator.itemgetter(*names), records))
+        except KeyError:  # a record without some (optional) field
+            rows = [tuple(r.get(c) for c in names) for r in records]
+        if len(names) == 1:
+            return {names[0]: rows}
+        return dict(zip(names, zip(*rows, strict=True), strict=True))
+    return {c: _column(records, c, n) for c in names}
 
 
 def _length(records: Records) -> int:
@@ -170,6 +197,15 @@ class _Plan:
                         table[codes[v]] = True
                     luts.append((col, table))
                 self.lut[f.name] = luts
+        # per feature: window length and a key naming its filter (shared masks are reused)
+        self.window_days = {
+            f.name: f.window_days for f in self.features if isinstance(f, AggregateFeature)
+        }
+        self.filter_key = {
+            f.name: repr(sorted(f.filter_items(), key=lambda item: item[0]))
+            for f in self.features
+            if isinstance(f, AggregateFeature)
+        }
         self.stage_rank = {s: i + 1 for i, s in enumerate(self.vocab.stages)}
         self.status_rank = {s: i + 1 for i, s in enumerate(self.vocab.lead_statuses)}
         self.open_stages = set(self.vocab.open_stages)
@@ -196,30 +232,45 @@ def _plan(catalog: Catalog, entity: str) -> _Plan:
 class _Table:
     """One source's records before T, as columns (filter columns coded)."""
 
-    def __init__(self, records: Records, sp: _SourcePlan, as_of: int, skip_lead: Any = None) -> None:
+    def __init__(
+        self, records: Records, sp: _SourcePlan, as_of: int, skip_lead: Any = None
+    ) -> None:
         n = _length(records)
-        ts = _ts_array(_column(records, "ts", n)) if n else np.empty(0, dtype=np.int64)
+        names = ["ts", *sp.coded, *sp.raw, *sp.numeric]
+        if skip_lead is not None and "lead_id" not in names:
+            names.append("lead_id")
+        cols = _columns(records, names, n)
+        ts = _ts_array(cols["ts"]) if n else np.empty(0, dtype=np.int64)
         keep = ts < as_of
         if skip_lead is not None and n:
-            leads = _column(records, "lead_id", n)
-            keep &= np.fromiter((v != skip_lead for v in leads), dtype=bool, count=n)
+            keep &= np.fromiter(
+                map(operator.ne, cols["lead_id"], repeat(skip_lead)), dtype=bool, count=n
+            )
         self.all_kept = bool(keep.all())
         self.ts = ts if self.all_kept else ts[keep]
         self.codes: dict[str, np.ndarray] = {}
         for col, codes in sp.coded.items():
-            vals = _column(records, col, n)
-            arr = np.fromiter((codes.get(v, -1) for v in vals), dtype=np.int16, count=n) if n else np.empty(0, np.int16)
+            arr = (
+                np.fromiter(map(codes.get, cols[col], repeat(-1)), dtype=np.int16, count=n)
+                if n
+                else np.empty(0, np.int16)
+            )
             self.codes[col] = arr if self.all_kept else arr[keep]
         self.raw: dict[str, np.ndarray] = {}
         for col in sp.raw:
-            arr = np.asarray(_column(records, col, n), dtype=object) if n else np.empty(0, dtype=object)
+            arr = np.asarray(cols[col], dtype=object) if n else np.empty(0, dtype=object)
             self.raw[col] = arr if self.all_kept else arr[keep]
         self.num: dict[str, np.ndarray] = {}
         for col in sp.numeric:
-            vals = _column(records, col, n)
-            arr = np.asarray([np.nan if _none(v) else float(v) for v in vals], dtype=float) if n else np.empty(0)
+            vals = cols[col]
+            arr = (
+                np.asarray([np.nan if _none(v) else float(v) for v in vals], dtype=float)
+                if n
+                else np.empty(0)
+            )
             self.num[col] = arr if self.all_kept else arr[keep]
         self._windows: dict[int | None, np.ndarray | None] = {}
+        self.masks: dict[tuple[str, int | None], np.ndarray | None] = {}
 
     def window(self, days: int | None, as_of: int) -> np.ndarray | None:
         if days not in self._windows:
@@ -228,10 +279,22 @@ class _Table:
 
 
 def _aggregate(f: AggregateFeature, t: _Table, plan: _Plan, as_of: int) -> Value:
-    mask = t.window(f.window_days, as_of)
-    for col, lut in plan.lut[f.name]:
-        m = lut[t.codes[col]]
-        mask = m if mask is None else mask & m
+    days = plan.window_days[f.name]
+    key = (plan.filter_key[f.name], days)
+    if key in t.masks:
+        mask = t.masks[key]
+    else:
+        fkey = (plan.filter_key[f.name], None)
+        if fkey not in t.masks:
+            fmask = None
+            for col, lut in plan.lut[f.name]:
+                m = lut[t.codes[col]]
+                fmask = m if fmask is None else fmask & m
+            t.masks[fkey] = fmask
+        fmask, wmask = t.masks[fkey], t.window(days, as_of)
+        mask = t.masks[key] = (
+            wmask if fmask is None else (fmask if wmask is None else fmask & wmask)
+        )
     a = f.aggregation
     if f.scope == "account_others" and a == "distinct_count":
         vals = t.raw["lead_id"] if mask is None else t.raw["lead_id"][mask]
@@ -292,7 +355,9 @@ def _lead_state(plan: _Plan, records: Records, as_of: int) -> dict[str, Value]:
     return {"status": best_status, "days_in_status": float(as_of - best[0]) / _DAY}
 
 
-def _history_rows(plan: _Plan, records: Records, as_of: int | None) -> list[tuple[int, int, float, int, str]]:
+def _history_rows(
+    plan: _Plan, records: Records, as_of: int | None
+) -> list[tuple[int, int, float, int, str]]:
     """History rows (ts, stage rank, amount, expected close, stage) before T, in order."""
     n = _length(records)
     if not n:
@@ -344,7 +409,9 @@ def _opportunity_state(plan: _Plan, records: Records, as_of: int) -> dict[str, V
     }
 
 
-def _outcomes(f: OutcomesFeature, deals: Records, won_stage: str, as_of: int, self_id: Any) -> Value:
+def _outcomes(
+    f: OutcomesFeature, deals: Records, won_stage: str, as_of: int, self_id: Any
+) -> Value:
     n = _length(deals)
     won = lost = 0
     won_amount = 0.0
@@ -356,7 +423,11 @@ def _outcomes(f: OutcomesFeature, deals: Records, won_stage: str, as_of: int, se
         start = None if f.window_days is None else as_of - f.window_days * DAY_US
         for i in range(n):
             t = ts[i]
-            if t >= as_of or (start is not None and t < start) or (self_id is not None and ids[i] == self_id):
+            if (
+                t >= as_of
+                or (start is not None and t < start)
+                or (self_id is not None and ids[i] == self_id)
+            ):
                 continue
             if stages[i] == won_stage:
                 won += 1
@@ -448,8 +519,14 @@ def compute_lead_features_online(
         ("events", "account_others"): account_events,
     }
     return _compute(
-        plan, t, lead, account, sources, lambda: _lead_state(plan, status_history, t),
-        {"account": account_closed_deals}, None,
+        plan,
+        t,
+        lead,
+        account,
+        sources,
+        lambda: _lead_state(plan, status_history, t),
+        {"account": account_closed_deals},
+        None,
     )
 
 
@@ -476,8 +553,14 @@ def compute_opportunity_features_online(
     t = to_us(as_of)
     sources = {("activities", "self"): activities, ("opportunity_history", "self"): history}
     return _compute(
-        plan, t, opportunity, account, sources, lambda: _opportunity_state(plan, history, t),
-        {"owner": owner_closed_deals, "account": account_closed_deals}, opportunity.get("opportunity_id"),
+        plan,
+        t,
+        opportunity,
+        account,
+        sources,
+        lambda: _opportunity_state(plan, history, t),
+        {"owner": owner_closed_deals, "account": account_closed_deals},
+        opportunity.get("opportunity_id"),
     )
 
 
@@ -493,7 +576,9 @@ def closed_deals(history: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
     return first[["opportunity_id", "ts", "stage", "amount"]].reset_index(drop=True)
 
 
-def entity_payload(tables: Mapping[str, pd.DataFrame], catalog: Catalog, entity: str, entity_id: str) -> dict[str, Any]:
+def entity_payload(
+    tables: Mapping[str, pd.DataFrame], catalog: Catalog, entity: str, entity_id: str
+) -> dict[str, Any]:
     """Slice the raw tables into the payload of one entity (all its records, at any time:
     the engine itself skips those at or after as_of). For tests, notebooks and batch."""
     if entity == "lead":
@@ -532,12 +617,20 @@ def entity_payload(tables: Mapping[str, pd.DataFrame], catalog: Catalog, entity:
     }
 
 
-def _closed_of(tables: Mapping[str, pd.DataFrame], catalog: Catalog, col: str, value: Any) -> pd.DataFrame:
+def _closed_of(
+    tables: Mapping[str, pd.DataFrame], catalog: Catalog, col: str, value: Any
+) -> pd.DataFrame:
     hist = tables.get("opportunity_history")
     opps = tables.get("opportunities")
     if hist is None or opps is None or not len(hist):
-        return pd.DataFrame({"opportunity_id": [], "ts": pd.Series([], dtype="datetime64[us, UTC]"),
-                             "stage": [], "amount": []})
+        return pd.DataFrame(
+            {
+                "opportunity_id": [],
+                "ts": pd.Series([], dtype="datetime64[us, UTC]"),
+                "stage": [],
+                "amount": [],
+            }
+        )
     ids = set(opps.loc[opps[col] == value, "opportunity_id"])
     return closed_deals(hist[hist["opportunity_id"].isin(ids)], catalog)
 
@@ -560,7 +653,9 @@ def entity_payloads(
     closings: dict[str, list[dict[str, Any]]] = {"owner_id": [], "account_id": []}
     by_group: dict[str, dict[Any, list[dict[str, Any]]]] = {"owner_id": {}, "account_id": {}}
     if hist is not None and opps is not None and len(hist):
-        first = closed_deals(hist, catalog).merge(opps[["opportunity_id", "owner_id", "account_id"]], on="opportunity_id")
+        first = closed_deals(hist, catalog).merge(
+            opps[["opportunity_id", "owner_id", "account_id"]], on="opportunity_id"
+        )
         for col in closings:
             by_group[col] = {
                 k: g[["opportunity_id", "ts", "stage", "amount"]].to_dict("records")
@@ -590,7 +685,7 @@ def entity_payloads(
     history = _grouped(hist, "opportunity_id")
     acts = _grouped(act, "opportunity_id")
     out = {}
-    for opp in (opps.to_dict("records") if opps is not None else []):
+    for opp in opps.to_dict("records") if opps is not None else []:
         oid = opp["opportunity_id"]
         out[oid] = {
             "opportunity": opp,
@@ -603,7 +698,9 @@ def entity_payloads(
     return out
 
 
-def compute_online(catalog: Catalog, entity: str, as_of: Any, payload: Mapping[str, Any]) -> dict[str, Value]:
+def compute_online(
+    catalog: Catalog, entity: str, as_of: Any, payload: Mapping[str, Any]
+) -> dict[str, Value]:
     """Dispatch on ``entity`` with a payload as built by :func:`entity_payload`."""
     if entity == "lead":
         return compute_lead_features_online(catalog, as_of, **payload)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_MAX_CELLS = 1 << 17
+DEFAULT_MAX_CELLS = 1 << 19
 # A new-deals part: (expected count, amount sample, negative-binomial dispersion).
 NewPart = tuple[float, "Sequence[float] | np.ndarray", float]
 _TAIL = 1e-12  # probability mass allowed to be cut from a compound-Poisson tail
@@ -50,6 +50,7 @@ class RevenueDistribution:
     pmf: np.ndarray
     offset: float = 0.0
     error_bound: float = 0.0
+    tail_mass: float = 0.0  # mass in the last cell that stands for "at or beyond it"
 
     @property
     def support(self) -> np.ndarray:
@@ -90,7 +91,9 @@ class RevenueDistribution:
 
     def shift(self, amount: float) -> RevenueDistribution:
         """Add a certain amount (revenue already won)."""
-        return RevenueDistribution(self.step, self.pmf, self.offset + amount, self.error_bound)
+        return RevenueDistribution(
+            self.step, self.pmf, self.offset + amount, self.error_bound, self.tail_mass
+        )
 
 
 def point_mass(value: float, step: float = 1.0) -> RevenueDistribution:
@@ -116,7 +119,7 @@ def _validate(amounts: np.ndarray, probs: np.ndarray) -> None:
         raise ValueError("probabilities must lie in [0, 1]")
 
 
-SHOCK_NODES = 11
+SHOCK_NODES = 7
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -164,10 +167,15 @@ def open_deals(
     """Exact distribution of ``sum_i Bernoulli(p_i) * amount_i`` on a grid.
 
     Dynamic programming: start from a point mass at 0 and, deal by deal, mix the
-    current pmf with itself shifted by the deal's amount (cost O(n * cells)).
-    ``step`` defaults to the total amount / ``max_cells``. With ``shock_sd > 0``
-    the deals share a logit-scale random effect (module docstring): the result is
-    the mixture over Gauss-Hermite nodes, each deal keeping its marginal p_i.
+    current pmf with itself shifted by the deal's amount. ``step`` defaults to the
+    total amount / ``max_cells`` (it depends on the amounts only, so changing a
+    probability never moves the grid). The pmf is computed only up to a cap
+    ``U = max over shock nodes of (sum a q + 8 sqrt(sum a^2 q)) + max a`` (rising
+    with every p_i); the last cell holds the mass at or beyond U (``tail_mass``,
+    below 1e-12 in practice), so every quantile below it is exact and the cost is
+    O(n * U / step). With ``shock_sd > 0`` the deals share a logit-scale random
+    effect (module docstring): the result is the mixture over Gauss-Hermite nodes,
+    each deal keeping its marginal p_i.
     """
     a = np.asarray(amounts, dtype=float)
     p = np.asarray(probs, dtype=float)
@@ -180,29 +188,32 @@ def open_deals(
     error = float(np.abs(units * step - a).sum())
     if shock_sd > 0 and np.any((p > 0) & (p < 1)):
         q, w = shocked_probabilities(p, shock_sd)
-        pmf = sum(wj * _poisson_binomial(units, qj) for qj, wj in zip(q, w, strict=True))
-        return RevenueDistribution(float(step), np.asarray(pmf), 0.0, error)
-    return RevenueDistribution(float(step), _poisson_binomial(units, p), 0.0, error)
+    else:
+        q, w = p[None, :], np.ones(1)
+    cap = max(float(a @ qj + 8.0 * np.sqrt((a * a) @ qj)) for qj in q) + float(a.max(initial=0.0))
+    size = int(min(units.sum(), np.ceil(cap / step))) + 1
+    pmf = sum(wj * _poisson_binomial(units, qj, size) for qj, wj in zip(q, w, strict=True))
+    pmf = np.asarray(pmf, dtype=float)
+    tail = float(pmf[-1]) if size <= units.sum() else 0.0
+    return RevenueDistribution(float(step), pmf, 0.0, error, tail)
 
 
-def _poisson_binomial(units: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """pmf over grid cells of sum_i Bernoulli(p_i) * units_i (length sum(units) + 1)."""
-    pmf = np.zeros(int(units.sum()) + 1)
+def _poisson_binomial(units: np.ndarray, p: np.ndarray, size: int) -> np.ndarray:
+    """pmf over grid cells 0..size-1 of sum_i Bernoulli(p_i) * units_i; when the sum can
+    exceed size - 1 cells, the last cell holds all the mass at or beyond it."""
+    pmf = np.zeros(size)
     pmf[0] = 1.0
+    last = size - 1
     top = 0  # highest reachable cell so far: only pmf[: top + 1] is non-zero
-    # Certain deals first: they only shift the support.
     for k, q in zip(units, p, strict=True):
         if k == 0:
             continue
-        new_top = top + k
-        if q >= 1.0:
-            pmf[k : new_top + 1] = pmf[: top + 1].copy()
-            pmf[:k] = 0.0
-        else:
-            moved = q * pmf[: top + 1]
-            pmf[: top + 1] *= 1.0 - q
-            pmf[k : new_top + 1] += moved
-        top = new_top
+        moved = q * pmf[: top + 1]
+        pmf[: top + 1] *= 1.0 - q
+        stay = max(min(top + 1, last - k), 0)  # cells i with i + k < last
+        pmf[k : k + stay] += moved[:stay]
+        pmf[last] += moved[stay:].sum()
+        top = min(top + k, last)
     return pmf
 
 
@@ -278,6 +289,7 @@ def convolve(*parts: RevenueDistribution) -> RevenueDistribution:
         pmf,
         float(sum(p.offset for p in parts)),
         float(sum(p.error_bound for p in parts)),
+        float(sum(p.tail_mass for p in parts)),
     )
 
 

@@ -42,8 +42,13 @@ BUNDLE_FILE = "bundle.json"
 BOOSTER_FILE = "booster.txt"
 
 
-def _reference(frame: pd.DataFrame, features: list[str], categorical: list[str],
-               scores: np.ndarray, bins: int = 10) -> dict[str, Any]:
+def _reference(
+    frame: pd.DataFrame,
+    features: list[str],
+    categorical: list[str],
+    scores: np.ndarray,
+    bins: int = 10,
+) -> dict[str, Any]:
     """Score quantiles (percentiles) and per-feature bins with shares (drift checks)."""
     q = np.quantile(scores, np.linspace(0, 1, 101)) if len(scores) else np.zeros(101)
     feats: dict[str, Any] = {}
@@ -51,13 +56,22 @@ def _reference(frame: pd.DataFrame, features: list[str], categorical: list[str],
         col = frame[f]
         if f in categorical:
             shares = col.astype("string").fillna("__missing__").value_counts(normalize=True)
-            feats[f] = {"type": "categorical", "shares": {str(k): float(v) for k, v in shares.items()}}
+            feats[f] = {
+                "type": "categorical",
+                "shares": {str(k): float(v) for k, v in shares.items()},
+            }
         else:
             x = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
             finite = x[np.isfinite(x)]
-            edges = np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1))) if len(finite) else np.array([])
+            edges = (
+                np.unique(np.quantile(finite, np.linspace(0, 1, bins + 1)))
+                if len(finite)
+                else np.array([])
+            )
             inner = edges[1:-1]
-            counts = np.bincount(np.searchsorted(inner, finite, side="right"), minlength=len(inner) + 1)
+            counts = np.bincount(
+                np.searchsorted(inner, finite, side="right"), minlength=len(inner) + 1
+            )
             feats[f] = {
                 "type": "numeric",
                 "edges": inner.tolist(),
@@ -106,8 +120,12 @@ class ScoringBundle:
         oos = result.predictions["p_model"].to_numpy(dtype=float)
         hazard = None
         if isinstance(model, DealCloseModel):
-            hazard = {"week_days": model.week_days, "max_weeks": model.max_weeks,
-                      "horizon_days": model.horizon_days, "shift_features": model.shift_features}
+            hazard = {
+                "week_days": model.week_days,
+                "max_weeks": model.max_weeks,
+                "horizon_days": model.horizon_days,
+                "shift_features": model.shift_features,
+            }
         return cls(
             name=spec.name,
             kind=spec.kind,
@@ -119,13 +137,18 @@ class ScoringBundle:
             reference=_reference(result.train_frame, model.features, categorical, oos),
             templates=dict(templates or {}),
             catalog=catalog,
-            grade_cutoffs=dict(spec.policy.grade_cutoffs) if spec.kind == "lead_readiness" else None,
+            grade_cutoffs=dict(spec.policy.grade_cutoffs)
+            if spec.kind == "lead_readiness"
+            else None,
             hazard=hazard,
             id_column=spec.id_column,
             meta={
                 "format_version": FORMAT_VERSION,
                 "spec": spec.model_dump(mode="json"),
-                "data_window": [result.data_window[0].isoformat(), result.data_window[1].isoformat()],
+                "data_window": [
+                    result.data_window[0].isoformat(),
+                    result.data_window[1].isoformat(),
+                ],
                 "rows": result.rows,
                 "positives": result.positives,
                 "feature_hash": result.feature_hash,
@@ -158,7 +181,8 @@ class ScoringBundle:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri)))
             except Exception as err:  # MLflow raises several types for a bad URI
                 raise LeadmlError(
-                    f"cannot load scoring bundle {uri}: {err}; check the model name/alias with `leadml models`"
+                    f"cannot load scoring bundle {uri}: {err}; check "
+                    "the model name/alias with `leadml models`"
                 ) from None
         folder = _find_bundle(local)
         if folder is None:
@@ -182,9 +206,17 @@ class ScoringBundle:
                 self._model = ReadinessModel(self.features, encoder, booster, cal, self.rounds)
             else:
                 h = self.hazard or {}
-                self._model = DealCloseModel(self.features, encoder, booster, cal, self.rounds,
-                                             int(h["week_days"]), int(h["max_weeks"]), int(h["horizon_days"]),
-                                             list(h.get("shift_features", [])))
+                self._model = DealCloseModel(
+                    self.features,
+                    encoder,
+                    booster,
+                    cal,
+                    self.rounds,
+                    int(h["week_days"]),
+                    int(h["max_weeks"]),
+                    int(h["horizon_days"]),
+                    list(h.get("shift_features", [])),
+                )
         return self._model
 
     @property
@@ -199,7 +231,9 @@ class ScoringBundle:
                 f"the bundle expects: {', '.join(self.features)}"
             )
 
-    def predict_proba(self, frame: pd.DataFrame, horizon_days: float | np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(
+        self, frame: pd.DataFrame, horizon_days: float | np.ndarray | None = None
+    ) -> np.ndarray:
         """Calibrated probabilities only (the fast path for batch scoring)."""
         self.check_input(frame)
         if self.kind == "lead_readiness":
@@ -235,7 +269,9 @@ class ScoringBundle:
             out["grade"] = grade(p, self.grade_cutoffs)
         if reasons > 0:
             contrib = self.model.contributions(frame)
-            found = top_reasons(contrib, self.features, frame[self.features], self.templates, k=reasons)
+            found = top_reasons(
+                contrib, self.features, frame[self.features], self.templates, k=reasons
+            )
             out["reasons_positive"] = [[r["text"] for r in row["positive"]] for row in found]
             out["reasons_negative"] = [[r["text"] for r in row["negative"]] for row in found]
         return out
@@ -243,8 +279,13 @@ class ScoringBundle:
     def explain(self, frame: pd.DataFrame, k: int = 3) -> list[dict[str, list[dict[str, Any]]]]:
         """Structured top-k reasons (feature, value, contribution, text) per row."""
         self.check_input(frame)
-        return top_reasons(self.model.contributions(frame), self.features, frame[self.features],
-                           self.templates, k=k)
+        return top_reasons(
+            self.model.contributions(frame),
+            self.features,
+            frame[self.features],
+            self.templates,
+            k=k,
+        )
 
     def input_example(self, rows: int = 3) -> pd.DataFrame:
         """Synthetic rows built from the training reference (no real record is used)."""

@@ -27,7 +27,9 @@ class Calibrator:
     def __init__(self, method: Literal["isotonic", "sigmoid"] = "isotonic") -> None:
         self.method = method
 
-    def fit(self, p_raw: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Calibrator:
+    def fit(
+        self, p_raw: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None
+    ) -> Calibrator:
         p_raw = np.asarray(p_raw, dtype=float)
         y = np.asarray(y, dtype=float)
         if len(p_raw) != len(y) or len(y) == 0:

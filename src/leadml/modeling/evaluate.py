@@ -40,7 +40,6 @@ def expected_calibration_error(
         idx[order] = (np.arange(len(p)) * bins) // len(p)
     else:
         raise ValueError(f"unknown ECE strategy {strategy!r}")
-    counts = np.bincount(idx, minlength=bins)
     sum_p = np.bincount(idx, weights=p, minlength=bins)
     sum_y = np.bincount(idx, weights=y, minlength=bins)
     return float(np.abs(sum_p - sum_y).sum() / len(y))
@@ -51,8 +50,12 @@ def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFr
     frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": np.asarray(p, dtype=float)})
     if frame.empty:
         return pd.DataFrame(columns=["predicted", "observed", "rows"])
-    frame["bin"] = (np.argsort(np.argsort(frame["p"].to_numpy(), kind="stable")) * bins) // len(frame)
-    out = frame.groupby("bin").agg(predicted=("p", "mean"), observed=("y", "mean"), rows=("y", "size"))
+    frame["bin"] = (np.argsort(np.argsort(frame["p"].to_numpy(), kind="stable")) * bins) // len(
+        frame
+    )
+    out = frame.groupby("bin").agg(
+        predicted=("p", "mean"), observed=("y", "mean"), rows=("y", "size")
+    )
     return out.reset_index(drop=True)
 
 
@@ -79,7 +82,9 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     out["roc_auc"] = float(roc_auc_score(y, p)) if two_classes else math.nan
     out["pr_auc"] = float(average_precision_score(y, p)) if two_classes else math.nan
     out["brier"] = float(brier_score_loss(y, p)) if len(y) else math.nan
-    out["log_loss"] = float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else math.nan
+    out["log_loss"] = (
+        float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6), labels=[0, 1])) if len(y) else math.nan
+    )
     out["ece"] = expected_calibration_error(y, p)
     out["ece_quantile"] = expected_calibration_error(y, p, strategy="quantile")
     out["lift_top_decile"] = lift_at(y, p, 0.1)
@@ -121,10 +126,14 @@ def evaluate_scores(
     p = frame[score].to_numpy()
     out = binary_metrics(y, p)
     if capacity is not None:
-        out.update(capacity_metrics(frame, score=score, label=label, as_of=as_of, capacity=capacity))
+        out.update(
+            capacity_metrics(frame, score=score, label=label, as_of=as_of, capacity=capacity)
+        )
     if segment and segment in frame.columns:
         for seg, part in frame.groupby(segment, observed=True, sort=True):
-            for name, value in binary_metrics(part[label].to_numpy(), part[score].to_numpy()).items():
+            for name, value in binary_metrics(
+                part[label].to_numpy(), part[score].to_numpy()
+            ).items():
                 if name in HEADLINE or name in ("rows", "positives"):
                     out[f"{seg}.{name}"] = value
     return out
@@ -157,8 +166,9 @@ def model_card(result: object, *, version: str | None = None, run_id: str | None
     target = (
         f"lead becomes SQL / opportunity within {spec.target.horizon_days} days of the as-of time"
         if spec.kind == "lead_readiness"
-        else f"deal won by as_of + d (discrete-time hazard, {spec.target.week_days}-day periods up to "
-        f"{spec.target.max_weeks}); headline d = {spec.target.horizon_days} days"
+        else "deal won by as_of + d (discrete-time hazard, "
+        f"{spec.target.week_days}-day periods up to {spec.target.max_weeks}); "
+        f"headline d = {spec.target.horizon_days} days"
     )
     lines = [
         f"# Model card: {spec.name}" + (f" version {version}" if version else ""),
@@ -169,28 +179,49 @@ def model_card(result: object, *, version: str | None = None, run_id: str | None
         f"- **Data window (as-of)**: {start:%Y-%m-%d} to {end:%Y-%m-%d}; {r.rows:,} rows, "  # type: ignore[attr-defined]
         f"{r.positives:,} positives",  # type: ignore[attr-defined]
         f"- **Features** ({len(spec.features)}, hash {r.feature_hash}): {', '.join(spec.features)}",  # type: ignore[attr-defined]
-        f"- **Estimator**: LightGBM, {r.model.rounds} rounds; calibration {spec.calibration.method} on the "  # type: ignore[attr-defined]
+        f"- **Estimator**: LightGBM, {r.model.rounds} rounds; "
+        f"calibration {spec.calibration.method} on the "  # type: ignore[attr-defined]
         f"last {spec.calibration.holdout_days} days of each training window",
         f"- **Backtest**: {len(r.folds)} rolling origins, gap {spec.backtest.gap_days} days, "  # type: ignore[attr-defined]
         f"test windows of {spec.backtest.test_days} days",
     ]
     if run_id:
         lines.append(f"- **MLflow run**: `{run_id}`")
-    lines += ["", "## Backtest metrics (all test windows)", "",
-              "| metric | model | logistic baseline | oracle (same rows) |", "| --- | --- | --- | --- |"]
-    for key in ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_decile",
-                "precision_at_capacity", "recall_at_capacity"):
+    lines += [
+        "",
+        "## Backtest metrics (all test windows)",
+        "",
+        "| metric | model | logistic baseline | oracle (same rows) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key in (
+        "roc_auc",
+        "pr_auc",
+        "brier",
+        "log_loss",
+        "ece",
+        "lift_top_decile",
+        "precision_at_capacity",
+        "recall_at_capacity",
+    ):
         if key in m:
             lines.append(f"| {key} | {f(key)} | {f('baseline_' + key)} | {f('oracle_' + key)} |")
     if "roc_auc_vs_oracle" in m:
         lines.append(f"\nROC AUC / oracle ROC AUC on the oracle rows: {f('roc_auc_vs_oracle')}")
-    lines += ["", "## Folds", "", "| origin | train rows | train positives | test rows | ROC AUC | Brier | ECE |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Folds",
+        "",
+        "| origin | train rows | train positives | test rows | ROC AUC | Brier | ECE |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for fold in r.folds:  # type: ignore[attr-defined]
         fm = fold.metrics
         lines.append(
-            f"| {fold.origin:%Y-%m-%d} | {fold.train_rows:,} | {fold.train_positives:,} | {fold.test_rows:,} | "
-            f"{fm.get('roc_auc', math.nan):.4f} | {fm.get('brier', math.nan):.4f} | {fm.get('ece', math.nan):.4f} |"
+            f"| {fold.origin:%Y-%m-%d} | {fold.train_rows:,} | "
+            f"{fold.train_positives:,} | {fold.test_rows:,} | "
+            f"{fm.get('roc_auc', math.nan):.4f} | "
+            f"{fm.get('brier', math.nan):.4f} | {fm.get('ece', math.nan):.4f} |"
         )
     lines += [
         "",
@@ -198,12 +229,15 @@ def model_card(result: object, *, version: str | None = None, run_id: str | None
         "",
         "- Probabilities are calibrated on the latest slice of the training window; a shift in the "
         "lead mix or the sales process after it degrades calibration first (watch drift and ECE).",
-        "- The backtest measures the exact training procedure, on data before the final fit; the final "
+        "- The backtest measures the exact training "
+        "procedure, on data before the final fit; the final "
         "model has seen the test windows.",
     ]
     if spec.kind == "deal_close":
-        lines.append(f"- P(won by d) for d beyond {spec.target.week_days * spec.target.max_weeks} days is "
-                     "capped at that horizon.")
+        lines.append(
+            f"- P(won by d) for d beyond {spec.target.week_days * spec.target.max_weeks} days is "
+            "capped at that horizon."
+        )
     for note in r.notes:  # type: ignore[attr-defined]
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"

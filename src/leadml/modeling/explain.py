@@ -51,7 +51,9 @@ def top_reasons(
     """
     contributions = np.asarray(contributions, dtype=float)
     if contributions.shape[1] != len(features) + 1:
-        raise ValueError(f"expected {len(features) + 1} contribution columns, got {contributions.shape[1]}")
+        raise ValueError(
+            f"expected {len(features) + 1} contribution columns, got {contributions.shape[1]}"
+        )
     templates = templates or {}
     out = []
     raw = values.reset_index(drop=True)
@@ -63,8 +65,12 @@ def top_reasons(
         def item(j: int, i: int = i, row: np.ndarray = row) -> dict[str, Any]:
             f = features[j]
             v = raw.at[i, f] if f in raw.columns else None
-            return {"feature": f, "value": _plain(v), "contribution": float(row[j]),
-                    "text": render_reason(f, v, templates.get(f))}
+            return {
+                "feature": f,
+                "value": _plain(v),
+                "contribution": float(row[j]),
+                "text": render_reason(f, v, templates.get(f)),
+            }
 
         out.append({"positive": [item(j) for j in pos], "negative": [item(j) for j in neg]})
     return out

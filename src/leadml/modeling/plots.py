@@ -28,8 +28,11 @@ def calibration_plot(scored: pd.DataFrame, path: Path, title: str = "Calibration
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 5))
     top = 0.0
-    for col, label in (("p_model", "LightGBM (calibrated)"), ("p_baseline", "logistic baseline"),
-                       ("p_oracle", "oracle")):
+    for col, label in (
+        ("p_model", "LightGBM (calibrated)"),
+        ("p_baseline", "logistic baseline"),
+        ("p_oracle", "oracle"),
+    ):
         if col not in scored.columns:
             continue
         rows = scored[scored[col].notna()]
@@ -39,7 +42,13 @@ def calibration_plot(scored: pd.DataFrame, path: Path, title: str = "Calibration
         top = max(top, float(t["predicted"].max()), float(t["observed"].max()))
     top = min(1.0, top * 1.05 + 1e-3)
     ax.plot([0, top], [0, top], "k--", linewidth=1, label="perfect")
-    ax.set(xlabel="mean predicted probability", ylabel="observed rate", title=title, xlim=(0, top), ylim=(0, top))
+    ax.set(
+        xlabel="mean predicted probability",
+        ylabel="observed rate",
+        title=title,
+        xlim=(0, top),
+        ylim=(0, top),
+    )
     ax.legend()
     return _save(fig, path)
 
@@ -66,7 +75,9 @@ def gain_plot(scored: pd.DataFrame, path: Path, title: str = "Cumulative gain") 
     return _save(fig, path)
 
 
-def importance_plot(importance: pd.Series, path: Path, title: str = "Feature importance (gain)") -> Path:
+def importance_plot(
+    importance: pd.Series, path: Path, title: str = "Feature importance (gain)"
+) -> Path:
     """Horizontal bars of the top 25 features by total gain."""
     plt = _plt()
     top = importance.sort_values(ascending=True).tail(25)
@@ -76,7 +87,9 @@ def importance_plot(importance: pd.Series, path: Path, title: str = "Feature imp
     return _save(fig, path)
 
 
-def score_distribution_plot(scored: pd.DataFrame, path: Path, title: str = "Scores by outcome") -> Path:
+def score_distribution_plot(
+    scored: pd.DataFrame, path: Path, title: str = "Scores by outcome"
+) -> Path:
     """Histograms of the calibrated probability for positive and negative rows."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -29,7 +29,11 @@ def free_slots(reps: pd.DataFrame | None, policy: PolicySpec, booked_slots: floa
         total = policy.capacity_per_week * policy.slots_per_lead
     else:
         is_reps = reps[reps["role"] == "IS"]
-        total = float(is_reps["weekly_slots"].fillna(80).sum()) if "weekly_slots" in is_reps else 80.0 * len(is_reps)
+        total = (
+            float(is_reps["weekly_slots"].fillna(80).sum())
+            if "weekly_slots" in is_reps
+            else 80.0 * len(is_reps)
+        )
     return max(0.0, float(total) - float(booked_slots))
 
 
@@ -41,7 +45,9 @@ def lead_capacity(reps: pd.DataFrame | None, policy: PolicySpec, booked_slots: f
 def grade(p: np.ndarray | pd.Series, cutoffs: dict[str, float]) -> np.ndarray:
     """A / B / C / D from calibrated probabilities (>= cut-off A is A, ...)."""
     p = np.asarray(p, dtype=float)
-    return np.select([p >= cutoffs["A"], p >= cutoffs["B"], p >= cutoffs["C"]], ["A", "B", "C"], "D")
+    return np.select(
+        [p >= cutoffs["A"], p >= cutoffs["B"], p >= cutoffs["C"]], ["A", "B", "C"], "D"
+    )
 
 
 def handoff(
@@ -77,13 +83,19 @@ def handoff(
     out["rank"] = np.empty(len(out), dtype=int)
     out.loc[out.index[order], "rank"] = np.arange(1, len(out) + 1)
     out["grade"] = grade(p, policy.grade_cutoffs)
-    out["decision"] = np.where(taken, "handoff", np.where(p < policy.recycle_below, "recycle", "nurture"))
+    out["decision"] = np.where(
+        taken, "handoff", np.where(p < policy.recycle_below, "recycle", "nurture")
+    )
     out["expected_conversions"] = np.where(taken, p, 0.0)
     return out
 
 
 def handoff_at_precision(
-    scores: pd.DataFrame, target_precision: float, policy: PolicySpec, *, probability: str = "readiness"
+    scores: pd.DataFrame,
+    target_precision: float,
+    policy: PolicySpec,
+    *,
+    probability: str = "readiness",
 ) -> pd.DataFrame:
     """Hand off the largest set of best-scored leads whose expected precision
     (mean calibrated probability) stays at or above ``target_precision``."""
@@ -98,6 +110,8 @@ def handoff_at_precision(
     out["rank"] = np.empty(len(out), dtype=int)
     out.loc[out.index[order], "rank"] = np.arange(1, len(out) + 1)
     out["grade"] = grade(p, policy.grade_cutoffs)
-    out["decision"] = np.where(taken, "handoff", np.where(p < policy.recycle_below, "recycle", "nurture"))
+    out["decision"] = np.where(
+        taken, "handoff", np.where(p < policy.recycle_below, "recycle", "nurture")
+    )
     out["expected_conversions"] = np.where(taken, p, 0.0)
     return out

@@ -26,11 +26,19 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         self.bundle = ScoringBundle.load(context.artifacts["bundle"])
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         params = params or {}
         horizon = params.get("horizon_days")
-        horizon = None if horizon is None or (isinstance(horizon, float) and horizon <= 0) else float(horizon)
-        out = self.bundle.score(model_input, horizon_days=horizon, reasons=int(params.get("reasons", 0) or 0))
+        horizon = (
+            None
+            if horizon is None or (isinstance(horizon, float) and horizon <= 0)
+            else float(horizon)
+        )
+        out = self.bundle.score(
+            model_input, horizon_days=horizon, reasons=int(params.get("reasons", 0) or 0)
+        )
         for col in ("reasons_positive", "reasons_negative"):
             if col in out.columns:
                 out[col] = [json.dumps(v) for v in out[col]]
@@ -46,9 +54,13 @@ def signature_for(bundle: ScoringBundle) -> Any:
     out_cols = [ColSpec("double", "probability"), ColSpec("double", "percentile")]
     if bundle.grade_cutoffs:
         out_cols.append(ColSpec("string", "grade"))
-    out_cols += [ColSpec("string", "reasons_positive", required=False),
-                 ColSpec("string", "reasons_negative", required=False)]
-    params = ParamSchema([ParamSpec("reasons", "long", 0), ParamSpec("horizon_days", "double", 0.0)])
+    out_cols += [
+        ColSpec("string", "reasons_positive", required=False),
+        ColSpec("string", "reasons_negative", required=False),
+    ]
+    params = ParamSchema(
+        [ParamSpec("reasons", "long", 0), ParamSpec("horizon_days", "double", 0.0)]
+    )
     return ModelSignature(inputs=inputs, outputs=Schema(out_cols), params=params)
 
 
@@ -56,4 +68,7 @@ def pip_requirements() -> list[str]:
     """The packages the pyfunc needs at load time (pinned to what trained it)."""
     from importlib.metadata import version
 
-    return [f"{p}=={version(p)}" for p in ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow")]
+    return [
+        f"{p}=={version(p)}"
+        for p in ("mlflow", "lightgbm", "scikit-learn", "pandas", "numpy", "pyarrow")
+    ]

@@ -35,8 +35,13 @@ DEAL_FEATURES = [
 _JOB = {"c_level": 0.6, "director": 0.4, "manager": 0.1, "staff": -0.4}
 _SOURCE = {"web": 0.0, "seminar": 0.3, "referral": 0.5, "list": -0.5}
 _SEGMENT = {"enterprise": -0.2, "mid_market": 0.0, "smb": 0.2}
-_STAGE_WIN = {"follow_up": 0.01, "problem_recognised": 0.02, "evaluation": 0.04, "negotiation": 0.08,
-              "approval": 0.14}
+_STAGE_WIN = {
+    "follow_up": 0.01,
+    "problem_recognised": 0.02,
+    "evaluation": 0.04,
+    "negotiation": 0.08,
+    "approval": 0.14,
+}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -65,7 +70,9 @@ def readiness_frame(
     """(training set, truth): weekly lead snapshots with a 30-day label and the true probability."""
     rng = np.random.default_rng(seed)
     intent = rng.gamma(1.0, 1.0, rows)
-    as_of = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(rng.integers(0, weeks, rows) * 7, unit="D")
+    as_of = pd.Timestamp(start, tz="UTC") + pd.to_timedelta(
+        rng.integers(0, weeks, rows) * 7, unit="D"
+    )
     frame = pd.DataFrame(
         {
             "lead_id": [f"L{i:07d}" for i in rng.permutation(rows)],
@@ -74,8 +81,9 @@ def readiness_frame(
             "seminar_attended_90d": rng.binomial(1, np.clip(0.08 * intent, 0, 0.9)),
             "email_clicks_30d": rng.poisson(1.0 + intent),
             "web_visits_30d": rng.poisson(2.0 + 2.0 * intent),
-            "days_since_last_event": np.where(rng.random(rows) < 0.05, np.nan,
-                                              rng.exponential(30 / (0.5 + intent))).round(),
+            "days_since_last_event": np.where(
+                rng.random(rows) < 0.05, np.nan, rng.exponential(30 / (0.5 + intent))
+            ).round(),
             "job_level": rng.choice(list(_JOB), rows, p=[0.1, 0.2, 0.4, 0.3]),
             "source": rng.choice(list(_SOURCE), rows, p=[0.4, 0.2, 0.1, 0.3]),
             "segment": rng.choice(list(_SEGMENT), rows, p=[0.2, 0.3, 0.5]),
@@ -84,8 +92,13 @@ def readiness_frame(
     p = _sigmoid(readiness_logit(frame))
     frame["label"] = rng.binomial(1, p)
     frame = frame.sort_values(["as_of", "lead_id"]).reset_index(drop=True)
-    truth = pd.DataFrame({"lead_id": frame["lead_id"], "as_of": frame["as_of"],
-                          "p_opportunity_30d": _sigmoid(readiness_logit(frame))})
+    truth = pd.DataFrame(
+        {
+            "lead_id": frame["lead_id"],
+            "as_of": frame["as_of"],
+            "p_opportunity_30d": _sigmoid(readiness_logit(frame)),
+        }
+    )
     return frame, truth
 
 
@@ -94,7 +107,10 @@ def deal_hazards(frame: pd.DataFrame, weeks: int) -> tuple[np.ndarray, np.ndarra
     k = np.arange(weeks)[None, :]
     base = frame["stage"].map(_STAGE_WIN).fillna(0.01).to_numpy(dtype=float)[:, None]
     to_close = frame["days_to_expected_close"].to_numpy(dtype=float)[:, None] - 7 * k
-    idle = np.minimum(frame["days_since_last_activity"].to_numpy(dtype=float), 90)[:, None] + 7 * k * 0.5
+    idle = (
+        np.minimum(frame["days_since_last_activity"].to_numpy(dtype=float), 90)[:, None]
+        + 7 * k * 0.5
+    )
     acts = np.log1p(frame["activities_30d"].to_numpy(dtype=float))[:, None]
     near = np.exp(-np.abs(to_close) / 30.0)
     won = base * (0.6 + 2.0 * near) * np.exp(-idle / 40.0) * (0.7 + 0.3 * acts)
@@ -105,7 +121,12 @@ def deal_hazards(frame: pd.DataFrame, weeks: int) -> tuple[np.ndarray, np.ndarra
 
 
 def deal_frame(
-    deals: int = 3_000, *, weeks: int = 60, start: str = "2025-01-06", seed: int = 0, horizon_days: int = 90
+    deals: int = 3_000,
+    *,
+    weeks: int = 60,
+    start: str = "2025-01-06",
+    seed: int = 0,
+    horizon_days: int = 90,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(training set, truth): weekly snapshots of open deals with outcome / outcome_days and
     the true P(won by as_of + horizon_days) at ``period_end``."""
@@ -147,7 +168,9 @@ def deal_frame(
     frame["owner_id"] = rng.choice([f"R{i:03d}" for i in range(12)], len(frame))
     frame = frame.sort_values(["as_of", "opportunity_id"]).reset_index(drop=True)
     won_h, lost_h = deal_hazards(frame, horizon_weeks)
-    surv = np.cumprod(np.concatenate([np.ones((len(frame), 1)), 1 - won_h - lost_h], axis=1), axis=1)[:, :-1]
+    surv = np.cumprod(
+        np.concatenate([np.ones((len(frame), 1)), 1 - won_h - lost_h], axis=1), axis=1
+    )[:, :-1]
     cum = np.cumsum(won_h * surv, axis=1)
     # the event falls on day 1..7 of its week, uniformly: P(won by d) interpolates
     w = horizon_days / 7
@@ -155,6 +178,12 @@ def deal_frame(
     p_lo = cum[:, lo - 1] if lo > 0 else np.zeros(len(frame))
     p_hi = cum[:, lo]
     p = p_lo + (p_hi - p_lo) * (w - lo)
-    truth = pd.DataFrame({"opportunity_id": frame["opportunity_id"], "as_of": frame["as_of"],
-                          "period_end": frame["as_of"] + pd.Timedelta(days=horizon_days), "p_won_by": p})
+    truth = pd.DataFrame(
+        {
+            "opportunity_id": frame["opportunity_id"],
+            "as_of": frame["as_of"],
+            "period_end": frame["as_of"] + pd.Timedelta(days=horizon_days),
+            "p_won_by": p,
+        }
+    )
     return frame, truth

@@ -110,7 +110,12 @@ def feature_hash(features: list[str]) -> str:
 
 
 def _lgb_params(est: EstimatorSpec, **extra: Any) -> dict[str, Any]:
-    params = {"verbosity": -1, "seed": est.seed, "num_threads": est.num_threads, "deterministic": True}
+    params = {
+        "verbosity": -1,
+        "seed": est.seed,
+        "num_threads": est.num_threads,
+        "deterministic": True,
+    }
     params.update(est.params)
     params.update(extra)
     return params
@@ -140,7 +145,9 @@ def fit_booster(
     if valid is not None and est.early_stopping_rounds and num_boost_round is None:
         valid_sets = [lgb.Dataset(valid[0], label=valid[1], reference=train_set)]
         callbacks.append(lgb.early_stopping(est.early_stopping_rounds, verbose=False))
-    booster = lgb.train(params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks)
+    booster = lgb.train(
+        params, train_set, num_boost_round=rounds, valid_sets=valid_sets, callbacks=callbacks
+    )
     used = booster.best_iteration if valid_sets and booster.best_iteration > 0 else rounds
     return booster, int(used)
 
@@ -161,11 +168,19 @@ def fit_baseline(X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, categorical: l
         ]
     )
     num_pipe = Pipeline(
-        [("impute", SimpleImputer(strategy="median", keep_empty_features=True)), ("scale", StandardScaler())]
+        [
+            ("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+            ("scale", StandardScaler()),
+        ]
     )
-    pre = ColumnTransformer([("num", num_pipe, numeric), ("cat", cat_pipe, categorical)], sparse_threshold=0)
+    pre = ColumnTransformer(
+        [("num", num_pipe, numeric), ("cat", cat_pipe, categorical)], sparse_threshold=0
+    )
     model = Pipeline(
-        [("pre", pre), ("clf", LogisticRegression(C=spec.baseline.C, max_iter=spec.baseline.max_iter))]
+        [
+            ("pre", pre),
+            ("clf", LogisticRegression(C=spec.baseline.C, max_iter=spec.baseline.max_iter)),
+        ]
     )
     Xb = X.copy()
     for c in categorical:
@@ -204,7 +219,9 @@ class ReadinessModel:
 
     def contributions(self, X: pd.DataFrame) -> np.ndarray:
         """TreeSHAP contributions on the log-odds scale: (rows, features + 1 bias)."""
-        return self.booster.predict(self.encoder.transform(X), num_iteration=self.rounds, pred_contrib=True)
+        return self.booster.predict(
+            self.encoder.transform(X), num_iteration=self.rounds, pred_contrib=True
+        )
 
 
 @dataclass
@@ -233,20 +250,29 @@ class DealCloseModel:
         """Uncalibrated P(won by as_of + horizon_days), linear within a period."""
         h = self.hazards(X)
         won, lost = h[:, :, 1], h[:, :, 2]
-        surv = np.cumprod(np.concatenate([np.ones((len(h), 1)), 1 - won - lost], axis=1), axis=1)[:, :-1]
+        surv = np.cumprod(np.concatenate([np.ones((len(h), 1)), 1 - won - lost], axis=1), axis=1)[
+            :, :-1
+        ]
         cum = np.concatenate([np.zeros((len(h), 1)), np.cumsum(won * surv, axis=1)], axis=1)
-        weeks = np.clip(np.broadcast_to(np.asarray(horizon_days, dtype=float), (len(h),)) / self.week_days,
-                        0, self.max_weeks)
+        weeks = np.clip(
+            np.broadcast_to(np.asarray(horizon_days, dtype=float), (len(h),)) / self.week_days,
+            0,
+            self.max_weeks,
+        )
         lo = np.floor(weeks).astype(int)
         hi = np.minimum(lo + 1, self.max_weeks)
         frac = weeks - lo
         rows = np.arange(len(h))
         return cum[rows, lo] * (1 - frac) + cum[rows, hi] * frac
 
-    def predict_raw(self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None) -> np.ndarray:
+    def predict_raw(
+        self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None
+    ) -> np.ndarray:
         return self.won_by_raw(X, self.horizon_days if horizon_days is None else horizon_days)
 
-    def predict_proba(self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(
+        self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None
+    ) -> np.ndarray:
         """Calibrated P(deal won by as_of + horizon_days) (default: the spec's horizon)."""
         return self.calibrator.predict(self.predict_raw(X, horizon_days))
 
@@ -254,7 +280,9 @@ class DealCloseModel:
         """TreeSHAP contributions to the log-odds of winning in the first period,
         (rows, features + 1 bias); the ``week`` column is folded into the bias."""
         enc = _with_weeks(self.encoder.transform(X), np.zeros(len(X), dtype=int), self)
-        contrib = np.asarray(self.booster.predict(enc, num_iteration=self.rounds, pred_contrib=True))
+        contrib = np.asarray(
+            self.booster.predict(enc, num_iteration=self.rounds, pred_contrib=True)
+        )
         k = enc.shape[1] + 1
         won = contrib[:, k : 2 * k]  # class 1 block
         cols = list(enc.columns)
@@ -269,7 +297,9 @@ class DealCloseModel:
         return np.column_stack([out, bias])
 
 
-def _with_weeks(enc: pd.DataFrame, weeks: np.ndarray, model: DealCloseModel | _DealShape) -> pd.DataFrame:
+def _with_weeks(
+    enc: pd.DataFrame, weeks: np.ndarray, model: DealCloseModel | _DealShape
+) -> pd.DataFrame:
     """Repeat encoded rows once per period index in ``weeks`` (len(weeks) multiple of rows)."""
     reps = len(weeks) // max(len(enc), 1)
     idx = np.repeat(np.arange(len(enc)), reps) if reps > 1 else np.arange(len(enc))
@@ -289,7 +319,9 @@ class _DealShape:
 # ------------------------------------------------------------------ labels
 
 
-def deal_label(outcome: pd.Series, outcome_days: pd.Series, horizon_days: float | np.ndarray) -> pd.Series:
+def deal_label(
+    outcome: pd.Series, outcome_days: pd.Series, horizon_days: float | np.ndarray
+) -> pd.Series:
     """Won by ``as_of + horizon_days``: 1 / 0, or NA when censored before the horizon."""
     h = np.asarray(horizon_days, dtype=float)
     won = (outcome == "won") & (outcome_days <= h)
@@ -308,7 +340,9 @@ def censor_deals(df: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     return out
 
 
-def person_periods(df: pd.DataFrame, week_days: int, max_weeks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def person_periods(
+    df: pd.DataFrame, week_days: int, max_weeks: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Expand deal snapshots into periods: (row index, week index, target 0/1/2).
 
     A deal closed ``t`` days after its as-of (t in ``(k*w, (k+1)*w]``, or 0 -> k=0)
@@ -339,7 +373,8 @@ def _check_positives(n_pos: int, spec: ModelSpec, where: str) -> None:
         what = "conversions to SQL" if spec.kind == "lead_readiness" else "won deals"
         raise LeadmlError(
             f"{spec.name}: {where} has {n_pos} positive(s) ({what}) but the spec needs at least "
-            f"{spec.min_positives} (min_positives in models/{spec.name}.yaml); simulate or load more "
+            f"{spec.min_positives} (min_positives in "
+            f"models/{spec.name}.yaml); simulate or load more "
             "history, widen the data window, or lower min_positives"
         )
 
@@ -360,9 +395,11 @@ def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet
     fit_part, cal_part = _split_calibration(df, spec)
     if fit_part["label"].sum() < 1 or cal_part["label"].nunique() < 2:
         raise LeadmlError(
-            f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} to {df['as_of'].max():%Y-%m-%d}) "
+            f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} "
+            f"to {df['as_of'].max():%Y-%m-%d}) "
             f"is too short for a calibration slice of {spec.calibration.holdout_days} days after a "
-            f"{spec.backtest.gap_days}-day gap; load more history or shorten calibration.holdout_days"
+            f"{spec.backtest.gap_days}-day gap; load more "
+            "history or shorten calibration.holdout_days"
         )
     progress(f"booster on {len(fit_part):,} rows, calibration on {len(cal_part):,}")
     Xf, Xc = encoder.transform(fit_part), encoder.transform(cal_part)
@@ -380,8 +417,13 @@ def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet
     return ReadinessModel(list(spec.features), encoder, booster, calibrator, rounds)
 
 
-def _deal_training_rows(df: pd.DataFrame, encoder: CategoryEncoder, model: _DealShape | DealCloseModel,
-                        week_days: int, max_weeks: int) -> tuple[pd.DataFrame, np.ndarray]:
+def _deal_training_rows(
+    df: pd.DataFrame,
+    encoder: CategoryEncoder,
+    model: _DealShape | DealCloseModel,
+    week_days: int,
+    max_weeks: int,
+) -> tuple[pd.DataFrame, np.ndarray]:
     rows, weeks, target = person_periods(df, week_days, max_weeks)
     enc = encoder.transform(df).iloc[rows].reset_index(drop=True)
     enc["week"] = weeks.astype(float)
@@ -397,7 +439,11 @@ def observed_until(df: pd.DataFrame) -> pd.Timestamp:
 
 
 def fit_deal_close(
-    df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet, *, known_until: pd.Timestamp | None = None
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    progress: Progress = _quiet,
+    *,
+    known_until: pd.Timestamp | None = None,
 ) -> DealCloseModel:
     """Fit the deal-close hazard on snapshots ``df`` whose outcomes are as known at ``known_until``.
 
@@ -417,8 +463,10 @@ def fit_deal_close(
     fit_part = censor_deals(df[df["as_of"] < cal_start - spec.backtest.gap_days * DAY], cal_start)
     if (fit_part["outcome"] == "won").sum() < 1 or cal_part.empty:
         raise LeadmlError(
-            f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} to {df['as_of'].max():%Y-%m-%d}) "
-            f"is too short for a calibration slice of {spec.calibration.holdout_days} days that ends "
+            f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} "
+            f"to {df['as_of'].max():%Y-%m-%d}) "
+            "is too short for a calibration slice of "
+            f"{spec.calibration.holdout_days} days that ends "
             f"{t.horizon_days} days before the outcomes end; load more history or shorten "
             "calibration.holdout_days"
         )
@@ -426,10 +474,20 @@ def fit_deal_close(
     Xf, yf = _deal_training_rows(fit_part, encoder, shape, t.week_days, t.max_weeks)
     Xv, yv = _deal_training_rows(cal_part, encoder, shape, t.week_days, t.max_weeks)
     progress(f"hazard on {len(Xf):,} deal-weeks, calibration slice {len(cal_part):,} snapshots")
-    booster, rounds = fit_booster(Xf, yf, spec.estimator, valid=(Xv, yv) if len(Xv) else None,
-                                  objective=objective)
-    model = DealCloseModel(list(spec.features), encoder, booster, Calibrator(spec.calibration.method), rounds,
-                           t.week_days, t.max_weeks, t.horizon_days, list(t.shift_features))
+    booster, rounds = fit_booster(
+        Xf, yf, spec.estimator, valid=(Xv, yv) if len(Xv) else None, objective=objective
+    )
+    model = DealCloseModel(
+        list(spec.features),
+        encoder,
+        booster,
+        Calibrator(spec.calibration.method),
+        rounds,
+        t.week_days,
+        t.max_weeks,
+        t.horizon_days,
+        list(t.shift_features),
+    )
     p_list, y_list = [], []
     for h in sorted({h for h in t.eval_horizons_days if h <= t.horizon_days} | {t.horizon_days}):
         lab = deal_label(cal_part["outcome"], cal_part["outcome_days"], h)
@@ -439,18 +497,25 @@ def fit_deal_close(
             y_list.append(lab[known].astype(int).to_numpy())
     y_cal = np.concatenate(y_list) if y_list else np.array([])
     if len(y_cal) == 0 or len(np.unique(y_cal)) < 2:
-        raise LeadmlError(f"{spec.name}: the calibration slice has no observed wins and losses; load more history")
+        raise LeadmlError(
+            f"{spec.name}: the calibration slice has no observed wins and losses; load more history"
+        )
     model.calibrator = model.calibrator.fit(np.concatenate(p_list), y_cal)
     if spec.calibration.refit:
         progress("refit on the whole window")
         Xa, ya = _deal_training_rows(df, encoder, shape, t.week_days, t.max_weeks)
-        model.booster, model.rounds = fit_booster(Xa, ya, spec.estimator, num_boost_round=rounds,
-                                                  objective=objective)
+        model.booster, model.rounds = fit_booster(
+            Xa, ya, spec.estimator, num_boost_round=rounds, objective=objective
+        )
     return model
 
 
 def fit_model(
-    df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet, *, known_until: pd.Timestamp | None = None
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    progress: Progress = _quiet,
+    *,
+    known_until: pd.Timestamp | None = None,
 ) -> ReadinessModel | DealCloseModel:
     """Fit the spec's model on all rows of ``df`` (deal outcomes as known at ``known_until``)."""
     if spec.kind == "lead_readiness":
@@ -468,19 +533,24 @@ def check_dataset(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise DataError(
-            f"{spec.name} training set lacks column(s) {', '.join(missing)}; check the feature names in "
+            f"{spec.name} training set lacks column(s) "
+            f"{', '.join(missing)}; check the feature names in "
             f"models/{spec.name}.yaml against configs/features.yaml"
         )
     out = df.copy()
     out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
     if spec.kind == "lead_readiness":
         if out["label"].isna().any():
-            raise DataError(f"{spec.name} training set: column label has missing values; drop unlabelled rows")
+            raise DataError(
+                f"{spec.name} training set: column label has missing values; drop unlabelled rows"
+            )
         out["label"] = out["label"].astype(int)
     else:
         bad = sorted(set(out["outcome"].dropna().unique()) - {"won", "lost", "open"})
         if bad or out["outcome"].isna().any():
-            raise DataError(f"{spec.name} training set: column outcome must be won/lost/open (got {bad})")
+            raise DataError(
+                f"{spec.name} training set: column outcome must be won/lost/open (got {bad})"
+            )
         out["outcome_days"] = out["outcome_days"].astype(float)
     if spec.history_days:
         out = out[out["as_of"] >= out["as_of"].max() - spec.history_days * DAY]
@@ -507,14 +577,20 @@ def backtest_origins(df: pd.DataFrame, spec: ModelSpec) -> list[pd.Timestamp]:
     return [latest - i * step * DAY for i in reversed(range(bt.origins))]
 
 
-def _test_frame(model: ReadinessModel | DealCloseModel, test: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
+def _test_frame(
+    model: ReadinessModel | DealCloseModel, test: pd.DataFrame, spec: ModelSpec
+) -> pd.DataFrame:
     """Scored test rows with a known label at the headline horizon."""
-    cols = [spec.id_column, "as_of"] + ([spec.segment_column] if spec.segment_column in test.columns else [])
+    cols = [spec.id_column, "as_of"] + (
+        [spec.segment_column] if spec.segment_column in test.columns else []
+    )
     out = test[cols].copy()
     if spec.kind == "lead_readiness":
         out["label"] = test["label"].to_numpy()
     else:
-        out["label"] = deal_label(test["outcome"], test["outcome_days"], spec.target.horizon_days).to_numpy()
+        out["label"] = deal_label(
+            test["outcome"], test["outcome_days"], spec.target.horizon_days
+        ).to_numpy()
         for c in ("outcome", "outcome_days"):
             out[c] = test[c].to_numpy()
     out["p_model"] = model.predict_proba(test)
@@ -541,7 +617,9 @@ class TrainingResult:
     model: ReadinessModel | DealCloseModel
     baseline: Any
     folds: list[Fold]
-    predictions: pd.DataFrame  # backtest test rows: id, as_of, fold, label, p_model, p_baseline[, p_oracle]
+    predictions: (
+        pd.DataFrame
+    )  # backtest test rows: id, as_of, fold, label, p_model, p_baseline[, p_oracle]
     metrics: dict[str, float]
     data_window: tuple[pd.Timestamp, pd.Timestamp]
     rows: int
@@ -560,7 +638,11 @@ class TrainingResult:
 
 
 def _positives(df: pd.DataFrame, spec: ModelSpec) -> int:
-    return int(df["label"].sum()) if spec.kind == "lead_readiness" else int((df["outcome"] == "won").sum())
+    return (
+        int(df["label"].sum())
+        if spec.kind == "lead_readiness"
+        else int((df["outcome"] == "won").sum())
+    )
 
 
 def _baseline_fit_rows(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, np.ndarray]:
@@ -611,14 +693,20 @@ def train(
         train_part = df[df["as_of"] < cutoff]
         if spec.kind == "deal_close":
             train_part = censor_deals(train_part, origin)
-        test_part = df[(df["as_of"] >= origin) & (df["as_of"] < origin + spec.backtest.test_days * DAY)]
+        test_part = df[
+            (df["as_of"] >= origin) & (df["as_of"] < origin + spec.backtest.test_days * DAY)
+        ]
         n_pos = _positives(train_part, spec)
         if n_pos < spec.min_positives or test_part.empty:
-            notes.append(f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {n_pos} training positives, "
-                         f"{len(test_part)} test rows")
+            notes.append(
+                f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {n_pos} training positives, "
+                f"{len(test_part)} test rows"
+            )
             continue
-        progress(f"fold {i + 1}: train before {cutoff:%Y-%m-%d} ({len(train_part):,} rows), "
-                 f"test {origin:%Y-%m-%d} +{spec.backtest.test_days}d ({len(test_part):,} rows)")
+        progress(
+            f"fold {i + 1}: train before {cutoff:%Y-%m-%d} ({len(train_part):,} rows), "
+            f"test {origin:%Y-%m-%d} +{spec.backtest.test_days}d ({len(test_part):,} rows)"
+        )
         try:
             model = fit_model(train_part, spec, progress, known_until=origin)
         except LeadmlError as err:
@@ -626,28 +714,47 @@ def train(
             continue
         scored = _test_frame(model, test_part, spec)
         base = _fit_baseline_on(train_part, spec, model.encoder)
-        scored["p_baseline"] = baseline_proba(base, model.encoder.transform(test_part), model.encoder.categorical)
+        scored["p_baseline"] = baseline_proba(
+            base, model.encoder.transform(test_part), model.encoder.categorical
+        )
         scored["fold"] = i
         if truth is not None:
-            scored = attach_oracle(scored, truth, spec, model=model, test=test_part, known_until=known_until)
+            scored = attach_oracle(
+                scored, truth, spec, model=model, test=test_part, known_until=known_until
+            )
         known = scored[scored["label"].notna()].astype({"label": int})
         fold_metrics = score_metrics(known, spec, capacity)
-        folds.append(Fold(origin, len(train_part), n_pos, len(known), fold_metrics, time.perf_counter() - t0))
+        folds.append(
+            Fold(origin, len(train_part), n_pos, len(known), fold_metrics, time.perf_counter() - t0)
+        )
         preds.append(scored)
     if not folds:
         raise LeadmlError(
-            f"{spec.name}: no backtest fold has enough data ({'; '.join(notes)}); load more history, "
+            f"{spec.name}: no backtest fold has enough data "
+            f"({'; '.join(notes)}); load more history, "
             "use fewer backtest.origins or a shorter backtest.test_days"
         )
     predictions = pd.concat(preds, ignore_index=True)
     known = predictions[predictions["label"].notna()].astype({"label": int})
     metrics = score_metrics(known, spec, capacity)
     latest = known[known["fold"] == known["fold"].max()]
-    metrics.update(prefixed({k: v for k, v in score_metrics(latest, spec, capacity).items()
-                             if "." not in k and not k.startswith("oracle_")}, "latest_"))
+    metrics.update(
+        prefixed(
+            {
+                k: v
+                for k, v in score_metrics(latest, spec, capacity).items()
+                if "." not in k and not k.startswith("oracle_")
+            },
+            "latest_",
+        )
+    )
     for i, fold in enumerate(folds):
-        metrics.update(prefixed({k: fold.metrics[k] for k in ("roc_auc", "brier", "ece") if k in fold.metrics},
-                                f"fold{i}_"))
+        metrics.update(
+            prefixed(
+                {k: fold.metrics[k] for k in ("roc_auc", "brier", "ece") if k in fold.metrics},
+                f"fold{i}_",
+            )
+        )
     if final_fit:
         progress(f"final fit on {len(df):,} rows")
         final = fit_model(df, spec, progress, known_until=known_until)
@@ -655,28 +762,52 @@ def train(
     else:
         final, baseline = model, base
     return TrainingResult(
-        spec=spec, model=final, baseline=baseline, folds=folds, predictions=predictions, metrics=metrics,
-        data_window=(df["as_of"].min(), df["as_of"].max()), rows=len(df), positives=_positives(df, spec),
-        train_frame=df, seconds=time.perf_counter() - started, notes=notes,
+        spec=spec,
+        model=final,
+        baseline=baseline,
+        folds=folds,
+        predictions=predictions,
+        metrics=metrics,
+        data_window=(df["as_of"].min(), df["as_of"].max()),
+        rows=len(df),
+        positives=_positives(df, spec),
+        train_frame=df,
+        seconds=time.perf_counter() - started,
+        notes=notes,
     )
 
 
 def score_metrics(scored: pd.DataFrame, spec: ModelSpec, capacity: int | None) -> dict[str, float]:
-    """Model metrics (plain names), ``baseline_*`` and ``oracle_*`` (+ ``model_on_oracle_rows_*``)."""
+    """Model metrics (plain names), ``baseline_*`` and "
+    "``oracle_*`` (+ ``model_on_oracle_rows_*``)."""
     cap = capacity if spec.kind == "lead_readiness" else None
     seg = spec.segment_column
     out = evaluate_scores(scored, score="p_model", label="label", capacity=cap, segment=seg)
     if "p_baseline" in scored.columns:
-        out.update(prefixed(evaluate_scores(scored, score="p_baseline", label="label", capacity=cap),
-                            "baseline_"))
+        out.update(
+            prefixed(
+                evaluate_scores(scored, score="p_baseline", label="label", capacity=cap),
+                "baseline_",
+            )
+        )
     oracle = _oracle_rows(scored, spec)
     if oracle is not None and len(oracle):
-        out.update(prefixed(evaluate_scores(oracle, score="p_oracle", label="y_oracle", capacity=cap),
-                            "oracle_"))
-        out.update(prefixed(evaluate_scores(oracle, score="p_model_oracle", label="y_oracle", capacity=cap),
-                            "model_on_oracle_rows_"))
+        out.update(
+            prefixed(
+                evaluate_scores(oracle, score="p_oracle", label="y_oracle", capacity=cap), "oracle_"
+            )
+        )
+        out.update(
+            prefixed(
+                evaluate_scores(oracle, score="p_model_oracle", label="y_oracle", capacity=cap),
+                "model_on_oracle_rows_",
+            )
+        )
         out["oracle_rows"] = float(len(oracle))
-        auc, o_auc = out.get("model_on_oracle_rows_roc_auc", math.nan), out.get("oracle_roc_auc", math.nan)
+        auc, o_auc = (
+            out.get("model_on_oracle_rows_roc_auc", math.nan),
+            out.get("oracle_roc_auc", math.nan),
+        )
         out["roc_auc_vs_oracle"] = auc / o_auc if o_auc and not math.isnan(o_auc) else math.nan
     return out
 
@@ -712,7 +843,9 @@ def attach_oracle(
     if spec.kind == "lead_readiness":
         col = next((c for c in truth.columns if c.startswith("p_")), None)
         if col is None:
-            raise DataError("lead truth file has no probability column (expected p_opportunity_30d)")
+            raise DataError(
+                "lead truth file has no probability column (expected p_opportunity_30d)"
+            )
         merged = scored.merge(truth[key + [col]].drop_duplicates(key), on=key, how="left")
         merged["p_oracle"] = merged[col]
         merged["p_model_oracle"] = merged["p_model"]
@@ -738,6 +871,10 @@ def attach_oracle(
         return merged
     p_model = model.predict_proba(test_keyed, test_keyed["days"].to_numpy())
     y = deal_label(test_keyed["outcome"], test_keyed["outcome_days"], test_keyed["days"].to_numpy())
-    extra = test_keyed[key].assign(_p_or=test_keyed["p_won_by"].to_numpy(), _p_mo=p_model, _y=y.to_numpy())
-    merged = merged.drop(columns=["p_oracle", "p_model_oracle", "y_oracle"]).merge(extra, on=key, how="left")
+    extra = test_keyed[key].assign(
+        _p_or=test_keyed["p_won_by"].to_numpy(), _p_mo=p_model, _y=y.to_numpy()
+    )
+    merged = merged.drop(columns=["p_oracle", "p_model_oracle", "y_oracle"]).merge(
+        extra, on=key, how="left"
+    )
     return merged.rename(columns={"_p_or": "p_oracle", "_p_mo": "p_model_oracle", "_y": "y_oracle"})

@@ -71,11 +71,16 @@ def open_data(settings: Settings, path: Path | None = None) -> Data:
     folder = (path or settings.data_dir).expanduser().resolve()
     if not folder.exists():
         raise LeadmlError(
-            f"data folder {folder} does not exist; run `leadml simulate` or pass --data with your tables"
+            f"data folder {folder} does not exist; run `leadml "
+            "simulate` or pass --data with your tables"
         )
     catalog = load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
-    con, _ = connect(folder, settings.vocabulary, bad_rows=settings.data.bad_rows,
-                     quarantine_dir=settings.quarantine_dir)
+    con, _ = connect(
+        folder,
+        settings.vocabulary,
+        bad_rows=settings.data.bad_rows,
+        quarantine_dir=settings.quarantine_dir,
+    )
     return Data(con, catalog, folder)
 
 
@@ -85,13 +90,18 @@ def check_features(spec: ModelSpec, catalog: Any) -> None:
     unknown = [f for f in spec.features if f not in known]
     if unknown:
         raise ConfigError(
-            f"models/{spec.name}.yaml: feature(s) {', '.join(unknown)} are not in the {ENTITY[spec.kind]} "
+            f"models/{spec.name}.yaml: feature(s) {', '.join(unknown)} "
+            f"are not in the {ENTITY[spec.kind]} "
             "section of configs/features.yaml; add them there or remove them from the spec"
         )
 
 
 def build_dataset(
-    data: Data, spec: ModelSpec, *, start: str | None = None, end: str | None = None,
+    data: Data,
+    spec: ModelSpec,
+    *,
+    start: str | None = None,
+    end: str | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> tuple[pd.DataFrame, Any]:
     """The spec's point-in-time training set (see :mod:`leadml.features.datasets`)."""
@@ -99,10 +109,18 @@ def build_dataset(
 
     check_features(spec, data.catalog)
     if spec.kind == "lead_readiness":
-        return lead_readiness_dataset(data.con, data.catalog, start=start, end=end, every_days=spec.every_days,
-                                      horizon_days=spec.target.horizon_days, progress=progress)
-    return deal_close_dataset(data.con, data.catalog, start=start, end=end, every_days=spec.every_days,
-                              progress=progress)
+        return lead_readiness_dataset(
+            data.con,
+            data.catalog,
+            start=start,
+            end=end,
+            every_days=spec.every_days,
+            horizon_days=spec.target.horizon_days,
+            progress=progress,
+        )
+    return deal_close_dataset(
+        data.con, data.catalog, start=start, end=end, every_days=spec.every_days, progress=progress
+    )
 
 
 def load_truth(data_dir: Path, spec: ModelSpec) -> pd.DataFrame | None:
@@ -125,46 +143,76 @@ def capacity(data: Data | None, spec: ModelSpec) -> int:
 
 
 def train_spec(
-    frame: pd.DataFrame, spec: ModelSpec, *, data: Data | None = None, truth: pd.DataFrame | None = None,
-    progress: Progress = _quiet, final_fit: bool = True,
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    *,
+    data: Data | None = None,
+    truth: pd.DataFrame | None = None,
+    progress: Progress = _quiet,
+    final_fit: bool = True,
 ) -> Any:
     """Backtest and fit ``spec`` on ``frame``; oracle metrics when truth is given or in the data."""
     from leadml.modeling.train import train
 
     if truth is None and data is not None:
         truth = load_truth(data.path, spec)
-    return train(frame, spec, capacity=capacity(data, spec) if spec.kind == "lead_readiness" else None,
-                 truth=truth, progress=progress, final_fit=final_fit)
+    return train(
+        frame,
+        spec,
+        capacity=capacity(data, spec) if spec.kind == "lead_readiness" else None,
+        truth=truth,
+        progress=progress,
+        final_fit=final_fit,
+    )
 
 
-def reason_templates(data: Data | None, spec: ModelSpec) -> tuple[dict[str, str], dict[str, Any] | None]:
+def reason_templates(
+    data: Data | None, spec: ModelSpec
+) -> tuple[dict[str, str], dict[str, Any] | None]:
     """(label templates, catalog entries as data) for the spec's features."""
     if data is None:
         return {}, None
     entity = ENTITY[spec.kind]
     labels = data.catalog.labels(entity)
-    used = [f.model_dump(mode="json") for f in data.catalog.features(entity) if f.name in spec.features]
-    return {k: v for k, v in labels.items() if k in spec.features}, {"version": data.catalog.version,
-                                                                      entity: used}
+    used = [
+        f.model_dump(mode="json") for f in data.catalog.features(entity) if f.name in spec.features
+    ]
+    return {k: v for k, v in labels.items() if k in spec.features}, {
+        "version": data.catalog.version,
+        entity: used,
+    }
 
 
-def log_and_register(result: Any, settings: Settings, *, data: Data | None = None,
-                     register: bool = True, run_name: str | None = None) -> Any:
+def log_and_register(
+    result: Any,
+    settings: Settings,
+    *,
+    data: Data | None = None,
+    register: bool = True,
+    run_name: str | None = None,
+) -> Any:
     """Log the run to MLflow and register the bundle (alias ``challenger``)."""
     from leadml import tracking
 
     tracking.configure(settings)
     templates, catalog = reason_templates(data, result.spec)
-    return tracking.log_training(result, settings, templates=templates, catalog=catalog, register=register,
-                                 run_name=run_name)
+    return tracking.log_training(
+        result, settings, templates=templates, catalog=catalog, register=register, run_name=run_name
+    )
 
 
 # ------------------------------------------------------------------ tuning
 
 
 def tune(
-    frame: pd.DataFrame, spec: ModelSpec, settings: Settings, trials: int, *, data: Data | None = None,
-    progress: Progress = _quiet, seed: int = 7,
+    frame: pd.DataFrame,
+    spec: ModelSpec,
+    settings: Settings,
+    trials: int,
+    *,
+    data: Data | None = None,
+    progress: Progress = _quiet,
+    seed: int = 7,
 ) -> tuple[ModelSpec, list[dict[str, Any]]]:
     """Optuna search of LightGBM parameters on the backtest (mean log loss of the test windows).
 
@@ -184,31 +232,55 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         params = dict(spec.estimator.params)
-        params.update({
-            "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
-            "num_leaves": trial.suggest_int("num_leaves", 7, 63, log=True),
-            "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 20, 500, log=True),
-            "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
-            "lambda_l2": trial.suggest_float("lambda_l2", 1e-2, 20.0, log=True),
-        })
-        candidate = spec.model_copy(update={"estimator": spec.estimator.model_copy(update={"params": params})})
+        params.update(
+            {
+                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
+                "num_leaves": trial.suggest_int("num_leaves", 7, 63, log=True),
+                "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 20, 500, log=True),
+                "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+                "lambda_l2": trial.suggest_float("lambda_l2", 1e-2, 20.0, log=True),
+            }
+        )
+        candidate = spec.model_copy(
+            update={"estimator": spec.estimator.model_copy(update={"params": params})}
+        )
         with mlflow.start_run(experiment_id=exp, run_name=f"trial-{trial.number}", nested=True):
             mlflow.log_params(params)
             result = train_spec(frame, candidate, data=data, truth=truth, final_fit=False)
-            m = {k: v for k, v in result.metrics.items() if "." not in k and not k.startswith("fold")
-                 and isinstance(v, float) and not math.isnan(v)}
+            m = {
+                k: v
+                for k, v in result.metrics.items()
+                if "." not in k
+                and not k.startswith("fold")
+                and isinstance(v, float)
+                and not math.isnan(v)
+            }
             mlflow.log_metrics(m)
         loss = result.metrics["log_loss"]
-        rows.append({"trial": trial.number, **params, "log_loss": loss, "roc_auc": result.metrics["roc_auc"],
-                     "ece": result.metrics["ece"]})
-        progress(f"trial {trial.number + 1}/{trials}: log loss {loss:.4f}, ROC AUC {result.metrics['roc_auc']:.4f}")
+        rows.append(
+            {
+                "trial": trial.number,
+                **params,
+                "log_loss": loss,
+                "roc_auc": result.metrics["roc_auc"],
+                "ece": result.metrics["ece"],
+            }
+        )
+        progress(
+            f"trial {trial.number + 1}/{trials}: log loss "
+            f"{loss:.4f}, ROC AUC {result.metrics['roc_auc']:.4f}"
+        )
         return loss
 
     with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name}-tuning"):
-        study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed))
+        study = optuna.create_study(
+            direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed)
+        )
         study.optimize(objective, n_trials=trials)
         mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
         mlflow.log_metric("best_log_loss", study.best_value)
     best = dict(spec.estimator.params)
     best.update(study.best_params)
-    return spec.model_copy(update={"estimator": spec.estimator.model_copy(update={"params": best})}), rows
+    return spec.model_copy(
+        update={"estimator": spec.estimator.model_copy(update={"params": best})}
+    ), rows

@@ -69,9 +69,8 @@ class ReportInputs:
     funnel_note: str | None = None
     calibration: pd.DataFrame | None = None  # model, bin, predicted, observed, count
     calibration_note: str | None = None
-    score_reference: Mapping[str, Sequence[float]] = field(
-        default_factory=dict
-    )  # model -> quantiles
+    # model -> the training score's percentiles 0..100
+    score_reference: dict[str, Sequence[float]] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------ plotting
@@ -128,16 +127,20 @@ def calibration_plot(cal: pd.DataFrame) -> str:
 
 
 def score_plot(scores: pd.Series, reference: Sequence[float] | None, title: str) -> str:
+    """Tonight's score percentiles against the training (out-of-sample) percentiles."""
     fig, ax = _figure(4.2, 2.8)
     values = pd.to_numeric(scores, errors="coerce").dropna().to_numpy()
-    ax.hist(
-        values, bins=30, range=(0, 1), color="#4a7ab5", alpha=0.8, label="tonight", density=True
-    )
+    levels = np.linspace(0, 100, 101)
+    if len(values):
+        ax.plot(levels, np.quantile(values, levels / 100), color="#4a7ab5", label="tonight")
     if reference is not None and len(reference):
-        q = np.asarray(reference, dtype="float64")
-        ax.vlines(q, 0, ax.get_ylim()[1] * 0.15, color="#d9534f", lw=1, label="training quantiles")
+        ref = np.asarray(reference, dtype="float64")
+        ax.plot(np.linspace(0, 100, len(ref)), ref, color="#d9534f", ls="--", label="training")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("probability")
+    ax.set_xlabel("percentile")
+    ax.set_ylabel("probability")
     ax.legend(frameon=False, fontsize=8)
     return _png(fig)
 
@@ -451,6 +454,13 @@ def _call_list(inp: ReportInputs) -> str:
         )
         if c in summary
     ]
+    unused = int(summary["capacity"].sum() - summary["assigned"].sum())
+    if unused > 0:
+        total += (
+            f" {unused:,} free slots stay unused: there are fewer eligible leads "
+            "(MQL or recycled) than slots in those reps' segments; consider handing over "
+            "more leads (the MQL rule) or moving slots."
+        )
     return f"<p>{_e(total)}</p>" + _table(summary[keep], max_rows=200, floats="{:,.2f}")
 
 
@@ -627,10 +637,10 @@ def build_report(settings: Any, as_of: str | date, *, data: str | Path | None = 
     }
     inputs = ReportInputs(as_of=day, manifest=manifest, **tables)
     ref = tables["drift"]
-    if "reference_edges" in ref:
-        for model, edges in zip(ref["model"], ref["reference_edges"], strict=True):
-            if isinstance(edges, str) and edges:
-                inputs.score_reference[str(model)] = json.loads(edges)
+    if "reference_percentiles" in ref:
+        for model, pct in zip(ref["model"], ref["reference_percentiles"], strict=True):
+            if isinstance(pct, str) and pct:
+                inputs.score_reference[str(model)] = json.loads(pct)
 
     location = (
         Path(data) if data is not None else Path(manifest.get("data_location") or settings.data_dir)

@@ -69,7 +69,9 @@ class _Collector:
     def raise_if_any(self, status: int, what: str) -> None:
         if self.problems:
             n = len(self.problems)
-            raise RequestError(status, f"{n} problem{'s' if n != 1 else ''} with {what}", self.problems)
+            raise RequestError(
+                status, f"{n} problem{'s' if n != 1 else ''} with {what}", self.problems
+            )
 
 
 def _limit(col: _Collector, loc: Loc, n: int, limit: int, what: str, setting: str) -> None:
@@ -79,8 +81,11 @@ def _limit(col: _Collector, loc: Loc, n: int, limit: int, what: str, setting: st
 
 def _before(col: _Collector, loc: Loc, ts: datetime, as_of: datetime) -> None:
     if ts >= as_of:
-        col.add(loc, f"is not before as_of ({as_of.isoformat()}); only records with ts < as_of may be sent",
-                "after_as_of")
+        col.add(
+            loc,
+            f"is not before as_of ({as_of.isoformat()}); only records with ts < as_of may be sent",
+            "after_as_of",
+        )
 
 
 def _vocab(col: _Collector, loc: Loc, value: str | None, allowed: Iterable[str], what: str) -> bool:
@@ -96,13 +101,31 @@ def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
     col = _Collector()
     _limit(col, ("leads",), len(leads), cfg.max_leads_per_request, "leads", "max_leads_per_request")
     for i, lead in enumerate(leads):
-        _limit(col, ("leads", i, "events"), len(lead.events), cfg.max_events_per_lead,
-               "events", "max_events_per_lead")
-        _limit(col, ("leads", i, "account_events"), len(lead.account_events), cfg.max_events_per_lead,
-               "account events", "max_events_per_lead")
+        _limit(
+            col,
+            ("leads", i, "events"),
+            len(lead.events),
+            cfg.max_events_per_lead,
+            "events",
+            "max_events_per_lead",
+        )
+        _limit(
+            col,
+            ("leads", i, "account_events"),
+            len(lead.account_events),
+            cfg.max_events_per_lead,
+            "account events",
+            "max_events_per_lead",
+        )
         others = len(lead.status_history) + len(lead.activities) + len(lead.account_deals)
-        _limit(col, ("leads", i), others, cfg.max_events_per_lead,
-               "status changes + activities + account deals", "max_events_per_lead")
+        _limit(
+            col,
+            ("leads", i),
+            others,
+            cfg.max_events_per_lead,
+            "status changes + activities + account deals",
+            "max_events_per_lead",
+        )
     col.raise_if_any(413, "the request size")
 
 
@@ -110,14 +133,26 @@ def check_sizes_deals(deals: Sequence[DealIn], cfg: ServingConfig) -> None:
     col = _Collector()
     _limit(col, ("deals",), len(deals), cfg.max_deals_per_request, "deals", "max_deals_per_request")
     for i, deal in enumerate(deals):
-        n = (len(deal.stage_history) + len(deal.activities) + len(deal.account_deals)
-             + len(deal.owner_deals))
-        _limit(col, ("deals", i), n, cfg.max_records_per_deal,
-               "stage changes + activities + closed deals", "max_records_per_deal")
+        n = (
+            len(deal.stage_history)
+            + len(deal.activities)
+            + len(deal.account_deals)
+            + len(deal.owner_deals)
+        )
+        _limit(
+            col,
+            ("deals", i),
+            n,
+            cfg.max_records_per_deal,
+            "stage changes + activities + closed deals",
+            "max_records_per_deal",
+        )
     col.raise_if_any(413, "the request size")
 
 
-def _event_ok(col: _Collector | None, loc: Loc, type_: str, page: str | None, vocab: Vocabulary) -> bool:
+def _event_ok(
+    col: _Collector | None, loc: Loc, type_: str, page: str | None, vocab: Vocabulary
+) -> bool:
     """True when the event's type and page category are in the vocabulary; adds the
     problems to ``col`` when given (reject policy)."""
     ok_type = type_ in vocab.event_types
@@ -128,7 +163,9 @@ def _event_ok(col: _Collector | None, loc: Loc, type_: str, page: str | None, vo
     return ok_type and ok_page
 
 
-def _check_account(col: _Collector, loc: Loc, account: Any, vocab: Vocabulary, as_of: datetime) -> None:
+def _check_account(
+    col: _Collector, loc: Loc, account: Any, vocab: Vocabulary, as_of: datetime
+) -> None:
     if account is None:
         return
     _vocab(col, (*loc, "segment"), account.segment, vocab.segments, "segment")
@@ -160,20 +197,39 @@ def check_leads(
         kept = []
         for j, ev in enumerate(lead.events):
             _before(col, (*loc, "events", j, "ts"), ev.ts, as_of)
-            if _event_ok(col if reject else None, (*loc, "events", j), ev.type, ev.page_category, vocab):
+            if _event_ok(
+                col if reject else None, (*loc, "events", j), ev.type, ev.page_category, vocab
+            ):
                 kept.append(ev)
         kept_others = []
         for j, ev in enumerate(lead.account_events):
             _before(col, (*loc, "account_events", j, "ts"), ev.ts, as_of)
-            if _event_ok(col if reject else None, (*loc, "account_events", j), ev.type,
-                         ev.page_category, vocab):
+            if _event_ok(
+                col if reject else None,
+                (*loc, "account_events", j),
+                ev.type,
+                ev.page_category,
+                vocab,
+            ):
                 kept_others.append(ev)
         for j, st in enumerate(lead.status_history):
             _before(col, (*loc, "status_history", j, "ts"), st.ts, as_of)
-            _vocab(col, (*loc, "status_history", j, "status"), st.status, vocab.lead_statuses, "lead status")
+            _vocab(
+                col,
+                (*loc, "status_history", j, "status"),
+                st.status,
+                vocab.lead_statuses,
+                "lead status",
+            )
         for j, act in enumerate(lead.activities):
             _before(col, (*loc, "activities", j, "ts"), act.ts, as_of)
-            _vocab(col, (*loc, "activities", j, "type"), act.type, vocab.activity_types, "activity type")
+            _vocab(
+                col,
+                (*loc, "activities", j, "type"),
+                act.type,
+                vocab.activity_types,
+                "activity type",
+            )
         _check_closed(col, (*loc, "account_deals"), lead.account_deals, as_of)
         n_dropped = len(lead.events) - len(kept) + len(lead.account_events) - len(kept_others)
         dropped.append(n_dropped)
@@ -200,11 +256,20 @@ def check_deals(deals: Sequence[DealIn], as_of: datetime, vocab: Vocabulary) -> 
             if last is None or ch.ts >= last.ts:
                 last = ch
         if last is not None and last.stage in vocab.closed_stages:
-            col.add((*loc, "stage_history"), f"the deal is already {last.stage} before as_of; "
-                    "only open deals are scored", "deal_closed")
+            col.add(
+                (*loc, "stage_history"),
+                f"the deal is already {last.stage} before as_of; only open deals are scored",
+                "deal_closed",
+            )
         for j, act in enumerate(deal.activities):
             _before(col, (*loc, "activities", j, "ts"), act.ts, as_of)
-            _vocab(col, (*loc, "activities", j, "type"), act.type, vocab.activity_types, "activity type")
+            _vocab(
+                col,
+                (*loc, "activities", j, "type"),
+                act.type,
+                vocab.activity_types,
+                "activity type",
+            )
         _check_closed(col, (*loc, "account_deals"), deal.account_deals, as_of)
         _check_closed(col, (*loc, "owner_deals"), deal.owner_deals, as_of)
     col.raise_if_any(422, "the deals")

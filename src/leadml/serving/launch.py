@@ -1,9 +1,8 @@
 """Start the API server and build bentos (what ``leadml serve`` / ``leadml build`` call).
 
 The server is ``bentoml serve leadml.serving.service:LeadmlAPI`` in a child
-process. Its environment carries the resolved settings that a fresh process
-cannot rebuild by itself: the workspace, the config directory, the BentoML home
-and the batching parameters (BentoML fixes those when it imports the service).
+process. Its environment carries what a fresh process needs to load the same
+settings: the workspace, the config directory and the BentoML home.
 """
 
 from __future__ import annotations
@@ -30,26 +29,43 @@ def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[s
     env.update(bentoml_env(settings))
     env["LEADML_WORKSPACE"] = str(settings.workspace)
     env["LEADML_CONFIG_DIR"] = str(settings.config_dir)
-    b = settings.serving.batching
-    env["LEADML_SERVING__BATCHING__ENABLED"] = "true" if b.enabled else "false"
-    env["LEADML_SERVING__BATCHING__MAX_BATCH_SIZE"] = str(b.max_batch_size)
-    env["LEADML_SERVING__BATCHING__MAX_LATENCY_MS"] = str(b.max_latency_ms)
+    # serving.workers -> BentoML's per-service worker count (each loads the models)
+    options = env.get("BENTOML_CONFIG_OPTIONS", "")
+    env["BENTOML_CONFIG_OPTIONS"] = (
+        f"{options} services.leadml.workers={settings.serving.workers}".strip()
+    )
     # bentoml prints a usage-tracking notice and phones home unless told not to
     env.setdefault("BENTOML_DO_NOT_TRACK", "True")
     return env
 
 
-def server_command(settings: Settings, host: str | None = None, port: int | None = None) -> list[str]:
+def server_command(
+    settings: Settings, host: str | None = None, port: int | None = None
+) -> list[str]:
     cfg = settings.serving
-    return [sys.executable, "-m", "bentoml", "serve", SERVICE,
-            "--host", host or cfg.host, "--port", str(port or cfg.port)]
+    return [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        SERVICE,
+        "--host",
+        host or cfg.host,
+        "--port",
+        str(port or cfg.port),
+    ]
 
 
-def start_server(settings: Settings, host: str | None = None, port: int | None = None,
-                 **popen: Any) -> subprocess.Popen[bytes]:
+def start_server(
+    settings: Settings, host: str | None = None, port: int | None = None, **popen: Any
+) -> subprocess.Popen[bytes]:
     """Start the server in a new process group (so that stopping it stops its workers)."""
-    return subprocess.Popen(server_command(settings, host, port), env=server_env(settings),
-                            start_new_session=True, **popen)
+    return subprocess.Popen(
+        server_command(settings, host, port),
+        env=server_env(settings),
+        start_new_session=True,
+        **popen,
+    )
 
 
 def stop_server(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
@@ -84,6 +100,7 @@ class BuiltBento:
     tag: str
     path: Path
     models: list[str]
+    archive: Path | None = None
 
 
 def _requirements() -> list[str]:
@@ -104,10 +121,16 @@ def _requirements() -> list[str]:
     return sorted(pins)
 
 
-def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
+def build_bento(
+    settings: Settings, version: str | None = None, export: Path | None = None
+) -> BuiltBento:
     """``bentoml build`` of the API: the leadml package, the config directory, pinned
     packages and the two champion models (recorded from the service's class-scope
-    ``BentoModel`` declarations). The store must already hold the champions."""
+    ``BentoModel`` declarations). The store must already hold the champions.
+
+    BentoML keeps a built bento's models in the model store; ``export`` writes one
+    ``.bento`` archive with the code AND the models (``bentoml import`` on another
+    machine, or ``bentoml containerize``)."""
     bentoml_env(settings)
     import bentoml
 
@@ -116,13 +139,16 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
     package = Path(leadml.__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="leadml-bento-") as tmp:
         ctx = Path(tmp)
-        shutil.copytree(package, ctx / "leadml", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.copytree(settings.config_dir, ctx / "configs",
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            package, ctx / "leadml", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        )
+        shutil.copytree(
+            settings.config_dir, ctx / "configs", ignore=shutil.ignore_patterns("__pycache__")
+        )
         bento = bentoml.bentos.build(
             SERVICE,
             name="leadml",
-            description="leadml online scoring API (lead readiness, hand-off, deal close, forecast)",
+            description="leadml online scoring API: lead readiness, hand-off, deals, forecast",
             labels={"project": "leadml"},
             include=["leadml/**", "configs/**"],
             python={"packages": _requirements(), "lock_packages": False},
@@ -130,4 +156,8 @@ def build_bento(settings: Settings, version: str | None = None) -> BuiltBento:
             build_ctx=str(ctx),
         )
     models = [str(m.tag) for m in bento.info.all_models]
-    return BuiltBento(str(bento.tag), Path(bento.path), models)
+    archive = None
+    if export is not None:
+        export.parent.mkdir(parents=True, exist_ok=True)
+        archive = Path(bentoml.bentos.export_bento(bento.tag, str(export)))
+    return BuiltBento(str(bento.tag), Path(bento.path), models, archive)

@@ -43,17 +43,34 @@ def account_id_of(lead: LeadIn) -> str:
 
 def _account_row(account: AccountIn | None, account_id: str) -> dict[str, Any]:
     if account is None:
-        return {"account_id": account_id, "industry": None, "employees": None, "country": None,
-                "segment": None, "created_at": None}
-    return {**dict(account.attributes), "account_id": account.account_id,
-            "industry": account.industry, "employees": account.employees,
-            "country": account.country, "segment": account.segment,
-            "created_at": account.created_at}
+        return {
+            "account_id": account_id,
+            "industry": None,
+            "employees": None,
+            "country": None,
+            "segment": None,
+            "created_at": None,
+        }
+    return {
+        **dict(account.attributes),
+        "account_id": account.account_id,
+        "industry": account.industry,
+        "employees": account.employees,
+        "country": account.country,
+        "segment": account.segment,
+        "created_at": account.created_at,
+    }
 
 
 def _lead_row(lead: LeadIn) -> dict[str, Any]:
-    return {**dict(lead.attributes), "lead_id": lead.lead_id, "account_id": account_id_of(lead),
-            "created_at": lead.created_at, "source": lead.source, "job_level": lead.job_level}
+    return {
+        **dict(lead.attributes),
+        "lead_id": lead.lead_id,
+        "account_id": account_id_of(lead),
+        "created_at": lead.created_at,
+        "source": lead.source,
+        "job_level": lead.job_level,
+    }
 
 
 def _events(events: Sequence[Any], lead_id: str | None) -> dict[str, Any]:
@@ -67,14 +84,21 @@ def _events(events: Sequence[Any], lead_id: str | None) -> dict[str, Any]:
 
 
 def _activities(acts: Sequence[Any]) -> dict[str, Any]:
-    return {"ts": _us([a.ts for a in acts]), "type": [a.type for a in acts],
-            "rep_id": [a.rep_id for a in acts]}
+    return {
+        "ts": _us([a.ts for a in acts]),
+        "type": [a.type for a in acts],
+        "rep_id": [a.rep_id for a in acts],
+    }
 
 
 def _closed(deals: Sequence[ClosedDealIn], skip: str | None = None) -> dict[str, Any]:
     kept = [d for d in deals if d.opportunity_id != skip]
-    return {"opportunity_id": [d.opportunity_id for d in kept], "ts": _us([d.closed_at for d in kept]),
-            "stage": [d.stage for d in kept], "amount": np.array([d.amount for d in kept], dtype=float)}
+    return {
+        "opportunity_id": [d.opportunity_id for d in kept],
+        "ts": _us([d.closed_at for d in kept]),
+        "stage": [d.stage for d in kept],
+        "amount": np.array([d.amount for d in kept], dtype=float),
+    }
 
 
 def lead_payload(lead: LeadIn) -> dict[str, Any]:
@@ -82,10 +106,14 @@ def lead_payload(lead: LeadIn) -> dict[str, Any]:
     :func:`leadml.features.online.compute_lead_features_online`)."""
     return {
         "lead": _lead_row(lead),
-        "account": _account_row(lead.account, account_id_of(lead)) if lead.account is not None else None,
+        "account": _account_row(lead.account, account_id_of(lead))
+        if lead.account is not None
+        else None,
         "events": _events(lead.events, lead.lead_id),
-        "status_history": {"ts": _us([s.ts for s in lead.status_history]),
-                           "status": [s.status for s in lead.status_history]},
+        "status_history": {
+            "ts": _us([s.ts for s in lead.status_history]),
+            "status": [s.status for s in lead.status_history],
+        },
         "activities": _activities(lead.activities),
         "account_events": _events(lead.account_events, None),
         "account_closed_deals": _closed(lead.account_deals),
@@ -97,13 +125,23 @@ def deal_payload(deal: DealIn) -> dict[str, Any]:
     :func:`leadml.features.online.compute_opportunity_features_online`)."""
     hist = deal.stage_history
     return {
-        "opportunity": {"opportunity_id": deal.opportunity_id, "account_id": deal.account_id,
-                        "lead_id": deal.lead_id, "owner_id": deal.owner_id,
-                        "created_at": deal.created_at, "segment": deal.segment},
-        "account": _account_row(deal.account, deal.account_id) if deal.account is not None else None,
-        "history": {"ts": _us([h.ts for h in hist]), "stage": [h.stage for h in hist],
-                    "amount": np.array([h.amount for h in hist], dtype=float),
-                    "expected_close_date": _us([h.expected_close_date for h in hist])},
+        "opportunity": {
+            "opportunity_id": deal.opportunity_id,
+            "account_id": deal.account_id,
+            "lead_id": deal.lead_id,
+            "owner_id": deal.owner_id,
+            "created_at": deal.created_at,
+            "segment": deal.segment,
+        },
+        "account": _account_row(deal.account, deal.account_id)
+        if deal.account is not None
+        else None,
+        "history": {
+            "ts": _us([h.ts for h in hist]),
+            "stage": [h.stage for h in hist],
+            "amount": np.array([h.amount for h in hist], dtype=float),
+            "expected_close_date": _us([h.expected_close_date for h in hist]),
+        },
         "activities": _activities(deal.activities),
         "owner_closed_deals": _closed(deal.owner_deals, deal.opportunity_id),
         "account_closed_deals": _closed(deal.account_deals, deal.opportunity_id),
@@ -118,17 +156,38 @@ def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
     return df
 
 
-def _closed_tables(deals: Sequence[ClosedDealIn], account_id: str, owner_id: str,
-                   opps: list[dict[str, Any]], hist: list[dict[str, Any]], seen: set[str]) -> None:
+def _closed_tables(
+    deals: Sequence[ClosedDealIn],
+    account_id: str,
+    owner_id: str,
+    opps: list[dict[str, Any]],
+    hist: list[dict[str, Any]],
+    seen: set[str],
+) -> None:
     for d in deals:
         if d.opportunity_id in seen:
             continue
         seen.add(d.opportunity_id)
-        opps.append({"opportunity_id": d.opportunity_id, "account_id": account_id, "lead_id": None,
-                     "owner_id": d.owner_id or owner_id, "created_at": d.closed_at,
-                     "amount": d.amount, "segment": "smb"})
-        hist.append({"opportunity_id": d.opportunity_id, "ts": d.closed_at, "stage": d.stage,
-                     "amount": d.amount, "expected_close_date": d.closed_at})
+        opps.append(
+            {
+                "opportunity_id": d.opportunity_id,
+                "account_id": account_id,
+                "lead_id": None,
+                "owner_id": d.owner_id or owner_id,
+                "created_at": d.closed_at,
+                "amount": d.amount,
+                "segment": "smb",
+            }
+        )
+        hist.append(
+            {
+                "opportunity_id": d.opportunity_id,
+                "ts": d.closed_at,
+                "stage": d.stage,
+                "amount": d.amount,
+                "expected_close_date": d.closed_at,
+            }
+        )
 
 
 def lead_tables(lead: LeadIn) -> dict[str, pd.DataFrame]:
@@ -137,12 +196,36 @@ def lead_tables(lead: LeadIn) -> dict[str, pd.DataFrame]:
     leads = [_lead_row(lead)]
     colleagues = {e.lead_id for e in lead.account_events if e.lead_id != lead.lead_id}
     for other in sorted(colleagues):
-        leads.append({"lead_id": other, "account_id": acc, "created_at": lead.created_at,
-                      "source": None, "job_level": None})
-    events = [{"lead_id": lead.lead_id, "ts": e.ts, "type": e.type, "page_category": e.page_category,
-               "campaign_id": e.campaign_id} for e in lead.events]
-    events += [{"lead_id": e.lead_id, "ts": e.ts, "type": e.type, "page_category": e.page_category,
-                "campaign_id": e.campaign_id} for e in lead.account_events if e.lead_id != lead.lead_id]
+        leads.append(
+            {
+                "lead_id": other,
+                "account_id": acc,
+                "created_at": lead.created_at,
+                "source": None,
+                "job_level": None,
+            }
+        )
+    events = [
+        {
+            "lead_id": lead.lead_id,
+            "ts": e.ts,
+            "type": e.type,
+            "page_category": e.page_category,
+            "campaign_id": e.campaign_id,
+        }
+        for e in lead.events
+    ]
+    events += [
+        {
+            "lead_id": e.lead_id,
+            "ts": e.ts,
+            "type": e.type,
+            "page_category": e.page_category,
+            "campaign_id": e.campaign_id,
+        }
+        for e in lead.account_events
+        if e.lead_id != lead.lead_id
+    ]
     opps: list[dict[str, Any]] = []
     hist: list[dict[str, Any]] = []
     _closed_tables(lead.account_deals, acc, "__owner__", opps, hist, set())
@@ -150,15 +233,41 @@ def lead_tables(lead: LeadIn) -> dict[str, pd.DataFrame]:
         "accounts": _frame([_account_row(lead.account, acc)], ["account_id"]),
         "leads": _frame(leads, ["lead_id"]),
         "events": _frame(events, ["lead_id", "ts", "type", "page_category", "campaign_id"]),
-        "lead_status_history": _frame([{"lead_id": lead.lead_id, "ts": s.ts, "status": s.status}
-                                       for s in lead.status_history], ["lead_id", "ts", "status"]),
-        "activities": _frame([{"ts": a.ts, "rep_id": a.rep_id or "__rep__", "lead_id": lead.lead_id,
-                               "opportunity_id": None, "type": a.type} for a in lead.activities],
-                             ["ts", "rep_id", "lead_id", "opportunity_id", "type"]),
-        "opportunities": _frame(opps, ["opportunity_id", "account_id", "lead_id", "owner_id",
-                                       "created_at", "amount", "segment"]),
-        "opportunity_history": _frame(hist, ["opportunity_id", "ts", "stage", "amount",
-                                             "expected_close_date"]),
+        "lead_status_history": _frame(
+            [
+                {"lead_id": lead.lead_id, "ts": s.ts, "status": s.status}
+                for s in lead.status_history
+            ],
+            ["lead_id", "ts", "status"],
+        ),
+        "activities": _frame(
+            [
+                {
+                    "ts": a.ts,
+                    "rep_id": a.rep_id or "__rep__",
+                    "lead_id": lead.lead_id,
+                    "opportunity_id": None,
+                    "type": a.type,
+                }
+                for a in lead.activities
+            ],
+            ["ts", "rep_id", "lead_id", "opportunity_id", "type"],
+        ),
+        "opportunities": _frame(
+            opps,
+            [
+                "opportunity_id",
+                "account_id",
+                "lead_id",
+                "owner_id",
+                "created_at",
+                "amount",
+                "segment",
+            ],
+        ),
+        "opportunity_history": _frame(
+            hist, ["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
+        ),
     }
 
 
@@ -167,11 +276,27 @@ def deal_tables(deal: DealIn) -> dict[str, pd.DataFrame]:
     and the owner's closed deals are laid out so that each is seen by its group only."""
     first = min(deal.stage_history, key=lambda h: h.ts)
     accounts = [_account_row(deal.account, deal.account_id)]
-    opps = [{"opportunity_id": deal.opportunity_id, "account_id": deal.account_id,
-             "lead_id": deal.lead_id, "owner_id": deal.owner_id, "created_at": deal.created_at,
-             "amount": first.amount, "segment": deal.segment}]
-    hist = [{"opportunity_id": deal.opportunity_id, "ts": h.ts, "stage": h.stage, "amount": h.amount,
-             "expected_close_date": h.expected_close_date} for h in deal.stage_history]
+    opps = [
+        {
+            "opportunity_id": deal.opportunity_id,
+            "account_id": deal.account_id,
+            "lead_id": deal.lead_id,
+            "owner_id": deal.owner_id,
+            "created_at": deal.created_at,
+            "amount": first.amount,
+            "segment": deal.segment,
+        }
+    ]
+    hist = [
+        {
+            "opportunity_id": deal.opportunity_id,
+            "ts": h.ts,
+            "stage": h.stage,
+            "amount": h.amount,
+            "expected_close_date": h.expected_close_date,
+        }
+        for h in deal.stage_history
+    ]
     seen = {deal.opportunity_id}
     _closed_tables(deal.account_deals, deal.account_id, "__other_owner__", opps, hist, seen)
     other_account = "__other_account__"
@@ -179,12 +304,32 @@ def deal_tables(deal: DealIn) -> dict[str, pd.DataFrame]:
     _closed_tables(deal.owner_deals, other_account, deal.owner_id, opps, hist, seen)
     return {
         "accounts": _frame(accounts, ["account_id"]),
-        "opportunities": _frame(opps, ["opportunity_id", "account_id", "lead_id", "owner_id",
-                                       "created_at", "amount", "segment"]),
-        "opportunity_history": _frame(hist, ["opportunity_id", "ts", "stage", "amount",
-                                             "expected_close_date"]),
-        "activities": _frame([{"ts": a.ts, "rep_id": a.rep_id or "__rep__", "lead_id": None,
-                               "opportunity_id": deal.opportunity_id, "type": a.type}
-                              for a in deal.activities],
-                             ["ts", "rep_id", "lead_id", "opportunity_id", "type"]),
+        "opportunities": _frame(
+            opps,
+            [
+                "opportunity_id",
+                "account_id",
+                "lead_id",
+                "owner_id",
+                "created_at",
+                "amount",
+                "segment",
+            ],
+        ),
+        "opportunity_history": _frame(
+            hist, ["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
+        ),
+        "activities": _frame(
+            [
+                {
+                    "ts": a.ts,
+                    "rep_id": a.rep_id or "__rep__",
+                    "lead_id": None,
+                    "opportunity_id": deal.opportunity_id,
+                    "type": a.type,
+                }
+                for a in deal.activities
+            ],
+            ["ts", "rep_id", "lead_id", "opportunity_id", "type"],
+        ),
     }

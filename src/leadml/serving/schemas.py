@@ -24,6 +24,12 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 __all__ = [
+    "EXAMPLE_DEAL",
+    "EXAMPLE_FORECAST",
+    "EXAMPLE_HANDOFF",
+    "EXAMPLE_LEAD",
+    "EXAMPLE_SCORE_DEALS",
+    "EXAMPLE_SCORE_LEADS",
     "AccountIn",
     "ActivityIn",
     "ClosedDealIn",
@@ -84,7 +90,8 @@ class EventIn(_In):
     type: str = Field(
         min_length=1,
         max_length=64,
-        description="Event type from the vocabulary (web_visit, page_view, email_open, email_click, "
+        description="Event type from the vocabulary (web_visit, page_view, email_open, "
+        "email_click, "
         "form_submit, content_download, seminar_registered, seminar_attended, webinar_registered, "
         "webinar_attended); unknown types are rejected or ignored per serving.unknown_event_types",
     )
@@ -122,7 +129,9 @@ class ClosedDealIn(_In):
     opportunity_id: Id
     closed_at: Timestamp = Field(description="When it was won or lost; must be before as_of")
     stage: Literal["closed_won", "closed_lost"]
-    amount: float = Field(0.0, ge=0, allow_inf_nan=False, description="Deal amount (target currency)")
+    amount: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="Deal amount (target currency)"
+    )
     owner_id: Id | None = Field(None, description="Field-sales owner")
 
 
@@ -168,7 +177,9 @@ class StageChangeIn(_In):
     """A change of the deal (``opportunity_history``): stage, amount or close date."""
 
     ts: Timestamp = Field(description="When it changed; must be before as_of")
-    stage: str = Field(description="follow_up, problem_recognised, evaluation, negotiation, approval")
+    stage: str = Field(
+        description="follow_up, problem_recognised, evaluation, negotiation, approval"
+    )
     amount: float = Field(ge=0, allow_inf_nan=False, description="Amount after the change")
     expected_close_date: Timestamp = Field(description="Expected close date after the change")
 
@@ -195,31 +206,136 @@ class DealIn(_In):
     )
 
 
+# ---------------------------------------------------------------- examples
+# Shown on the OpenAPI page and posted by the tests (they must stay valid requests).
+
+EXAMPLE_LEAD: dict = {
+    "lead_id": "L-1042",
+    "created_at": "2025-04-02T09:30:00Z",
+    "source": "seminar",
+    "job_level": "manager",
+    "account": {
+        "account_id": "A-311",
+        "industry": "manufacturing",
+        "employees": 420,
+        "country": "JP",
+        "segment": "mid_market",
+        "created_at": "2024-11-12T00:00:00Z",
+    },
+    "events": [
+        {"ts": "2025-05-20T08:15:00Z", "type": "web_visit"},
+        {"ts": "2025-05-20T08:16:00Z", "type": "page_view", "page_category": "pricing"},
+        {"ts": "2025-05-27T13:02:00Z", "type": "seminar_attended", "campaign_id": "C-77"},
+    ],
+    "status_history": [
+        {"ts": "2025-04-02T09:30:00Z", "status": "lead"},
+        {"ts": "2025-05-21T00:00:00Z", "status": "mql"},
+    ],
+    "activities": [{"ts": "2025-05-28T10:00:00Z", "type": "call", "rep_id": "R-IS-3"}],
+    "account_events": [
+        {
+            "lead_id": "L-1043",
+            "ts": "2025-05-26T11:00:00Z",
+            "type": "page_view",
+            "page_category": "case_study",
+        }
+    ],
+    "account_deals": [],
+}
+EXAMPLE_DEAL: dict = {
+    "opportunity_id": "O-208",
+    "account_id": "A-311",
+    "owner_id": "R-FS-1",
+    "lead_id": "L-1042",
+    "created_at": "2025-03-03T00:00:00Z",
+    "segment": "mid_market",
+    "stage_history": [
+        {
+            "ts": "2025-03-03T00:00:00Z",
+            "stage": "follow_up",
+            "amount": 24000,
+            "expected_close_date": "2025-06-30T00:00:00Z",
+        },
+        {
+            "ts": "2025-04-14T00:00:00Z",
+            "stage": "evaluation",
+            "amount": 30000,
+            "expected_close_date": "2025-07-31T00:00:00Z",
+        },
+    ],
+    "activities": [{"ts": "2025-05-22T15:00:00Z", "type": "demo", "rep_id": "R-FS-1"}],
+    "owner_deals": [
+        {
+            "opportunity_id": "O-150",
+            "closed_at": "2025-02-10T00:00:00Z",
+            "stage": "closed_won",
+            "amount": 18000,
+        }
+    ],
+}
+EXAMPLE_SCORE_LEADS: dict = {"as_of": "2025-06-02T00:00:00Z", "leads": [EXAMPLE_LEAD]}
+EXAMPLE_HANDOFF: dict = {
+    "as_of": "2025-06-02T00:00:00Z",
+    "leads": [EXAMPLE_LEAD],
+    "is_capacity": 12,
+}
+EXAMPLE_SCORE_DEALS: dict = {
+    "as_of": "2025-06-02T00:00:00Z",
+    "period_end": "2025-06-30T00:00:00Z",
+    "deals": [EXAMPLE_DEAL],
+}
+EXAMPLE_FORECAST: dict = {
+    "as_of": "2025-06-02T00:00:00Z",
+    "period_start": "2025-04-01T00:00:00Z",
+    "period_end": "2025-06-30T00:00:00Z",
+    "deals": [EXAMPLE_DEAL],
+    "won_amount": 52000,
+    "target": 90000,
+}
+
+
+def _example(example: dict) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"example": example})
+
+
 # ---------------------------------------------------------------- requests
 
 _AS_OF = "Score as of this time (default: now). Records at or after it are rejected."
 
 
 class ScoreLeadsRequest(_In):
+    model_config = _example(EXAMPLE_SCORE_LEADS)
+
     as_of: Timestamp | None = Field(None, description=_AS_OF)
-    leads: list[LeadIn] = Field(min_length=1, description="Leads to score (limit: serving.max_leads_per_request)")
+    leads: list[LeadIn] = Field(
+        min_length=1, description="Leads to score (limit: serving.max_leads_per_request)"
+    )
 
 
 class HandoffRequest(_In):
+    model_config = _example(EXAMPLE_HANDOFF)
+
     as_of: Timestamp | None = Field(None, description=_AS_OF)
     leads: list[LeadIn] = Field(min_length=1, description="Candidate leads for inside sales")
     is_capacity: int | None = Field(
-        None, ge=0, le=1_000_000, description="IS slots left this week (default: serving.is_capacity)"
+        None,
+        ge=0,
+        le=1_000_000,
+        description="IS slots left this week (default: serving.is_capacity)",
     )
 
 
 class ScoreDealsRequest(_In):
+    model_config = _example(EXAMPLE_SCORE_DEALS)
+
     as_of: Timestamp | None = Field(None, description=_AS_OF)
     period_end: Timestamp = Field(description="End of the period: P(won by period_end) is returned")
     deals: list[DealIn] = Field(min_length=1, description="Open deals to score")
 
 
 class ForecastRequest(_In):
+    model_config = _example(EXAMPLE_FORECAST)
+
     as_of: Timestamp | None = Field(None, description=_AS_OF)
     period_start: Timestamp = Field(description="Start of the forecast period")
     period_end: Timestamp = Field(description="End of the forecast period (after period_start)")
@@ -246,11 +362,17 @@ class Reason(_Out):
 
 class LeadScore(_Out):
     lead_id: str
-    readiness: float = Field(ge=0, le=1, description="Calibrated P(lead becomes an opportunity within the horizon)")
-    percentile: float = Field(ge=0, le=100, description="Percentile against the training score distribution")
+    readiness: float = Field(
+        ge=0, le=1, description="Calibrated P(lead becomes an opportunity within the horizon)"
+    )
+    percentile: float = Field(
+        ge=0, le=100, description="Percentile against the training score distribution"
+    )
     grade: Literal["A", "B", "C", "D"] = Field(description="A = most ready")
     reasons: list[Reason] = Field(description="Top reasons, strongest first")
-    ignored_events: int = Field(0, ge=0, description="Events dropped for an unknown type (policy ignore)")
+    ignored_events: int = Field(
+        0, ge=0, description="Events dropped for an unknown type (policy ignore)"
+    )
     model: ModelRef
 
 

@@ -1,6 +1,6 @@
 """The in-process scorer: online features + champion bundles -> API answers.
 
-Used by the BentoML scorer service (``leadml.serving.service.LeadmlScorer``), by
+Used by the BentoML service (``leadml.serving.service.LeadmlAPI``), by
 the benchmark (``bench/bench_serving.py``) and by the parity tests. It holds the two
 champion scoring bundles (:mod:`leadml.modeling.bundle`) and the feature catalog
 they were trained with, and turns API tasks into scores:
@@ -22,31 +22,50 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from leadml.config import Settings
 from leadml.serving.records import deal_payload, lead_payload
 from leadml.serving.schemas import (
     BreakdownRow,
+    DealIn,
     DealScore,
     ForecastRequest,
     ForecastResponse,
     HandoffDecision,
     HandoffResponse,
     HygieneFlag,
+    LeadIn,
     LeadScore,
     ModelRef,
     Reason,
 )
 
-if TYPE_CHECKING:
-    from leadml.serving.service import DealTask, LeadTask
-
 DAY_S = 86_400.0
+Grade = Literal["A", "B", "C", "D"]
+Decision = Literal["handoff", "nurture", "recycle_eligible"]
 TOP_REASONS = 3
+
+
+class LeadTask(BaseModel):
+    """One lead to score as of a time (a checked request's lead)."""
+
+    as_of: datetime
+    lead: LeadIn
+    ignored_events: int = 0
+
+
+class DealTask(BaseModel):
+    """One open deal to score as of a time, with the period asked about."""
+
+    as_of: datetime
+    period_end: datetime
+    period_start: datetime | None = None
+    deal: DealIn
 
 
 @dataclass
@@ -88,28 +107,47 @@ class Scorer:
     def from_store(cls, readiness_stored: Any, deal_stored: Any, settings: Settings) -> Scorer:
         """Load the two models held in the BentoML store (``bentoml.Model`` objects
         imported by :mod:`leadml.serving.store`)."""
-        return cls(_served("lead_readiness", readiness_stored), _served("deal_close", deal_stored),
-                   settings)
+        return cls(
+            _served("lead_readiness", readiness_stored),
+            _served("deal_close", deal_stored),
+            settings,
+        )
 
     @classmethod
-    def from_uris(cls, readiness_uri: str, deal_uri: str, settings: Settings,
-                  versions: tuple[str, str] = ("0", "0")) -> Scorer:
+    def from_uris(
+        cls,
+        readiness_uri: str,
+        deal_uri: str,
+        settings: Settings,
+        versions: tuple[str, str] = ("0", "0"),
+    ) -> Scorer:
         """Load bundles from MLflow model URIs or directories (benchmarks, tests)."""
-        r = ServedModel("lead_readiness", settings.serving.readiness_model, versions[0],
-                        load_bundle(readiness_uri))
-        d = ServedModel("deal_close", settings.serving.deal_model, versions[1], load_bundle(deal_uri))
+        r = ServedModel(
+            "lead_readiness",
+            settings.serving.readiness_model,
+            versions[0],
+            load_bundle(readiness_uri),
+        )
+        d = ServedModel(
+            "deal_close", settings.serving.deal_model, versions[1], load_bundle(deal_uri)
+        )
         return cls(r, d, settings)
 
     def describe(self) -> str:
-        return (f"{self.readiness.registry_name} v{self.readiness.registry_version}, "
-                f"{self.deal.registry_name} v{self.deal.registry_version}")
+        return (
+            f"{self.readiness.registry_name} v{self.readiness.registry_version}, "
+            f"{self.deal.registry_name} v{self.deal.registry_version}"
+        )
 
     def metadata(self) -> dict[str, Any]:
         """What /metadata shows about each model."""
         out: dict[str, Any] = {}
         for m in (self.readiness, self.deal):
-            out[m.kind] = {"name": m.registry_name, "version": m.registry_version,
-                           **_bundle_info(m.bundle)}
+            out[m.kind] = {
+                "name": m.registry_name,
+                "version": m.registry_version,
+                **_bundle_info(m.bundle),
+            }
         return out
 
     # ---- features
@@ -135,9 +173,15 @@ class Scorer:
         p, pct, grades, why = self._readiness.score(rows)
         ref = self.readiness.ref
         return [
-            LeadScore(lead_id=t.lead.lead_id, readiness=_prob(p[i]),
-                      percentile=float(np.clip(pct[i], 0, 100)), grade=str(grades[i]),
-                      reasons=why[i], ignored_events=t.ignored_events, model=ref)
+            LeadScore(
+                lead_id=t.lead.lead_id,
+                readiness=_prob(p[i]),
+                percentile=float(np.clip(pct[i], 0, 100)),
+                grade=cast(Grade, str(grades[i])),
+                reasons=why[i],
+                ignored_events=t.ignored_events,
+                model=ref,
+            )
             for i, t in enumerate(tasks)
         ]
 
@@ -154,8 +198,12 @@ class Scorer:
         before_start = None
         starts = [t.period_start for t in tasks]
         if any(s is not None and s > t.as_of for s, t in zip(starts, tasks, strict=True)):
-            h0 = np.array([max((s - t.as_of).total_seconds() / DAY_S, 0.0) if s is not None else 0.0
-                           for s, t in zip(starts, tasks, strict=True)])
+            h0 = np.array(
+                [
+                    max((s - t.as_of).total_seconds() / DAY_S, 0.0) if s is not None else 0.0
+                    for s, t in zip(starts, tasks, strict=True)
+                ]
+            )
             before_start = bundle.predict_proba(X, horizon_days=h0)
         why = bundle.explain(X, k=TOP_REASONS)
         ref = self.deal.ref
@@ -163,12 +211,21 @@ class Scorer:
         out = []
         for i, t in enumerate(tasks):
             p_end = _prob(by_end[i])
-            p_in = p_end if before_start is None else _prob(max(p_end - float(before_start[i]), 0.0))
-            out.append(DealScore(
-                opportunity_id=t.deal.opportunity_id, stage=_stage_at(t.deal), p_won=_prob(p_won[i]),
-                p_won_by_period_end=p_end, p_won_in_period=p_in, reasons=_reasons(why[i]),
-                hygiene_flags=hygiene_flags(t.deal, t.as_of, alerts), model=ref,
-            ))
+            p_in = (
+                p_end if before_start is None else _prob(max(p_end - float(before_start[i]), 0.0))
+            )
+            out.append(
+                DealScore(
+                    opportunity_id=t.deal.opportunity_id,
+                    stage=_stage_at(t.deal),
+                    p_won=_prob(p_won[i]),
+                    p_won_by_period_end=p_end,
+                    p_won_in_period=p_in,
+                    reasons=_reasons(why[i]),
+                    hygiene_flags=hygiene_flags(t.deal, t.as_of, alerts),
+                    model=ref,
+                )
+            )
         return out
 
 
@@ -178,8 +235,12 @@ class Scorer:
 def _served(kind: str, stored: Any) -> ServedModel:
     labels = stored.info.labels
     path = stored.path_of("mlflow_model")
-    return ServedModel(kind, labels.get("registry_name", kind), str(labels.get("registry_version", "0")),
-                       load_bundle(path))
+    return ServedModel(
+        kind,
+        labels.get("registry_name", kind),
+        str(labels.get("registry_version", "0")),
+        load_bundle(path),
+    )
 
 
 def _bundle_info(bundle: Any) -> dict[str, Any]:
@@ -204,7 +265,9 @@ def catalog_of(bundle: Any, settings: Settings) -> Any:
     from leadml.features.catalog import load_catalog, parse_catalog
 
     if bundle.catalog:
-        return parse_catalog(bundle.catalog, settings.vocabulary, f"catalog of the {bundle.name} bundle")
+        return parse_catalog(
+            bundle.catalog, settings.vocabulary, f"catalog of the {bundle.name} bundle"
+        )
     return load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
 
 
@@ -219,8 +282,10 @@ def _online_engine(bundle: Any, entity: str, settings: Settings) -> Any:
     catalog = catalog_of(bundle, settings)
     missing = [f for f in bundle.features if f not in catalog.names(entity)]
     if missing:
-        raise ConfigError(f"the {bundle.name} bundle uses features its catalog does not define: "
-                          f"{', '.join(missing)}; retrain it with the current configs/features.yaml")
+        raise ConfigError(
+            f"the {bundle.name} bundle uses features its catalog does not define: "
+            f"{', '.join(missing)}; retrain it with the current configs/features.yaml"
+        )
     fn = compute_lead_features_online if entity == "lead" else compute_opportunity_features_online
 
     def compute(payload: dict[str, Any], as_of: datetime) -> dict[str, Any]:
@@ -238,7 +303,9 @@ def _frame(rows: list[dict[str, Any]], bundle: Any) -> pd.DataFrame:
         if f in bundle.categories:
             data[f] = pd.Series([None if v is None else str(v) for v in values], dtype=object)
         else:
-            data[f] = pd.Series([np.nan if v is None else float(v) for v in values], dtype="float64")
+            data[f] = pd.Series(
+                [np.nan if v is None else float(v) for v in values], dtype="float64"
+            )
     return pd.DataFrame(data)
 
 
@@ -250,8 +317,10 @@ def _reasons(found: dict[str, list[dict[str, Any]]]) -> list[Reason]:
     """Reasons for and against, strongest first."""
     items = [*found.get("positive", []), *found.get("negative", [])]
     items.sort(key=lambda r: -abs(float(r["contribution"])))
-    return [Reason(feature=r["feature"], text=r["text"], contribution=float(r["contribution"]))
-            for r in items]
+    return [
+        Reason(feature=r["feature"], text=r["text"], contribution=float(r["contribution"]))
+        for r in items
+    ]
 
 
 def _stage_at(deal: Any) -> str:
@@ -278,8 +347,10 @@ class FastReadiness:
         self.booster = model.booster
         self.rounds = model.rounds
         self.calibrator = model.calibrator
-        self.codes = {f: {c: float(i) for i, c in enumerate(cats)}
-                      for f, cats in model.encoder.categories_.items()}
+        self.codes = {
+            f: {c: float(i) for i, c in enumerate(cats)}
+            for f, cats in model.encoder.categories_.items()
+        }
         self.cutoffs = bundle.grade_cutoffs
         self.templates = dict(bundle.templates)
         self.render = render_reason
@@ -299,7 +370,9 @@ class FastReadiness:
                     X[i, j] = float(v)
         return X
 
-    def score(self, rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[str], list[list[Reason]]]:
+    def score(
+        self, rows: Sequence[dict[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray, list[str], list[list[Reason]]]:
         """Calibrated probability, percentile, grade and top reasons per feature row."""
         from leadml.modeling.policy import grade
 
@@ -308,7 +381,9 @@ class FastReadiness:
         p = self.calibrator.predict(raw)
         pct = self.bundle.percentile(p)
         grades = list(grade(p, self.cutoffs)) if self.cutoffs else ["D"] * len(p)
-        contrib = self.booster.predict(X, num_iteration=self.rounds, pred_contrib=True, num_threads=1)
+        contrib = self.booster.predict(
+            X, num_iteration=self.rounds, pred_contrib=True, num_threads=1
+        )
         return p, pct, grades, [self._reasons(rows[i], contrib[i, :-1]) for i in range(len(rows))]
 
     def _reasons(self, row: dict[str, Any], c: np.ndarray) -> list[Reason]:
@@ -323,8 +398,13 @@ class FastReadiness:
             value = row.get(f)
             if value is not None and f not in self.codes:
                 value = float(value)
-            out.append(Reason(feature=f, text=self.render(f, value, self.templates.get(f)),
-                              contribution=float(c[j])))
+            out.append(
+                Reason(
+                    feature=f,
+                    text=self.render(f, value, self.templates.get(f)),
+                    contribution=float(c[j]),
+                )
+            )
         return out
 
 
@@ -332,25 +412,47 @@ class FastReadiness:
 
 
 def hygiene_flags(deal: Any, as_of: datetime, alerts: Any) -> list[HygieneFlag]:
-    """Deal-hygiene flags as of ``as_of`` from the deal's own records: past its
-    expected close date, not updated for ``alerts.stale_days``, close date pushed
-    ``alerts.close_date_pushes`` times or more."""
+    """Deal-hygiene flags as of ``as_of`` from the deal's own history, with the rule
+    names and thresholds of the nightly alerts (:mod:`leadml.forecast.alerts`,
+    ``forecast.alerts`` in the configuration): ``past_close_date`` (expected close
+    date before the as-of day), ``stale`` (no change in the deal's history for
+    ``stale_days``), ``close_date_pushed`` (moved later ``close_date_pushes`` times or
+    more). The rules that need other deals or a score history stay in the nightly run."""
     hist = sorted(deal.stage_history, key=lambda h: h.ts)
     last = hist[-1]
+    day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
     flags = []
-    if last.expected_close_date < as_of:
-        days = (as_of - last.expected_close_date).days
-        flags.append(HygieneFlag(rule="past_expected_close",
-                                 message=f"expected close date passed {days} days ago"))
-    touched = [h.ts for h in hist] + [a.ts for a in deal.activities]
-    idle = (as_of - max(touched)).days
+    if last.expected_close_date < day:
+        overdue = int((day - last.expected_close_date).total_seconds() // 86400)
+        flags.append(
+            HygieneFlag(
+                rule="past_close_date",
+                message=f"expected close date {last.expected_close_date:%Y-%m-%d} passed "
+                f"{overdue} day(s) ago",
+            )
+        )
+    idle = (as_of - last.ts).total_seconds() / 86400.0
     if idle >= alerts.stale_days:
-        flags.append(HygieneFlag(rule="stale", message=f"no update or activity for {idle} days"))
-    pushes = sum(1 for a, b in zip(hist, hist[1:], strict=False)
-                 if b.expected_close_date > a.expected_close_date)
+        flags.append(
+            HygieneFlag(
+                rule="stale",
+                message=f"no update for {int(idle)} days (last change {last.ts:%Y-%m-%d}; "
+                f"threshold {alerts.stale_days})",
+            )
+        )
+    pushes = sum(
+        1
+        for a, b in zip(hist, hist[1:], strict=False)
+        if b.expected_close_date > a.expected_close_date
+    )
     if pushes >= alerts.close_date_pushes:
-        flags.append(HygieneFlag(rule="close_date_pushed",
-                                 message=f"expected close date pushed back {pushes} times"))
+        flags.append(
+            HygieneFlag(
+                rule="close_date_pushed",
+                message=f"expected close date pushed {pushes} times "
+                f"(now {last.expected_close_date:%Y-%m-%d}; threshold {alerts.close_date_pushes})",
+            )
+        )
     return flags
 
 
@@ -364,8 +466,9 @@ def policy_of(readiness_info: dict[str, Any]) -> Any:
     return PolicySpec.model_validate(readiness_info.get("policy") or {})
 
 
-def decide_handoff(scores: Sequence[LeadScore], capacity_slots: int, as_of: datetime,
-                   policy: Any) -> HandoffResponse:
+def decide_handoff(
+    scores: Sequence[LeadScore], capacity_slots: int, as_of: datetime, policy: Any
+) -> HandoffResponse:
     """Fill the IS slots left this week with the leads of highest readiness
     (:func:`leadml.modeling.policy.handoff`); the others are nurtured, or recycle-eligible
     below the policy's ``recycle_below``."""
@@ -381,44 +484,69 @@ def decide_handoff(scores: Sequence[LeadScore], capacity_slots: int, as_of: date
         if decision == "handoff":
             head = f"rank {rank} by readiness is within the {places} leads IS can take this week"
         elif decision == "recycle":
-            head = (f"readiness {s.readiness:.3f} is below the recycle threshold "
-                    f"{policy.recycle_below:g} and IS has no place for it")
+            head = (
+                f"readiness {s.readiness:.3f} is below the recycle threshold "
+                f"{policy.recycle_below:g} and IS has no place for it"
+            )
         else:
             head = f"rank {rank} by readiness is beyond the {places} leads IS can take this week"
-        decisions.append(HandoffDecision(
-            lead_id=s.lead_id, decision="recycle_eligible" if decision == "recycle" else decision,
-            readiness=s.readiness, grade=s.grade, rank=rank,
-            reasons=[head, *(r.text for r in s.reasons if r.contribution > 0)],
-        ))
+        decisions.append(
+            HandoffDecision(
+                lead_id=s.lead_id,
+                decision=cast(Decision, "recycle_eligible" if decision == "recycle" else decision),
+                readiness=s.readiness,
+                grade=s.grade,
+                rank=rank,
+                reasons=[head, *(r.text for r in s.reasons if r.contribution > 0)],
+            )
+        )
     decisions.sort(key=lambda d: d.rank)
     handed = sum(d.decision == "handoff" for d in decisions)
     left = max(capacity_slots - int(round(handed * policy.slots_per_lead)), 0)
-    return HandoffResponse(as_of=as_of, is_capacity=capacity_slots, capacity_left=left,
-                           decisions=decisions, model=scores[0].model)
+    return HandoffResponse(
+        as_of=as_of,
+        is_capacity=capacity_slots,
+        capacity_left=left,
+        decisions=decisions,
+        model=scores[0].model,
+    )
 
 
 # ---------------------------------------------------------------- forecast
 
 
-def forecast_from_scores(request: ForecastRequest, as_of: datetime,
-                         scores: Sequence[DealScore], max_cells: int = 1 << 14) -> ForecastResponse:
+def forecast_from_scores(
+    request: ForecastRequest, as_of: datetime, scores: Sequence[DealScore], max_cells: int = 1 << 14
+) -> ForecastResponse:
     """Revenue in the period = won_amount + sum over deals of Bernoulli(p_i) * amount_i,
     with p_i = P(won within the period) from the deal-close model (independent deals)."""
     from leadml.forecast.distribution import open_deals
 
     amounts = np.array([max(d.stage_history, key=lambda h: h.ts).amount for d in request.deals])
-    probs = np.array([s.p_won_in_period if s.p_won_in_period is not None else s.p_won_by_period_end
-                      for s in scores])
+    probs = np.array(
+        [
+            s.p_won_in_period if s.p_won_in_period is not None else s.p_won_by_period_end
+            for s in scores
+        ]
+    )
     dist = open_deals(amounts, probs, max_cells=max_cells).shift(request.won_amount)
-    p10, p50, p90 = (float(v) for v in dist.quantile([0.1, 0.5, 0.9]))
+    p10, p50, p90 = (float(v) for v in np.atleast_1d(dist.quantile([0.1, 0.5, 0.9])))
     target = request.target
     stages = [s.stage for s in scores]
     segments = [d.segment for d in request.deals]
     return ForecastResponse(
-        as_of=as_of, period_start=request.period_start, period_end=request.period_end,
-        p10=p10, p50=p50, p90=p90, mean=dist.mean, won_amount=request.won_amount, target=target,
+        as_of=as_of,
+        period_start=request.period_start,
+        period_end=request.period_end,
+        p10=p10,
+        p50=p50,
+        p90=p90,
+        mean=dist.mean,
+        won_amount=request.won_amount,
+        target=target,
         p_reach_target=None if target is None else dist.prob_at_least(target),
-        by_stage=_breakdown(stages, amounts, probs), by_segment=_breakdown(segments, amounts, probs),
+        by_stage=_breakdown(stages, amounts, probs),
+        by_segment=_breakdown(segments, amounts, probs),
         model=scores[0].model,
     )
 
@@ -427,6 +555,12 @@ def _breakdown(groups: Sequence[str], amounts: np.ndarray, probs: np.ndarray) ->
     out = []
     for g in sorted(set(groups)):
         mask = np.array([x == g for x in groups])
-        out.append(BreakdownRow(group=g, deals=int(mask.sum()), amount=float(amounts[mask].sum()),
-                                expected=float((amounts[mask] * probs[mask]).sum())))
+        out.append(
+            BreakdownRow(
+                group=g,
+                deals=int(mask.sum()),
+                amount=float(amounts[mask].sum()),
+                expected=float((amounts[mask] * probs[mask]).sum()),
+            )
+        )
     return out

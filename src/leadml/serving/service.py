@@ -1,24 +1,26 @@
-"""The online scoring API: two BentoML 1.4 services.
+"""The online scoring API: a BentoML 1.4 service, ``LeadmlAPI``.
 
-``LeadmlAPI`` (the one ``bentoml serve`` exposes) is thin and typed: it parses the
-request (pydantic, 400 on wrong types / missing fields), checks it against the
-limits, the vocabularies and the as-of time (413 / 422 with field paths), asks the
-scorer for scores, applies the hand-off policy / hygiene rules / revenue
-distribution, records metrics and one log line per request (ids and timings,
-never personal fields), and answers.
+The service is thin and typed: it parses the request (pydantic, 400 on wrong types
+or missing fields), checks it against the limits, the vocabularies and the as-of
+time (413 / 422 with field paths), scores, applies the hand-off policy / revenue
+distribution, records Prometheus metrics and one log line per request (ids and
+timings, never personal fields), and answers.
 
-``LeadmlScorer`` holds the champion models, declared at class scope as
-``BentoModel`` so that ``bentoml build`` records them in the bento, and does the
-per-lead / per-deal work (online features + model) behind BentoML's adaptive
-batching (``batchable=True``). When served, it runs in its own worker process
-behind a Unix socket; called in-process (tests, ``to_asgi()``) it is a plain object.
+The champion models are declared at class scope as ``BentoModel`` so that
+``bentoml build`` records them in the bento. The per-lead / per-deal work (online
+features + model) goes through BentoML's adaptive-batching dispatcher
+(``CorkDispatcher``, the engine behind ``@bentoml.api(batchable=True)``) inside
+the same process: the leads of concurrent requests are scored in one model call.
+A ``batchable`` endpoint itself is not used because it takes one list argument
+and fails every request of a batch when one item is bad: requests must be
+checked as a whole (their as-of time, their limits) BEFORE their leads join a
+batch. A separate batched scorer service would add a second process hop (pickled
+payload over a socket) to every request, which cost more latency than batching
+saves (see ``bench/bench_serving.py``).
 
 Run ``leadml serve`` (or ``bentoml serve leadml.serving.service:LeadmlAPI``).
 Configuration is read once per process when the service starts (``load_settings``:
-``configs/leadml.yaml`` < ``LEADML_*`` variables). Only the batching parameters
-are read when this module is imported, from ``LEADML_SERVING__BATCHING__*``
-variables (BentoML fixes them at class definition); ``leadml serve`` sets them
-from the resolved settings.
+``configs/leadml.yaml`` < ``LEADML_*`` variables); nothing is read at import.
 """
 
 from __future__ import annotations
@@ -36,10 +38,9 @@ from typing import Any, TypeVar
 
 import bentoml
 from fastapi import FastAPI
-from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
-from leadml.config import BatchingConfig, Settings, load_settings
+from leadml.config import Settings, load_settings
 from leadml.serving import checks
 from leadml.serving.checks import Problem, RequestError
 from leadml.serving.schemas import (
@@ -57,6 +58,7 @@ from leadml.serving.schemas import (
     ScoreLeadsResponse,
     ServiceMetadata,
 )
+from leadml.serving.scorer import DealTask, LeadTask, Scorer
 
 logger = logging.getLogger("leadml.serving")
 T = TypeVar("T")
@@ -66,77 +68,64 @@ READINESS_TAG = "lead_readiness:latest"
 DEAL_TAG = "deal_close:latest"
 
 
-def _batching_from_env() -> BatchingConfig:
-    """The batching parameters BentoML needs at class definition (env or defaults)."""
-    prefix = "LEADML_SERVING__BATCHING__"
-    given = {k: os.environ[prefix + k.upper()] for k in BatchingConfig.model_fields
-             if os.environ.get(prefix + k.upper())}
-    return BatchingConfig.model_validate(given)
+class Batcher:
+    """Adaptive batching of per-entity work across concurrent requests.
 
+    Each request's tasks (a list) join BentoML's ``CorkDispatcher`` queue; the
+    dispatcher picks the batch window from the observed cost of past batches and
+    calls ``work`` once per batch (in a worker thread, so the event loop keeps
+    parsing requests) with the tasks of several requests; each request gets its
+    own results back, in order. A request larger than ``max_batch_size`` is split.
+    With ``enabled=False`` each request is scored on its own (same thread pool).
+    """
 
-_BATCHING = _batching_from_env()
+    def __init__(
+        self,
+        work: Callable[[list[Any]], list[Any]],
+        max_batch_size: int,
+        max_latency_ms: int,
+        enabled: bool = True,
+    ) -> None:
+        import anyio
 
+        self.work = work
+        self.enabled = enabled
+        self.max_batch_size = max_batch_size
+        self.max_latency_ms = max_latency_ms
+        self._limiter = anyio.CapacityLimiter(1)
+        self._call: Callable[[list[Any]], Awaitable[list[Any]]] | None = None
 
-class LeadTask(BaseModel):
-    """One lead to score as of a time (what the API hands to the scorer)."""
+    async def _run(self, tasks: list[Any]) -> list[Any]:
+        import anyio.to_thread
 
-    as_of: datetime
-    lead: LeadIn
-    ignored_events: int = 0
+        return await anyio.to_thread.run_sync(self.work, tasks, limiter=self._limiter)
 
+    async def _batch(self, jobs: Sequence[list[Any]]) -> list[list[Any]]:
+        flat = [t for job in jobs for t in job]
+        results = await self._run(flat)
+        out, i = [], 0
+        for job in jobs:
+            out.append(results[i : i + len(job)])
+            i += len(job)
+        return out
 
-class DealTask(BaseModel):
-    """One open deal to score as of a time, with the end of the period asked about."""
+    async def __call__(self, tasks: list[Any]) -> list[Any]:
+        if not self.enabled:
+            return await self._run(tasks)
+        if self._call is None:  # created on first use, inside the server's event loop
+            from bentoml._internal.marshal.dispatcher import CorkDispatcher
+            from bentoml.exceptions import ServiceUnavailable
 
-    as_of: datetime
-    period_end: datetime
-    period_start: datetime | None = None
-    deal: DealIn
+            def overloaded() -> list[Any]:
+                raise ServiceUnavailable("the scoring queue is over its latency budget")
 
-
-# ---------------------------------------------------------------- the scorer
-
-
-@bentoml.service(name="leadml_scorer", workers=1, traffic={"timeout": 60})
-class LeadmlScorer:
-    """The champion models and the per-entity work, behind adaptive batching."""
-
-    readiness_model = bentoml.models.BentoModel(READINESS_TAG)
-    deal_model = bentoml.models.BentoModel(DEAL_TAG)
-
-    def __init__(self) -> None:
-        from leadml.serving.scorer import Scorer
-
-        settings = load_settings()
-        self.scorer = Scorer.from_store(self.readiness_model, self.deal_model, settings)
-        logger.info("scorer ready: %s", self.scorer.describe())
-
-    @bentoml.api(batchable=True, max_batch_size=_BATCHING.max_batch_size,
-                 max_latency_ms=_BATCHING.max_latency_ms)
-    def score_lead_batch(self, tasks: list[LeadTask]) -> list[LeadScore]:
-        """Score leads (features + readiness model); batched across requests."""
-        return self.scorer.score_leads(tasks)
-
-    @bentoml.api
-    def score_lead_list(self, tasks: list[LeadTask]) -> list[LeadScore]:
-        """The same work without batching (serving.batching.enabled = false)."""
-        return self.scorer.score_leads(tasks)
-
-    @bentoml.api(batchable=True, max_batch_size=_BATCHING.max_batch_size,
-                 max_latency_ms=_BATCHING.max_latency_ms)
-    def score_deal_batch(self, tasks: list[DealTask]) -> list[DealScore]:
-        """Score deals (features + deal close model + hygiene rules); batched."""
-        return self.scorer.score_deals(tasks)
-
-    @bentoml.api
-    def score_deal_list(self, tasks: list[DealTask]) -> list[DealScore]:
-        """The same work without batching."""
-        return self.scorer.score_deals(tasks)
-
-    @bentoml.api
-    def model_info(self) -> dict[str, Any]:
-        """Names, versions, training windows and features of the loaded models."""
-        return self.scorer.metadata()
+            dispatcher = CorkDispatcher(
+                self.max_latency_ms, self.max_batch_size, fallback=overloaded, get_batch_size=len
+            )
+            # CorkDispatcher's annotations are narrower than what it accepts (any sized job)
+            self._call = dispatcher(self._batch)  # type: ignore[arg-type,assignment]
+        result = await self._call(tasks)  # type: ignore[misc]
+        return list(result or [])
 
 
 # ---------------------------------------------------------------- the public API
@@ -156,12 +145,19 @@ def _metrics() -> dict[str, Any]:
 
     buckets = tuple(i / 20 for i in range(1, 21))
     return {
-        "readiness": Histogram("leadml_readiness_score", "Calibrated readiness of scored leads",
-                               ["model_version"], buckets=buckets),
-        "p_won": Histogram("leadml_deal_p_won", "P(won) of scored deals", ["model_version"],
-                           buckets=buckets),
+        "readiness": Histogram(
+            "leadml_readiness_score",
+            "Calibrated readiness of scored leads",
+            ["model_version"],
+            buckets=buckets,
+        ),
+        "p_won": Histogram(
+            "leadml_deal_p_won", "P(won) of scored deals", ["model_version"], buckets=buckets
+        ),
         "grades": Counter("leadml_lead_grades", "Lead grades returned", ["grade"]),
-        "decisions": Counter("leadml_handoff_decisions", "Hand-off decisions returned", ["decision"]),
+        "decisions": Counter(
+            "leadml_handoff_decisions", "Hand-off decisions returned", ["decision"]
+        ),
         "rejected": Counter("leadml_rejected_requests", "Requests refused", ["endpoint", "status"]),
         "ignored": Counter("leadml_ignored_events", "Events dropped for an unknown type", []),
     }
@@ -187,8 +183,15 @@ class _Call:
         total = (time.perf_counter() - self.start) * 1000
         steps = " ".join(f"{k}_ms={v:.2f}" for k, v in self.marks.items())
         extra = " ".join(f"{k}={v}" for k, v in self.fields.items())
-        logger.info("%s request_id=%s status=%d total_ms=%.2f %s %s", self.endpoint,
-                    self.request_id, status, total, steps, extra)
+        logger.info(
+            "%s request_id=%s status=%d total_ms=%.2f %s %s",
+            self.endpoint,
+            self.request_id,
+            status,
+            total,
+            steps,
+            extra,
+        )
 
 
 def _request_id(ctx: bentoml.Context | None) -> str:
@@ -212,23 +215,40 @@ class LeadmlAPI:
     path and the reason.
     """
 
-    scorer = bentoml.depends(LeadmlScorer)
+    readiness_model = bentoml.models.BentoModel(READINESS_TAG)
+    deal_model = bentoml.models.BentoModel(DEAL_TAG)
 
     def __init__(self) -> None:
         self.settings: Settings = load_settings()
         cfg = self.settings.serving
         self.api_key: str | None = os.environ.get(cfg.api_key_env) or None
-        self._info: dict[str, Any] | None = None
+        self.scorer = Scorer.from_store(self.readiness_model, self.deal_model, self.settings)
+        self._info: dict[str, Any] = self.scorer.metadata()
+        b = cfg.batching
+        self._leads = Batcher(
+            self.scorer.score_leads, b.max_batch_size, b.max_latency_ms, b.enabled
+        )
+        self._deals = Batcher(
+            self.scorer.score_deals, b.max_batch_size, b.max_latency_ms, b.enabled
+        )
+        logger.info(
+            "scoring with %s; batching %s",
+            self.scorer.describe(),
+            f"up to {b.max_batch_size}" if b.enabled else "off",
+        )
         _quiet_validation_tracebacks()
         if logger.level == logging.NOTSET:  # the server's logging config shows WARNING+ only
             logger.setLevel(logging.INFO)
         if self.api_key is None:
-            logger.warning("no API key in $%s: the API accepts requests without a key", cfg.api_key_env)
+            logger.warning(
+                "no API key in $%s: the API accepts requests without a key", cfg.api_key_env
+            )
 
     # ---- helpers
 
-    async def _answer(self, endpoint: str, ctx: bentoml.Context | None,
-                      work: Callable[[_Call], Awaitable[T]]) -> T | Response:
+    async def _answer(
+        self, endpoint: str, ctx: bentoml.Context | None, work: Callable[[_Call], Awaitable[T]]
+    ) -> T | Response:
         call = _Call(endpoint, _request_id(ctx))
         if ctx is not None:
             ctx.response.headers["X-Request-ID"] = call.request_id
@@ -237,35 +257,38 @@ class LeadmlAPI:
         except bentoml.exceptions.BentoMLException as exc:
             if exc.error_code.value != 503:
                 raise
-            # the scorer shed the request (queue over serving.batching.max_latency_ms)
+            # the batch queue shed the request (over serving.batching.max_latency_ms)
             _metrics()["rejected"].labels(endpoint=endpoint, status="503").inc()
             call.log(503)
             if ctx is not None:
                 ctx.response.status_code = 503
-            body = {"error": "overloaded: the scoring queue is over its latency budget; retry shortly",
-                    "detail": []}
-            return JSONResponse(body, status_code=503,
-                                headers={"X-Request-ID": call.request_id, "Retry-After": "1"})
+            body = {
+                "error": "overloaded: the scoring queue is over its latency budget; retry shortly",
+                "detail": [],
+            }
+            return JSONResponse(
+                body, status_code=503, headers={"X-Request-ID": call.request_id, "Retry-After": "1"}
+            )
         except RequestError as err:
             _metrics()["rejected"].labels(endpoint=endpoint, status=str(err.status)).inc()
             call.fields["problems"] = len(err.problems)
             call.log(err.status)
             if ctx is not None:
                 ctx.response.status_code = err.status
-            return JSONResponse(err.body(), status_code=err.status,
-                                headers={"X-Request-ID": call.request_id})
+            return JSONResponse(
+                err.body(), status_code=err.status, headers={"X-Request-ID": call.request_id}
+            )
         call.log(200)
         return result
 
-    async def _score_leads(self, leads: Sequence[LeadIn], ignored: Sequence[int],
-                           as_of: datetime) -> list[LeadScore]:
-        tasks = [LeadTask(as_of=as_of, lead=lead, ignored_events=n)
-                 for lead, n in zip(leads, ignored, strict=True)]
-        if self.settings.serving.batching.enabled:
-            scores = await self.scorer.to_async.score_lead_batch(tasks)
-        else:
-            scores = await self.scorer.to_async.score_lead_list(tasks)
-        scores = [s if isinstance(s, LeadScore) else LeadScore.model_validate(s) for s in scores]
+    async def _score_leads(
+        self, leads: Sequence[LeadIn], ignored: Sequence[int], as_of: datetime
+    ) -> list[LeadScore]:
+        tasks = [
+            LeadTask(as_of=as_of, lead=lead, ignored_events=n)
+            for lead, n in zip(leads, ignored, strict=True)
+        ]
+        scores = await self._leads(tasks)
         m = _metrics()
         for s in scores:
             m["readiness"].labels(model_version=s.model.version).observe(s.readiness)
@@ -274,20 +297,25 @@ class LeadmlAPI:
             m["ignored"].inc(sum(ignored))
         return scores
 
-    async def _score_deals(self, deals: Sequence[DealIn], as_of: datetime, period_end: datetime,
-                           period_start: datetime | None = None) -> list[DealScore]:
-        tasks = [DealTask(as_of=as_of, period_end=period_end, period_start=period_start, deal=d)
-                 for d in deals]
-        if self.settings.serving.batching.enabled:
-            scores = await self.scorer.to_async.score_deal_batch(tasks)
-        else:
-            scores = await self.scorer.to_async.score_deal_list(tasks)
-        scores = [s if isinstance(s, DealScore) else DealScore.model_validate(s) for s in scores]
+    async def _score_deals(
+        self,
+        deals: Sequence[DealIn],
+        as_of: datetime,
+        period_end: datetime,
+        period_start: datetime | None = None,
+    ) -> list[DealScore]:
+        tasks = [
+            DealTask(as_of=as_of, period_end=period_end, period_start=period_start, deal=d)
+            for d in deals
+        ]
+        scores = await self._deals(tasks)
         for s in scores:
             _metrics()["p_won"].labels(model_version=s.model.version).observe(s.p_won)
         return scores
 
-    def _checked_leads(self, leads: Sequence[LeadIn], as_of: datetime) -> tuple[list[LeadIn], list[int]]:
+    def _checked_leads(
+        self, leads: Sequence[LeadIn], as_of: datetime
+    ) -> tuple[list[LeadIn], list[int]]:
         cfg = self.settings.serving
         checks.check_sizes_leads(leads, cfg)
         return checks.check_leads(leads, as_of, cfg, self.settings.vocabulary)
@@ -299,8 +327,12 @@ class LeadmlAPI:
     # ---- endpoints
 
     @bentoml.api
-    async def score_leads(self, request: ScoreLeadsRequest, /,
-                          ctx: bentoml.Context = None) -> ScoreLeadsResponse:  # type: ignore[assignment]
+    async def score_leads(
+        self,
+        request: ScoreLeadsRequest,
+        /,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> ScoreLeadsResponse:
         """Readiness of each lead as of ``as_of``: calibrated probability, percentile
         against the training scores, grade A-D, top reasons, model version."""
 
@@ -316,8 +348,12 @@ class LeadmlAPI:
         return await self._answer("score_leads", ctx, work)  # type: ignore[return-value]
 
     @bentoml.api
-    async def handoff(self, request: HandoffRequest, /,
-                      ctx: bentoml.Context = None) -> HandoffResponse:  # type: ignore[assignment]
+    async def handoff(
+        self,
+        request: HandoffRequest,
+        /,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> HandoffResponse:
         """Hand-off decision per lead (handoff / nurture / recycle_eligible) from the
         readiness scores and the inside-sales capacity left this week."""
 
@@ -330,8 +366,11 @@ class LeadmlAPI:
             call.mark("check")
             scores = await self._score_leads(leads, ignored, as_of)
             call.mark("score")
-            capacity = (request.is_capacity if request.is_capacity is not None
-                        else self.settings.serving.is_capacity)
+            capacity = (
+                request.is_capacity
+                if request.is_capacity is not None
+                else self.settings.serving.is_capacity
+            )
             info = await self._model_info()
             response = decide_handoff(scores, capacity, as_of, policy_of(info["lead_readiness"]))
             for d in response.decisions:
@@ -342,8 +381,12 @@ class LeadmlAPI:
         return await self._answer("handoff", ctx, work)  # type: ignore[return-value]
 
     @bentoml.api
-    async def score_deals(self, request: ScoreDealsRequest, /,
-                          ctx: bentoml.Context = None) -> ScoreDealsResponse:  # type: ignore[assignment]
+    async def score_deals(
+        self,
+        request: ScoreDealsRequest,
+        /,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> ScoreDealsResponse:
         """P(won) and P(won by period_end) of each open deal, with reasons and
         deal-hygiene flags."""
 
@@ -360,8 +403,12 @@ class LeadmlAPI:
         return await self._answer("score_deals", ctx, work)  # type: ignore[return-value]
 
     @bentoml.api
-    async def forecast(self, request: ForecastRequest, /,
-                       ctx: bentoml.Context = None) -> ForecastResponse:  # type: ignore[assignment]
+    async def forecast(
+        self,
+        request: ForecastRequest,
+        /,
+        ctx: bentoml.Context = None,  # type: ignore[assignment]
+    ) -> ForecastResponse:
         """Distribution of the revenue booked in the period from the given open deals
         (P10/P50/P90, mean, P(reach target)) and its breakdown by stage and segment."""
 
@@ -373,8 +420,9 @@ class LeadmlAPI:
             checks.check_period(as_of, request.period_start, request.period_end)
             self._checked_deals(request.deals, as_of)
             call.mark("check")
-            scores = await self._score_deals(request.deals, as_of, request.period_end,
-                                             request.period_start)
+            scores = await self._score_deals(
+                request.deals, as_of, request.period_end, request.period_start
+            )
             call.mark("score")
             response = forecast_from_scores(request, as_of, scores)
             call.mark("forecast")
@@ -397,23 +445,15 @@ class LeadmlAPI:
                 "unknown_event_types": cfg.unknown_event_types,
                 "is_capacity": cfg.is_capacity,
             },
-            batching={**cfg.batching.model_dump(), "max_batch_size": _BATCHING.max_batch_size,
-                      "max_latency_ms": _BATCHING.max_latency_ms},
+            batching=cfg.batching.model_dump(),
         )
 
     async def _model_info(self) -> dict[str, Any]:
-        if self._info is None:
-            self._info = await self.scorer.to_async.model_info()
         return self._info
 
-    async def __is_ready__(self) -> bool:
-        """Ready when the scorer has loaded both champion models."""
-        try:
-            info = await self._model_info()
-        except Exception:  # the scorer process may still be starting
-            logger.info("readyz: scorer not ready yet")
-            return False
-        return {"lead_readiness", "deal_close"} <= set(info)
+    def __is_ready__(self) -> bool:
+        """Ready when both champion models are loaded."""
+        return {"lead_readiness", "deal_close"} <= set(self._info)
 
 
 # ---------------------------------------------------------------- auth
@@ -443,10 +483,14 @@ class ApiKeyMiddleware:
             await self.app(scope, receive, send)
             return
         endpoint = scope.get("path", "").strip("/")
-        _metrics()["rejected"].labels(endpoint=endpoint if endpoint in _ENDPOINTS else "other",
-                                      status="401").inc()
-        problem = Problem(("header", "x-api-key"), "missing or wrong API key; send X-API-Key: <key> "
-                          "or Authorization: Bearer <key>", "unauthorized")
+        _metrics()["rejected"].labels(
+            endpoint=endpoint if endpoint in _ENDPOINTS else "other", status="401"
+        ).inc()
+        problem = Problem(
+            ("header", "x-api-key"),
+            "missing or wrong API key; send X-API-Key: <key> or Authorization: Bearer <key>",
+            "unauthorized",
+        )
         body = RequestError(401, "unauthorized", [problem]).body()
         response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         await response(scope, receive, send)
@@ -466,7 +510,7 @@ def _has_key(scope: dict[str, Any], expected: str) -> bool:
     return hmac.compare_digest(given.strip(), expected.encode())
 
 
-LeadmlAPI.add_asgi_middleware(ApiKeyMiddleware)
+LeadmlAPI.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]  # a bentoml Service
 
 
 class _DropValidationTraceback(logging.Filter):

@@ -54,7 +54,10 @@ def tracking_uri(settings: Settings) -> str:
 
         return str(tracking.tracking_uri(settings))
     except (ImportError, AttributeError):
-        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
+        return (
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
+        )
 
 
 def _latest_if_version(store_name: str, version: str) -> Any:
@@ -73,10 +76,9 @@ def import_champion(settings: Settings, store_name: str) -> ImportedModel:
     """Copy the champion of the registry name configured for ``store_name``
     (``lead_readiness`` or ``deal_close``) into the BentoML store; returns what was
     imported (``copied=False`` when that version was already there)."""
+    import bentoml
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    import bentoml
 
     registry_name = getattr(settings.serving, STORE_NAMES[store_name])
     uri = tracking_uri(settings)
@@ -86,7 +88,8 @@ def import_champion(settings: Settings, store_name: str) -> ImportedModel:
     except MlflowException:
         raise ServingError(
             f"no model '{registry_name}' with alias '{CHAMPION}' in the MLflow registry at {uri}; "
-            f"train and promote one first (leadml train ...), or set serving.{STORE_NAMES[store_name]}"
+            "train and promote one first (leadml train ...), "
+            f"or set serving.{STORE_NAMES[store_name]}"
         ) from None
     # "latest" is what the service serves: copy unless it already is this version
     # (so that re-promoting an older version, a rollback, is served too).
@@ -100,10 +103,17 @@ def import_champion(settings: Settings, store_name: str) -> ImportedModel:
         model = bentoml.mlflow.import_model(
             store_name,
             model_uri=f"models:/{registry_name}/{mv.version}",
-            labels={"registry_name": registry_name, "registry_version": str(mv.version),
-                    "alias": CHAMPION},
-            metadata={"registry_name": registry_name, "registry_version": str(mv.version),
-                      "run_id": mv.run_id or "", "source": mv.source or ""},
+            labels={
+                "registry_name": registry_name,
+                "registry_version": str(mv.version),
+                "alias": CHAMPION,
+            },
+            metadata={
+                "registry_name": registry_name,
+                "registry_version": str(mv.version),
+                "run_id": mv.run_id or "",
+                "source": mv.source or "",
+            },
         )
     finally:
         mlflow.set_tracking_uri(previous)

@@ -352,7 +352,7 @@ class Simulation:
         self.kinds = mdl.week_kind(mondays, self.boundaries)
         # first week starting on/after each boundary
         self.boundary_week = np.searchsorted(self.mondays_us, self.boundaries_us, side="left")
-        # weekdays of week t before the boundary inside it (0 if none inside)
+        # weekdays of week t before a quarter boundary inside it (5 if none inside)
         self.won_days = np.full(len(self.mondays_us), 5, dtype=np.int64)
         inside = (self.boundaries_us[:, None] > self.mondays_us[None, :]) & (
             self.boundaries_us[:, None] < self.mondays_us[None, :] + WEEK_US
@@ -372,14 +372,15 @@ class Simulation:
         self.hot = np.zeros(n, dtype=np.int8)
         self.recycle_week = np.full(n, -1, dtype=np.int32)
         self.n_active = 0
-        # IS service shares q[seg, class, week]
+        # IS queue per week: queued[seg, class, t] leads, left[seg, class, t] capacity
+        # (in leads) left for the class after the higher ones; members[t] who was queued
         self.queued = np.zeros((mdl.N_SEG, mdl.N_CLASS, T + 5))
         self.left = np.zeros((mdl.N_SEG, mdl.N_CLASS, T + 5))
         self.members: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.is_worked = np.zeros((mdl.N_SEG, T), dtype=np.int64)
         self.snapshots: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # deals (growable)
-        self.d = {
+        self.d: dict[str, np.ndarray] = {
             k: np.zeros(0, dtype=dt)
             for k, dt in (
                 ("lead", np.int32),
@@ -1118,8 +1119,8 @@ class Simulation:
             ]
         )
         target = np.maximum(1000.0, np.round(1.1 * smooth, -3))
-        g, k = np.meshgrid(np.arange(mdl.N_SEG), np.arange(len(starts)), indexing="ij")
-        g, k = g.reshape(-1), k.reshape(-1)
+        gg, kk = np.meshgrid(np.arange(mdl.N_SEG), np.arange(len(starts)), indexing="ij")
+        g, k = gg.reshape(-1), kk.reshape(-1)
         return {
             "period_start": ts_array(starts[k]),
             "period_end": ts_array(ends[k]),

@@ -37,7 +37,13 @@ priority class) or closed for the horizon (SQL, disqualified). During week ``t``
   of its segment-and-class queue that fits in the week's slots; IS works classes
   highest priority first and picks uniformly at random within a class); once worked it
   becomes SQL with ``P_SQL[fit, i]``, is disqualified with ``P_DQ[fit, i]`` or stays;
-  an MQL not worked drifts back to nurture with ``MQL_DECAY``.
+  an MQL not worked drifts back to nurture with ``MQL_DECAY``. A worked lead takes
+  ``SLOTS_PER_WORKED_LEAD`` 30-minute slots (two touches), so a rep works at most
+  ``weekly_slots // 2`` leads a week (fewer in holiday weeks).
+
+Disqualified leads are recycled into nurture 8-25 weeks later, leads of lost deals
+6-25 weeks after the loss: longer than the 30-day horizon, so within a horizon SQL
+and disqualified are absorbing.
 
 Deals
 -----

@@ -1,0 +1,459 @@
+"""Feature-engine benchmark: offline (DuckDB) speed and memory, a plain-pandas reference,
+and the online engine's latency.
+
+    .venv/bin/python bench/bench_features.py [--data DIR] [--as-of D] [--sample-events N]
+        [--dates 4] [--skip features,dataset,reference,online]
+
+Stages (each in a fresh subprocess, so its peak RSS is its own):
+
+- ``features``: every lead feature of the default catalog for every lead created before
+  ``--as-of`` (one date): wall time (tables opened + features), rows, peak RSS.
+  Goal on the 1M-lead company: < 2 min, < 8 GiB.
+- ``dataset``: the one-year weekly lead-readiness training set ending at ``--as-of``.
+- ``reference``: a representative slice of the catalog (windowed counts with filters,
+  all-time counts, recency, a distinct count, the buying committee, IS touches, times
+  recycled) computed by the offline engine and by a plain pandas implementation on the
+  same sample of leads holding about ``--sample-events`` events, for ``--dates`` weekly
+  as-of dates; outputs are checked identical and the speed ratio printed (goal >= 10x).
+- ``online``: one lead's features in-process from a payload of ~500 events (median of
+  many calls), with columnar numpy payloads and with lists of dicts (goal: well under 1 ms).
+
+Figures, not assertions. Default data: ``workspace/data`` (``leadml simulate``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SLICE = [
+    "web_visits_7d",
+    "web_visits_30d",
+    "web_visits_90d",
+    "pricing_views_7d",
+    "pricing_views_30d",
+    "email_clicks_30d",
+    "form_fills_all",
+    "engagement_all",
+    "days_since_last_engagement",
+    "page_categories_30d",
+    "account_engagement_30d",
+    "is_calls_30d",
+    "times_recycled",
+]
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+
+
+def _setup(data: Path):  # noqa: ANN202
+    from leadml.config import Vocabulary
+    from leadml.features.catalog import load_catalog
+
+    vocab = Vocabulary()
+    return vocab, load_catalog(ROOT / "configs" / "features.yaml", vocab)
+
+
+def _default_as_of(data: Path) -> str:
+    import duckdb
+    import pandas as pd
+
+    con = duckdb.connect()
+    events = data / "events"
+    src = (
+        f"read_parquet('{events}/*.parquet')"
+        if events.is_dir()
+        else f"read_parquet('{data}/events.parquet')"
+    )
+    end = pd.Timestamp(con.execute(f"SELECT max(ts) FROM {src}").fetchone()[0])
+    t = (end - pd.Timedelta(days=60)).normalize()
+    return (t - pd.Timedelta(days=t.weekday())).date().isoformat()
+
+
+# ------------------------------------------------------------------ stages
+
+
+def stage_features(data: Path, as_of: str) -> dict:
+    import pandas as pd
+
+    from leadml.contracts import connect
+    from leadml.features.offline import compute_features
+
+    vocab, catalog = _setup(data)
+    t0 = time.perf_counter()
+    con, report = connect(data, vocab)
+    t1 = time.perf_counter()
+    t = pd.Timestamp(as_of, tz="UTC")
+    spine = con.execute("SELECT lead_id FROM leads WHERE created_at < ? ORDER BY lead_id", [t]).df()
+    spine["as_of"] = t
+    df = compute_features(con, catalog, "lead", spine)
+    t2 = time.perf_counter()
+    return {
+        "leads": len(df),
+        "features": len(catalog.names("lead")),
+        "events_in_data": report.rows.get("events", 0),
+        "open_tables_s": round(t1 - t0, 2),
+        "features_s": round(t2 - t1, 2),
+        "wall_s": round(t2 - t0, 2),
+        "peak_rss_gib": round(_peak_rss_gib(), 2),
+    }
+
+
+def stage_dataset(data: Path, as_of: str) -> dict:
+    import pandas as pd
+
+    from leadml.contracts import connect
+    from leadml.features.datasets import lead_readiness_dataset
+
+    vocab, catalog = _setup(data)
+    t0 = time.perf_counter()
+    con, _ = connect(data, vocab)
+    end = pd.Timestamp(as_of, tz="UTC")
+    df, summary = lead_readiness_dataset(con, catalog, start=end - pd.Timedelta(days=364), end=end)
+    return {
+        "rows": summary.rows,
+        "as_of_dates": summary.as_of_dates,
+        "positives": summary.positives,
+        "excluded": summary.excluded,
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "peak_rss_gib": round(_peak_rss_gib(), 2),
+    }
+
+
+def _sample(data: Path, target_events: int, out: Path) -> dict:
+    """Leads (in a fixed hashed order) whose events add up to about target_events, with
+    their accounts' other leads, written as a company folder (Parquet)."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    ev = data / "events"
+    events = (
+        f"read_parquet('{ev}/*.parquet')"
+        if ev.is_dir()
+        else f"read_parquet('{data}/events.parquet')"
+    )
+    # whole accounts, so that the buying-committee feature is complete in the sample
+    con.execute(
+        f"""CREATE TABLE acc AS
+        WITH per AS (SELECT l.account_id, count(*) AS n FROM {events} e
+                     JOIN read_parquet('{data}/leads.parquet') l USING (lead_id)
+                     GROUP BY l.account_id)
+        SELECT account_id FROM (
+          SELECT account_id, sum(n) OVER (ORDER BY hash(account_id), account_id) AS cum FROM per
+        ) WHERE cum <= {int(target_events)}"""
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    con.execute(
+        f"CREATE TABLE sl AS SELECT * FROM read_parquet('{data}/leads.parquet') "
+        "WHERE account_id IN (SELECT * FROM acc)"
+    )
+    copies = {
+        "accounts": f"SELECT * FROM read_parquet('{data}/accounts.parquet') "
+        "WHERE account_id IN (SELECT * FROM acc)",
+        "leads": "SELECT * FROM sl",
+        "events": f"SELECT * FROM {events} WHERE lead_id IN (SELECT lead_id FROM sl)",
+        "lead_status_history": f"SELECT * FROM read_parquet('{data}/lead_status_history.parquet') "
+        "WHERE lead_id IN (SELECT lead_id FROM sl)",
+        "activities": f"SELECT * FROM read_parquet('{data}/activities.parquet') "
+        "WHERE lead_id IN (SELECT lead_id FROM sl)",
+        "reps": f"SELECT * FROM read_parquet('{data}/reps.parquet')",
+    }
+    for name, sql in copies.items():
+        con.execute(f"COPY ({sql}) TO '{out / (name + '.parquet')}' (FORMAT parquet)")
+    n = con.execute(f"SELECT count(*) FROM read_parquet('{out / 'events.parquet'}')").fetchone()[0]
+    leads = con.execute("SELECT count(*) FROM sl").fetchone()[0]
+    return {"sample_events": int(n), "sample_leads": int(leads)}
+
+
+def pandas_reference(tables: dict, spine, as_of_dates: list) -> object:  # noqa: ANN001
+    """The slice of the catalog in plain pandas: per as-of date, boolean masks and groupby."""
+    import numpy as np
+    import pandas as pd
+
+    ev, leads, st, act = (
+        tables["events"],
+        tables["leads"],
+        tables["lead_status_history"],
+        tables["activities"],
+    )
+    day = pd.Timedelta(days=1)
+    account_of = leads.set_index("lead_id")["account_id"]
+    ev = ev.assign(account_id=ev["lead_id"].map(account_of))
+    frames = []
+    for t in as_of_dates:
+        ids = spine.loc[spine["as_of"] == t, "lead_id"]
+        out = pd.DataFrame({"lead_id": ids.to_numpy()})
+        out["as_of"] = t
+        e = ev[ev["ts"] < t]
+        in7, in30, in90 = e["ts"] >= t - 7 * day, e["ts"] >= t - 30 * day, e["ts"] >= t - 90 * day
+        visit, pv = e["type"] == "web_visit", e["type"] == "page_view"
+        pricing = pv & (e["page_category"] == "pricing")
+
+        def count(
+            mask: pd.Series, frame: pd.DataFrame = e, ids: pd.Series = out["lead_id"]
+        ) -> np.ndarray:
+            c = frame.loc[mask, "lead_id"].value_counts()
+            return c.reindex(ids).fillna(0).to_numpy(dtype=float)
+
+        out["web_visits_7d"] = count(visit & in7)
+        out["web_visits_30d"] = count(visit & in30)
+        out["web_visits_90d"] = count(visit & in90)
+        out["pricing_views_7d"] = count(pricing & in7)
+        out["pricing_views_30d"] = count(pricing & in30)
+        out["email_clicks_30d"] = count((e["type"] == "email_click") & in30)
+        out["form_fills_all"] = count(e["type"] == "form_submit")
+        out["engagement_all"] = count(pd.Series(True, index=e.index))
+        last = e.groupby("lead_id")["ts"].max().reindex(out["lead_id"])
+        last_us = pd.DatetimeIndex(last).as_unit("us").asi8.astype(float)
+        last_us[last.isna().to_numpy()] = np.nan
+        out["days_since_last_engagement"] = (t.value // 1000 - last_us) / 86_400_000_000
+        pcat = e[pv & in30].groupby("lead_id")["page_category"].nunique()
+        out["page_categories_30d"] = pcat.reindex(out["lead_id"]).fillna(0).to_numpy(dtype=float)
+        e30 = e[in30]
+        acc_n = e30.groupby("account_id").size()
+        own = e30.groupby("lead_id").size().reindex(out["lead_id"]).fillna(0).to_numpy()
+        accs = out["lead_id"].map(account_of)
+        out["account_engagement_30d"] = acc_n.reindex(accs).fillna(0).to_numpy() - own
+        a = act[(act["ts"] < t) & (act["ts"] >= t - 30 * day) & (act["type"] == "call")]
+        out["is_calls_30d"] = count(pd.Series(True, index=a.index), a)
+        s = st[(st["ts"] < t) & (st["status"] == "recycled")]
+        out["times_recycled"] = count(pd.Series(True, index=s.index), s)
+        frames.append(out)
+    return pd.concat(frames, ignore_index=True)
+
+
+def stage_reference(data: Path, as_of: str, sample_events: int, n_dates: int) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from leadml.contracts import connect, load_tables
+    from leadml.features.catalog import Catalog
+    from leadml.features.offline import compute_features
+
+    vocab, catalog = _setup(data)
+    sliced = Catalog.model_validate(
+        {"lead": [f.model_dump() for f in catalog.features("lead") if f.name in SLICE]}
+    )
+    sliced._vocab = vocab
+    with tempfile.TemporaryDirectory(prefix="leadml-bench-") as tmp:
+        info = _sample(data, sample_events, Path(tmp))
+        end = pd.Timestamp(as_of, tz="UTC")
+        dates = [end - pd.Timedelta(weeks=k) for k in range(n_dates)][::-1]
+        con, _ = connect(tmp, vocab)
+        leads = con.execute("SELECT lead_id, created_at FROM leads ORDER BY lead_id").df()
+        spine = pd.concat(
+            [
+                pd.DataFrame({"lead_id": leads.loc[leads.created_at < t, "lead_id"], "as_of": t})
+                for t in dates
+            ],
+            ignore_index=True,
+        )
+        t0 = time.perf_counter()
+        offline = compute_features(con, sliced, "lead", spine)
+        t_offline = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        tables = load_tables(tmp, vocab, ["leads", "events", "lead_status_history", "activities"])
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ref = pandas_reference(tables, spine, dates)
+        t_pandas = time.perf_counter() - t0
+    cols = [f.name for f in sliced.features("lead")]
+    a = offline[cols].to_numpy(dtype=float)
+    b = ref[cols].to_numpy(dtype=float)
+    same_ids = offline["lead_id"].tolist() == ref["lead_id"].tolist()
+    identical = bool(same_ids and np.array_equal(a, b, equal_nan=True))
+    return {
+        **info,
+        "spine_rows": len(spine),
+        "as_of_dates": n_dates,
+        "features": len(cols),
+        "outputs_identical": identical,
+        "offline_s": round(t_offline, 2),
+        "pandas_s": round(t_pandas, 2),
+        "pandas_load_s": round(t_load, 2),
+        "speedup": round(t_pandas / t_offline, 1),
+        "speedup_incl_pandas_load": round((t_pandas + t_load) / t_offline, 1),
+        "peak_rss_gib": round(_peak_rss_gib(), 2),
+    }
+
+
+def stage_online(data: Path, as_of: str) -> dict:
+    import duckdb
+    import numpy as np
+    import pandas as pd
+
+    from leadml.features.online import compute_lead_features_online
+
+    vocab, catalog = _setup(data)
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    ev = data / "events"
+    events = (
+        f"read_parquet('{ev}/*.parquet')"
+        if ev.is_dir()
+        else f"read_parquet('{data}/events.parquet')"
+    )
+    t = pd.Timestamp(as_of, tz="UTC")
+    lead_id, n = con.execute(
+        f"SELECT lead_id, count(*) AS n FROM {events} WHERE ts < ? GROUP BY lead_id "
+        "ORDER BY abs(count(*) - 500), lead_id LIMIT 1",
+        [t],
+    ).fetchone()
+    lead = con.execute(
+        f"SELECT * FROM read_parquet('{data}/leads.parquet') WHERE lead_id = ?", [lead_id]
+    ).df()
+    lead_row = lead.iloc[0].to_dict()
+    account = (
+        con.execute(
+            f"SELECT * FROM read_parquet('{data}/accounts.parquet') WHERE account_id = ?",
+            [lead_row["account_id"]],
+        )
+        .df()
+        .iloc[0]
+        .to_dict()
+    )
+    own = con.execute(f"SELECT * FROM {events} WHERE lead_id = ? ORDER BY ts", [lead_id]).df()
+    colleagues = con.execute(
+        f"SELECT e.* FROM {events} e JOIN read_parquet('{data}/leads.parquet') l USING (lead_id) "
+        "WHERE l.account_id = ? ORDER BY e.ts",
+        [lead_row["account_id"]],
+    ).df()
+    status = con.execute(
+        f"SELECT * FROM read_parquet('{data}/lead_status_history.parquet') WHERE lead_id = ?",
+        [lead_id],
+    ).df()
+    acts = con.execute(
+        f"SELECT * FROM read_parquet('{data}/activities.parquet') WHERE lead_id = ?", [lead_id]
+    ).df()
+
+    def columns(df: pd.DataFrame) -> dict:
+        out = {c: df[c].to_numpy() for c in df.columns}
+        out["ts"] = (
+            df["ts"].dt.tz_convert("UTC").dt.tz_localize(None).to_numpy().astype("datetime64[us]")
+        )
+        return out
+
+    def records(df: pd.DataFrame) -> list:
+        return [
+            {k: (v.to_pydatetime() if isinstance(v, pd.Timestamp) else v) for k, v in r.items()}
+            for r in df.to_dict("records")
+        ]
+
+    def timed(payload: dict, reps: int = 300) -> float:
+        compute_lead_features_online(catalog, t, lead_row, account, **payload)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            compute_lead_features_online(catalog, t, lead_row, account, **payload)
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times)) * 1000
+
+    col_payload = {
+        "events": columns(own),
+        "status_history": columns(status),
+        "activities": columns(acts),
+        "account_events": columns(colleagues),
+    }
+    rec_payload = {
+        "events": records(own),
+        "status_history": records(status),
+        "activities": records(acts),
+        "account_events": records(colleagues),
+    }
+    return {
+        "lead_events": int(len(own)),
+        "lead_events_before_as_of": int(n),
+        "account_events": int(len(colleagues)),
+        "features": len(catalog.names("lead")),
+        "columnar_ms": round(timed(col_payload), 3),
+        "list_of_dicts_ms": round(timed(rec_payload, 100), 3),
+    }
+
+
+# ------------------------------------------------------------------ driver
+
+
+def _run_stage(name: str, args: argparse.Namespace) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--stage",
+        name,
+        "--data",
+        str(args.data),
+        "--as-of",
+        args.as_of,
+        "--sample-events",
+        str(args.sample_events),
+        "--dates",
+        str(args.dates),
+    ]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return {
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr
+            else f"exit {proc.returncode}"
+        }
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["subprocess_s"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, default=ROOT / "workspace" / "data")
+    p.add_argument(
+        "--as-of", default=None, help="ISO date; default: the Monday ~60 days before the data end"
+    )
+    p.add_argument("--sample-events", type=int, default=10_000_000)
+    p.add_argument(
+        "--dates", type=int, default=4, help="weekly as-of dates in the reference comparison"
+    )
+    p.add_argument("--skip", default="", help="comma-separated stages to skip")
+    p.add_argument("--stage", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.data = args.data.resolve()
+    args.as_of = args.as_of or _default_as_of(args.data)
+    if args.stage:
+        fn = {
+            "features": lambda: stage_features(args.data, args.as_of),
+            "dataset": lambda: stage_dataset(args.data, args.as_of),
+            "reference": lambda: stage_reference(
+                args.data, args.as_of, args.sample_events, args.dates
+            ),
+            "online": lambda: stage_online(args.data, args.as_of),
+        }[args.stage]
+        print(json.dumps(fn(), default=str))
+        return
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    print(f"data: {args.data}  as_of: {args.as_of}")
+    for name in ("online", "features", "reference", "dataset"):
+        if name in skip:
+            continue
+        result = _run_stage(name, args)
+        print(f"{name}: {json.dumps(result)}", flush=True)
+        if name == "reference" and "speedup" in result:
+            print(
+                f"  offline engine vs pandas: {result['speedup']}x (goal >= 10x), "
+                f"outputs identical: {result['outputs_identical']}"
+            )
+        if name == "features" and "wall_s" in result:
+            print(
+                f"  {result['leads']:,} leads as of one date: {result['wall_s']} s, "
+                f"peak RSS {result['peak_rss_gib']} GiB (goals for 1M leads: < 120 s, < 8 GiB)"
+            )
+
+
+if __name__ == "__main__":
+    main()
