@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspace", default="workspace")
     parser.add_argument("--as-of", default=None)
+    parser.add_argument("--data", default=None, help="input tables [default: workspace company]")
     parser.add_argument("--keep", action="store_true", help="publish into the workspace's outputs")
     parser.add_argument("--sql-url", default=None, help="SQL destination (default: DuckDB file)")
     parser.add_argument(
@@ -104,12 +105,10 @@ def main() -> None:
     from leadml.sources import open_source
 
     settings = load_settings()
-    if (
-        not (settings.data_dir / "leads.parquet").exists()
-        and not (settings.data_dir / "leads.csv").exists()
-    ):
-        raise SystemExit(f"no company in {settings.data_dir}; run `leadml simulate` first")
-    as_of = args.as_of or _default_as_of(settings.data_dir, open_source, TABLE_NAMES)
+    data = Path(args.data).resolve() if args.data else settings.data_dir
+    if not (data / "leads.parquet").exists() and not (data / "leads.csv").exists():
+        raise SystemExit(f"no company in {data}; run `leadml simulate` first")
+    as_of = args.as_of or _default_as_of(data, open_source, TABLE_NAMES)
 
     scratch = None
     store = None
@@ -124,6 +123,7 @@ def main() -> None:
     result = run_nightly(
         settings,
         as_of,
+        data=data,
         keep_features=True,
         store=store,
         on_step=lambda s: print(f"  .. {s}", flush=True),

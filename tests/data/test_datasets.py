@@ -241,3 +241,92 @@ def test_deal_close_outcomes_and_censoring(catalog) -> None:
     assert list(df.columns[:2]) == ["opportunity_id", "as_of"]
     assert list(df.columns[-5:]) == ["outcome", "outcome_days", "segment", "owner_id", "amount"]
     assert np.isclose(rows[("X", "2025-01-20")].days_in_stage, 5.0)
+
+
+def test_extra_columns_become_attributes_and_missing_ones_are_named() -> None:
+    from leadml.errors import DataError
+    from leadml.features.catalog import parse_catalog
+    from leadml.features.offline import compute_features
+    from leadml.features.online import compute_online, entity_payload
+
+    spec = {
+        "lead": [
+            {
+                "name": "department",
+                "kind": "attribute",
+                "table": "lead",
+                "column": "department",
+                "type": "categorical",
+                "extra": True,
+                "label": "Works in {value}",
+            },
+        ]
+    }
+    catalog = parse_catalog(spec, VOCAB)
+    frames = tiny_company(2, Sizes(leads=4))
+    frames["leads"]["department"] = ["sales", "it", None, "hr"]
+    con = connect_frames(frames)
+    spine = pd.DataFrame({"lead_id": ["L0", "L1", "L2", "L3"], "as_of": ts("2025-03-01")})
+    got = compute_features(con, catalog, "lead", spine)
+    assert got["department"].tolist()[:2] == ["sales", "it"] and pd.isna(got["department"][2])
+    online = compute_online(
+        catalog, "lead", ts("2025-03-01"), entity_payload(frames, catalog, "lead", "L3")
+    )
+    assert online == {"department": "hr"}
+    con = connect_frames(tiny_company(2, Sizes(leads=4)))
+    with pytest.raises(
+        DataError, match=r"'department' reads leads.department, which the data does not have"
+    ):
+        compute_features(con, catalog, "lead", spine)
+
+
+def test_cli_builds_features_and_training_sets(tmp_path: Path, capsys) -> None:
+    import json
+
+    from leadml.cli import main
+
+    data = tmp_path / "company"
+    data.mkdir()
+    for name, frame in tiny_company(3, Sizes(leads=12, events=150, opportunities=6)).items():
+        frame.to_parquet(data / f"{name}.parquet")
+    out = tmp_path / "readiness.parquet"
+    main(
+        [
+            "dataset",
+            "lead-readiness",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--horizon",
+            "14",
+            "--every",
+            "1w",
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    written = pd.read_parquet(out)
+    assert summary["rows"] == len(written) > 0
+    assert summary["positives"] == int(written["label"].sum())
+    assert summary["features"] == len(written.columns) - 3
+    feats = tmp_path / "features.csv"
+    main(
+        [
+            "features",
+            "opportunity",
+            "--as-of",
+            "2025-03-03",
+            "--data",
+            str(data),
+            "--out",
+            str(feats),
+            "--json",
+        ]
+    )
+    summary = json.loads(capsys.readouterr().out)
+    table = pd.read_csv(feats)
+    assert summary["rows"] == len(table) > 0 and table["as_of"].nunique() == 1
+    with pytest.raises(SystemExit) as info:
+        main(["dataset", "deal-close", "--data", str(data), "--out", str(tmp_path / "x.txt")])
+    assert info.value.code == 2 and "use .parquet or .csv" in capsys.readouterr().err

@@ -122,3 +122,39 @@ def test_default_tracking_uri_is_in_the_workspace(
     assert tracking.tracking_uri(s) == f"sqlite:///{tmp_path / 'ws' / 'mlflow' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert tracking.tracking_uri(s) == "http://127.0.0.1:5999"
+
+
+def test_cli_lists_versions_and_refuses_a_failing_promotion(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Runs after the registry test above, on the same store (versions 1 and 2)."""
+    import json
+
+    from leadml.cli import main
+
+    monkeypatch.setenv("LEADML_TRACKING__URI", tracking.tracking_uri(settings))
+    main(["models", "--json"])
+    listed = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["aliases"]) for r in listed] == [(1, "champion"), (2, "")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["promote", "lead_readiness", "--version", "2"])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "max_ece" in err and "Traceback" not in err
+
+
+def test_tuning_runs_nested_trials_and_keeps_the_best(
+    readiness_result: TrainingResult, settings: Settings
+) -> None:
+    from leadml.modeling import workflow
+
+    frame = readiness_result.train_frame
+    tuned, trials = workflow.tune(frame, readiness_result.spec, settings, 2)
+    assert len(trials) == 2
+    best = min(trials, key=lambda t: t["log_loss"])
+    assert tuned.estimator.params["num_leaves"] == best["num_leaves"]
+    runs = mlflow.search_runs(experiment_names=[settings.tracking.experiment])
+    parent = runs[runs["tags.mlflow.runName"] == "lead_readiness-tuning"]
+    assert len(parent) == 1
+    children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
+    assert len(children) == 2

@@ -97,9 +97,9 @@ def _small(kind: str, features: list[str]) -> Any:
     return ModelSpec(
         name="deal_close",
         kind=kind,
-        **common,
+        **{**common, "calibration": {"holdout_days": 112}},
         backtest={"origins": 1, "gap_days": 0, "test_days": 28},
-        target={"horizon_days": 90, "max_weeks": 26},
+        target={"horizon_days": 60, "max_weeks": 26, "eval_horizons_days": [30, 60]},
     )
 
 
@@ -150,6 +150,22 @@ def _build(base: Path) -> Champions:
     return Champions(base, workspace, data, uri, base / "bentoml", versions, parity)
 
 
+def _keep_mlflow_uris() -> tuple[Any, Any]:
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return tracking_utils._tracking_uri, registry_utils._registry_uri
+
+
+def _restore_mlflow_uris(saved: tuple[Any, Any]) -> None:
+    """Undo ``tracking.configure`` (it pins process-wide URIs; later tests of the
+    session rely on their own ``MLFLOW_TRACKING_URI``)."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    tracking_utils._tracking_uri, registry_utils._registry_uri = saved
+
+
 def champions(basetemp: Path) -> Champions:
     """The session's champions (built on first call). ``LEADML_TEST_CHAMPIONS=<dir>``
     keeps them in that folder across sessions (a local speed-up while developing)."""
@@ -158,7 +174,11 @@ def champions(basetemp: Path) -> Champions:
     marker = base / "champions.json"
     if not marker.exists():
         base.mkdir(parents=True, exist_ok=True)
-        built = _build(base)
+        saved = _keep_mlflow_uris()
+        try:
+            built = _build(base)
+        finally:
+            _restore_mlflow_uris(saved)
         marker.write_text(json.dumps({"versions": built.versions, "parity": built.parity}))
     saved = json.loads(marker.read_text())
     return Champions(

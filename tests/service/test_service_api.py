@@ -418,6 +418,12 @@ def test_api_scores_equal_batch_scores(client: TestClient, serving: Champions) -
         [s["readiness"] for s in api], batch["probability"], rtol=0, atol=1e-12
     )
     assert [s["grade"] for s in api] == list(batch["grade"])
+    explained = bundle.explain(feats[bundle.features], k=3)
+    for s, e in zip(api, explained, strict=True):
+        expected = sorted([*e["positive"], *e["negative"]], key=lambda r: -abs(r["contribution"]))
+        assert [(r["feature"], r["text"]) for r in s["reasons"]] == [
+            (r["feature"], r["text"]) for r in expected
+        ]
 
     deals = serving.parity["deals"]
     api_d = client.post("/score_deals", json=_deals(serving)).json()["scores"]

@@ -71,3 +71,28 @@ def test_reference_round_trips_through_a_dict() -> None:
     again = {k: BinnedReference.from_dict(v.to_dict()) for k, v in ref.items()}
     assert again == ref
     assert abs(sum(again["segment"].shares) + again["segment"].missing_share - 1) < 1e-9
+
+
+def test_the_scoring_bundles_reference_reads_back_with_zero_psi_on_its_training_data() -> None:
+    """The bundle stores its own reference format; read back, the training data itself
+    must be stable against it and a shifted copy must drift (same bin conventions)."""
+    from leadml.batch.nightly import reference_from_bundle
+    from leadml.modeling.bundle import _reference
+
+    train = _frame(20_000, 1)
+    train.loc[train.index[:1_000], "pricing_views"] = np.nan
+    scores = np.round(np.random.default_rng(2).beta(2, 8, 20_000), 3)  # ties, like isotonic steps
+    stored = _reference(train, list(train.columns), ["segment"], scores)
+    ref = reference_from_bundle(stored)
+    assert ref is not None and set(ref) == {*train.columns, "score"}
+    same = drift_report(ref, train, model="m", scores=scores).set_index("feature")
+    assert (same.drop(index="score")["psi"] < 1e-9).all(), same["psi"]
+    # the score's reference is its 101 stored percentiles: close, not exact
+    assert same.loc["score", "psi"] < 0.01
+    moved = train.assign(web_visits_30d=train["web_visits_30d"] + 3)
+    report = drift_report(ref, moved, model="m", scores=np.clip(scores + 0.1, 0, 1)).set_index(
+        "feature"
+    )
+    assert report.loc["web_visits_30d", "status"] == "drift"
+    assert report.loc["score", "status"] == "drift"
+    assert report.loc["segment", "status"] == "stable"

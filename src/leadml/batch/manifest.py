@@ -20,6 +20,7 @@ JSON_FIELDS = (
     "quarantined_rows",
     "open_entities",
     "model_versions",
+    "model_metrics",
     "rows_written",
     "timings_s",
     "drifted_features",
@@ -42,6 +43,8 @@ class Manifest:
     quarantined_rows: dict[str, int] = field(default_factory=dict)
     open_entities: dict[str, int] = field(default_factory=dict)
     model_versions: dict[str, str] = field(default_factory=dict)
+    # the champions' backtest metrics logged at training (roc_auc, ece, ...)
+    model_metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     rows_written: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     drifted_features: list[str] = field(default_factory=list)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import duckdb
 import numpy as np
@@ -244,8 +244,12 @@ def run_nightly(
                     f"no champion for {name}; train and promote one first "
                     "(`leadml train` then `leadml promote`), or run `leadml demo`"
                 )
-        lead_model, deal_model = models[LEAD_MODEL], models[DEAL_MODEL]
+        lead_model = models[LEAD_MODEL]
+        deal_model = cast(DealChampion, models[DEAL_MODEL])
         manifest.model_versions = {n: str(m.version) for n, m in models.items()}
+        manifest.model_metrics = {
+            n: dict(getattr(m, "metrics", {}) or {}) for n, m in models.items()
+        }
 
         say("features as of D")
         catalog = load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
@@ -254,6 +258,7 @@ def run_nightly(
             from leadml.forecast.deals import DealHistory
 
             history = DealHistory(con, settings.vocabulary)
+            history.check_as_of(t)  # a date past the data's end fails here, not after scoring
             deals = history.snapshot(t)
             if leads.empty and deals.empty:
                 raise DataError(
@@ -573,7 +578,7 @@ def forecast_fan(
         probs = won_by(np.full(len(deals), days))
         shift = new * days / span
         d = dist.revenue_distribution(won=won, amounts=amounts, probs=probs, max_cells=cells)
-        p10, p50, p90 = (float(v) + shift for v in d.quantile([0.1, 0.5, 0.9]))
+        p10, p50, p90 = (float(v) + shift for v in np.atleast_1d(d.quantile([0.1, 0.5, 0.9])))
         rows.append(
             {
                 "week_end": end,
@@ -701,9 +706,8 @@ def _drift(
         if isinstance(ref, dr.BinnedReference) and ref.edges:
             cdf = np.cumsum(ref.shares)[:-1]
             pct = np.interp(np.linspace(0, 1, 101), cdf, ref.edges).tolist()
-    out["reference_percentiles"] = np.where(
-        out["kind"] == "score", json.dumps([float(e) for e in pct or []]), None
-    )
+    text = json.dumps([float(e) for e in pct or []])
+    out["reference_percentiles"] = [text if k == "score" else None for k in out["kind"]]
     return out
 
 
@@ -727,14 +731,17 @@ class BundleChampion:
         self.name = str(bundle.name)
         self.version = str(version)
         self.features = list(bundle.features)
-        self.reference = reference_from_bundle(bundle.reference)
+        self.reference: Mapping[str, Any] | None = reference_from_bundle(bundle.reference)
         self.score_percentiles = [
             float(x) for x in (bundle.reference or {}).get("score_quantiles", [])
         ]
         bundle.model  # noqa: B018 - build the booster now, inside the load step
         self._hazard_cache: tuple[int, Any, Any] | None = None
+        self.metrics: dict[str, float] = {}
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
+        if not len(features):
+            return np.zeros(0)
         if self.bundle.kind == "deal_close":
             return self.won_by(
                 features, np.full(len(features), float(self.bundle.model.horizon_days))
@@ -756,6 +763,8 @@ class BundleChampion:
         import copy
 
         self.bundle.check_input(features)
+        if not len(features):
+            return np.zeros(0)
         model = self.bundle.model
         if self._hazard_cache is None or self._hazard_cache[0] != id(features):
             hazards = model.hazards(features)
@@ -809,9 +818,9 @@ def reference_from_bundle(ref: Mapping[str, Any] | None) -> dict[str, dr.BinnedR
         # Each stored percentile carries 1/len(q) of the mass; binning them like tonight's
         # scores keeps ties (isotonic calibration gives step values) in the same bin.
         idx = np.searchsorted(edges, q, side="right")
-        shares = np.bincount(idx, minlength=len(edges) + 1) / len(q)
+        score_shares = np.bincount(idx, minlength=len(edges) + 1) / len(q)
         out[dr.SCORE] = dr.BinnedReference(
-            dr.SCORE, "numeric", edges=edges.tolist(), shares=shares.tolist()
+            dr.SCORE, "numeric", edges=edges.tolist(), shares=score_shares.tolist()
         )
     return out
 
@@ -825,7 +834,8 @@ def load_champions(settings: Settings) -> dict[str, Champion]:
     out: dict[str, Champion] = {}
     for name in (LEAD_MODEL, DEAL_MODEL):
         try:
-            version = tracking.client().get_model_version_by_alias(name, tracking.CHAMPION).version
+            mv = tracking.client().get_model_version_by_alias(name, tracking.CHAMPION)
+            version = mv.version
         except Exception:
             raise BatchError(
                 f"no champion for {name} in the registry at {tracking.tracking_uri(settings)}; "
@@ -833,5 +843,21 @@ def load_champions(settings: Settings) -> dict[str, Champion]:
                 "promote one first (`leadml train` then `leadml promote`), or run `leadml demo`"
             ) from None
         bundle = ScoringBundle.load(f"models:/{name}@{tracking.CHAMPION}")
-        out[name] = BundleChampion(bundle, str(version))
+        champ = BundleChampion(bundle, str(version))
+        champ.metrics = _backtest_metrics(mv)
+        out[name] = champ
     return out
+
+
+HEALTH_METRICS = ("roc_auc", "pr_auc", "brier", "ece", "lift_top_decile", "precision_at_capacity")
+
+
+def _backtest_metrics(model_version: Any) -> dict[str, float]:
+    """The champion's logged backtest metrics (shown as its evidence in the report)."""
+    from leadml import tracking
+
+    try:
+        logged = tracking.client().get_run(model_version.run_id).data.metrics
+    except Exception:  # a registry without the run (copied models): no evidence shown
+        return {}
+    return {k: float(logged[k]) for k in HEALTH_METRICS if k in logged}

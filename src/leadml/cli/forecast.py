@@ -57,12 +57,12 @@ def forecast(
         None,
         "--as-of",
         help="Forecast date (ISO); reads only records before it "
-        "[default: the day after the data ends]",
+        "(default: the day after the data ends)",
     ),
     period: str | None = typer.Option(
         None,
         "--period",
-        help="Quarter (2026Q4) or month (2026-10) [default: the quarter of --as-of]",
+        help="Quarter (2026Q4) or month (2026-10) (default: the quarter of --as-of)",
     ),
     by: str | None = typer.Option(None, "--by", help="Also per group: team | segment | owner"),
     data: Path | None = typer.Option(
@@ -73,7 +73,7 @@ def forecast(
         "--probabilities",
         help="Parquet/CSV with opportunity_id, p_won_by (P(won by period end) per open deal, "
         "e.g. from "
-        "the deal-close model) [default: empirical close rates]",
+        "the deal-close model) (default: empirical close rates)",
     ),
     plots: bool = typer.Option(
         False, "--plots", help="Write the fan chart and waterfall PNGs to <workspace>/reports"
@@ -220,10 +220,17 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
 def backtest(
     ctx: typer.Context,
     quarters: int | None = typer.Option(
-        None, "--quarters", min=1, help="Past quarters to replay [config]"
+        None,
+        "--quarters",
+        min=1,
+        help="Past quarters to replay (default: forecast.backtest_quarters, 4)",
     ),
     weeks: int | None = typer.Option(
-        None, "--weeks", min=1, max=13, help="Weeks before quarter end [config: 13]"
+        None,
+        "--weeks",
+        min=1,
+        max=13,
+        help="Weeks before quarter end (default: forecast.backtest_weeks, 13)",
     ),
     data: Path | None = typer.Option(
         None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
@@ -231,7 +238,7 @@ def backtest(
     truth: Path | None = typer.Option(
         None,
         "--truth",
-        help="deal_truth.parquet for the oracle [default: <data>/truth when present]",
+        help="deal_truth.parquet for the oracle (default: <data>/truth when present)",
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:

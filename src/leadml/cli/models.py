@@ -29,6 +29,16 @@ HEADLINE = (
 )
 
 
+def _quiet_mlflow() -> None:
+    """MLflow's INFO lines and download bars would break the progress display."""
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def train(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="lead-readiness | deal-close"),
@@ -56,6 +66,7 @@ def train(
     from leadml.modeling import workflow
 
     s = common.settings(ctx)
+    _quiet_mlflow()
     model_spec = workflow.load_model_spec(s, model, spec)
     data_obj = workflow.open_data(s, data)
     err = common.err_console()
@@ -106,8 +117,14 @@ def train(
         )
         return
     out = common.console()
+    has_oracle = any(k.startswith("oracle_") for k in m)
     rows = [
-        (k, m.get(k, math.nan), m.get(f"baseline_{k}", math.nan), m.get(f"oracle_{k}", math.nan))
+        (k, m.get(k, math.nan), m.get(f"baseline_{k}", math.nan))
+        + (
+            (m.get(f"model_on_oracle_rows_{k}", math.nan), m.get(f"oracle_{k}", math.nan))
+            if has_oracle
+            else ()
+        )
         for k in HEADLINE
         if k in m
     ]
@@ -115,7 +132,8 @@ def train(
         common.summary_table(
             f"{model_spec.name}: backtest over {len(result.folds)} test windows "
             f"({int(m['rows']):,} rows)",
-            ["metric", "model", "logistic baseline", "oracle (same rows)"],
+            ["metric", "model", "logistic baseline"]
+            + (["model, oracle rows", "oracle"] if has_oracle else []),
             rows,
         )
     )

@@ -46,7 +46,10 @@ def serve(
             common.summary_table(
                 "Champions in the BentoML store",
                 ["model", "registry", "version", "copied"],
-                [(m.store_tag, m.registry_name, m.registry_version, m.copied) for m in imported],
+                [
+                    (m.store_tag, m.registry_name, m.registry_version, "yes" if m.copied else "no")
+                    for m in imported
+                ],
             )
         )
     raise typer.Exit(run_server(s, host=host, port=port))

@@ -27,7 +27,7 @@ import datetime as dt
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -49,8 +49,8 @@ _DAY = float(DAY_US)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
 
-Value = float | int | str | None
-Records = Sequence[Mapping[str, Any]] | Mapping[str, Any] | pd.DataFrame | None
+Value: TypeAlias = float | int | str | None
+Records: TypeAlias = Sequence[Mapping[str, Any]] | Mapping[str, Any] | pd.DataFrame | None
 
 
 # ------------------------------------------------------------------ time
@@ -263,12 +263,12 @@ class _Table:
         self.num: dict[str, np.ndarray] = {}
         for col in sp.numeric:
             vals = cols[col]
-            arr = (
+            num = (
                 np.asarray([np.nan if _none(v) else float(v) for v in vals], dtype=float)
                 if n
                 else np.empty(0)
             )
-            self.num[col] = arr if self.all_kept else arr[keep]
+            self.num[col] = num if self.all_kept else num[keep]
         self._windows: dict[int | None, np.ndarray | None] = {}
         self.masks: dict[tuple[str, int | None], np.ndarray | None] = {}
 
@@ -330,7 +330,7 @@ def _attribute(f: AttributeFeature, row: Mapping[str, Any] | None, as_of: int) -
         return float(as_of - to_us(v)) / _DAY
     if f.type == "numeric":
         try:
-            return float(v)
+            return float(v)  # type: ignore[arg-type]  # any number-like value; None is handled above
         except (TypeError, ValueError):
             return None
     return str(v)

@@ -68,9 +68,10 @@ def new_deals(
     found: list[pd.DataFrame] = []
     pools: list[pd.DataFrame] = []
     n = 0
+    first = o["first_seen"].min() if len(o) else as_of
     for k in range(1, lookback_periods + 1):
         past = period.shifted(k)
-        if past.end > as_of:
+        if past.end > as_of or past.end - h < first:  # not over yet, or before the data began
             continue
         n += 1
         created = (o["first_seen"] >= past.end - h) & (o["first_seen"] < past.end)

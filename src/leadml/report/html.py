@@ -237,6 +237,7 @@ def _table(df: pd.DataFrame, *, max_rows: int = 30, floats: str = "{:,.3f}") -> 
         cells = []
         for v in row:
             if isinstance(v, float | np.floating):
+                v = float(v)
                 cells.append(
                     "-"
                     if not np.isfinite(v)
@@ -319,6 +320,13 @@ def _model_health(inp: ReportInputs) -> str:
     parts = [
         "<p>Champions: " + ", ".join(f"{_e(k)} v{_e(v)}" for k, v in versions.items()) + "</p>"
     ]
+    metrics = m.get("model_metrics") or {}
+    if any(metrics.values()):
+        rows = [{"model": k, **v} for k, v in metrics.items() if v]
+        parts.append(
+            "<p>Backtest of the champions at training (held-out windows; ECE = expected "
+            "calibration error):</p>" + _table(pd.DataFrame(rows))
+        )
     parts.append("<h3>Calibration</h3>")
     if inp.calibration is not None and not inp.calibration.empty:
         parts.append(f'<div class="row">{calibration_plot(inp.calibration)}</div>')

@@ -83,13 +83,21 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
 
 
 def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
-    """Run the server in the foreground until it exits or Ctrl-C; returns its exit code."""
+    """Run the server in the foreground until it exits, Ctrl-C or SIGTERM (which stop
+    the server's whole process group); returns its exit code."""
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
     proc = start_server(settings, host, port)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return proc.wait()
     except KeyboardInterrupt:
         stop_server(proc)
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # ---------------------------------------------------------------- bento

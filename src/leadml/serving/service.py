@@ -94,6 +94,7 @@ class Batcher:
         self.max_latency_ms = max_latency_ms
         self._limiter = anyio.CapacityLimiter(1)
         self._call: Callable[[list[Any]], Awaitable[list[Any]]] | None = None
+        self._dispatcher: Any = None
 
     async def _run(self, tasks: list[Any]) -> list[Any]:
         import anyio.to_thread
@@ -124,8 +125,15 @@ class Batcher:
             )
             # CorkDispatcher's annotations are narrower than what it accepts (any sized job)
             self._call = dispatcher(self._batch)  # type: ignore[arg-type,assignment]
+            self._dispatcher = dispatcher
         result = await self._call(tasks)  # type: ignore[misc]
         return list(result or [])
+
+    def close(self) -> None:
+        """Stop the dispatcher's queue (pending requests are cancelled)."""
+        if self._dispatcher is not None:
+            self._dispatcher.shutdown()
+            self._dispatcher, self._call = None, None
 
 
 # ---------------------------------------------------------------- the public API
@@ -447,6 +455,11 @@ class LeadmlAPI:
             },
             batching=cfg.batching.model_dump(),
         )
+
+    @bentoml.on_shutdown
+    def _stop_batching(self) -> None:
+        self._leads.close()
+        self._deals.close()
 
     async def _model_info(self) -> dict[str, Any]:
         return self._info

@@ -96,27 +96,24 @@ def import_champion(settings: Settings, store_name: str) -> ImportedModel:
     stored = _latest_if_version(store_name, str(mv.version))
     if stored is not None:
         return ImportedModel(str(stored.tag), registry_name, str(mv.version), mv.run_id, False)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
-        model = bentoml.mlflow.import_model(
-            store_name,
-            model_uri=f"models:/{registry_name}/{mv.version}",
-            labels={
-                "registry_name": registry_name,
-                "registry_version": str(mv.version),
-                "alias": CHAMPION,
-            },
-            metadata={
-                "registry_name": registry_name,
-                "registry_version": str(mv.version),
-                "run_id": mv.run_id or "",
-                "source": mv.source or "",
-            },
-        )
-    finally:
-        mlflow.set_tracking_uri(previous)
+    # The version's artifact location (file://, s3://, ...): downloading it needs no
+    # process-wide MLflow URI, so importing leaves MLflow's global state alone.
+    location = client.get_model_version_download_uri(registry_name, str(mv.version))
+    model = bentoml.mlflow.import_model(
+        store_name,
+        model_uri=location,
+        labels={
+            "registry_name": registry_name,
+            "registry_version": str(mv.version),
+            "alias": CHAMPION,
+        },
+        metadata={
+            "registry_name": registry_name,
+            "registry_version": str(mv.version),
+            "run_id": mv.run_id or "",
+            "source": mv.source or "",
+        },
+    )
     return ImportedModel(str(model.tag), registry_name, str(mv.version), mv.run_id, True)
 
 
