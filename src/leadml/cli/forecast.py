@@ -356,11 +356,12 @@ def alerts(
             [(rule, int(r.alerts), int(r.deals), float(r.amount)) for rule, r in counts.iterrows()],
         )
     )
+    from rich.table import Table
+
     shown = table.head(limit)
-    out.print(
-        common.summary_table(
-            f"First {len(shown)} of {len(table)} (by owner)",
-            ["owner", "deal", "rule", "reason"],
-            [(r.owner_id, r.opportunity_id, r.rule, r.reason) for r in shown.itertuples()],
-        )
-    )
+    listing = Table(title=f"First {len(shown)} of {len(table)} (by owner)", title_justify="left")
+    for col in ("owner", "deal", "rule", "reason"):
+        listing.add_column(col, justify="left")
+    for r in shown.itertuples():
+        listing.add_row(str(r.owner_id), str(r.opportunity_id), str(r.rule), str(r.reason))
+    out.print(listing)
