@@ -207,3 +207,22 @@ def test_backtest_runs_point_in_time_with_baselines(book: dict[str, pd.DataFrame
     summary = report.summary
     assert {"mape", "coverage_p10_p90"} <= set(summary.columns)
     assert 0.0 <= summary.loc[summary["method"] == "forecast", "coverage_p10_p90"].iloc[0] <= 1.0
+
+
+@pytest.mark.parametrize("period", ["2025Q4", "2026Q1"])
+def test_the_distribution_is_centred_on_the_expected_value(
+    book: dict[str, pd.DataFrame], period: str
+) -> None:
+    """This quarter and the next (no won revenue yet, new deals from the run rate):
+    the pmf's mean is won + sum p a + the new-deal expectation, P50 stays within a
+    standard deviation of it and inside P10-P90."""
+    r = forecast(_con(book), as_of=AS_OF, period=period, config=LIGHT)
+    t = r.total
+    assert len(r.deals) > 20
+    if period == "2026Q1":  # nothing won yet; new deals have time to be created and won
+        assert t.won == 0.0 and t.new_expected > 0
+    d = r.distribution
+    expected = t.won + float(r.deals["p_won_by"] @ r.deals["amount"]) + t.new_expected
+    assert abs(d.mean - expected) <= t.error_bound + 1e-3 * expected
+    assert abs(t.p50 - expected) <= d.std
+    assert t.p10 <= expected <= t.p90

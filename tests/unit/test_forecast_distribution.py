@@ -155,3 +155,63 @@ def test_cutting_the_support_at_the_cap_changes_no_cell_below_it() -> None:
     assert np.allclose(cut.pmf[:-1], full[: len(cut.pmf) - 1], atol=1e-15)
     assert cut.tail_mass == pytest.approx(full[len(cut.pmf) - 1 :].sum(), abs=1e-15)
     assert cut.tail_mass < 1e-12
+
+
+@pytest.mark.parametrize("disp", [1e-300, 5e-16, 1e-12, 1e-8])
+def test_a_vanishing_dispersion_gives_the_poisson_pmf(disp: float) -> None:
+    # Regression: a dispersion of 5e-16 (rounding in its estimate) once made the
+    # negative-binomial pgf lose every digit, putting P50 at three times the mean.
+    amounts = np.array([150.0, 40.0, 700.0, 90.0])
+    poisson = dist.compound_poisson(0.4, amounts, step=1.0)
+    nb = dist.compound_poisson(0.4, amounts, step=1.0, dispersion=disp)
+    n = min(len(poisson.pmf), len(nb.pmf))
+    assert np.abs(nb.pmf[:n] - poisson.pmf[:n]).max() < 1e-6
+    assert nb.mean == pytest.approx(0.4 * amounts.mean(), rel=1e-6)
+
+
+SMALL_DISPERSIONS = st.sampled_from([0.0, 1e-300, 1e-16, 5e-16, 1e-10, 1e-4, 0.3, 2.0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    won=st.floats(0, 1e6),
+    deals=st.lists(st.tuples(st.floats(1, 1e6), st.floats(0, 1)), min_size=1, max_size=30),
+    new=st.lists(
+        st.tuples(
+            st.floats(0.01, 20),
+            st.lists(st.floats(1, 1e6), min_size=1, max_size=8),
+            SMALL_DISPERSIONS,
+        ),
+        max_size=3,
+    ),
+    shock=st.sampled_from([0.0, 0.7]),
+)
+def test_the_distribution_is_centred_on_the_expected_value(
+    won: float,
+    deals: list[tuple[float, float]],
+    new: list[tuple[float, list[float], float]],
+    shock: float,
+) -> None:
+    """For any inputs the pmf's mean is won + sum p a + sum rate * mean amount (within the
+    grid error), and its median is within one sd of it (true of every distribution)."""
+    amounts = np.array([a for a, _ in deals])
+    probs = np.array([p for _, p in deals])
+    d = dist.revenue_distribution(
+        won=won, amounts=amounts, probs=probs, new=new, shock_sd=shock, max_cells=4096
+    )
+    expected = won + float(probs @ amounts) + sum(r * float(np.mean(x)) for r, x, _ in new)
+    tol = d.error_bound + 1e-3 * (expected - won) + 1e-6 * won
+    assert abs(d.mean - expected) <= tol
+    assert abs(float(d.quantile(0.5)) - expected) <= d.std + tol + d.step
+
+
+def test_p50_of_many_small_deals_sits_at_the_mean_inside_p10_p90() -> None:
+    rng = np.random.default_rng(5)
+    amounts = rng.lognormal(10, 0.5, 300)
+    probs = rng.uniform(0.05, 0.6, 300)
+    new = [(5.0, rng.lognormal(10, 0.5, 12), 1e-16), (2.0, rng.lognormal(9, 0.5, 12), 0.4)]
+    d = dist.revenue_distribution(won=0.0, amounts=amounts, probs=probs, new=new, shock_sd=0.3)
+    mean = float(probs @ amounts) + sum(r * float(np.mean(x)) for r, x, _ in new)
+    p10, p50, p90 = d.quantile([0.1, 0.5, 0.9])
+    assert p10 < mean < p90
+    assert abs(p50 - mean) <= 0.1 * d.std  # a sum of many small deals is nearly symmetric

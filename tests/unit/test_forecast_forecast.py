@@ -245,3 +245,58 @@ def test_empirical_rates_learn_from_earlier_quarters_only() -> None:
     p = r.deals.set_index("opportunity_id")["p_won_by"]
     assert p["nx"] > 0.6 and p["ex"] < 0.4
     assert np.isclose(r.total.open_expected, 100 * (p["nx"] + p["ex"]))
+
+
+def test_dispersion_of_poisson_like_counts_is_exactly_zero() -> None:
+    from leadml.forecast.newdeals import _dispersion
+
+    # var == mean here; rounding once gave 5e-16, read as an (ill-conditioned) NB.
+    assert _dispersion(np.array([0, 0, 1])) == 0.0
+    assert _dispersion(np.array([3, 3, 3, 3])) == 0.0  # under-dispersed: Poisson
+    assert _dispersion(np.array([0, 0, 6])) == pytest.approx((12 - 2) / 4)
+
+
+def test_a_future_period_drops_deals_expected_to_close_before_it() -> None:
+    # o1 (1200, expected 2026-12-10) will most likely be won this quarter; o2 (3000,
+    # expected 2027-01-20) in the next one.
+    by = {
+        ts("2027-01-01"): {"o1": 0.8, "o2": 0.1},  # P(won before 2027Q1 starts)
+        ts("2027-04-01"): {"o1": 0.85, "o2": 0.6},  # P(won before it ends)
+    }
+
+    def source(con, as_of, period_end):  # noqa: ANN001, ANN202
+        p = by[period_end]
+        return pd.DataFrame({"opportunity_id": list(p), "p_won_by": list(p.values())})
+
+    r = forecast(
+        con_of(book(ROWS, OWNERS, TARGETS)),
+        as_of=AS_OF,
+        period="2027Q1",
+        deal_probabilities=source,
+    )
+    p = r.deals.set_index("opportunity_id")["p_won_by"]
+    assert p["o1"] == pytest.approx(0.05) and p["o2"] == pytest.approx(0.5)
+    assert r.total.open_expected == pytest.approx(0.05 * 1200 + 0.5 * 3000)
+    assert r.total.period_pipeline == pytest.approx(3000.0)  # o1 is expected in 2026Q4
+    # A DataFrame of P(won by the period end) cannot say what is won before the start.
+    frame = pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [0.85, 0.6]})
+    with pytest.raises(LeadmlError, match="p_won_by_period_start"):
+        forecast(con_of(book(ROWS, OWNERS)), as_of=AS_OF, period="2027Q1", deal_probabilities=frame)
+    given = forecast(
+        con_of(book(ROWS, OWNERS)),
+        as_of=AS_OF,
+        period="2027Q1",
+        deal_probabilities=frame.assign(p_won_by_period_start=[0.8, 0.1]),
+    )
+    assert given.total.open_expected == pytest.approx(r.total.open_expected)
+
+
+def test_probabilities_falling_over_time_are_a_clear_error() -> None:
+    def falling(con, as_of, period_end):  # noqa: ANN001, ANN202
+        p = 0.3 if period_end > ts("2027-01-01") else 0.7
+        return pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [p, p]})
+
+    with pytest.raises(LeadmlError, match="fall over time"):
+        forecast(
+            con_of(book(ROWS, OWNERS)), as_of=AS_OF, period="2027Q1", deal_probabilities=falling
+        )

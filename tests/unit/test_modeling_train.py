@@ -18,6 +18,7 @@ from leadml.modeling.train import (
     censor_deals,
     deal_label,
     person_periods,
+    quarter_days,
     train,
 )
 
@@ -160,6 +161,7 @@ def test_deal_model_gives_a_monotone_probability_of_winning_by_d() -> None:
             "max_weeks": 20,
             "eval_horizons_days": [30, 60],
             "shift_features": ["days_to_expected_close"],
+            "calendar": True,
         },
         backtest={"origins": 1, "gap_days": 0, "test_days": 28},
     )
@@ -174,3 +176,14 @@ def test_deal_model_gives_a_monotone_probability_of_winning_by_d() -> None:
     fold = result.predictions
     assert fold["label"].notna().all()
     assert "oracle_roc_auc" in result.metrics and result.metrics["roc_auc"] > 0.6
+    # the calendar-aware hazard needs the as-of time of each row
+    with pytest.raises(DataError, match="as_of"):
+        model.predict_proba(sample.drop(columns="as_of"))
+
+
+def test_quarter_days_count_to_the_end_of_the_period_quarter() -> None:
+    as_of = pd.to_datetime(
+        pd.Series(["2025-03-24", "2025-12-29", "2025-01-06"]), utc=True
+    ).to_numpy()
+    got = quarter_days(as_of, np.array([0, 0, 1]), 7)
+    assert got.tolist() == [8.0, 3.0, 78.0]  # Apr 1, Jan 1, and Apr 1 from Jan 13

@@ -73,7 +73,8 @@ def forecast(
         "--probabilities",
         help="Parquet/CSV with opportunity_id, p_won_by (P(won by period end) per open deal, "
         "e.g. from "
-        "the deal-close model) (default: empirical close rates)",
+        "the deal-close model; for a period that starts after --as-of also "
+        "p_won_by_period_start) (default: empirical close rates)",
     ),
     plots: bool = typer.Option(
         False, "--plots", help="Write the fan chart and waterfall PNGs to <workspace>/reports"

@@ -57,7 +57,9 @@ class GroupForecast:
     gap_to_target: float  # target - expected (positive = short of target)
     p_reach_target: float
     open_pipeline: float  # sum of open deals' latest amounts
-    period_pipeline: float  # open deals expected to close before the period end (overdue included)
+    # open deals expected to close in the period (before its end, overdue included; for a
+    # period that starts after the as-of date, only expected close dates inside it)
+    period_pipeline: float
     remaining_target: float  # max(target - won, 0)
     coverage: float  # period_pipeline / remaining_target
     open_deals: int
@@ -131,6 +133,15 @@ def probability_source(
         frame = source
 
         def given(as_of: pd.Timestamp, per: Period) -> pd.DataFrame:
+            if "p_won_by_period_start" in frame.columns:
+                return _within(frame, frame, START_COLUMN)
+            if as_of < per.start:
+                raise ForecastError(
+                    f"period {per.label} starts on {per.start.date()}, after --as-of "
+                    f"{as_of.date()}: P(won by the period end) would also count deals won "
+                    "before the period; add a column p_won_by_period_start "
+                    "(P(won before the period start)) to the probabilities"
+                )
             return frame
 
         return given, "given"
@@ -148,14 +159,46 @@ def probability_source(
         probs = func(con, as_of, per.end)
         if as_of >= per.start:
             return probs
-        col = _prob_column(probs)
         early = func(con, as_of, per.start)
-        early_p = early.set_index("opportunity_id")[_prob_column(early)]
-        out = probs.set_index("opportunity_id")
-        out[col] = (out[col] - early_p.reindex(out.index).fillna(0.0)).clip(0.0, 1.0)
-        return out.reset_index()
+        return _within(probs, early, _prob_column(early))
 
     return call, name
+
+
+START_COLUMN = "p_won_by_period_start"
+# P(won by the start) may exceed P(won by the end) by rounding (or a calibrator's
+# plateau); a larger excess means the source is not a cumulative probability.
+_MONOTONE_TOLERANCE = 1e-3
+
+
+def _within(by_end: pd.DataFrame, by_start: pd.DataFrame, start_col: str) -> pd.DataFrame:
+    """P(won inside [S, E)) = P(won before E) - P(won before S) per deal, for a period that
+    starts after the as-of date: a deal likely to be won before S is not counted in it.
+    A deal missing from ``by_start`` is taken as not winnable before S."""
+    col = _prob_column(by_end)
+    if "opportunity_id" not in by_start.columns:
+        raise ForecastError("deal probabilities need an opportunity_id column")
+    start = by_start.drop_duplicates("opportunity_id").set_index("opportunity_id")[start_col]
+    out = by_end.drop_duplicates("opportunity_id").set_index("opportunity_id")
+    before = start.astype(float).reindex(out.index).fillna(0.0)
+    within = out[col].astype(float) - before
+    bad = within < -_MONOTONE_TOLERANCE
+    if bad.any():
+        oid = within.index[bad.to_numpy()][0]
+        raise ForecastError(
+            f"deal probabilities fall over time for {int(bad.sum())} deal(s) (e.g. {oid}: "
+            f"P(won before the period end) {out.loc[oid, col]:.4f} < P(won before the "
+            f"period start) {before.loc[oid]:.4f}); give cumulative probabilities "
+            "P(won before a date)"
+        )
+    out = out.assign(**{col: within.clip(0.0, 1.0)})
+    if start_col in out.columns and start_col != col:
+        out = out.drop(columns=start_col)
+    return out.reset_index()
+
+
+# Offsets (weeks) of the moments pooled around the same moment of each earlier period.
+SHOCK_POOL_WEEKS: tuple[int, ...] = (0,)
 
 
 def shock_sd(
@@ -186,24 +229,29 @@ def shock_sd(
     earliest = first + pd.DateOffset(months=2 * period.months)
     for k in range(1, lookback_periods + 1):
         past = period.shifted(k)
-        t_k = past.end - h
-        if past.end > as_of or t_k < earliest:
+        if past.end > as_of:
             continue
-        snap = history.snapshot(t_k)
-        if snap.empty:
-            continue
-        try:
-            deals = _attach(snap, probs_at(t_k, past))
-        except LeadmlError:
-            continue  # the source cannot answer for that moment (e.g. no truth rows)
-        o = history.outcomes.set_index("opportunity_id").loc[deals["opportunity_id"]]
-        won = ((o["won_at"] >= past.start) & (o["won_at"] < past.end)).to_numpy()
-        actual = float(np.where(won, o["won_amount"].to_numpy(float), 0.0).sum())
-        p, a = deals["p_won_by"].to_numpy(float), deals["amount"].to_numpy(float)
-        mu, v, s = float(p @ a), float((p * (1 - p)) @ (a * a)), float((p * (1 - p)) @ a)
-        num += (actual - mu) ** 2 - v
-        den += s * s
-        used += 1
+        seen = False
+        for weeks in SHOCK_POOL_WEEKS:
+            t_k = past.end - h - pd.Timedelta(days=7 * weeks)
+            if t_k < earliest or t_k >= past.end or t_k > as_of:
+                continue
+            snap = history.snapshot(t_k)
+            if snap.empty:
+                continue
+            try:
+                deals = _attach(snap, probs_at(t_k, past))
+            except LeadmlError:
+                continue  # the source cannot answer for that moment (e.g. no truth rows)
+            o = history.outcomes.set_index("opportunity_id").loc[deals["opportunity_id"]]
+            won = ((o["won_at"] >= past.start) & (o["won_at"] < past.end)).to_numpy()
+            actual = float(np.where(won, o["won_amount"].to_numpy(float), 0.0).sum())
+            p, a = deals["p_won_by"].to_numpy(float), deals["amount"].to_numpy(float)
+            mu, v, s = float(p @ a), float((p * (1 - p)) @ (a * a)), float((p * (1 - p)) @ a)
+            num += (actual - mu) ** 2 - v
+            den += s * s
+            seen = True
+        used += seen
     if used < 2 or den <= 0:
         return 0.0, used
     return float(min(np.sqrt(max(num / den, 0.0)), 3.0)), used
@@ -250,7 +298,8 @@ def _group_forecast(
     target: float,
     max_cells: int,
     tau: float,
-    period_end: pd.Timestamp,
+    period: Period,
+    as_of: pd.Timestamp,
 ) -> tuple[GroupForecast, dist.RevenueDistribution]:
     d = dist.revenue_distribution(
         won=won,
@@ -265,7 +314,7 @@ def _group_forecast(
     new_expected = NewDealsEstimate.expected(nd)
     expected = won + open_expected + new_expected
     pipeline = float(deals["amount"].sum())
-    in_period = float(deals.loc[deals["expected_close_date"] < period_end, "amount"].sum())
+    in_period = float(deals.loc[_expected_in(deals, period, as_of), "amount"].sum())
     remaining = max(target - won, 0.0) if np.isfinite(target) else float("nan")
     coverage = in_period / remaining if np.isfinite(remaining) and remaining > 0 else float("nan")
     g = GroupForecast(
@@ -288,6 +337,17 @@ def _group_forecast(
         error_bound=d.error_bound,
     )
     return g, d
+
+
+def _expected_in(deals: pd.DataFrame, period: Period, as_of: pd.Timestamp) -> pd.Series:
+    """Open deals whose expected close date falls in the period: before its end, overdue
+    ones included while the period is under way; for a period that starts after as_of,
+    only dates inside ``[start, end)`` (a deal expected earlier is not this period's)."""
+    ecd = deals["expected_close_date"]
+    inside = ecd < period.end
+    if as_of < period.start:
+        inside &= ecd >= period.start
+    return inside
 
 
 def forecast(
@@ -350,10 +410,11 @@ def forecast(
         total_target,
         cfg.max_grid_cells,
         tau,
-        per.end,
+        per,
+        t,
     )
     group_targets = history.target(per, by) if by else pd.Series(dtype=float)
-    groups = _groups(by, deals, won, nd, group_targets, cfg, tau, per.end)
+    groups = _groups(by, deals, won, nd, group_targets, cfg, tau, per, t)
     mc: dict[str, float] = {}
     if cross_check:
         draws = dist.monte_carlo(
@@ -397,7 +458,8 @@ def _groups(
     targets: pd.Series,
     cfg: ForecastConfig,
     tau: float,
-    period_end: pd.Timestamp,
+    period: Period,
+    as_of: pd.Timestamp,
 ) -> list[GroupForecast]:
     if by is None:
         return []
@@ -418,7 +480,8 @@ def _groups(
             float(targets.get(name, np.nan)),
             max(cfg.max_grid_cells // 8, 256),
             tau,
-            period_end,
+            period,
+            as_of,
         )
         out.append(g)
     return out

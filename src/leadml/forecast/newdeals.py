@@ -111,7 +111,11 @@ def _dispersion(counts: np.ndarray) -> float:
     if len(counts) < 3 or counts.mean() <= 0:
         return 0.0
     m, var = float(counts.mean()), float(counts.var(ddof=1))
-    return max((var - m) / (m * m), 0.0)
+    # Counts as spread as a Poisson's give var == m up to rounding (e.g. 5e-16 for
+    # counts 0, 0, 1): that is no over-dispersion, not a tiny positive one.
+    if var - m <= 1e-9 * m:
+        return 0.0
+    return (var - m) / (m * m)
 
 
 def actual_new_revenue(history: DealHistory, *, as_of: pd.Timestamp, period: Period) -> float:

@@ -125,6 +125,7 @@ class ScoringBundle:
                 "max_weeks": model.max_weeks,
                 "horizon_days": model.horizon_days,
                 "shift_features": model.shift_features,
+                "calendar": model.calendar,
             }
         return cls(
             name=spec.name,
@@ -216,6 +217,7 @@ class ScoringBundle:
                     int(h["max_weeks"]),
                     int(h["horizon_days"]),
                     list(h.get("shift_features", [])),
+                    calendar=bool(h.get("calendar", False)),
                 )
         return self._model
 
@@ -225,6 +227,8 @@ class ScoringBundle:
 
     def check_input(self, frame: pd.DataFrame) -> None:
         missing = [f for f in self.features if f not in frame.columns]
+        if self.hazard and self.hazard.get("calendar") and "as_of" not in frame.columns:
+            missing.append("as_of")
         if missing:
             raise DataError(
                 f"{self.name} scoring input lacks feature column(s) {', '.join(missing)}; "

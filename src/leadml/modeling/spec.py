@@ -44,6 +44,9 @@ class TargetSpec(_Part):
     # deal_close: "days until X" features (e.g. days to expected close) that the
     # hazard shifts by the period start, so week k sees the days left at week k.
     shift_features: list[str] = Field(default_factory=list)
+    # deal_close: give the hazard each period's days to the end of its calendar quarter
+    # (quarter-end pushes). Scoring inputs then need an ``as_of`` column.
+    calendar: bool = False
 
 
 class EstimatorSpec(_Part):

@@ -238,11 +238,13 @@ class DealCloseModel:
     horizon_days: int
     shift_features: list[str] = field(default_factory=list)
     kind: str = "deal_close"
+    calendar: bool = False
 
     def hazards(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, max_weeks, 3) hazards of continue / won / lost in each period."""
         enc = self.encoder.transform(X)
-        expanded = _with_weeks(enc, np.tile(np.arange(self.max_weeks), len(enc)), self)
+        weeks = np.tile(np.arange(self.max_weeks), len(enc))
+        expanded = _with_weeks(enc, weeks, self, _as_of(X) if self.calendar else None)
         h = self.booster.predict(expanded, num_iteration=self.rounds)
         return np.asarray(h).reshape(len(enc), self.max_weeks, 3)
 
@@ -279,7 +281,12 @@ class DealCloseModel:
     def contributions(self, X: pd.DataFrame) -> np.ndarray:
         """TreeSHAP contributions to the log-odds of winning in the first period,
         (rows, features + 1 bias); the ``week`` column is folded into the bias."""
-        enc = _with_weeks(self.encoder.transform(X), np.zeros(len(X), dtype=int), self)
+        enc = _with_weeks(
+            self.encoder.transform(X),
+            np.zeros(len(X), dtype=int),
+            self,
+            _as_of(X) if self.calendar else None,
+        )
         contrib = np.asarray(
             self.booster.predict(enc, num_iteration=self.rounds, pred_contrib=True)
         )
@@ -288,7 +295,13 @@ class DealCloseModel:
         cols = list(enc.columns)
         week_pos = cols.index("week")
         bias = won[:, -1] + won[:, week_pos]
-        keep = [i for i, c in enumerate(cols) if c != "week" and not c.startswith("_shift_")]
+        if "_quarter_days" in cols:
+            bias = bias + won[:, cols.index("_quarter_days")]
+        keep = [
+            i
+            for i, c in enumerate(cols)
+            if c not in ("week", "_quarter_days") and not c.startswith("_shift_")
+        ]
         out = won[:, keep]
         # shifted copies explain the same input feature: fold them into it
         for i, c in enumerate(cols):
@@ -298,7 +311,10 @@ class DealCloseModel:
 
 
 def _with_weeks(
-    enc: pd.DataFrame, weeks: np.ndarray, model: DealCloseModel | _DealShape
+    enc: pd.DataFrame,
+    weeks: np.ndarray,
+    model: DealCloseModel | _DealShape,
+    as_of: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Repeat encoded rows once per period index in ``weeks`` (len(weeks) multiple of rows)."""
     reps = len(weeks) // max(len(enc), 1)
@@ -307,13 +323,38 @@ def _with_weeks(
     out["week"] = weeks.astype(float)
     for f in model.shift_features:
         out[f"_shift_{f}"] = out[f] - out["week"] * model.week_days
+    if model.calendar:
+        if as_of is None:
+            raise DataError(
+                "this deal-close model uses the calendar: the input needs an as_of column"
+            )
+        out["_quarter_days"] = quarter_days(as_of[idx], weeks, model.week_days)
     return out
+
+
+def _as_of(X: pd.DataFrame) -> np.ndarray:
+    if "as_of" not in X.columns:
+        raise DataError("this deal-close model uses the calendar: the input needs an as_of column")
+    return pd.to_datetime(X["as_of"], utc=True).to_numpy()
+
+
+def quarter_days(as_of: np.ndarray, weeks: np.ndarray, week_days: int) -> np.ndarray:
+    """Days from the start of period ``week`` after ``as_of`` to the end of its calendar quarter
+    (known at as_of: it is the calendar, not data)."""
+    start = pd.DatetimeIndex(as_of, tz="UTC") if getattr(as_of, "tz", None) is None else as_of
+    start = pd.DatetimeIndex(start) + pd.to_timedelta(np.asarray(weeks) * week_days, unit="D")
+    q_last_month = ((start.month - 1) // 3 + 1) * 3
+    next_year = start.year + (q_last_month == 12)
+    next_month = q_last_month % 12 + 1
+    q_end = pd.to_datetime({"year": next_year, "month": next_month, "day": 1}, utc=True)
+    return ((pd.DatetimeIndex(q_end) - start) / pd.Timedelta(days=1)).to_numpy(dtype=float)
 
 
 @dataclass
 class _DealShape:
     week_days: int
     shift_features: list[str]
+    calendar: bool = False
 
 
 # ------------------------------------------------------------------ labels
@@ -429,6 +470,8 @@ def _deal_training_rows(
     enc["week"] = weeks.astype(float)
     for f in model.shift_features:
         enc[f"_shift_{f}"] = enc[f] - enc["week"] * week_days
+    if model.calendar:
+        enc["_quarter_days"] = quarter_days(_as_of(df)[rows], weeks, week_days)
     return enc, target
 
 
@@ -456,7 +499,7 @@ def fit_deal_close(
     _check_positives(int((df["outcome"] == "won").sum()), spec, "the training window")
     known_until = known_until if known_until is not None else observed_until(df)
     encoder = CategoryEncoder(spec.features).fit(df)
-    shape = _DealShape(t.week_days, list(t.shift_features))
+    shape = _DealShape(t.week_days, list(t.shift_features), t.calendar)
     cal_end = known_until - t.horizon_days * DAY
     cal_start = cal_end - spec.calibration.holdout_days * DAY
     cal_part = df[(df["as_of"] >= cal_start) & (df["as_of"] < cal_end)]
@@ -487,6 +530,7 @@ def fit_deal_close(
         t.max_weeks,
         t.horizon_days,
         list(t.shift_features),
+        calendar=t.calendar,
     )
     p_list, y_list = [], []
     for h in sorted({h for h in t.eval_horizons_days if h <= t.horizon_days} | {t.horizon_days}):
@@ -565,7 +609,7 @@ def last_testable(df: pd.DataFrame, spec: ModelSpec) -> pd.Timestamp:
     be a selection of the deals that closed early)."""
     if spec.kind == "lead_readiness":
         return df["as_of"].max()
-    return min(df["as_of"].max(), observed_until(df) - spec.target.horizon_days * DAY)
+    return min(df["as_of"].max(), (observed_until(df) - spec.target.horizon_days * DAY).floor("D"))
 
 
 def backtest_origins(df: pd.DataFrame, spec: ModelSpec) -> list[pd.Timestamp]:
