@@ -197,10 +197,6 @@ def _within(by_end: pd.DataFrame, by_start: pd.DataFrame, start_col: str) -> pd.
     return out.reset_index()
 
 
-# Offsets (weeks) of the moments pooled around the same moment of each earlier period.
-SHOCK_POOL_WEEKS: tuple[int, ...] = (0,)
-
-
 def shock_sd(
     probs_at: ProbabilitiesAt,
     history: DealHistory,
@@ -229,29 +225,24 @@ def shock_sd(
     earliest = first + pd.DateOffset(months=2 * period.months)
     for k in range(1, lookback_periods + 1):
         past = period.shifted(k)
-        if past.end > as_of:
+        t_k = past.end - h
+        if past.end > as_of or t_k < earliest:
             continue
-        seen = False
-        for weeks in SHOCK_POOL_WEEKS:
-            t_k = past.end - h - pd.Timedelta(days=7 * weeks)
-            if t_k < earliest or t_k >= past.end or t_k > as_of:
-                continue
-            snap = history.snapshot(t_k)
-            if snap.empty:
-                continue
-            try:
-                deals = _attach(snap, probs_at(t_k, past))
-            except LeadmlError:
-                continue  # the source cannot answer for that moment (e.g. no truth rows)
-            o = history.outcomes.set_index("opportunity_id").loc[deals["opportunity_id"]]
-            won = ((o["won_at"] >= past.start) & (o["won_at"] < past.end)).to_numpy()
-            actual = float(np.where(won, o["won_amount"].to_numpy(float), 0.0).sum())
-            p, a = deals["p_won_by"].to_numpy(float), deals["amount"].to_numpy(float)
-            mu, v, s = float(p @ a), float((p * (1 - p)) @ (a * a)), float((p * (1 - p)) @ a)
-            num += (actual - mu) ** 2 - v
-            den += s * s
-            seen = True
-        used += seen
+        snap = history.snapshot(t_k)
+        if snap.empty:
+            continue
+        try:
+            deals = _attach(snap, probs_at(t_k, past))
+        except LeadmlError:
+            continue  # the source cannot answer for that moment (e.g. no truth rows)
+        o = history.outcomes.set_index("opportunity_id").loc[deals["opportunity_id"]]
+        won = ((o["won_at"] >= past.start) & (o["won_at"] < past.end)).to_numpy()
+        actual = float(np.where(won, o["won_amount"].to_numpy(float), 0.0).sum())
+        p, a = deals["p_won_by"].to_numpy(float), deals["amount"].to_numpy(float)
+        mu, v, s = float(p @ a), float((p * (1 - p)) @ (a * a)), float((p * (1 - p)) @ a)
+        num += (actual - mu) ** 2 - v
+        den += s * s
+        used += 1
     if used < 2 or den <= 0:
         return 0.0, used
     return float(min(np.sqrt(max(num / den, 0.0)), 3.0)), used
