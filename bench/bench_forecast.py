@@ -13,7 +13,9 @@ and, when the simulator's truth is present, the oracle:
   forecast / oracle (goal <= 1.2);
 - the new-deals run-rate's calibration (predicted / actual new-deal revenue);
 - the time of one forecast (exact distribution) and of the Monte Carlo cross-check,
-  and how far apart their P10/P50/P90 are.
+  and how far apart their P10/P50/P90 are;
+- the next quarter's forecast (a period that starts after as-of): the exact pmf's
+  mean against the expected value, and exact vs Monte Carlo quantiles.
 
 Figures, not assertions: the goals are reported as met / not met.
 """
@@ -115,6 +117,31 @@ def main() -> None:
             f"  {q.upper()}: exact {exact:,.0f}  Monte Carlo {sim:,.0f}  "
             f"diff {abs(exact - sim) / exact:.3%}"
             f"  (grid error bound {t.error_bound / exact:.3%})"
+        )
+    # The next quarter (starts after as_of: P(won inside) = P(by end) - P(by start), no won
+    # revenue, a large new-deals part): the exact pmf must sit on the expected value.
+    nxt = period.shifted(-1)
+    r = forecast(
+        con,
+        as_of=as_of,
+        period=nxt,
+        vocab=s.vocabulary,
+        config=s.forecast,
+        history=history,
+        cross_check=True,
+    )
+    t, mc, dn = r.total, r.monte_carlo, r.distribution
+    print(
+        f"\nnext quarter ({nxt.label} as of {as_of.date()}): expected {t.expected:,.0f} "
+        f"(open {t.open_expected:,.0f}, new {t.new_expected:,.0f}); pmf mean {dn.mean:,.0f} "
+        f"(diff {abs(dn.mean - t.expected) / t.expected:.3%}); "
+        f"P10 <= expected <= P90: {t.p10 <= t.expected <= t.p90}"
+    )
+    for q in ("p10", "p50", "p90"):
+        exact, sim = getattr(t, q), mc[q]
+        print(
+            f"  {q.upper()}: exact {exact:,.0f}  Monte Carlo {sim:,.0f}  "
+            f"diff {abs(exact - sim) / exact:.3%}"
         )
     start = time.perf_counter()
     from leadml.forecast import distribution as dist
