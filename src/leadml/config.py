@@ -90,7 +90,7 @@ class SimulatorConfig(_Section):
 
     leads: int = Field(20_000, ge=50)
     start: str = "2024-01-01"
-    end: str = "2025-12-31"
+    end: str = "2025-11-09"
     seed: int = 7
     is_reps: int = Field(0, ge=0, description="0 = sized from the lead volume")
     fs_reps: int = Field(0, ge=0, description="0 = sized from the lead volume")

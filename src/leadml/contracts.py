@@ -317,17 +317,38 @@ def _columns_of(con: duckdb.DuckDBPyConnection, view: str) -> list[str]:
     return [r[0] for r in con.execute(f"DESCRIBE {view}").fetchall()]
 
 
+# Raw column types whose values cast to text are never blank: for these, "missing" is
+# plain NULL and no value needs the (costly, per row) cast to text to be checked.
+_TYPED_RAW = re.compile(
+    r"^(TIMESTAMP|DATE|TIME|DOUBLE|FLOAT|REAL|DECIMAL|NUMERIC|BOOLEAN|"
+    r"U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?)\b"
+)
+# Raw column types that TRY_CAST turns into the contract type unchanged (so the typed view
+# can pass the column through, and Parquet filter pushdown keeps working).
+_SAME_TYPE = {
+    "timestamp": ("TIMESTAMP WITH TIME ZONE",),
+    "float": ("DOUBLE",),
+    "int": ("BIGINT",),
+    "id": ("VARCHAR",),
+    "str": ("VARCHAR",),
+}
+
+
 def _row_rules(
-    table: Table, vocab: Vocabulary, present: set[str]
+    table: Table, vocab: Vocabulary, present: set[str], raw_types: dict[str, str] | None = None
 ) -> list[tuple[str | None, str, str]]:
     """(column, reason, SQL condition TRUE for a bad row) over ``_typed_<table>``, which has
     the typed columns under their names and the raw ones as ``"raw:<name>"``."""
+    raw_types = raw_types or {}
     rules: list[tuple[str | None, str, str]] = []
     for col in table.columns:
         if col.name not in present:
             continue
         typed = _q(col.name)
-        raw_txt = f"NULLIF(TRIM(CAST({_q('raw:' + col.name)} AS VARCHAR)), '')"
+        if _TYPED_RAW.match(raw_types.get(col.name, "").upper()):
+            raw_txt = _q("raw:" + col.name)
+        else:
+            raw_txt = f"NULLIF(TRIM(CAST({_q('raw:' + col.name)} AS VARCHAR)), '')"
         if col.kind in ("timestamp", "float", "int"):
             what = {
                 "timestamp": "timestamp (expected ISO 8601, e.g. 2024-01-31 or "
@@ -367,22 +388,31 @@ def _row_rules(
 
 def _set_rules(
     table: Table, checked: set[str], present: set[str], quarantine: bool
-) -> list[tuple[str, str, str]]:
+) -> list[tuple[str, str, str, tuple[str, ...]]]:
     """Rules over sets of rows: duplicate keys and references to unknown parents.
 
-    Each gives a query returning the bad ``_row`` numbers of ``_typed_<table>``.
+    Each gives a query returning the bad ``_row`` numbers of ``_typed_<table>`` (run only
+    when the rule is broken) and how to count its bad rows cheaply: ``("query", sql)``
+    over ``_chk_<table>``, or ``("ref", column, parent table, parent column)``, counted
+    in the table's single checking scan by a hash join with the parent's distinct keys.
     References are checked against the parent's final view, so in quarantine mode a
     child of a quarantined parent row is quarantined too (nothing dangles).
     """
     name = table.name
-    rules: list[tuple[str, str, str]] = []
+    rules: list[tuple[str, str, str, tuple[str, ...]]] = []
     for key_col in table.key:
+        k = _q(key_col)
         rules.append(
             (
                 key_col,
                 "duplicate id (every row with the id is listed; ids must be unique)",
-                f"SELECT _row FROM (SELECT _row, count(*) OVER (PARTITION BY {_q(key_col)}) AS n "
-                f"FROM _typed_{name} WHERE {_q(key_col)} IS NOT NULL) WHERE n > 1",
+                f"SELECT _row FROM (SELECT _row, count(*) OVER (PARTITION BY {k}) AS n "
+                f"FROM _typed_{name} WHERE {k} IS NOT NULL) WHERE n > 1",
+                (
+                    "query",
+                    f"SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM _chk_{name} "
+                    f"WHERE {k} IS NOT NULL GROUP BY {k} HAVING count(*) > 1)",
+                ),
             )
         )
     for col in table.columns:
@@ -396,6 +426,7 @@ def _set_rules(
                     f"refers to an unknown {what} (no such {ptable}.{pcol}{extra})",
                     f"SELECT t._row FROM _typed_{name} t ANTI JOIN {ptable} p "
                     f"ON p.{_q(pcol)} = t.{_q(col.name)} WHERE t.{_q(col.name)} IS NOT NULL",
+                    ("ref", col.name, ptable, pcol),
                 )
             )
     return rules
@@ -493,43 +524,84 @@ def check_tables(
     for name in [t for t in _dependency_order() if t in raw_columns]:
         table, raw_cols = TABLES[name], raw_columns[name]
         present = set(raw_cols)
+        raw_types = {r[0]: str(r[1]) for r in con.execute(f"DESCRIBE raw_{name}").fetchall()}
         extras = [c for c in raw_cols if c not in table.column_names] if table.extra_allowed else []
         typed = [f"{_cast(c, c.name in present)} AS {_q(c.name)}" for c in table.columns]
         typed += [_q(c) for c in extras]
         raws = [f"{_q(c)} AS {_q('raw:' + c)}" for c in raw_cols]
-        # row_number over an order-preserving scan numbers rows as they are in the file;
-        # only the checks read this view, the final view below reads the source directly.
+        # row_number over an order-preserving scan numbers rows as they are in the file; it
+        # is only computed to list example rows and quarantine (a window over every row is
+        # costly). The checks count over _chk_<name>, in one scan of the table.
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW _chk_{name} AS SELECT {', '.join(typed + raws)} "
+            f"FROM raw_{name}"
+        )
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW _typed_{name} AS SELECT row_number() OVER () AS _row, "
             f"{', '.join(typed + raws)} FROM raw_{name}"
         )
         bad_sql: list[str] = []
-        rules = _row_rules(table, vocab, present)
-        counts_sql = ", ".join(["count(*)"] + [f"count_if({cond})" for _, _, cond in rules])
-        counts = con.execute(f"SELECT {counts_sql} FROM _typed_{name}").fetchone()
+        rules = _row_rules(table, vocab, present, raw_types)
+        sets = _set_rules(table, set(rows) - {name}, present, quarantine)
+        counts_sql = ["count(*)"] + [f"count_if({cond})" for _, _, cond in rules]
+        joins = ""
+        for i, (_, _, _, how) in enumerate(sets):
+            if how[0] == "ref":
+                _, col_name, ptable, pcol = how
+                joins += (
+                    f" LEFT JOIN (SELECT DISTINCT {_q(pcol)} AS _k FROM {ptable}) _p{i} "
+                    f"ON _p{i}._k = t.{_q(col_name)}"
+                )
+                counts_sql.append(f"count_if(t.{_q(col_name)} IS NOT NULL AND _p{i}._k IS NULL)")
+        # Text columns whose every value is already trimmed and non-blank, and columns of the
+        # contract type already, pass through the final view unchanged (no per-row casts in
+        # every later query, and filters reach the Parquet reader).
+        text_cols = [
+            c.name
+            for c in table.columns
+            if c.name in present and c.kind in ("id", "str") and raw_types[c.name] == "VARCHAR"
+        ]
+        counts_sql += [f"count_if({_q(c)} IS DISTINCT FROM {_q('raw:' + c)})" for c in text_cols]
+        counts = con.execute(f"SELECT {', '.join(counts_sql)} FROM _chk_{name} t{joins}").fetchone()
         assert counts is not None
         rows[name] = int(counts[0])
-        for (column, reason, cond), n in zip(rules, counts[1:], strict=True):
+        n_refs = sum(1 for s_ in sets if s_[3][0] == "ref")
+        row_counts = counts[1 : 1 + len(rules)]
+        ref_counts = iter(counts[1 + len(rules) : 1 + len(rules) + n_refs])
+        changed = dict(zip(text_cols, counts[1 + len(rules) + n_refs :], strict=True))
+        for (column, reason, cond), n in zip(rules, row_counts, strict=True):
             if n:
                 ex = _examples(con, name, raw_cols, cond, example_rows)
                 problems.append(Problem(name, column, reason, int(n), ex))
                 bad_sql.append(
                     f"SELECT _row, {_lit([reason])} AS reason FROM _typed_{name} WHERE {cond}"
                 )
-        for column, reason, sql in _set_rules(table, set(rows) - {name}, present, quarantine):
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _hits AS {sql}")
-            n = con.execute("SELECT count(*) FROM _hits").fetchone()[0]  # type: ignore[index]
+        for column, reason, sql, how in sets:
+            if how[0] == "ref":
+                n = next(ref_counts)
+            else:
+                n = con.execute(how[1]).fetchone()[0]  # type: ignore[index]
             if n:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _hits AS {sql}")
                 ex = _examples(
                     con, name, raw_cols, "_row IN (SELECT _row FROM _hits)", example_rows
                 )
                 problems.append(Problem(name, column, reason, int(n), ex))
                 bad_sql.append(f"SELECT _row, {_lit([reason])} AS reason FROM ({sql})")
+        final = [
+            f"{_q(c.name)}"
+            if c.name in present
+            and raw_types[c.name] in _SAME_TYPE[c.kind]
+            and changed.get(c.name, 0) == 0
+            else f"{_cast(c, c.name in present)} AS {_q(c.name)}"
+            for c in table.columns
+        ]
+        final += [_q(c) for c in extras]
         keep = ", ".join(_q(c.name) for c in table.columns)
         keep += "".join(f", {_q(c)}" for c in extras)
         if not bad_sql or not quarantine:
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(typed)} FROM raw_{name}"
+                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(final)} FROM raw_{name}"
             )
             continue
         con.execute(

@@ -3,9 +3,14 @@ column trains end to end: backtested in time order, calibrated, with a baseline.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 
+from leadml.cli import main
 from leadml.importing.tabular import prepare_table, table_training_frame, train_table
 from leadml.modeling.spec import ModelSpec
 
@@ -60,3 +65,101 @@ def test_attribute_table_trains_end_to_end_in_time_order() -> None:
     assert result.metrics["roc_auc"] > 0.65  # the planted signal is found out of time
     proba = result.model.predict_proba(training[report.features].head(50))
     assert np.all((proba >= 0) & (proba <= 1))
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def _leaky_csv(path: Path, n: int = 500, seed: int = 5) -> Path:
+    """A small export: mixed types, sentinels, a time column and one planted leak
+    (``Call minutes``: only known after the outcome, near-perfectly separating it)."""
+    table = _table(n, seed)
+    rng = np.random.default_rng(seed)
+    won = (table["Outcome"] == "Won").to_numpy()
+    table["Call minutes"] = np.where(won, rng.uniform(8, 30, n), rng.uniform(0, 9, n)).round(1)
+    table.to_csv(path, sep=";", index=False)
+    return path
+
+
+def _train_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[dict, str]:
+    main(["train", *args, "--quick", "--json"])
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err
+
+
+def test_cli_train_table_warns_about_leaks_and_exclude_removes_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_path = _leaky_csv(tmp_path / "leads.csv")
+    common = [
+        "--table",
+        str(csv_path),
+        "--target",
+        "Outcome",
+        "--time-column",
+        "Created",
+        "--missing-values",
+        "Select,unknown,Employees=999",
+        "--positive",
+        "Won",
+    ]
+    leaky, err = _train_cli([*common, "--no-register"], capsys)
+    assert "warning" in err and "'Call minutes'" in err and "--exclude Call minutes" in err
+    assert "Call minutes" in leaky["features"] and leaky["leakage"]["flagged"] == ["Call minutes"]
+    assert leaky["version"] is None
+
+    out, err = _train_cli([*common, "--exclude", "Call minutes", "--name", "t_table"], capsys)
+    assert "Call minutes" not in err and "warning" not in err
+    assert out["features"] == ["Web visits", "Industry", "Employees"]
+    assert out["model"] == "t_table" and out["version"] == "1"
+    assert out["rows"] == 500 and out["positives"] == int(
+        (pd.read_csv(csv_path, sep=";")["Outcome"] == "Won").sum()
+    )
+    windows = out["windows"]
+    assert len(windows) == 3
+    assert [w["start"] for w in windows] == sorted(w["start"] for w in windows)
+    for w in windows:  # time order: every window trains only on rows before it
+        assert w["train_rows"] <= w["first_row"]
+        assert 0 <= w["roc_auc"] <= 1 and 0 <= w["baseline_roc_auc"] <= 1
+    assert out["metrics"]["ece"] >= 0 and "roc_auc" in out["baseline"]
+    assert out["metrics"]["roc_auc"] > 0.6  # the planted signal, out of time, without the leak
+    assert len(out["examples"]) == 3
+    probs = [e["probability"] for e in out["examples"]]
+    assert probs == sorted(probs, reverse=True)
+    features_named = {r["feature"] for e in out["examples"] for r in e["positive"] + e["negative"]}
+    assert features_named and features_named <= set(out["features"])
+
+    import mlflow
+
+    from leadml.config import load_settings
+    from leadml.tracking import configure
+
+    configure(load_settings())
+    version = mlflow.MlflowClient().get_model_version_by_alias("t_table", "challenger")
+    assert str(version.version) == "1" and version.run_id == out["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--target", "Converted"], "'Converted'"),
+        (["--target", "Industry"], "Industry"),  # four values: not a binary outcome
+        (["--target", "Outcome", "--exclude", "Budget"], "Budget"),
+        (["--target", "Outcome", "--time-column", "Industry"], "'Industry'"),
+    ],
+)
+def test_cli_train_table_errors_name_the_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], named: str
+) -> None:
+    csv_path = _leaky_csv(tmp_path / "leads.csv", n=200)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--table", str(csv_path), *extra, "--quick"])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert "error:" in err and named in err and "Traceback" not in err
+
+
+def test_cli_train_needs_a_model_or_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train"])
+    assert "--table" in capsys.readouterr().err

@@ -1,16 +1,20 @@
-"""``leadml demo``: the README's main job, THE MODEL loop on the embedded simulated company.
+"""``leadml demo``: the README's main job, the whole THE MODEL loop on the simulated company.
 
-Each step is the same command a user would run by hand; the demo only chains them
-with the defaults, so what it prints is what those commands print.
+simulate -> validate -> funnel -> train both models -> promote -> nightly batch ->
+this quarter's forecast -> HTML report. Each step is the command a user would run by
+hand (the demo only chains them with defaults), so what it prints is what they print.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from leadml.cli import common
+from leadml.errors import LeadmlError
 
 
 def register(app: typer.Typer) -> None:
@@ -22,26 +26,89 @@ def demo_command(
     leads: int | None = typer.Option(None, "--leads", help="Size of the simulated company"),
     seed: int | None = typer.Option(None, "--seed", help="Random seed"),
 ) -> None:
-    """Simulate a company, validate it and print its funnel."""
+    """Run THE MODEL loop end to end on a simulated company and say where everything is."""
+    from leadml import tracking
     from leadml.cli.analytics import funnel_command
+    from leadml.cli.batch import batch, report
     from leadml.cli.data import validate
+    from leadml.cli.models import promote, train
     from leadml.cli.simulate import simulate_command
 
     out = common.console()
     s = common.settings(ctx)
     timings: list[tuple[str, float]] = []
 
-    def step(title: str, func, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def step(title: str, func: Callable[..., Any], **kwargs: Any) -> None:
         out.rule(f"[bold]{title}")
         t0 = time.perf_counter()
         ctx.invoke(func, ctx, **kwargs)
         timings.append((title, time.perf_counter() - t0))
 
-    step("1. simulate the company", simulate_command, leads=leads, seed=seed, start=None, end=None,
-         out=None, as_json=False)
+    step("1. simulate the company", simulate_command, leads=leads, seed=seed, start=None,
+         end=None, out=None, as_json=False)
     step("2. validate its tables", validate, data=None, quarantine=False, as_json=False)
-    step("3. funnel: where is the bottleneck?", funnel_command, data=None, start=None, end=None,
-         by=None, as_json=False)
+    step("3. funnel: where is the bottleneck?", funnel_command, data=None, start=None,
+         end=None, by=None, as_json=False)
+    for model in ("lead-readiness", "deal-close"):
+        step(f"4. train {model}", train, model=model, spec=None, data=None, tune=0, start=None,
+             end=None, no_register=False, as_json=False)
+    for name in ("lead_readiness", "deal_close"):
+        try:
+            step(f"5. promote {name}", promote, name=name, version=None, force=False,
+                 reason=None, as_json=False)
+        except LeadmlError as err:
+            # A demo must run end to end; the override is recorded on the version as a tag
+            # and said here, exactly as a user's `--force --reason` would be.
+            out.print(f"[yellow]gate failed:[/] {err}")
+            step(f"5. promote {name} (forced)", promote, name=name, version=None, force=True,
+                 reason="leadml demo: first champion promoted despite the gate (see run)",
+                 as_json=False)
+    as_of = _day_after_data(s)
+    step(f"6. nightly batch as of {as_of}", batch, as_of=as_of, data=None, sql_url=None,
+         quarantine=False, as_json=False)
+    out.rule(f"[bold]7. this quarter's forecast as of {as_of}")
+    _print_forecast(s, as_of)
+    step("8. the morning report", report, as_of=as_of, data=None)
+
     out.rule("[bold]done")
     out.print(common.summary_table("Demo steps", ["step", "seconds"], timings))
-    out.print(f"workspace: {s.workspace}")
+    out.print(f"workspace:  {s.workspace}")
+    out.print(f"report:     {s.reports_dir}")
+    out.print(f"outputs:    {s.outputs_dir} (Parquet per as-of date) and the SQL tables")
+    out.print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking.tracking_uri(s)}")
+    out.print("scoring API: leadml serve   (then open http://127.0.0.1:3000 for the OpenAPI page)")
+
+
+def _day_after_data(s: Any) -> str:
+    """The simulated company's 'today': the day after its last recorded event."""
+    import json
+
+    meta = s.simulated_dir / "simulation.json"
+    try:
+        end = json.loads(meta.read_text())["end"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise LeadmlError(f"{meta}: cannot read the simulated period ({exc}); rerun the demo") from None
+    import datetime as dt
+
+    return (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat()
+
+
+def _print_forecast(s: Any, as_of: str) -> None:
+    """The batch run's forecast snapshot of the current quarter, in total and per team."""
+    import datetime as dt
+
+    from leadml.batch.outputs import ParquetOutputs
+
+    frame = ParquetOutputs(s.outputs_dir).read("forecast", dt.date.fromisoformat(as_of))
+    now = frame[(frame["kind"] == "snapshot") & (frame["quarter"] == "current")]
+    now = now[now["grouping"].isin(["total", "team"])]
+    cols = ["won", "open_expected", "new_expected", "expected", "p10", "p50", "p90", "target",
+            "p_reach_target", "coverage"]
+    rows = [(r["group"], *(float(r[c]) for c in cols)) for _, r in now.iterrows()]
+    period = now["period"].iloc[0] if len(now) else "?"
+    common.console().print(common.summary_table(
+        f"Forecast {period} (deal_close champion; P10/P50/P90 of revenue booked in the quarter)",
+        ["group", "won", "open (exp.)", "new (exp.)", "expected", "P10", "P50", "P90", "target",
+         "P(target)", "coverage"],
+        rows,
+    ))

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from leadml.cli import common
+from leadml.errors import LeadmlError
 
 
 def register(app: typer.Typer) -> None:
@@ -41,9 +42,14 @@ def _quiet_mlflow() -> None:
 
 def train(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="lead-readiness | deal-close"),
+    model: str | None = typer.Argument(
+        None, help="lead-readiness | deal-close (leave out with --table)"
+    ),
     spec: Path | None = typer.Option(
-        None, "--spec", help="Model spec YAML [default models/<model>.yaml]"
+        None,
+        "--spec",
+        help="Model spec YAML [default models/<model>.yaml]; with --table it supplies "
+        "the estimator, calibration and gate settings",
     ),
     data: Path | None = typer.Option(
         None, "--data", help="Folder of tables [default: the workspace's data]"
@@ -59,14 +65,112 @@ def train(
         False, "--no-register", help="Log the run but do not register a version"
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    table: Path | None = typer.Option(
+        None,
+        "--table",
+        help="Train on an attribute-only lead table (CSV or Parquet, one lead a row) "
+        "instead of the workspace's tables",
+        rich_help_panel="Lead table",
+    ),
+    target: str | None = typer.Option(
+        None, "--target", help="Outcome column of --table", rich_help_panel="Lead table"
+    ),
+    time_column: str | None = typer.Option(
+        None, "--time-column", help="Date of each row", rich_help_panel="Lead table"
+    ),
+    order_by: str | None = typer.Option(
+        None,
+        "--order-by",
+        help="Column giving the time order [default: file order]",
+        rich_help_panel="Lead table",
+    ),
+    exclude: list[str] | None = typer.Option(
+        None,
+        "--exclude",
+        help="Columns to leave out (comma-separated or repeated)",
+        rich_help_panel="Lead table",
+    ),
+    missing_values: str | None = typer.Option(
+        None,
+        "--missing-values",
+        help='Values meaning "missing": "Select,unknown" everywhere, "pdays=999" in one column',
+        rich_help_panel="Lead table",
+    ),
+    positive: str | None = typer.Option(
+        None, "--positive", help="The positive outcome value", rich_help_panel="Lead table"
+    ),
+    name: str | None = typer.Option(
+        None,
+        "--name",
+        help="Registered model name [default lead_readiness_table]",
+        rich_help_panel="Lead table",
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help="Few coarse boosting rounds: a first look, not a model to act on",
+        rich_help_panel="Lead table",
+    ),
 ) -> None:
-    """Build the training set, backtest, calibrate, "
-    "fit, log to MLflow and register as @challenger."""
+    """Build the training set, backtest, calibrate, fit, log to MLflow and register as
+    @challenger. With --table: the same for a single lead table, after the leakage guard."""
     from leadml import tracking
     from leadml.modeling import workflow
 
     s = common.settings(ctx)
     _quiet_mlflow()
+    if table is not None or model is None:
+        unused = [
+            flag
+            for flag, value in (
+                ("a model argument", model),
+                ("--data", data),
+                ("--start", start),
+                ("--end", end),
+            )
+            if value
+        ]
+        if table is None:
+            raise LeadmlError(
+                "name a model (lead-readiness | deal-close) or give --table FILE --target COL"
+            )
+        if unused:
+            raise LeadmlError(f"--table trains on the file alone; drop {', '.join(unused)}")
+        if not target:
+            raise LeadmlError("--table needs --target: the outcome column (e.g. --target y)")
+        _train_table(
+            s,
+            table,
+            target,
+            time_column=time_column,
+            order_by=order_by,
+            exclude=exclude,
+            missing_values=missing_values,
+            positive=positive,
+            name=name,
+            spec=spec,
+            quick=quick,
+            tune=tune,
+            no_register=no_register,
+            as_json=as_json,
+        )
+        return
+    table_only = [
+        flag
+        for flag, value in (
+            ("--target", target),
+            ("--time-column", time_column),
+            ("--order-by", order_by),
+            ("--exclude", exclude),
+            ("--missing-values", missing_values),
+            ("--positive", positive),
+            ("--name", name),
+            ("--quick", quick),
+        )
+        if value
+    ]
+    if table_only:
+        raise LeadmlError(f"{', '.join(table_only)} only apply with --table FILE")
     model_spec = workflow.load_model_spec(s, model, spec)
     data_obj = workflow.open_data(s, data)
     err = common.err_console()
@@ -152,6 +256,185 @@ def train(
             f"champion v{c['version']} on the same latest window: ROC AUC {c['roc_auc']:.4f} "
             f"(challenger {m.get('latest_roc_auc', math.nan):.4f})"
         )
+    out.print(
+        f"next: leadml promote {model_spec.name}   |   UI: mlflow ui --backend-store-uri "
+        f"{tracking.tracking_uri(s)}"
+    )
+
+
+def _train_table(
+    s: object,
+    table: Path,
+    target: str,
+    *,
+    time_column: str | None,
+    order_by: str | None,
+    exclude: list[str] | None,
+    missing_values: str | None,
+    positive: str | None,
+    name: str | None,
+    spec: Path | None,
+    quick: bool,
+    tune: int,
+    no_register: bool,
+    as_json: bool,
+) -> None:
+    """``leadml train --table``: leakage guard, backtest, calibration, reasons, MLflow."""
+    from leadml import tracking
+    from leadml.cli.importing import _split
+    from leadml.importing import tabular
+    from leadml.modeling import workflow
+    from leadml.modeling.spec import load_spec
+
+    reg_name = name or "lead_readiness_table"
+    err = common.err_console()
+    frame, report, leak = tabular.load_and_check(
+        table,
+        target,
+        time_column=time_column,
+        order_by=order_by,
+        exclude=_split(exclude),
+        missing_values=missing_values,
+        positive=positive,
+    )
+    # The guard speaks before any training (on stderr, so --json stays clean).
+    for column in leak.flagged:
+        err.print(
+            f"[yellow]warning:[/] column {column!r} looks like a leak: "
+            f"{'; '.join(leak.reasons(column))}",
+            highlight=False,
+        )
+    if leak.flagged:
+        err.print(
+            f"[yellow]warning:[/] training with {', '.join(leak.flagged)}; if "
+            f"{'it is' if len(leak.flagged) == 1 else 'they are'} not known before the "
+            f"outcome, rerun with --exclude {','.join(leak.flagged)}",
+            highlight=False,
+        )
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    if spec is not None:
+        base = load_spec(spec)
+    elif quick:
+        base = tabular.quick_spec(report.features, reg_name)
+    else:
+        base = None
+    with common.progress() as bar:
+        task = bar.add_task(f"training on {report.rows:,} rows", total=None)
+
+        def say(message: str) -> None:
+            bar.update(task, description=message)
+
+        training = tabular.table_training_frame(frame, report, time_column=time_column)
+        model_spec = tabular.table_spec(training, report.features, name=reg_name, base=base)
+        if tune:
+            model_spec, _ = workflow.tune(training, model_spec, s, tune, progress=say)
+        result = workflow.train_spec(training, model_spec, progress=say)
+        say("explaining example leads")
+        examples = tabular.example_reasons(result)
+        say("logging to MLflow")
+        logged = workflow.log_and_register(result, s, register=not no_register)
+    m = result.metrics
+    folds = [
+        {
+            "window": i + 1,
+            "start": f.origin if time_column else None,
+            "first_row": int((result.train_frame["as_of"] < f.origin).sum()),
+            "train_rows": f.train_rows,
+            "test_rows": f.test_rows,
+            "positive_rate": f.metrics.get("base_rate", math.nan),
+            "roc_auc": f.metrics.get("roc_auc", math.nan),
+            "baseline_roc_auc": f.metrics.get("baseline_roc_auc", math.nan),
+            "ece": f.metrics.get("ece", math.nan),
+            "baseline_ece": f.metrics.get("baseline_ece", math.nan),
+        }
+        for i, f in enumerate(result.folds)
+    ]
+    if as_json:
+        common.emit_json(
+            {
+                "model": model_spec.name,
+                "version": logged.version,
+                "run_id": logged.run_id,
+                "tracking_uri": tracking.tracking_uri(s),
+                "table": str(table),
+                "order": report.order,
+                "rows": result.rows,
+                "positives": result.positives,
+                "features": report.features,
+                "leakage": leak.to_dict(),
+                "metrics": {k: m.get(k) for k in HEADLINE if k in m},
+                "baseline": {k: m.get(f"baseline_{k}") for k in HEADLINE if f"baseline_{k}" in m},
+                "windows": folds,
+                "examples": examples,
+                "notes": result.notes,
+                "seconds": round(result.seconds, 1),
+            }
+        )
+        return
+    out = common.console()
+    out.print(
+        common.summary_table(
+            f"{model_spec.name}: time-ordered backtest over {len(result.folds)} test windows "
+            f"({table.name}, ordered {report.order})",
+            ["metric", "model", "logistic baseline"],
+            [(k, m.get(k, math.nan), m.get(f"baseline_{k}", math.nan)) for k in HEADLINE if k in m],
+        )
+    )
+    out.print(
+        common.summary_table(
+            "Per test window (oldest first)",
+            [
+                "window",
+                "starts",
+                "train rows",
+                "test rows",
+                "positive rate",
+                "ROC AUC",
+                "baseline ROC AUC",
+                "ECE",
+                "baseline ECE",
+            ],
+            [
+                (
+                    f["window"],
+                    f"{f['start']:%Y-%m-%d}"
+                    if f["start"] is not None
+                    else f"row {f['first_row']:,}",
+                    f["train_rows"],
+                    f["test_rows"],
+                    f["positive_rate"],
+                    f["roc_auc"],
+                    f["baseline_roc_auc"],
+                    f["ece"],
+                    f["baseline_ece"],
+                )
+                for f in folds
+            ],
+        )
+    )
+    out.print(
+        f"calibration ({model_spec.calibration.method}, on the latest "
+        f"{model_spec.calibration.holdout_days // 7} weeks of each training window): "
+        f"ECE {m.get('ece', math.nan):.3f} over the test windows "
+        f"(baseline {m.get('baseline_ece', math.nan):.3f})"
+    )
+    for ex in examples:
+        why = "; ".join(r["text"] for r in ex["positive"]) or "-"
+        against = "; ".join(r["text"] for r in ex["negative"]) or "-"
+        out.print(
+            f"row {ex['row']:,} (p={ex['probability']:.3f}, outcome {ex['label']}): "
+            f"for: {why} | against: {against}",
+            highlight=False,
+        )
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    where = f"version {logged.version} (@challenger)" if logged.version else "not registered"
+    out.print(
+        f"{result.rows:,} rows, {result.positives:,} positives, {len(report.features)} "
+        f"features; trained in {result.seconds:,.0f}s; MLflow run {logged.run_id}, "
+        f"{model_spec.name} {where}"
+    )
     out.print(
         f"next: leadml promote {model_spec.name}   |   UI: mlflow ui --backend-store-uri "
         f"{tracking.tracking_uri(s)}"

@@ -206,6 +206,9 @@ class _Compiler:
         """Counts and recency by running totals + as-of joins (``cumulative``), the rest by
         one grouped join per (source, bounded/all-time); one filtered join per distinct
         count (DISTINCT under FILTER is slow in a wide GROUP BY)."""
+        if self.method == "join":
+            self._fused(feats)
+            return
         groups: dict[tuple[str, bool], list[AggregateFeature]] = {}
         running: dict[str, list[AggregateFeature]] = {}
         for f in feats:
@@ -241,6 +244,93 @@ class _Compiler:
                 self._account_running(counted)
         if others:
             self._account_others(others)
+
+    def _fused(self, feats: list[AggregateFeature]) -> None:
+        """Every aggregate of a source in ONE hash join + GROUP BY: the source's records
+        (``ts < as_of``, keyed by the entity id) against the distinct (entity, as_of) pairs,
+        each aggregate a conditional (FILTER) aggregate. Account-scope counts reuse the same
+        scan: the pairs then include the account's other leads at the same as_of, and the
+        account total is the sum of its leads' per-lead counts (distinct engaged leads: the
+        number of leads with a count > 0), the lead's own part subtracted afterwards."""
+        by_source: dict[str, list[AggregateFeature]] = {}
+        for f in feats:
+            by_source.setdefault(f.source, []).append(f)
+        for source, group in by_source.items():
+            self._fused_source(source, group)
+
+    def _fused_source(self, source: str, feats: list[AggregateFeature]) -> None:
+        key = SOURCES[self.entity][source]
+        eid = q(self.eid)
+        acct = [f for f in feats if f.scope == "account_others"]
+        own = [f for f in feats if f.scope == "self"]
+        wcols = [c for c in _columns_of(self.con, self.spine) if c.startswith("_w")]
+        wsel = "".join(f", {q(c)}" for c in wcols)
+        pairs = f"_pairs_{self.tag}_{len(self.temp)}"
+        self.temp.append(pairs)
+        distinct = f"SELECT DISTINCT {eid} AS _k, as_of{wsel} FROM {self.spine}"
+        if acct:
+            # the account's other leads, as of the same dates (their events make the totals)
+            distinct = (
+                f"{distinct} UNION SELECT DISTINCT l2.lead_id AS _k, s.as_of"
+                + "".join(f", s.{q(c)}" for c in wcols)
+                + f" FROM {self.spine} s JOIN leads l ON l.lead_id = s.{eid} "
+                "JOIN leads l2 ON l2.account_id = l.account_id"
+            )
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {pairs} AS "
+            f"SELECT row_number() OVER () AS _pid, * FROM ({distinct})"
+        )
+        aggs = [f"{_agg_sql(f, 'x', 'p')} AS {q(f.name)}" for f in own]
+        aggs += [
+            f"count(*) FILTER (WHERE {_filter_sql(f, 'x', 'p')}) AS {q('_a:' + f.name)}"
+            for f in acct
+        ]
+        # A literal upper bound lets the Parquet reader skip row groups entirely after it.
+        top = self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchone()
+        bound = f" AND x.ts < {lit(str(top[0]))}::TIMESTAMPTZ" if top and top[0] else ""
+        agg = f"_agg_{self.tag}_{len(self.temp)}"
+        self.temp.append(agg)
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT p._pid, {', '.join(aggs)} "
+            f"FROM {pairs} p JOIN {source} x ON x.{q(key)} = p._k AND x.ts < p.as_of{bound} "
+            "GROUP BY p._pid"
+        )
+        link = (
+            f"SELECT s._sid, a.* EXCLUDE (_pid) FROM {self.spine} s "
+            f"JOIN {pairs} pp ON pp._k = s.{eid} AND pp.as_of = s.as_of "
+            f"JOIN {agg} a ON a._pid = pp._pid"
+        )
+        alias = self._part(link)
+        for f in own:
+            e = f"{alias}.{q(f.name)}"
+            self.expr[f.name] = f"coalesce({e}, 0)" if _zero_default(f) else e
+        if not acct:
+            return
+        tot = []
+        for f in acct:
+            a = f"a.{q('_a:' + f.name)}"
+            tot.append(
+                f"count_if({a} > 0) AS {q(f.name)}"
+                if f.aggregation == "distinct_count"
+                else f"sum({a}) AS {q(f.name)}"
+            )
+        acct_sql = (
+            f"SELECT s._sid, t.* EXCLUDE (_acc, as_of) FROM {self.spine} s "
+            f"JOIN leads l ON l.lead_id = s.{eid} "
+            f"JOIN (SELECT l.account_id AS _acc, pp.as_of, {', '.join(tot)} FROM {pairs} pp "
+            f"JOIN {agg} a ON a._pid = pp._pid JOIN leads l ON l.lead_id = pp._k "
+            "GROUP BY l.account_id, pp.as_of) t ON t._acc = l.account_id AND t.as_of = s.as_of"
+        )
+        acct_alias = self._part(acct_sql)
+        for f in acct:
+            total = f"coalesce({acct_alias}.{q(f.name)}, 0)"
+            mine = f"coalesce({alias}.{q('_a:' + f.name)}, 0)"
+            if f.aggregation == "count":
+                self.expr[f.name] = f"({total} - {mine})"
+            elif f.aggregation == "exists":
+                self.expr[f.name] = f"CAST({total} - {mine} > 0 AS BIGINT)"
+            else:  # distinct leads other than this one
+                self.expr[f.name] = f"({total} - CAST({mine} > 0 AS BIGINT))"
 
     def _running(
         self,

@@ -339,6 +339,37 @@ def table_training_frame(
     return out.reset_index(drop=True)
 
 
+# LightGBM settings for attribute-only tables (see docs/examples/bank_marketing.md for
+# how they were chosen: on rows before the first test window only). Early stopping
+# watches ROC AUC, not log loss: the calibration slice is later than the rows the
+# booster learns from, and when the base rate drifts the log loss there grows with
+# every round that sharpens the scores, so log-loss stopping can stop after one
+# round (a constant score). Ranking is the booster's job; the level is the
+# calibrator's. One thread: LightGBM's OpenMP threads spin on a busy machine.
+TABLE_ESTIMATOR: dict[str, Any] = {
+    "params": {
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_data_in_leaf": 50,
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "metric": "auc",
+    },
+    "num_boost_round": 400,
+    "early_stopping_rounds": 30,
+    "num_threads": 1,
+}
+# ``--quick``: a smoke-test model (few, coarse rounds) for trying the command on a sample.
+QUICK_ESTIMATOR: dict[str, Any] = {
+    "params": {"learning_rate": 0.2, "num_leaves": 7, "min_data_in_leaf": 20, "metric": "auc"},
+    "num_boost_round": 40,
+    "early_stopping_rounds": 10,
+    "num_threads": 1,
+}
+
+
 def table_spec(
     training: pd.DataFrame,
     features: list[str],
@@ -358,6 +389,15 @@ def table_spec(
     """
     from leadml.modeling.spec import ModelSpec
 
+    if base is None:
+        base = ModelSpec.model_validate(
+            {
+                "name": name,
+                "kind": "lead_readiness",
+                "features": list(features),
+                "estimator": TABLE_ESTIMATOR,
+            }
+        )
     span_days = int((training["as_of"].max() - training["as_of"].min()).days) + 7
     window = max(7, int(np.ceil(span_days * test_share / 7)) * 7)
     per_week = len(training) / max(training["as_of"].nunique(), 1)
@@ -404,3 +444,94 @@ def train_table(
     spec = table_spec(training, report.features, name=name, base=base_spec)
     kwargs = {"progress": progress} if progress is not None else {}
     return train(training, spec, **kwargs)
+
+
+def quick_spec(features: list[str], name: str = "lead_readiness_table") -> Any:
+    """The base spec of ``leadml train --table --quick``: few coarse rounds, for a first
+    look or a smoke test; not for a model anyone acts on."""
+    from leadml.modeling.spec import ModelSpec
+
+    return ModelSpec.model_validate(
+        {
+            "name": name,
+            "kind": "lead_readiness",
+            "features": list(features),
+            "estimator": QUICK_ESTIMATOR,
+            "min_positives": 20,
+        }
+    )
+
+
+def load_and_check(
+    path: str | Path,
+    target: str,
+    *,
+    time_column: str | None = None,
+    order_by: str | None = None,
+    exclude: list[str] | tuple[str, ...] = (),
+    missing_values: str | list[str] | None = None,
+    positive: Any = None,
+    threshold: float = 0.9,
+) -> tuple[pd.DataFrame, TableReport, Any]:
+    """Read, prepare and run the leakage guard: ``(frame, report, leakage report)``.
+
+    The guard sees every column left after ``exclude`` (features and other dates);
+    the ``order_by`` column is not judged (it orders rows, it is not a feature).
+    """
+    from leadml.importing.leakage import check_leakage
+
+    frame, report = prepare_table(
+        read_lead_table(path),
+        target,
+        time_column=time_column,
+        order_by=order_by,
+        exclude=list(exclude),
+        missing_values=missing_values,
+        positive=positive,
+    )
+    if not report.features:
+        raise DataError(
+            f"{path}: no feature column left after --exclude and type inference "
+            "(see `leadml check-table`)"
+        )
+    leak = check_leakage(
+        frame.drop(columns=[order_by] if order_by else []),
+        target,
+        time_column=time_column,
+        threshold=threshold,
+    )
+    return frame, report, leak
+
+
+def example_reasons(result: Any, rows: int = 3, k: int = 3) -> list[dict[str, Any]]:
+    """Top reasons of the final model for a few leads of the latest backtest window:
+    the highest, the median and the lowest scored (``rows`` spread over that range).
+
+    ``row`` is the lead's position in the time-ordered table (0-based, after rows with
+    a missing outcome were dropped); contributions are on the log-odds scale of the
+    uncalibrated booster.
+    """
+    from leadml.modeling.explain import top_reasons
+
+    df = result.train_frame
+    latest = df[df["as_of"] >= result.latest_origin]
+    if latest.empty:
+        latest = df
+    features = list(result.spec.features)
+    p = result.model.predict_proba(latest)
+    order = np.argsort(-p, kind="stable")
+    picks = sorted({int(order[int(round(i))]) for i in np.linspace(0, len(order) - 1, rows)})
+    picks.sort(key=lambda i: -p[i])
+    chosen = latest.iloc[picks]
+    reasons = top_reasons(
+        result.model.contributions(chosen), features, chosen[features].reset_index(drop=True), k=k
+    )
+    return [
+        {
+            "row": int(str(row["lead_id"]).removeprefix("row-")),
+            "probability": float(p[i]),
+            "label": int(row["label"]),
+            **why,
+        }
+        for i, (_, row), why in zip(picks, chosen.iterrows(), reasons, strict=True)
+    ]

@@ -66,9 +66,14 @@ class EstimatorSpec(_Part):
     num_boost_round: int = Field(400, ge=1, le=20_000)
     early_stopping_rounds: int = Field(30, ge=0)
     seed: int = 7
-    # 0 = all cores. On a machine shared with other busy processes, 1 is often
-    # much faster: LightGBM's OpenMP threads spin while they wait for a core.
+    # 0 = the physical cores available to the process (not OpenMP's "all logical
+    # cores"). On a machine shared with other busy processes, 1 is often much
+    # faster: LightGBM's OpenMP threads spin while they wait for a core.
     num_threads: int = Field(0, ge=0)
+    max_bin: int = Field(255, ge=3, le=1023, description="histogram bins per feature")
+    # lead readiness: share of the negative rows (label 0) the booster is fitted on,
+    # weighted 1/negative_rate; positives and the calibration slice are never sampled.
+    negative_rate: float = Field(1.0, gt=0, le=1)
 
 
 class BaselineSpec(_Part):
@@ -76,6 +81,8 @@ class BaselineSpec(_Part):
 
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(500, ge=10)
+    # fit on at most this many rows (a seeded sample, weighted to the full set's class mix)
+    max_rows: int | None = Field(200_000, ge=1000)
 
 
 class CalibrationSpec(_Part):

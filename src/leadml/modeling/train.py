@@ -25,10 +25,13 @@ is continue / won / lost in that period (LightGBM multiclass), and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,55 @@ Progress = Callable[[str], None]
 
 def _quiet(_: str) -> None:
     return None
+
+
+_TIMINGS: contextvars.ContextVar[dict[str, float] | None] = contextvars.ContextVar(
+    "leadml_train_timings", default=None
+)
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Add the wall time of the block to phase ``name`` of the running :func:`train` call."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings = _TIMINGS.get()
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+
+
+def physical_cores() -> int:
+    """Physical CPU cores available to this process (LightGBM's default thread count)."""
+    try:
+        import psutil
+
+        n = psutil.cpu_count(logical=False)
+    except ImportError:  # psutil is optional
+        n = None
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        available = os.cpu_count() or 1
+    return max(1, min(n or available, available))
+
+
+def sample_negatives(y: np.ndarray, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keep every positive and a ``rate`` share of the negatives (label 0), weighted ``1/rate``.
+
+    Returns (row positions, weights); weights is None when nothing is dropped. The
+    weighted sample has the same expected loss as the full set, so the booster's
+    scores stay on the full-rate scale (and are calibrated on a full-rate slice anyway).
+    """
+    y = np.asarray(y)
+    if rate >= 1.0:
+        return np.arange(len(y)), None
+    rng = np.random.default_rng(seed)
+    keep = (y != 0) | (rng.random(len(y)) < rate)
+    idx = np.flatnonzero(keep)
+    weights = np.where(y[idx] == 0, 1.0 / rate, 1.0)
+    return idx, weights
 
 
 # ----------------------------------------------------------------- features
@@ -89,11 +141,39 @@ class CategoryEncoder:
         for f in self.features:
             col = X[f]
             if f in self.categories_:
-                text = col.astype("string").astype(object).where(col.notna(), None)
-                out[f] = pd.Categorical(text, categories=self.categories_[f])
+                out[f] = _encode_categorical(col, self._category_index(f))
+            elif col.dtype == np.float64:
+                out[f] = col.to_numpy()
             else:
-                out[f] = pd.to_numeric(col, errors="coerce").astype(float)
+                out[f] = pd.to_numeric(col, errors="coerce").astype(float).to_numpy()
         return pd.DataFrame(out, index=X.index)
+
+    def _category_index(self, f: str) -> pd.Index:
+        cache = self.__dict__.setdefault("_index_cache", {})
+        idx = cache.get(f)
+        if idx is None or list(idx) != self.categories_[f]:
+            idx = cache[f] = pd.Index(self.categories_[f])
+        return idx
+
+
+def _encode_categorical(col: pd.Series, categories: pd.Index) -> pd.Categorical:
+    """``col`` as text over fixed ``categories`` (unseen or missing -> missing), vectorised.
+
+    Equivalent to ``pd.Categorical(col.astype("string"), categories=categories)``:
+    only the distinct values are turned into text and looked up; the rows get
+    integer codes in one pass.
+    """
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        uniques = pd.Series(col.cat.categories)
+    else:
+        codes, found = pd.factorize(col, use_na_sentinel=True)
+        uniques = pd.Series(found)
+    text = uniques.astype("string").astype(object).where(uniques.notna(), None)
+    mapping = categories.get_indexer(pd.Index(text, dtype=object)) if len(text) else np.array([])
+    mapping = np.append(np.asarray(mapping, dtype=np.int64), -1)  # code -1 (missing) -> -1
+    new_codes = mapping[codes]
+    return pd.Categorical.from_codes(new_codes, dtype=pd.CategoricalDtype(categories))
 
 
 def _is_categorical(col: pd.Series) -> bool:
@@ -113,8 +193,9 @@ def _lgb_params(est: EstimatorSpec, **extra: Any) -> dict[str, Any]:
     params = {
         "verbosity": -1,
         "seed": est.seed,
-        "num_threads": est.num_threads,
+        "num_threads": est.num_threads or physical_cores(),
         "deterministic": True,
+        "max_bin": est.max_bin,
     }
     params.update(est.params)
     params.update(extra)
@@ -129,16 +210,19 @@ def fit_booster(
     valid: tuple[pd.DataFrame, np.ndarray] | None = None,
     num_boost_round: int | None = None,
     objective: dict[str, Any] | None = None,
+    weight: np.ndarray | None = None,
 ) -> tuple[Any, int]:
     """Train a LightGBM booster; returns (booster, rounds used).
 
     With ``valid`` and early stopping configured, rounds stop when the validation
-    loss stops improving.
+    loss stops improving. ``weight``: per-row weights (e.g. from :func:`sample_negatives`).
     """
     import lightgbm as lgb
 
     params = _lgb_params(est, **(objective or {"objective": "binary"}))
-    train_set = lgb.Dataset(X, label=y, categorical_feature="auto", free_raw_data=True)
+    train_set = lgb.Dataset(
+        X, label=y, weight=weight, categorical_feature="auto", free_raw_data=True
+    )
     rounds = num_boost_round or est.num_boost_round
     callbacks = []
     valid_sets = []
@@ -152,7 +236,13 @@ def fit_booster(
     return booster, int(used)
 
 
-def fit_baseline(X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, categorical: list[str]) -> Any:
+def fit_baseline(
+    X: pd.DataFrame,
+    y: np.ndarray,
+    spec: ModelSpec,
+    categorical: list[str],
+    sample_weight: np.ndarray | None = None,
+) -> Any:
     """Logistic regression on one-hot categoricals and scaled, median-imputed numbers."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
@@ -185,7 +275,7 @@ def fit_baseline(X: pd.DataFrame, y: np.ndarray, spec: ModelSpec, categorical: l
     Xb = X.copy()
     for c in categorical:
         Xb[c] = Xb[c].astype(object).where(Xb[c].notna(), np.nan)
-    model.fit(Xb, y)
+    model.fit(Xb, y, clf__sample_weight=sample_weight)
     return model
 
 
@@ -420,13 +510,19 @@ def _check_positives(n_pos: int, spec: ModelSpec, where: str) -> None:
         )
 
 
-def _split_calibration(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows to fit the booster on, later calibration slice) of one training window."""
+def _calibration_masks(df: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks (rows to fit the booster on, later calibration slice) of one window."""
     last = df["as_of"].max()
     cal_start = last - (spec.calibration.holdout_days - 1) * DAY
-    fit_part = df[df["as_of"] < cal_start - spec.backtest.gap_days * DAY]
-    cal_part = df[df["as_of"] >= cal_start]
-    return fit_part, cal_part
+    fit_mask = (df["as_of"] < cal_start - spec.backtest.gap_days * DAY).to_numpy()
+    cal_mask = (df["as_of"] >= cal_start).to_numpy()
+    return fit_mask, cal_mask
+
+
+def _split_calibration(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows to fit the booster on, later calibration slice) of one training window."""
+    fit_mask, cal_mask = _calibration_masks(df, spec)
+    return df[fit_mask], df[cal_mask]
 
 
 def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet) -> ReadinessModel:
@@ -442,19 +538,34 @@ def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet
             f"{spec.backtest.gap_days}-day gap; load more "
             "history or shorten calibration.holdout_days"
         )
-    progress(f"booster on {len(fit_part):,} rows, calibration on {len(cal_part):,}")
-    Xf, Xc = encoder.transform(fit_part), encoder.transform(cal_part)
-    booster, rounds = fit_booster(
-        Xf, fit_part["label"].to_numpy(), spec.estimator, valid=(Xc, cal_part["label"].to_numpy())
+    est = spec.estimator
+    with phase("encode"):
+        X_all = encoder.transform(df)
+    y_all = df["label"].to_numpy()
+    fit_mask, cal_mask = _calibration_masks(df, spec)
+    fit_pos, cal_pos = np.flatnonzero(fit_mask), np.flatnonzero(cal_mask)
+    idx, w = sample_negatives(y_all[fit_pos], est.negative_rate, est.seed)
+    fit_pos = fit_pos[idx]
+    progress(
+        f"booster on {len(fit_pos):,} of {len(fit_part):,} rows"
+        f"{' (negatives sampled)' if w is not None else ''}, calibration on {len(cal_part):,}"
     )
-    calibrator = Calibrator(spec.calibration.method).fit(
-        booster.predict(Xc, num_iteration=rounds), cal_part["label"].to_numpy()
-    )
+    Xc, yc = X_all.iloc[cal_pos], y_all[cal_pos]
+    with phase("booster"):
+        booster, rounds = fit_booster(
+            X_all.iloc[fit_pos], y_all[fit_pos], est, valid=(Xc, yc), weight=w
+        )
+    with phase("calibration"):
+        calibrator = Calibrator(spec.calibration.method).fit(
+            booster.predict(Xc, num_iteration=rounds), yc
+        )
     if spec.calibration.refit:
         progress(f"refit on all {len(df):,} rows, {rounds} rounds")
-        booster, rounds = fit_booster(
-            encoder.transform(df), df["label"].to_numpy(), spec.estimator, num_boost_round=rounds
-        )
+        idx, w = sample_negatives(y_all, est.negative_rate, est.seed + 1)
+        with phase("refit"):
+            booster, rounds = fit_booster(
+                X_all.iloc[idx], y_all[idx], est, num_boost_round=rounds, weight=w
+            )
     return ReadinessModel(list(spec.features), encoder, booster, calibrator, rounds)
 
 
@@ -671,6 +782,8 @@ class TrainingResult:
     train_frame: pd.DataFrame = field(repr=False)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    # wall seconds per phase (booster, calibration, refit, baseline, score, oracle, final, ...)
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def feature_hash(self) -> str:
@@ -699,8 +812,21 @@ def _baseline_fit_rows(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame,
 
 
 def _fit_baseline_on(df: pd.DataFrame, spec: ModelSpec, encoder: CategoryEncoder) -> Any:
+    """The logistic baseline on ``df``: at most ``baseline.max_rows`` rows, negatives sampled
+    (readiness) and re-weighted so the fit targets the full set's class mix."""
     rows, y = _baseline_fit_rows(df, spec)
-    return fit_baseline(encoder.transform(rows), y, spec, encoder.categorical)
+    weight = None
+    cap = spec.baseline.max_rows
+    if cap is not None and len(rows) > cap:
+        neg = int((y == 0).sum())
+        rate = min(1.0, max(cap - (len(y) - neg), cap // 10) / max(neg, 1))
+        idx, weight = sample_negatives(y, rate, spec.estimator.seed + 2)
+        if len(idx) > cap:  # positives alone exceed the cap: plain random sample
+            idx = np.sort(np.random.default_rng(spec.estimator.seed + 2).choice(len(y), cap, False))
+            weight = None
+        rows, y = rows.iloc[idx], y[idx]
+    with phase("baseline"):
+        return fit_baseline(encoder.transform(rows), y, spec, encoder.categorical, weight)
 
 
 def train(
@@ -720,6 +846,26 @@ def train(
     metrics are computed on the same test rows. ``final_fit=False`` (tuning) skips
     the final fit; the result then holds the latest fold's model.
     """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    token = _TIMINGS.set(timings)
+    try:
+        result = _train(df, spec, capacity, truth, progress, final_fit)
+    finally:
+        _TIMINGS.reset(token)
+    result.seconds = time.perf_counter() - started
+    result.timings = timings
+    return result
+
+
+def _train(
+    df: pd.DataFrame,
+    spec: ModelSpec,
+    capacity: int | None,
+    truth: pd.DataFrame | None,
+    progress: Progress,
+    final_fit: bool,
+) -> TrainingResult:
     started = time.perf_counter()
     df = check_dataset(df, spec)
     if df.empty:
@@ -752,20 +898,24 @@ def train(
             f"test {origin:%Y-%m-%d} +{spec.backtest.test_days}d ({len(test_part):,} rows)"
         )
         try:
-            model = fit_model(train_part, spec, progress, known_until=origin)
+            with phase("backtest_models"):
+                model = fit_model(train_part, spec, progress, known_until=origin)
         except LeadmlError as err:
             notes.append(f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {err}")
             continue
-        scored = _test_frame(model, test_part, spec)
+        with phase("score"):
+            scored = _test_frame(model, test_part, spec)
         base = _fit_baseline_on(train_part, spec, model.encoder)
-        scored["p_baseline"] = baseline_proba(
-            base, model.encoder.transform(test_part), model.encoder.categorical
-        )
+        with phase("score"):
+            scored["p_baseline"] = baseline_proba(
+                base, model.encoder.transform(test_part), model.encoder.categorical
+            )
         scored["fold"] = i
         if truth is not None:
-            scored = attach_oracle(
-                scored, truth, spec, model=model, test=test_part, known_until=known_until
-            )
+            with phase("oracle"):
+                scored = attach_oracle(
+                    scored, truth, spec, model=model, test=test_part, known_until=known_until
+                )
         known = scored[scored["label"].notna()].astype({"label": int})
         fold_metrics = score_metrics(known, spec, capacity)
         folds.append(
@@ -801,7 +951,8 @@ def train(
         )
     if final_fit:
         progress(f"final fit on {len(df):,} rows")
-        final = fit_model(df, spec, progress, known_until=known_until)
+        with phase("final_model"):
+            final = fit_model(df, spec, progress, known_until=known_until)
         baseline = _fit_baseline_on(df, spec, final.encoder)
     else:
         final, baseline = model, base
