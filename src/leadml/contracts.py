@@ -468,7 +468,7 @@ def _structural_problems(
             if c.name not in raw_cols and c.default is None and not c.nullable
         ]
         if missing:
-            n = con.execute(f"SELECT count(*) FROM raw_{name}").fetchone()[0]  # type: ignore[index]
+            n = con.execute(f"SELECT count(*) FROM raw_{name}").fetchall()[0][0]  # type: ignore[index]
             ex = con.execute(f"SELECT * FROM raw_{name} LIMIT {int(example_rows)}").df()
             fatal.append(
                 Problem(
@@ -562,8 +562,8 @@ def check_tables(
             if c.name in present and c.kind in ("id", "str") and raw_types[c.name] == "VARCHAR"
         ]
         counts_sql += [f"count_if({_q(c)} IS DISTINCT FROM {_q('raw:' + c)})" for c in text_cols]
-        counts = con.execute(f"SELECT {', '.join(counts_sql)} FROM _chk_{name} t{joins}").fetchone()
-        assert counts is not None
+        sql = f"SELECT {', '.join(counts_sql)} FROM _chk_{name} t{joins}"
+        counts = con.execute(sql).fetchall()[0]
         rows[name] = int(counts[0])
         n_refs = sum(1 for s_ in sets if s_[3][0] == "ref")
         row_counts = counts[1 : 1 + len(rules)]
@@ -580,7 +580,7 @@ def check_tables(
             if how[0] == "ref":
                 n = next(ref_counts)
             else:
-                n = con.execute(how[1]).fetchone()[0]  # type: ignore[index]
+                n = con.execute(how[1]).fetchall()[0][0]  # type: ignore[index]
             if n:
                 con.execute(f"CREATE OR REPLACE TEMP TABLE _hits AS {sql}")
                 ex = _examples(
@@ -609,7 +609,7 @@ def check_tables(
             "SELECT _row, string_agg(reason, '; ') AS reasons "
             f"FROM ({' UNION ALL '.join(bad_sql)}) GROUP BY _row"
         )
-        quarantined[name] = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchone()[0]  # type: ignore[index]
+        quarantined[name] = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]  # type: ignore[index]
         # A view, not a copy: the bad row numbers are a small table, the rest is scanned.
         con.execute(
             f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {keep} FROM _typed_{name} "

@@ -11,7 +11,12 @@ import pandas as pd
 import pytest
 
 from leadml.cli import main
-from leadml.importing.tabular import prepare_table, table_training_frame, train_table
+from leadml.importing.tabular import (
+    out_of_range,
+    prepare_table,
+    table_training_frame,
+    train_table,
+)
 from leadml.modeling.spec import ModelSpec
 
 # Small and quick: few rounds, small leaves (the behaviour, not the accuracy, is tested).
@@ -163,3 +168,19 @@ def test_cli_train_needs_a_model_or_a_table(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit):
         main(["train"])
     assert "--table" in capsys.readouterr().err
+
+
+def test_out_of_range_names_a_column_that_moves_with_time_and_not_stationary_ones() -> None:
+    table = _table(900, seed=3)
+    created = pd.to_datetime(table["Created"])
+    # like an interest rate: falls steadily, so every later window is below all it has seen
+    table["Rate"] = (5.0 - (created - created.min()).dt.days / 100).round(2)
+    frame, report = prepare_table(
+        table, "Outcome", time_column="Created", missing_values="Select,unknown,Employees=999"
+    )
+    result = train_table(frame, report, time_column="Created", base_spec=FAST)
+    found = out_of_range(result)
+    assert {d["column"] for d in found} == {"Rate"}
+    assert sorted(d["window"] for d in found) == [1, 2, 3]
+    for d in found:
+        assert d["share"] == 1.0 and d["test_max"] < d["train_min"]

@@ -63,7 +63,7 @@ def demo_command(
             step(f"5. promote {name} (forced)", promote, name=name, version=None, force=True,
                  reason="leadml demo: first champion promoted despite the gate (see run)",
                  as_json=False)
-    as_of = _day_after_data(s)
+    as_of = _company_today(s)
     step(f"6. nightly batch as of {as_of}", batch, as_of=as_of, data=None, sql_url=None,
          quarantine=False, as_json=False)
     out.rule(f"[bold]7. this quarter's forecast as of {as_of}")
@@ -79,18 +79,18 @@ def demo_command(
     out.print("scoring API: leadml serve   (then open http://127.0.0.1:3000 for the OpenAPI page)")
 
 
-def _day_after_data(s: Any) -> str:
-    """The simulated company's 'today': the day after its last recorded event."""
+def _company_today(s: Any) -> str:
+    """The simulated company's "today": the end of its simulated period (exclusive), so
+    the nightly run sees every record and nothing after."""
     import json
 
     meta = s.simulated_dir / "simulation.json"
     try:
-        end = json.loads(meta.read_text())["end"]
+        return str(json.loads(meta.read_text())["end"])
     except (OSError, KeyError, ValueError) as exc:
-        raise LeadmlError(f"{meta}: cannot read the simulated period ({exc}); rerun the demo") from None
-    import datetime as dt
-
-    return (dt.date.fromisoformat(end) + dt.timedelta(days=1)).isoformat()
+        raise LeadmlError(
+            f"{meta}: cannot read the simulated period ({exc}); rerun the demo"
+        ) from None
 
 
 def _print_forecast(s: Any, as_of: str) -> None:

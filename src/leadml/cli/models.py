@@ -332,6 +332,7 @@ def _train_table(
         result = workflow.train_spec(training, model_spec, progress=say)
         say("explaining example leads")
         examples = tabular.example_reasons(result)
+        drifted = tabular.out_of_range(result)
         say("logging to MLflow")
         logged = workflow.log_and_register(result, s, register=not no_register)
     m = result.metrics
@@ -367,6 +368,7 @@ def _train_table(
                 "baseline": {k: m.get(f"baseline_{k}") for k in HEADLINE if f"baseline_{k}" in m},
                 "windows": folds,
                 "examples": examples,
+                "out_of_range": drifted,
                 "notes": result.notes,
                 "seconds": round(result.seconds, 1),
             }
@@ -429,6 +431,13 @@ def _train_table(
         )
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
+    for d in drifted:
+        err.print(
+            f"[yellow]note:[/] test window {d['window']}: {d['share']:.0%} of {d['column']!r} "
+            f"lies outside its training range ({d['train_min']:g} to {d['train_max']:g}; "
+            f"window {d['test_min']:g} to {d['test_max']:g}): trees cannot extrapolate it",
+            highlight=False,
+        )
     where = f"version {logged.version} (@challenger)" if logged.version else "not registered"
     out.print(
         f"{result.rows:,} rows, {result.positives:,} positives, {len(report.features)} "

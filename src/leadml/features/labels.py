@@ -67,7 +67,7 @@ def data_end(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
     """The latest timestamp anywhere in the data: labels are known up to here."""
     ensure_tables(con)
     parts = " UNION ALL ".join(f"SELECT max({c}) AS t FROM {t}" for t, c in _TS_COLUMNS)
-    row = con.execute(f"SELECT max(t) FROM ({parts})").fetchone()
+    row = next(iter(con.execute(f"SELECT max(t) FROM ({parts})").fetchall()), None)
     if row is None or row[0] is None:
         return None
     return to_timestamp(row[0], "data end")
@@ -75,7 +75,7 @@ def data_end(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
 
 def data_start(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
     """The earliest lead creation: the first sensible as-of date."""
-    row = con.execute("SELECT min(created_at) FROM leads").fetchone()
+    row = next(iter(con.execute("SELECT min(created_at) FROM leads").fetchall()), None)
     return None if row is None or row[0] is None else to_timestamp(row[0], "data start")
 
 

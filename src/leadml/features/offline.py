@@ -286,7 +286,7 @@ class _Compiler:
             for f in acct
         ]
         # A literal upper bound lets the Parquet reader skip row groups entirely after it.
-        top = self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchone()
+        top = next(iter(self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchall()), None)
         bound = f" AND x.ts < {lit(str(top[0]))}::TIMESTAMPTZ" if top and top[0] else ""
         agg = f"_agg_{self.tag}_{len(self.temp)}"
         self.temp.append(agg)

@@ -30,6 +30,9 @@ GROUP_COLUMN = {"team": "team", "segment": "segment", "owner": "owner_id"}
 DealProbabilities = Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 
 
+# How many days after the last record an as-of date may be (a weekly export still forecasts).
+STALE_DAYS = 7
+
 class ForecastError(LeadmlError):
     """A forecast request that cannot be answered as asked."""
 
@@ -137,6 +140,11 @@ class DealHistory:
         )
         self.history = self._derive(h)
         self.data_end = pd.Timestamp(h["ts"].max()) if len(h) else None
+        # The freshest record of any table: a quiet weekend in the deal history must not
+        # make Monday's forecast "after the data".
+        from leadml.features.labels import data_end as latest_record
+
+        self.last_record = latest_record(con)
         won = h[h["stage"] == vocab.won_stage].groupby("opportunity_id", sort=False).head(1)
         closed = (
             h[h["stage"].isin(vocab.closed_stages)].groupby("opportunity_id", sort=False).head(1)
@@ -210,15 +218,17 @@ class DealHistory:
         return o
 
     def check_as_of(self, as_of: pd.Timestamp) -> None:
-        """as_of may be at most one day after the last recorded change."""
+        """as_of may be at most ``STALE_DAYS`` days after the last record of any table:
+        later than that the data is too old to forecast from."""
         if self.data_end is None:
             raise ForecastError("opportunity_history is empty; there is nothing to forecast from")
-        limit = self.data_end.normalize() + pd.Timedelta(days=1)
+        last = max(t for t in (self.data_end, self.last_record) if t is not None)
+        limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
         if as_of > limit:
             raise ForecastError(
-                f"--as-of {as_of.date()} is after the end of the data (last opportunity_history "
-                f"change {self.data_end:%Y-%m-%d %H:%M} UTC); choose --as-of {limit.date()} or "
-                "earlier, or load newer data"
+                f"--as-of {as_of.date()} is after the end of the data (last record "
+                f"{last:%Y-%m-%d %H:%M} UTC, and data more than {STALE_DAYS} days old is not "
+                f"forecast from); choose --as-of {limit.date()} or earlier, or load newer data"
             )
 
     def target(self, period: Period, by: str | None) -> pd.Series:

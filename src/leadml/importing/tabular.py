@@ -535,3 +535,46 @@ def example_reasons(result: Any, rows: int = 3, k: int = 3) -> list[dict[str, An
         }
         for i, (_, row), why in zip(picks, chosen.iterrows(), reasons, strict=True)
     ]
+
+
+def out_of_range(result: Any, min_share: float = 0.5) -> list[dict[str, Any]]:
+    """Numeric features whose values in a backtest test window mostly lie outside the
+    range of that window's training rows (a share >= ``min_share`` of its known values).
+
+    Trees cannot extrapolate: a value beyond the training range lands in the leaf of the
+    nearest value seen, so such a column (typically one that moves with time, like an
+    interest rate) ranks nothing in that window, while a linear baseline extends its
+    trend. One entry per (window, column): ``window`` (1-based, oldest first),
+    ``column``, ``share``, the training ``train_min``/``train_max`` and the window's
+    ``test_min``/``test_max``. Training rows are those the fold trained on
+    (``as_of`` before its origin minus the gap).
+    """
+    df = result.train_frame
+    spec = result.spec
+    gap = pd.Timedelta(days=spec.backtest.gap_days)
+    length = pd.Timedelta(days=spec.backtest.test_days)
+    out: list[dict[str, Any]] = []
+    for i, fold in enumerate(result.folds):
+        train_rows = df[df["as_of"] < fold.origin - gap]
+        test_rows = df[(df["as_of"] >= fold.origin) & (df["as_of"] < fold.origin + length)]
+        for name in spec.features:
+            if not pd.api.types.is_numeric_dtype(df[name]):
+                continue
+            seen, new = train_rows[name].dropna(), test_rows[name].dropna()
+            if seen.empty or new.empty:
+                continue
+            lo, hi = float(seen.min()), float(seen.max())
+            share = float(((new < lo) | (new > hi)).mean())
+            if share >= min_share:
+                out.append(
+                    {
+                        "window": i + 1,
+                        "column": name,
+                        "share": share,
+                        "train_min": lo,
+                        "train_max": hi,
+                        "test_min": float(new.min()),
+                        "test_max": float(new.max()),
+                    }
+                )
+    return out

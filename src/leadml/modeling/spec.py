@@ -82,7 +82,7 @@ class BaselineSpec(_Part):
     C: float = Field(1.0, gt=0)
     max_iter: int = Field(500, ge=10)
     # fit on at most this many rows (a seeded sample, weighted to the full set's class mix)
-    max_rows: int | None = Field(200_000, ge=1000)
+    max_rows: int | None = Field(100_000, ge=1000)
 
 
 class CalibrationSpec(_Part):

@@ -625,12 +625,25 @@ def fit_deal_close(
             "calibration.holdout_days"
         )
     objective = {"objective": "multiclass", "num_class": 3}
-    Xf, yf = _deal_training_rows(fit_part, encoder, shape, t.week_days, t.max_weeks)
-    Xv, yv = _deal_training_rows(cal_part, encoder, shape, t.week_days, t.max_weeks)
-    progress(f"hazard on {len(Xf):,} deal-weeks, calibration slice {len(cal_part):,} snapshots")
-    booster, rounds = fit_booster(
-        Xf, yf, spec.estimator, valid=(Xv, yv) if len(Xv) else None, objective=objective
+    est = spec.estimator
+    with phase("encode"):
+        Xf, yf = _deal_training_rows(fit_part, encoder, shape, t.week_days, t.max_weeks)
+        Xv, yv = _deal_training_rows(cal_part, encoder, shape, t.week_days, t.max_weeks)
+    # "continue" periods (class 0) are the negatives: sampled and re-weighted like readiness
+    idx, w = sample_negatives(yf, est.negative_rate, est.seed)
+    progress(
+        f"hazard on {len(idx):,} of {len(Xf):,} deal-weeks, "
+        f"calibration slice {len(cal_part):,} snapshots"
     )
+    with phase("booster"):
+        booster, rounds = fit_booster(
+            Xf.iloc[idx],
+            yf[idx],
+            est,
+            valid=(Xv, yv) if len(Xv) else None,
+            objective=objective,
+            weight=w,
+        )
     model = DealCloseModel(
         list(spec.features),
         encoder,
@@ -655,13 +668,17 @@ def fit_deal_close(
         raise LeadmlError(
             f"{spec.name}: the calibration slice has no observed wins and losses; load more history"
         )
-    model.calibrator = model.calibrator.fit(np.concatenate(p_list), y_cal)
+    with phase("calibration"):
+        model.calibrator = model.calibrator.fit(np.concatenate(p_list), y_cal)
     if spec.calibration.refit:
         progress("refit on the whole window")
-        Xa, ya = _deal_training_rows(df, encoder, shape, t.week_days, t.max_weeks)
-        model.booster, model.rounds = fit_booster(
-            Xa, ya, spec.estimator, num_boost_round=rounds, objective=objective
-        )
+        with phase("encode"):
+            Xa, ya = _deal_training_rows(df, encoder, shape, t.week_days, t.max_weeks)
+        idx, w = sample_negatives(ya, est.negative_rate, est.seed + 1)
+        with phase("refit"):
+            model.booster, model.rounds = fit_booster(
+                Xa.iloc[idx], ya[idx], est, num_boost_round=rounds, objective=objective, weight=w
+            )
     return model
 
 
