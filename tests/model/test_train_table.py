@@ -127,6 +127,7 @@ def test_cli_train_table_warns_about_leaks_and_exclude_removes_them(
         assert w["train_rows"] <= w["first_row"]
         assert 0 <= w["roc_auc"] <= 1 and 0 <= w["baseline_roc_auc"] <= 1
     assert out["metrics"]["ece"] >= 0 and "roc_auc" in out["baseline"]
+    assert out["out_of_range"] == []  # no column of this table moves with time
     assert out["metrics"]["roc_auc"] > 0.6  # the planted signal, out of time, without the leak
     assert len(out["examples"]) == 3
     probs = [e["probability"] for e in out["examples"]]
@@ -184,3 +185,9 @@ def test_out_of_range_names_a_column_that_moves_with_time_and_not_stationary_one
     assert sorted(d["window"] for d in found) == [1, 2, 3]
     for d in found:
         assert d["share"] == 1.0 and d["test_max"] < d["train_min"]
+
+
+def test_cli_table_flags_without_a_table_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "lead-readiness", "--target", "y", "--exclude", "duration"])
+    assert "--target, --exclude only apply with --table" in capsys.readouterr().err

@@ -81,7 +81,7 @@ def train(
     order_by: str | None = typer.Option(
         None,
         "--order-by",
-        help="Column giving the time order [default: file order]",
+        help="Column giving the time order (default: file order)",
         rich_help_panel="Lead table",
     ),
     exclude: list[str] | None = typer.Option(
@@ -102,7 +102,7 @@ def train(
     name: str | None = typer.Option(
         None,
         "--name",
-        help="Registered model name [default lead_readiness_table]",
+        help="Registered model name (default: lead_readiness_table)",
         rich_help_panel="Lead table",
     ),
     quick: bool = typer.Option(
@@ -170,7 +170,8 @@ def train(
         if value
     ]
     if table_only:
-        raise LeadmlError(f"{', '.join(table_only)} only apply with --table FILE")
+        verb = "applies" if len(table_only) == 1 else "apply"
+        raise LeadmlError(f"{', '.join(table_only)} only {verb} with --table FILE")
     model_spec = workflow.load_model_spec(s, model, spec)
     data_obj = workflow.open_data(s, data)
     err = common.err_console()
