@@ -459,10 +459,15 @@ def rollback(name: str) -> tuple[str, str]:
     return current, target
 
 
-def list_versions(names: tuple[str, ...] | list[str] = MODEL_NAMES) -> pd.DataFrame:
-    """One row per registered version: aliases, creation time, headline metrics."""
+def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+    """One row per registered version: aliases, creation time, headline metrics.
+
+    ``names=None`` lists every registered model (the built-in two and any trained
+    from a table with ``leadml train --table``)."""
     cl = client()
     rows = []
+    if names is None:
+        names = sorted(rm.name for rm in cl.search_registered_models())
     for name in names:
         try:
             rm = cl.get_registered_model(name)
