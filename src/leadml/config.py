@@ -366,7 +366,9 @@ def load_settings(config_dir: Path | None = None, **overrides: Any) -> Settings:
     )
     chosen = (chosen or default_config_dir()).expanduser().resolve()
     if config_dir is not None and not chosen.is_dir():
-        raise ConfigError(f"config directory {chosen} does not exist; pass an existing --config-dir")
+        raise ConfigError(
+            f"config directory {chosen} does not exist; pass an existing --config-dir"
+        )
     token = _yaml_path.set(chosen / CONFIG_FILE)
     try:
         given = {k: v for k, v in overrides.items() if v is not None}

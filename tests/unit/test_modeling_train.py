@@ -187,3 +187,96 @@ def test_quarter_days_count_to_the_end_of_the_period_quarter() -> None:
     ).to_numpy()
     got = quarter_days(as_of, np.array([0, 0, 1]), 7)
     assert got.tolist() == [8.0, 3.0, 78.0]  # Apr 1, Jan 1, and Apr 1 from Jan 13
+
+
+# ------------------------------------------------------ speed-ups keep the semantics
+
+
+def _reference_encoding(enc: CategoryEncoder, X: pd.DataFrame) -> pd.DataFrame:
+    """The straightforward per-value encoding the vectorised encoder must reproduce."""
+    out: dict[str, object] = {}
+    for f in enc.features:
+        col = X[f]
+        if f in enc.categories_:
+            text = col.astype("string").astype(object).where(col.notna(), None)
+            known = text.where(text.isin(enc.categories_[f]), None)
+            out[f] = pd.Categorical(known, categories=enc.categories_[f])
+        else:
+            out[f] = pd.to_numeric(col, errors="coerce").astype(float)
+    return pd.DataFrame(out, index=X.index)
+
+
+def test_vectorised_encoder_matches_the_per_value_encoding() -> None:
+    rng = np.random.default_rng(3)
+    n = 5000
+    X = pd.DataFrame(
+        {
+            "obj": rng.choice(np.array(["x", "y", "new", None], dtype=object), n),
+            "cat": pd.Categorical(rng.choice(["p", "q", "unseen"], n)),
+            "ints_as_cat": rng.choice([1, 2, 3], n),
+            "string": pd.array(rng.choice(["u", "v", None], n), dtype="string"),
+            "num": rng.normal(size=n),
+            "num_obj": rng.choice(np.array([1.0, "2", None], dtype=object), n),
+        },
+        index=rng.permutation(n) + 100,
+    )
+    fit = pd.DataFrame(
+        {
+            "obj": ["x", "y", None],
+            "cat": ["q", "p", "p"],
+            "ints_as_cat": ["1", "3", "3"],
+            "string": ["v", "u", None],
+            "num": [0.0, 1.0, 2.0],
+            "num_obj": [1.0, 2.0, 3.0],
+        }
+    )
+    enc = CategoryEncoder(list(X.columns)).fit(fit)
+    got = enc.transform(X)
+    pd.testing.assert_frame_equal(got, _reference_encoding(enc, X))
+    assert got["obj"].isna().sum() == ((X["obj"] == "new") | X["obj"].isna()).sum()
+    ints = got["ints_as_cat"]
+    assert (ints.isna() == (X["ints_as_cat"] == 2)).all()  # 2 was never seen: missing
+    assert (ints.dropna().astype(int) == X["ints_as_cat"][ints.notna()]).all()
+
+
+def test_sample_negatives_keeps_positives_and_reweights() -> None:
+    y = np.array([0] * 10_000 + [1] * 300)
+    idx, w = train_mod.sample_negatives(y, 0.1, seed=1)
+    assert set(np.flatnonzero(y)) <= set(idx)
+    assert w is not None and set(w[y[idx] == 0]) == {10.0} and set(w[y[idx] == 1]) == {1.0}
+    assert abs(w[y[idx] == 0].sum() - 10_000) < 1_000  # the weighted count estimates the full one
+    idx, w = train_mod.sample_negatives(y, 1.0, seed=1)
+    assert w is None and len(idx) == len(y)
+
+
+def test_negative_sampling_keeps_raw_scores_on_the_full_rate_scale() -> None:
+    df, _ = synthetic.readiness_frame(20_000, weeks=40, seed=8)
+    df = train_mod.check_dataset(df, readiness_spec())
+    rates = {}
+    for rate in (1.0, 0.2):
+        spec = readiness_spec(
+            estimator={**FAST, "negative_rate": rate}, calibration={"refit": False}
+        )
+        model = train_mod.fit_readiness(df, spec)
+        rates[rate] = model.predict_raw(df).mean()
+    # unweighted 5x down-sampling would raise the mean score about 5-fold; weighting keeps it
+    assert rates[0.2] == pytest.approx(rates[1.0], rel=0.25)
+    assert rates[1.0] == pytest.approx(df["label"].mean(), rel=0.25)
+
+
+def test_train_reports_phase_timings_and_caps_the_baseline_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    df, _ = synthetic.readiness_frame(6000, weeks=40, seed=9)
+    sizes: list[int] = []
+    real = train_mod.fit_baseline
+
+    def spy(X: pd.DataFrame, *a: object, **kw: object) -> object:
+        sizes.append(len(X))
+        return real(X, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "fit_baseline", spy)
+    result = train(df, readiness_spec(baseline={"max_rows": 1000}))
+    assert sizes and max(sizes) <= 1000
+    assert {"booster", "calibration", "refit", "baseline", "final_model"} <= set(result.timings)
+    assert sum(result.timings[k] for k in ("backtest_models", "final_model")) <= result.seconds

@@ -41,16 +41,32 @@ app = typer.Typer(
 def _global(
     ctx: typer.Context,
     workspace: Path | None = typer.Option(
-        None, "--workspace", "-w", help="Folder for all generated state [env LEADML_WORKSPACE; default ./workspace]"
+        None,
+        "--workspace",
+        "-w",
+        help="Folder for all generated state [env LEADML_WORKSPACE; default ./workspace]",
     ),
     config_dir: Path | None = typer.Option(
-        None, "--config-dir", help="Folder with leadml.yaml and features.yaml [env LEADML_CONFIG_DIR]"
+        None,
+        "--config-dir",
+        help="Folder with leadml.yaml and features.yaml [env LEADML_CONFIG_DIR]",
     ),
 ) -> None:
     ctx.obj = common.Context(workspace=workspace, config_dir=config_dir)
 
 
-for _module in (demo_commands, data_commands, analytics_commands, importing_commands, features_commands, serve_commands, batch_commands, simulate_commands, forecast_commands, models_commands):
+for _module in (
+    demo_commands,
+    data_commands,
+    analytics_commands,
+    importing_commands,
+    features_commands,
+    serve_commands,
+    batch_commands,
+    simulate_commands,
+    forecast_commands,
+    models_commands,
+):
     _module.register(app)
 
 
@@ -59,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except LeadmlError as err:
-        common.err_console().print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True)
+        common.err_console().print(
+            f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True
+        )
         sys.exit(err.exit_code)
     except typer.Abort:
         sys.exit(130)

@@ -48,7 +48,6 @@ def funnel_command(
 ) -> None:
     """Stage volumes, conversion, days in stage, recycling and the bottleneck stage."""
     from leadml.analytics.funnel import GROUPINGS, data_range, funnel
-    from leadml.contracts import connect
 
     lo, hi = _parse_date(start, "--start"), _parse_date(end, "--end")
     if lo is not None and hi is not None and lo >= hi:
@@ -56,13 +55,7 @@ def funnel_command(
     if by is not None and by not in GROUPINGS:
         raise LeadmlError(f"--by {by!r}: use one of {', '.join(GROUPINGS)}")
     s = common.settings(ctx)
-    con, _ = connect(
-        data or s.data_dir,
-        s.vocabulary,
-        bad_rows=s.data.bad_rows,
-        quarantine_dir=s.quarantine_dir,
-        example_rows=s.data.example_rows,
-    )
+    con = common.open_data(s, data)
     try:
         first, after_last = data_range(con)
         report = funnel(

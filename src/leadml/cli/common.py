@@ -37,6 +37,21 @@ def settings(ctx: typer.Context, **overrides: Any) -> Settings:
     return obj.settings(**overrides)
 
 
+def open_data(s: Settings, data: Path | None) -> Any:
+    """The checked, typed tables of ``--data`` (default: the settings' data folder) as a
+    DuckDB connection, with the configured bad-row policy."""
+    from leadml.contracts import connect
+
+    con, _ = connect(
+        data or s.data_dir,
+        s.vocabulary,
+        bad_rows=s.data.bad_rows,
+        quarantine_dir=s.quarantine_dir,
+        example_rows=s.data.example_rows,
+    )
+    return con
+
+
 def console() -> Console:
     return Console(highlight=False)
 

@@ -44,28 +44,73 @@ def demo_command(
         ctx.invoke(func, ctx, **kwargs)
         timings.append((title, time.perf_counter() - t0))
 
-    step("1. simulate the company", simulate_command, leads=leads, seed=seed, start=None,
-         end=None, out=None, as_json=False)
+    step(
+        "1. simulate the company",
+        simulate_command,
+        leads=leads,
+        seed=seed,
+        start=None,
+        end=None,
+        out=None,
+        as_json=False,
+    )
     step("2. validate its tables", validate, data=None, quarantine=False, as_json=False)
-    step("3. funnel: where is the bottleneck?", funnel_command, data=None, start=None,
-         end=None, by=None, as_json=False)
+    step(
+        "3. funnel: where is the bottleneck?",
+        funnel_command,
+        data=None,
+        start=None,
+        end=None,
+        by=None,
+        as_json=False,
+    )
     for model in ("lead-readiness", "deal-close"):
-        step(f"4. train {model}", train, model=model, spec=None, data=None, tune=0, start=None,
-             end=None, no_register=False, as_json=False)
+        step(
+            f"4. train {model}",
+            train,
+            model=model,
+            spec=None,
+            data=None,
+            tune=0,
+            start=None,
+            end=None,
+            no_register=False,
+            as_json=False,
+        )
     for name in ("lead_readiness", "deal_close"):
         try:
-            step(f"5. promote {name}", promote, name=name, version=None, force=False,
-                 reason=None, as_json=False)
+            step(
+                f"5. promote {name}",
+                promote,
+                name=name,
+                version=None,
+                force=False,
+                reason=None,
+                as_json=False,
+            )
         except LeadmlError as err:
             # A demo must run end to end; the override is recorded on the version as a tag
             # and said here, exactly as a user's `--force --reason` would be.
             out.print(f"[yellow]gate failed:[/] {err}")
-            step(f"5. promote {name} (forced)", promote, name=name, version=None, force=True,
-                 reason="leadml demo: first champion promoted despite the gate (see run)",
-                 as_json=False)
+            step(
+                f"5. promote {name} (forced)",
+                promote,
+                name=name,
+                version=None,
+                force=True,
+                reason="leadml demo: first champion promoted despite the gate (see run)",
+                as_json=False,
+            )
     as_of = _company_today(s)
-    step(f"6. nightly batch as of {as_of}", batch, as_of=as_of, data=None, sql_url=None,
-         quarantine=False, as_json=False)
+    step(
+        f"6. nightly batch as of {as_of}",
+        batch,
+        as_of=as_of,
+        data=None,
+        sql_url=None,
+        quarantine=False,
+        as_json=False,
+    )
     out.rule(f"[bold]7. this quarter's forecast as of {as_of}")
     _print_forecast(s, as_of)
     step("8. the morning report", report, as_of=as_of, data=None)
@@ -102,13 +147,36 @@ def _print_forecast(s: Any, as_of: str) -> None:
     frame = ParquetOutputs(s.outputs_dir).read("forecast", dt.date.fromisoformat(as_of))
     now = frame[(frame["kind"] == "snapshot") & (frame["quarter"] == "current")]
     now = now[now["grouping"].isin(["total", "team"])]
-    cols = ["won", "open_expected", "new_expected", "expected", "p10", "p50", "p90", "target",
-            "p_reach_target", "coverage"]
+    cols = [
+        "won",
+        "open_expected",
+        "new_expected",
+        "expected",
+        "p10",
+        "p50",
+        "p90",
+        "target",
+        "p_reach_target",
+        "coverage",
+    ]
     rows = [(r["group"], *(float(r[c]) for c in cols)) for _, r in now.iterrows()]
     period = now["period"].iloc[0] if len(now) else "?"
-    common.console().print(common.summary_table(
-        f"Forecast {period} (deal_close champion; P10/P50/P90 of revenue booked in the quarter)",
-        ["group", "won", "open (exp.)", "new (exp.)", "expected", "P10", "P50", "P90", "target",
-         "P(target)", "coverage"],
-        rows,
-    ))
+    common.console().print(
+        common.summary_table(
+            f"Forecast {period} (deal_close champion; P10/P50/P90 of revenue booked)",
+            [
+                "group",
+                "won",
+                "open (exp.)",
+                "new (exp.)",
+                "expected",
+                "P10",
+                "P50",
+                "P90",
+                "target",
+                "P(target)",
+                "coverage",
+            ],
+            rows,
+        )
+    )

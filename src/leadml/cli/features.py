@@ -51,19 +51,6 @@ def _write(df: Any, out: Path) -> Path:
     raise LeadmlError(f"--out {out}: unknown file type {suffix or '(none)'}; use .parquet or .csv")
 
 
-def _open(s: Any, data: Path | None) -> Any:
-    from leadml.contracts import connect
-
-    con, _ = connect(
-        data or s.data_dir,
-        s.vocabulary,
-        bad_rows=s.data.bad_rows,
-        quarantine_dir=s.quarantine_dir,
-        example_rows=s.data.example_rows,
-    )
-    return con
-
-
 def _read_spine(path: Path, entity: str, as_of: str | None) -> Any:
     import pandas as pd
 
@@ -118,7 +105,7 @@ def features(
     t0 = time.perf_counter()
     with common.progress() as bar:
         task = bar.add_task("reading tables", total=3)
-        con = _open(s, data)
+        con = common.open_data(s, data)
         bar.update(task, advance=1, description="building the spine")
         entity_name = entity.value
         if spine is not None:
@@ -183,7 +170,7 @@ def dataset(
         _write(None, out)  # raises the clear error before any work
     with common.progress() as bar:
         task = bar.add_task("reading tables", total=None)
-        con = _open(s, data)
+        con = common.open_data(s, data)
 
         def report(done: int, total: int, message: str) -> None:
             bar.update(task, completed=done, total=total, description=message)

@@ -23,19 +23,6 @@ def register(app: typer.Typer) -> None:
     app.command("alerts")(alerts)
 
 
-def _connect(s: Any, data: Path | None) -> Any:
-    from leadml.contracts import connect
-
-    con, _ = connect(
-        data or s.data_dir,
-        s.vocabulary,
-        bad_rows=s.data.bad_rows,
-        quarantine_dir=s.quarantine_dir,
-        example_rows=s.data.example_rows,
-    )
-    return con
-
-
 def _read_frame(path: Path, what: str) -> Any:
     import pandas as pd
 
@@ -94,7 +81,7 @@ def forecast(
     from leadml.forecast.forecast import forecast_path
 
     s = common.settings(ctx)
-    con = _connect(s, data)
+    con = common.open_data(s, data)
     try:
         history = DealHistory(con, s.vocabulary)
         if as_of is None and history.data_end is not None:
@@ -258,7 +245,7 @@ def backtest(
     location = Path(data or s.data_dir)
     truth_path = truth or (location / "truth" / "deal_truth.parquet")
     oracle = TruthProbabilities(truth_path) if (truth is not None or truth_path.exists()) else None
-    con = _connect(s, data)
+    con = common.open_data(s, data)
     try:
         with common.progress() as bar:
             task = bar.add_task("backtest", total=cfg.backtest_quarters * cfg.backtest_weeks)
@@ -336,7 +323,7 @@ def alerts(
 
     s = common.settings(ctx)
     score_frame = _read_frame(scores, "--scores") if scores else None
-    con = _connect(s, data)
+    con = common.open_data(s, data)
     try:
         table = run_alerts(
             con, as_of=as_of, cfg=s.forecast.alerts, scores=score_frame, vocab=s.vocabulary

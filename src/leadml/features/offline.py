@@ -134,6 +134,33 @@ def _agg_sql(f: AggregateFeature, x: str, spine: str) -> str:
     raise AssertionError(a)
 
 
+def _fused_agg(f: AggregateFeature, cond: str) -> str:
+    """The aggregate for ``f`` over the fused join's rows, ``cond`` its row filter (flags).
+    A distinct count collects the (few) matching values in a list: DISTINCT aggregates
+    would split the one GROUP BY into one more hash table per feature over every row."""
+    flt = f"FILTER (WHERE {cond})"
+    a = f.aggregation
+    if a == "count":
+        return f"count(*) {flt}"
+    if a == "exists":
+        return f"CAST(count(*) {flt} > 0 AS BIGINT)"
+    col = q(f.column or "")
+    if a == "distinct_count":
+        return f"coalesce(len(list_distinct(list({col}) {flt})), 0)"
+    num = f"CAST({col} AS DOUBLE)"
+    if a == "sum":
+        return f"sum({num}) {flt}"
+    if a == "mean":
+        return f"avg({num}) {flt}"
+    if a in ("min", "max"):
+        return f"{a}({num}) {flt}"
+    if a == "days_since_last":
+        return days(f"epoch_us(any_value(as_of)) - epoch_us(max(ts) {flt})")
+    if a == "days_since_first":
+        return days(f"epoch_us(any_value(as_of)) - epoch_us(min(ts) {flt})")
+    raise AssertionError(a)
+
+
 def _join_bound(feats: Sequence[AggregateFeature], x: str, spine: str) -> str:
     """Lower time bound of the join: the longest window (none if any is all-time)."""
     spans = [f.window_days for f in feats]
@@ -280,20 +307,39 @@ class _Compiler:
             f"CREATE OR REPLACE TEMP TABLE {pairs} AS "
             f"SELECT row_number() OVER () AS _pid, * FROM ({distinct})"
         )
-        aggs = [f"{_agg_sql(f, 'x', 'p')} AS {q(f.name)}" for f in own]
-        aggs += [
-            f"count(*) FILTER (WHERE {_filter_sql(f, 'x', 'p')}) AS {q('_a:' + f.name)}"
-            for f in acct
-        ]
+        # Each distinct filter and window is evaluated once per record (a boolean column),
+        # not once per aggregate that uses it.
+        flags: dict[str, str] = {}
+        for f in feats:
+            cond = _cond_sql(f, "x")
+            if cond != "TRUE":
+                flags.setdefault(cond, f"_f{len(flags)}")
+        spans = sorted({f.window_days for f in feats if f.window_days is not None})
+        cols = {c for f in feats if f.column for c in [f.column]} - {"ts"}
+        inner = ["p._pid", "p.as_of", "x.ts", *(f"x.{q(c)}" for c in sorted(cols))]
+        inner += [f"({cond}) AS {flag}" for cond, flag in flags.items()]
+        inner += [f"(x.ts >= p._w{d}) AS _in{d}" for d in spans]
+
+        def where(f: AggregateFeature) -> str:
+            parts = []
+            cond = _cond_sql(f, "x")
+            if cond != "TRUE":
+                parts.append(flags[cond])
+            if f.window_days is not None:
+                parts.append(f"_in{f.window_days}")
+            return " AND ".join(parts) or "TRUE"
+
+        aggs = [f"{_fused_agg(f, where(f))} AS {q(f.name)}" for f in own]
+        aggs += [f"count(*) FILTER (WHERE {where(f)}) AS {q('_a:' + f.name)}" for f in acct]
         # A literal upper bound lets the Parquet reader skip row groups entirely after it.
-        top = next(iter(self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchall()), None)
+        top = self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchone()
         bound = f" AND x.ts < {lit(str(top[0]))}::TIMESTAMPTZ" if top and top[0] else ""
         agg = f"_agg_{self.tag}_{len(self.temp)}"
         self.temp.append(agg)
         self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT p._pid, {', '.join(aggs)} "
-            f"FROM {pairs} p JOIN {source} x ON x.{q(key)} = p._k AND x.ts < p.as_of{bound} "
-            "GROUP BY p._pid"
+            f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT _pid, {', '.join(aggs)} "
+            f"FROM (SELECT {', '.join(inner)} FROM {pairs} p JOIN {source} x "
+            f"ON x.{q(key)} = p._k AND x.ts < p.as_of{bound}) GROUP BY _pid"
         )
         link = (
             f"SELECT s._sid, a.* EXCLUDE (_pid) FROM {self.spine} s "
