@@ -39,6 +39,8 @@ from leadml.modeling.train import (
 
 FORMAT_VERSION = 1
 BUNDLE_FILE = "bundle.json"
+# Days of the latest training snapshots that make the score and feature reference.
+REFERENCE_DAYS = 28
 BOOSTER_FILE = "booster.txt"
 
 
@@ -117,7 +119,6 @@ class ScoringBundle:
         """Bundle the final model of a training run."""
         spec, model = result.spec, result.model
         categorical = model.encoder.categorical
-        oos = result.predictions["p_model"].to_numpy(dtype=float)
         hazard = None
         if isinstance(model, DealCloseModel):
             hazard = {
@@ -127,7 +128,7 @@ class ScoringBundle:
                 "shift_features": model.shift_features,
                 "calendar": model.calendar,
             }
-        return cls(
+        bundle = cls(
             name=spec.name,
             kind=spec.kind,
             features=list(model.features),
@@ -135,7 +136,7 @@ class ScoringBundle:
             booster_text=model.booster.model_to_string(),
             rounds=int(model.rounds),
             calibrator=model.calibrator.to_dict(),
-            reference=_reference(result.train_frame, model.features, categorical, oos),
+            reference={},
             templates=dict(templates or {}),
             catalog=catalog,
             grade_cutoffs=dict(spec.policy.grade_cutoffs)
@@ -156,6 +157,20 @@ class ScoringBundle:
                 "schema": _schema(model.features, categorical),
             },
         )
+        # The reference that percentiles and drift checks compare tonight with: the most
+        # recent training snapshots, scored by this final model. Not the whole window
+        # (cumulative features such as deal counts grow over time and would always look
+        # drifted) and not the backtest folds' out-of-sample scores (other models, other
+        # calibrators: a stable population would look drifted against them).
+        frame = result.train_frame
+        recent = frame[frame["as_of"] >= frame["as_of"].max() - pd.Timedelta(days=REFERENCE_DAYS)]
+        scores = bundle.predict_proba(recent)
+        bundle.reference = _reference(recent, model.features, categorical, scores)
+        bundle.meta["reference_window"] = [
+            recent["as_of"].min().isoformat(),
+            recent["as_of"].max().isoformat(),
+        ]
+        return bundle
 
     # ------------------------------------------------------------ storage
     def save(self, path: str | Path) -> Path:
@@ -245,7 +260,7 @@ class ScoringBundle:
         return self.model.predict_proba(frame, horizon_days)
 
     def percentile(self, p: np.ndarray) -> np.ndarray:
-        """Where each probability falls in the out-of-sample score distribution (0-100)."""
+        """Where each probability falls among the latest training snapshots' scores (0-100)."""
         q = np.asarray(self.reference["score_quantiles"], dtype=float)
         lo = np.searchsorted(q, p, side="left")
         hi = np.searchsorted(q, p, side="right")
