@@ -347,6 +347,8 @@ def _row_rules(
         typed = _q(col.name)
         if _TYPED_RAW.match(raw_types.get(col.name, "").upper()):
             raw_txt = _q("raw:" + col.name)
+        elif col.kind in ("id", "str"):
+            raw_txt = typed  # the typed value is this very expression: computed once
         else:
             raw_txt = f"NULLIF(TRIM(CAST({_q('raw:' + col.name)} AS VARCHAR)), '')"
         if col.kind in ("timestamp", "float", "int"):

@@ -230,9 +230,10 @@ class _Compiler:
 
     # ---- kinds
     def aggregates(self, feats: list[AggregateFeature]) -> None:
-        """Counts and recency by running totals + as-of joins (``cumulative``), the rest by
-        one grouped join per (source, bounded/all-time); one filtered join per distinct
-        count (DISTINCT under FILTER is slow in a wide GROUP BY)."""
+        """``join``: every aggregate of a source (account-scope ones included) in one hash
+        join + GROUP BY (:meth:`_fused`). ``cumulative``: counts and recency by running
+        totals + as-of joins, the rest by one grouped join per (source, bounded/all-time);
+        one filtered join per distinct count."""
         if self.method == "join":
             self._fused(feats)
             return
@@ -297,11 +298,13 @@ class _Compiler:
         distinct = f"SELECT DISTINCT {eid} AS _k, as_of{wsel} FROM {self.spine}"
         if acct:
             # the account's other leads, as of the same dates (their events make the totals)
+            ws = "".join(f", s.{q(c)}" for c in wcols)
+            wa = "".join(f", a.{q(c)}" for c in wcols)
             distinct = (
-                f"{distinct} UNION SELECT DISTINCT l2.lead_id AS _k, s.as_of"
-                + "".join(f", s.{q(c)}" for c in wcols)
-                + f" FROM {self.spine} s JOIN leads l ON l.lead_id = s.{eid} "
-                "JOIN leads l2 ON l2.account_id = l.account_id"
+                f"{distinct} UNION SELECT l2.lead_id AS _k, a.as_of{wa} FROM "
+                f"(SELECT DISTINCT l.account_id, s.as_of{ws} FROM {self.spine} s "
+                f"JOIN leads l ON l.lead_id = s.{eid}) a "
+                "JOIN leads l2 ON l2.account_id = a.account_id"
             )
         self.con.execute(
             f"CREATE OR REPLACE TEMP TABLE {pairs} AS "
@@ -773,7 +776,9 @@ def compute_features(
     in catalog order. Each value reads only records with ``ts < as_of``.
 
     ``method`` only changes how, never the values (both are parity-tested): ``join``
-    (default) joins every spine row to its records; ``cumulative`` reads counts and
+    (default) joins every distinct (entity, as_of) of the spine to its records once per
+    source table, all aggregates of that table computed in the same pass (cost grows with
+    records x as-of dates per entity); ``cumulative`` reads counts and
     recency from running totals by as-of joins, which pays off only when each entity
     has many as-of dates (DuckDB's running window aggregates cost ~1 us per record each).
     """
