@@ -8,7 +8,6 @@ hand (the demo only chains them with defaults), so what it prints is what they p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -28,92 +27,42 @@ def demo_command(
 ) -> None:
     """Run THE MODEL loop end to end on a simulated company and say where everything is."""
     from leadml import tracking
-    from leadml.cli.analytics import funnel_command
-    from leadml.cli.batch import batch, report
-    from leadml.cli.data import validate
-    from leadml.cli.models import promote, train
-    from leadml.cli.simulate import simulate_command
 
     out = common.console()
     s = common.settings(ctx)
     timings: list[tuple[str, float]] = []
+    # typer vendors its own click: look the registered commands up on the parent group.
+    commands: dict[str, Any] = ctx.parent.command.commands  # type: ignore[union-attr]
 
-    def step(title: str, func: Callable[..., Any], **kwargs: Any) -> None:
+    def step(title: str, *argv: str) -> None:
+        """Run a registered command exactly as ``leadml <argv>`` would (its own defaults)."""
         out.rule(f"[bold]{title}")
         t0 = time.perf_counter()
-        ctx.invoke(func, ctx, **kwargs)
+        cmd = commands[argv[0]]
+        with cmd.make_context(argv[0], list(argv[1:]), parent=ctx.parent) as sub:
+            cmd.invoke(sub)
         timings.append((title, time.perf_counter() - t0))
 
-    step(
-        "1. simulate the company",
-        simulate_command,
-        leads=leads,
-        seed=seed,
-        start=None,
-        end=None,
-        out=None,
-        as_json=False,
-    )
-    step("2. validate its tables", validate, data=None, quarantine=False, as_json=False)
-    step(
-        "3. funnel: where is the bottleneck?",
-        funnel_command,
-        data=None,
-        start=None,
-        end=None,
-        by=None,
-        as_json=False,
-    )
+    size = [*(["--leads", str(leads)] if leads else []), *(["--seed", str(seed)] if seed else [])]
+    step("1. simulate the company", "simulate", *size)
+    step("2. validate its tables", "validate")
+    step("3. funnel: where is the bottleneck?", "funnel")
     for model in ("lead-readiness", "deal-close"):
-        step(
-            f"4. train {model}",
-            train,
-            model=model,
-            spec=None,
-            data=None,
-            tune=0,
-            start=None,
-            end=None,
-            no_register=False,
-            as_json=False,
-        )
+        step(f"4. train {model}", "train", model)
     for name in ("lead_readiness", "deal_close"):
         try:
-            step(
-                f"5. promote {name}",
-                promote,
-                name=name,
-                version=None,
-                force=False,
-                reason=None,
-                as_json=False,
-            )
+            step(f"5. promote {name}", "promote", name)
         except LeadmlError as err:
             # A demo must run end to end; the override is recorded on the version as a tag
             # and said here, exactly as a user's `--force --reason` would be.
             out.print(f"[yellow]gate failed:[/] {err}")
-            step(
-                f"5. promote {name} (forced)",
-                promote,
-                name=name,
-                version=None,
-                force=True,
-                reason="leadml demo: first champion promoted despite the gate (see run)",
-                as_json=False,
-            )
+            reason = "leadml demo: first champion promoted despite the gate (see run)"
+            step(f"5. promote {name} (forced)", "promote", name, "--force", "--reason", reason)
     as_of = _company_today(s)
-    step(
-        f"6. nightly batch as of {as_of}",
-        batch,
-        as_of=as_of,
-        data=None,
-        sql_url=None,
-        quarantine=False,
-        as_json=False,
-    )
+    step(f"6. nightly batch as of {as_of}", "batch", "--as-of", as_of)
     out.rule(f"[bold]7. this quarter's forecast as of {as_of}")
     _print_forecast(s, as_of)
-    step("8. the morning report", report, as_of=as_of, data=None)
+    step("8. the morning report", "report", "--as-of", as_of)
 
     out.rule("[bold]done")
     out.print(common.summary_table("Demo steps", ["step", "seconds"], timings))
