@@ -14,6 +14,7 @@ the offending rows are set aside with their reasons and the rest go on.
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +231,9 @@ TABLES: dict[str, Table] = {
 }
 
 TABLE_NAMES: list[str] = list(TABLES)
+
+# Memory DuckDB may use per connection before it spills to disk (see connect()).
+DUCKDB_MEMORY_LIMIT = "4GB"
 
 
 def _dependency_order() -> list[str]:
@@ -658,10 +662,21 @@ def connect(
     bad_rows: str = "reject",
     quarantine_dir: Path | None = None,
     example_rows: int = 5,
+    memory_limit: str = DUCKDB_MEMORY_LIMIT,
 ) -> tuple[duckdb.DuckDBPyConnection, CheckReport]:
-    """Open ``data`` in a fresh in-memory DuckDB, check it, return typed views."""
+    """Open ``data`` in a fresh in-memory DuckDB, check it, return typed views.
+
+    DuckDB may hold at most ``memory_limit`` and spills the rest to a temporary
+    folder: its own default (80% of RAM) lets a 100M-event company push the whole
+    process into the out-of-memory killer.
+    """
     source = data if isinstance(data, TableSource) else open_source(data, TABLE_NAMES)
-    con = duckdb.connect()
+    con = duckdb.connect(
+        config={
+            "memory_limit": memory_limit,
+            "temp_directory": str(Path(tempfile.gettempdir()) / "leadml-duckdb-spill"),
+        }
+    )
     try:
         report = check_tables(
             con,
