@@ -89,7 +89,7 @@ class SimulatorConfig(_Section):
     """Defaults for ``leadml simulate``; flags override them."""
 
     leads: int = Field(20_000, ge=50)
-    start: str = "2024-01-01"
+    start: str = "2023-11-13"
     end: str = "2025-11-09"
     seed: int = 7
     is_reps: int = Field(0, ge=0, description="0 = sized from the lead volume")

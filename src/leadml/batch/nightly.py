@@ -274,7 +274,9 @@ def run_nightly(
         say("score leads and deals")
         with manifest.step("score"):
             scores_leads = score_leads(lead_model, lead_feats, leads)
-            scores_deals, quarter_probs = score_deals(deal_model, deal_feats, deals, t)
+            scores_deals, quarter_probs = score_deals(
+                deal_model, deal_feats, deals, t, catalog=catalog, history=history
+            )
 
             def won_by(horizon_days: np.ndarray) -> np.ndarray:
                 return np.asarray(deal_model.won_by(deal_feats, horizon_days), dtype="float64")
@@ -419,7 +421,13 @@ def _reasons_for(
 
 
 def score_deals(
-    model: DealChampion, features: pd.DataFrame, deals: pd.DataFrame, as_of: pd.Timestamp
+    model: DealChampion,
+    features: pd.DataFrame,
+    deals: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    catalog: Any = None,
+    history: Any = None,
 ) -> tuple[
     pd.DataFrame, Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timestamp], pd.DataFrame]
 ]:
@@ -428,7 +436,12 @@ def score_deals(
     amount this quarter. ``reasons`` is filled later.
 
     Also returns the probability source the forecast uses: ``(con, as_of, period_end)
-    -> opportunity_id, p_won_by`` from the same model and features.
+    -> opportunity_id, p_won_by`` from the same model. With the feature ``catalog`` and
+    the :class:`~leadml.forecast.deals.DealHistory` it answers for earlier as-of dates
+    too (:class:`~leadml.forecast.modelsource.ModelProbabilities`: the deals open then,
+    their features as of then, so the forecast measures the shared quarter shock on the
+    model's own past forecasts); tonight's ``features`` are reused. Dates after
+    ``as_of`` are refused. Without them it answers for ``as_of`` only (deals independent).
     """
     from leadml.forecast.deals import quarter_of
 
@@ -469,6 +482,23 @@ def score_deals(
     out = out.merge(deals[keep], on="opportunity_id", how="left", validate="one_to_one")
     out["expected_amount_this_quarter"] = out["p_won_this_quarter"] * out["amount"]
     out["model_version"] = str(model.version)
+    ordered = out.sort_values(
+        ["expected_amount_this_quarter", "opportunity_id"],
+        ascending=[False, True],
+        ignore_index=True,
+    )
+    if catalog is not None and history is not None:
+        from leadml.forecast.modelsource import ModelProbabilities
+
+        source = ModelProbabilities(
+            model,
+            catalog,
+            history,
+            latest=as_of,
+            known=(as_of, features),
+            name=f"{DEAL_MODEL} v{model.version}",
+        )
+        return ordered, source
     ids = out["opportunity_id"].to_numpy()
     cache: dict[pd.Timestamp, pd.DataFrame] = {}
 
@@ -488,11 +518,7 @@ def score_deals(
         return cache[end]
 
     probabilities.name = f"{DEAL_MODEL} v{model.version}"  # type: ignore[attr-defined]
-    return out.sort_values(
-        ["expected_amount_this_quarter", "opportunity_id"],
-        ascending=[False, True],
-        ignore_index=True,
-    ), probabilities
+    return ordered, probabilities
 
 
 def forecast_snapshot(
@@ -515,6 +541,7 @@ def forecast_snapshot(
     vocab = settings.vocabulary
     rows = []
     this_q = quarter_of(as_of)
+    tau = 0.0
     for label, period in (("current", this_q), ("next", this_q.shifted(-1))):
         for by in ("team", "segment"):
             r = forecast(
@@ -539,7 +566,9 @@ def forecast_snapshot(
             table.insert(0, "kind", "snapshot")
             table["probability_source"] = r.probability_source
             rows.append(table)
-    fan = forecast_fan(history, as_of, this_q, won_by, rows[0], fcfg)
+            if label == "current":
+                tau = r.shock_sd
+    fan = forecast_fan(history, as_of, this_q, won_by, rows[0], fcfg, shock_sd=tau)
     return pd.concat([*rows, fan], ignore_index=True)
 
 
@@ -550,14 +579,17 @@ def forecast_fan(
     won_by: Callable[[np.ndarray], np.ndarray],
     snapshot: pd.DataFrame,
     config: Any = None,
+    *,
+    shock_sd: float = 0.0,
 ) -> pd.DataFrame:
     """The fan chart of the current quarter: revenue booked by each coming week end, with
     P10/P50/P90, as of D (``kind = 'fan'``).
 
     Booked by week end w = won in the quarter before D + open deals won before w (exact
-    Poisson-binomial of the deal champion's P(won within w - D)) + the quarter's expected
-    new-deal revenue spread evenly over its remaining weeks (a deterministic shift, an
-    approximation). The last point is the quarter's forecast itself.
+    distribution of the deal champion's P(won within w - D), the deals sharing the
+    quarter's logit-scale shock ``shock_sd`` measured by the forecast) + the quarter's
+    expected new-deal revenue spread evenly over its remaining weeks (a deterministic
+    shift, an approximation). The last point is the quarter's forecast itself.
     """
     from leadml.forecast import distribution as dist
 
@@ -577,7 +609,9 @@ def forecast_fan(
         days = (end - as_of) / pd.Timedelta(days=1)
         probs = won_by(np.full(len(deals), days))
         shift = new * days / span
-        d = dist.revenue_distribution(won=won, amounts=amounts, probs=probs, max_cells=cells)
+        d = dist.revenue_distribution(
+            won=won, amounts=amounts, probs=probs, max_cells=cells, shock_sd=shock_sd
+        )
         p10, p50, p90 = (float(v) + shift for v in np.atleast_1d(d.quantile([0.1, 0.5, 0.9])))
         rows.append(
             {

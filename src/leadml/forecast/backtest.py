@@ -150,11 +150,14 @@ def backtest(
     truth: TruthProbabilities | None = None,
     quarters: int | None = None,
     on_point: Callable[[], None] | None = None,
+    source_for_quarter: Callable[[Period], DealProbabilities] | None = None,
 ) -> BacktestReport:
     """Forecast every past quarter as of each week before its end; score against actuals.
 
     Each forecast reads only data before its as-of date. ``on_point`` is called
-    after each quarter-week (progress display).
+    after each quarter-week (progress display). ``source_for_quarter(period)`` gives
+    the probability source of each backtest quarter (e.g. a deal-close model retrained
+    before the quarter's first as-of date); it overrides ``deal_probabilities``.
     """
     cfg = config or ForecastConfig()
     vocab = vocab or Vocabulary()
@@ -172,6 +175,9 @@ def backtest(
     new_rows: list[dict[str, float]] = []
     source_name = str(getattr(deal_probabilities, "name", "custom"))
     for per in periods:
+        source = source_for_quarter(per) if source_for_quarter else deal_probabilities
+        if source_for_quarter:
+            source_name = str(getattr(source, "name", "custom"))
         actual = float(history.won_in(per.start, per.end, before=per.end)["won_amount"].sum())
         for weeks in range(cfg.backtest_weeks, 0, -1):
             as_of = monday_before(per.end - pd.Timedelta(days=7 * weeks))
@@ -185,7 +191,7 @@ def backtest(
                 con,
                 as_of=as_of,
                 period=per,
-                deal_probabilities=deal_probabilities,
+                deal_probabilities=source,
                 vocab=vocab,
                 config=light,
                 history=history,

@@ -216,18 +216,9 @@ def shock_sd(
     capped at 3. Returns (tau, number of periods used). Only outcomes before E_k <= as_of
     are read.
     """
-    h = period.end - as_of
     num = den = 0.0
     used = 0
-    # A forecast made with under two periods of history is not representative of
-    # today's source; such early moments are left out.
-    first = history.outcomes["first_seen"].min()
-    earliest = first + pd.DateOffset(months=2 * period.months)
-    for k in range(1, lookback_periods + 1):
-        past = period.shifted(k)
-        t_k = past.end - h
-        if past.end > as_of or t_k < earliest:
-            continue
+    for past, t_k in shock_moments(history, as_of, period, lookback_periods):
         snap = history.snapshot(t_k)
         if snap.empty:
             continue
@@ -246,6 +237,26 @@ def shock_sd(
     if used < 2 or den <= 0:
         return 0.0, used
     return float(min(np.sqrt(max(num / den, 0.0)), 3.0)), used
+
+
+def shock_moments(
+    history: DealHistory, as_of: pd.Timestamp, period: Period, lookback_periods: int
+) -> list[tuple[Period, pd.Timestamp]]:
+    """The earlier periods and moments :func:`shock_sd` replays: period k back, as of
+    ``E_k - (E - as_of)``, for periods that ended by ``as_of``. A forecast made with under
+    two periods of history is not representative of today's source; such early moments
+    are left out."""
+    h = period.end - as_of
+    first = history.outcomes["first_seen"].min()
+    earliest = first + pd.DateOffset(months=2 * period.months)
+    out = []
+    for k in range(1, lookback_periods + 1):
+        past = period.shifted(k)
+        t_k = past.end - h
+        if past.end > as_of or t_k < earliest:
+            continue
+        out.append((past, t_k))
+    return out
 
 
 def _prob_column(frame: pd.DataFrame) -> str:
@@ -382,6 +393,10 @@ def forecast(
             "forecast a period that has not ended (or see `leadml forecast backtest` for past ones)"
         )
     probs_at, source_name = probability_source(deal_probabilities, con, history, cfg, per.months)
+    prefetch = getattr(deal_probabilities, "prefetch", None)
+    if callable(prefetch):  # e.g. the deal-close model: features of every moment in one query
+        moments = shock_moments(history, t, per, cfg.shock_lookback_periods)
+        prefetch(con, [t, *(t_k for _, t_k in moments)])
     deals = _attach(history.snapshot(t), probs_at(t, per))
     tau, tau_periods = (0.0, 0)
     if not isinstance(deal_probabilities, pd.DataFrame):
