@@ -233,7 +233,7 @@ TABLES: dict[str, Table] = {
 TABLE_NAMES: list[str] = list(TABLES)
 
 # Memory DuckDB may use per connection before it spills to disk (see connect()).
-DUCKDB_MEMORY_LIMIT = "4GB"
+DUCKDB_MEMORY_LIMIT = "8GB"
 
 
 def _dependency_order() -> list[str]:
