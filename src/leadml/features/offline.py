@@ -135,30 +135,105 @@ def _agg_sql(f: AggregateFeature, x: str, spine: str) -> str:
 
 
 def _fused_agg(f: AggregateFeature, cond: str) -> str:
-    """The aggregate for ``f`` over the fused join's rows, ``cond`` its row filter (flags).
-    A distinct count collects the (few) matching values in a list: DISTINCT aggregates
-    would split the one GROUP BY into one more hash table per feature over every row."""
+    """The second-level aggregate for ``f`` over the fused scan's first-level groups
+    (:meth:`_Compiler._fused_source`), ``cond`` its filter over their flag bits and band."""
     flt = f"FILTER (WHERE {cond})"
     a = f.aggregation
+    n = f"CAST(sum(_n) {flt} AS BIGINT)"
     if a == "count":
-        return f"count(*) {flt}"
+        return n
     if a == "exists":
-        return f"CAST(count(*) {flt} > 0 AS BIGINT)"
-    col = q(f.column or "")
+        return f"CAST(coalesce({n}, 0) > 0 AS BIGINT)"
+    col = f.column or ""
     if a == "distinct_count":
-        return f"coalesce(len(list_distinct(list({col}) {flt})), 0)"
-    num = f"CAST({col} AS DOUBLE)"
+        return f"count(DISTINCT {q(col)}) {flt}"
     if a == "sum":
-        return f"sum({num}) {flt}"
+        return f"sum({q('_s:' + col)}) {flt}"
     if a == "mean":
-        return f"avg({num}) {flt}"
+        return (
+            f"CASE WHEN sum({q('_c:' + col)}) {flt} > 0 THEN sum({q('_s:' + col)}) {flt} "
+            f"/ CAST(sum({q('_c:' + col)}) {flt} AS DOUBLE) END"
+        )
     if a in ("min", "max"):
-        return f"{a}({num}) {flt}"
+        return f"{a}({q(f'_{a}:' + col)}) {flt}"
     if a == "days_since_last":
-        return days(f"epoch_us(any_value(as_of)) - epoch_us(max(ts) {flt})")
+        return days(f"epoch_us(any_value(as_of)) - epoch_us(max(_last) {flt})")
     if a == "days_since_first":
-        return days(f"epoch_us(any_value(as_of)) - epoch_us(min(ts) {flt})")
+        return days(f"epoch_us(any_value(as_of)) - epoch_us(min(_first) {flt})")
     raise AssertionError(a)
+
+
+_FLAG_BITS = 62  # filters per BIGINT flag column
+
+
+def _two_level(records: str, own: list[AggregateFeature], acct: list[AggregateFeature]) -> str:
+    """The aggregates of ``own`` and the per-lead counts of ``acct`` per pair ``_pid`` over
+    ``records`` (a FROM clause joining pairs ``p`` to source records ``x``), in two levels.
+
+    First, one hash aggregation groups the records by (pair, which filters they pass as
+    bits, their window band, the values a distinct count counts) with a few plain
+    aggregates; then every feature is a FILTER aggregate over those (far fewer) groups.
+    Dozens of FILTER aggregates over every record cost ~1.7x more CPU than this."""
+    feats = [*own, *acct]
+    bits: dict[str, tuple[int, int]] = {}  # condition -> (flag column, bit)
+    for f in feats:
+        cond = _cond_sql(f, "x")
+        if cond != "TRUE" and cond not in bits:
+            n = len(bits)
+            bits[cond] = (n // _FLAG_BITS, 1 << (n % _FLAG_BITS))
+    spans = sorted({f.window_days for f in feats if f.window_days is not None})
+    keys = sorted({f.column for f in feats if f.aggregation == "distinct_count" and f.column})
+    nums = sorted(
+        {f.column for f in feats if f.aggregation in ("sum", "mean", "min", "max") and f.column}
+    )
+    inner = ["p._pid", "p.as_of", "x.ts"]
+    flag_cols = [f"_fb{i}" for i in sorted({col for col, _ in bits.values()})]
+    for i, name in enumerate(flag_cols):
+        terms = [f"CASE WHEN {c} THEN {b} ELSE 0 END" for c, (col, b) in bits.items() if col == i]
+        inner.append(f"CAST({' + '.join(terms)} AS BIGINT) AS {name}")
+    band = "".join(f"WHEN x.ts >= p._w{d} THEN {i} " for i, d in enumerate(spans))
+    inner.append(f"CASE {band}ELSE {len(spans)} END AS _band" if spans else "0 AS _band")
+    inner += [f"x.{q(c)}" for c in nums]
+    for c in keys:
+        # a distinct-counted value splits a group only where a feature counts it
+        counted = [
+            f"({_cond_sql(f, 'x')}"
+            + (f" AND x.ts >= p._w{f.window_days})" if f.window_days else ")")
+            for f in feats
+            if f.aggregation == "distinct_count" and f.column == c
+        ]
+        inner.append(f"CASE WHEN {' OR '.join(counted)} THEN x.{q(c)} END AS {q(c)}")
+    level1 = ["_pid", *flag_cols, "_band", *(q(c) for c in keys)]
+    firsts = [
+        "any_value(as_of) AS as_of",
+        "count(*) AS _n",
+        "max(ts) AS _last",
+        "min(ts) AS _first",
+    ]
+    for c in nums:
+        v = f"CAST({q(c)} AS DOUBLE)"
+        firsts += [f"sum({v}) AS {q('_s:' + c)}", f"count({v}) AS {q('_c:' + c)}"]
+        firsts += [f"min({v}) AS {q('_min:' + c)}", f"max({v}) AS {q('_max:' + c)}"]
+
+    def where(f: AggregateFeature) -> str:
+        parts = []
+        cond = _cond_sql(f, "x")
+        if cond != "TRUE":
+            col, bit = bits[cond]
+            parts.append(f"(_fb{col} & {bit}) <> 0")
+        if f.window_days is not None:
+            parts.append(f"_band <= {spans.index(f.window_days)}")
+        return " AND ".join(parts) or "TRUE"
+
+    aggs = [f"{_fused_agg(f, where(f))} AS {q(f.name)}" for f in own]
+    aggs += [
+        f"CAST(sum(_n) FILTER (WHERE {where(f)}) AS BIGINT) AS {q('_a:' + f.name)}" for f in acct
+    ]
+    return (
+        f"SELECT _pid, {', '.join(aggs)} FROM (SELECT {', '.join(level1)}, {', '.join(firsts)} "
+        f"FROM (SELECT {', '.join(inner)} FROM {records}) GROUP BY {', '.join(level1)}) "
+        "GROUP BY _pid"
+    )
 
 
 def _join_bound(feats: Sequence[AggregateFeature], x: str, spine: str) -> str:
@@ -310,40 +385,13 @@ class _Compiler:
             f"CREATE OR REPLACE TEMP TABLE {pairs} AS "
             f"SELECT row_number() OVER () AS _pid, * FROM ({distinct})"
         )
-        # Each distinct filter and window is evaluated once per record (a boolean column),
-        # not once per aggregate that uses it.
-        flags: dict[str, str] = {}
-        for f in feats:
-            cond = _cond_sql(f, "x")
-            if cond != "TRUE":
-                flags.setdefault(cond, f"_f{len(flags)}")
-        spans = sorted({f.window_days for f in feats if f.window_days is not None})
-        cols = {c for f in feats if f.column for c in [f.column]} - {"ts"}
-        inner = ["p._pid", "p.as_of", "x.ts", *(f"x.{q(c)}" for c in sorted(cols))]
-        inner += [f"({cond}) AS {flag}" for cond, flag in flags.items()]
-        inner += [f"(x.ts >= p._w{d}) AS _in{d}" for d in spans]
-
-        def where(f: AggregateFeature) -> str:
-            parts = []
-            cond = _cond_sql(f, "x")
-            if cond != "TRUE":
-                parts.append(flags[cond])
-            if f.window_days is not None:
-                parts.append(f"_in{f.window_days}")
-            return " AND ".join(parts) or "TRUE"
-
-        aggs = [f"{_fused_agg(f, where(f))} AS {q(f.name)}" for f in own]
-        aggs += [f"count(*) FILTER (WHERE {where(f)}) AS {q('_a:' + f.name)}" for f in acct]
         # A literal upper bound lets the Parquet reader skip row groups entirely after it.
-        top = self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchone()
-        bound = f" AND x.ts < {lit(str(top[0]))}::TIMESTAMPTZ" if top and top[0] else ""
+        top = self.con.execute(f"SELECT max(as_of) FROM {self.spine}").fetchall()
+        bound = f" AND x.ts < {lit(str(top[0][0]))}::TIMESTAMPTZ" if top and top[0][0] else ""
+        records = f"{pairs} p JOIN {source} x ON x.{q(key)} = p._k AND x.ts < p.as_of{bound}"
         agg = f"_agg_{self.tag}_{len(self.temp)}"
         self.temp.append(agg)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {agg} AS SELECT _pid, {', '.join(aggs)} "
-            f"FROM (SELECT {', '.join(inner)} FROM {pairs} p JOIN {source} x "
-            f"ON x.{q(key)} = p._k AND x.ts < p.as_of{bound}) GROUP BY _pid"
-        )
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {agg} AS {_two_level(records, own, acct)}")
         link = (
             f"SELECT s._sid, a.* EXCLUDE (_pid) FROM {self.spine} s "
             f"JOIN {pairs} pp ON pp._k = s.{eid} AND pp.as_of = s.as_of "
