@@ -97,7 +97,7 @@ def test_opportunity_features_online_equal_offline(
     _check(seed, size, times, "opportunity")
 
 
-@pytest.mark.parametrize("method", ["join", "cumulative"])
+@pytest.mark.parametrize("method", ["join", "prefix"])
 @pytest.mark.parametrize("entity", ["lead", "opportunity"])
 def test_parity_is_exercised_on_a_busy_company(entity: str, method: str) -> None:
     """Both offline methods on a busy company where most features take real values (so a
@@ -119,10 +119,10 @@ def test_parity_is_exercised_on_a_busy_company(entity: str, method: str) -> None
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31), size=sizes, times=as_of_times)
-def test_cumulative_method_equals_online(
+def test_prefix_method_equals_online(
     seed: int, size: Sizes, times: list[tuple[int, int]]
 ) -> None:
-    _check(seed, size, times, "lead", "cumulative")
+    _check(seed, size, times, "lead", "prefix")
 
 
 def test_payload_formats_give_the_same_features() -> None:

@@ -215,3 +215,21 @@ def test_p50_of_many_small_deals_sits_at_the_mean_inside_p10_p90() -> None:
     p10, p50, p90 = d.quantile([0.1, 0.5, 0.9])
     assert p10 < mean < p90
     assert abs(p50 - mean) <= 0.1 * d.std  # a sum of many small deals is nearly symmetric
+
+
+def test_product_tree_equals_deal_by_deal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many deals on a fine grid go through the FFT product tree; its pmf (and so every
+    quantile) is the deal-by-deal one up to rounding, with the cap's tail folded alike."""
+    rng = np.random.default_rng(11)
+    units = rng.integers(1, 400, size=700)
+    p = rng.uniform(0.0, 1.0, size=700)
+    for size in (int(units.sum()) + 1, int(units.sum()) // 3):  # whole support, and capped
+        direct = dist._poisson_binomial(units, p, size)
+        monkeypatch.setattr(dist, "_DIRECT_MAX_WORK", 0)
+        tree = dist.poisson_binomial(units, p, size)
+        monkeypatch.undo()
+        assert tree.shape == direct.shape
+        assert np.abs(tree - direct).max() < 1e-12
+        assert np.abs(np.cumsum(tree) - np.cumsum(direct)).max() < 1e-10
+        if size < units.sum():  # most of the mass lies beyond a third of the total
+            assert tree[-1] > 0.5

@@ -19,7 +19,6 @@ Numeric features come out as float64 (NaN = missing), categorical ones as string
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -41,7 +40,7 @@ from leadml.features.catalog import (
 )
 
 DAY_US = 86_400_000_000
-METHODS = ("cumulative", "join")
+METHODS = ("join", "prefix")
 _DUCK = {
     "id": "VARCHAR",
     "str": "VARCHAR",
@@ -100,38 +99,6 @@ class _Part:
 
     sql: str
     alias: str
-
-
-def _filter_sql(f: AggregateFeature, x: str, spine: str) -> str:
-    conds = [f"{x}.{q(c)} IN ({', '.join(lit(v) for v in vals)})" for c, vals in f.filter_items()]
-    if f.window_days is not None:
-        conds.append(f"{x}.ts >= {spine}._w{f.window_days}")
-    return " AND ".join(conds) or "TRUE"
-
-
-def _agg_sql(f: AggregateFeature, x: str, spine: str) -> str:
-    """The aggregate expression (in a GROUP BY over joined records) for feature ``f``."""
-    cond = _filter_sql(f, x, spine)
-    flt = f"FILTER (WHERE {cond})"
-    a = f.aggregation
-    if a == "count":
-        return f"count(*) {flt}"
-    if a == "exists":
-        return f"CAST(count(*) {flt} > 0 AS BIGINT)"
-    if a == "distinct_count":
-        return f"count(DISTINCT {x}.{q(f.column or '')}) {flt}"
-    col = f"CAST({x}.{q(f.column or '')} AS DOUBLE)"
-    if a == "sum":
-        return f"sum({col}) {flt}"
-    if a == "mean":
-        return f"avg({col}) {flt}"
-    if a in ("min", "max"):
-        return f"{a}({col}) {flt}"
-    if a == "days_since_last":
-        return days(f"epoch_us(any_value({spine}.as_of)) - epoch_us(max({x}.ts) {flt})")
-    if a == "days_since_first":
-        return days(f"epoch_us(any_value({spine}.as_of)) - epoch_us(min({x}.ts) {flt})")
-    raise AssertionError(a)
 
 
 def _fused_agg(f: AggregateFeature, cond: str) -> str:
@@ -236,35 +203,10 @@ def _two_level(records: str, own: list[AggregateFeature], acct: list[AggregateFe
     )
 
 
-def _join_bound(feats: Sequence[AggregateFeature], x: str, spine: str) -> str:
-    """Lower time bound of the join: the longest window (none if any is all-time)."""
-    spans = [f.window_days for f in feats]
-    if any(d is None for d in spans):
-        return ""
-    return f" AND {x}.ts >= {spine}._w{max(d for d in spans if d is not None)}"
-
-
 def _cond_sql(f: AggregateFeature, x: str) -> str:
     """The filter alone (no window) as a SQL condition over alias ``x``."""
     conds = [f"{x}.{q(c)} IN ({', '.join(lit(v) for v in vals)})" for c, vals in f.filter_items()]
     return " AND ".join(conds) or "TRUE"
-
-
-def _filter_key(f: AggregateFeature) -> str:
-    return repr(sorted(f.filter_items(), key=lambda item: item[0]))
-
-
-def _counts(f: AggregateFeature) -> bool:
-    return f.aggregation in ("count", "exists")
-
-
-def _runs(f: AggregateFeature) -> bool:
-    """Aggregates that running totals give exactly (integers and times, no float sums)."""
-    return (
-        _counts(f)
-        or f.aggregation == "days_since_last"
-        or (f.aggregation == "days_since_first" and f.window_days is None)
-    )
 
 
 def _zero_default(f: AggregateFeature) -> bool:
@@ -293,6 +235,7 @@ class _Compiler:
         self.expr: dict[str, str] = {}
         self.tag = uuid.uuid4().hex[:8]
         self.temp: list[str] = []
+        self.frames: list[str] = []
 
     # ---- helpers
     def _part(self, sql: str) -> str:
@@ -306,47 +249,39 @@ class _Compiler:
     # ---- kinds
     def aggregates(self, feats: list[AggregateFeature]) -> None:
         """``join``: every aggregate of a source (account-scope ones included) in one hash
-        join + GROUP BY (:meth:`_fused`). ``cumulative``: counts and recency by running
-        totals + as-of joins, the rest by one grouped join per (source, bounded/all-time);
-        one filtered join per distinct count."""
-        if self.method == "join":
-            self._fused(feats)
-            return
-        groups: dict[tuple[str, bool], list[AggregateFeature]] = {}
-        running: dict[str, list[AggregateFeature]] = {}
+        join + two-level GROUP BY (:meth:`_fused`). ``prefix``: counts and recency by
+        prefix sums over the sorted records (:mod:`leadml.features.prefix`), the rest by
+        the join."""
+        if self.method == "prefix":
+            from leadml.features.prefix import handles
+
+            self._prefixed([f for f in feats if handles(f)])
+            feats = [f for f in feats if not handles(f)]
+        self._fused(feats)
+
+    def _prefixed(self, feats: list[AggregateFeature]) -> None:
+        from leadml.features.prefix import prefix_features
+
+        by_source: dict[str, list[AggregateFeature]] = {}
         for f in feats:
-            if f.scope != "self":
-                continue
-            if f.aggregation == "distinct_count":
-                self._distinct(f)
-            elif self.method == "cumulative" and _runs(f):
-                running.setdefault(f.source, []).append(f)
-            else:
-                groups.setdefault((f.source, f.window_days is None), []).append(f)
-        for source, group in running.items():
-            key = SOURCES[self.entity][source]
-            exprs = self._running(source, key, self.spine, self.eid, group)
-            self.expr.update(exprs)
-        for (source, _), group in groups.items():
-            key = SOURCES[self.entity][source]
-            cols = ", ".join(f"{_agg_sql(f, 'x', 's')} AS {q(f.name)}" for f in group)
-            sql = (
-                f"SELECT s._sid, {cols} FROM {self.spine} s JOIN {source} x "
-                f"ON x.{q(key)} = s.{q(self.eid)} AND x.ts < s.as_of{_join_bound(group, 'x', 's')} "
-                "GROUP BY s._sid"
+            by_source.setdefault(f.source, []).append(f)
+        for source, group in by_source.items():
+            conds = {f.name: _cond_sql(f, "x") for f in group}
+            frame = prefix_features(
+                self.con,
+                self.spine,
+                self.eid,
+                source,
+                SOURCES[self.entity][source],
+                group,
+                {n: None if c == "TRUE" else c for n, c in conds.items()},
             )
-            alias = self._part(sql)
+            name = f"_prefix_{self.tag}_{len(self.frames)}"
+            self.con.register(name, frame)
+            self.frames.append(name)
+            alias = self._part(f"SELECT * FROM {name}")
             for f in group:
-                e = f"{alias}.{q(f.name)}"
-                self.expr[f.name] = f"coalesce({e}, 0)" if _zero_default(f) else e
-        others = [f for f in feats if f.scope == "account_others"]
-        if self.method == "cumulative":
-            counted = [f for f in others if f.aggregation != "distinct_count"]
-            others = [f for f in others if f.aggregation == "distinct_count"]
-            if counted:
-                self._account_running(counted)
-        if others:
-            self._account_others(others)
+                self.expr[f.name] = f"{alias}.{q(f.name)}"
 
     def _fused(self, feats: list[AggregateFeature]) -> None:
         """Every aggregate of a source in ONE hash join + GROUP BY: the source's records
@@ -428,141 +363,6 @@ class _Compiler:
                 self.expr[f.name] = f"CAST({total} - {mine} > 0 AS BIGINT)"
             else:  # distinct leads other than this one
                 self.expr[f.name] = f"({total} - CAST({mine} > 0 AS BIGINT))"
-
-    def _running(
-        self,
-        source_sql: str,
-        key: str,
-        spine_sql: str,
-        spine_key: str,
-        feats: list[AggregateFeature],
-    ) -> dict[str, str]:
-        """Running counts (and last/first times) per filter over each key's records in time
-        order, read at T and at each window start by as-of joins (last record with ts < the
-        bound; the RANGE frame gives records with equal ts the same totals).
-        A count in [T - n, T) is total(T) - total(T - n): exact in integers."""
-        conds: dict[str, str] = {}
-        last: set[str] = set()
-        first: set[str] = set()
-        for f in feats:
-            fk = _filter_key(f)
-            conds.setdefault(fk, _cond_sql(f, "x"))
-            if f.aggregation == "days_since_last":
-                last.add(fk)
-            elif f.aggregation == "days_since_first":
-                first.add(fk)
-        idx = {fk: i for i, fk in enumerate(conds)}
-        cols = [f"count(*) FILTER (WHERE {c}) OVER w AS c{idx[fk]}" for fk, c in conds.items()]
-        cols += [f"max(CASE WHEN {conds[fk]} THEN x.ts END) OVER w AS l{idx[fk]}" for fk in last]
-        cols += [f"min(CASE WHEN {conds[fk]} THEN x.ts END) OVER w AS f{idx[fk]}" for fk in first]
-        name = f"_run_{self.tag}_{len(self.temp)}"
-        self.temp.append(name)
-        self.con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT x.{q(key)} AS _k, x.ts AS _ts, "
-            f"{', '.join(cols)} FROM {source_sql} x "
-            f"WHERE x.{q(key)} IN (SELECT {q(spine_key)} FROM {spine_sql}) "
-            f"WINDOW w AS (PARTITION BY x.{q(key)} ORDER BY x.ts "
-            "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-        )
-        bounds = {0} | {f.window_days for f in feats if f.window_days and _counts(f)}
-        at: dict[int, str] = {}
-        for b in sorted(bounds):
-            col = "as_of" if b == 0 else f"_w{b}"
-            at[b] = self._part(
-                f"SELECT s._sid, c.* EXCLUDE (_k, _ts) FROM {spine_sql} s ASOF LEFT JOIN {name} c "
-                f"ON s.{q(spine_key)} = c._k AND s.{col} > c._ts"
-            )
-        out: dict[str, str] = {}
-        for f in feats:
-            i = idx[_filter_key(f)]
-            now = f"coalesce({at[0]}.c{i}, 0)"
-            if _counts(f):
-                n = (
-                    now
-                    if f.window_days is None
-                    else f"({now} - coalesce({at[f.window_days]}.c{i}, 0))"
-                )
-                out[f.name] = n if f.aggregation == "count" else f"CAST({n} > 0 AS BIGINT)"
-            elif f.aggregation == "days_since_last":
-                d = days(f"epoch_us(s.as_of) - epoch_us({at[0]}.l{i})")
-                out[f.name] = (
-                    d
-                    if f.window_days is None
-                    else f"CASE WHEN {at[0]}.l{i} >= s._w{f.window_days} THEN {d} END"
-                )
-            else:
-                out[f.name] = days(f"epoch_us(s.as_of) - epoch_us({at[0]}.f{i})")
-        return out
-
-    def _account_running(self, feats: list[AggregateFeature]) -> None:
-        """Counts over the other leads at the account: the account's running totals minus
-        the lead's own, both read by as-of joins."""
-        acct_events = (
-            "(SELECT e.*, l.account_id AS _acc FROM events e JOIN leads l ON l.lead_id = e.lead_id)"
-        )
-        acct_spine = (
-            f"(SELECT s.*, l.account_id AS _acc FROM {self.spine} s "
-            "JOIN leads l ON l.lead_id = s.lead_id)"
-        )
-        as_count = [f.model_copy(update={"aggregation": "count"}) for f in feats]
-        acct = self._running(acct_events, "_acc", acct_spine, "_acc", as_count)
-        own = self._running("events", "lead_id", self.spine, "lead_id", as_count)
-        for f in feats:
-            n = f"({acct[f.name]} - {own[f.name]})"
-            self.expr[f.name] = n if f.aggregation == "count" else f"CAST({n} > 0 AS BIGINT)"
-
-    def _distinct(self, f: AggregateFeature) -> None:
-        key = SOURCES[self.entity][f.source]
-        sql = (
-            f"SELECT s._sid, count(DISTINCT x.{q(f.column or '')}) AS {q(f.name)} "
-            f"FROM {self.spine} s "
-            f"JOIN {f.source} x ON x.{q(key)} = s.{q(self.eid)} AND x.ts < s.as_of "
-            f"WHERE {_filter_sql(f, 'x', 's')} GROUP BY s._sid"
-        )
-        alias = self._part(sql)
-        self.expr[f.name] = f"coalesce({alias}.{q(f.name)}, 0)"
-
-    def _account_others(self, feats: list[AggregateFeature]) -> None:
-        """Other leads' events at the same account = the account's total minus the lead's own
-        (count and exists subtract counts; distinct leads subtract 1 if the lead itself engaged)."""
-        own = ", ".join(
-            f"count(*) FILTER (WHERE {_filter_sql(f, 'x', 's')}) AS {q(f.name)}" for f in feats
-        )
-        own_sql = (
-            f"SELECT s._sid, {own} FROM {self.spine} s JOIN events x ON x.lead_id = s.lead_id "
-            f"AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} GROUP BY s._sid"
-        )
-        own_alias = self._part(own_sql)
-        acct_cols = []
-        for f in feats:
-            cond = _filter_sql(f, "x", "s")
-            if f.aggregation == "distinct_count":
-                acct_cols.append(f"count(DISTINCT x.lead_id) FILTER (WHERE {cond}) AS {q(f.name)}")
-            else:
-                acct_cols.append(f"count(*) FILTER (WHERE {cond}) AS {q(f.name)}")
-        acct_sql = (
-            f"SELECT sa._sid, a.* EXCLUDE (account_id, as_of) FROM "
-            f"(SELECT s._sid, s.as_of, l.account_id FROM {self.spine} s "
-            "JOIN leads l ON l.lead_id = s.lead_id) sa "
-            f"JOIN (SELECT s.account_id, s.as_of, {', '.join(acct_cols)} FROM "
-            f"(SELECT DISTINCT l.account_id, sp.* EXCLUDE (_sid, lead_id) FROM {self.spine} sp "
-            "JOIN leads l ON l.lead_id = sp.lead_id) s "
-            f"JOIN leads l2 ON l2.account_id = s.account_id "
-            "JOIN events x ON x.lead_id = l2.lead_id "
-            f"AND x.ts < s.as_of{_join_bound(feats, 'x', 's')} "
-            "GROUP BY s.account_id, s.as_of) a "
-            "ON a.account_id = sa.account_id AND a.as_of = sa.as_of"
-        )
-        acct_alias = self._part(acct_sql)
-        for f in feats:
-            acct = f"coalesce({acct_alias}.{q(f.name)}, 0)"
-            mine = f"coalesce({own_alias}.{q(f.name)}, 0)"
-            if f.aggregation == "count":
-                self.expr[f.name] = f"({acct} - {mine})"
-            elif f.aggregation == "exists":
-                self.expr[f.name] = f"CAST({acct} - {mine} > 0 AS BIGINT)"
-            else:  # distinct leads other than this one
-                self.expr[f.name] = f"({acct} - CAST({mine} > 0 AS BIGINT))"
 
     def attributes(self, feats: list[AttributeFeature]) -> None:
         row_table = "leads" if self.entity == "lead" else "opportunities"
@@ -784,6 +584,8 @@ class _Compiler:
         return f"SELECT {', '.join(select)} FROM {self.spine} s {joins} ORDER BY s._sid"
 
     def drop(self) -> None:
+        for name in self.frames:
+            self.con.unregister(name)
         for name in self.temp:
             self.con.execute(f"DROP TABLE IF EXISTS {name}")
         self.con.execute(f"DROP TABLE IF EXISTS _ohist_{self.tag}")
@@ -826,9 +628,10 @@ def compute_features(
     ``method`` only changes how, never the values (both are parity-tested): ``join``
     (default) joins every distinct (entity, as_of) of the spine to its records once per
     source table, all aggregates of that table computed in the same pass (cost grows with
-    records x as-of dates per entity); ``cumulative`` reads counts and
-    recency from running totals by as-of joins, which pays off only when each entity
-    has many as-of dates (DuckDB's running window aggregates cost ~1 us per record each).
+    records x as-of dates per entity); ``prefix`` reads each source's records once, sorted,
+    and takes counts and recency as differences of prefix sums (cost grows with records +
+    spine rows; the other aggregates still join), which pays off when entities have many
+    as-of dates, as in training sets.
     """
     catalog.features(entity)  # validates the entity name
     eid = ENTITY_ID[entity]

@@ -192,10 +192,48 @@ def open_deals(
         q, w = p[None, :], np.ones(1)
     cap = max(float(a @ qj + 8.0 * np.sqrt((a * a) @ qj)) for qj in q) + float(a.max(initial=0.0))
     size = int(min(units.sum(), np.ceil(cap / step))) + 1
-    pmf = sum(wj * _poisson_binomial(units, qj, size) for qj, wj in zip(q, w, strict=True))
+    pmf = sum(wj * poisson_binomial(units, qj, size) for qj, wj in zip(q, w, strict=True))
     pmf = np.asarray(pmf, dtype=float)
     tail = float(pmf[-1]) if size <= units.sum() else 0.0
     return RevenueDistribution(float(step), pmf, 0.0, error, tail)
+
+
+# Above this many cell updates (deals x cells, ~0.5 s) the pmf is built by a product tree
+# of FFT convolutions instead of deal by deal: 21k open deals (a 1M-lead company) with a
+# 7-node shock took 133 s deal by deal, 5 s by the tree.
+_DIRECT_MAX_WORK = 200_000_000
+_LEAF_DEALS = 64
+
+
+def poisson_binomial(units: np.ndarray, p: np.ndarray, size: int) -> np.ndarray:
+    """pmf over grid cells 0..size-1 of sum_i Bernoulli(p_i) * units_i, the last cell
+    holding all the mass at or beyond it: deal by deal when that is cheap, else leaves of
+    ``_LEAF_DEALS`` deals deal by deal, multiplied pairwise by FFT convolution (the same
+    pmf up to floating-point rounding, ~1e-15 per cell)."""
+    if len(units) * size <= _DIRECT_MAX_WORK:
+        return _poisson_binomial(units, p, size)
+    from scipy.signal import fftconvolve
+
+    parts = []
+    for i in range(0, len(units), _LEAF_DEALS):
+        u, q = units[i : i + _LEAF_DEALS], p[i : i + _LEAF_DEALS]
+        parts.append(_poisson_binomial(u, q, int(min(u.sum(), size - 1)) + 1))
+    while len(parts) > 1:
+        pairs = [
+            _fold(fftconvolve(a, b), size) for a, b in zip(parts[::2], parts[1::2], strict=False)
+        ]
+        parts = pairs + parts[len(pairs) * 2 :]
+    out = np.zeros(size)
+    out[: len(parts[0])] = parts[0]
+    return out
+
+
+def _fold(pmf: np.ndarray, size: int) -> np.ndarray:
+    """Clip FFT round-off below 0 and put the mass at or beyond cell size - 1 there."""
+    pmf = np.clip(pmf, 0.0, None)
+    if len(pmf) > size:
+        pmf = np.concatenate([pmf[: size - 1], [pmf[size - 1 :].sum()]])
+    return pmf
 
 
 def _poisson_binomial(units: np.ndarray, p: np.ndarray, size: int) -> np.ndarray:
