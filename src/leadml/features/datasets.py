@@ -102,6 +102,7 @@ def _build(
     label_cols: list[str],
     dates_per_batch: int,
     progress: Progress | None,
+    method: str,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     frames: list[pd.DataFrame] = []
     excluded: dict[str, int] = {}
@@ -111,7 +112,7 @@ def _build(
         for i, batch in enumerate(batches):
             for reason, n in make_spine(batch, table).items():
                 excluded[reason] = excluded.get(reason, 0) + n
-            feats = compute_features_sql(con, catalog, entity, table)
+            feats = compute_features_sql(con, catalog, entity, table, method)
             labels = con.execute(f"SELECT {', '.join(label_cols)} FROM {table} ORDER BY _sid").df()
             frames.append(pd.concat([feats, labels], axis=1))
             if progress:
@@ -148,6 +149,7 @@ def lead_readiness_dataset(
     horizon_days: int = 30,
     dates_per_batch: int = 8,
     progress: Progress | None = None,
+    method: str = "prefix",
 ) -> tuple[pd.DataFrame, DatasetSummary]:
     """Weekly snapshots of open leads: ``lead_id, as_of, <lead features>, label``.
 
@@ -155,6 +157,8 @@ def lead_readiness_dataset(
     ``end`` (default: data end), every ``every_days`` days. Features read ``ts < as_of``;
     the label reads ``(as_of, as_of + horizon_days]``. Rows whose label window passes
     the data end (the latest timestamp in the data) are excluded and counted.
+    ``method`` is the offline engine's (:func:`~leadml.features.offline.compute_features`):
+    the values are the same either way; ``prefix`` is faster over many as-of dates.
     """
     if horizon_days < 1:
         raise DataError(f"horizon: must be at least 1 day (got {horizon_days})")
@@ -165,7 +169,9 @@ def lead_readiness_dataset(
     def spine(batch: list[pd.Timestamp], table: str) -> dict[str, int]:
         return lead_readiness_spine(con, vocab, batch, horizon_days, last, table)
 
-    df, excluded = _build(con, catalog, "lead", dates, spine, ["label"], dates_per_batch, progress)
+    df, excluded = _build(
+        con, catalog, "lead", dates, spine, ["label"], dates_per_batch, progress, method
+    )
     if "label" not in df.columns:
         df["label"] = pd.Series(dtype="int64")
     df["label"] = df["label"].astype("int64")
@@ -193,13 +199,15 @@ def deal_close_dataset(
     every_days: int = 7,
     dates_per_batch: int = 8,
     progress: Progress | None = None,
+    method: str = "prefix",
 ) -> tuple[pd.DataFrame, DatasetSummary]:
     """Weekly snapshots of open deals: ``opportunity_id, as_of, <opportunity features>,
     outcome, outcome_days, segment, owner_id, amount``.
 
     Features read ``ts < as_of``; the outcome reads the first closing row after as_of
     (``outcome`` = won/lost) or is ``open`` (censored at the data end), with
-    ``outcome_days`` the days from as_of to that row or to the data end.
+    ``outcome_days`` the days from as_of to that row or to the data end. ``method`` as
+    in :func:`lead_readiness_dataset`.
     """
     t0 = time.perf_counter()
     dates, last = _window(con, start, end, every_days)
@@ -210,7 +218,7 @@ def deal_close_dataset(
 
     cols = ["outcome", "outcome_days", "segment", "owner_id", "amount"]
     df, excluded = _build(
-        con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress
+        con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress, method
     )
     for c in cols:
         if c not in df.columns:

@@ -68,9 +68,6 @@ class _Queries:
     top: str  # TIMESTAMPTZ literal: the last as_of (no record at or after it is read)
     m: int  # number of distinct query times + 1
 
-    def lo(self, f: AggregateFeature) -> np.ndarray | None:
-        return None if f.window_days is None else self.rank_w[f.window_days]
-
 
 class _Sorted:
     """Records sorted by (group, ts), with their filter bits and query-time rank.
@@ -115,22 +112,25 @@ class _Sorted:
             self._pre[cond] = out
         return self._pre[cond]
 
+    def _search(self, needles: np.ndarray, side: str) -> np.ndarray:
+        # sorted needles walk the records once instead of jumping around them
+        order = np.argsort(needles, kind="stable")
+        out = np.empty(len(needles), dtype=np.int64)
+        out[order] = np.searchsorted(self.comp, needles[order], side=side)  # type: ignore[call-overload]
+        return out
+
     def before(self, group: np.ndarray, rank: np.ndarray) -> np.ndarray:
         """Per query: an index into the records: all of groups < group, and those of
         ``group`` with ts < times[rank]."""
-        return np.searchsorted(self.comp, group * self.m + rank, side="right")
+        return self._search(group * self.m + rank, "right")
 
     def start(self, group: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.comp, group * self.m, side="left")
+        return self._search(group * self.m, "left")
 
-    def counts(
-        self, cond: str | None, group: np.ndarray, rank: np.ndarray, lo_rank: np.ndarray | None
-    ) -> np.ndarray:
-        """Per query: records of ``group`` passing ``cond`` with ts < times[rank] and,
-        unless ``lo_rank`` is None, ts >= times[lo_rank]."""
-        pre = self.prefix(cond)
-        lo = self.start(group) if lo_rank is None else self.before(group, lo_rank)
-        return pre[self.before(group, rank)] - pre[lo]
+    def bounds(self, group: np.ndarray, qs: _Queries, row: np.ndarray | None = None) -> _Bounds:
+        """Record index bounds for queries (``group``, the spine rows ``row`` of ``qs``,
+        default all), shared by every feature read over them."""
+        return _Bounds(self, group, qs, row)
 
     def expand(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (query, group of the query's key) pair: query indices and group ids."""
@@ -140,6 +140,34 @@ class _Sorted:
         row = np.repeat(np.arange(len(key)), reps)
         offset = np.arange(len(row)) - np.repeat(np.cumsum(reps) - reps, reps)
         return row, np.repeat(lo, reps) + offset
+
+
+class _Bounds:
+    """Per query, the index of its first record before as_of (``end``) and, per window,
+    of its first record in the window (cached): a count is a difference of prefix sums."""
+
+    def __init__(
+        self, recs: _Sorted, group: np.ndarray, qs: _Queries, row: np.ndarray | None
+    ) -> None:
+        self.recs, self.group, self.qs, self.row = recs, group, qs, row
+        self.end = recs.before(group, qs.rank_at if row is None else qs.rank_at[row])
+        self._lo: dict[int | None, np.ndarray] = {}
+
+    def lo(self, window: int | None) -> np.ndarray:
+        if window not in self._lo:
+            if window is None:
+                self._lo[window] = self.recs.start(self.group)
+            else:
+                rank = self.qs.rank_w[window]
+                self._lo[window] = self.recs.before(
+                    self.group, rank if self.row is None else rank[self.row]
+                )
+        return self._lo[window]
+
+    def count(self, cond: str | None, window: int | None) -> np.ndarray:
+        """Records passing ``cond`` in the window (None: all time) before as_of."""
+        pre = self.recs.prefix(cond)
+        return pre[self.end] - pre[self.lo(window)]
 
 
 def _n_cols(flags: Sequence[str]) -> int:
@@ -208,8 +236,8 @@ def prefix_features(
     ).fetchnumpy()
     top = con.execute(f"SELECT CAST(max(as_of) AS VARCHAR) FROM {spine}").fetchall()[0][0]
     out: dict[str, np.ndarray] = {"_sid": np.asarray(sp["_sid"], dtype=np.int64)}
-    if top is None:
-        return pd.DataFrame(out)
+    if top is None:  # an empty spine
+        return pd.DataFrame({**out, **{f.name: np.zeros(0) for f in feats}})
     at = np.asarray(sp["_t"], dtype=np.int64)
     starts = {d: np.asarray(sp[f"_w{d}"], dtype=np.int64) for d in spans}
     times = np.unique(np.concatenate([at, *starts.values()]))
@@ -233,7 +261,8 @@ def prefix_features(
             flags = sorted({c for f in [*plain, *acct] if (c := cond_sql[f.name]) is not None})
             recs = _Sorted(con, _select("c._c", None, joined, flags, qs), flags, qs)
             _own(recs, plain, cond_sql, code, qs, out)
-            mine = {f.name: recs.counts(cond_sql[f.name], code, qs.rank_at, qs.lo(f)) for f in acct}
+            b = recs.bounds(code, qs)
+            mine = {f.name: b.count(cond_sql[f.name], f.window_days) for f in acct}
             del recs
         for column in sorted({f.column or "" for f in own if f.aggregation == "distinct_count"}):
             group = [f for f in own if f.aggregation == "distinct_count" and f.column == column]
@@ -251,17 +280,17 @@ def _own(
     qs: _Queries,
     out: dict[str, np.ndarray],
 ) -> None:
-    first = recs.start(code)
-    end = recs.before(code, qs.rank_at)
+    b = recs.bounds(code, qs)
+    first, end = b.lo(None), b.end
     for f in feats:
         cond = cond_sql[f.name]
         if f.aggregation in ("count", "exists"):
-            n = recs.counts(cond, code, qs.rank_at, qs.lo(f))
+            n = b.count(cond, f.window_days)
             out[f.name] = n if f.aggregation == "count" else (n > 0).astype(np.int64)
             continue
         mask = recs.mask(cond)
         if f.aggregation == "days_since_last":
-            lo = first if f.window_days is None else recs.before(code, qs.rank_w[f.window_days])
+            lo = b.lo(f.window_days)
             # the largest masked index < end
             idx = np.where(mask, np.arange(recs.n), -1)
             last = np.concatenate([[-1], np.maximum.accumulate(idx)]) if recs.n else np.array([-1])
@@ -313,9 +342,9 @@ def _distinct(
         )
         recs = _Sorted(con, select, flags, qs)
     row, group = recs.expand(code)
+    b = recs.bounds(group, qs, row)
     for f in feats:
-        lo = None if f.window_days is None else qs.rank_w[f.window_days][row]
-        has = recs.counts(cond_sql[f.name], group, qs.rank_at[row], lo) > 0
+        has = b.count(cond_sql[f.name], f.window_days) > 0
         out[f.name] = np.bincount(row, weights=has, minlength=len(code)).astype(np.int64)
 
 
@@ -361,9 +390,9 @@ def _account_others(
             recs = _Sorted(con, _select("c._c", "e._c", joined, flags, qs), flags, qs)
     has = acode >= 0
     row, group = recs.expand(acode)
+    b = recs.bounds(group, qs, row)
     for f in feats:
-        lo = None if f.window_days is None else qs.rank_w[f.window_days][row]
-        per = recs.counts(cond_sql[f.name], group, qs.rank_at[row], lo)
+        per = b.count(cond_sql[f.name], f.window_days)
         if f.aggregation == "distinct_count":
             n = np.bincount(row, weights=per > 0, minlength=len(leads)) - (mine[f.name] > 0)
         else:
