@@ -77,6 +77,25 @@ def test_capacity_subtracts_only_this_weeks_activities_before_as_of() -> None:
     assert one_day.loc["is1", "capacity"] == 2 and one_day.loc["is3", "capacity"] == 1
 
 
+def test_on_a_weekend_the_list_is_for_next_week() -> None:
+    """A Saturday run cuts Monday's list: this week's full bookings do not count."""
+    acts = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(["2025-03-10 09:00"] * 10 + ["2025-03-14 09:00"], utc=True),
+            "rep_id": ["is1"] * 10 + ["is2"],
+            "lead_id": [f"y{i}" for i in range(11)],
+        }
+    )
+    friday = rep_capacity(_reps(), acts, pd.Timestamp("2025-03-14 18:00", tz="UTC"))
+    assert friday.set_index("rep_id").loc["is1", "capacity"] == 0
+    for weekend in ("2025-03-15", "2025-03-16 20:00"):
+        cap = rep_capacity(_reps(), acts, pd.Timestamp(weekend, tz="UTC")).set_index("rep_id")
+        assert cap["booked"].eq(0).all(), weekend
+        assert cap.loc["is1", "capacity"] == 10 and cap.loc["is2", "capacity"] == 10
+    calls = build_call_list(_leads(200), _reps(), acts, pd.Timestamp("2025-03-15", tz="UTC"))
+    assert "is1" in set(calls.calls["rep_id"])
+
+
 def test_list_respects_capacity_routing_and_order() -> None:
     leads = _leads(300)
     result = build_call_list(leads, _reps(), _no_activities(), AS_OF)

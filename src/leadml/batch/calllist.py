@@ -53,12 +53,16 @@ def rep_capacity(
     """Slots each IS rep has for the list as of ``as_of``.
 
     Columns: ``rep_id, team, segment, weekly_slots, booked, capacity``. ``booked``
-    counts the rep's activities in ``[week_start(as_of), as_of)``.
+    counts the rep's activities in ``[week_start(first working day), as_of)``: on a
+    weekday that is this week so far; on a Saturday or Sunday the list is for the next
+    week, which has nothing booked yet.
     """
     as_of = _utc(as_of)
     is_reps = reps.loc[reps["role"] == "IS", ["rep_id", "team", "segment", "weekly_slots"]].copy()
     is_reps = is_reps.drop_duplicates("rep_id").reset_index(drop=True)
     start = week_start(as_of)
+    if as_of.weekday() >= WORKING_DAYS:  # the weekend: the list is for next Monday on
+        start += pd.Timedelta(days=7)
     if len(activities):
         ts = pd.to_datetime(activities["ts"], utc=True)
         in_week = activities.loc[(ts >= start) & (ts < as_of), "rep_id"]
