@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,6 +177,42 @@ def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         df.to_parquet(tmp, index=False)
     return target
+
+
+@contextlib.contextmanager
+def frame_writer(target: str | Path) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """Append frames of the same columns, one after another, to ``target`` (``.parquet``
+    or ``.csv``), so that a table larger than memory can be written in batches. The file
+    appears at ``target`` only when the ``with`` block finishes without an error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    target = Path(target)
+    suffix = target.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise DataError(f"{target}: unknown file type {suffix or '(none)'}; use .parquet or .csv")
+    with atomic_path(target) as tmp:
+        writer: pq.ParquetWriter | None = None
+        first = True
+
+        def write(df: pd.DataFrame) -> None:
+            nonlocal writer, first
+            if suffix == ".csv":
+                df.to_csv(tmp, index=False, header=first, mode="w" if first else "a")
+            else:
+                table = pa.Table.from_pandas(df, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            first = False
+
+        try:
+            yield write
+        finally:
+            if writer is not None:
+                writer.close()
+        if first:  # nothing was written: the file must still exist
+            write(pd.DataFrame())
 
 
 def write_text(text: str, target: str | Path) -> Path:

@@ -162,6 +162,7 @@ def dataset(
     """Build a point-in-time training set of weekly snapshots with labels."""
     from leadml.features.catalog import load_catalog
     from leadml.features.datasets import deal_close_dataset, lead_readiness_dataset
+    from leadml.sources import frame_writer
 
     s = common.settings(ctx)
     catalog = load_catalog(s.config_file("features.yaml"), s.vocabulary)
@@ -175,21 +176,28 @@ def dataset(
         def report(done: int, total: int, message: str) -> None:
             bar.update(task, completed=done, total=total, description=message)
 
-        if kind is DatasetChoice.lead_readiness:
-            df, summary = lead_readiness_dataset(
-                con,
-                catalog,
-                start=start,
-                end=end,
-                every_days=every_days,
-                horizon_days=horizon,
-                progress=report,
-            )
-        else:
-            df, summary = deal_close_dataset(
-                con, catalog, start=start, end=end, every_days=every_days, progress=report
-            )
-        _write(df, out)
+        with frame_writer(out) as sink:
+            if kind is DatasetChoice.lead_readiness:
+                _, summary = lead_readiness_dataset(
+                    con,
+                    catalog,
+                    start=start,
+                    end=end,
+                    every_days=every_days,
+                    horizon_days=horizon,
+                    progress=report,
+                    sink=sink,
+                )
+            else:
+                _, summary = deal_close_dataset(
+                    con,
+                    catalog,
+                    start=start,
+                    end=end,
+                    every_days=every_days,
+                    progress=report,
+                    sink=sink,
+                )
         con.close()
     payload = {**summary.as_dict(), "out": str(out)}
     if as_json:

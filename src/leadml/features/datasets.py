@@ -13,7 +13,9 @@ hazard or per-horizon labels (``outcome == 'won' and outcome_days <= d``, known
 when ``outcome != 'open' or outcome_days >= d``). ``segment``, ``owner_id`` and the
 as-of ``amount`` are kept for grouping and forecasts.
 
-Both are computed a few as-of dates at a time so that memory stays bounded.
+Both are computed a few as-of dates at a time so that memory stays bounded; with a
+``sink`` each batch goes to it (e.g. a Parquet writer) instead of into one frame, so
+a company too large to hold its training set in memory can still write it.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from leadml.features.offline import compute_features_sql
 
 Progress = Callable[[int, int, str], None]
 """Called as ``progress(done, total, message)`` after each batch of as-of dates."""
+Sink = Callable[[pd.DataFrame], None]
+"""Called with each finished batch of rows (all batches have the same columns)."""
 
 
 @dataclass
@@ -103,8 +107,10 @@ def _build(
     dates_per_batch: int,
     progress: Progress | None,
     method: str,
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    frames: list[pd.DataFrame] = []
+    take: Sink,
+) -> dict[str, int]:
+    """Every batch's features + labels to ``take`` (at least one, possibly empty, frame);
+    returns the excluded rows by reason."""
     excluded: dict[str, int] = {}
     table = f"_ds_spine_{uuid.uuid4().hex[:8]}"
     batches = [b for b in _batches(dates, dates_per_batch) if b]
@@ -114,14 +120,42 @@ def _build(
                 excluded[reason] = excluded.get(reason, 0) + n
             feats = compute_features_sql(con, catalog, entity, table, method)
             labels = con.execute(f"SELECT {', '.join(label_cols)} FROM {table} ORDER BY _sid").df()
-            frames.append(pd.concat([feats, labels], axis=1))
+            take(pd.concat([feats, labels], axis=1))
             if progress:
                 progress(i + 1, len(batches), f"{batch[-1].date()}: {len(feats):,} rows")
     finally:
         con.execute(f"DROP TABLE IF EXISTS {table}")
-    if not frames:
-        return _empty_features(con, catalog, entity), excluded
-    return pd.concat(frames, ignore_index=True), excluded
+    if not batches:
+        take(_empty_features(con, catalog, entity))
+    return excluded
+
+
+class _Collect:
+    """Takes each batch: fixes its label types, tallies it, and keeps it or hands it to
+    the caller's sink."""
+
+    def __init__(
+        self,
+        sink: Sink | None,
+        fix: Callable[[pd.DataFrame], pd.DataFrame],
+        tally: Callable[[pd.DataFrame], dict[str, int]],
+    ) -> None:
+        self.sink, self.fix, self.tally = sink, fix, tally
+        self.frames: list[pd.DataFrame] = []
+        self.counts: dict[str, int] = {"rows": 0}
+
+    def __call__(self, frame: pd.DataFrame) -> None:
+        frame = self.fix(frame)
+        for k, v in {"rows": len(frame), **self.tally(frame)}.items():
+            self.counts[k] = self.counts.get(k, 0) + int(v)
+        if self.sink is not None:
+            self.sink(frame)
+            frame = frame.head(0)  # keep only the columns
+        self.frames.append(frame)
+
+    def frame(self) -> pd.DataFrame:
+        """The training set (only its columns when a sink took the rows)."""
+        return pd.concat(self.frames, ignore_index=True)
 
 
 def _empty_features(con: duckdb.DuckDBPyConnection, catalog: Catalog, entity: str) -> pd.DataFrame:
@@ -150,6 +184,7 @@ def lead_readiness_dataset(
     dates_per_batch: int = 8,
     progress: Progress | None = None,
     method: str = "prefix",
+    sink: Sink | None = None,
 ) -> tuple[pd.DataFrame, DatasetSummary]:
     """Weekly snapshots of open leads: ``lead_id, as_of, <lead features>, label``.
 
@@ -159,6 +194,8 @@ def lead_readiness_dataset(
     the data end (the latest timestamp in the data) are excluded and counted.
     ``method`` is the offline engine's (:func:`~leadml.features.offline.compute_features`):
     the values are the same either way; ``prefix`` is faster over many as-of dates.
+    With ``sink``, each batch of rows goes to it and the returned frame has only the
+    columns.
     """
     if horizon_days < 1:
         raise DataError(f"horizon: must be at least 1 day (got {horizon_days})")
@@ -169,21 +206,25 @@ def lead_readiness_dataset(
     def spine(batch: list[pd.Timestamp], table: str) -> dict[str, int]:
         return lead_readiness_spine(con, vocab, batch, horizon_days, last, table)
 
-    df, excluded = _build(
-        con, catalog, "lead", dates, spine, ["label"], dates_per_batch, progress, method
+    def fix(frame: pd.DataFrame) -> pd.DataFrame:
+        if "label" not in frame.columns:
+            frame["label"] = pd.Series(dtype="int64")
+        return frame.assign(label=frame["label"].astype("int64"))
+
+    got = _Collect(sink, fix, lambda f: {"positives": int(f["label"].sum())})
+    excluded = _build(
+        con, catalog, "lead", dates, spine, ["label"], dates_per_batch, progress, method, got
     )
-    if "label" not in df.columns:
-        df["label"] = pd.Series(dtype="int64")
-    df["label"] = df["label"].astype("int64")
+    df = got.frame()
     summary = DatasetSummary(
         name="lead-readiness",
-        rows=len(df),
+        rows=got.counts["rows"],
         features=len(catalog.names("lead")),
         as_of_dates=len(dates),
         start=dates[0].isoformat() if dates else None,
         end=dates[-1].isoformat() if dates else None,
         data_end=last.isoformat(),
-        positives=int(df["label"].sum()),
+        positives=got.counts.get("positives", 0),
         excluded=excluded,
         seconds=time.perf_counter() - t0,
     )
@@ -200,14 +241,15 @@ def deal_close_dataset(
     dates_per_batch: int = 8,
     progress: Progress | None = None,
     method: str = "prefix",
+    sink: Sink | None = None,
 ) -> tuple[pd.DataFrame, DatasetSummary]:
     """Weekly snapshots of open deals: ``opportunity_id, as_of, <opportunity features>,
     outcome, outcome_days, segment, owner_id, amount``.
 
     Features read ``ts < as_of``; the outcome reads the first closing row after as_of
     (``outcome`` = won/lost) or is ``open`` (censored at the data end), with
-    ``outcome_days`` the days from as_of to that row or to the data end. ``method`` as
-    in :func:`lead_readiness_dataset`.
+    ``outcome_days`` the days from as_of to that row or to the data end. ``method`` and
+    ``sink`` as in :func:`lead_readiness_dataset`.
     """
     t0 = time.perf_counter()
     dates, last = _window(con, start, end, every_days)
@@ -217,16 +259,23 @@ def deal_close_dataset(
         return deal_close_spine(con, vocab, batch, last, table)
 
     cols = ["outcome", "outcome_days", "segment", "owner_id", "amount"]
-    df, excluded = _build(
-        con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress, method
+
+    def fix(frame: pd.DataFrame) -> pd.DataFrame:
+        for c in cols:
+            if c not in frame.columns:
+                kind = "float64" if c in ("outcome_days", "amount") else "object"
+                frame[c] = pd.Series(dtype=kind)
+        return frame
+
+    got = _Collect(sink, fix, lambda f: f["outcome"].value_counts().to_dict())
+    excluded = _build(
+        con, catalog, "opportunity", dates, spine, cols, dates_per_batch, progress, method, got
     )
-    for c in cols:
-        if c not in df.columns:
-            df[c] = pd.Series(dtype="float64" if c in ("outcome_days", "amount") else "object")
-    counts = df["outcome"].value_counts().to_dict() if len(df) else {}
+    df = got.frame()
+    counts = got.counts
     summary = DatasetSummary(
         name="deal-close",
-        rows=len(df),
+        rows=got.counts["rows"],
         features=len(catalog.names("opportunity")),
         as_of_dates=len(dates),
         start=dates[0].isoformat() if dates else None,
