@@ -127,15 +127,16 @@ class BatchingConfig(_Section):
     """Adaptive batching of the per-lead/per-deal scoring work in the API server.
 
     Off by default: on a 2-core machine with one lead of 200 events per request the
-    work per request is dominated by parsing and per-lead features, which batching
-    cannot share, and the batch queue added latency (bench/bench_serving.py). Turn it
-    on when the model call dominates (larger models, many concurrent small requests).
+    work per request is dominated by HTTP, parsing and per-lead features, which
+    batching cannot share; the model call it shares is ~5% of the server's CPU per
+    request (bench/bench_serving.py). Turn it on when the model call dominates
+    (larger models, many concurrent small requests); it adds no waiting when idle.
     """
 
     enabled: bool = False
     max_batch_size: int = Field(64, ge=2, le=4096)
-    # Latency budget of one request in the batch queue: BentoML sheds requests
-    # (503) that cannot be served within it, so keep it well above the scoring time.
+    # Latency budget of one request in the batch queue: requests that waited longer
+    # are shed (503), so keep it well above the scoring time.
     max_latency_ms: int = Field(10_000, ge=1, le=60_000)
 
 

@@ -14,7 +14,7 @@ reports ``ignored_events`` per lead).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -88,12 +88,13 @@ def _before(col: _Collector, loc: Loc, ts: datetime, as_of: datetime) -> None:
         )
 
 
-def _vocab(col: _Collector, loc: Loc, value: str | None, allowed: Iterable[str], what: str) -> bool:
-    allowed = list(allowed)
-    if value is not None and value not in allowed:
-        col.add(loc, f"unknown {what}; valid: {', '.join(allowed)}", "unknown_value")
-        return False
-    return True
+def _vocab(
+    col: _Collector, loc: Loc, value: str | None, allowed: Collection[str], what: str
+) -> bool:
+    if value is None or value in allowed:
+        return True
+    col.add(loc, f"unknown {what}; valid: {', '.join(allowed)}", "unknown_value")
+    return False
 
 
 def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
@@ -151,16 +152,47 @@ def check_sizes_deals(deals: Sequence[DealIn], cfg: ServingConfig) -> None:
 
 
 def _event_ok(
-    col: _Collector | None, loc: Loc, type_: str, page: str | None, vocab: Vocabulary
+    col: _Collector | None,
+    loc: Loc,
+    type_: str,
+    page: str | None,
+    vocab: Vocabulary,
+    known: tuple[frozenset[str], frozenset[str]] | None = None,
 ) -> bool:
     """True when the event's type and page category are in the vocabulary; adds the
-    problems to ``col`` when given (reject policy)."""
-    ok_type = type_ in vocab.event_types
-    ok_page = page is None or page in vocab.page_categories
+    problems to ``col`` when given (reject policy). ``known``: the two vocabularies as
+    sets (the per-event fast path; problems are built only for a bad event)."""
+    types, pages = known or (frozenset(vocab.event_types), frozenset(vocab.page_categories))
+    if type_ in types and (page is None or page in pages):
+        return True
     if col is not None:
         _vocab(col, (*loc, "type"), type_, vocab.event_types, "event type")
         _vocab(col, (*loc, "page_category"), page, vocab.page_categories, "page category")
-    return ok_type and ok_page
+    return False
+
+
+def _events_ok(
+    col: _Collector,
+    loc: Loc,
+    events: Sequence[Any],
+    as_of: datetime,
+    vocab: Vocabulary,
+    reject: bool,
+    known: tuple[frozenset[str], frozenset[str]],
+) -> list[Any]:
+    """The events to keep: every event must be before as_of (a problem otherwise);
+    unknown types/pages are problems (reject) or dropped (ignore)."""
+    types, pages = known
+    kept = []
+    for j, ev in enumerate(events):
+        if ev.ts >= as_of:
+            _before(col, (*loc, j, "ts"), ev.ts, as_of)
+        page = ev.page_category
+        if ev.type in types and (page is None or page in pages):
+            kept.append(ev)
+        else:  # a problem (reject) or dropped (ignore)
+            _event_ok(col if reject else None, (*loc, j), ev.type, page, vocab, known)
+    return kept
 
 
 def _check_account(
@@ -188,30 +220,17 @@ def check_leads(
     """
     col = _Collector()
     reject = cfg.unknown_event_types == "reject"
+    known = (frozenset(vocab.event_types), frozenset(vocab.page_categories))
     kept_leads: list[LeadIn] = []
     dropped: list[int] = []
     for i, lead in enumerate(leads):
         loc: Loc = ("leads", i)
         _before(col, (*loc, "created_at"), lead.created_at, as_of)
         _check_account(col, (*loc, "account"), lead.account, vocab, as_of)
-        kept = []
-        for j, ev in enumerate(lead.events):
-            _before(col, (*loc, "events", j, "ts"), ev.ts, as_of)
-            if _event_ok(
-                col if reject else None, (*loc, "events", j), ev.type, ev.page_category, vocab
-            ):
-                kept.append(ev)
-        kept_others = []
-        for j, ev in enumerate(lead.account_events):
-            _before(col, (*loc, "account_events", j, "ts"), ev.ts, as_of)
-            if _event_ok(
-                col if reject else None,
-                (*loc, "account_events", j),
-                ev.type,
-                ev.page_category,
-                vocab,
-            ):
-                kept_others.append(ev)
+        kept = _events_ok(col, (*loc, "events"), lead.events, as_of, vocab, reject, known)
+        kept_others = _events_ok(
+            col, (*loc, "account_events"), lead.account_events, as_of, vocab, reject, known
+        )
         for j, st in enumerate(lead.status_history):
             _before(col, (*loc, "status_history", j, "ts"), st.ts, as_of)
             _vocab(
