@@ -41,7 +41,7 @@ import pandas as pd
 
 
 def train_model_sources(
-    settings, data: Path, periods: list, weeks: int, mode: str, history
+    settings, data: Path, periods: list, weeks: int, mode: str, history, calendar: bool = False
 ) -> tuple[dict[str, object], list[str]]:  # type: ignore[no-untyped-def]
     """Deal-close models trained before each backtest quarter (``quarterly``) or before the
     first one (``once``), as probability sources keyed by quarter label; and notes."""
@@ -61,6 +61,8 @@ def train_model_sources(
         else dict.fromkeys(first_as_of, first_as_of[periods[0].label])
     )
     spec = workflow.load_model_spec(settings, "deal-close")
+    if calendar:  # the hazard sees each period's days to the quarter end (quarter-end pushes)
+        spec = spec.model_copy(update={"target": spec.target.model_copy(update={"calendar": True})})
     d = workflow.open_data(settings, data)
     catalog = load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
     t0 = time.perf_counter()
@@ -100,6 +102,48 @@ def train_model_sources(
     return out, notes
 
 
+def print_goal_table(report) -> None:  # type: ignore[no-untyped-def]
+    """Per weeks before the end: MAPE of the forecast, the stage-weighted baseline and the
+    oracle, the two goal ratios, P10-P90 coverage and the number of points (quarters); then
+    the same ratios at 4 and 8 weeks (and over all weeks) with a 90% bootstrap interval
+    that resamples whole quarters, and where the error comes from (open vs new deals)."""
+    from leadml.forecast.backtest import decompose, mape_ratio_interval
+
+    bw = report.by_weeks
+    mape = bw.pivot(index="weeks_before_end", columns="method", values="mape")
+    cov = bw.pivot(index="weeks_before_end", columns="method", values="coverage_p10_p90")
+    n = bw.pivot(index="weeks_before_end", columns="method", values="n")
+    table = pd.DataFrame({"mape": mape["forecast"], "stage_w": mape["stage_weighted"]})
+    table["vs_stage_w"] = table["mape"] / table["stage_w"]
+    if "oracle" in mape:
+        table["oracle"] = mape["oracle"]
+        table["vs_oracle"] = table["mape"] / table["oracle"]
+        table["cov_oracle"] = cov["oracle"]
+    table["coverage"] = cov["forecast"]
+    table["n"] = n["forecast"].astype(int)
+    print("\nper weeks before quarter end (MAPE, ratios, P10-P90 coverage, points):")
+    print(table.round(3).to_string())
+    print("\nMAPE ratios with a 90% bootstrap interval over quarters:")
+    for base in ("stage_weighted", "oracle"):
+        if base not in mape:
+            continue
+        for weeks in ([4], [8], None):
+            r = mape_ratio_interval(report.points, base=base, weeks=weeks)
+            label = f"at {weeks[0]}w" if weeks else "all weeks"
+            print(
+                f"  forecast / {base:14s} {label:9s} {r['ratio']:.3f} "
+                f"[{r['lo']:.2f}, {r['hi']:.2f}]  ({int(r['quarters'])} quarters, "
+                f"{int(r['points'])} points)"
+            )
+    d = decompose(report.points).set_index("weeks_before_end")
+    cols = ["n", "mape", "open_bias", "open_abs", "new_bias", "new_abs", "mape_perfect_new"]
+    cols += [
+        c for c in ("mape_oracle", "open_bias_oracle", "open_gap_abs", "open_gap_bias") if c in d
+    ]
+    print("\nerror decomposition (shares of the actual; open = deals open at as_of, new = later):")
+    print(d[cols].round(4).to_string())
+
+
 def print_report(report, elapsed: float) -> None:  # type: ignore[no-untyped-def]
     n_points = report.points[["quarter", "weeks_before_end"]].drop_duplicates().shape[0]
     print(
@@ -122,6 +166,7 @@ def print_report(report, elapsed: float) -> None:  # type: ignore[no-untyped-def
         f"\nshared shock tau: mean {fc['shock_sd'].mean():.3f}, "
         f"zero at {int((fc['shock_sd'] == 0).sum())} of {len(fc)} points"
     )
+    print_goal_table(report)
     print("\ngoals:")
     for name, g in report.goals.items():
         print(
@@ -149,6 +194,11 @@ def main() -> None:
     parser.add_argument("--weeks", type=int, default=13)
     parser.add_argument("--model", choices=["none", "once", "quarterly"], default="none")
     parser.add_argument("--skip-empirical", action="store_true")
+    parser.add_argument(
+        "--calendar",
+        action="store_true",
+        help="train the deal-close model with target.calendar (days to quarter end per period)",
+    )
     parser.add_argument("--skip-extras", action="store_true", help="only the backtests")
     args = parser.parse_args()
 
@@ -177,7 +227,9 @@ def main() -> None:
         hist = DealHistory(con, s.vocabulary)
         periods = backtest_quarters(hist, args.quarters)
         start = time.perf_counter()
-        sources, notes = train_model_sources(s, Path(data), periods, args.weeks, args.model, hist)
+        sources, notes = train_model_sources(
+            s, Path(data), periods, args.weeks, args.model, hist, calendar=args.calendar
+        )
         print(f"\ndeal-close model ({args.model}), trained in {time.perf_counter() - start:.0f} s:")
         for note in notes:
             print("  " + note)

@@ -11,7 +11,7 @@ import pytest
 from leadml.config import ForecastConfig, Vocabulary
 from leadml.contracts import connect
 from leadml.errors import LeadmlError
-from leadml.forecast.backtest import backtest
+from leadml.forecast.backtest import backtest, decompose, mape_ratio_interval
 from leadml.forecast.forecast import forecast
 from leadml.sources import frames_source
 
@@ -207,6 +207,21 @@ def test_backtest_runs_point_in_time_with_baselines(book: dict[str, pd.DataFrame
     summary = report.summary
     assert {"mape", "coverage_p10_p90"} <= set(summary.columns)
     assert 0.0 <= summary.loc[summary["method"] == "forecast", "coverage_p10_p90"].iloc[0] <= 1.0
+    # The actual splits exactly like the forecast: won before as_of + wins among the deals
+    # open at as_of + deals first seen at or after as_of.
+    parts = f["won"] + f["actual_open"] + f["actual_new"]
+    assert np.allclose(parts, f["actual"], rtol=1e-9, atol=1e-6)
+    d = decompose(pts, against="stage_weighted")
+    assert list(d["weeks_before_end"]) == [1, 2, 3, 4] and (d["n"] == 2).all()
+    ape = (f["expected"] - f["actual"]).abs() / f["actual"]
+    assert np.allclose(d["mape"], ape.groupby(f["weeks_before_end"]).mean().to_numpy())
+    open_err = (f["open_expected"] - f["actual_open"]) / f["actual"]
+    assert np.allclose(d["open_bias"], open_err.groupby(f["weeks_before_end"]).mean().to_numpy())
+    r = mape_ratio_interval(pts, base="stage_weighted", weeks=[2], draws=200)
+    sw = pts[(pts["method"] == "stage_weighted") & (pts["weeks_before_end"] == 2)]
+    sw_mape = ((sw["expected"] - sw["actual"]).abs() / sw["actual"]).mean()
+    assert np.isclose(r["ratio"], ape[f["weeks_before_end"] == 2].mean() / sw_mape)
+    assert r["lo"] <= r["ratio"] <= r["hi"] and r["quarters"] == 2 and r["points"] == 2
 
 
 @pytest.mark.parametrize("period", ["2025Q4", "2026Q1"])

@@ -10,7 +10,7 @@ import pytest
 from leadml.config import Vocabulary
 from leadml.contracts import connect
 from leadml.errors import LeadmlError
-from leadml.forecast.deals import DealHistory, parse_period
+from leadml.forecast.deals import DealHistory, parse_period, same_moment
 from leadml.forecast.forecast import forecast
 from leadml.sources import frames_source
 
@@ -300,3 +300,32 @@ def test_probabilities_falling_over_time_are_a_clear_error() -> None:
         forecast(
             con_of(book(ROWS, OWNERS)), as_of=AS_OF, period="2027Q1", deal_probabilities=falling
         )
+
+
+def test_earlier_quarters_are_read_at_the_same_weekly_call() -> None:
+    """Monday 2024-09-23 is the second-to-last weekly call before the quarter ending on
+    Tuesday 2024-10-01 (calls on 09-23 and 09-30 remain). In the quarter ending on Monday
+    2024-07-01 the same call is Monday 06-17 (calls 06-17 and 06-24 remain), not the
+    Sunday eight calendar days before the end."""
+    as_of, end = ts("2024-09-23"), ts("2024-10-01")
+    assert same_moment(as_of, end, ts("2024-07-01")) == ts("2024-06-17")
+    assert same_moment(as_of, end, ts("2024-04-01")) == ts("2024-03-18")
+    # A quarter ending on a Sunday: its last weekly call starts the Monday six days before.
+    assert same_moment(as_of, end, ts("2023-10-01")) == ts("2023-09-18")
+
+
+@pytest.mark.parametrize("days_before", [1, 6, 7, 8, 13, 14, 30, 62, 91])
+@pytest.mark.parametrize("hour", [0, 9])
+def test_the_same_moment_keeps_weekday_and_weekly_calls_left(days_before: int, hour: int) -> None:
+    end = ts("2025-10-01")  # a Wednesday
+    as_of = end - pd.Timedelta(days=days_before) + pd.Timedelta(hours=hour)
+
+    def calls_left(t: pd.Timestamp, e: pd.Timestamp) -> int:
+        return len(pd.date_range(t, e - pd.Timedelta(microseconds=1), freq="7D"))
+
+    for end_k in (ts("2025-07-01"), ts("2025-04-01"), ts("2024-10-01"), ts("2023-07-01")):
+        t_k = same_moment(as_of, end, end_k)
+        assert t_k.day_name() == as_of.day_name() and t_k.time() == as_of.time()
+        assert calls_left(t_k, end_k) == calls_left(as_of, end)
+        assert abs(t_k - (end_k - (end - as_of))) <= pd.Timedelta(days=6)
+        assert t_k < end_k

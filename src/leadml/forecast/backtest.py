@@ -197,6 +197,17 @@ def backtest(
                 history=history,
             )
             t = r.total
+            # The actual split like the forecast: wins among the deals open at as_of, and
+            # deals first seen at or after as_of (what the new-deals part predicts).
+            open_won = history.won_at.reindex(r.deals["opportunity_id"])
+            in_period = ((open_won >= per.start) & (open_won < per.end)).to_numpy()
+            won_amount = history.outcomes.set_index("opportunity_id")["won_amount"]
+            actual_open = float(
+                won_amount.reindex(r.deals["opportunity_id"]).to_numpy(float)[in_period].sum()
+            )
+            actual_new = actual_new_revenue(history, as_of=as_of, period=per)
+            base["actual_open"] = actual_open
+            base["actual_new"] = actual_new
             rows.append(
                 {
                     **base,
@@ -211,12 +222,7 @@ def backtest(
                     "shock_sd": r.shock_sd,
                 }
             )
-            new_rows.append(
-                {
-                    "predicted": t.new_expected,
-                    "actual": actual_new_revenue(history, as_of=as_of, period=per),
-                }
-            )
+            new_rows.append({"predicted": t.new_expected, "actual": actual_new})
             deals = r.deals
             due = deals["expected_close_date"].between(per.start, per.end, inclusive="left")
             weighted = (
@@ -332,3 +338,100 @@ def _summarise(points: pd.DataFrame) -> BacktestReport:
                     f"{base}_mape": float(at[base]),
                 }
     return BacktestReport(p, by_weeks, summary, goals)
+
+
+def decompose(points: pd.DataFrame, against: str = "oracle") -> pd.DataFrame:
+    """Where the forecast's error comes from, by weeks before quarter end.
+
+    Every point's actual splits exactly like the forecast: won before as_of + wins
+    among the deals open at as_of (``actual_open``) + deals first seen at or after
+    as_of (``actual_new``). Per weeks before the end (errors as shares of the actual,
+    means over the quarters): ``mape`` and ``mape_<against>``; the signed and
+    absolute error of the open-deals part (``open_bias``, ``open_abs``; the same for
+    ``against``), of the new-deals part (``new_bias``, ``new_abs``, which the
+    forecast and the oracle share), ``open_gap_abs`` = mean |open part of the
+    forecast - open part of ``against``|, and the MAPE the forecast would have with
+    a perfect new-deals part (``mape_perfect_new``). ``n`` = quarters (points).
+    Evaluation only: it reads outcomes up to each quarter's end.
+    """
+    keys = ["quarter", "weeks_before_end"]
+    f = points[points["method"] == "forecast"].set_index(keys)
+    if "actual_open" not in f.columns:
+        raise ForecastError("backtest points lack actual_open / actual_new; re-run the backtest")
+    o = points[points["method"] == against].set_index(keys)
+    a = f["actual"].where(f["actual"] > 0)
+    d = pd.DataFrame(
+        {
+            "ape": (f["expected"] - f["actual"]).abs() / a,
+            "open_err": (f["open_expected"] - f["actual_open"]) / a,
+            "new_err": (f["new_expected"] - f["actual_new"]) / a,
+            "perfect_new": (f["won"] + f["open_expected"] + f["actual_new"] - f["actual"]).abs()
+            / a,
+        }
+    )
+    if len(o):
+        d["ape_against"] = (o["expected"] - o["actual"]).abs() / a
+        d["open_err_against"] = (o["open_expected"] - f["actual_open"]) / a
+        d["open_gap"] = (f["open_expected"] - o["open_expected"]) / a
+    g = d.groupby(level="weeks_before_end")
+    out = pd.DataFrame(
+        {
+            "n": g["ape"].count(),
+            "mape": g["ape"].mean(),
+            "open_bias": g["open_err"].mean(),
+            "open_abs": g["open_err"].apply(lambda s: s.abs().mean()),
+            "new_bias": g["new_err"].mean(),
+            "new_abs": g["new_err"].apply(lambda s: s.abs().mean()),
+            "mape_perfect_new": g["perfect_new"].mean(),
+        }
+    )
+    if len(o):
+        out[f"mape_{against}"] = g["ape_against"].mean()
+        out[f"open_bias_{against}"] = g["open_err_against"].mean()
+        out[f"open_abs_{against}"] = g["open_err_against"].apply(lambda s: s.abs().mean())
+        out["open_gap_abs"] = g["open_gap"].apply(lambda s: s.abs().mean())
+        out["open_gap_bias"] = g["open_gap"].mean()
+    return out.reset_index()
+
+
+def mape_ratio_interval(
+    points: pd.DataFrame,
+    *,
+    base: str,
+    weeks: list[int] | None = None,
+    draws: int = 2000,
+    seed: int = 0,
+    level: float = 0.9,
+) -> dict[str, float]:
+    """MAPE(forecast) / MAPE(``base``) at the given weeks before the end (all when None),
+    with a bootstrap interval that resamples whole quarters (the weeks of one quarter
+    move together, so the quarters are the independent units). Returns ratio, lo, hi,
+    quarters and points."""
+    p = points if weeks is None else points[points["weeks_before_end"].isin(weeks)]
+    p = p[p["actual"] > 0]
+    ape = (p["expected"] - p["actual"]).abs() / p["actual"]
+    frame = pd.DataFrame({"quarter": p["quarter"], "method": p["method"], "ape": ape.to_numpy()})
+    per_q = frame.groupby(["quarter", "method"])["ape"].agg(["sum", "count"]).unstack("method")
+    if ("sum", base) not in per_q.columns or ("sum", "forecast") not in per_q.columns:
+        nan = float("nan")
+        return {"ratio": nan, "lo": nan, "hi": nan, "quarters": 0.0, "points": 0.0}
+    per_q = per_q.dropna(subset=[("sum", base), ("sum", "forecast")])
+    fs, fc = per_q[("sum", "forecast")].to_numpy(), per_q[("count", "forecast")].to_numpy()
+    bs, bc = per_q[("sum", base)].to_numpy(), per_q[("count", base)].to_numpy()
+
+    def ratio(idx: np.ndarray) -> float:
+        den = bs[idx].sum() / bc[idx].sum()
+        return float((fs[idx].sum() / fc[idx].sum()) / den) if den > 0 else float("nan")
+
+    n = len(per_q)
+    rng = np.random.default_rng(seed)
+    boot = np.array([ratio(rng.integers(0, n, n)) for _ in range(draws)]) if n else np.array([])
+    tail = (1 - level) / 2
+    lo, hi = np.nanquantile(boot, [tail, 1 - tail]) if len(boot) else (np.nan, np.nan)
+    return {
+        "ratio": ratio(np.arange(n)) if n else float("nan"),
+        "lo": float(lo),
+        "hi": float(hi),
+        "quarters": float(n),
+        "points": float(fc.sum()),
+    }

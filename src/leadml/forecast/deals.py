@@ -33,6 +33,7 @@ DealProbabilities = Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timest
 # How many days after the last record an as-of date may be (a weekly export still forecasts).
 STALE_DAYS = 7
 
+
 class ForecastError(LeadmlError):
     """A forecast request that cannot be answered as asked."""
 
@@ -98,6 +99,29 @@ def as_utc(value: object, what: str = "--as-of") -> pd.Timestamp:
     if ts is pd.NaT:
         raise ForecastError(f"{what} is missing; write an ISO date like 2026-11-27")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+WEEK = pd.Timedelta(days=7)
+
+
+def same_moment(as_of: pd.Timestamp, period_end: pd.Timestamp, end_k: pd.Timestamp) -> pd.Timestamp:
+    """The moment of an earlier period (ending ``end_k``) that matches ``as_of`` in a
+    period ending ``period_end``: the same weekday and time as ``as_of``, with as many
+    weekly cycles left before the period end (week starts at that weekday in
+    ``[moment, end_k)``) as ``as_of`` has before ``period_end``.
+
+    The weekly forecast call "two calls before quarter end" is the same moment in every
+    quarter, while the calendar distance ``period_end - as_of`` is not: quarters end on
+    different weekdays, and deals move, and are pulled into the quarter, in weekly
+    rhythm (on the simulator, ``end_k - (period_end - as_of)`` left the last week of some
+    quarters out and under-forecast week-1 revenue by up to half). The result is
+    within 6 days of ``end_k - (period_end - as_of)``.
+    """
+    n = max(int(np.ceil((period_end - as_of) / WEEK)), 1)
+    r = (end_k - as_of) % WEEK
+    if r == pd.Timedelta(0):
+        r = WEEK
+    return end_k - r - WEEK * (n - 1)
 
 
 # --------------------------------------------------------------- the deal book
@@ -302,8 +326,9 @@ class EmpiricalCloseRates:
     """The point-in-time baseline for P(won by period end).
 
     For a forecast as of T for a period ending at E (horizon h = E - T), it looks
-    at the same moment of the ``lookback_periods`` previous periods (T_k = E_k - h,
-    only those with E_k <= T, so every outcome used is known before T), takes
+    at the same moment of the ``lookback_periods`` previous periods (T_k = the same
+    weekly call before E_k, :func:`same_moment`, within 6 days of E_k - h; only periods
+    with E_k <= T, so every outcome used is known before T), takes
     the deals open then, and measures the share won before E_k, per stage x segment
     x expected-close-date-due-in-period x age bucket (segment matters: large
     enterprise deals win less often). Sparse cells shrink towards the coarser
@@ -317,6 +342,9 @@ class EmpiricalCloseRates:
     age_edges: tuple[int, ...] = (30, 90, 180)
     prior_strength: float = 10.0
     period_months: int = 3
+    # Earlier periods' moments: the same weekly call (see :func:`same_moment`), or the
+    # same calendar distance to the period end (False; the behaviour before).
+    align_weeks: bool = True
     name: str = "empirical"
     _memo: dict[tuple[pd.Timestamp, ...], pd.DataFrame] = field(default_factory=dict, repr=False)
     _rows_memo: dict[tuple[pd.Timestamp, ...], pd.DataFrame] = field(
@@ -332,8 +360,9 @@ class EmpiricalCloseRates:
         for k in range(1, self.lookback_periods + 1):
             end_k = period_end - pd.DateOffset(months=self.period_months * k)
             start_k = period_start - pd.DateOffset(months=self.period_months * k)
+            t_k = same_moment(as_of, period_end, end_k) if self.align_weeks else end_k - h
             if end_k <= as_of:
-                anchors.append((end_k - h, start_k, end_k))
+                anchors.append((t_k, start_k, end_k))
         if not anchors:  # too little history: weekly snapshots with the same horizon
             t = as_of - h
             for _ in range(self.lookback_periods * 4):

@@ -37,6 +37,7 @@ from leadml.forecast.deals import (
     Period,
     as_utc,
     parse_period,
+    same_moment,
 )
 from leadml.forecast.newdeals import NewDeals, NewDealsEstimate, new_deals
 
@@ -243,16 +244,16 @@ def shock_moments(
     history: DealHistory, as_of: pd.Timestamp, period: Period, lookback_periods: int
 ) -> list[tuple[Period, pd.Timestamp]]:
     """The earlier periods and moments :func:`shock_sd` replays: period k back, as of
-    ``E_k - (E - as_of)``, for periods that ended by ``as_of``. A forecast made with under
-    two periods of history is not representative of today's source; such early moments
-    are left out."""
-    h = period.end - as_of
+    the same weekly call before its end (:func:`~leadml.forecast.deals.same_moment`,
+    within 6 days of ``E_k - (E - as_of)``), for periods that ended by ``as_of``. A
+    forecast made with under two periods of history is not representative of today's
+    source; such early moments are left out."""
     first = history.outcomes["first_seen"].min()
     earliest = first + pd.DateOffset(months=2 * period.months)
     out = []
     for k in range(1, lookback_periods + 1):
         past = period.shifted(k)
-        t_k = past.end - h
+        t_k = same_moment(as_of, period.end, past.end)
         if past.end > as_of or t_k < earliest:
             continue
         out.append((past, t_k))
