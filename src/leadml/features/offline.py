@@ -140,7 +140,8 @@ def _two_level(records: str, own: list[AggregateFeature], acct: list[AggregateFe
     First, one hash aggregation groups the records by (pair, which filters they pass as
     bits, their window band, the values a distinct count counts) with a few plain
     aggregates; then every feature is a FILTER aggregate over those (far fewer) groups.
-    Dozens of FILTER aggregates over every record cost ~1.7x more CPU than this."""
+    Measured: 56 FILTER counts over 91M events took 1.7x the CPU of this; on the default
+    catalog it saves ~1.2x over an 8-date spine and nothing on one date."""
     feats = [*own, *acct]
     bits: dict[str, tuple[int, int]] = {}  # condition -> (flag column, bit)
     for f in feats:
