@@ -97,7 +97,7 @@ class _Sorted:
             self.group_key = None
             self.group_value = None
         self.comp = group * self.m + np.searchsorted(qs.times, self.t, side="right")
-        self._pre: dict[str | None, np.ndarray] = {}
+        self._pre: tuple[str | None, np.ndarray] | None = None
 
     def mask(self, cond: str | None) -> np.ndarray:
         if cond is None:
@@ -106,11 +106,16 @@ class _Sorted:
         return (self.bits[col] & bit) != 0
 
     def prefix(self, cond: str | None) -> np.ndarray:
-        if cond not in self._pre:
-            out = np.zeros(self.n + 1, dtype=np.int64)
+        """Running count of the records passing ``cond`` (length n + 1). Only the last
+        one is kept (one array per record is large at 100M records): callers go through
+        their features grouped by condition (:func:`_by_cond`)."""
+        if self._pre is None or self._pre[0] != cond:
+            self._pre = None
+            small = self.n < np.iinfo(np.int32).max
+            out = np.zeros(self.n + 1, dtype=np.int32 if small else np.int64)
             np.cumsum(self.mask(cond), out=out[1:])
-            self._pre[cond] = out
-        return self._pre[cond]
+            self._pre = (cond, out)
+        return self._pre[1]
 
     def _search(self, needles: np.ndarray, side: str) -> np.ndarray:
         # sorted needles walk the records once instead of jumping around them
@@ -168,6 +173,13 @@ class _Bounds:
         """Records passing ``cond`` in the window (None: all time) before as_of."""
         pre = self.recs.prefix(cond)
         return pre[self.end] - pre[self.lo(window)]
+
+
+def _by_cond(
+    feats: Sequence[AggregateFeature], cond_sql: dict[str, str | None]
+) -> list[AggregateFeature]:
+    """``feats`` ordered so that those with the same filter are next to each other."""
+    return sorted(feats, key=lambda f: (cond_sql[f.name] is not None, cond_sql[f.name] or ""))
 
 
 def _n_cols(flags: Sequence[str]) -> int:
@@ -262,7 +274,9 @@ def prefix_features(
             recs = _Sorted(con, _select("c._c", None, joined, flags, qs), flags, qs)
             _own(recs, plain, cond_sql, code, qs, out)
             b = recs.bounds(code, qs)
-            mine = {f.name: b.count(cond_sql[f.name], f.window_days) for f in acct}
+            mine = {
+                f.name: b.count(cond_sql[f.name], f.window_days) for f in _by_cond(acct, cond_sql)
+            }
             del recs
         for column in sorted({f.column or "" for f in own if f.aggregation == "distinct_count"}):
             group = [f for f in own if f.aggregation == "distinct_count" and f.column == column]
@@ -282,7 +296,7 @@ def _own(
 ) -> None:
     b = recs.bounds(code, qs)
     first, end = b.lo(None), b.end
-    for f in feats:
+    for f in _by_cond(feats, cond_sql):
         cond = cond_sql[f.name]
         if f.aggregation in ("count", "exists"):
             n = b.count(cond, f.window_days)
@@ -343,7 +357,7 @@ def _distinct(
         recs = _Sorted(con, select, flags, qs)
     row, group = recs.expand(code)
     b = recs.bounds(group, qs, row)
-    for f in feats:
+    for f in _by_cond(feats, cond_sql):
         has = b.count(cond_sql[f.name], f.window_days) > 0
         out[f.name] = np.bincount(row, weights=has, minlength=len(code)).astype(np.int64)
 
@@ -391,7 +405,7 @@ def _account_others(
     has = acode >= 0
     row, group = recs.expand(acode)
     b = recs.bounds(group, qs, row)
-    for f in feats:
+    for f in _by_cond(feats, cond_sql):
         per = b.count(cond_sql[f.name], f.window_days)
         if f.aggregation == "distinct_count":
             n = np.bincount(row, weights=per > 0, minlength=len(leads)) - (mine[f.name] > 0)
