@@ -196,7 +196,7 @@ class ForecastConfig(_Section):
     # the most recent ones describe today's probability source best.
     shock_lookback_periods: int = Field(8, ge=2)
     # Pseudo-deals pulling a sparse stage x segment x due x age cell to its coarser level.
-    prior_strength: float = Field(10.0, ge=0)
+    prior_strength: float = Field(30.0, ge=0)
     # Deal-age bucket edges in days (age = time since the deal's first history row).
     age_buckets_days: list[int] = [30, 90, 180]
     # Grid resolution of the exact distribution: step = (pipeline + new-deals tail) / cells;

@@ -340,7 +340,7 @@ class EmpiricalCloseRates:
     history: DealHistory
     lookback_periods: int = 8
     age_edges: tuple[int, ...] = (30, 90, 180)
-    prior_strength: float = 10.0
+    prior_strength: float = 30.0
     period_months: int = 3
     # Earlier periods' moments: the same weekly call (see :func:`same_moment`), or the
     # same calendar distance to the period end (False; the behaviour before).
