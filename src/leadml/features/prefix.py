@@ -37,23 +37,19 @@ import numpy as np
 import pandas as pd
 
 from leadml.features.catalog import AggregateFeature
-
-DAY_US = 86_400_000_000
-_BITS = 62  # filters per BIGINT flag column
+from leadml.features.offline import DAY_US, flag_columns, q
 
 
 def handles(f: AggregateFeature) -> bool:
     """Whether the prefix method computes ``f`` (else the join method does)."""
-    if f.aggregation in ("count", "exists", "distinct_count"):
-        return f.scope == "self" or f.aggregation != "distinct_count" or f.column == "lead_id"
+    a = f.aggregation
+    if a in ("count", "exists"):
+        return True
+    if a == "distinct_count":  # of values, or (account scope) of the account's leads
+        return f.scope == "self" or f.column == "lead_id"
     return f.scope == "self" and (
-        f.aggregation == "days_since_last"
-        or (f.aggregation == "days_since_first" and f.window_days is None)
+        a == "days_since_last" or (a == "days_since_first" and f.window_days is None)
     )
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass
@@ -79,8 +75,9 @@ class _Sorted:
         self, con: duckdb.DuckDBPyConnection, select: str, flags: Sequence[str], qs: _Queries
     ) -> None:
         got = con.execute(select).fetchnumpy()
-        self.flags = {c: (k // _BITS, 1 << (k % _BITS)) for k, c in enumerate(flags)}
-        self.bits = [np.asarray(got[f"_fb{i}"], dtype=np.int64) for i in range(_n_cols(flags))]
+        self.flags = flag_columns(flags)[0]
+        n_cols = len({col for col, _ in self.flags.values()})
+        self.bits = [np.asarray(got[f"_fb{i}"], dtype=np.int64) for i in range(n_cols)]
         self.t = np.asarray(got["_t"], dtype=np.int64)
         self.n = len(self.t)
         self.m = qs.m
@@ -91,11 +88,9 @@ class _Sorted:
             new[1:] = (code[1:] != code[:-1]) | (v[1:] != v[:-1])
             group = np.cumsum(new) - 1
             self.group_key = code[new]  # the key of each group, ascending
-            self.group_value = v[new]
         else:
             group = code
             self.group_key = None
-            self.group_value = None
         self.comp = group * self.m + np.searchsorted(qs.times, self.t, side="right")
         self._pre: tuple[str | None, np.ndarray] | None = None
 
@@ -182,21 +177,11 @@ def _by_cond(
     return sorted(feats, key=lambda f: (cond_sql[f.name] is not None, cond_sql[f.name] or ""))
 
 
-def _n_cols(flags: Sequence[str]) -> int:
-    return -(-len(flags) // _BITS)
-
-
 def _select(code: str, value: str | None, joined: str, flags: Sequence[str], qs: _Queries) -> str:
     """The SELECT for :class:`_Sorted` over ``joined`` (the source as ``x``)."""
-    cols = [f"{code} AS _code", "epoch_us(x.ts) AS _t"]
+    cols = [f"{code} AS _code", "epoch_us(x.ts) AS _t", *flag_columns(flags)[1]]
     if value is not None:
         cols.insert(1, f"{value} AS _v")
-    for i in range(_n_cols(flags)):
-        terms = [
-            f"CASE WHEN {c} THEN {1 << k} ELSE 0 END"
-            for k, c in enumerate(flags[i * _BITS : (i + 1) * _BITS])
-        ]
-        cols.append(f"CAST({' + '.join(terms)} AS BIGINT) AS _fb{i}")
     order = "_code, _v, _t" if value is not None else "_code, _t"
     return f"SELECT {', '.join(cols)} FROM {joined} WHERE x.ts < {qs.top} ORDER BY {order}"
 
@@ -244,7 +229,7 @@ def prefix_features(
     spans = sorted({f.window_days for f in feats if f.window_days is not None})
     wcols = "".join(f", epoch_us(_w{d}) AS _w{d}" for d in spans)
     sp = con.execute(
-        f"SELECT _sid, {_q(eid)} AS _k, epoch_us(as_of) AS _t{wcols} FROM {spine} ORDER BY _sid"
+        f"SELECT _sid, {q(eid)} AS _k, epoch_us(as_of) AS _t{wcols} FROM {spine} ORDER BY _sid"
     ).fetchnumpy()
     top = con.execute(f"SELECT CAST(max(as_of) AS VARCHAR) FROM {spine}").fetchall()[0][0]
     out: dict[str, np.ndarray] = {"_sid": np.asarray(sp["_sid"], dtype=np.int64)}
@@ -268,12 +253,12 @@ def prefix_features(
     acct = [f for f in feats if f.scope == "account_others"]
     plain = [f for f in own if f.aggregation != "distinct_count"]
     with codes as name:
-        joined = f"{source} x JOIN {name} c ON c._k = x.{_q(key)}"
+        joined = f"{source} x JOIN {name} c ON c._k = x.{q(key)}"
         if plain or acct:
             flags = sorted({c for f in [*plain, *acct] if (c := cond_sql[f.name]) is not None})
             recs = _Sorted(con, _select("c._c", None, joined, flags, qs), flags, qs)
-            _own(recs, plain, cond_sql, code, qs, out)
             b = recs.bounds(code, qs)
+            _own(recs, b, plain, cond_sql, qs, out)
             mine = {
                 f.name: b.count(cond_sql[f.name], f.window_days) for f in _by_cond(acct, cond_sql)
             }
@@ -288,13 +273,13 @@ def prefix_features(
 
 def _own(
     recs: _Sorted,
+    b: _Bounds,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
-    code: np.ndarray,
     qs: _Queries,
     out: dict[str, np.ndarray],
 ) -> None:
-    b = recs.bounds(code, qs)
+    """Counts and recency of the spine rows' own records (``b``: their bounds)."""
     first, end = b.lo(None), b.end
     for f in _by_cond(feats, cond_sql):
         cond = cond_sql[f.name]
@@ -315,7 +300,7 @@ def _own(
             nxt = np.concatenate([np.minimum.accumulate(idx[::-1])[::-1], [recs.n]])
             j = nxt[first]
             ok = j < end
-        ts = recs.t[np.where(ok, j, 0)] if recs.n else np.zeros(len(code), dtype=np.int64)
+        ts = recs.t[np.where(ok, j, 0)] if recs.n else np.zeros(len(end), dtype=np.int64)
         out[f.name] = np.where(ok, _days(qs.at, ts), np.nan)
 
 
@@ -339,8 +324,8 @@ def _distinct(
     )
     values = (
         con.execute(
-            f"SELECT DISTINCT CAST(x.{_q(column)} AS VARCHAR) AS v FROM {joined} "
-            f"WHERE x.{_q(column)} IS NOT NULL AND ({counted}) AND x.ts < {qs.top}"
+            f"SELECT DISTINCT CAST(x.{q(column)} AS VARCHAR) AS v FROM {joined} "
+            f"WHERE x.{q(column)} IS NOT NULL AND ({counted}) AND x.ts < {qs.top}"
         )
         .df()["v"]
         .to_numpy(dtype=object)
@@ -350,7 +335,7 @@ def _distinct(
         select = _select(
             "c._c",
             "v._c",
-            f"{joined} JOIN {vname} v ON v._val = CAST(x.{_q(column)} AS VARCHAR)",
+            f"{joined} JOIN {vname} v ON v._val = CAST(x.{q(column)} AS VARCHAR)",
             flags,
             qs,
         )
@@ -397,8 +382,8 @@ def _account_others(
         everyone = _Codes(con, colleagues, "lead_id")
         with everyone as ename:
             joined = (
-                f"{source} x JOIN {ename} e ON e.lead_id = x.{_q(key)} "
-                f"JOIN leads l ON l.lead_id = x.{_q(key)} "
+                f"{source} x JOIN {ename} e ON e.lead_id = x.{q(key)} "
+                f"JOIN leads l ON l.lead_id = x.{q(key)} "
                 f"JOIN {aname} c ON c.account_id = l.account_id"
             )
             recs = _Sorted(con, _select("c._c", "e._c", joined, flags, qs), flags, qs)
