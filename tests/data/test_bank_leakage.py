@@ -12,8 +12,8 @@ from leadml.importing.tabular import prepare_table, read_lead_table
 BANK = "uci_bank_marketing/bank-additional-full.csv"
 
 
-def test_bank_marketing_duration_is_flagged_and_nothing_else(repo_root: Path) -> None:
-    path = repo_root.parent / "shared" / "datasets" / BANK
+def test_bank_marketing_duration_is_flagged_and_nothing_else(shared_datasets: Path) -> None:
+    path = shared_datasets / BANK
     assert path.is_file(), f"{path} missing: download bank-additional.zip from the UCI repository"
     frame, report = prepare_table(read_lead_table(path), "y", missing_values="unknown,pdays=999")
     assert report.rows == 41188 and report.positives == 4640
