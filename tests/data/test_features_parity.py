@@ -13,7 +13,8 @@ from builders import T0, VOCAB, Sizes, fast_connect, tiny_company
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadml.features.catalog import is_categorical, is_count, load_catalog
+from leadml.features import prefix
+from leadml.features.catalog import Catalog, is_categorical, is_count, load_catalog
 from leadml.features.offline import compute_features
 from leadml.features.online import (
     compute_lead_features_online,
@@ -40,9 +41,11 @@ as_of_times = st.lists(
 )
 
 
-def assert_same(entity: str, offline: pd.Series, online: dict, context: str) -> None:
+def assert_same(
+    entity: str, offline: pd.Series, online: dict, context: str, catalog: Catalog = CATALOG
+) -> None:
     """Exact for counts and categories, 1e-9 relative for floats, same missing values."""
-    feats = {f.name: f for f in CATALOG.features(entity)}
+    feats = {f.name: f for f in catalog.features(entity)}
     assert list(online) == list(feats), context
     for name, f in feats.items():
         a, b = offline[name], online[name]
@@ -62,20 +65,31 @@ def assert_same(entity: str, offline: pd.Series, online: dict, context: str) -> 
 def _check(
     seed: int, size: Sizes, times: list[tuple[int, int]], entity: str, method: str = "join"
 ) -> int:
-    frames = tiny_company(seed, size)
+    return _check_frames(tiny_company(seed, size), times, entity, method, f"seed={seed}")
+
+
+def _check_frames(
+    frames: dict[str, pd.DataFrame],
+    times: list[tuple[int, int]],
+    entity: str,
+    method: str,
+    context: str,
+    catalog: Catalog = CATALOG,
+) -> int:
     con = fast_connect(frames)
     eid = f"{entity}_id"
     ids = frames["leads" if entity == "lead" else "opportunities"][eid].tolist()
     rows = [(i, T0 + pd.Timedelta(days=d, hours=h)) for i in ids for d, h in times]
     spine = pd.DataFrame(rows, columns=[eid, "as_of"])
-    offline = compute_features(con, CATALOG, entity, spine, method=method)
+    offline = compute_features(con, catalog, entity, spine, method=method)
     assert offline[eid].tolist() == spine[eid].tolist()
-    assert list(offline.columns) == [eid, "as_of", *CATALOG.names(entity)]
-    payloads = entity_payloads(frames, CATALOG, entity)
+    assert list(offline.columns) == [eid, "as_of", *catalog.names(entity)]
+    payloads = entity_payloads(frames, catalog, entity)
     nonzero = 0
     for k, (i, t) in enumerate(rows):
-        online = compute_online(CATALOG, entity, t, payloads[i])
-        assert_same(entity, offline.iloc[k], online, f"seed={seed} {entity}={i} as_of={t}")
+        online = compute_online(catalog, entity, t, payloads[i])
+        where = f"{context} {entity}={i} as_of={t}"
+        assert_same(entity, offline.iloc[k], online, where, catalog)
         nonzero += sum(1 for v in online.values() if v not in (None, 0, 0.0))
     con.close()
     return nonzero
@@ -97,11 +111,17 @@ def test_opportunity_features_online_equal_offline(
     _check(seed, size, times, "opportunity")
 
 
-@pytest.mark.parametrize("method", ["join", "prefix"])
+@pytest.mark.parametrize("method", ["join", "prefix", "prefix-sorted"])
 @pytest.mark.parametrize("entity", ["lead", "opportunity"])
-def test_parity_is_exercised_on_a_busy_company(entity: str, method: str) -> None:
+def test_parity_is_exercised_on_a_busy_company(
+    entity: str, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Both offline methods on a busy company where most features take real values (so a
-    pass is not vacuous), with as-of times on and off the record grid."""
+    pass is not vacuous), with as-of times on and off the record grid; the prefix method
+    in both of its layouts (``prefix-sorted``: the grid too large, records sorted)."""
+    if method == "prefix-sorted":
+        monkeypatch.setattr(prefix, "GRID_CELLS", 0)
+        method = "prefix"
     busy = Sizes(
         accounts=2,
         leads=6,
@@ -123,6 +143,58 @@ def test_prefix_method_equals_online(
     seed: int, size: Sizes, times: list[tuple[int, int]]
 ) -> None:
     _check(seed, size, times, "lead", "prefix")
+    cells = prefix.GRID_CELLS
+    try:  # the sorted layout (a grid too large) on the same company
+        prefix.GRID_CELLS = 0
+        _check(seed, size, times, "lead", "prefix")
+    finally:
+        prefix.GRID_CELLS = cells
+
+
+@pytest.mark.parametrize("method", ["join", "prefix", "prefix-sorted"])
+def test_records_on_window_edges(method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record exactly at a window's start is in the window, one at as_of is not, one a
+    microsecond before as_of is: every method and layout agrees with the online engine,
+    on the default lead features and windowed recency (which the default catalog lacks)."""
+    if method == "prefix-sorted":
+        monkeypatch.setattr(prefix, "GRID_CELLS", 0)
+        method = "prefix"
+    frames = tiny_company(7, Sizes(accounts=1, leads=3, events=40, activities=10))
+    t = T0 + pd.Timedelta(days=120)
+    edges = [t - pd.Timedelta(days=d) for d in (90, 30, 14, 7)]
+    edges += [t - pd.Timedelta(microseconds=1), t]
+    leads = frames["leads"]["lead_id"].tolist()
+    extra = pd.DataFrame(
+        [
+            {"lead_id": lead, "ts": ts, "type": kind, "page_category": cat, "campaign_id": None}
+            for lead in leads[:2]
+            for ts in edges
+            for kind, cat in (("page_view", "pricing"), ("web_visit", None), ("email_click", None))
+        ]
+    )
+    extra["ts"] = pd.to_datetime(extra["ts"], utc=True).dt.as_unit("us")
+    events = pd.concat([frames["events"], extra], ignore_index=True)
+    edged = dict(frames, events=events[events["ts"] != t - pd.Timedelta(microseconds=1)])
+    recency = [
+        {
+            "name": f"days_since_last_{kind}_{days}d",
+            "kind": "aggregate",
+            "source": "events",
+            "filter": {"type": kind},
+            "aggregation": "days_since_last",
+            "window": f"{days}d",
+            "label": "{value} days",
+        }
+        for kind in ("page_view", "web_visit")
+        for days in (7, 30)
+    ]
+    catalog = Catalog.model_validate(
+        {"lead": [*(f.model_dump() for f in CATALOG.features("lead")), *recency]}
+    )
+    catalog._vocab = VOCAB
+    for name, data in (("on the edges", dict(frames, events=events)), ("no t-1us", edged)):
+        nonzero = _check_frames(data, [(120, 0)], "lead", method, name, catalog)
+        assert nonzero > 0
 
 
 def test_payload_formats_give_the_same_features() -> None:

@@ -652,7 +652,7 @@ def compute_features(
         {
             "_sid": range(len(spine)),
             eid: spine[eid].astype(str).to_numpy(),
-            "as_of": to_utc(spine["as_of"], "spine.as_of").to_numpy(),
+            "as_of": to_utc(spine["as_of"], "spine.as_of").array,  # not .to_numpy(): objects
         }
     )
     name = f"_spine_{uuid.uuid4().hex[:8]}"

@@ -1,19 +1,20 @@
-"""Count-like features by prefix sums over time-sorted records: the offline engine's
-``prefix`` method, for spines with many as-of dates per entity (training sets).
+"""Count-like features by prefix sums over the records: the offline engine's ``prefix``
+method, for spines with many as-of dates per entity (training sets).
 
 The ``join`` method pairs every (entity, as_of) with every earlier record, so its cost
-grows with records x as-of dates per entity. Here each source's records are read once,
-sorted by (key, ts), and a feature at a spine row is a few binary searches and a
-difference of prefix sums: cost grows with records + spine rows.
+grows with records x as-of dates per entity. Here each source's records are read once
+(one scan, every feature's filter as a bit) and a feature at a spine row is a lookup or
+two: cost grows with records + spine rows.
 
 Time semantics are the engine's: a value as of T reads records with ``ts < T``; a window
 of ``n`` days reads ``W <= ts < T`` with ``W`` the spine's ``_w<n>`` column (T - n days,
 computed by DuckDB as in the join method). To make "before T" one integer comparison,
 every record gets its *rank* among the distinct query times Q (every as_of and window
 start of the spine): ``r(ts) = #{q in Q: q <= ts}``, so ``ts < Q[j]`` exactly when
-``r(ts) <= j``. Records sorted by (group, ts) are then sorted by the composite
-``group * (|Q| + 1) + r`` too, and :func:`numpy.searchsorted` on it answers every spine
-row at once.
+``r(ts) <= j``. Records are then counted per (group, rank) cell and cumulated over the
+ranks (a *grid*: a count is a difference of two cells), or, when the grid would be too
+large (every spine row at its own time), sorted by the composite ``group * (|Q| + 1) + r``
+and searched with :func:`numpy.searchsorted` (a count is a difference of prefix sums).
 
 A *group* is the key alone (own counts and recency), or (key, value) for distinct
 counts: a spine row then sums, over its key's groups, whether each has a record in the
@@ -29,7 +30,8 @@ maximums and windowed first-times stay with the join method.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import duckdb
@@ -65,34 +67,75 @@ class _Queries:
     m: int  # number of distinct query times + 1
 
 
-class _Sorted:
-    """Records sorted by (group, ts), with their filter bits and query-time rank.
+GRID_CELLS = 40_000_000
+"""Records are binned on a grid of (group, query-time rank) cells when it has at most this
+many cells (a few arrays of that length: ~0.5 GB at the cap); above it they are sorted by
+(group, ts) and searched, which needs memory for the records only."""
 
-    ``select`` yields ``_code`` (the key's code), optionally ``_v`` (a value code: then a
-    group is (key, value)), ``_t`` (epoch microseconds) and ``_fb<i>`` flag bits."""
+_NO_TS = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)  # no record: (last, first)
+
+
+@dataclass
+class _Rows:
+    """Fetched records: ts (epoch microseconds), query-time rank, filter bit columns and
+    which bit each filter is."""
+
+    t: np.ndarray
+    rank: np.ndarray
+    bits: list[np.ndarray]
+    flags: dict[str, tuple[int, int]]
+
+    def subset(self, keep: np.ndarray) -> _Rows:
+        return _Rows(self.t[keep], self.rank[keep], [b[keep] for b in self.bits], self.flags)
+
+
+class _Records:
+    """A source's records in groups, with their filter bits and query-time rank.
+
+    ``select`` yields ``_code`` (the key's code, < ``n_keys``), optionally ``_v`` (a
+    value code: then a group is (key, value)), ``_t`` (epoch microseconds) and ``_fb<i>``
+    flag bits. Groups are numbered in (key, value) order; ``group_key`` holds each
+    group's key when groups are (key, value) pairs.
+
+    Two layouts, the same answers: a *grid* of per-(group, rank) counts cumulated over
+    the ranks, so a count before as_of is one lookup (no sort, no search: the spines of
+    training sets and nightly runs, few distinct as-of dates); or, when the grid would be
+    too large (:data:`GRID_CELLS`, e.g. every spine row at its own time), the records
+    sorted by (group, ts), a count being a difference of prefix sums at binary-searched
+    bounds."""
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, select: str, flags: Sequence[str], qs: _Queries
+        self, rows: _Rows, code: np.ndarray, m: int, n_keys: int, value: np.ndarray | None = None
     ) -> None:
-        got = con.execute(select).fetchnumpy()
-        self.flags = flag_columns(flags)[0]
-        n_cols = len({col for col, _ in self.flags.values()})
-        self.bits = [np.asarray(got[f"_fb{i}"], dtype=np.int64) for i in range(n_cols)]
-        self.t = np.asarray(got["_t"], dtype=np.int64)
-        self.n = len(self.t)
-        self.m = qs.m
-        code = np.asarray(got["_code"], dtype=np.int64)
-        if "_v" in got:
-            v = np.asarray(got["_v"], dtype=np.int64)
-            new = np.ones(self.n, dtype=bool)
-            new[1:] = (code[1:] != code[:-1]) | (v[1:] != v[:-1])
-            group = np.cumsum(new) - 1
-            self.group_key = code[new]  # the key of each group, ascending
+        self.flags = rows.flags
+        t, rank, bits = rows.t, rows.rank, rows.bits
+        self.n, self.m = len(t), m
+        code = code.astype(np.int64)
+        self.group_key: np.ndarray | None = None
+        if value is not None:
+            width = int(value.max()) + 1 if self.n else 1
+            seen, pairs = pd.factorize(code * width + value)
+            order = np.argsort(pairs)  # groups numbered in (key, value) order
+            renum = np.empty(len(pairs), dtype=np.int64)
+            renum[order] = np.arange(len(pairs))
+            group = renum[seen]
+            self.group_key = pairs[order] // width
+            self.n_groups = len(pairs)
         else:
-            group = code
-            self.group_key = None
-        self.comp = group * self.m + np.searchsorted(qs.times, self.t, side="right")
-        self._pre: tuple[str | None, np.ndarray] | None = None
+            group, self.n_groups = code, n_keys
+        self.grid = self.n_groups * self.m <= GRID_CELLS
+        if self.grid:  # rank-major: a date's cells are one block, in key order
+            self.cell = self.cells(group, rank)
+        else:
+            order = np.lexsort((t, group))
+            t, bits = t[order], [b[order] for b in bits]
+            self.comp = (group * self.m + rank)[order]
+        self.t, self.bits = t, bits
+        self._cache: dict[str, tuple[str | None, np.ndarray]] = {}
+
+    def cells(self, group: np.ndarray, rank: np.ndarray) -> np.ndarray:
+        """Grid layout: the cell of each (group, rank)."""
+        return rank * self.n_groups + group
 
     def mask(self, cond: str | None) -> np.ndarray:
         if cond is None:
@@ -100,17 +143,55 @@ class _Sorted:
         col, bit = self.flags[cond]
         return (self.bits[col] & bit) != 0
 
+    def _cached(self, what: str, cond: str | None, make: Callable[[], np.ndarray]) -> np.ndarray:
+        """One array per record or cell is large at 100M records: only the last one of
+        each kind is kept, and callers go through their features grouped by condition
+        (:func:`_by_cond`)."""
+        hit = self._cache.get(what)
+        if hit is None or hit[0] != cond:
+            self._cache.pop(what, None)
+            self._cache[what] = (cond, make())
+        return self._cache[what][1]
+
+    def _int(self) -> type:
+        return np.int32 if self.n < np.iinfo(np.int32).max else np.int64
+
     def prefix(self, cond: str | None) -> np.ndarray:
-        """Running count of the records passing ``cond`` (length n + 1). Only the last
-        one is kept (one array per record is large at 100M records): callers go through
-        their features grouped by condition (:func:`_by_cond`)."""
-        if self._pre is None or self._pre[0] != cond:
-            self._pre = None
-            small = self.n < np.iinfo(np.int32).max
-            out = np.zeros(self.n + 1, dtype=np.int32 if small else np.int64)
+        """Sorted layout: running count of the records passing ``cond`` (length n + 1).
+        Grid layout: per cell, the records passing ``cond`` of its group with rank up to
+        the cell's (cumulated over the ranks)."""
+
+        def make() -> np.ndarray:
+            if self.grid:
+                cells = self.cell if cond is None else self.cell[self.mask(cond)]
+                per = np.bincount(cells, minlength=self.m * self.n_groups)
+                return np.cumsum(per.reshape(self.m, -1), axis=0, dtype=self._int()).ravel()
+            out = np.zeros(self.n + 1, dtype=self._int())
             np.cumsum(self.mask(cond), out=out[1:])
-            self._pre = (cond, out)
-        return self._pre[1]
+            return out
+
+        return self._cached("prefix", cond, make)
+
+    def extreme(self, cond: str | None, last: bool) -> np.ndarray:
+        """Grid layout: per cell, the last (or first) ts of a record passing ``cond`` of
+        its group with rank up to the cell's (:data:`_NO_TS` if none). Sorted layout: per
+        record index i, the largest index < i (last; -1 if none) or the smallest >= i
+        (first; n if none) of a record passing ``cond``."""
+
+        def make() -> np.ndarray:
+            mask = self.mask(cond)
+            if self.grid:
+                ufunc = np.maximum if last else np.minimum
+                out = np.full(self.m * self.n_groups, _NO_TS[0 if last else 1], dtype=np.int64)
+                ufunc.at(out, self.cell[mask], self.t[mask])
+                return ufunc.accumulate(out.reshape(self.m, -1), axis=0).ravel()
+            if last:
+                idx = np.where(mask, np.arange(self.n), -1)
+                return np.concatenate([[-1], np.maximum.accumulate(idx)])
+            idx = np.where(mask, np.arange(self.n), self.n)
+            return np.concatenate([np.minimum.accumulate(idx[::-1])[::-1], [self.n]])
+
+        return self._cached("last" if last else "first", cond, make)
 
     def _search(self, needles: np.ndarray, side: str) -> np.ndarray:
         # sorted needles walk the records once instead of jumping around them
@@ -119,17 +200,9 @@ class _Sorted:
         out[order] = np.searchsorted(self.comp, needles[order], side=side)  # type: ignore[call-overload]
         return out
 
-    def before(self, group: np.ndarray, rank: np.ndarray) -> np.ndarray:
-        """Per query: an index into the records: all of groups < group, and those of
-        ``group`` with ts < times[rank]."""
-        return self._search(group * self.m + rank, "right")
-
-    def start(self, group: np.ndarray) -> np.ndarray:
-        return self._search(group * self.m, "left")
-
     def bounds(self, group: np.ndarray, qs: _Queries, row: np.ndarray | None = None) -> _Bounds:
-        """Record index bounds for queries (``group``, the spine rows ``row`` of ``qs``,
-        default all), shared by every feature read over them."""
+        """Lookups for queries (``group``, the spine rows ``row`` of ``qs``, default all),
+        shared by every feature read over them."""
         return _Bounds(self, group, qs, row)
 
     def expand(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,31 +216,69 @@ class _Sorted:
 
 
 class _Bounds:
-    """Per query, the index of its first record before as_of (``end``) and, per window,
-    of its first record in the window (cached): a count is a difference of prefix sums."""
+    """Per query (a group at a spine row's as_of), where its records before as_of end and,
+    per window, where they start: grid cells, or record indices into the sorted layout
+    (cached per window). Counts, last and first times are lookups there."""
 
     def __init__(
-        self, recs: _Sorted, group: np.ndarray, qs: _Queries, row: np.ndarray | None
+        self, recs: _Records, group: np.ndarray, qs: _Queries, row: np.ndarray | None
     ) -> None:
         self.recs, self.group, self.qs, self.row = recs, group, qs, row
-        self.end = recs.before(group, qs.rank_at if row is None else qs.rank_at[row])
+        self.at = qs.at if row is None else qs.at[row]
+        rank = qs.rank_at if row is None else qs.rank_at[row]
+        if recs.grid:
+            self.end = recs.cells(group, rank)
+        else:
+            self.end = recs._search(group * recs.m + rank, "right")
         self._lo: dict[int | None, np.ndarray] = {}
 
+    def _rank_w(self, window: int) -> np.ndarray:
+        rank = self.qs.rank_w[window]
+        return rank if self.row is None else rank[self.row]
+
     def lo(self, window: int | None) -> np.ndarray:
+        """Sorted layout: the first record index of the window (None: of the group).
+        Grid layout: the cell of the records before the window's start."""
         if window not in self._lo:
-            if window is None:
-                self._lo[window] = self.recs.start(self.group)
+            recs, m = self.recs, self.recs.m
+            if recs.grid:
+                assert window is not None
+                self._lo[window] = recs.cells(self.group, self._rank_w(window))
+            elif window is None:
+                self._lo[window] = recs._search(self.group * m, "left")
             else:
-                rank = self.qs.rank_w[window]
-                self._lo[window] = self.recs.before(
-                    self.group, rank if self.row is None else rank[self.row]
-                )
+                self._lo[window] = recs._search(self.group * m + self._rank_w(window), "right")
         return self._lo[window]
 
     def count(self, cond: str | None, window: int | None) -> np.ndarray:
         """Records passing ``cond`` in the window (None: all time) before as_of."""
         pre = self.recs.prefix(cond)
-        return pre[self.end] - pre[self.lo(window)]
+        if self.recs.grid and window is None:
+            return pre[self.end].astype(np.int64)
+        return pre[self.end].astype(np.int64) - pre[self.lo(window)]
+
+    def last(self, cond: str | None, window: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(whether there is one, ts) of the last record passing ``cond`` in the window."""
+        recs = self.recs
+        ext = recs.extreme(cond, last=True)
+        if recs.grid:
+            ts = ext[self.end]
+            start = _NO_TS[0] + 1 if window is None else self.qs.times[self._rank_w(window)]
+            return ts >= start, ts
+        j = ext[self.end]
+        ok = j >= self.lo(window)
+        return ok, recs.t[np.where(ok, j, 0)] if recs.n else np.zeros(len(j), dtype=np.int64)
+
+    def first(self, cond: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """(whether there is one, ts) of the first record passing ``cond``, all time."""
+        recs = self.recs
+        ext = recs.extreme(cond, last=False)
+        if recs.grid:
+            ts = ext[self.end]
+            return ts < _NO_TS[1], ts
+        j = ext[self.lo(None)]
+        ok = j < self.end
+        return ok, recs.t[np.where(ok, j, 0)] if recs.n else np.zeros(len(j), dtype=np.int64)
 
 
 def _by_cond(
@@ -177,33 +288,21 @@ def _by_cond(
     return sorted(feats, key=lambda f: (cond_sql[f.name] is not None, cond_sql[f.name] or ""))
 
 
-def _select(code: str, value: str | None, joined: str, flags: Sequence[str], qs: _Queries) -> str:
-    """The SELECT for :class:`_Sorted` over ``joined`` (the source as ``x``)."""
-    cols = [f"{code} AS _code", "epoch_us(x.ts) AS _t", *flag_columns(flags)[1]]
-    if value is not None:
-        cols.insert(1, f"{value} AS _v")
-    order = "_code, _v, _t" if value is not None else "_code, _t"
-    return f"SELECT {', '.join(cols)} FROM {joined} WHERE x.ts < {qs.top} ORDER BY {order}"
-
-
 def _days(as_of_us: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
     """(T - ts) in days, bit-identical to the SQL ``days()`` of the join method."""
     return (as_of_us - ts_us).astype(np.float64) / float(DAY_US)
 
 
 class _Codes:
-    """Integer codes for string ids, registered in DuckDB for the duration of a ``with``."""
+    """Integer codes for string ids (``codes``: those of ``ids``, in one hashing pass),
+    registered in DuckDB for the duration of a ``with``."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, ids: np.ndarray, column: str) -> None:
         self.con = con
-        self.frame = pd.DataFrame({column: pd.unique(ids)})
-        self.frame["_c"] = np.arange(len(self.frame), dtype=np.int64)
-        self.index = pd.Series(self.frame["_c"].to_numpy(), index=self.frame[column])
+        codes, uniques = pd.factorize(ids)
+        self.codes = codes.astype(np.int64)
+        self.frame = pd.DataFrame({column: uniques, "_c": np.arange(len(uniques), dtype=np.int64)})
         self.name = f"_codes_{uuid.uuid4().hex[:8]}"
-
-    def of(self, ids: np.ndarray) -> np.ndarray:
-        """Codes of ``ids``; -1 for an id without one."""
-        return self.index.reindex(ids).fillna(-1).to_numpy(dtype=np.int64)
 
     def __enter__(self) -> str:
         self.con.register(self.name, self.frame)
@@ -225,7 +324,11 @@ def prefix_features(
     """The features ``feats`` (all of ``source``, all :func:`handles`) for every row of
     ``spine`` (``_sid``, ``eid``, ``as_of``, ``_w<n>``), as a frame with ``_sid`` and
     one column per feature. ``cond_sql`` maps a feature name to its filter over alias
-    ``x`` (None: every record). Counts are int64, days float64 (NaN: missing)."""
+    ``x`` (None: every record). Counts are int64, days float64 (NaN: missing).
+
+    The source's records before the last as_of are read once, with the key's code, the
+    filter bits of every feature and, per distinct-counted column, a value code; own
+    counts, distinct counts and the account's other leads are three groupings of them."""
     spans = sorted({f.window_days for f in feats if f.window_days is not None})
     wcols = "".join(f", epoch_us(_w{d}) AS _w{d}" for d in spans)
     sp = con.execute(
@@ -247,32 +350,72 @@ def prefix_features(
         m=len(times) + 1,
     )
     keys = np.asarray(sp["_k"], dtype=object)
-    codes = _Codes(con, keys, "_k")
-    code = codes.of(keys)
     own = [f for f in feats if f.scope == "self"]
     acct = [f for f in feats if f.scope == "account_others"]
     plain = [f for f in own if f.aggregation != "distinct_count"]
-    with codes as name:
-        joined = f"{source} x JOIN {name} c ON c._k = x.{q(key)}"
-        if plain or acct:
-            flags = sorted({c for f in [*plain, *acct] if (c := cond_sql[f.name]) is not None})
-            recs = _Sorted(con, _select("c._c", None, joined, flags, qs), flags, qs)
-            b = recs.bounds(code, qs)
-            _own(recs, b, plain, cond_sql, qs, out)
-            mine = {
-                f.name: b.count(cond_sql[f.name], f.window_days) for f in _by_cond(acct, cond_sql)
-            }
-            del recs
-        for column in sorted({f.column or "" for f in own if f.aggregation == "distinct_count"}):
-            group = [f for f in own if f.aggregation == "distinct_count" and f.column == column]
-            _distinct(con, joined, column, group, cond_sql, code, qs, out)
+    columns = sorted({f.column or "" for f in own if f.aggregation == "distinct_count"})
+    ids, account = keys, None
+    if acct:  # the spine's leads first (their codes come first), then their colleagues
+        colleagues = con.execute(
+            "SELECT l.lead_id, l.account_id FROM leads l WHERE l.account_id IN "
+            f"(SELECT a.account_id FROM {spine} s JOIN leads a ON a.lead_id = s.{q(eid)})"
+        ).df()
+        ids = np.concatenate([keys, colleagues["lead_id"].to_numpy(dtype=object)])
+    codes = _Codes(con, ids, "_k")
+    code = codes.codes[: len(keys)]
+    n_keys = len(codes.frame)
     if acct:
-        _account_others(con, source, key, keys, acct, cond_sql, mine, qs, out)
+        account = np.full(n_keys, -1, dtype=np.int64)  # per lead code, -1: none
+        account[codes.codes[len(keys) :]] = pd.factorize(colleagues["account_id"])[0]
+    flags = sorted({c for f in feats if (c := cond_sql[f.name]) is not None})
+    bit_of, flag_exprs = flag_columns(flags)
+    with ExitStack() as stack:
+        joins = [f"{source} x JOIN {stack.enter_context(codes)} c ON c._k = x.{q(key)}"]
+        cols = ["CAST(c._c AS INTEGER) AS _code", "epoch_us(x.ts) AS _t", *flag_exprs]
+        for i, column in enumerate(columns):
+            col = f"CAST(x.{q(column)} AS VARCHAR)"
+            values = con.execute(
+                f"SELECT DISTINCT {col} AS v FROM {source} x "
+                f"WHERE x.{q(column)} IS NOT NULL AND x.ts < {qs.top}"
+            ).df()["v"]
+            name = stack.enter_context(_Codes(con, values.to_numpy(dtype=object), "_val"))
+            joins.append(f"LEFT JOIN {name} v{i} ON v{i}._val = {col}")
+            cols.append(f"CAST(coalesce(v{i}._c, -1) AS INTEGER) AS _v{i}")
+        got = con.execute(
+            f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE x.ts < {qs.top}"
+        ).fetchnumpy()
+    t, rec_code = np.asarray(got["_t"], dtype=np.int64), np.asarray(got["_code"])
+    rows = _Rows(
+        t,
+        np.searchsorted(qs.times, t, side="right"),
+        [np.asarray(got[f"_fb{i}"], dtype=np.int64) for i in range(len(flag_exprs))],
+        bit_of,
+    )
+
+    def records(keep: np.ndarray, key_code: np.ndarray, value: np.ndarray) -> _Records:
+        return _Records(rows.subset(keep), key_code[keep], qs.m, 0, value[keep])
+
+    if plain or acct:
+        recs = _Records(rows, rec_code, qs.m, n_keys)
+        b = recs.bounds(code, qs)
+        _own(b, plain, cond_sql, qs, out)
+        mine = {f.name: b.count(cond_sql[f.name], f.window_days) for f in _by_cond(acct, cond_sql)}
+        del recs, b
+    for i, column in enumerate(columns):
+        group = [f for f in own if f.aggregation == "distinct_count" and f.column == column]
+        value = np.asarray(got[f"_v{i}"])
+        keep = value >= 0
+        if acct:  # records of colleagues not in the spine are only for account features
+            keep &= rec_code < code.max(initial=-1) + 1
+        _distinct(records(keep, rec_code, value), group, cond_sql, code, qs, out)
+    if account is not None:
+        rec_account = account[rec_code]
+        recs = records(rec_account >= 0, rec_account, rec_code)
+        _account_others(recs, acct, cond_sql, mine, account[code], qs, out)
     return pd.DataFrame(out)
 
 
 def _own(
-    recs: _Sorted,
     b: _Bounds,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
@@ -280,66 +423,27 @@ def _own(
     out: dict[str, np.ndarray],
 ) -> None:
     """Counts and recency of the spine rows' own records (``b``: their bounds)."""
-    first, end = b.lo(None), b.end
     for f in _by_cond(feats, cond_sql):
         cond = cond_sql[f.name]
         if f.aggregation in ("count", "exists"):
             n = b.count(cond, f.window_days)
             out[f.name] = n if f.aggregation == "count" else (n > 0).astype(np.int64)
-            continue
-        mask = recs.mask(cond)
-        if f.aggregation == "days_since_last":
-            lo = b.lo(f.window_days)
-            # the largest masked index < end
-            idx = np.where(mask, np.arange(recs.n), -1)
-            last = np.concatenate([[-1], np.maximum.accumulate(idx)]) if recs.n else np.array([-1])
-            j = last[end]
-            ok = j >= lo
-        else:  # days_since_first, all time: the smallest masked index >= the key's first
-            idx = np.where(mask, np.arange(recs.n), recs.n)
-            nxt = np.concatenate([np.minimum.accumulate(idx[::-1])[::-1], [recs.n]])
-            j = nxt[first]
-            ok = j < end
-        ts = recs.t[np.where(ok, j, 0)] if recs.n else np.zeros(len(end), dtype=np.int64)
-        out[f.name] = np.where(ok, _days(qs.at, ts), np.nan)
+        else:
+            last = f.aggregation == "days_since_last"  # else days_since_first, all time
+            ok, ts = b.last(cond, f.window_days) if last else b.first(cond)
+            out[f.name] = np.where(ok, _days(qs.at, np.where(ok, ts, qs.at)), np.nan)
 
 
 def _distinct(
-    con: duckdb.DuckDBPyConnection,
-    joined: str,
-    column: str,
+    recs: _Records,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
     code: np.ndarray,
     qs: _Queries,
     out: dict[str, np.ndarray],
 ) -> None:
-    """Distinct non-missing values of ``column`` per feature: records grouped by (key,
-    value), only those some feature counts."""
-    flags = sorted({c for f in feats if (c := cond_sql[f.name]) is not None})
-    counted = (
-        "TRUE"
-        if any(cond_sql[f.name] is None for f in feats)
-        else " OR ".join(f"({c})" for c in flags)
-    )
-    values = (
-        con.execute(
-            f"SELECT DISTINCT CAST(x.{q(column)} AS VARCHAR) AS v FROM {joined} "
-            f"WHERE x.{q(column)} IS NOT NULL AND ({counted}) AND x.ts < {qs.top}"
-        )
-        .df()["v"]
-        .to_numpy(dtype=object)
-    )
-    vcodes = _Codes(con, values, "_val")
-    with vcodes as vname:
-        select = _select(
-            "c._c",
-            "v._c",
-            f"{joined} JOIN {vname} v ON v._val = CAST(x.{q(column)} AS VARCHAR)",
-            flags,
-            qs,
-        )
-        recs = _Sorted(con, select, flags, qs)
+    """Distinct non-missing values of a column per feature: ``recs`` grouped by (key,
+    value); a spine row counts its key's groups with a record in the window."""
     row, group = recs.expand(code)
     b = recs.bounds(group, qs, row)
     for f in _by_cond(feats, cond_sql):
@@ -348,53 +452,27 @@ def _distinct(
 
 
 def _account_others(
-    con: duckdb.DuckDBPyConnection,
-    source: str,
-    key: str,
-    leads: np.ndarray,
+    recs: _Records,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
     mine: dict[str, np.ndarray],
+    account: np.ndarray,
     qs: _Queries,
     out: dict[str, np.ndarray],
 ) -> None:
-    """Over the other leads of the lead's account: the account's records (of every lead
-    of it, in the spine or not) grouped by lead; counts are the account's total minus the
-    lead's own, distinct leads count the groups with a record, less the lead itself."""
-    lead_codes = _Codes(con, leads, "lead_id")
-    with lead_codes as lname:
-        links = con.execute(
-            f"SELECT c.lead_id, l.account_id FROM {lname} c "
-            "LEFT JOIN leads l ON l.lead_id = c.lead_id"
-        ).df()
-    account_of = pd.Series(links["account_id"].to_numpy(), index=links["lead_id"])
-    accounts = _Codes(con, links["account_id"].dropna().to_numpy(dtype=object), "account_id")
-    acode = accounts.of(account_of.reindex(leads).to_numpy(dtype=object))
-    flags = sorted({c for f in feats if (c := cond_sql[f.name]) is not None})
-    with accounts as aname:
-        colleagues = (
-            con.execute(
-                f"SELECT l.lead_id FROM leads l JOIN {aname} a ON a.account_id = l.account_id"
-            )
-            .df()["lead_id"]
-            .to_numpy(dtype=object)
-        )
-        everyone = _Codes(con, colleagues, "lead_id")
-        with everyone as ename:
-            joined = (
-                f"{source} x JOIN {ename} e ON e.lead_id = x.{q(key)} "
-                f"JOIN leads l ON l.lead_id = x.{q(key)} "
-                f"JOIN {aname} c ON c.account_id = l.account_id"
-            )
-            recs = _Sorted(con, _select("c._c", "e._c", joined, flags, qs), flags, qs)
-    has = acode >= 0
-    row, group = recs.expand(acode)
+    """Over the other leads of the lead's account: ``recs`` are the account's records (of
+    every lead of it, in the spine or not) grouped by (account, lead); counts are the
+    account's total minus the lead's own (``mine``), distinct leads count the groups with
+    a record, less the lead itself. ``account``: the spine rows' account codes (-1: none)."""
+    has = account >= 0
+    row, group = recs.expand(account)
     b = recs.bounds(group, qs, row)
+    n_rows = len(account)
     for f in _by_cond(feats, cond_sql):
         per = b.count(cond_sql[f.name], f.window_days)
         if f.aggregation == "distinct_count":
-            n = np.bincount(row, weights=per > 0, minlength=len(leads)) - (mine[f.name] > 0)
+            n = np.bincount(row, weights=per > 0, minlength=n_rows) - (mine[f.name] > 0)
         else:
-            n = np.bincount(row, weights=per, minlength=len(leads)) - mine[f.name]
+            n = np.bincount(row, weights=per, minlength=n_rows) - mine[f.name]
         n = np.where(has, n, 0).astype(np.int64)
         out[f.name] = (n > 0).astype(np.int64) if f.aggregation == "exists" else n
