@@ -272,26 +272,23 @@ class _Compiler:
     def _prefixed(self, feats: list[AggregateFeature]) -> None:
         from leadml.features.prefix import prefix_features
 
-        by_source: dict[str, list[AggregateFeature]] = {}
+        if not feats:
+            return
+        conds = {f.name: _cond_sql(f, "x") for f in feats}
+        frame = prefix_features(
+            self.con,
+            self.spine,
+            self.eid,
+            SOURCES[self.entity],
+            feats,
+            {n: None if c == "TRUE" else c for n, c in conds.items()},
+        )
+        name = f"_prefix_{self.tag}"
+        self.con.register(name, frame)
+        self.frames.append(name)
+        alias = self._part(f"SELECT * FROM {name}")
         for f in feats:
-            by_source.setdefault(f.source, []).append(f)
-        for source, group in by_source.items():
-            conds = {f.name: _cond_sql(f, "x") for f in group}
-            frame = prefix_features(
-                self.con,
-                self.spine,
-                self.eid,
-                source,
-                SOURCES[self.entity][source],
-                group,
-                {n: None if c == "TRUE" else c for n, c in conds.items()},
-            )
-            name = f"_prefix_{self.tag}_{len(self.frames)}"
-            self.con.register(name, frame)
-            self.frames.append(name)
-            alias = self._part(f"SELECT * FROM {name}")
-            for f in group:
-                self.expr[f.name] = f"{alias}.{q(f.name)}"
+            self.expr[f.name] = f"{alias}.{q(f.name)}"
 
     def _fused(self, feats: list[AggregateFeature]) -> None:
         """Every aggregate of a source in ONE hash join + GROUP BY: the source's records

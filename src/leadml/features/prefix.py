@@ -67,10 +67,10 @@ class _Queries:
     m: int  # number of distinct query times + 1
 
 
-GRID_CELLS = 40_000_000
+GRID_CELLS = 100_000_000
 """Records are binned on a grid of (group, query-time rank) cells when it has at most this
-many cells (a few arrays of that length: ~0.5 GB at the cap); above it they are sorted by
-(group, ts) and searched, which needs memory for the records only."""
+many cells (one int64 array of that length at a time: 0.8 GB at the cap); above it they
+are sorted by (group, ts) and searched, which needs memory for the records only."""
 
 _NO_TS = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)  # no record: (last, first)
 
@@ -164,8 +164,8 @@ class _Records:
         def make() -> np.ndarray:
             if self.grid:
                 cells = self.cell if cond is None else self.cell[self.mask(cond)]
-                per = np.bincount(cells, minlength=self.m * self.n_groups)
-                return np.cumsum(per.reshape(self.m, -1), axis=0, dtype=self._int()).ravel()
+                per = np.bincount(cells, minlength=self.m * self.n_groups).reshape(self.m, -1)
+                return np.cumsum(per, axis=0, out=per).ravel()
             out = np.zeros(self.n + 1, dtype=self._int())
             np.cumsum(self.mask(cond), out=out[1:])
             return out
@@ -184,7 +184,8 @@ class _Records:
                 ufunc = np.maximum if last else np.minimum
                 out = np.full(self.m * self.n_groups, _NO_TS[0 if last else 1], dtype=np.int64)
                 ufunc.at(out, self.cell[mask], self.t[mask])
-                return ufunc.accumulate(out.reshape(self.m, -1), axis=0).ravel()
+                grid = out.reshape(self.m, -1)
+                return ufunc.accumulate(grid, axis=0, out=grid).ravel()
             if last:
                 idx = np.where(mask, np.arange(self.n), -1)
                 return np.concatenate([[-1], np.maximum.accumulate(idx)])
@@ -208,8 +209,13 @@ class _Records:
     def expand(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every (query, group of the query's key) pair: query indices and group ids."""
         assert self.group_key is not None
-        lo = np.searchsorted(self.group_key, key, side="left")
-        reps = np.searchsorted(self.group_key, key, side="right") - lo
+        # key k's groups are first[k]:first[k + 1] (keys are few, queries many); -1: none
+        n = max(int(key.max(initial=-1)), int(self.group_key.max(initial=-1))) + 1
+        first = np.searchsorted(self.group_key, np.arange(n + 1))
+        ok = key >= 0
+        k = np.where(ok, key, 0)
+        lo = first[k]
+        reps = np.where(ok, first[k + 1] - lo, 0)
         row = np.repeat(np.arange(len(key)), reps)
         offset = np.arange(len(row)) - np.repeat(np.cumsum(reps) - reps, reps)
         return row, np.repeat(lo, reps) + offset
@@ -293,97 +299,131 @@ def _days(as_of_us: np.ndarray, ts_us: np.ndarray) -> np.ndarray:
     return (as_of_us - ts_us).astype(np.float64) / float(DAY_US)
 
 
-class _Codes:
-    """Integer codes for string ids (``codes``: those of ``ids``, in one hashing pass),
-    registered in DuckDB for the duration of a ``with``."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, ids: np.ndarray, column: str) -> None:
-        self.con = con
-        codes, uniques = pd.factorize(ids)
-        self.codes = codes.astype(np.int64)
-        self.frame = pd.DataFrame({column: uniques, "_c": np.arange(len(uniques), dtype=np.int64)})
-        self.name = f"_codes_{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> str:
-        self.con.register(self.name, self.frame)
-        return self.name
-
-    def __exit__(self, *exc: object) -> None:
-        self.con.unregister(self.name)
+def _temp_table(con: duckdb.DuckDBPyConnection, stack: ExitStack, sql: str) -> str:
+    """A temporary table made by ``sql`` (a SELECT), dropped when ``stack`` closes."""
+    name = f"_prefix_{uuid.uuid4().hex[:10]}"
+    con.execute(f"CREATE TEMP TABLE {name} AS {sql}")
+    stack.callback(con.execute, f"DROP TABLE IF EXISTS {name}")
+    return name
 
 
 def prefix_features(
     con: duckdb.DuckDBPyConnection,
     spine: str,
     eid: str,
+    keys: dict[str, str],
+    feats: Sequence[AggregateFeature],
+    cond_sql: dict[str, str | None],
+) -> pd.DataFrame:
+    """The features ``feats`` (all :func:`handles`) for every row of ``spine`` (``_sid``,
+    ``eid``, ``as_of``, ``_w<n>``), as a frame with ``_sid`` and one column per feature.
+    ``keys`` maps each source table to its column holding the entity id; ``cond_sql`` maps
+    a feature name to its filter over alias ``x`` (None: every record). Counts are int64,
+    days float64 (NaN: missing).
+
+    Entity ids become integer codes once, in DuckDB (the spine's entities first, then the
+    other leads of their accounts when account features ask for them). Each source's
+    records before the last as_of are read once, with the key's code, the filter bits of
+    its features and, per distinct-counted column, a value code; own counts, distinct
+    counts and the account's other leads are three groupings of them."""
+    spans = sorted({f.window_days for f in feats if f.window_days is not None})
+    top = con.execute(f"SELECT CAST(max(as_of) AS VARCHAR) FROM {spine}").fetchall()[0][0]
+    if top is None:  # an empty spine
+        return pd.DataFrame({"_sid": np.zeros(0, dtype=np.int64), **{f.name: [] for f in feats}})
+    acct = any(f.scope == "account_others" for f in feats)
+    with ExitStack() as stack:
+        codes = _temp_table(
+            con,
+            stack,
+            "SELECT _k, CAST(row_number() OVER (ORDER BY _k) - 1 AS BIGINT) AS _c FROM "
+            f"(SELECT DISTINCT CAST({q(eid)} AS VARCHAR) AS _k FROM {spine})",
+        )
+        n_spine = con.execute(f"SELECT count(*) FROM {codes}").fetchall()[0][0]
+        wcols = "".join(f", epoch_us(s._w{d}) AS _w{d}" for d in spans)
+        sp = con.execute(
+            f"SELECT s._sid, c._c, epoch_us(s.as_of) AS _t{wcols} FROM {spine} s "
+            f"JOIN {codes} c ON c._k = CAST(s.{q(eid)} AS VARCHAR) ORDER BY s._sid"
+        ).fetchnumpy()
+        account = None
+        if acct:  # the accounts' other leads get the codes after the spine's
+            con.execute(
+                f"INSERT INTO {codes} SELECT lead_id, {n_spine} - 1 + row_number() OVER "
+                "(ORDER BY lead_id) FROM (SELECT DISTINCT l.lead_id FROM leads l "
+                f"WHERE l.account_id IN (SELECT a.account_id FROM {codes} c "
+                "JOIN leads a ON a.lead_id = c._k) "
+                f"AND l.lead_id NOT IN (SELECT _k FROM {codes}))"
+            )
+            links = con.execute(
+                f"SELECT c._c, dense_rank() OVER (ORDER BY l.account_id) AS a, "
+                f"l.account_id IS NULL AS none FROM {codes} c "
+                "LEFT JOIN leads l ON l.lead_id = c._k"
+            ).fetchnumpy()
+            n_codes = len(links["_c"])
+            account = np.full(n_codes, -1, dtype=np.int64)  # per lead code, -1: none
+            account[np.asarray(links["_c"])] = np.where(
+                np.asarray(links["none"]), -1, np.asarray(links["a"], dtype=np.int64) - 1
+            )
+        at = np.asarray(sp["_t"], dtype=np.int64)
+        starts = {d: np.asarray(sp[f"_w{d}"], dtype=np.int64) for d in spans}
+        times = np.unique(np.concatenate([at, *starts.values()]))
+        qs = _Queries(
+            times=times,
+            at=at,
+            rank_at=np.searchsorted(times, at),
+            rank_w={d: np.searchsorted(times, w) for d, w in starts.items()},
+            top="'" + top.replace("'", "''") + "'::TIMESTAMPTZ",
+            m=len(times) + 1,
+        )
+        code = np.asarray(sp["_c"], dtype=np.int64)
+        out: dict[str, np.ndarray] = {"_sid": np.asarray(sp["_sid"], dtype=np.int64)}
+        for source, key in keys.items():
+            group = [f for f in feats if f.source == source]
+            if group:
+                _source_features(
+                    con, stack, source, key, group, cond_sql, codes, code, n_spine, account, qs, out
+                )
+    return pd.DataFrame(out)
+
+
+def _source_features(
+    con: duckdb.DuckDBPyConnection,
+    stack: ExitStack,
     source: str,
     key: str,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
-) -> pd.DataFrame:
-    """The features ``feats`` (all of ``source``, all :func:`handles`) for every row of
-    ``spine`` (``_sid``, ``eid``, ``as_of``, ``_w<n>``), as a frame with ``_sid`` and
-    one column per feature. ``cond_sql`` maps a feature name to its filter over alias
-    ``x`` (None: every record). Counts are int64, days float64 (NaN: missing).
-
-    The source's records before the last as_of are read once, with the key's code, the
-    filter bits of every feature and, per distinct-counted column, a value code; own
-    counts, distinct counts and the account's other leads are three groupings of them."""
-    spans = sorted({f.window_days for f in feats if f.window_days is not None})
-    wcols = "".join(f", epoch_us(_w{d}) AS _w{d}" for d in spans)
-    sp = con.execute(
-        f"SELECT _sid, {q(eid)} AS _k, epoch_us(as_of) AS _t{wcols} FROM {spine} ORDER BY _sid"
-    ).fetchnumpy()
-    top = con.execute(f"SELECT CAST(max(as_of) AS VARCHAR) FROM {spine}").fetchall()[0][0]
-    out: dict[str, np.ndarray] = {"_sid": np.asarray(sp["_sid"], dtype=np.int64)}
-    if top is None:  # an empty spine
-        return pd.DataFrame({**out, **{f.name: np.zeros(0) for f in feats}})
-    at = np.asarray(sp["_t"], dtype=np.int64)
-    starts = {d: np.asarray(sp[f"_w{d}"], dtype=np.int64) for d in spans}
-    times = np.unique(np.concatenate([at, *starts.values()]))
-    qs = _Queries(
-        times=times,
-        at=at,
-        rank_at=np.searchsorted(times, at),
-        rank_w={d: np.searchsorted(times, w) for d, w in starts.items()},
-        top="'" + top.replace("'", "''") + "'::TIMESTAMPTZ",
-        m=len(times) + 1,
-    )
-    keys = np.asarray(sp["_k"], dtype=object)
+    codes: str,
+    code: np.ndarray,
+    n_spine: int,
+    account: np.ndarray | None,
+    qs: _Queries,
+    out: dict[str, np.ndarray],
+) -> None:
+    """The features of one source table into ``out`` (see :func:`prefix_features`):
+    ``codes`` is the table of entity codes, ``code`` the spine rows' codes (the first
+    ``n_spine`` codes are the spine's), ``account`` each code's account (-1: none)."""
     own = [f for f in feats if f.scope == "self"]
     acct = [f for f in feats if f.scope == "account_others"]
     plain = [f for f in own if f.aggregation != "distinct_count"]
     columns = sorted({f.column or "" for f in own if f.aggregation == "distinct_count"})
-    ids, account = keys, None
-    if acct:  # the spine's leads first (their codes come first), then their colleagues
-        colleagues = con.execute(
-            "SELECT l.lead_id, l.account_id FROM leads l WHERE l.account_id IN "
-            f"(SELECT a.account_id FROM {spine} s JOIN leads a ON a.lead_id = s.{q(eid)})"
-        ).df()
-        ids = np.concatenate([keys, colleagues["lead_id"].to_numpy(dtype=object)])
-    codes = _Codes(con, ids, "_k")
-    code = codes.codes[: len(keys)]
-    n_keys = len(codes.frame)
-    if acct:
-        account = np.full(n_keys, -1, dtype=np.int64)  # per lead code, -1: none
-        account[codes.codes[len(keys) :]] = pd.factorize(colleagues["account_id"])[0]
     flags = sorted({c for f in feats if (c := cond_sql[f.name]) is not None})
     bit_of, flag_exprs = flag_columns(flags)
-    with ExitStack() as stack:
-        joins = [f"{source} x JOIN {stack.enter_context(codes)} c ON c._k = x.{q(key)}"]
-        cols = ["CAST(c._c AS INTEGER) AS _code", "epoch_us(x.ts) AS _t", *flag_exprs]
-        for i, column in enumerate(columns):
-            col = f"CAST(x.{q(column)} AS VARCHAR)"
-            values = con.execute(
-                f"SELECT DISTINCT {col} AS v FROM {source} x "
-                f"WHERE x.{q(column)} IS NOT NULL AND x.ts < {qs.top}"
-            ).df()["v"]
-            name = stack.enter_context(_Codes(con, values.to_numpy(dtype=object), "_val"))
-            joins.append(f"LEFT JOIN {name} v{i} ON v{i}._val = {col}")
-            cols.append(f"CAST(coalesce(v{i}._c, -1) AS INTEGER) AS _v{i}")
-        got = con.execute(
-            f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE x.ts < {qs.top}"
-        ).fetchnumpy()
+    joins = [f"{source} x JOIN {codes} c ON c._k = x.{q(key)}"]
+    cols = ["CAST(c._c AS INTEGER) AS _code", "epoch_us(x.ts) AS _t", *flag_exprs]
+    for i, column in enumerate(columns):
+        col = f"CAST(x.{q(column)} AS VARCHAR)"
+        values = _temp_table(
+            con,
+            stack,
+            "SELECT _val, CAST(row_number() OVER (ORDER BY _val) - 1 AS INTEGER) AS _c FROM "
+            f"(SELECT DISTINCT {col} AS _val FROM {source} x "
+            f"WHERE x.{q(column)} IS NOT NULL AND x.ts < {qs.top})",
+        )
+        joins.append(f"LEFT JOIN {values} v{i} ON v{i}._val = {col}")
+        cols.append(f"coalesce(v{i}._c, -1) AS _v{i}")
+    got = con.execute(
+        f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE x.ts < {qs.top}"
+    ).fetchnumpy()
     t, rec_code = np.asarray(got["_t"], dtype=np.int64), np.asarray(got["_code"])
     rows = _Rows(
         t,
@@ -396,6 +436,7 @@ def prefix_features(
         return _Records(rows.subset(keep), key_code[keep], qs.m, 0, value[keep])
 
     if plain or acct:
+        n_keys = n_spine if account is None else len(account)
         recs = _Records(rows, rec_code, qs.m, n_keys)
         b = recs.bounds(code, qs)
         _own(b, plain, cond_sql, qs, out)
@@ -404,15 +445,14 @@ def prefix_features(
     for i, column in enumerate(columns):
         group = [f for f in own if f.aggregation == "distinct_count" and f.column == column]
         value = np.asarray(got[f"_v{i}"])
-        keep = value >= 0
-        if acct:  # records of colleagues not in the spine are only for account features
-            keep &= rec_code < code.max(initial=-1) + 1
+        # records of colleagues not in the spine are only for account features
+        keep = (value >= 0) & (rec_code < n_spine)
         _distinct(records(keep, rec_code, value), group, cond_sql, code, qs, out)
-    if account is not None:
+    if acct:
+        assert account is not None
         rec_account = account[rec_code]
         recs = records(rec_account >= 0, rec_account, rec_code)
         _account_others(recs, acct, cond_sql, mine, account[code], qs, out)
-    return pd.DataFrame(out)
 
 
 def _own(
