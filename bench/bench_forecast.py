@@ -41,7 +41,14 @@ import pandas as pd
 
 
 def train_model_sources(
-    settings, data: Path, periods: list, weeks: int, mode: str, history, calendar: bool = False
+    settings,
+    data: Path,
+    periods: list,
+    weeks: int,
+    mode: str,
+    history,
+    calendar: bool = False,
+    boundary_share: bool = True,
 ) -> tuple[dict[str, object], list[str]]:  # type: ignore[no-untyped-def]
     """Deal-close models trained before each backtest quarter (``quarterly``) or before the
     first one (``once``), as probability sources keyed by quarter label; and notes."""
@@ -84,7 +91,12 @@ def train_model_sources(
         bundle = ScoringBundle.from_training(result)
         champ = BundleChampion(bundle, f"before {cut.date()}")
         models[cut] = ModelProbabilities(
-            champ, catalog, history, name=f"deal_close model trained before {cut.date()}"
+            champ,
+            catalog,
+            history,
+            name=f"deal_close model trained before {cut.date()}",
+            week_days=int(spec.target.week_days),
+            boundary_share=boundary_share,
         )
         m = result.metrics
         notes.append(
@@ -200,6 +212,12 @@ def main() -> None:
         help="train the deal-close model with target.calendar (days to quarter end per period)",
     )
     parser.add_argument("--skip-extras", action="store_true", help="only the backtests")
+    parser.add_argument(
+        "--linear-share",
+        action="store_true",
+        help="model source: a period end inside a model week takes a linear share of its wins "
+        "(default: the share measured on the history, ModelProbabilities(boundary_share=True))",
+    )
     args = parser.parse_args()
 
     s = load_settings()
@@ -228,7 +246,14 @@ def main() -> None:
         periods = backtest_quarters(hist, args.quarters)
         start = time.perf_counter()
         sources, notes = train_model_sources(
-            s, Path(data), periods, args.weeks, args.model, hist, calendar=args.calendar
+            s,
+            Path(data),
+            periods,
+            args.weeks,
+            args.model,
+            hist,
+            calendar=args.calendar,
+            boundary_share=not args.linear_share,
         )
         print(f"\ndeal-close model ({args.model}), trained in {time.perf_counter() - start:.0f} s:")
         for note in notes:

@@ -139,9 +139,7 @@ def test_parity_is_exercised_on_a_busy_company(
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31), size=sizes, times=as_of_times)
-def test_prefix_method_equals_online(
-    seed: int, size: Sizes, times: list[tuple[int, int]]
-) -> None:
+def test_prefix_method_equals_online(seed: int, size: Sizes, times: list[tuple[int, int]]) -> None:
     _check(seed, size, times, "lead", "prefix")
     cells = prefix.GRID_CELLS
     try:  # the sorted layout (a grid too large) on the same company

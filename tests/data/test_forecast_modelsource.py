@@ -143,12 +143,17 @@ def test_the_nightly_source_measures_the_quarter_shock_and_refuses_later_dates(
     # Earlier quarters at the same moment were scored: the shock is measured on them.
     assert r.shock_periods >= 2
     assert r.probability_source == "deal_close v3"
-    # Tonight's features are the ones scored (reused, not recomputed).
-    horizon = np.full(len(feats), (pd.Timestamp("2026-01-01", tz="UTC") - AS_OF).days)
-    expected = model.won_by(feats, horizon) @ deals.set_index("opportunity_id").loc[
-        feats["opportunity_id"], "amount"
-    ].to_numpy(float)
-    assert r.total.open_expected == pytest.approx(expected)
+    # Tonight's features are the ones scored (reused, not recomputed): whole model weeks
+    # up to the quarter end, plus the share of the week that holds it measured on the
+    # earlier quarters' wins.
+    end = pd.Timestamp("2026-01-01", tz="UTC")
+    days = (end - AS_OF).days
+    full, rest = days // 7 * 7, days % 7
+    lo = model.won_by(feats, np.full(len(feats), float(full)))
+    hi = model.won_by(feats, np.full(len(feats), float(full + 7)))
+    p = lo + (source.boundary_share(AS_OF, end, rest) * (hi - lo) if rest else 0)
+    amounts = deals.set_index("opportunity_id").loc[feats["opportunity_id"], "amount"]
+    assert r.total.open_expected == pytest.approx(p @ amounts.to_numpy(float))
     with pytest.raises(ForecastError, match="at the latest"):
         source(con, AS_OF + pd.Timedelta(days=1), pd.Timestamp("2026-01-01", tz="UTC"))
     # Without the catalog and history the source knows tonight only: deals independent.
@@ -162,7 +167,12 @@ def test_the_nightly_source_measures_the_quarter_shock_and_refuses_later_dates(
         history=history,
     )
     assert r0.shock_periods == 0 and r0.shock_sd == 0.0
-    assert r0.total.expected == pytest.approx(r.total.expected)
+    # ... and without the history the quarter-end week's share is the linear one
+    linear = model.won_by(feats, np.full(len(feats), float(days))) @ amounts.to_numpy(float)
+    assert r0.total.open_expected == pytest.approx(linear)
+    assert r0.total.expected - r0.total.open_expected == pytest.approx(
+        r.total.expected - r.total.open_expected
+    )
 
 
 def test_the_fan_spreads_with_the_quarter_shock(book) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,9 @@ from leadml.errors import ConfigError
 
 
 def test_yaml_env_and_flags_layer_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "leadml.yaml").write_text("simulator:\n  leads: 1234\n  seed: 3\ndata:\n  bad_rows: quarantine\n")
+    (tmp_path / "leadml.yaml").write_text(
+        "simulator:\n  leads: 1234\n  seed: 3\ndata:\n  bad_rows: quarantine\n"
+    )
     s = load_settings(tmp_path)
     assert s.simulator.leads == 1234 and s.data.bad_rows == "quarantine"
     monkeypatch.setenv("LEADML_SIMULATOR__LEADS", "999")

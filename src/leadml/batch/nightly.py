@@ -449,8 +449,29 @@ def score_deals(
     next_q = this_q.shifted(-1)
     day = pd.Timedelta(days=1)
     n = len(features)
-    p_this = model.won_by(features, np.full(n, (this_q.end - as_of) / day))
-    p_next = model.won_by(features, np.full(n, (next_q.end - as_of) / day))
+    source = None
+    if catalog is not None and history is not None:
+        from leadml.forecast.modelsource import ModelProbabilities
+
+        source = ModelProbabilities(
+            model,
+            catalog,
+            history,
+            latest=as_of,
+            known=(as_of, features),
+            name=f"{DEAL_MODEL} v{model.version}",
+            week_days=int(getattr(model, "week_days", 7)),
+        )
+
+    def won_before(end: pd.Timestamp) -> np.ndarray:
+        """P(won before ``end``): the forecast's own numbers when it has the history
+        (the share of a quarter-end week's wins before the boundary is measured there)."""
+        if source is None:
+            return np.asarray(model.won_by(features, np.full(n, (end - as_of) / day)))
+        # tonight's features are known to the source: no query, the connection is unused
+        return source(None, as_of, end)["p_won_by"].to_numpy()  # type: ignore[arg-type]
+
+    p_this, p_next = won_before(this_q.end), won_before(next_q.end)
     p_90 = model.won_by(features, np.full(n, 90.0))
     headline = np.asarray(model.predict(features), dtype="float64")
     grades = model.grade(headline)
@@ -487,17 +508,7 @@ def score_deals(
         ascending=[False, True],
         ignore_index=True,
     )
-    if catalog is not None and history is not None:
-        from leadml.forecast.modelsource import ModelProbabilities
-
-        source = ModelProbabilities(
-            model,
-            catalog,
-            history,
-            latest=as_of,
-            known=(as_of, features),
-            name=f"{DEAL_MODEL} v{model.version}",
-        )
+    if source is not None:
         return ordered, source
     ids = out["opportunity_id"].to_numpy()
     cache: dict[pd.Timestamp, pd.DataFrame] = {}
@@ -792,6 +803,11 @@ class BundleChampion:
     def reasons(self, features: pd.DataFrame) -> list[str]:
         found = self.bundle.explain(features, k=REASONS_PER_ROW)
         return ["; ".join(r["text"] for r in row["positive"]) or None for row in found]  # type: ignore[misc]
+
+    @property
+    def week_days(self) -> int:
+        """The deal-close hazard's period length in days."""
+        return int((self.bundle.hazard or {}).get("week_days", 7))
 
     def won_by(self, features: pd.DataFrame, horizon_days: np.ndarray) -> np.ndarray:
         import copy

@@ -202,9 +202,14 @@ class DuckDBOutputs:
                 have = {r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
                 for col in frame.columns:
                     if col not in have:
-                        typ = next(iter(con.execute(
-                            f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1"
-                        ).fetchall()), None)
+                        typ = next(
+                            iter(
+                                con.execute(
+                                    f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1"
+                                ).fetchall()
+                            ),
+                            None,
+                        )
                         sql_type = typ[0] if typ and typ[0] != "NULL" else "VARCHAR"
                         con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {sql_type}")
                 con.execute(f"DELETE FROM {_q(table)} WHERE {AS_OF} = ?", [as_of])

@@ -127,6 +127,7 @@ class ScoringBundle:
                 "horizon_days": model.horizon_days,
                 "shift_features": model.shift_features,
                 "calendar": model.calendar,
+                "calibration": model.hazard_calibration,
             }
         bundle = cls(
             name=spec.name,
@@ -233,6 +234,7 @@ class ScoringBundle:
                     int(h["horizon_days"]),
                     list(h.get("shift_features", [])),
                     calendar=bool(h.get("calendar", False)),
+                    hazard_calibration=h.get("calibration"),
                 )
         return self._model
 

@@ -68,6 +68,12 @@ class Calibrator:
         return {"method": "sigmoid", "a": self.a_, "b": self.b_}
 
     @classmethod
+    def identity(cls) -> Calibrator:
+        """The identity on [0, 1] (an isotonic map through (0, 0) and (1, 1), so it is
+        stored and loaded like any other)."""
+        return cls.from_dict({"method": "isotonic", "x": [0.0, 1.0], "y": [0.0, 1.0]})
+
+    @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Calibrator:
         cal = cls(data["method"])
         if cal.method == "isotonic":
