@@ -20,6 +20,7 @@ pre-encoded rows, and times the category encoding alone.
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,8 +57,10 @@ def _spec(args: argparse.Namespace) -> ModelSpec:
 
 
 def _frame(args: argparse.Namespace, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    if args.frame:
-        return pd.read_parquet(args.frame), None
+    if args.frame:  # as `leadml train --dataset` reads it: lean
+        from leadml.modeling.workflow import load_training_set
+
+        return load_training_set(args.frame, spec), None
     weeks = max(30, min(104, args.rows // 5_000))
     if spec.kind == "lead_readiness":
         return synthetic.readiness_frame(args.rows, weeks=weeks, seed=1)
@@ -154,6 +157,11 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="LightGBM threads (0 = physical cores)")
     p.add_argument("--score-rows", type=int, help="bench batch scoring on this many rows")
     p.add_argument("--no-backtest", action="store_true", help="time only the single fits")
+    p.add_argument(
+        "--procedure-only",
+        action="store_true",
+        help="skip the single fits (they encode the whole set at once: too big at 1M leads)",
+    )
     args = p.parse_args()
 
     spec = _spec(args)
@@ -169,6 +177,35 @@ def main() -> None:
         bench_scoring(frame, spec, args.score_rows)
         return
 
+    if not args.procedure_only:
+        _single_fits(frame, spec)
+    if args.no_backtest:
+        return
+    t0 = time.perf_counter()
+    result = train(
+        frame, spec, truth=truth, capacity=200 if spec.kind == "lead_readiness" else None
+    )
+    total = time.perf_counter() - t0
+    m = result.metrics
+    print(
+        f"  full procedure ({len(result.folds)} backtest "
+        "folds x (fit + calibration + refit) + baseline, "
+        f"final fit): {total:.1f}s, {len(frame) / total:,.0f} snapshots/s"
+    )
+    print(
+        f"  backtest ROC AUC {m['roc_auc']:.4f} (baseline "
+        f"{m.get('baseline_roc_auc', np.nan):.4f}), "
+        f"ECE {m['ece']:.4f}; final rounds {result.model.rounds}"
+    )
+    if "roc_auc_vs_oracle" in m:
+        print(f"  ROC AUC / oracle ROC AUC: {m['roc_auc_vs_oracle']:.3f}")
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(result.timings.items()))
+    print(f"  phases (wall, nested: backtest_models/final_model include booster etc.): {phases}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+    print(f"  peak RSS {peak:.2f} GiB (loading included)")
+
+
+def _single_fits(frame: pd.DataFrame, spec: ModelSpec) -> None:
     enc = CategoryEncoder(spec.features).fit(frame)
     X = enc.transform(frame)
     if spec.kind == "lead_readiness":
@@ -194,28 +231,6 @@ def main() -> None:
         fit_baseline(X.iloc[:cap], y[:cap], spec, enc.categorical)
         base = time.perf_counter() - t0
         print(f"  logistic baseline fit ({min(cap, len(X)):,} rows): {base:.1f}s")
-    if args.no_backtest:
-        return
-    t0 = time.perf_counter()
-    result = train(
-        frame, spec, truth=truth, capacity=200 if spec.kind == "lead_readiness" else None
-    )
-    total = time.perf_counter() - t0
-    m = result.metrics
-    print(
-        f"  full procedure ({len(result.folds)} backtest "
-        "folds x (fit + calibration + refit) + baseline, "
-        f"final fit): {total:.1f}s, {len(frame) / total:,.0f} snapshots/s"
-    )
-    print(
-        f"  backtest ROC AUC {m['roc_auc']:.4f} (baseline "
-        f"{m.get('baseline_roc_auc', np.nan):.4f}), "
-        f"ECE {m['ece']:.4f}; final rounds {result.model.rounds}"
-    )
-    if "roc_auc_vs_oracle" in m:
-        print(f"  ROC AUC / oracle ROC AUC: {m['roc_auc_vs_oracle']:.3f}")
-    phases = ", ".join(f"{k} {v:.1f}s" for k, v in sorted(result.timings.items()))
-    print(f"  phases (wall, nested: backtest_models/final_model include booster etc.): {phases}")
 
 
 if __name__ == "__main__":

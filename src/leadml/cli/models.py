@@ -40,6 +40,14 @@ def _quiet_mlflow() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def _only_with(what: str, *flags: tuple[str, object]) -> None:
+    """Refuse the ``flags`` that were given (truthy value): they only apply with ``what``."""
+    given = [flag for flag, value in flags if value]
+    if given:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise LeadmlError(f"{', '.join(given)} only {verb} with {what}")
+
+
 def train(
     ctx: typer.Context,
     model: str | None = typer.Argument(
@@ -61,6 +69,12 @@ def train(
         None, "--start", help="First as-of date (ISO) [default: data start]"
     ),
     end: str | None = typer.Option(None, "--end", help="Last as-of date (ISO) [default: data end]"),
+    dataset: Path | None = typer.Option(
+        None,
+        "--dataset",
+        help="Train on a training set saved by `leadml dataset` (Parquet) instead of "
+        "building it: build once, retrain many times; loaded lean (float32, categories)",
+    ),
     no_register: bool = typer.Option(
         False, "--no-register", help="Log the run but do not register a version"
     ),
@@ -125,6 +139,7 @@ def train(
             for flag, value in (
                 ("a model argument", model),
                 ("--data", data),
+                ("--dataset", dataset),
                 ("--start", start),
                 ("--end", end),
             )
@@ -155,23 +170,22 @@ def train(
             as_json=as_json,
         )
         return
-    table_only = [
-        flag
-        for flag, value in (
-            ("--target", target),
-            ("--time-column", time_column),
-            ("--order-by", order_by),
-            ("--exclude", exclude),
-            ("--missing-values", missing_values),
-            ("--positive", positive),
-            ("--name", name),
-            ("--quick", quick),
+    _only_with(
+        "--table FILE",
+        ("--target", target),
+        ("--time-column", time_column),
+        ("--order-by", order_by),
+        ("--exclude", exclude),
+        ("--missing-values", missing_values),
+        ("--positive", positive),
+        ("--name", name),
+        ("--quick", quick),
+    )
+    if dataset is not None and (start or end):
+        raise LeadmlError(
+            "--dataset trains on the file's rows; drop --start/--end (or build the set again "
+            "with `leadml dataset ... --start D --end D`)"
         )
-        if value
-    ]
-    if table_only:
-        verb = "applies" if len(table_only) == 1 else "apply"
-        raise LeadmlError(f"{', '.join(table_only)} only {verb} with --table FILE")
     model_spec = workflow.load_model_spec(s, model, spec)
     data_obj = workflow.open_data(s, data)
     err = common.err_console()
@@ -184,9 +198,13 @@ def train(
                     task, completed=done, total=total, description=f"training set: {message}"
                 )
 
-            frame, summary = workflow.build_dataset(
-                data_obj, model_spec, start=start, end=end, progress=ds_progress
-            )
+            if dataset is not None:
+                bar.update(task, description=f"training set: reading {dataset.name}")
+                frame = workflow.load_training_set(dataset, model_spec)
+            else:
+                frame, _ = workflow.build_dataset(
+                    data_obj, model_spec, start=start, end=end, progress=ds_progress
+                )
             bar.update(task, description="training")
 
             def say(message: str) -> None:
@@ -248,7 +266,7 @@ def train(
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     where = f"version {logged.version} (@challenger)" if logged.version else "not registered"
     out.print(
-        f"{summary.rows:,} training rows, {result.positives:,} positives; trained in "
+        f"{result.rows:,} training rows, {result.positives:,} positives; trained in "
         f"{result.seconds:,.0f}s; MLflow run {logged.run_id}, {model_spec.name} {where}"
     )
     if logged.champion_comparison.get("roc_auc") is not None:

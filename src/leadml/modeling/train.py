@@ -561,18 +561,13 @@ def _calibration_masks(df: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, n
     return fit_mask, cal_mask
 
 
-def _split_calibration(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows to fit the booster on, later calibration slice) of one training window."""
-    fit_mask, cal_mask = _calibration_masks(df, spec)
-    return df[fit_mask], df[cal_mask]
-
-
 def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet) -> ReadinessModel:
     """Fit the readiness model on labelled rows ``df`` (all with known labels)."""
     _check_positives(int(df["label"].sum()), spec, "the training window")
     encoder = CategoryEncoder(spec.features).fit(df)
-    fit_part, cal_part = _split_calibration(df, spec)
-    if fit_part["label"].sum() < 1 or cal_part["label"].nunique() < 2:
+    y_all = df["label"].to_numpy()
+    fit_mask, cal_mask = _calibration_masks(df, spec)
+    if y_all[fit_mask].sum() < 1 or len(np.unique(y_all[cal_mask])) < 2:
         raise LeadmlError(
             f"{spec.name}: the training window ({df['as_of'].min():%Y-%m-%d} "
             f"to {df['as_of'].max():%Y-%m-%d}) "
@@ -581,32 +576,38 @@ def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet
             "history or shorten calibration.holdout_days"
         )
     est = spec.estimator
-    with phase("encode"):
-        X_all = encoder.transform(df)
-    y_all = df["label"].to_numpy()
-    fit_mask, cal_mask = _calibration_masks(df, spec)
     fit_pos, cal_pos = np.flatnonzero(fit_mask), np.flatnonzero(cal_mask)
     idx, w = sample_negatives(y_all[fit_pos], est.negative_rate, est.seed)
     fit_pos = fit_pos[idx]
-    progress(
-        f"booster on {len(fit_pos):,} of {len(fit_part):,} rows"
-        f"{' (negatives sampled)' if w is not None else ''}, calibration on {len(cal_part):,}"
+    refit_pos, refit_w = (
+        sample_negatives(y_all, est.negative_rate, est.seed + 1)
+        if spec.calibration.refit
+        else (np.zeros(0, dtype=np.int64), None)
     )
-    Xc, yc = X_all.iloc[cal_pos], y_all[cal_pos]
+    progress(
+        f"booster on {len(fit_pos):,} of {int(fit_mask.sum()):,} rows"
+        f"{' (negatives sampled)' if w is not None else ''}, calibration on {len(cal_pos):,}"
+    )
+    # encode only the rows some fit reads (negatives are sampled: a fraction of the set)
+    with phase("encode"):
+        used = np.unique(np.concatenate([fit_pos, cal_pos, refit_pos]))
+        X_used = encoder.transform(df.iloc[used])
+
+    def X_at(pos: np.ndarray) -> pd.DataFrame:
+        return X_used.iloc[np.searchsorted(used, pos)]
+
+    Xc, yc = X_at(cal_pos), y_all[cal_pos]
     with phase("booster"):
-        booster, rounds = fit_booster(
-            X_all.iloc[fit_pos], y_all[fit_pos], est, valid=(Xc, yc), weight=w
-        )
+        booster, rounds = fit_booster(X_at(fit_pos), y_all[fit_pos], est, valid=(Xc, yc), weight=w)
     with phase("calibration"):
         calibrator = Calibrator(spec.calibration.method).fit(
             booster.predict(Xc, num_iteration=rounds), yc
         )
     if spec.calibration.refit:
         progress(f"refit on all {len(df):,} rows, {rounds} rounds")
-        idx, w = sample_negatives(y_all, est.negative_rate, est.seed + 1)
         with phase("refit"):
             booster, rounds = fit_booster(
-                X_all.iloc[idx], y_all[idx], est, num_boost_round=rounds, weight=w
+                X_at(refit_pos), y_all[refit_pos], est, num_boost_round=rounds, weight=refit_w
             )
     return ReadinessModel(list(spec.features), encoder, booster, calibrator, rounds)
 
@@ -767,7 +768,7 @@ def check_dataset(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
             f"{', '.join(missing)}; check the feature names in "
             f"models/{spec.name}.yaml against configs/features.yaml"
         )
-    out = df.copy()
+    out = df.copy(deep=False)  # columns are replaced, never written in place
     out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
     if spec.kind == "lead_readiness":
         if out["label"].isna().any():
@@ -784,7 +785,27 @@ def check_dataset(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         out["outcome_days"] = out["outcome_days"].astype(float)
     if spec.history_days:
         out = out[out["as_of"] >= out["as_of"].max() - spec.history_days * DAY]
-    return out.sort_values(["as_of", spec.id_column], kind="stable").reset_index(drop=True)
+    if not _sorted_by(out, ["as_of", spec.id_column]):  # training sets come sorted: no copy
+        out = out.sort_values(["as_of", spec.id_column], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def _sorted_by(df: pd.DataFrame, cols: list[str]) -> bool:
+    """Whether ``df`` is sorted by ``cols`` (lexicographically, ascending)."""
+    if len(df) < 2:
+        return True
+    a, b = df[cols[0]].to_numpy(), df[cols[1]].to_numpy()
+    ahead = a[1:] > a[:-1]
+    tie = a[1:] == a[:-1]
+    return bool(np.all(ahead | tie) and np.all(~tie | (b[1:] >= b[:-1])))
+
+
+def _rows_between(df: pd.DataFrame, start: pd.Timestamp | None, end: pd.Timestamp) -> pd.DataFrame:
+    """Rows with ``start <= as_of < end`` of a frame sorted by ``as_of``: a slice, not a
+    copy (the training set can be most of the memory at a million leads)."""
+    at = df["as_of"]
+    lo = 0 if start is None else int(at.searchsorted(start, side="left"))
+    return df.iloc[lo : int(at.searchsorted(end, side="left"))]
 
 
 def last_testable(df: pd.DataFrame, spec: ModelSpec) -> pd.Timestamp:
@@ -955,12 +976,10 @@ def _train(
     for i, origin in enumerate(backtest_origins(df, spec)):
         t0 = time.perf_counter()
         cutoff = origin - spec.backtest.gap_days * DAY
-        train_part = df[df["as_of"] < cutoff]
+        train_part = _rows_between(df, None, cutoff)
         if spec.kind == "deal_close":
             train_part = censor_deals(train_part, origin)
-        test_part = df[
-            (df["as_of"] >= origin) & (df["as_of"] < origin + spec.backtest.test_days * DAY)
-        ]
+        test_part = _rows_between(df, origin, origin + spec.backtest.test_days * DAY)
         n_pos = _positives(train_part, spec)
         if n_pos < spec.min_positives or test_part.empty:
             notes.append(
