@@ -155,20 +155,33 @@ def load_training_set(path: Path, spec: ModelSpec) -> pd.DataFrame:
         if pa.types.is_string(schema.field(c).type)
         or pa.types.is_large_string(schema.field(c).type)
     ]
-    table = pq.read_table(
-        path,
-        columns=cols,
-        read_dictionary=[c for c in text if c not in (spec.id_column, "outcome")],
-    )
     floats = {  # numeric features (counts are exact in float32 up to 16.7M)
-        c: pa.float32()
+        c
         for c in spec.features
         if pa.types.is_floating(schema.field(c).type) or pa.types.is_integer(schema.field(c).type)
     }
-    table = table.cast(
-        pa.schema([pa.field(f.name, floats.get(f.name, f.type)) for f in table.schema])
+    categories = {c for c in text if c not in (spec.id_column, "outcome")}
+    lean = pa.schema(
+        [
+            pa.field(
+                c,
+                pa.float32()
+                if c in floats
+                else pa.dictionary(pa.int32(), schema.field(c).type)
+                if c in categories
+                else schema.field(c).type,
+            )
+            for c in cols
+        ]
     )
-    return table.to_pandas()
+    # row group by row group, so that the float64 columns are never all in memory
+    parts = [
+        pa.Table.from_batches([batch]).cast(lean)
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 20, columns=cols)
+    ]
+    table = pa.concat_tables(parts, promote_options="permissive").unify_dictionaries()
+    del parts
+    return table.to_pandas(split_blocks=True, self_destruct=True)
 
 
 def load_truth(data_dir: Path, spec: ModelSpec) -> pd.DataFrame | None:
