@@ -230,7 +230,6 @@ class _Bounds:
         self, recs: _Records, group: np.ndarray, qs: _Queries, row: np.ndarray | None
     ) -> None:
         self.recs, self.group, self.qs, self.row = recs, group, qs, row
-        self.at = qs.at if row is None else qs.at[row]
         rank = qs.rank_at if row is None else qs.rank_at[row]
         if recs.grid:
             self.end = recs.cells(group, rank)
