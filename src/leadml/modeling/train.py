@@ -125,7 +125,8 @@ class CategoryEncoder:
         for f in self.features:
             col = X[f]
             if _is_categorical(col):
-                values = col.dropna().astype(str).unique().tolist()
+                # distinct values first, text after: 29M rows are a few distinct values
+                values = pd.Series(pd.unique(col.dropna())).astype(str).unique().tolist()
                 self.categories_[f] = sorted(values)
         return self
 
