@@ -13,7 +13,9 @@ hazard or per-horizon labels (``outcome == 'won' and outcome_days <= d``, known
 when ``outcome != 'open' or outcome_days >= d``). ``segment``, ``owner_id`` and the
 as-of ``amount`` are kept for grouping and forecasts.
 
-Both are computed a few as-of dates at a time so that memory stays bounded; with a
+Both are computed in batches of as-of dates (about 8M entities x dates a batch: every
+date of a small company in one pass over its records, eight at a time for a million
+leads) so that memory stays bounded; with a
 ``sink`` each batch goes to it (e.g. a Parquet writer) instead of into one frame, so
 a company too large to hold its training set in memory can still write it.
 """
@@ -93,8 +95,23 @@ def _window(
     return as_of_dates(s, e, every_days), last
 
 
+ROWS_PER_BATCH = 8_000_000
+"""Entities x as-of dates per batch when ``dates_per_batch`` is not given: all dates of a
+small company in one pass over its records, eight dates at a time for a million leads."""
+
+
 def _batches(dates: list[pd.Timestamp], size: int) -> list[list[pd.Timestamp]]:
     return [dates[i : i + size] for i in range(0, len(dates), size)] or [[]]
+
+
+def _dates_per_batch(con: duckdb.DuckDBPyConnection, entity: str, given: int | None) -> int:
+    """``given``, or as many dates as keep a batch near :data:`ROWS_PER_BATCH` spine rows
+    (each batch reads every record of the sources once)."""
+    if given is not None:
+        return max(1, int(given))
+    table = "leads" if entity == "lead" else "opportunities"
+    n = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+    return max(1, ROWS_PER_BATCH // max(int(n), 1))
 
 
 def _build(
@@ -104,7 +121,7 @@ def _build(
     dates: list[pd.Timestamp],
     make_spine: Callable[[list[pd.Timestamp], str], dict[str, int]],
     label_cols: list[str],
-    dates_per_batch: int,
+    dates_per_batch: int | None,
     progress: Progress | None,
     method: str,
     take: Sink,
@@ -113,7 +130,8 @@ def _build(
     returns the excluded rows by reason."""
     excluded: dict[str, int] = {}
     table = f"_ds_spine_{uuid.uuid4().hex[:8]}"
-    batches = [b for b in _batches(dates, dates_per_batch) if b]
+    size = _dates_per_batch(con, entity, dates_per_batch) if dates else 1
+    batches = [b for b in _batches(dates, size) if b]
     try:
         for i, batch in enumerate(batches):
             for reason, n in make_spine(batch, table).items():
@@ -181,7 +199,7 @@ def lead_readiness_dataset(
     end: str | pd.Timestamp | None = None,
     every_days: int = 7,
     horizon_days: int = 30,
-    dates_per_batch: int = 8,
+    dates_per_batch: int | None = None,
     progress: Progress | None = None,
     method: str = "prefix",
     sink: Sink | None = None,
@@ -238,7 +256,7 @@ def deal_close_dataset(
     start: str | pd.Timestamp | None = None,
     end: str | pd.Timestamp | None = None,
     every_days: int = 7,
-    dates_per_batch: int = 8,
+    dates_per_batch: int | None = None,
     progress: Progress | None = None,
     method: str = "prefix",
     sink: Sink | None = None,
