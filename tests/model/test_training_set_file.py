@@ -82,3 +82,30 @@ def test_cli_dataset_refuses_a_date_window(
     assert exc.value.code != 0
     err = capsys.readouterr().err
     assert "--dataset trains on the file's rows" in err and "Traceback" not in err
+
+
+def test_a_saved_deal_close_set_trains_like_the_frame(tmp_path: Path) -> None:
+    df, _ = synthetic.deal_frame(600, weeks=30, seed=3, horizon_days=60)
+    spec = ModelSpec(
+        name="deal_close",
+        kind="deal_close",
+        features=synthetic.DEAL_FEATURES,
+        min_positives=20,
+        estimator=FAST,
+        calibration={"holdout_days": 56},
+        target={
+            "horizon_days": 60,
+            "max_weeks": 20,
+            "eval_horizons_days": [30, 60],
+            "shift_features": ["days_to_expected_close"],
+        },
+        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
+    )
+    path = tmp_path / "deals.parquet"
+    df.to_parquet(path)
+    lean = load_training_set(path, spec)
+    assert lean["outcome"].tolist() == df["outcome"].tolist()  # labels stay as they are
+    assert lean["outcome_days"].dtype == df["outcome_days"].dtype
+    full, small = train(df, spec), train(lean, spec)
+    assert small.rows == full.rows and small.positives == full.positives
+    assert small.metrics["roc_auc"] == pytest.approx(full.metrics["roc_auc"], abs=0.01)
