@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from leadml.modeling import synthetic
-from leadml.modeling.spec import ModelSpec
 from leadml.modeling.train import TrainingResult, train
 
 FAST = {
@@ -29,14 +28,8 @@ def templates() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def readiness_result() -> TrainingResult:
     df, truth = synthetic.readiness_frame(8000, weeks=36, seed=11)
-    spec = ModelSpec(
-        name="lead_readiness",
-        kind="lead_readiness",
-        features=synthetic.READINESS_FEATURES,
-        min_positives=30,
-        estimator=FAST,
-        backtest={"origins": 1, "gap_days": 30, "test_days": 28},
-        gate={"max_ece": 0.05, "max_roc_auc_drop": 0.01},
+    spec = synthetic.readiness_spec(
+        min_positives=30, estimator=FAST, gate={"max_ece": 0.05, "max_roc_auc_drop": 0.01}
     )
     return train(df, spec, truth=truth, capacity=25)
 
@@ -44,19 +37,5 @@ def readiness_result() -> TrainingResult:
 @pytest.fixture(scope="session")
 def deal_result() -> TrainingResult:
     df, truth = synthetic.deal_frame(900, weeks=40, seed=12, horizon_days=60)
-    spec = ModelSpec(
-        name="deal_close",
-        kind="deal_close",
-        features=synthetic.DEAL_FEATURES,
-        min_positives=30,
-        estimator=FAST,
-        calibration={"holdout_days": 56},
-        target={
-            "horizon_days": 60,
-            "max_weeks": 20,
-            "eval_horizons_days": [30, 60],
-            "shift_features": ["days_to_expected_close"],
-        },
-        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
-    )
+    spec = synthetic.deal_spec(min_positives=30, estimator=FAST)
     return train(df, spec, truth=truth)

@@ -13,18 +13,10 @@ from conftest import FAST
 from leadml.cli import main
 from leadml.errors import DataError
 from leadml.modeling import synthetic
-from leadml.modeling.spec import ModelSpec
 from leadml.modeling.train import train
 from leadml.modeling.workflow import load_training_set
 
-SPEC = ModelSpec(
-    name="lead_readiness",
-    kind="lead_readiness",
-    features=synthetic.READINESS_FEATURES,
-    min_positives=30,
-    estimator=FAST,
-    backtest={"origins": 1, "gap_days": 30, "test_days": 28},
-)
+SPEC = synthetic.readiness_spec(min_positives=30, estimator=FAST)
 
 
 def test_a_saved_training_set_is_read_lean_and_trains_like_the_frame(tmp_path: Path) -> None:
@@ -86,21 +78,7 @@ def test_cli_dataset_refuses_a_date_window(
 
 def test_a_saved_deal_close_set_trains_like_the_frame(tmp_path: Path) -> None:
     df, _ = synthetic.deal_frame(600, weeks=30, seed=3, horizon_days=60)
-    spec = ModelSpec(
-        name="deal_close",
-        kind="deal_close",
-        features=synthetic.DEAL_FEATURES,
-        min_positives=20,
-        estimator=FAST,
-        calibration={"holdout_days": 56},
-        target={
-            "horizon_days": 60,
-            "max_weeks": 20,
-            "eval_horizons_days": [30, 60],
-            "shift_features": ["days_to_expected_close"],
-        },
-        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
-    )
+    spec = synthetic.deal_spec(estimator=FAST)
     path = tmp_path / "deals.parquet"
     df.to_parquet(path)
     lean = load_training_set(path, spec)

@@ -26,16 +26,8 @@ FAST = {"num_boost_round": 40, "num_threads": 1, "early_stopping_rounds": 10}
 
 
 def readiness_spec(**kw: object) -> ModelSpec:
-    base = dict(
-        name="lead_readiness",
-        kind="lead_readiness",
-        features=synthetic.READINESS_FEATURES,
-        min_positives=20,
-        estimator=FAST,
-        backtest={"origins": 2, "gap_days": 30, "test_days": 28},
-    )
-    base.update(kw)
-    return ModelSpec(**base)
+    base: dict[str, object] = {"estimator": FAST, "backtest": {"origins": 2}}
+    return synthetic.readiness_spec(**{**base, **kw})
 
 
 def test_shipped_specs_are_valid(repo_root: Path) -> None:
@@ -149,22 +141,7 @@ def test_deal_labels_and_censoring_at_a_cutoff() -> None:
 
 def test_deal_model_gives_a_monotone_probability_of_winning_by_d() -> None:
     df, truth = synthetic.deal_frame(700, weeks=40, seed=6, horizon_days=60)
-    spec = ModelSpec(
-        name="deal_close",
-        kind="deal_close",
-        features=synthetic.DEAL_FEATURES,
-        min_positives=20,
-        estimator=FAST,
-        calibration={"holdout_days": 56},
-        target={
-            "horizon_days": 60,
-            "max_weeks": 20,
-            "eval_horizons_days": [30, 60],
-            "shift_features": ["days_to_expected_close"],
-            "calendar": True,
-        },
-        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
-    )
+    spec = synthetic.deal_spec(estimator=FAST, target={"calendar": True})
     result = train(df, spec, truth=truth)
     model = result.model
     sample = df.head(50)

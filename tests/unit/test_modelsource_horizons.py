@@ -18,7 +18,6 @@ import pandas as pd
 
 from leadml.forecast.modelsource import ModelProbabilities
 from leadml.modeling import synthetic
-from leadml.modeling.spec import ModelSpec
 from leadml.modeling.train import (
     apply_hazard_calibration,
     deal_label,
@@ -53,20 +52,10 @@ def test_hazard_calibration_recovers_sharp_hazards_from_flat_ones() -> None:
 
 def test_deal_model_is_calibrated_at_short_horizons_not_only_at_30_60_90_days() -> None:
     df, _ = synthetic.deal_frame(1500, weeks=52, seed=5, horizon_days=90)
-    spec = ModelSpec(
-        name="deal_close",
-        kind="deal_close",
-        features=synthetic.DEAL_FEATURES,
-        min_positives=20,
+    spec = synthetic.deal_spec(
         estimator=FAST,
         calibration={"holdout_days": 91},
-        target={
-            "horizon_days": 90,
-            "max_weeks": 20,
-            "eval_horizons_days": [30, 60, 90],
-            "shift_features": ["days_to_expected_close"],
-        },
-        backtest={"origins": 1, "gap_days": 0, "test_days": 28},
+        target={"horizon_days": 90, "eval_horizons_days": [30, 60, 90]},
     )
     model = fit_deal_close(df, spec)
     assert model.hazard_calibration is not None

@@ -8,8 +8,13 @@ row. Nothing here is real personal data.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from leadml.modeling.spec import ModelSpec
 
 READINESS_FEATURES = [
     "pricing_page_views_30d",
@@ -187,3 +192,48 @@ def deal_frame(
         }
     )
     return frame, truth
+
+
+def _merged(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``overrides``; dict values are merged one level deep."""
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = {**out[k], **v} if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def readiness_spec(**overrides: Any) -> ModelSpec:
+    """A small lead-readiness spec over :data:`READINESS_FEATURES` (for
+    :func:`readiness_frame`); ``overrides`` replace fields, dict fields key by key."""
+    from leadml.modeling.spec import ModelSpec
+
+    base: dict[str, Any] = {
+        "name": "lead_readiness",
+        "kind": "lead_readiness",
+        "features": READINESS_FEATURES,
+        "min_positives": 20,
+        "backtest": {"origins": 1, "gap_days": 30, "test_days": 28},
+    }
+    return ModelSpec(**_merged(base, overrides))
+
+
+def deal_spec(**overrides: Any) -> ModelSpec:
+    """A small deal-close spec over :data:`DEAL_FEATURES` (for :func:`deal_frame` with
+    ``horizon_days=60``); ``overrides`` replace fields, dict fields key by key."""
+    from leadml.modeling.spec import ModelSpec
+
+    base: dict[str, Any] = {
+        "name": "deal_close",
+        "kind": "deal_close",
+        "features": DEAL_FEATURES,
+        "min_positives": 20,
+        "calibration": {"holdout_days": 56},
+        "target": {
+            "horizon_days": 60,
+            "max_weeks": 20,
+            "eval_horizons_days": [30, 60],
+            "shift_features": ["days_to_expected_close"],
+        },
+        "backtest": {"origins": 1, "gap_days": 0, "test_days": 28},
+    }
+    return ModelSpec(**_merged(base, overrides))
