@@ -420,8 +420,10 @@ def _source_features(
         )
         joins.append(f"LEFT JOIN {values} v{i} ON v{i}._val = {col}")
         cols.append(f"coalesce(v{i}._c, -1) AS _v{i}")
+    # the colleagues' records (codes from n_spine on) only count for account features
+    only_spine = "" if acct else f" AND c._c < {n_spine}"
     got = con.execute(
-        f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE x.ts < {qs.top}"
+        f"SELECT {', '.join(cols)} FROM {' '.join(joins)} WHERE x.ts < {qs.top}{only_spine}"
     ).fetchnumpy()
     t, rec_code = np.asarray(got["_t"], dtype=np.int64), np.asarray(got["_code"])
     rows = _Rows(
