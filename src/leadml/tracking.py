@@ -459,6 +459,20 @@ def rollback(name: str) -> tuple[str, str]:
     return current, target
 
 
+# The columns of `leadml models` (one row per registered version), besides run_id.
+MODEL_COLUMNS = [
+    "name",
+    "version",
+    "aliases",
+    "created",
+    "roc_auc",
+    "latest_roc_auc",
+    "ece",
+    "brier",
+    "vs_oracle",
+]
+
+
 def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
     """One row per registered version: aliases, creation time, headline metrics.
 
@@ -494,19 +508,9 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
                     "run_id": mv.run_id,
                 }
             )
-    cols = [
-        "name",
-        "version",
-        "aliases",
-        "created",
-        "roc_auc",
-        "latest_roc_auc",
-        "ece",
-        "brier",
-        "vs_oracle",
-        "run_id",
-    ]
-    return pd.DataFrame(rows, columns=cols).sort_values(["name", "version"], ignore_index=True)
+    return pd.DataFrame(rows, columns=[*MODEL_COLUMNS, "run_id"]).sort_values(
+        ["name", "version"], ignore_index=True
+    )
 
 
 def _num(value: str | None) -> float:

@@ -26,6 +26,17 @@ import numpy as np
 import pandas as pd
 
 EPS = 1e-4
+# The columns of a drift report (:func:`drift_report`; the nightly run's drift output).
+DRIFT_COLUMNS = [
+    "model",
+    "feature",
+    "kind",
+    "psi",
+    "status",
+    "rows",
+    "reference_missing",
+    "current_missing",
+]
 OTHER = "__other__"
 SCORE = "score"
 
@@ -170,17 +181,7 @@ def drift_report(
         status = "drift" if value >= alert else "warn" if value >= warn else "stable"
         cur_missing = float(values.isna().mean()) if len(values) else float("nan")
         rows.append((model, name, kind, value, status, len(values), ref.missing_share, cur_missing))
-    cols = [
-        "model",
-        "feature",
-        "kind",
-        "psi",
-        "status",
-        "rows",
-        "reference_missing",
-        "current_missing",
-    ]
-    out = pd.DataFrame(rows, columns=cols)
+    out = pd.DataFrame(rows, columns=DRIFT_COLUMNS)
     return out.sort_values("psi", ascending=False, na_position="first", kind="stable").reset_index(
         drop=True
     )

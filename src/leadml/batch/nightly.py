@@ -722,18 +722,7 @@ def _drift(
     model: Champion, features: pd.DataFrame, scores: pd.Series, warn: float, alert: float
 ) -> pd.DataFrame:
     if not model.reference:
-        return pd.DataFrame(
-            columns=[
-                "model",
-                "feature",
-                "kind",
-                "psi",
-                "status",
-                "rows",
-                "reference_missing",
-                "current_missing",
-            ]
-        )
+        return pd.DataFrame(columns=dr.DRIFT_COLUMNS)
     import json
 
     out = dr.drift_report(

@@ -543,17 +543,7 @@ def models(
     if table.empty:
         out.print(f"no registered models in {uri}; train one with `leadml train lead-readiness`")
         return
-    cols = [
-        "name",
-        "version",
-        "aliases",
-        "created",
-        "roc_auc",
-        "latest_roc_auc",
-        "ece",
-        "brier",
-        "vs_oracle",
-    ]
+    cols = tracking.MODEL_COLUMNS
     out.print(
         common.summary_table(
             f"registered models ({uri})", cols, table[cols].itertuples(index=False, name=None)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from leadml.features.catalog import AggregateFeature
 from leadml.features.offline import DAY_US, flag_columns, q
@@ -313,9 +314,9 @@ def prefix_features(
     keys: dict[str, str],
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
-) -> pd.DataFrame:
+) -> pa.Table:
     """The features ``feats`` (all :func:`handles`) for every row of ``spine`` (``_sid``,
-    ``eid``, ``as_of``, ``_w<n>``), as a frame with ``_sid`` and one column per feature.
+    ``eid``, ``as_of``), as an Arrow table with ``_sid`` and one column per feature.
     ``keys`` maps each source table to its column holding the entity id; ``cond_sql`` maps
     a feature name to its filter over alias ``x`` (None: every record). Counts are int64,
     days float64 (NaN: missing).
@@ -328,7 +329,9 @@ def prefix_features(
     spans = sorted({f.window_days for f in feats if f.window_days is not None})
     top = con.execute(f"SELECT CAST(max(as_of) AS VARCHAR) FROM {spine}").fetchall()[0][0]
     if top is None:  # an empty spine
-        return pd.DataFrame({"_sid": np.zeros(0, dtype=np.int64), **{f.name: [] for f in feats}})
+        return pa.table(
+            {"_sid": np.zeros(0, dtype=np.int64), **{f.name: np.zeros(0) for f in feats}}
+        )
     acct = any(f.scope == "account_others" for f in feats)
     with ExitStack() as stack:
         codes = _temp_table(
@@ -338,9 +341,8 @@ def prefix_features(
             f"(SELECT DISTINCT CAST({q(eid)} AS VARCHAR) AS _k FROM {spine})",
         )
         n_spine = con.execute(f"SELECT count(*) FROM {codes}").fetchall()[0][0]
-        wcols = "".join(f", epoch_us(s._w{d}) AS _w{d}" for d in spans)
         sp = con.execute(
-            f"SELECT s._sid, c._c, epoch_us(s.as_of) AS _t{wcols} FROM {spine} s "
+            f"SELECT s._sid, c._c, epoch_us(s.as_of) AS _t FROM {spine} s "
             f"JOIN {codes} c ON c._k = CAST(s.{q(eid)} AS VARCHAR) ORDER BY s._sid"
         ).fetchnumpy()
         account = None
@@ -363,8 +365,9 @@ def prefix_features(
                 np.asarray(links["none"]), -1, np.asarray(links["a"], dtype=np.int64) - 1
             )
         at = np.asarray(sp["_t"], dtype=np.int64)
-        starts = {d: np.asarray(sp[f"_w{d}"], dtype=np.int64) for d in spans}
-        times = np.unique(np.concatenate([at, *starts.values()]))
+        starts = {d: at - d * DAY_US for d in spans}  # window starts: days of 86,400 s
+        distinct = np.unique(at)  # few as-of dates in a training set: unique them once
+        times = np.unique(np.concatenate([distinct, *(distinct - d * DAY_US for d in spans)]))
         qs = _Queries(
             times=times,
             at=at,
@@ -381,7 +384,9 @@ def prefix_features(
                 _source_features(
                     con, stack, source, key, group, cond_sql, codes, code, n_spine, account, qs, out
                 )
-    return pd.DataFrame(out)
+    # An Arrow table, not a DataFrame: no copy into pandas blocks (0.6 s at 3.9M rows x 12
+    # features); NaN (a missing recency) becomes NULL, as DuckDB reads a DataFrame's NaN.
+    return pa.table({k: pa.array(v, from_pandas=True) for k, v in out.items()})
 
 
 def _source_features(
