@@ -67,6 +67,23 @@ class _Queries:
     top: str  # TIMESTAMPTZ literal: the last as_of (no record at or after it is read)
     m: int  # number of distinct query times + 1
 
+    def narrowed(self, spans: set[int]) -> _Queries:
+        """The same queries over only the times they read for windows ``spans``: the as-of
+        times and those windows' starts. A grid of records whose features read only these
+        is that much smaller (a 30-day distinct count at 52 weekly dates: 104 times of 157)."""
+        used = np.zeros(len(self.times), dtype=bool)
+        for rank in (self.rank_at, *(self.rank_w[d] for d in spans)):
+            used[rank] = True
+        new = np.cumsum(used) - 1  # a used time's rank among the used ones
+        return _Queries(
+            times=self.times[used],
+            at=self.at,
+            rank_at=new[self.rank_at],
+            rank_w={d: new[self.rank_w[d]] for d in spans},
+            top=self.top,
+            m=int(used.sum()) + 1,
+        )
+
 
 GRID_CELLS = 100_000_000
 """Records are binned on a grid of (group, query-time rank) cells when it has at most this
@@ -85,9 +102,6 @@ class _Rows:
     rank: np.ndarray
     bits: list[np.ndarray]
     flags: dict[str, tuple[int, int]]
-
-    def subset(self, keep: np.ndarray) -> _Rows:
-        return _Rows(self.t[keep], self.rank[keep], [b[keep] for b in self.bits], self.flags)
 
 
 class _Records:
@@ -438,8 +452,15 @@ def _source_features(
         bit_of,
     )
 
-    def records(keep: np.ndarray, key_code: np.ndarray, value: np.ndarray) -> _Records:
-        return _Records(rows.subset(keep), key_code[keep], qs.m, 0, value[keep])
+    def records(
+        keep: np.ndarray, key_code: np.ndarray, value: np.ndarray, group: list[AggregateFeature]
+    ) -> tuple[_Records, _Queries]:
+        """The kept records grouped by (key, value), on the query times ``group`` reads."""
+        sub = qs.narrowed({f.window_days for f in group if f.window_days is not None})
+        t = rows.t[keep]
+        rank = np.searchsorted(sub.times, t, side="right")
+        kept = _Rows(t, rank, [b[keep] for b in rows.bits], bit_of)
+        return _Records(kept, key_code[keep], sub.m, 0, value[keep]), sub
 
     if plain or acct:
         n_keys = n_spine if account is None else len(account)
@@ -453,12 +474,12 @@ def _source_features(
         value = np.asarray(got[f"_v{i}"])
         # records of colleagues not in the spine are only for account features
         keep = (value >= 0) & (rec_code < n_spine)
-        _distinct(records(keep, rec_code, value), group, cond_sql, code, qs, out)
+        _distinct(*records(keep, rec_code, value, group), group, cond_sql, code, out)
     if acct:
         assert account is not None
         rec_account = account[rec_code]
-        recs = records(rec_account >= 0, rec_account, rec_code)
-        _account_others(recs, acct, cond_sql, mine, account[code], qs, out)
+        recs, sub = records(rec_account >= 0, rec_account, rec_code, acct)
+        _account_others(recs, sub, acct, cond_sql, mine, account[code], out)
 
 
 def _own(
@@ -482,10 +503,10 @@ def _own(
 
 def _distinct(
     recs: _Records,
+    qs: _Queries,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
     code: np.ndarray,
-    qs: _Queries,
     out: dict[str, np.ndarray],
 ) -> None:
     """Distinct non-missing values of a column per feature: ``recs`` grouped by (key,
@@ -499,11 +520,11 @@ def _distinct(
 
 def _account_others(
     recs: _Records,
+    qs: _Queries,
     feats: Sequence[AggregateFeature],
     cond_sql: dict[str, str | None],
     mine: dict[str, np.ndarray],
     account: np.ndarray,
-    qs: _Queries,
     out: dict[str, np.ndarray],
 ) -> None:
     """Over the other leads of the lead's account: ``recs`` are the account's records (of
