@@ -556,7 +556,7 @@ class _Compiler:
             }
         )
         cols = "".join(
-            f", make_timestamptz(epoch_us(as_of) - {d * 86_400_000_000}) AS _w{d}" for d in spans
+            f", make_timestamptz(epoch_us(as_of) - {d * DAY_US}) AS _w{d}" for d in spans
         )
         name = f"_spine_w_{self.tag}"
         self.con.execute(
