@@ -30,7 +30,7 @@ maximums and windowed first-times stay with the join method.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -83,6 +83,20 @@ class _Queries:
             top=self.top,
             m=int(used.sum()) + 1,
         )
+
+    def by_date(self, window: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The queries by as-of time (rows with the same as_of share its ranks): each spine
+        row's date index, and per date the rank of as_of and of the window's start (None:
+        all time)."""
+        present = np.zeros(self.m, dtype=bool)
+        present[self.rank_at] = True
+        ranks = np.flatnonzero(present)
+        starts = None
+        if window is not None:
+            start_of = np.zeros(self.m, dtype=np.int64)
+            start_of[self.rank_at] = self.rank_w[window]
+            starts = start_of[ranks]
+        return (np.cumsum(present) - 1)[self.rank_at], ranks, starts
 
 
 GRID_CELLS = 100_000_000
@@ -501,6 +515,44 @@ def _own(
             out[f.name] = np.where(ok, _days(qs.at, np.where(ok, ts, qs.at)), np.nan)
 
 
+def _over_groups(
+    recs: _Records,
+    qs: _Queries,
+    key: np.ndarray,
+    feats: Sequence[AggregateFeature],
+    cond_sql: dict[str, str | None],
+    groups_with_one: Callable[[AggregateFeature], bool],
+) -> Iterator[tuple[AggregateFeature, np.ndarray]]:
+    """Per feature, at each spine row: over the groups of the row's key (``key``; -1: no
+    key, 0), the records passing the feature's filter in its window before as_of, summed,
+    or (if ``groups_with_one(feature)``) the number of groups with one.
+
+    Grid layout: spine rows with the same as_of read the same two rows of the cumulated
+    grid, so the sums are taken per date for every key at once (a row difference and a
+    bincount over the groups) and each spine row picks its key's; the sorted layout
+    pairs every spine row with each group of its key (:meth:`_Records.expand`)."""
+    ok = key >= 0
+    if recs.grid:
+        assert recs.group_key is not None
+        n_keys = max(int(key.max(initial=-1)), int(recs.group_key.max(initial=-1))) + 1
+        for f in _by_cond(feats, cond_sql):
+            pre = recs.prefix(cond_sql[f.name]).reshape(recs.m, recs.n_groups)
+            date, ends, starts = qs.by_date(f.window_days)
+            per_date = np.empty((len(ends), n_keys), dtype=np.int64)
+            for j, end in enumerate(ends):
+                n = pre[end] if starts is None else pre[end] - pre[starts[j]]
+                w = n > 0 if groups_with_one(f) else n
+                per_date[j] = np.bincount(recs.group_key, weights=w, minlength=n_keys)
+            yield f, np.where(ok, per_date[date, np.where(ok, key, 0)], 0)
+        return
+    row, group = recs.expand(key)
+    b = recs.bounds(group, qs, row)
+    for f in _by_cond(feats, cond_sql):
+        n = b.count(cond_sql[f.name], f.window_days)
+        w = n > 0 if groups_with_one(f) else n
+        yield f, np.bincount(row, weights=w, minlength=len(key)).astype(np.int64)
+
+
 def _distinct(
     recs: _Records,
     qs: _Queries,
@@ -511,11 +563,8 @@ def _distinct(
 ) -> None:
     """Distinct non-missing values of a column per feature: ``recs`` grouped by (key,
     value); a spine row counts its key's groups with a record in the window."""
-    row, group = recs.expand(code)
-    b = recs.bounds(group, qs, row)
-    for f in _by_cond(feats, cond_sql):
-        has = b.count(cond_sql[f.name], f.window_days) > 0
-        out[f.name] = np.bincount(row, weights=has, minlength=len(code)).astype(np.int64)
+    for f, n in _over_groups(recs, qs, code, feats, cond_sql, lambda f: True):
+        out[f.name] = n
 
 
 def _account_others(
@@ -532,14 +581,10 @@ def _account_others(
     account's total minus the lead's own (``mine``), distinct leads count the groups with
     a record, less the lead itself. ``account``: the spine rows' account codes (-1: none)."""
     has = account >= 0
-    row, group = recs.expand(account)
-    b = recs.bounds(group, qs, row)
-    n_rows = len(account)
-    for f in _by_cond(feats, cond_sql):
-        per = b.count(cond_sql[f.name], f.window_days)
-        if f.aggregation == "distinct_count":
-            n = np.bincount(row, weights=per > 0, minlength=n_rows) - (mine[f.name] > 0)
-        else:
-            n = np.bincount(row, weights=per, minlength=n_rows) - mine[f.name]
-        n = np.where(has, n, 0).astype(np.int64)
+
+    def leads(f: AggregateFeature) -> bool:
+        return f.aggregation == "distinct_count"
+
+    for f, total in _over_groups(recs, qs, account, feats, cond_sql, leads):
+        n = np.where(has, total - ((mine[f.name] > 0) if leads(f) else mine[f.name]), 0)
         out[f.name] = (n > 0).astype(np.int64) if f.aggregation == "exists" else n
