@@ -194,7 +194,7 @@ class _Records:
             if self.grid:
                 cells = self.cell if cond is None else self.cell[self.mask(cond)]
                 per = np.bincount(cells, minlength=self.m * self.n_groups).reshape(self.m, -1)
-                return np.cumsum(per, axis=0, out=per).ravel()
+                return _down_ranks(np.add, per).ravel()
             out = np.zeros(self.n + 1, dtype=self._int())
             np.cumsum(self.mask(cond), out=out[1:])
             return out
@@ -214,7 +214,7 @@ class _Records:
                 out = np.full(self.m * self.n_groups, _NO_TS[0 if last else 1], dtype=np.int64)
                 ufunc.at(out, self.cell[mask], self.t[mask])
                 grid = out.reshape(self.m, -1)
-                return ufunc.accumulate(grid, axis=0, out=grid).ravel()
+                return _down_ranks(ufunc, grid).ravel()
             if last:
                 idx = np.where(mask, np.arange(self.n), -1)
                 return np.concatenate([[-1], np.maximum.accumulate(idx)])
@@ -313,6 +313,15 @@ class _Bounds:
         j = ext[self.lo(None)]
         ok = j < self.end
         return ok, recs.t[np.where(ok, j, 0)] if recs.n else np.zeros(len(j), dtype=np.int64)
+
+
+def _down_ranks(ufunc: np.ufunc, grid: np.ndarray) -> np.ndarray:
+    """``ufunc`` cumulated down the rank axis of a (rank, group) grid, in place. Row by
+    row: ``np.cumsum(grid, axis=0, out=grid)`` copies the grid and walks it column-wise,
+    3-4x slower at 10^7 cells."""
+    for r in range(1, len(grid)):
+        ufunc(grid[r], grid[r - 1], out=grid[r])
+    return grid
 
 
 def _by_cond(
