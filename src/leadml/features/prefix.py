@@ -121,10 +121,9 @@ class _Rows:
 class _Records:
     """A source's records in groups, with their filter bits and query-time rank.
 
-    ``select`` yields ``_code`` (the key's code, < ``n_keys``), optionally ``_v`` (a
-    value code: then a group is (key, value)), ``_t`` (epoch microseconds) and ``_fb<i>``
-    flag bits. Groups are numbered in (key, value) order; ``group_key`` holds each
-    group's key when groups are (key, value) pairs.
+    ``group`` is each record's group (< ``n_groups``): the key's code itself, or a
+    (key, value) pair (a distinct-counted value; a lead of an account), in which case
+    ``group_key`` holds each group's key and groups are numbered in key order.
 
     Two layouts, the same answers: a *grid* of per-(group, rank) counts cumulated over
     the ranks, so a count before as_of is one lookup (no sort, no search: the spines of
@@ -134,24 +133,18 @@ class _Records:
     bounds."""
 
     def __init__(
-        self, rows: _Rows, code: np.ndarray, m: int, n_keys: int, value: np.ndarray | None = None
+        self,
+        rows: _Rows,
+        group: np.ndarray,
+        m: int,
+        n_groups: int,
+        group_key: np.ndarray | None = None,
     ) -> None:
         self.flags = rows.flags
         t, rank, bits = rows.t, rows.rank, rows.bits
-        self.n, self.m = len(t), m
-        code = code.astype(np.int64)
-        self.group_key: np.ndarray | None = None
-        if value is not None:
-            width = int(value.max()) + 1 if self.n else 1
-            seen, pairs = pd.factorize(code * width + value)
-            order = np.argsort(pairs)  # groups numbered in (key, value) order
-            renum = np.empty(len(pairs), dtype=np.int64)
-            renum[order] = np.arange(len(pairs))
-            group = renum[seen]
-            self.group_key = pairs[order] // width
-            self.n_groups = len(pairs)
-        else:
-            group, self.n_groups = code, n_keys
+        self.n, self.m, self.n_groups = len(t), m, n_groups
+        group = group.astype(np.int64)
+        self.group_key = group_key
         self.grid = self.n_groups * self.m <= GRID_CELLS
         if self.grid:  # rank-major: a date's cells are one block, in key order
             self.cell = self.cells(group, rank)
@@ -476,14 +469,15 @@ def _source_features(
     )
 
     def records(
-        keep: np.ndarray, key_code: np.ndarray, value: np.ndarray, group: list[AggregateFeature]
+        keep: np.ndarray, group: np.ndarray, group_key: np.ndarray, feats: list[AggregateFeature]
     ) -> tuple[_Records, _Queries]:
-        """The kept records grouped by (key, value), on the query times ``group`` reads."""
-        sub = qs.narrowed({f.window_days for f in group if f.window_days is not None})
+        """The kept records in groups (``group``: each kept record's; ``group_key``: each
+        group's key, in key order), on the query times ``feats`` read."""
+        sub = qs.narrowed({f.window_days for f in feats if f.window_days is not None})
         t = rows.t[keep]
         rank = np.searchsorted(sub.times, t, side="right")
         kept = _Rows(t, rank, [b[keep] for b in rows.bits], bit_of)
-        return _Records(kept, key_code[keep], sub.m, 0, value[keep]), sub
+        return _Records(kept, group, sub.m, len(group_key), group_key), sub
 
     if plain or acct:
         n_keys = n_spine if account is None else len(account)
@@ -497,12 +491,29 @@ def _source_features(
         value = np.asarray(got[f"_v{i}"])
         # records of colleagues not in the spine are only for account features
         keep = (value >= 0) & (rec_code < n_spine)
-        _distinct(*records(keep, rec_code, value, group), group, cond_sql, code, out)
+        pairs, pair_key = _pairs(rec_code[keep], value[keep])
+        _distinct(*records(keep, pairs, pair_key, group), group, cond_sql, code, out)
     if acct:
         assert account is not None
-        rec_account = account[rec_code]
-        recs, sub = records(rec_account >= 0, rec_account, rec_code, acct)
+        # a group per lead with an account, numbered in account order
+        leads = np.flatnonzero(account >= 0)
+        leads = leads[np.argsort(account[leads], kind="stable")]
+        lead_group = np.full(len(account), -1, dtype=np.int64)
+        lead_group[leads] = np.arange(len(leads))
+        keep = lead_group[rec_code] >= 0
+        recs, sub = records(keep, lead_group[rec_code[keep]], account[leads], acct)
         _account_others(recs, sub, acct, cond_sql, mine, account[code], out)
+
+
+def _pairs(key: np.ndarray, value: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Records grouped by (key, value): each record's group, numbered in (key, value)
+    order, and each group's key."""
+    width = int(value.max()) + 1 if len(value) else 1
+    seen, pairs = pd.factorize(key.astype(np.int64) * width + value)
+    order = np.argsort(pairs)
+    renum = np.empty(len(pairs), dtype=np.int64)
+    renum[order] = np.arange(len(pairs))
+    return renum[seen], pairs[order] // width
 
 
 def _own(
