@@ -188,7 +188,7 @@ class _Records:
                 cells = self.cell if cond is None else self.cell[self.mask(cond)]
                 per = np.bincount(cells, minlength=self.m * self.n_groups).reshape(self.m, -1)
                 return _down_ranks(np.add, per).ravel()
-            out = np.zeros(self.n + 1, dtype=self._int())
+            out: np.ndarray = np.zeros(self.n + 1, dtype=self._int())
             np.cumsum(self.mask(cond), out=out[1:])
             return out
 
@@ -468,16 +468,24 @@ def _source_features(
         bit_of,
     )
 
-    def records(
-        keep: np.ndarray, group: np.ndarray, group_key: np.ndarray, feats: list[AggregateFeature]
-    ) -> tuple[_Records, _Queries]:
-        """The kept records in groups (``group``: each kept record's; ``group_key``: each
-        group's key, in key order), on the query times ``feats`` read."""
+    def reads(keep: np.ndarray, feats: list[AggregateFeature]) -> tuple[np.ndarray, _Queries]:
+        """The query times ``feats`` read, and ``keep`` less the records before all of
+        them when every feature is windowed (a 30-day window at one date reads 3% of the
+        records)."""
         sub = qs.narrowed({f.window_days for f in feats if f.window_days is not None})
+        if all(f.window_days is not None for f in feats):
+            keep = keep & (rows.t >= sub.times[0])  # the earliest window start
+        return keep, sub
+
+    def records(
+        keep: np.ndarray, sub: _Queries, group: np.ndarray, group_key: np.ndarray
+    ) -> _Records:
+        """The kept records in groups (``group``: each kept record's; ``group_key``: each
+        group's key, in key order), on the query times ``sub``."""
         t = rows.t[keep]
         rank = np.searchsorted(sub.times, t, side="right")
         kept = _Rows(t, rank, [b[keep] for b in rows.bits], bit_of)
-        return _Records(kept, group, sub.m, len(group_key), group_key), sub
+        return _Records(kept, group, sub.m, len(group_key), group_key)
 
     if plain or acct:
         n_keys = n_spine if account is None else len(account)
@@ -490,9 +498,9 @@ def _source_features(
         group = [f for f in own if f.aggregation == "distinct_count" and f.column == column]
         value = np.asarray(got[f"_v{i}"])
         # records of colleagues not in the spine are only for account features
-        keep = (value >= 0) & (rec_code < n_spine)
+        keep, sub = reads((value >= 0) & (rec_code < n_spine), group)
         pairs, pair_key = _pairs(rec_code[keep], value[keep])
-        _distinct(*records(keep, pairs, pair_key, group), group, cond_sql, code, out)
+        _distinct(records(keep, sub, pairs, pair_key), sub, group, cond_sql, code, out)
     if acct:
         assert account is not None
         # a group per lead with an account, numbered in account order
@@ -500,8 +508,8 @@ def _source_features(
         leads = leads[np.argsort(account[leads], kind="stable")]
         lead_group = np.full(len(account), -1, dtype=np.int64)
         lead_group[leads] = np.arange(len(leads))
-        keep = lead_group[rec_code] >= 0
-        recs, sub = records(keep, lead_group[rec_code[keep]], account[leads], acct)
+        keep, sub = reads(lead_group[rec_code] >= 0, acct)
+        recs = records(keep, sub, lead_group[rec_code[keep]], account[leads])
         _account_others(recs, sub, acct, cond_sql, mine, account[code], out)
 
 
