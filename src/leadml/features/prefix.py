@@ -19,7 +19,9 @@ and searched with :func:`numpy.searchsorted` (a count is a difference of prefix 
 A *group* is the key alone (own counts and recency), or (key, value) for distinct
 counts: a spine row then sums, over its key's groups, whether each has a record in the
 window. Account-scope features group the account's records by lead: the account total
-over the groups, minus the lead's own.
+over the groups, minus the lead's own. On the grid these sums are taken once per as-of
+date for every key (spine rows with the same as_of read the same two grid rows), and
+records before every window start are dropped first when no feature reads all time.
 
 Handled here: ``count``, ``exists``, ``distinct_count``, ``days_since_last`` (any
 window) and ``days_since_first`` (all time) of scope ``self``; ``count``, ``exists`` and
