@@ -195,6 +195,59 @@ def test_records_on_window_edges(method: str, monkeypatch: pytest.MonkeyPatch) -
         assert nonzero > 0
 
 
+@pytest.mark.parametrize("method", ["join", "prefix", "prefix-sorted"])
+def test_all_time_distinct_and_account_features(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distinct counts and the account's other leads over all time (the default catalog's
+    are all windowed, and the prefix method drops records before every window start only
+    when no feature reads all time), beside windowed ones, at several as-of dates."""
+    if method == "prefix-sorted":
+        monkeypatch.setattr(prefix, "GRID_CELLS", 0)
+        method = "prefix"
+
+    def feature(name: str, aggregation: str, window: str, **more: object) -> dict:
+        return {
+            "name": name,
+            "kind": "aggregate",
+            "source": "events",
+            "aggregation": aggregation,
+            "window": window,
+            "label": "{value}",
+            **more,
+        }
+
+    catalog = Catalog.model_validate(
+        {
+            "lead": [
+                feature("categories_all", "distinct_count", "all", column="page_category"),
+                feature("categories_7d", "distinct_count", "7d", column="page_category"),
+                feature("account_events_all", "count", "all", scope="account_others"),
+                feature(
+                    "account_visits_30d",
+                    "count",
+                    "30d",
+                    scope="account_others",
+                    filter={"type": "web_visit"},
+                ),
+                feature(
+                    "account_leads_all",
+                    "distinct_count",
+                    "all",
+                    column="lead_id",
+                    scope="account_others",
+                ),
+                feature("account_any_all", "exists", "all", scope="account_others"),
+            ]
+        }
+    )
+    catalog._vocab = VOCAB
+    busy = Sizes(accounts=2, leads=6, events=300, activities=20, days=100)
+    frames = tiny_company(11, busy)
+    nonzero = _check_frames(frames, [(30, 0), (60, 9), (95, 13)], "lead", method, "all", catalog)
+    assert nonzero > len(catalog.names("lead")) * 6 * 3 * 0.4
+
+
 def test_payload_formats_give_the_same_features() -> None:
     """List of dicts, columns of numpy arrays and DataFrames are the same payload."""
     frames = tiny_company(3, Sizes(leads=3, events=120, activities=30, status_changes=10))
