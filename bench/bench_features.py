@@ -15,7 +15,9 @@ Stages (each in a fresh subprocess, so its peak RSS is its own):
   recycled) computed by the offline engine and by a plain pandas implementation on the
   same sample of leads holding about ``--sample-events`` events, on spines of 1, 4 and 52
   weekly as-of dates (``--dates``; 52 is the one-year weekly training-set spine); outputs
-  are checked identical and the speed ratio printed (goal >= 10x).
+  are checked identical and the speed ratio printed (goal >= 10x). On a one-date spine
+  also the slice as one hand-written DuckDB query (:func:`single_query`), the fastest
+  single scan: how far any engine could go on one date.
 - ``online``: one lead's features in-process from a payload of ~500 events (median of
   many calls), with columnar numpy payloads and with lists of dicts (goal: well under 1 ms).
 
@@ -232,6 +234,57 @@ def pandas_reference(tables: dict, spine, as_of_dates: list) -> object:  # noqa:
     return pd.concat(frames, ignore_index=True)
 
 
+def single_query(con, as_of) -> object:  # noqa: ANN001
+    """The slice for one as-of date as ONE DuckDB query, no engine: a ``GROUP BY lead_id``
+    over the events with a ``FILTER`` aggregate per feature, the account's others from
+    the same groups, IS calls and recycles, joined to the open leads. Not general (one
+    date, this slice only): it shows how fast a single scan can be on this machine."""
+    t = f"'{as_of.isoformat()}'::TIMESTAMPTZ"
+
+    def since(days: int) -> str:  # window start: as_of minus days of 86,400 s
+        return f"make_timestamptz(epoch_us({t}) - {days * 86_400_000_000})"
+
+    visit, pricing = "type = 'web_visit'", "type = 'page_view' AND page_category = 'pricing'"
+    own = f"""SELECT lead_id,
+        count(*) FILTER (WHERE {visit} AND ts >= {since(7)}) AS web_visits_7d,
+        count(*) FILTER (WHERE {visit} AND ts >= {since(30)}) AS web_visits_30d,
+        count(*) FILTER (WHERE {visit} AND ts >= {since(90)}) AS web_visits_90d,
+        count(*) FILTER (WHERE {pricing} AND ts >= {since(7)}) AS pricing_views_7d,
+        count(*) FILTER (WHERE {pricing} AND ts >= {since(30)}) AS pricing_views_30d,
+        count(*) FILTER (WHERE type = 'email_click' AND ts >= {since(30)}) AS email_clicks_30d,
+        count(*) FILTER (WHERE type = 'form_submit') AS form_fills_all,
+        count(*) AS engagement_all, max(ts) AS last_ts,
+        count(DISTINCT page_category) FILTER (WHERE type = 'page_view' AND ts >= {since(30)})
+            AS page_categories_30d,
+        count(*) FILTER (WHERE ts >= {since(30)}) AS own_30d
+        FROM events WHERE ts < {t} GROUP BY lead_id"""
+    counts = [
+        "web_visits_7d", "web_visits_30d", "web_visits_90d", "pricing_views_7d",
+        "pricing_views_30d", "email_clicks_30d", "form_fills_all", "engagement_all",
+    ]  # fmt: skip
+    sql = f"""WITH o AS ({own}),
+        acc AS (SELECT l.account_id, sum(o.own_30d) AS n FROM o JOIN leads l USING (lead_id)
+                GROUP BY l.account_id),
+        calls AS (SELECT lead_id, count(*) AS n FROM activities WHERE type = 'call'
+                  AND ts < {t} AND ts >= {since(30)} GROUP BY lead_id),
+        rec AS (SELECT lead_id, count(*) AS n FROM lead_status_history
+                WHERE status = 'recycled' AND ts < {t} GROUP BY lead_id)
+        SELECT l.lead_id, {t} AS as_of,
+            {", ".join(f"CAST(coalesce(o.{c}, 0) AS DOUBLE) AS {c}" for c in counts)},
+            (epoch_us({t}) - epoch_us(o.last_ts))::DOUBLE / 86400000000.0
+                AS days_since_last_engagement,
+            CAST(coalesce(o.page_categories_30d, 0) AS DOUBLE) AS page_categories_30d,
+            CAST(CASE WHEN l.account_id IS NULL THEN 0
+                 ELSE coalesce(acc.n, 0) - coalesce(o.own_30d, 0) END AS DOUBLE)
+                AS account_engagement_30d,
+            CAST(coalesce(calls.n, 0) AS DOUBLE) AS is_calls_30d,
+            CAST(coalesce(rec.n, 0) AS DOUBLE) AS times_recycled
+        FROM leads l LEFT JOIN o USING (lead_id) LEFT JOIN acc ON acc.account_id = l.account_id
+        LEFT JOIN calls USING (lead_id) LEFT JOIN rec USING (lead_id)
+        WHERE l.created_at < {t} ORDER BY l.lead_id"""
+    return con.sql(sql).to_arrow_table().to_pandas()
+
+
 def stage_reference(data: Path, as_of: str, sample_events: int, dates: str, rounds: int) -> dict:
     """The slice by both offline methods and by pandas, for each spine of ``dates`` (a
     comma-separated list of weekly as-of date counts ending at ``as_of``), side by side:
@@ -276,6 +329,10 @@ def stage_reference(data: Path, as_of: str, sample_events: int, dates: str, roun
                     t0 = time.perf_counter()
                     results[method] = compute_features(con, sliced, "lead", spine, method=method)
                     timings[method] = time.perf_counter() - t0
+                if n_dates == 1:
+                    t0 = time.perf_counter()
+                    results["single query"] = single_query(con, end)
+                    timings["single query"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 ref = pandas_reference(tables, spine, weeks)
                 timings["pandas"] = time.perf_counter() - t0
@@ -298,6 +355,11 @@ def stage_reference(data: Path, as_of: str, sample_events: int, dates: str, roun
                     "join_s": round(med["join"], 2),
                     "prefix_s": round(med["prefix"], 2),
                     "pandas_s": round(med["pandas"], 2),
+                    **(
+                        {"single_query_s": round(med["single query"], 2)}
+                        if "single query" in med
+                        else {}
+                    ),
                     "speedup": round(float(np.median(ratio)), 1),
                     "speedup_rounds": [round(x, 1) for x in ratio],
                     "speedup_incl_pandas_load": round((med["pandas"] + t_load) / best, 1),
@@ -487,6 +549,12 @@ def main() -> None:
                 f"join {r['join_s']} s, prefix {r['prefix_s']} s, pandas {r['pandas_s']} s), "
                 f"outputs identical: {r['outputs_identical']}"
             )
+            if "single_query_s" in r:
+                print(
+                    f"    the slice as one DuckDB query (one date only, no engine): "
+                    f"{r['single_query_s']} s, pandas / it = "
+                    f"{r['pandas_s'] / r['single_query_s']:.1f}x"
+                )
         if name == "features" and "wall_s" in result:
             print(
                 f"  {result['leads']:,} leads as of one date: {result['wall_s']} s, "
