@@ -200,3 +200,45 @@ def test_the_fan_spreads_with_the_quarter_shock(book) -> None:  # type: ignore[n
     width = [f["p90"] - f["p10"] for f in inner]
     assert (width[1] >= width[0] - 1e-6 * inner[0]["expected"]).all()
     assert (width[1] > width[0]).any()
+
+
+def test_the_nightly_forecast_is_leadml_forecast_unless_set_to_the_model(book, catalog) -> None:  # type: ignore[no-untyped-def]
+    """By default (``batch.forecast_source: empirical``) the morning report's forecast is
+    the one ``leadml forecast`` gives for the same date and quarter (the empirical close
+    rates), its fan climbing to it; "model" switches both to the deal champion."""
+    from leadml.batch.nightly import forecast_snapshot
+
+    con = _con(book)
+    history = DealHistory(con, Vocabulary())
+    deals = history.snapshot(AS_OF)
+    feats = compute_features(
+        con, catalog, "opportunity", deals[["opportunity_id"]].assign(as_of=AS_OF)
+    )
+    model = HazardModel()
+    _, source = score_deals(model, feats, deals, AS_OF, catalog=catalog, history=history)
+
+    def won_by(horizon_days: np.ndarray) -> np.ndarray:
+        return model.won_by(feats, horizon_days)
+
+    settings = load_settings().model_copy(update={"forecast": LIGHT})
+    by_source = {}
+    for name in ("empirical", "model"):
+        batch = settings.batch.model_copy(update={"forecast_source": name})
+        table = forecast_snapshot(
+            con, settings.model_copy(update={"batch": batch}), history, AS_OF, source, won_by
+        )
+        snap = table[(table["kind"] == "snapshot") & (table["grouping"] == "total")]
+        by_source[name] = (snap.set_index("quarter"), table[table["kind"] == "fan"])
+
+    cli = forecast(con, as_of=AS_OF, period="2025Q4", config=LIGHT, history=history)
+    snap, fan = by_source["empirical"]
+    assert snap.loc["current", "probability_source"] == cli.probability_source == "empirical"
+    for column in ("expected", "open_expected", "p10", "p50", "p90"):
+        assert snap.loc["current", column] == pytest.approx(getattr(cli.total, column))
+    assert len(fan) >= 6 and fan["expected"].is_monotonic_increasing
+    assert fan["expected"].iloc[-1] == pytest.approx(cli.total.expected)
+
+    snap_m, fan_m = by_source["model"]
+    assert snap_m.loc["current", "probability_source"] == "deal_close v3"
+    assert snap_m.loc["current", "open_expected"] != pytest.approx(cli.total.open_expected)
+    assert fan_m["expected"].iloc[-1] == pytest.approx(snap_m.loc["current", "expected"])

@@ -543,12 +543,22 @@ def forecast_snapshot(
     """The current and next quarter's forecast as of D, in total and per team and segment
     (``kind = 'snapshot'``), plus the current quarter's fan (``kind = 'fan'``).
 
-    ``won_by(horizon_days)`` gives every deal open at D (in ``history.snapshot(D)``
-    order) its P(won within the horizon) from the deal champion."""
+    ``probabilities`` (the forecast's source) and ``won_by(horizon_days)`` (every deal
+    open at D, in ``history.snapshot(D)`` order, its P(won within the horizon)) are the
+    deal champion's; they are used when ``batch.forecast_source`` is "model". By default
+    ("empirical") both come from the empirical close rates, as in ``leadml forecast``."""
     from leadml.forecast.deals import quarter_of
-    from leadml.forecast.forecast import forecast
+    from leadml.forecast.forecast import empirical_rates, forecast
 
     fcfg = getattr(settings, "forecast", None)
+    if settings.batch.forecast_source == "empirical":
+        rates = empirical_rates(history, settings.forecast)
+        probabilities = rates
+
+        def won_by(horizon_days: np.ndarray) -> np.ndarray:  # one horizon for every deal
+            end = as_of + pd.Timedelta(days=float(np.max(horizon_days)))
+            return rates(con, as_of, end)["p_won_by"].to_numpy(dtype="float64")
+
     vocab = settings.vocabulary
     rows = []
     this_q = quarter_of(as_of)

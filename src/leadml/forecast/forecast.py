@@ -108,6 +108,19 @@ class ForecastResult:
 ProbabilitiesAt = Callable[[pd.Timestamp, Period], pd.DataFrame]
 
 
+def empirical_rates(
+    history: DealHistory, cfg: ForecastConfig, period_months: int = 3
+) -> EmpiricalCloseRates:
+    """The empirical close rates as the config sets them (the default probability source)."""
+    return EmpiricalCloseRates(
+        history,
+        lookback_periods=cfg.lookback_periods,
+        age_edges=tuple(cfg.age_buckets_days),
+        prior_strength=cfg.prior_strength,
+        period_months=period_months,
+    )
+
+
 def probability_source(
     source: DealProbabilities | pd.DataFrame | None,
     con: duckdb.DuckDBPyConnection,
@@ -123,13 +136,7 @@ def probability_source(
     that starts after as_of the forecast asks for both ends and takes the difference.
     """
     if source is None:
-        source = EmpiricalCloseRates(
-            history,
-            lookback_periods=cfg.lookback_periods,
-            age_edges=tuple(cfg.age_buckets_days),
-            prior_strength=cfg.prior_strength,
-            period_months=period_months,
-        )
+        source = empirical_rates(history, cfg, period_months)
     if isinstance(source, pd.DataFrame):
         frame = source
 
