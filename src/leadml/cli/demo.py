@@ -110,9 +110,10 @@ def _print_forecast(s: Any, as_of: str) -> None:
     ]
     rows = [(r["group"], *(float(r[c]) for c in cols)) for _, r in now.iterrows()]
     period = now["period"].iloc[0] if len(now) else "?"
+    source = now["probability_source"].iloc[0] if len(now) else "?"
     common.console().print(
         common.summary_table(
-            f"Forecast {period} (deal_close champion; P10/P50/P90 of revenue booked)",
+            f"Forecast {period} (open deals: {source}; P10/P50/P90 of revenue booked)",
             [
                 "group",
                 "won",
