@@ -64,6 +64,20 @@ def _source(frames: dict[str, pd.DataFrame], catalog, **kw):  # type: ignore[no-
     return con, ModelProbabilities(HazardModel(), catalog, DealHistory(con, Vocabulary()), **kw)
 
 
+def _tonight(frames: dict[str, pd.DataFrame], catalog):  # type: ignore[no-untyped-def]
+    """As the nightly run as of AS_OF: the open deals, their features, the model and the
+    forecast source ``score_deals`` gives."""
+    con = _con(frames)
+    history = DealHistory(con, Vocabulary())
+    deals = history.snapshot(AS_OF)
+    feats = compute_features(
+        con, catalog, "opportunity", deals[["opportunity_id"]].assign(as_of=AS_OF)
+    )
+    model = HazardModel()
+    _, source = score_deals(model, feats, deals, AS_OF, catalog=catalog, history=history)
+    return con, history, deals, feats, model, source
+
+
 def _rewrite_from(frames: dict[str, pd.DataFrame], t: pd.Timestamp) -> dict[str, pd.DataFrame]:
     """Every history row at or after ``t`` becomes a win at ten times the amount, a week
     earlier close date; three big deals appear at ``t``."""
@@ -129,14 +143,7 @@ def test_one_query_for_many_dates_equals_one_per_date(book, catalog) -> None:  #
 def test_the_nightly_source_measures_the_quarter_shock_and_refuses_later_dates(
     book, catalog
 ) -> None:  # type: ignore[no-untyped-def]
-    con = _con(book)
-    history = DealHistory(con, Vocabulary())
-    deals = history.snapshot(AS_OF)
-    feats = compute_features(
-        con, catalog, "opportunity", deals[["opportunity_id"]].assign(as_of=AS_OF)
-    )
-    model = HazardModel()
-    _, source = score_deals(model, feats, deals, AS_OF, catalog=catalog, history=history)
+    con, history, deals, feats, model, source = _tonight(book, catalog)
     r = forecast(
         con, as_of=AS_OF, period="2025Q4", deal_probabilities=source, config=LIGHT, history=history
     )
@@ -208,14 +215,7 @@ def test_the_nightly_forecast_is_leadml_forecast_unless_set_to_the_model(book, c
     rates), its fan climbing to it; "model" switches both to the deal champion."""
     from leadml.batch.nightly import forecast_snapshot
 
-    con = _con(book)
-    history = DealHistory(con, Vocabulary())
-    deals = history.snapshot(AS_OF)
-    feats = compute_features(
-        con, catalog, "opportunity", deals[["opportunity_id"]].assign(as_of=AS_OF)
-    )
-    model = HazardModel()
-    _, source = score_deals(model, feats, deals, AS_OF, catalog=catalog, history=history)
+    con, history, deals, feats, model, source = _tonight(book, catalog)
 
     def won_by(horizon_days: np.ndarray) -> np.ndarray:
         return model.won_by(feats, horizon_days)
