@@ -239,10 +239,12 @@ def single_query(con, as_of) -> object:  # noqa: ANN001
     over the events with a ``FILTER`` aggregate per feature, the account's others from
     the same groups, IS calls and recycles, joined to the open leads. Not general (one
     date, this slice only): it shows how fast a single scan can be on this machine."""
+    from leadml.features.offline import DAY_US
+
     t = f"'{as_of.isoformat()}'::TIMESTAMPTZ"
 
     def since(days: int) -> str:  # window start: as_of minus days of 86,400 s
-        return f"make_timestamptz(epoch_us({t}) - {days * 86_400_000_000})"
+        return f"make_timestamptz(epoch_us({t}) - {days * DAY_US})"
 
     visit, pricing = "type = 'web_visit'", "type = 'page_view' AND page_category = 'pricing'"
     own = f"""SELECT lead_id,
@@ -271,7 +273,7 @@ def single_query(con, as_of) -> object:  # noqa: ANN001
                 WHERE status = 'recycled' AND ts < {t} GROUP BY lead_id)
         SELECT l.lead_id, {t} AS as_of,
             {", ".join(f"CAST(coalesce(o.{c}, 0) AS DOUBLE) AS {c}" for c in counts)},
-            (epoch_us({t}) - epoch_us(o.last_ts))::DOUBLE / 86400000000.0
+            (epoch_us({t}) - epoch_us(o.last_ts))::DOUBLE / {float(DAY_US)}
                 AS days_since_last_engagement,
             CAST(coalesce(o.page_categories_30d, 0) AS DOUBLE) AS page_categories_30d,
             CAST(CASE WHEN l.account_id IS NULL THEN 0

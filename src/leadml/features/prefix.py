@@ -502,7 +502,10 @@ def _source_features(
         # records of colleagues not in the spine are only for account features
         keep, sub = reads((value >= 0) & (rec_code < n_spine), group)
         pairs, pair_key = _pairs(rec_code[keep], value[keep])
-        _distinct(records(keep, sub, pairs, pair_key), sub, group, cond_sql, code, out)
+        # distinct values: a spine row counts its key's (key, value) groups with a record
+        recs = records(keep, sub, pairs, pair_key)
+        for f, n in _over_groups(recs, sub, code, group, cond_sql, lambda f: True):
+            out[f.name] = n
     if acct:
         assert account is not None
         # a group per lead with an account, numbered in account order
@@ -565,9 +568,10 @@ def _over_groups(
     if recs.grid:
         assert recs.group_key is not None
         n_keys = max(int(key.max(initial=-1)), int(recs.group_key.max(initial=-1))) + 1
+        dates = {w: qs.by_date(w) for w in {f.window_days for f in feats}}
         for f in _by_cond(feats, cond_sql):
             pre = recs.prefix(cond_sql[f.name]).reshape(recs.m, recs.n_groups)
-            date, ends, starts = qs.by_date(f.window_days)
+            date, ends, starts = dates[f.window_days]
             per_date = np.empty((len(ends), n_keys), dtype=np.int64)
             for j, end in enumerate(ends):
                 n = pre[end] if starts is None else pre[end] - pre[starts[j]]
@@ -581,20 +585,6 @@ def _over_groups(
         n = b.count(cond_sql[f.name], f.window_days)
         w = n > 0 if groups_with_one(f) else n
         yield f, np.bincount(row, weights=w, minlength=len(key)).astype(np.int64)
-
-
-def _distinct(
-    recs: _Records,
-    qs: _Queries,
-    feats: Sequence[AggregateFeature],
-    cond_sql: dict[str, str | None],
-    code: np.ndarray,
-    out: dict[str, np.ndarray],
-) -> None:
-    """Distinct non-missing values of a column per feature: ``recs`` grouped by (key,
-    value); a spine row counts its key's groups with a record in the window."""
-    for f, n in _over_groups(recs, qs, code, feats, cond_sql, lambda f: True):
-        out[f.name] = n
 
 
 def _account_others(
