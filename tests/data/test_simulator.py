@@ -346,6 +346,12 @@ def test_lead_truth_is_calibrated_against_outcomes(db: duckdb.DuckDBPyConnection
     _check_calibration(df[weeks % 5 == 0], [0.0, 0.02, 0.1, 0.25, 1.0])
 
 
+# the quarter-boundary rows of deal_truth (not the rolling as_of + 13 weeks row)
+_QUARTER_END = (
+    "date_trunc('quarter', timezone('UTC', period_end)) = timezone('UTC', period_end)"
+)
+
+
 def test_deal_truth_rows_are_open_deals_and_calibrated(db: duckdb.DuckDBPyConnection) -> None:
     assert _one(db, "SELECT count(*) FROM deal_truth WHERE p_won_by NOT BETWEEN 0 AND 1") == 0
     not_open = _one(
@@ -358,24 +364,28 @@ def test_deal_truth_rows_are_open_deals_and_calibrated(db: duckdb.DuckDBPyConnec
     """,
     )
     assert not_open == 0
-    # four quarter ends per deal and as-of, later ends never less likely
-    per = db.execute("""
-        SELECT count(*) AS n, bool_and(mono) AS mono FROM (
-          SELECT opportunity_id, as_of,
+    # four quarter ends per deal and as-of, and as_of + 13 weeks (a fifth row unless
+    # that is a quarter end); later ends never less likely
+    per = db.execute(f"""
+        SELECT count(*) AS n, count(*) FILTER ({_QUARTER_END}) AS quarters,
+               count(*) FILTER (period_end = as_of + INTERVAL 91 DAY) AS rolling,
+               bool_and(mono) AS mono FROM (
+          SELECT opportunity_id, as_of, period_end,
                  p_won_by >= coalesce(lag(p_won_by) OVER (
                    PARTITION BY opportunity_id, as_of ORDER BY period_end), 0) - 1e-12 AS mono
           FROM deal_truth) GROUP BY opportunity_id, as_of
     """).df()
-    assert (per["n"] == 4).all() and per["mono"].all()
+    assert (per["quarters"] == 4).all() and (per["rolling"] == 1).all() and per["mono"].all()
+    assert (per["n"] == 5).mean() > 0.9 and per["n"].isin([4, 5]).all()
     # one row per deal (its first as-of, the second quarter end after it), so rows
     # are independent deals
-    df = db.execute("""
+    df = db.execute(f"""
         WITH first AS (
           SELECT opportunity_id, min(as_of) AS as_of FROM deal_truth GROUP BY opportunity_id),
         rows AS (
           SELECT t.opportunity_id, t.p_won_by AS p, t.period_end,
                  row_number() OVER (PARTITION BY t.opportunity_id ORDER BY t.period_end) AS j
-          FROM deal_truth t JOIN first USING (opportunity_id, as_of))
+          FROM deal_truth t JOIN first USING (opportunity_id, as_of) WHERE {_QUARTER_END})
         SELECT r.p, coalesce(w.ts < r.period_end, false)::INT AS y
         FROM rows r LEFT JOIN (
           SELECT opportunity_id, ts FROM opportunity_history WHERE stage = 'closed_won') w
@@ -383,6 +393,27 @@ def test_deal_truth_rows_are_open_deals_and_calibrated(db: duckdb.DuckDBPyConnec
         WHERE r.j = 2 AND r.period_end <= TIMESTAMPTZ '2025-06-30'
     """).df()
     assert len(df) > 200
+    _check_calibration(df, [0.0, 0.1, 0.3, 1.0])
+
+
+def test_deal_truth_within_13_weeks_is_won_within_90_days(db: duckdb.DuckDBPyConnection) -> None:
+    # the rolling row is the deal-close model's question: won within 90 days of as_of
+    # (one row per deal, its first as-of, so rows are independent deals)
+    df = db.execute("""
+        WITH first AS (
+          SELECT opportunity_id, min(as_of) AS as_of FROM deal_truth GROUP BY opportunity_id)
+        SELECT t.p_won_by AS p,
+               coalesce(w.ts - t.as_of <= INTERVAL 90 DAY, false)::INT AS y,
+               coalesce(w.ts < t.period_end, false)::INT AS y_end
+        FROM deal_truth t JOIN first USING (opportunity_id, as_of)
+        LEFT JOIN (
+          SELECT opportunity_id, ts FROM opportunity_history WHERE stage = 'closed_won') w
+          USING (opportunity_id)
+        WHERE t.period_end = t.as_of + INTERVAL 91 DAY
+          AND t.period_end <= TIMESTAMPTZ '2025-06-30'
+    """).df()
+    assert len(df) > 200
+    assert (df["y"] == df["y_end"]).all()  # wins fall on weekdays: day 91 never has one
     _check_calibration(df, [0.0, 0.1, 0.3, 1.0])
 
 

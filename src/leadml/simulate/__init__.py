@@ -12,7 +12,8 @@ into a folder (the event log as ``events/part-NNNNN.parquet``) plus ``truth/``:
   weekly as-of, every deal open at as_of (created before it, not yet closed) and its
   exact probability of being won at a time < period_end, for the next four quarter
   boundaries after as_of (period_end is the first instant of the next quarter, the
-  same convention as ``targets.period_end``);
+  same convention as ``targets.period_end``) and for as_of + 13 weeks (won within 90
+  days, the deal-close model's headline horizon);
 * ``truth/hidden.parquet`` (per lead: fit, engagement, tier) and
   ``truth/deal_hidden.parquet`` (per deal: quality);
 * ``truth/README.md``: how the truth is computed (from :mod:`leadml.simulate.truth`).

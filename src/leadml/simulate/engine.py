@@ -362,6 +362,7 @@ class Simulation:
         self.steps = mdl.deal_steps()
         self.step_cum = np.cumsum(self.steps, axis=-1)
         self.deal_table = tr.deal_truth_tables(self.steps, self.kinds, self.boundary_week)
+        self.deal_rolling = tr.deal_rolling_table(self.steps, self.kinds, tr.DEAL_HORIZON_WEEKS)
         self.intent_cum = np.cumsum(mdl.INTENT, axis=-1)
         self.season = mdl.season(mondays)
 
@@ -501,13 +502,16 @@ class Simulation:
         if not len(idx):
             return
         first = int(np.searchsorted(self.boundaries_us, self.mondays_us[t], side="right"))
-        for j in range(first, first + 4):
-            p = self.deal_table[j, t, d["seg"][idx], d["quality"][idx], d["state"][idx]]
+        ends = [(self.boundaries_us[j], self.deal_table[j, t]) for j in range(first, first + 4)]
+        rolling = self.mondays_us[t] + tr.DEAL_HORIZON_WEEKS * WEEK_US
+        if rolling not in self.boundaries_us[first : first + 4]:  # else already a row
+            ends.append((rolling, self.deal_rolling[t]))
+        for end, table in ends:
             self.deal_truth_buf.add(
                 opp=idx.astype(np.int32),
                 as_of=np.full(len(idx), self.mondays_us[t]),
-                period_end=np.full(len(idx), self.boundaries_us[j]),
-                p=p,
+                period_end=np.full(len(idx), end),
+                p=table[d["seg"][idx], d["quality"][idx], d["state"][idx]],
                 state=d["state"][idx],
             )
 
@@ -1182,7 +1186,9 @@ Never read by feature or model code; evaluation compares models and forecasts wi
   as-of Mondays whose 30-day window ends inside the simulated period.
 - deal_truth.parquet: opportunity_id, as_of, period_end, p_won_by = exact
   P(deal closed_won at a time < period_end | hidden state at as_of) for every deal open
-  at as_of and the next four quarter boundaries after as_of.
+  at as_of, for the next four quarter boundaries after as_of and for as_of + 13 weeks
+  (= won within 90 days, the deal-close model's headline horizon; one row when that
+  is a quarter boundary).
 - both also carry the hidden state at as_of the probability was computed from:
   lead intent (dormant / researching / evaluating / ready) and account_in_market;
   deal momentum (active / cold).

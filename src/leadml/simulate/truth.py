@@ -28,6 +28,10 @@ Both functions evaluate the generative model of :mod:`leadml.simulate.model` exa
   state, P(the deal is won in a week that starts before a quarter boundary ``E``),
   which is P(won at a time < E): a deal won in the week that contains ``E`` is booked
   on a weekday before ``E`` when there is one (reps pull deals into the quarter).
+* :func:`deal_rolling_table` gives the same for the rolling end ``M_w + 13 weeks``
+  (:data:`DEAL_HORIZON_WEEKS`): a deal is won on a weekday of its week, so P(won in
+  weeks ``w..w+12``) is P(won within 90 days of ``M_w``), the deal-close model's
+  headline question, and the oracle can be judged on the model's own rows and labels.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ from leadml.simulate import model as mdl
 
 HORIZON_WEEKS = 5
 LAST_WEEK_WEIGHT = 2.0 / 5.0
+# P(won within 90 days) of a deal open at a Monday = P(won in its next 13 weekly steps):
+# wins fall on weekdays, so a win in week w+12 is at most 89 days after M_w.
+DEAL_HORIZON_WEEKS = 13
 
 
 def lead_truth_table(q: np.ndarray, season: np.ndarray) -> np.ndarray:
@@ -119,4 +126,19 @@ def deal_truth_tables(
         for t in range(min(int(tb), n_weeks) - 1, -1, -1):
             w = np.einsum("gqij,gqj->gqi", steps[:, :, kinds[t]], w)
             out[j, t] = w
+    return out
+
+
+def deal_rolling_table(steps: np.ndarray, kinds: np.ndarray, weeks: int) -> np.ndarray:
+    """P(won in weeks ``t .. t+weeks-1``) for every week t and state: shape
+    (n_weeks, N_SEG, N_QUALITY, 12); ``steps`` and ``kinds`` as in :func:`deal_truth_tables`.
+    The last ``weeks - 1`` weeks are zero (their horizon runs past the known week kinds)."""
+    n_weeks = len(kinds)
+    out = np.zeros((n_weeks, mdl.N_SEG, mdl.N_QUALITY, mdl.N_DEAL))
+    for t in range(n_weeks - weeks + 1):
+        w = np.zeros((mdl.N_SEG, mdl.N_QUALITY, mdl.N_DEAL))
+        w[:, :, mdl.WON] = 1.0
+        for k in range(t + weeks - 1, t - 1, -1):
+            w = np.einsum("gqij,gqj->gqi", steps[:, :, kinds[k]], w)
+        out[t] = w
     return out
