@@ -1145,7 +1145,8 @@ def attach_oracle(
     t = truth[key + ["period_end", "p_won_by"]].copy()
     t["period_end"] = pd.to_datetime(t["period_end"], utc=True)
     # One period per snapshot, chosen by time only (never by outcome): among the
-    # period ends whose outcome is fully observed, the one closest to the headline horizon.
+    # period ends whose outcome is fully observed, the one closest to the headline horizon
+    # (the simulator writes as_of + 13 weeks: won within 90 days, the model's own question).
     t["days"] = (t["period_end"] - t["as_of"]) / DAY
     t = t[t["days"] > 0]
     if known_until is not None:
