@@ -7,6 +7,7 @@ hand (the demo only chains them with defaults), so what it prints is what they p
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -108,7 +109,13 @@ def _print_forecast(s: Any, as_of: str) -> None:
         "p_reach_target",
         "coverage",
     ]
-    rows = [(r["group"], *(float(r[c]) for c in cols)) for _, r in now.iterrows()]
+    money = set(cols[:8])  # revenue columns print as whole amounts (0, not 0.000)
+
+    def cell(c: str, v: Any) -> float | int:
+        v = float(v)
+        return round(v) if c in money and math.isfinite(v) else v
+
+    rows = [(r["group"], *(cell(c, r[c]) for c in cols)) for _, r in now.iterrows()]
     period = now["period"].iloc[0] if len(now) else "?"
     source = now["probability_source"].iloc[0] if len(now) else "?"
     common.console().print(
