@@ -1,6 +1,6 @@
 """Exact ground-truth probabilities of the simulated company (the oracle).
 
-Both functions evaluate the generative model of :mod:`leadml.simulate.model` exactly
+The functions here evaluate the generative model of :mod:`leadml.simulate.model` exactly
 (finite Markov chains, no sampling, no re-estimation):
 
 * :func:`lead_truth_table` gives, for every lead type and hidden state at an as-of
