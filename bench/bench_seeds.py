@@ -34,28 +34,34 @@ from leadml.simulate.truth import DEAL_HORIZON_WEEKS
 DAY = pd.Timedelta(days=1)
 
 
-def realized_vs_true(
-    frame: pd.DataFrame, truth: pd.DataFrame, spec: ModelSpec, origin: pd.Timestamp
-) -> str:
+def with_truth(frame: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
+    """The deal snapshots with their true P(won within 90 days) (the simulator's
+    ``as_of + 13 weeks`` row)."""
+    truth = truth.assign(
+        as_of=pd.to_datetime(truth["as_of"], utc=True),
+        period_end=pd.to_datetime(truth["period_end"], utc=True),
+    )
+    t = truth[(truth["period_end"] - truth["as_of"]) == DEAL_HORIZON_WEEKS * 7 * DAY]
+    return frame.merge(t[["opportunity_id", "as_of", "p_won_by"]], on=["opportunity_id", "as_of"])
+
+
+def realized_vs_true(m: pd.DataFrame, spec: ModelSpec, origin: pd.Timestamp) -> str:
     """Won within the horizon, realized vs true, in the calibration slice and the test
-    window of the fold cut at ``origin`` (the slice as :func:`fit_deal_close` takes it)."""
+    window of the fold cut at ``origin`` (the slice as :func:`fit_deal_close` takes it);
+    ``m``: :func:`with_truth`."""
     horizon = spec.target.horizon_days
     holdout = spec.calibration.holdout_days
-    test_days = spec.backtest.test_days
-    t = truth[(truth["period_end"] - truth["as_of"]) == DEAL_HORIZON_WEEKS * 7 * DAY]
-    m = frame.merge(t[["opportunity_id", "as_of", "p_won_by"]], on=["opportunity_id", "as_of"])
     won_at = m["as_of"] + pd.to_timedelta(m["outcome_days"], unit="D")
+    won = (m["outcome"] == "won") & (m["outcome_days"] <= horizon)
     out = []
     cal_end = origin - horizon * DAY
     for lo, hi, known in (
         (cal_end - holdout * DAY, cal_end, origin),
-        (origin, origin + test_days * DAY, None),
+        (origin, origin + spec.backtest.test_days * DAY, None),
     ):
         part = (m["as_of"] >= lo) & (m["as_of"] < hi)
-        won = (m["outcome"] == "won") & (m["outcome_days"] <= horizon)
-        if known is not None:  # outcomes as the fold knew them
-            won &= won_at < known
-        y, p = won[part].mean(), m.loc[part, "p_won_by"].mean()
+        y = (won & (won_at < known) if known is not None else won)[part].mean()
+        p = m.loc[part, "p_won_by"].mean()
         out.append(f"{y:.3f} vs {p:.3f} ({y / p - 1:+.0%})")
     return " | ".join(out)
 
@@ -105,13 +111,10 @@ def main() -> None:
             )
             print(pd.DataFrame([rows[-1]]).round(4).to_string(index=False), flush=True)
             if kind == "deal-close" and truth is not None:
-                truth = truth.assign(
-                    as_of=pd.to_datetime(truth["as_of"], utc=True),
-                    period_end=pd.to_datetime(truth["period_end"], utc=True),
-                )
+                m = with_truth(result.train_frame, truth)
                 print("  won within 90 days, realized vs true: calibration slice | test window")
                 for fold in result.folds:
-                    line = realized_vs_true(result.train_frame, truth, spec, fold.origin)
+                    line = realized_vs_true(m, spec, fold.origin)
                     print(f"  fold from {fold.origin:%Y-%m-%d}: {line}")
     table = pd.DataFrame(rows)
     print("\nall seeds:")

@@ -213,7 +213,7 @@ def test_the_nightly_forecast_is_leadml_forecast_unless_set_to_the_model(book, c
     """By default (``batch.forecast_source: empirical``) the morning report's forecast is
     the one ``leadml forecast`` gives for the same date and quarter (the empirical close
     rates), its fan climbing to it; "model" switches both to the deal champion."""
-    from leadml.batch.nightly import forecast_snapshot
+    from leadml.batch.nightly import forecast_snapshot, forecast_source
 
     con, history, deals, feats, model, source = _tonight(book, catalog)
 
@@ -224,9 +224,9 @@ def test_the_nightly_forecast_is_leadml_forecast_unless_set_to_the_model(book, c
     by_source = {}
     for name in ("empirical", "model"):
         batch = settings.batch.model_copy(update={"forecast_source": name})
-        table = forecast_snapshot(
-            con, settings.model_copy(update={"batch": batch}), history, AS_OF, source, won_by
-        )
+        tonight = settings.model_copy(update={"batch": batch})
+        chosen = forecast_source(con, tonight, history, AS_OF, source, won_by)
+        table = forecast_snapshot(con, tonight, history, AS_OF, *chosen)
         snap = table[(table["kind"] == "snapshot") & (table["grouping"] == "total")]
         by_source[name] = (snap.set_index("quarter"), table[table["kind"] == "fan"])
 

@@ -316,7 +316,8 @@ def run_nightly(
 
         say("forecast and alerts")
         with manifest.step("forecast"):
-            forecast_tbl = forecast_snapshot(con, settings, history, t, quarter_probs, won_by)
+            source, fan_won_by = forecast_source(con, settings, history, t, quarter_probs, won_by)
+            forecast_tbl = forecast_snapshot(con, settings, history, t, source, fan_won_by)
         with manifest.step("alerts"):
             window = getattr(
                 getattr(getattr(settings, "forecast", None), "alerts", None),
@@ -532,6 +533,30 @@ def score_deals(
     return ordered, probabilities
 
 
+def forecast_source(
+    con: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    history: Any,
+    as_of: pd.Timestamp,
+    probabilities: Callable[..., pd.DataFrame],
+    won_by: Callable[[np.ndarray], np.ndarray],
+) -> tuple[Callable[..., pd.DataFrame], Callable[[np.ndarray], np.ndarray]]:
+    """The forecast's probability source and fan ``won_by`` as ``batch.forecast_source``
+    sets them: the deal champion's (``probabilities``, ``won_by``: "model"), or by default
+    ("empirical") the empirical close rates, as in ``leadml forecast``."""
+    if settings.batch.forecast_source == "model":
+        return probabilities, won_by
+    from leadml.forecast.forecast import empirical_rates
+
+    rates = empirical_rates(history, settings.forecast)
+
+    def rates_won_by(horizon_days: np.ndarray) -> np.ndarray:  # one horizon for every deal
+        end = as_of + pd.Timedelta(days=float(np.max(horizon_days)))
+        return rates(con, as_of, end)["p_won_by"].to_numpy(dtype="float64")
+
+    return rates, rates_won_by
+
+
 def forecast_snapshot(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -543,22 +568,13 @@ def forecast_snapshot(
     """The current and next quarter's forecast as of D, in total and per team and segment
     (``kind = 'snapshot'``), plus the current quarter's fan (``kind = 'fan'``).
 
-    ``probabilities`` (the forecast's source) and ``won_by(horizon_days)`` (every deal
-    open at D, in ``history.snapshot(D)`` order, its P(won within the horizon)) are the
-    deal champion's; they are used when ``batch.forecast_source`` is "model". By default
-    ("empirical") both come from the empirical close rates, as in ``leadml forecast``."""
+    ``probabilities`` is the forecast's source and ``won_by(horizon_days)`` gives every
+    deal open at D (in ``history.snapshot(D)`` order) its P(won within the horizon), both
+    from the same source (see :func:`forecast_source`)."""
     from leadml.forecast.deals import quarter_of
-    from leadml.forecast.forecast import empirical_rates, forecast
+    from leadml.forecast.forecast import forecast
 
     fcfg = getattr(settings, "forecast", None)
-    if settings.batch.forecast_source == "empirical":
-        rates = empirical_rates(history, settings.forecast)
-        probabilities = rates
-
-        def won_by(horizon_days: np.ndarray) -> np.ndarray:  # one horizon for every deal
-            end = as_of + pd.Timedelta(days=float(np.max(horizon_days)))
-            return rates(con, as_of, end)["p_won_by"].to_numpy(dtype="float64")
-
     vocab = settings.vocabulary
     rows = []
     this_q = quarter_of(as_of)
