@@ -83,12 +83,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as err:  # click usage errors carry their own exit code
+    except Exception as err:  # usage errors (unknown option, bad value) carry their exit code
         import click
 
-        if isinstance(err, click.ClickException):
+        # typer >= 0.23 raises its own vendored click's exceptions (TyperException subclasses)
+        if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
-            sys.exit(err.exit_code)
+            sys.exit(getattr(err, "exit_code", 2))
         raise
 
 
