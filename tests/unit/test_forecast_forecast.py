@@ -329,3 +329,37 @@ def test_the_same_moment_keeps_weekday_and_weekly_calls_left(days_before: int, h
         assert calls_left(t_k, end_k) == calls_left(as_of, end)
         assert abs(t_k - (end_k - (end - as_of))) <= pd.Timedelta(days=6)
         assert t_k < end_k
+
+
+def test_rates_from_as_of_count_wins_right_after_the_earlier_calls() -> None:
+    """P(won by E) asked from the as-of date (the nightly fan) and from the period start
+    are the same thing for a deal open at as-of. Thursday 2026-11-05's earlier weekly
+    calls (Thursdays 2026-07-30, 2026-04-30, 2026-01-29) are 5-7 days before the same
+    calendar date three, six, nine months back: a deal won two days after such a call
+    counts as won."""
+    from leadml.forecast.deals import EmpiricalCloseRates
+
+    as_of, end = ts("2026-11-05"), ts("2027-01-01")
+    rows = []
+    for k in (1, 2, 3):
+        t_k = same_moment(as_of, end, end - pd.DateOffset(months=3 * k))
+        opened, closed = (
+            str((t_k - pd.Timedelta(days=30)).date()),
+            str((t_k + pd.Timedelta(days=2)).date()),
+        )
+        rows += [
+            (f"a{k}", opened, "negotiation", 100.0, closed),
+            (f"a{k}", closed, "closed_won", 100.0, closed),
+            (f"b{k}", opened, "negotiation", 100.0, closed),
+            (f"b{k}", closed, "closed_lost", 100.0, closed),
+        ]
+    rows += [
+        ("nx", "2026-10-20", "negotiation", 100.0, "2026-12-20"),
+        ("zz", "2026-11-06", "follow_up", 100.0, "2027-03-01"),
+    ]
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    rates = EmpiricalCloseRates(DealHistory(con, Vocabulary()))
+    from_as_of = rates(con, as_of, end).set_index("opportunity_id")["p_won_by"]
+    from_start = rates(con, as_of, end, ts("2026-10-01")).set_index("opportunity_id")["p_won_by"]
+    assert from_as_of["nx"] == pytest.approx(0.5)
+    assert from_start["nx"] == pytest.approx(0.5)

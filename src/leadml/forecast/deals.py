@@ -361,6 +361,10 @@ class EmpiricalCloseRates:
             end_k = period_end - pd.DateOffset(months=self.period_months * k)
             start_k = period_start - pd.DateOffset(months=self.period_months * k)
             t_k = same_moment(as_of, period_end, end_k) if self.align_weeks else end_k - h
+            if period_start <= as_of:
+                # a deal open at as_of cannot have been won before it: neither can one
+                # open at t_k before t_k, which may be days before period_start's date
+                start_k = min(start_k, t_k)
             if end_k <= as_of:
                 anchors.append((t_k, start_k, end_k))
         if not anchors:  # too little history: weekly snapshots with the same horizon
