@@ -37,13 +37,12 @@ from leadml.config import ForecastConfig, Vocabulary
 from leadml.forecast.deals import (
     DealHistory,
     DealProbabilities,
-    EmpiricalCloseRates,
     ForecastError,
     Period,
     quarter_of,
     stage_win_rates,
 )
-from leadml.forecast.forecast import forecast
+from leadml.forecast.forecast import empirical_rates, forecast
 from leadml.forecast.newdeals import actual_new_revenue
 
 
@@ -165,12 +164,7 @@ def backtest(
     periods = backtest_quarters(history, quarters or cfg.backtest_quarters)
     light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
     if deal_probabilities is None:  # one estimator for the whole run: its answers are memoised
-        deal_probabilities = EmpiricalCloseRates(
-            history,
-            lookback_periods=cfg.lookback_periods,
-            age_edges=tuple(cfg.age_buckets_days),
-            prior_strength=cfg.prior_strength,
-        )
+        deal_probabilities = empirical_rates(history, cfg)
     rows: list[dict[str, Any]] = []
     new_rows: list[dict[str, float]] = []
     source_name = str(getattr(deal_probabilities, "name", "custom"))
