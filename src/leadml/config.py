@@ -197,6 +197,9 @@ class ForecastConfig(_Section):
     lookback_periods: int = Field(8, ge=1)
     # Earlier periods averaged by the new-deals run-rate model.
     new_deals_lookback_periods: int = Field(4, ge=1)
+    # The new-deals count scaled by the deal-creation velocity of the last this many days
+    # against the same before each earlier period's window (growth); 0 = off.
+    new_deals_velocity_days: int = Field(182, ge=0)
     # Earlier periods on which the spread (shared shock of open deals) is measured:
     # the most recent ones describe today's probability source best.
     shock_lookback_periods: int = Field(8, ge=2)

@@ -347,9 +347,7 @@ def test_lead_truth_is_calibrated_against_outcomes(db: duckdb.DuckDBPyConnection
 
 
 # the quarter-boundary rows of deal_truth (not the rolling as_of + 13 weeks row)
-_QUARTER_END = (
-    "date_trunc('quarter', timezone('UTC', period_end)) = timezone('UTC', period_end)"
-)
+_QUARTER_END = "date_trunc('quarter', timezone('UTC', period_end)) = timezone('UTC', period_end)"
 
 
 def test_deal_truth_rows_are_open_deals_and_calibrated(db: duckdb.DuckDBPyConnection) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadml.config import Vocabulary
+from leadml.config import ForecastConfig, Vocabulary
 from leadml.contracts import connect
 from leadml.errors import LeadmlError
 from leadml.forecast.deals import DealHistory, parse_period, same_moment
@@ -363,3 +363,62 @@ def test_rates_from_as_of_count_wins_right_after_the_earlier_calls() -> None:
     from_start = rates(con, as_of, end, ts("2026-10-01")).set_index("opportunity_id")["p_won_by"]
     assert from_as_of["nx"] == pytest.approx(0.5)
     assert from_start["nx"] == pytest.approx(0.5)
+
+
+def test_new_deal_velocity_compares_creation_per_day_now_and_before_each_window() -> None:
+    from leadml.forecast.newdeals import _velocity_growth
+
+    # smb: one deal a day through 2025, three a day in 2026; enterprise: one a day.
+    days_2025 = pd.date_range("2025-01-01", "2025-12-31", freq="D", tz=UTC)
+    days_2026 = pd.date_range("2026-01-01", "2026-06-30", freq="D", tz=UTC)
+    seen = [*days_2025, *days_2026, *days_2026, *days_2026, *days_2025, *days_2026]
+    seg = ["smb"] * (len(days_2025) + 3 * len(days_2026))
+    seg += ["enterprise"] * (len(days_2025) + len(days_2026))
+    o = pd.DataFrame({"first_seen": seen, "segment": seg})
+    # Before the window starts 2025-10-01 and 2025-07-01: one a day (the second span is
+    # cut by the data's start on 2025-01-01 and counted per day of data, not of span).
+    # The 182 days before 2026-07-01: 1 deal on 2025-12-31 + 3 x 181 in 2026.
+    growth = _velocity_growth(
+        o, ts("2026-07-01"), [ts("2025-10-01"), ts("2025-07-01")], ts("2025-01-01"), 182
+    )
+    assert growth["smb"] == pytest.approx((1 + 3 * 181) / 182)
+    assert growth["enterprise"] == pytest.approx(1.0)
+    assert _velocity_growth(o, ts("2026-07-01"), [ts("2025-10-01")], ts("2025-01-01"), 0) == {}
+
+
+@pytest.mark.parametrize("grown", [False, True])
+def test_new_deals_follow_the_deal_creation_velocity(grown: bool) -> None:
+    """Two 100 deals created and won inside each of the last four quarters; other deals
+    created weekly, three a week from 2026-04 on in the grown company."""
+    rows = []
+    for q_start in ("2025-10-01", "2026-01-01", "2026-04-01", "2026-07-01"):
+        s = ts(q_start)
+        for i in range(2):
+            created, won = (
+                str((s + pd.Timedelta(days=5)).date()),
+                str((s + pd.Timedelta(days=40)).date()),
+            )
+            rows += [
+                (f"w{q_start}{i}", created, "evaluation", 100.0, won),
+                (f"w{q_start}{i}", won, "closed_won", 100.0, won),
+            ]
+    for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
+        for c in range(3 if grown and day >= ts("2026-04-01") else 1):
+            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=1)).date())
+            rows += [
+                (f"f{j}_{c}", d0, "follow_up", 50.0, d1),
+                (f"f{j}_{c}", d1, "closed_lost", 50.0, d1),
+            ]
+    rows += [("zz", "2026-10-02", "follow_up", 100.0, "2027-03-01")]
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    expected = {}
+    for days in (0, 182):
+        cfg = ForecastConfig(new_deals_velocity_days=days, backtest_quarters=1)
+        expected[days] = forecast(
+            con, as_of="2026-10-01", period="2026Q4", config=cfg
+        ).total.new_expected
+    assert expected[0] == pytest.approx(200.0)  # two deals of 100 a quarter
+    if grown:
+        assert expected[182] > 1.8 * expected[0]
+    else:
+        assert expected[182] == pytest.approx(expected[0], rel=0.1)  # weekly counts in 182 days

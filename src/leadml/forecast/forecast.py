@@ -413,7 +413,12 @@ def forecast(
         )
     won = history.won_in(per.start, per.end, before=t)
     nd = new_deals(
-        history, as_of=t, period=per, by=by, lookback_periods=cfg.new_deals_lookback_periods
+        history,
+        as_of=t,
+        period=per,
+        by=by,
+        lookback_periods=cfg.new_deals_lookback_periods,
+        velocity_days=cfg.new_deals_velocity_days,
     )
     total_target = float(history.target(per, None).get("all", np.nan))
     total, d = _group_forecast(

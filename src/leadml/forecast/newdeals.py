@@ -10,6 +10,14 @@ kept amounts (or, when fewer than ``min_amounts`` were kept, from every deal won
 in the lookback window of that group). Only outcomes before E_k <= T are read,
 so the estimate is point-in-time. Its calibration is checked in the backtest
 (predicted vs actual new-deal revenue, see :mod:`leadml.forecast.backtest`).
+
+A growing (or shrinking) company creates more (fewer) deals now than a year ago,
+and an average over earlier periods lags that. With ``velocity_days`` > 0 each
+segment's count is scaled by its deal-creation velocity: deals first seen per day
+in the ``velocity_days`` before T over the average of the same in the
+``velocity_days`` before each earlier window start E_k - h (a window cut by the
+start of the data counts per day of data; the deals first seen in the data's first
+week, the book open when it began, are not counted as created then).
 """
 
 from __future__ import annotations
@@ -57,16 +65,19 @@ def new_deals(
     by: str | None = None,
     lookback_periods: int = 4,
     min_amounts: int = 10,
+    velocity_days: float = 0.0,
 ) -> NewDealsEstimate:
     """The run-rate estimate of deals created at or after ``as_of`` and won in ``period``.
 
     Modelled per segment (amounts differ most by segment): one independent part per
-    segment, for the total and within each group.
+    segment, for the total and within each group; each segment's count scaled by its
+    deal-creation velocity when ``velocity_days`` > 0 (see the module docstring).
     """
     h = period.end - as_of
     o = history.outcomes_before(as_of)
     found: list[pd.DataFrame] = []
     pools: list[pd.DataFrame] = []
+    starts: list[pd.Timestamp] = []
     n = 0
     first = o["first_seen"].min() if len(o) else as_of
     for k in range(1, lookback_periods + 1):
@@ -78,10 +89,12 @@ def new_deals(
         won = (o["won_at"] >= past.start) & (o["won_at"] < past.end)
         found.append(o[created & won].assign(_k=n))
         pools.append(o[won])
+        starts.append(past.end - h)
     if n == 0:
         return NewDealsEstimate([], {}, 0)
     new = pd.concat(found, ignore_index=True)
     pool = pd.concat(pools, ignore_index=True)
+    growth = _velocity_growth(o, as_of, starts, first, velocity_days)
 
     def parts(rows: pd.DataFrame) -> list[NewDeals]:
         out = []
@@ -94,7 +107,8 @@ def new_deals(
                 seg_pool = pool[pool["segment"] == seg]
                 amounts = (seg_pool if len(seg_pool) else pool)["won_amount"].to_numpy(dtype=float)
             counts = np.bincount(mine["_k"].to_numpy(int), minlength=n + 1)[1:]
-            out.append(NewDeals(len(mine) / n, amounts, n, _dispersion(counts)))
+            rate = growth.get(seg, 1.0) * len(mine) / n
+            out.append(NewDeals(rate, amounts, n, _dispersion(counts)))
         return out
 
     est = NewDealsEstimate(parts(new), {}, n)
@@ -103,6 +117,42 @@ def new_deals(
         for value in sorted(set(new[col].dropna())):
             est.groups[str(value)] = parts(new[new[col] == value])
     return est
+
+
+def _velocity_growth(
+    o: pd.DataFrame,
+    as_of: pd.Timestamp,
+    starts: list[pd.Timestamp],
+    first: pd.Timestamp,
+    days: float,
+) -> dict[str, float]:
+    """Per segment: deals first seen per day in the ``days`` before ``as_of`` over the
+    mean of the same before each of ``starts`` (empty when ``days`` is 0 or no start has
+    four weeks of data before it; a segment with no deals then keeps its count).
+
+    The deals first seen in the data's first week are the book open when the data
+    begins (created earlier), not that week's creations: the clock starts after it."""
+    if days <= 0 or o.empty:
+        return {}
+    span = pd.Timedelta(days=days)
+    begin_data = first + _BOOK_DAYS
+    seen, seg = o["first_seen"], o["segment"]
+
+    def per_day(end: pd.Timestamp) -> pd.Series:
+        begin = max(end - span, begin_data)
+        covered = (end - begin) / pd.Timedelta(days=1)
+        return seg[(seen >= begin) & (seen < end)].value_counts() / covered
+
+    usable = [t for t in starts if t - begin_data >= _MIN_VELOCITY_SPAN]
+    if not usable:
+        return {}
+    now = per_day(as_of)
+    then = pd.concat([per_day(t) for t in usable], axis=1).fillna(0.0).mean(axis=1)
+    return {str(k): float(now.get(k, 0.0) / v) for k, v in then.items() if v > 0}
+
+
+_BOOK_DAYS = pd.Timedelta(days=7)
+_MIN_VELOCITY_SPAN = pd.Timedelta(days=28)
 
 
 def _dispersion(counts: np.ndarray) -> float:
