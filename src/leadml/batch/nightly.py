@@ -9,8 +9,9 @@
 3. **score** them with the registered champions (calibrated probability, grade,
    top reasons);
 4. the **IS call list** for the coming working days (:mod:`.calllist`);
-5. the **forecast** snapshot of the current and the next quarter, with the deal
-   champion's probabilities, and the **deal-hygiene alerts**;
+5. the **forecast** snapshot of the current and the next quarter (the empirical close
+   rates, or the deal champion's probabilities with ``batch.forecast_source: model``),
+   and the **deal-hygiene alerts**;
 6. **drift** of every model input and of the scores against the training reference;
 7. **publish** every table for D at once (:mod:`.outputs`) with the run manifest.
 
