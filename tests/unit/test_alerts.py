@@ -125,3 +125,17 @@ def test_thresholds_come_from_config(con) -> None:  # noqa: ANN001
 def test_scores_missing_columns_are_named(con) -> None:  # noqa: ANN001
     with pytest.raises(LeadmlError, match="p_won"):
         alerts(con, as_of=AS_OF, scores=SCORES.drop(columns=["p_won"]))
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "match"),
+    [
+        ("as_of", "last week", "as_of has 1 value.*'last week'"),
+        ("p_won", "high", "p_won has 1 value.*'high'"),
+    ],
+)
+def test_scores_with_unreadable_values_are_named(con, column: str, value: str, match: str) -> None:  # noqa: ANN001
+    scores = SCORES.astype({column: object})
+    scores.loc[scores.index[0], column] = value
+    with pytest.raises(LeadmlError, match=match):
+        alerts(con, as_of=AS_OF, scores=scores)

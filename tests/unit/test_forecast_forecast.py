@@ -188,6 +188,9 @@ def test_missing_or_invalid_probabilities_are_named() -> None:
         ("2026-12-01", "2026Q4", "after the end of the data"),
         (AS_OF, "2026Q3", "ended on 2026-10-01"),
         (AS_OF, "2026-10", "ended"),
+        ("2026-08-01", "2026Q4", "before the deal history starts \\(2026-09-01\\)"),
+        # deals open 72 days before an earlier period's end, or before 2026-09-01: none
+        ("2026-10-20", "2026Q4", "choose --as-of 2026-11-01 or later"),
     ],
 )
 def test_bad_requests_are_clear_errors(as_of: str, period: str, match: str) -> None:
@@ -422,3 +425,68 @@ def test_new_deals_follow_the_deal_creation_velocity(grown: bool) -> None:
         assert expected[182] > 1.8 * expected[0]
     else:
         assert expected[182] == pytest.approx(expected[0], rel=0.1)  # weekly counts in 182 days
+
+
+def test_new_deals_of_the_groups_add_up_to_the_total() -> None:
+    """r1 and r3 sell to smb: r1 creates and wins three 100 deals a quarter, r3 one 1,000
+    deal (fewer than ten kept: a small group). Older 10,000 deals also win each quarter;
+    they are not new, and must not set r3's deal size either."""
+    rows = []
+    for q_start in ("2025-10-01", "2026-01-01", "2026-04-01", "2026-07-01"):
+        s = ts(q_start)
+        created, won = s + pd.Timedelta(days=5), s + pd.Timedelta(days=40)
+        for i, (owner, amount) in enumerate([("r1", 100.0)] * 3 + [("r3", 1000.0)]):
+            oid = f"{owner}_{q_start}_{i}"
+            rows += [
+                (oid, str(created.date()), "evaluation", amount, str(won.date())),
+                (oid, str(won.date()), "closed_won", amount, str(won.date())),
+            ]
+        old = f"old_{q_start}"
+        rows += [
+            (
+                old,
+                str((s - pd.Timedelta(days=150)).date()),
+                "negotiation",
+                10000.0,
+                str(won.date()),
+            ),
+            (old, str(won.date()), "closed_won", 10000.0, str(won.date())),
+        ]
+    rows += [("zz", "2026-10-02", "follow_up", 100.0, "2027-03-01")]
+    owners = {r[0]: (r[0].split("_")[0] if r[0].startswith("r") else "r1") for r in rows}
+    frames = book(rows, {k: ("r1" if v == "r3" else v) for k, v in owners.items()})
+    frames["reps"] = pd.concat(
+        [
+            frames["reps"],
+            pd.DataFrame([{"rep_id": "r3", "role": "FS", "team": "east", "segment": "smb"}]),
+        ],
+        ignore_index=True,
+    )
+    opps = frames["opportunities"]
+    opps["owner_id"] = opps["opportunity_id"].map(owners)
+    cfg = ForecastConfig(new_deals_velocity_days=0)
+    r = forecast(con_of(frames), as_of="2026-10-01", period="2026Q4", by="owner", config=cfg)
+    groups = {g.group: g.new_expected for g in r.groups}
+    assert r.total.new_expected == pytest.approx(4 * (3 * 100 + 1000) / 4)
+    assert sum(groups.values()) == pytest.approx(r.total.new_expected)
+    assert groups["r3"] == pytest.approx(r.total.new_expected / 4)
+
+
+def test_given_probabilities_are_read_as_numbers_and_a_start_column_only_before_the_period() -> (
+    None
+):
+    con = con_of(book(ROWS, OWNERS))
+    frame = pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [0.3, 0.3]})
+    plain = forecast(con, as_of=AS_OF, period="2026Q4", deal_probabilities=frame)
+    # 2026Q4 is under way: a deal open at the as-of date was not won before its start
+    with_start = frame.assign(p_won_by_period_start=[0.1, 0.1])
+    started = forecast(con, as_of=AS_OF, period="2026Q4", deal_probabilities=with_start)
+    assert started.total.open_expected == pytest.approx(plain.total.open_expected)
+    assert plain.total.open_expected == pytest.approx(0.3 * (1200 + 3000))
+    with pytest.raises(LeadmlError, match=r"p_won_by has 1 value.*'x'"):
+        forecast(
+            con,
+            as_of=AS_OF,
+            period="2026Q4",
+            deal_probabilities=frame.astype({"p_won_by": object}).assign(p_won_by=["x", 0.3]),
+        )

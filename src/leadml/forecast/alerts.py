@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from leadml.config import AlertsConfig, Vocabulary
-from leadml.forecast.deals import DealHistory, ForecastError, as_utc
+from leadml.forecast.deals import DealHistory, ForecastError, as_utc, numeric_column, time_column
 
 COLUMNS = ["opportunity_id", "owner_id", "team", "stage", "amount", "rule", "reason", "figures"]
 RULES = ("past_close_date", "stale", "close_date_pushed", "stage_too_long", "score_dropped")
@@ -222,7 +222,8 @@ def _score_drops(
             "it needs opportunity_id, as_of, p_won"
         )
     s = scores[["opportunity_id", "as_of", "p_won"]].copy()
-    s["as_of"] = pd.to_datetime(s["as_of"], utc=True)
+    s["as_of"] = time_column(s, "as_of", "scores history")
+    s["p_won"] = numeric_column(s, "p_won", "scores history")
     s = s[
         (s["as_of"] <= t)
         & s["opportunity_id"].isin(

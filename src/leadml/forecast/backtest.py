@@ -122,20 +122,28 @@ def monday_before(ts: pd.Timestamp) -> pd.Timestamp:
     return day - pd.Timedelta(days=day.weekday())
 
 
-def backtest_quarters(history: DealHistory, n: int) -> list[Period]:
-    """The last ``n`` quarters that ended before the data's end."""
-    if history.data_end is None:
+def backtest_quarters(history: DealHistory, n: int, weeks: int = 13) -> list[Period]:
+    """The last ``n`` quarters that ended before the data's end and whose earliest
+    forecast (``weeks`` before the end) has a quarter's deal history before it to learn
+    close rates from (deals open one horizon before that as-of date)."""
+    if history.data_end is None or history.data_start is None:
         raise ForecastError("opportunity_history is empty; there is nothing to backtest")
     q = quarter_of(history.data_end)
     if q.end > history.data_end.normalize() + pd.Timedelta(days=1):
         q = q.shifted(1)
     quarters = [q.shifted(k) for k in range(n)]
-    first = history.outcomes["first_seen"].min()
-    kept = [p for p in quarters if p.start > first]
+    first = history.data_start
+
+    def learnable(p: Period) -> bool:
+        as_of = monday_before(p.end - pd.Timedelta(days=7 * weeks))
+        return as_of - (p.end - as_of) >= first
+
+    kept = [p for p in quarters if learnable(p)]
     if not kept:
         raise ForecastError(
-            f"no complete quarter after the first deal ({first:%Y-%m-%d}) to backtest; "
-            "load more history"
+            f"no complete quarter to backtest: the deal history starts {first:%Y-%m-%d}, and "
+            f"a quarter's forecast {weeks} weeks before its end learns from the deals open "
+            f"{weeks} weeks before that; load more history"
         )
     return sorted(kept, key=lambda p: p.start)
 
@@ -161,7 +169,7 @@ def backtest(
     cfg = config or ForecastConfig()
     vocab = vocab or Vocabulary()
     history = DealHistory(con, vocab)
-    periods = backtest_quarters(history, quarters or cfg.backtest_quarters)
+    periods = backtest_quarters(history, quarters or cfg.backtest_quarters, cfg.backtest_weeks)
     light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
     if deal_probabilities is None:  # one estimator for the whole run: its answers are memoised
         deal_probabilities = empirical_rates(history, cfg)

@@ -104,6 +104,34 @@ def as_utc(value: object, what: str = "--as-of") -> pd.Timestamp:
 WEEK = pd.Timedelta(days=7)
 
 
+def numeric_column(frame: pd.DataFrame, col: str, what: str) -> pd.Series:
+    """``frame[col]`` as floats; a value that is not a number is a ForecastError naming
+    ``what`` (e.g. "deal probabilities"), the column and an example."""
+    raw = frame[col]
+    out = pd.to_numeric(raw, errors="coerce").astype(float)
+    _check_parsed(raw, out, col, what, "a number")
+    return out
+
+
+def time_column(frame: pd.DataFrame, col: str, what: str) -> pd.Series:
+    """``frame[col]`` as UTC timestamps (ISO dates or times), with a clear error like
+    :func:`numeric_column`."""
+    raw = frame[col]
+    out = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+    _check_parsed(raw, out, col, what, "an ISO date or time like 2026-11-27")
+    return out
+
+
+def _check_parsed(raw: pd.Series, parsed: pd.Series, col: str, what: str, expected: str) -> None:
+    bad = raw.notna().to_numpy() & parsed.isna().to_numpy()
+    if bad.any():
+        example = raw[bad].iloc[0]
+        raise ForecastError(
+            f"{what}: column {col} has {int(bad.sum())} value(s) that are not {expected} "
+            f"(e.g. {example!r}); fix those rows"
+        )
+
+
 def same_moment(as_of: pd.Timestamp, period_end: pd.Timestamp, end_k: pd.Timestamp) -> pd.Timestamp:
     """The moment of an earlier period (ending ``end_k``) that matches ``as_of`` in a
     period ending ``period_end``: the same weekday and time as ``as_of``, with as many
@@ -164,6 +192,7 @@ class DealHistory:
         )
         self.history = self._derive(h)
         self.data_end = pd.Timestamp(h["ts"].max()) if len(h) else None
+        self.data_start = pd.Timestamp(h["ts"].min()) if len(h) else None
         # The freshest record of any table: a quiet weekend in the deal history must not
         # make Monday's forecast "after the data".
         from leadml.features.labels import data_end as latest_record
@@ -244,8 +273,13 @@ class DealHistory:
     def check_as_of(self, as_of: pd.Timestamp) -> None:
         """as_of may be at most ``STALE_DAYS`` days after the last record of any table:
         later than that the data is too old to forecast from."""
-        if self.data_end is None:
+        if self.data_end is None or self.data_start is None:
             raise ForecastError("opportunity_history is empty; there is nothing to forecast from")
+        if as_of < self.data_start:
+            raise ForecastError(
+                f"--as-of {as_of.date()} is before the deal history starts "
+                f"({self.data_start:%Y-%m-%d}); choose a later --as-of"
+            )
         last = max(t for t in (self.data_end, self.last_record) if t is not None)
         limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
         if as_of > limit:
@@ -357,6 +391,7 @@ class EmpiricalCloseRates:
         h = period_end - as_of
         rows = []
         anchors = []
+        first = self.history.data_start
         for k in range(1, self.lookback_periods + 1):
             end_k = period_end - pd.DateOffset(months=self.period_months * k)
             start_k = period_start - pd.DateOffset(months=self.period_months * k)
@@ -365,12 +400,12 @@ class EmpiricalCloseRates:
                 # a deal open at as_of cannot have been won before it: neither can one
                 # open at t_k before t_k, which may be days before period_start's date
                 start_k = min(start_k, t_k)
-            if end_k <= as_of:
+            if end_k <= as_of and first is not None and t_k >= first:
                 anchors.append((t_k, start_k, end_k))
         if not anchors:  # too little history: weekly snapshots with the same horizon
             t = as_of - h
             for _ in range(self.lookback_periods * 4):
-                if self.history.data_end is None or t < self.history.outcomes["first_seen"].min():
+                if first is None or t < first:
                     break
                 anchors.append((t, t + (period_start - as_of), t + h))
                 t = t - pd.Timedelta(days=7)
@@ -424,8 +459,21 @@ class EmpiricalCloseRates:
         key = (as_of, start, period_end)
         if key in self._memo:
             return self._memo[key]
-        rates = self.rates(self.training_rows(as_of, period_end, start))
+        train = self.training_rows(as_of, period_end, start)
         snap = self.history.snapshot(as_of)
+        if train.empty and len(snap):
+            h_days = int(np.ceil((period_end - as_of) / pd.Timedelta(days=1)))
+            first = self.history.data_start or as_of
+            # the weekly fallback needs as_of - (period_end - as_of) >= first
+            earliest = (first + (period_end - first) / 2).ceil("D")
+            raise ForecastError(
+                f"too little deal history for the empirical close rates as of {as_of:%Y-%m-%d}: "
+                f"they learn from the deals open {h_days} days before the end of an earlier "
+                f"period, or before {as_of:%Y-%m-%d}, and the deal history starts "
+                f"{first:%Y-%m-%d}; for a period ending {period_end:%Y-%m-%d} choose --as-of "
+                f"{earliest:%Y-%m-%d} or later, or give the deal probabilities with --probabilities"
+            )
+        rates = self.rates(train)
         feats = _features(snap, as_of, period_end, list(self.age_edges))
         p = pd.Series(np.nan, index=feats.index)
         for cols in reversed(LEVELS):

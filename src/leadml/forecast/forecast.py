@@ -36,6 +36,7 @@ from leadml.forecast.deals import (
     ForecastError,
     Period,
     as_utc,
+    numeric_column,
     parse_period,
     same_moment,
 )
@@ -141,16 +142,16 @@ def probability_source(
         frame = source
 
         def given(as_of: pd.Timestamp, per: Period) -> pd.DataFrame:
-            if "p_won_by_period_start" in frame.columns:
+            if as_of >= per.start:  # a deal open at as_of was not won before the start
+                return frame
+            if START_COLUMN in frame.columns:
                 return _within(frame, frame, START_COLUMN)
-            if as_of < per.start:
-                raise ForecastError(
-                    f"period {per.label} starts on {per.start.date()}, after --as-of "
-                    f"{as_of.date()}: P(won by the period end) would also count deals won "
-                    "before the period; add a column p_won_by_period_start "
-                    "(P(won before the period start)) to the probabilities"
-                )
-            return frame
+            raise ForecastError(
+                f"period {per.label} starts on {per.start.date()}, after --as-of "
+                f"{as_of.date()}: P(won by the period end) would also count deals won "
+                "before the period; add a column p_won_by_period_start "
+                "(P(won before the period start)) to the probabilities"
+            )
 
         return given, "given"
     name = str(getattr(source, "name", getattr(source, "__name__", type(source).__name__)))
@@ -186,10 +187,11 @@ def _within(by_end: pd.DataFrame, by_start: pd.DataFrame, start_col: str) -> pd.
     col = _prob_column(by_end)
     if "opportunity_id" not in by_start.columns:
         raise ForecastError("deal probabilities need an opportunity_id column")
-    start = by_start.drop_duplicates("opportunity_id").set_index("opportunity_id")[start_col]
+    what = "deal probabilities"
+    start = by_start.drop_duplicates("opportunity_id").set_index("opportunity_id")
     out = by_end.drop_duplicates("opportunity_id").set_index("opportunity_id")
-    before = start.astype(float).reindex(out.index).fillna(0.0)
-    within = out[col].astype(float) - before
+    before = numeric_column(start, start_col, what).reindex(out.index).fillna(0.0)
+    within = numeric_column(out, col, what) - before
     bad = within < -_MONOTONE_TOLERANCE
     if bad.any():
         oid = within.index[bad.to_numpy()][0]
@@ -281,7 +283,8 @@ def _attach(open_deals: pd.DataFrame, probs: pd.DataFrame) -> pd.DataFrame:
     col = _prob_column(probs)
     if "opportunity_id" not in probs.columns:
         raise ForecastError("deal probabilities need an opportunity_id column")
-    p = probs.drop_duplicates("opportunity_id").set_index("opportunity_id")[col].astype(float)
+    probs = probs.drop_duplicates("opportunity_id")
+    p = numeric_column(probs, col, "deal probabilities").set_axis(probs["opportunity_id"])
     out = open_deals.copy()
     out["p_won_by"] = p.reindex(out["opportunity_id"]).to_numpy()
     missing = out.loc[out["p_won_by"].isna(), "opportunity_id"]

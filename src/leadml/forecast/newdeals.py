@@ -6,8 +6,9 @@ periods, only those with E_k <= T): count the deals first seen in
 ``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep their amounts. The number
 of such deals in the forecast period is modelled as Poisson with the average
 count (per group when a grouping is asked), and their amounts as draws from the
-kept amounts (or, when fewer than ``min_amounts`` were kept, from every deal won
-in the lookback window of that group). Only outcomes before E_k <= T are read,
+segment's kept amounts (or, when fewer than ``min_amounts`` were kept, from every
+deal won in the segment in the lookback window), the same for every group so that
+the groups add up to the total. Only outcomes before E_k <= T are read,
 so the estimate is point-in-time. Its calibration is checked in the backtest
 (predicted vs actual new-deal revenue, see :mod:`leadml.forecast.backtest`).
 
@@ -96,19 +97,24 @@ def new_deals(
     pool = pd.concat(pools, ignore_index=True)
     growth = _velocity_growth(o, as_of, starts, first, velocity_days)
 
+    def segment_amounts(seg: str) -> np.ndarray:
+        amounts = new.loc[new["segment"] == seg, "won_amount"].to_numpy(dtype=float)
+        if len(amounts) < min_amounts:  # too few: every deal won in the segment then
+            seg_pool = pool[pool["segment"] == seg]
+            amounts = (seg_pool if len(seg_pool) else pool)["won_amount"].to_numpy(dtype=float)
+        return amounts
+
+    # One amount sample per segment, shared by the total and every group: a group's
+    # count is its own, so the groups' expected new revenue adds up to the total's.
+    amounts_of = {seg: segment_amounts(seg) for seg in set(new["segment"].dropna())}
+
     def parts(rows: pd.DataFrame) -> list[NewDeals]:
         out = []
         for seg in sorted(set(rows["segment"].dropna())):
             mine = rows[rows["segment"] == seg]
-            amounts = mine["won_amount"].to_numpy(dtype=float)
-            if (
-                len(amounts) < min_amounts
-            ):  # too few: every deal won in the segment in those periods
-                seg_pool = pool[pool["segment"] == seg]
-                amounts = (seg_pool if len(seg_pool) else pool)["won_amount"].to_numpy(dtype=float)
             counts = np.bincount(mine["_k"].to_numpy(int), minlength=n + 1)[1:]
             rate = growth.get(seg, 1.0) * len(mine) / n
-            out.append(NewDeals(rate, amounts, n, _dispersion(counts)))
+            out.append(NewDeals(rate, amounts_of[seg], n, _dispersion(counts)))
         return out
 
     est = NewDealsEstimate(parts(new), {}, n)
