@@ -23,3 +23,25 @@ def test_usage_errors_are_explained_without_a_traceback(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
+
+
+def test_tables_never_cut_figures() -> None:
+    from rich.console import Console
+
+    from leadml.cli.common import fmt, summary_table
+
+    assert [fmt(v, compact=True) for v in (999_999, 999_400, 11_980_922, -1_702_451, 9_999)] == [
+        "1.00M",
+        "999k",
+        "12.0M",
+        "-1.70M",
+        "9,999",
+    ]
+    cols = ["group", "won", "open deals", "new deals", "expected", "P10", "P50", "P90"]
+    row = ("fs_enterprise", *[12_345_678] * 7)
+    for width, shown in ((200, "12,345,678"), (80, "12.3M")):
+        out = Console(width=width, record=True)
+        out.print(summary_table("Forecast", cols, [row], width=width))
+        text = out.export_text()
+        assert shown in text and "…" not in text
+        assert ("amounts rounded" in text) == (width == 80)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -52,8 +53,16 @@ def open_data(s: Settings, data: Path | None) -> Any:
     return con
 
 
+# Output that goes to a file or a pipe is read later, often by grep: wide enough that
+# tables keep every figure (a terminal's own width applies to a terminal).
+PIPE_WIDTH = 200
+
+
 def console() -> Console:
-    return Console(highlight=False)
+    out = Console(highlight=False)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out = Console(highlight=False, width=PIPE_WIDTH)
+    return out
 
 
 def err_console() -> Console:
@@ -73,19 +82,48 @@ def progress() -> Progress:
     )
 
 
-def summary_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+def summary_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], width: int | None = None
+) -> Table:
+    """A table of ``rows``; figures are never cut: when the full numbers do not fit in
+    ``width`` (default: the console's), large amounts are shown as 12.7M / 233k (the
+    caption says so) and cells wrap rather than end in an ellipsis."""
+    rows = [list(r) for r in rows]
+    full = [[fmt(v) for v in r] for r in rows]
+    cells = full
+    if _table_width(columns, full) > (width or console().width):
+        cells = [[fmt(v, compact=True) for v in r] for r in rows]
     table = Table(title=title, title_justify="left")
+    if cells != full:
+        table.caption = "amounts rounded: k = thousand, M = million, B = billion (--json: exact)"
     for col in columns:
-        table.add_column(col, justify="left" if col == columns[0] else "right")
-    for row in rows:
-        table.add_row(*(fmt(v) for v in row))
+        table.add_column(col, justify="left" if col == columns[0] else "right", overflow="fold")
+    for row in cells:
+        table.add_row(*row)
     return table
 
 
-def fmt(value: Any) -> str:
+def _table_width(columns: Sequence[str], cells: list[list[str]]) -> int:
+    widths = [
+        max([len(str(c)), *(len(r[i]) for r in cells if i < len(r))]) for i, c in enumerate(columns)
+    ]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def fmt(value: Any, compact: bool = False) -> str:
+    """A cell: thousands separators; ``compact`` writes amounts from 10,000 up with three
+    significant digits and k / M / B."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float) and math.isnan(value):
+        return "-"
+    if isinstance(value, int | float) and compact and abs(value) >= 10_000:
+        for unit, scale in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+            x = value / scale
+            if abs(x) >= 0.9995:  # 999,999 is 1.00M, not 1000k
+                decimals = 2 if abs(x) < 9.995 else 1 if abs(x) < 99.95 else 0
+                return f"{x:.{decimals}f}{unit}"
     if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
         return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
