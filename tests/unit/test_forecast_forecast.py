@@ -421,6 +421,10 @@ def test_new_deals_follow_the_deal_creation_velocity(grown: bool) -> None:
             con, as_of="2026-10-01", period="2026Q4", config=cfg
         ).total.new_expected
     assert expected[0] == pytest.approx(200.0)  # two deals of 100 a quarter
+    # 2027Q4: the quarters a year before it have not ended; the latest that have count
+    far = ForecastConfig(new_deals_velocity_days=0)
+    ahead = forecast(con, as_of="2026-10-01", period="2027Q4", config=far)
+    assert ahead.total.new_expected == pytest.approx(200.0) and ahead.new_deals_periods == 2
     if grown:
         assert expected[182] > 1.8 * expected[0]
     else:

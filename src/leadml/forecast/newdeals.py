@@ -1,9 +1,10 @@
 """Revenue from deals not yet created: a run-rate model.
 
 For a forecast as of T of a period ``[S, E)`` (h = E - T), look at the same
-moment of the previous ``lookback_periods`` periods (E_k = E shifted back k
-periods, only those with E_k <= T): count the deals first seen in
-``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep their amounts. The number
+moment of the latest ``lookback_periods`` earlier periods that have ended (E_k = E
+shifted back k periods, E_k <= T; for a period far ahead, k starts further back):
+count the deals first seen in ``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep
+their amounts. The number
 of such deals in the forecast period is modelled as Poisson with the average
 count (per group when a grouping is asked), and their amounts as draws from the
 segment's kept amounts (or, when fewer than ``min_amounts`` were kept, from every
@@ -81,9 +82,13 @@ def new_deals(
     starts: list[pd.Timestamp] = []
     n = 0
     first = o["first_seen"].min() if len(o) else as_of
-    for k in range(1, lookback_periods + 1):
+    k = 0
+    while n < lookback_periods:  # the latest lookback_periods periods that have ended
+        k += 1
         past = period.shifted(k)
-        if past.end > as_of or past.end - h < first:  # not over yet, or before the data began
+        if past.end - h < first:  # before the data began: so are all earlier ones
+            break
+        if past.end > as_of:  # not over yet (a period far ahead looks further back)
             continue
         n += 1
         created = (o["first_seen"] >= past.end - h) & (o["first_seen"] < past.end)
