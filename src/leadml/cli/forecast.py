@@ -337,9 +337,12 @@ def alerts(
         common.emit_json(table.to_dict(orient="records"))
         return
     out = common.console()
+    from leadml.forecast.alerts import RULES
+
     counts = table.groupby("rule").agg(
         alerts=("rule", "size"), deals=("opportunity_id", "nunique"), amount=("amount", "sum")
     )
+    counts = counts.reindex([r for r in RULES if r in counts.index])
     out.print(
         common.summary_table(
             f"Deal-hygiene alerts as of {as_of}",
@@ -349,10 +352,20 @@ def alerts(
     )
     from rich.table import Table
 
-    shown = table.head(limit)
-    listing = Table(title=f"First {len(shown)} of {len(table)} (by owner)", title_justify="left")
-    for col in ("owner", "deal", "rule", "reason"):
-        listing.add_column(col, justify="left")
+    shown = table.sort_values(["amount", "opportunity_id"], ascending=[False, True], kind="stable")
+    shown = shown.head(limit)
+    listing = Table(
+        title=f"First {len(shown)} of {len(table)} (largest deals first)", title_justify="left"
+    )
+    for col in ("owner", "deal", "stage", "amount", "rule", "reason"):
+        listing.add_column(col, justify="right" if col == "amount" else "left", overflow="fold")
     for r in shown.itertuples():
-        listing.add_row(str(r.owner_id), str(r.opportunity_id), str(r.rule), str(r.reason))
+        listing.add_row(
+            str(r.owner_id),
+            str(r.opportunity_id),
+            str(r.stage),
+            common.fmt(float(r.amount)),
+            str(r.rule),
+            str(r.reason),
+        )
     out.print(listing)

@@ -89,7 +89,7 @@ def waterfall(result: ForecastResult, target: Path | str) -> Path:
             ax.axhline(t.target, color="tab:red", linestyle=":", label=f"target {t.target:,.0f}")
         ax.set_xticks(range(4), [s[0] for s in steps] + ["expected"])
         ax.set_title(
-            f"{result.period.label} as of {result.as_of:%Y-%m-%d}: P(target) {t.p_reach_target:.0%}"
+            f"{result.period.label} as of {result.as_of:%Y-%m-%d}: P(target) {t.p_reach_target:.1%}"
             if np.isfinite(t.p_reach_target)
             else f"{result.period.label} as of {result.as_of:%Y-%m-%d}"
         )
