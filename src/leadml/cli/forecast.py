@@ -277,8 +277,8 @@ def backtest(
     out = common.console()
     out.print(
         common.summary_table(
-            f"Backtest ({report.points['quarter'].nunique()} quarters, "
-            f"probabilities: {report.probability_source})",
+            f"Backtest of {', '.join(sorted(report.points['quarter'].unique()))} "
+            f"(probabilities: {report.probability_source})",
             ["method", "MAPE", "P10-P90 coverage", "points"],
             [(r.method, r.mape, r.coverage_p10_p90, int(r.n)) for r in report.summary.itertuples()],
         )
@@ -298,10 +298,14 @@ def backtest(
     ]
     out.print(common.summary_table("Goals", ["goal", "value", "target", "met"], goals))
     nd = report.new_deals
+    ratio = (
+        f"ratio {nd['ratio']:.2f}"
+        if math.isfinite(nd["ratio"])
+        else "no new deal was won this close to a quarter end"
+    )
     out.print(
         f"new-deals run-rate: predicted {nd['predicted_total']:,.0f} "
-        f"vs actual {nd['actual_total']:,.0f} "
-        f"(ratio {nd['ratio']:.2f}) over {nd['points']:.0f} points"
+        f"vs actual {nd['actual_total']:,.0f} ({ratio}) over {nd['points']:.0f} points"
     )
     out.print(f"points: {points_path}")
 
