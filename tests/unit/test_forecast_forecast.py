@@ -189,6 +189,8 @@ def test_missing_or_invalid_probabilities_are_named() -> None:
         (AS_OF, "2026Q3", "ended on 2026-10-01"),
         (AS_OF, "2026-10", "ended"),
         ("2026-08-01", "2026Q4", "before the deal history starts \\(2026-09-01\\)"),
+        ("11/05/2026", "2026Q4", "not a date in ISO form"),
+        (AS_OF, "", "not a period"),
         # deals open 72 days before an earlier period's end, or before 2026-09-01: none
         ("2026-10-20", "2026Q4", "choose --as-of 2026-11-01 or later"),
     ],

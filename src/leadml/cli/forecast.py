@@ -91,7 +91,7 @@ def forecast(
             t = last.normalize() + pd.Timedelta(days=1)
         else:
             t = as_utc(as_of)
-        per = parse_period(period) if period else quarter_of(t)
+        per = parse_period(period) if period is not None else quarter_of(t)
         given = _read_frame(probabilities, "--probabilities") if probabilities else None
         result = run_forecast(
             con,

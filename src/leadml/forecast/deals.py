@@ -88,8 +88,16 @@ def quarter_of(ts: pd.Timestamp) -> Period:
     return parse_period(f"{ts.year}Q{(ts.month - 1) // 3 + 1}")
 
 
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\S*)?$")
+
+
 def as_utc(value: object, what: str = "--as-of") -> pd.Timestamp:
-    """A timestamp in UTC (naive values are read as UTC)."""
+    """A timestamp in UTC (naive values are read as UTC). Text must be ISO 8601
+    (2026-11-27, 2026-11-27T09:00): 11/10/2025 could be either month first or day first."""
+    if isinstance(value, str) and value.strip() and not _ISO_DATE.match(value.strip()):
+        raise ForecastError(
+            f"{what} {value!r} is not a date in ISO form; write it like 2026-11-27 (year-month-day)"
+        )
     try:
         ts = pd.Timestamp(value)  # type: ignore[arg-type]
     except (ValueError, TypeError):
