@@ -4,10 +4,9 @@ For a forecast as of T of a period ``[S, E)`` (h = E - T), look at the same
 moment of the latest ``lookback_periods`` earlier periods that have ended (E_k = E
 shifted back k periods, E_k <= T; for a period far ahead, k starts further back):
 count the deals first seen in ``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep
-their amounts. The number
-of such deals in the forecast period is modelled as Poisson with the average
-count (per group when a grouping is asked), and their amounts as draws from the
-segment's kept amounts (or, when fewer than ``min_amounts`` were kept, from every
+their amounts. The number of such deals in the forecast period is modelled as
+Poisson with the average count (per group when a grouping is asked), and their
+amounts as draws from the segment's kept amounts (or, when fewer than ``min_amounts`` were kept, from every
 deal won in the segment in the lookback window), the same for every group so that
 the groups add up to the total. Only outcomes before E_k <= T are read,
 so the estimate is point-in-time. Its calibration is checked in the backtest
