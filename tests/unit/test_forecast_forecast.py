@@ -188,11 +188,11 @@ def test_missing_or_invalid_probabilities_are_named() -> None:
         ("2026-12-01", "2026Q4", "after the end of the data"),
         (AS_OF, "2026Q3", "ended on 2026-10-01"),
         (AS_OF, "2026-10", "ended"),
-        ("2026-08-01", "2026Q4", "before the deal history starts \\(2026-09-01\\)"),
+        ("2026-08-01", "2026Q4", "not after the deal history starts \\(2026-09-01"),
         ("11/05/2026", "2026Q4", "not a date in ISO form"),
         (AS_OF, "", "not a period"),
         # deals open 72 days before an earlier period's end, or before 2026-09-01: none
-        ("2026-10-20", "2026Q4", "choose --as-of 2026-11-01 or later"),
+        ("2026-10-20", "2026Q4", "choose --as-of 2026-11-02 or later"),
     ],
 )
 def test_bad_requests_are_clear_errors(as_of: str, period: str, match: str) -> None:
@@ -382,11 +382,12 @@ def test_new_deal_velocity_compares_creation_per_day_now_and_before_each_window(
     o = pd.DataFrame({"first_seen": seen, "segment": seg})
     # Before the window starts 2025-10-01 and 2025-07-01: one a day (the second span is
     # cut by the data's start on 2025-01-01 and counted per day of data, not of span).
-    # The 182 days before 2026-07-01: 1 deal on 2025-12-31 + 3 x 181 in 2026.
+    # The 182 days before 2026-07-01: 1 deal on 2025-12-31 + 3 x 181 in 2026; ten
+    # pseudo-deals on each side.
     growth = _velocity_growth(
         o, ts("2026-07-01"), [ts("2025-10-01"), ts("2025-07-01")], ts("2025-01-01"), 182
     )
-    assert growth["smb"] == pytest.approx((1 + 3 * 181) / 182)
+    assert growth["smb"] == pytest.approx((1 + 3 * 181 + 10) / (182 + 10))
     assert growth["enterprise"] == pytest.approx(1.0)
     assert _velocity_growth(o, ts("2026-07-01"), [ts("2025-10-01")], ts("2025-01-01"), 0) == {}
 
@@ -496,3 +497,38 @@ def test_given_probabilities_are_read_as_numbers_and_a_start_column_only_before_
             period="2026Q4",
             deal_probabilities=frame.astype({"p_won_by": object}).assign(p_won_by=["x", 0.3]),
         )
+
+
+def test_the_earliest_as_of_an_error_names_works_and_the_day_before_does_not() -> None:
+    con = con_of(book(ROWS, OWNERS))
+    with pytest.raises(LeadmlError, match="choose --as-of 2026-11-02 or later"):
+        forecast(con, as_of="2026-11-01", period="2026Q4")
+    r = forecast(con, as_of="2026-11-02", period="2026Q4")
+    assert r.total.open_expected >= 0 and r.probability_source == "empirical"
+    # the fan's path leaves out the weeks that are too early instead of failing
+    from leadml.forecast.forecast import forecast_path
+
+    path = forecast_path(con, as_of="2026-11-05", period="2026Q4")
+    assert path["as_of"].min() >= ts("2026-11-02") and path["as_of"].max() == ts("2026-11-05")
+
+
+def test_the_nightly_snapshot_leaves_out_a_quarter_it_cannot_forecast_yet() -> None:
+    from types import SimpleNamespace
+
+    from leadml.batch.nightly import forecast_snapshot, forecast_source
+
+    con = con_of(book(ROWS, OWNERS, TARGETS))
+    settings = SimpleNamespace(
+        forecast=ForecastConfig(),
+        vocabulary=Vocabulary(),
+        batch=SimpleNamespace(forecast_source="empirical"),
+    )
+    history = DealHistory(con, Vocabulary())
+    t = ts(AS_OF)
+    source, won_by = forecast_source(con, settings, history, t, None, None)  # type: ignore[arg-type]
+    notes: list[str] = []
+    table = forecast_snapshot(con, settings, history, t, source, won_by, notes=notes)
+    # 2026Q4 is forecast (with its fan); 2027Q1 needs deals open five months before an
+    # earlier quarter's end, which two months of history do not have
+    assert set(table["period"]) == {"2026Q4"} and {"snapshot", "fan"} <= set(table["kind"])
+    assert len(notes) == 1 and "2027Q1 left out" in notes[0] and "choose --as-of" in notes[0]

@@ -318,7 +318,9 @@ def run_nightly(
         say("forecast and alerts")
         with manifest.step("forecast"):
             source, fan_won_by = forecast_source(con, settings, history, t, quarter_probs, won_by)
-            forecast_tbl = forecast_snapshot(con, settings, history, t, source, fan_won_by)
+            forecast_tbl = forecast_snapshot(
+                con, settings, history, t, source, fan_won_by, notes=warnings
+            )
         with manifest.step("alerts"):
             window = getattr(
                 getattr(getattr(settings, "forecast", None), "alerts", None),
@@ -565,9 +567,14 @@ def forecast_snapshot(
     as_of: pd.Timestamp,
     probabilities: Callable[..., pd.DataFrame],
     won_by: Callable[[np.ndarray], np.ndarray],
+    *,
+    notes: list[str] | None = None,
 ) -> pd.DataFrame:
     """The current and next quarter's forecast as of D, in total and per team and segment
     (``kind = 'snapshot'``), plus the current quarter's fan (``kind = 'fan'``).
+
+    A quarter the source cannot forecast yet (too little deal history before D) is left
+    out, with the reason appended to ``notes``: the rest of the run still publishes.
 
     ``probabilities`` is the forecast's source and ``won_by(horizon_days)`` gives every
     deal open at D (in ``history.snapshot(D)`` order) its P(won within the horizon), both
@@ -580,18 +587,25 @@ def forecast_snapshot(
     rows = []
     this_q = quarter_of(as_of)
     tau = 0.0
+    from leadml.forecast.deals import ForecastError
+
     for label, period in (("current", this_q), ("next", this_q.shifted(-1))):
         for by in ("team", "segment"):
-            r = forecast(
-                con,
-                as_of=as_of,
-                period=period,
-                deal_probabilities=probabilities,
-                by=by,
-                vocab=vocab,
-                config=fcfg,
-                history=history,
-            )
+            try:
+                r = forecast(
+                    con,
+                    as_of=as_of,
+                    period=period,
+                    deal_probabilities=probabilities,
+                    by=by,
+                    vocab=vocab,
+                    config=fcfg,
+                    history=history,
+                )
+            except ForecastError as exc:
+                if notes is not None:
+                    notes.append(f"forecast of {period.label} left out: {exc}")
+                break
             table = r.table()
             table.insert(0, "grouping", np.where(table["group"] == "all", "total", by))
             if by != "team":  # the total comes once, with the per-team call
@@ -606,6 +620,8 @@ def forecast_snapshot(
             rows.append(table)
             if label == "current":
                 tau = r.shock_sd
+    if not rows or rows[0]["quarter"].iloc[0] != "current":
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
     fan = forecast_fan(history, as_of, this_q, won_by, rows[0], fcfg, shock_sd=tau)
     return pd.concat([*rows, fan], ignore_index=True)
 
@@ -696,8 +712,10 @@ def deal_alerts(
     comparable from night to night) and earlier nights' from ``past_scores``."""
     import json
 
-    from leadml.forecast.alerts import alerts
+    from leadml.forecast.alerts import COLUMNS, alerts
 
+    if history.data_start is None or as_of <= history.data_start:  # no deal yet: none to flag
+        return pd.DataFrame(columns=COLUMNS)
     tonight = pd.DataFrame(
         {
             "opportunity_id": scores_deals["opportunity_id"],

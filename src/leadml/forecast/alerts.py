@@ -90,6 +90,7 @@ def alerts(
     t = as_utc(as_of)
     history = history or DealHistory(con, vocab or Vocabulary())
     history.check_as_of(t)
+    history.check_has_history(t)
     deals = history.snapshot(t).reset_index(drop=True)
     if deals.empty:
         return pd.DataFrame(columns=COLUMNS)

@@ -136,7 +136,7 @@ def backtest_quarters(history: DealHistory, n: int, weeks: int = 13) -> list[Per
 
     def learnable(p: Period) -> bool:
         as_of = monday_before(p.end - pd.Timedelta(days=7 * weeks))
-        return as_of - (p.end - as_of) >= first
+        return as_of - (p.end - as_of) > first
 
     kept = [p for p in quarters if learnable(p)]
     if not kept:

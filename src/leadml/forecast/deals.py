@@ -278,16 +278,19 @@ class DealHistory:
         o.loc[o["won_at"].isna(), "won_amount"] = np.nan
         return o
 
+    def check_has_history(self, as_of: pd.Timestamp) -> None:
+        """Forecasts and alerts read the deals as they stood: none before the history."""
+        if self.data_start is not None and as_of <= self.data_start:
+            raise ForecastError(
+                f"--as-of {as_of.date()} is not after the deal history starts "
+                f"({self.data_start:%Y-%m-%d %H:%M} UTC); choose a later --as-of"
+            )
+
     def check_as_of(self, as_of: pd.Timestamp) -> None:
         """as_of may be at most ``STALE_DAYS`` days after the last record of any table:
         later than that the data is too old to forecast from."""
         if self.data_end is None or self.data_start is None:
             raise ForecastError("opportunity_history is empty; there is nothing to forecast from")
-        if as_of < self.data_start:
-            raise ForecastError(
-                f"--as-of {as_of.date()} is before the deal history starts "
-                f"({self.data_start:%Y-%m-%d}); choose a later --as-of"
-            )
         last = max(t for t in (self.data_end, self.last_record) if t is not None)
         limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
         if as_of > limit:
@@ -408,12 +411,13 @@ class EmpiricalCloseRates:
                 # a deal open at as_of cannot have been won before it: neither can one
                 # open at t_k before t_k, which may be days before period_start's date
                 start_k = min(start_k, t_k)
-            if end_k <= as_of and first is not None and t_k >= first:
+            # a snapshot at t reads rows before t: at the history's first row it is empty
+            if end_k <= as_of and first is not None and t_k > first:
                 anchors.append((t_k, start_k, end_k))
         if not anchors:  # too little history: weekly snapshots with the same horizon
             t = as_of - h
             for _ in range(self.lookback_periods * 4):
-                if first is None or t < first:
+                if first is None or t <= first:
                     break
                 anchors.append((t, t + (period_start - as_of), t + h))
                 t = t - pd.Timedelta(days=7)
@@ -472,12 +476,12 @@ class EmpiricalCloseRates:
         if train.empty and len(snap):
             h_days = int(np.ceil((period_end - as_of) / pd.Timedelta(days=1)))
             first = self.history.data_start or as_of
-            # the weekly fallback needs as_of - (period_end - as_of) >= first
-            earliest = (first + (period_end - first) / 2).ceil("D")
+            # the weekly fallback needs as_of - (period_end - as_of) > first
+            earliest = (first + (period_end - first) / 2).floor("D") + pd.Timedelta(days=1)
             raise ForecastError(
                 f"too little deal history for the empirical close rates as of {as_of:%Y-%m-%d}: "
                 f"they learn from the deals open {h_days} days before the end of an earlier "
-                f"period, or before {as_of:%Y-%m-%d}, and the deal history starts "
+                f"period, or {h_days} days before {as_of:%Y-%m-%d}, and the deal history starts "
                 f"{first:%Y-%m-%d}; for a period ending {period_end:%Y-%m-%d} choose --as-of "
                 f"{earliest:%Y-%m-%d} or later, or give the deal probabilities with --probabilities"
             )

@@ -398,6 +398,7 @@ def forecast(
     t = as_utc(as_of)
     history = history or DealHistory(con, vocab)
     history.check_as_of(t)
+    history.check_has_history(t)
     if per.end <= t:
         raise ForecastError(
             f"period {per.label} ended on {per.end.date()}, before --as-of {t.date()}; "
@@ -523,7 +524,8 @@ def forecast_path(
 
     Each row is a forecast made as of that week with only the data before it:
     as_of, won, expected, p10, p50, p90, target. A DataFrame of probabilities holds
-    one moment only, so with one the path has the ``as_of`` point alone.
+    one moment only, so with one the path has the ``as_of`` point alone. Earlier weeks
+    with too little history before them to forecast from are left out.
     """
     cfg = config or ForecastConfig()
     per = parse_period(period) if isinstance(period, str) else period
@@ -534,15 +536,20 @@ def forecast_path(
     rows = []
     light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
     for point in points:
-        r = forecast(
-            con,
-            as_of=point,
-            period=per,
-            deal_probabilities=deal_probabilities,
-            vocab=vocab,
-            config=light,
-            history=history,
-        )
+        try:
+            r = forecast(
+                con,
+                as_of=point,
+                period=per,
+                deal_probabilities=deal_probabilities,
+                vocab=vocab,
+                config=light,
+                history=history,
+            )
+        except ForecastError:
+            if point == t:
+                raise
+            continue  # an earlier week without enough history before it
         g = r.total
         rows.append(
             {

@@ -6,11 +6,12 @@ shifted back k periods, E_k <= T; for a period far ahead, k starts further back)
 count the deals first seen in ``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep
 their amounts. The number of such deals in the forecast period is modelled as
 Poisson with the average count (per group when a grouping is asked), and their
-amounts as draws from the segment's kept amounts (or, when fewer than ``min_amounts`` were kept, from every
-deal won in the segment in the lookback window), the same for every group so that
-the groups add up to the total. Only outcomes before E_k <= T are read,
-so the estimate is point-in-time. Its calibration is checked in the backtest
-(predicted vs actual new-deal revenue, see :mod:`leadml.forecast.backtest`).
+amounts as draws from the segment's kept amounts (or, when fewer than
+``min_amounts`` were kept, from every deal won in the segment in the lookback
+window), the same for every group so that the groups add up to the total. Only
+outcomes before E_k <= T are read, so the estimate is point-in-time. Its calibration
+is checked in the backtest (predicted vs actual new-deal revenue, see
+:mod:`leadml.forecast.backtest`).
 
 A growing (or shrinking) company creates more (fewer) deals now than a year ago,
 and an average over earlier periods lags that. With ``velocity_days`` > 0 each
@@ -136,9 +137,10 @@ def _velocity_growth(
     first: pd.Timestamp,
     days: float,
 ) -> dict[str, float]:
-    """Per segment: deals first seen per day in the ``days`` before ``as_of`` over the
-    mean of the same before each of ``starts`` (empty when ``days`` is 0 or no start has
-    four weeks of data before it; a segment with no deals then keeps its count).
+    """Per segment: deals first seen in the ``days`` before ``as_of`` over the mean of the
+    same before each of ``starts`` (counted per day of data, times ``days``), each side
+    plus ten pseudo-deals (empty when ``days`` is 0 or no start has four weeks of data
+    before it).
 
     The deals first seen in the data's first week are the book open when the data
     begins (created earlier), not that week's creations: the clock starts after it."""
@@ -156,13 +158,16 @@ def _velocity_growth(
     usable = [t for t in starts if t - begin_data >= _MIN_VELOCITY_SPAN]
     if not usable:
         return {}
-    now = per_day(as_of)
-    then = pd.concat([per_day(t) for t in usable], axis=1).fillna(0.0).mean(axis=1)
-    return {str(k): float(now.get(k, 0.0) / v) for k, v in then.items() if v > 0}
+    now = per_day(as_of) * days
+    then = pd.concat([per_day(t) for t in usable], axis=1).fillna(0.0).mean(axis=1) * days
+    # pseudo-deals on both sides: a segment with a handful of deals keeps about its count
+    m = _VELOCITY_PRIOR_DEALS
+    return {str(k): float((now.get(k, 0.0) + m) / (v + m)) for k, v in then.items()}
 
 
 _BOOK_DAYS = pd.Timedelta(days=7)
 _MIN_VELOCITY_SPAN = pd.Timedelta(days=28)
+_VELOCITY_PRIOR_DEALS = 10.0
 
 
 def _dispersion(counts: np.ndarray) -> float:
