@@ -44,4 +44,4 @@ def test_tables_never_cut_figures() -> None:
         out.print(summary_table("Forecast", cols, [row], width=width))
         text = out.export_text()
         assert shown in text and "…" not in text
-        assert ("amounts rounded" in text) == (width == 80)
+        assert ("figures rounded" in text) == (width == 80)

@@ -95,7 +95,7 @@ def summary_table(
         cells = [[fmt(v, compact=True) for v in r] for r in rows]
     table = Table(title=title, title_justify="left")
     if cells != full:
-        table.caption = "amounts rounded: k = thousand, M = million, B = billion (--json: exact)"
+        table.caption = "figures rounded: k = thousand, M = million, B = billion (--json: exact)"
     for col in columns:
         table.add_column(col, justify="left" if col == columns[0] else "right", overflow="fold")
     for row in cells:
