@@ -579,16 +579,15 @@ def forecast_snapshot(
     ``probabilities`` is the forecast's source and ``won_by(horizon_days)`` gives every
     deal open at D (in ``history.snapshot(D)`` order) its P(won within the horizon), both
     from the same source (see :func:`forecast_source`)."""
-    from leadml.forecast.deals import quarter_of
+    from leadml.forecast.deals import TooLittleHistory, quarter_of
     from leadml.forecast.forecast import forecast
 
     fcfg = getattr(settings, "forecast", None)
     vocab = settings.vocabulary
     rows = []
+    current: pd.DataFrame | None = None  # the current quarter's per-team rows, for the fan
     this_q = quarter_of(as_of)
     tau = 0.0
-    from leadml.forecast.deals import ForecastError
-
     for label, period in (("current", this_q), ("next", this_q.shifted(-1))):
         for by in ("team", "segment"):
             try:
@@ -602,7 +601,7 @@ def forecast_snapshot(
                     config=fcfg,
                     history=history,
                 )
-            except ForecastError as exc:
+            except TooLittleHistory as exc:
                 if notes is not None:
                     notes.append(f"forecast of {period.label} left out: {exc}")
                 break
@@ -618,11 +617,11 @@ def forecast_snapshot(
             table.insert(0, "kind", "snapshot")
             table["probability_source"] = r.probability_source
             rows.append(table)
-            if label == "current":
-                tau = r.shock_sd
-    if not rows or rows[0]["quarter"].iloc[0] != "current":
+            if label == "current" and by == "team":
+                current, tau = table, r.shock_sd
+    if current is None:  # no fan without the current quarter's forecast
         return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    fan = forecast_fan(history, as_of, this_q, won_by, rows[0], fcfg, shock_sd=tau)
+    fan = forecast_fan(history, as_of, this_q, won_by, current, fcfg, shock_sd=tau)
     return pd.concat([*rows, fan], ignore_index=True)
 
 

@@ -87,8 +87,7 @@ def forecast(
         if as_of is None and history.data_end is not None:
             # the day after the freshest record of any table (a quiet weekend in the deal
             # history must not date the forecast before Monday's activity)
-            last = max(d for d in (history.data_end, history.last_record) if d is not None)
-            t = last.normalize() + pd.Timedelta(days=1)
+            t = history.freshest.normalize() + pd.Timedelta(days=1)
         else:
             t = as_utc(as_of)
         per = parse_period(period) if period is not None else quarter_of(t)

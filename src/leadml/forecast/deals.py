@@ -38,6 +38,11 @@ class ForecastError(LeadmlError):
     """A forecast request that cannot be answered as asked."""
 
 
+class TooLittleHistory(ForecastError):
+    """The deal history before the as-of date is too short to forecast from (yet): a
+    later as-of date would work."""
+
+
 # ------------------------------------------------------------------ periods
 
 
@@ -278,10 +283,15 @@ class DealHistory:
         o.loc[o["won_at"].isna(), "won_amount"] = np.nan
         return o
 
+    @property
+    def freshest(self) -> pd.Timestamp:
+        """The latest record of any table (the deal history's own end at least)."""
+        return max(t for t in (self.data_end, self.last_record) if t is not None)
+
     def check_has_history(self, as_of: pd.Timestamp) -> None:
         """Forecasts and alerts read the deals as they stood: none before the history."""
         if self.data_start is not None and as_of <= self.data_start:
-            raise ForecastError(
+            raise TooLittleHistory(
                 f"--as-of {as_of.date()} is not after the deal history starts "
                 f"({self.data_start:%Y-%m-%d %H:%M} UTC); choose a later --as-of"
             )
@@ -291,7 +301,7 @@ class DealHistory:
         later than that the data is too old to forecast from."""
         if self.data_end is None or self.data_start is None:
             raise ForecastError("opportunity_history is empty; there is nothing to forecast from")
-        last = max(t for t in (self.data_end, self.last_record) if t is not None)
+        last = self.freshest
         limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
         if as_of > limit:
             raise ForecastError(
@@ -478,7 +488,7 @@ class EmpiricalCloseRates:
             first = self.history.data_start or as_of
             # the weekly fallback needs as_of - (period_end - as_of) > first
             earliest = (first + (period_end - first) / 2).floor("D") + pd.Timedelta(days=1)
-            raise ForecastError(
+            raise TooLittleHistory(
                 f"too little deal history for the empirical close rates as of {as_of:%Y-%m-%d}: "
                 f"they learn from the deals open {h_days} days before the end of an earlier "
                 f"period, or {h_days} days before {as_of:%Y-%m-%d}, and the deal history starts "

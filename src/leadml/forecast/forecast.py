@@ -35,6 +35,7 @@ from leadml.forecast.deals import (
     EmpiricalCloseRates,
     ForecastError,
     Period,
+    TooLittleHistory,
     as_utc,
     numeric_column,
     parse_period,
@@ -546,7 +547,7 @@ def forecast_path(
                 config=light,
                 history=history,
             )
-        except ForecastError:
+        except TooLittleHistory:
             if point == t:
                 raise
             continue  # an earlier week without enough history before it
