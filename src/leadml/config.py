@@ -173,8 +173,11 @@ class ServingConfig(_Section):
 class AlertsConfig(_Section):
     """Deal-hygiene alert thresholds (``leadml alerts``)."""
 
-    # A deal whose opportunity_history has no change for this many days is stale.
+    # A deal with no change in opportunity_history for this many days is stale ...
     stale_days: int = Field(30, ge=1)
+    # ... unless a logged activity on it (call, e-mail, meeting, demo) is more recent:
+    # a deal someone works on is not going stale. false: history changes only.
+    stale_counts_activities: bool = True
     # Alert when the expected close date was moved later this many times or more.
     close_date_pushes: int = Field(3, ge=1)
     # Time in the current stage beyond this quantile of the historical stage durations

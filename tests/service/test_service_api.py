@@ -261,20 +261,26 @@ def test_asgi_deal_hygiene_flags(client: TestClient, serving: Champions) -> None
             "expected_close_date": "2024-11-30T00:00:00Z",
         }
     ]
+    deal["activities"] = [{"ts": "2024-05-20T10:00:00Z", "type": "call"}]
+    # The same deal, but someone called yesterday: worked on, so not stale.
+    called = copy.deepcopy(deal)
+    as_of = pd.Timestamp(serving.parity["as_of"])
+    called["activities"] = [{"ts": (as_of - pd.Timedelta(days=1)).isoformat(), "type": "call"}]
     body = {
         "as_of": serving.parity["as_of"],
         "period_end": "2024-12-31T00:00:00Z",
-        "deals": [deal, fresh],
+        "deals": [deal, fresh, called],
     }
     r = client.post("/score_deals", json=body)
     assert r.status_code == 200, r.text
-    old, new = r.json()["scores"]
+    old, new, worked = r.json()["scores"]
     assert {f["rule"] for f in old["hygiene_flags"]} == {
         "past_close_date",
         "stale",
         "close_date_pushed",
     }
     assert new["hygiene_flags"] == []
+    assert {f["rule"] for f in worked["hygiene_flags"]} == {"past_close_date", "close_date_pushed"}
 
 
 # ---------------------------------------------------------------- bad input -> 4xx

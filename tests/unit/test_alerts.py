@@ -139,3 +139,37 @@ def test_scores_with_unreadable_values_are_named(con, column: str, value: str, m
     scores.loc[scores.index[0], column] = value
     with pytest.raises(LeadmlError, match=match):
         alerts(con, as_of=AS_OF, scores=scores)
+
+
+def test_a_recent_activity_keeps_a_deal_from_going_stale() -> None:
+    frames = _frames()
+    # A call on "stale" 5 days ago; one on "late" exactly at the as-of moment (not yet
+    # visible); one on a lead (no deal), which touches no deal.
+    frames["activities"] = pd.DataFrame(
+        {
+            "ts": [_day(5), AS_OF, _day(1)],
+            "rep_id": ["r1", "r1", "r1"],
+            "lead_id": [None, None, "l1"],
+            "opportunity_id": ["stale", "late", None],
+            "type": ["call", "call", "call"],
+        }
+    )
+    c, _ = connect(frames_source(frames), Vocabulary())
+    try:
+        touched = alerts(c, as_of=AS_OF, cfg=AlertsConfig(stale_days=30, min_stage_samples=50))
+        assert "stale" not in set(touched["rule"])
+        strict = alerts(c, as_of=AS_OF, cfg=AlertsConfig(stale_days=4, min_stage_samples=50))
+        stale = strict[strict["rule"] == "stale"].set_index("opportunity_id")
+        # "stale" was touched 5 days ago, "late" last 2 days ago (the call at AS_OF is
+        # not counted), "clean" 5 days ago by its history.
+        assert stale.loc["stale", "figures"]["last_touch"] == _day(5).isoformat()
+        assert "late" not in stale.index and "clean" in stale.index
+        assert "no update or activity for 5 days" in stale.loc["stale", "reason"]
+        history_only = AlertsConfig(
+            stale_days=30, min_stage_samples=50, stale_counts_activities=False
+        )
+        plain = alerts(c, as_of=AS_OF, cfg=history_only)
+        row = plain[plain["rule"] == "stale"].set_index("opportunity_id").loc["stale"]
+        assert row["reason"].startswith("no update for 44 days (last change")
+    finally:
+        c.close()

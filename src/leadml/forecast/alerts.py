@@ -9,7 +9,8 @@ are read only when their own ``as_of`` is at or before the alerts' ``as_of``.
 Rules (thresholds in ``forecast.alerts`` of the configuration):
 
 - ``past_close_date``: expected close date before the as-of day;
-- ``stale``: no change in opportunity_history for ``stale_days`` or more;
+- ``stale``: no change in opportunity_history for ``stale_days`` or more, and (with
+  ``stale_counts_activities``, the default) no activity logged on the deal either;
 - ``close_date_pushed``: expected close date moved later ``close_date_pushes`` times or more;
 - ``stage_too_long``: time in the current stage above the historical
   ``stage_duration_quantile`` of that stage's completed spells (when at least
@@ -119,26 +120,30 @@ def alerts(
         )
     )
 
-    idle = (t - deals["last_update"]).dt.total_seconds() / 86400.0
+    touched = _last_touch(con, deals, t) if cfg.stale_counts_activities else deals["last_update"]
+    idle = (t - touched).dt.total_seconds() / 86400.0
     mask = idle >= cfg.stale_days
+    what = "update or activity" if cfg.stale_counts_activities else "update"
     parts.append(
         _rows(
             deals,
             mask,
             "stale",
-            "no update for "
+            f"no {what} for "
             + idle.astype(int).astype(str)
-            + " days (last change "
-            + deals["last_update"].dt.strftime("%Y-%m-%d")
+            + " days (last "
+            + ("touch " if cfg.stale_counts_activities else "change ")
+            + touched.dt.strftime("%Y-%m-%d")
             + f"; threshold {cfg.stale_days})",
             pd.Series(
                 [
                     {
                         "days_since_update": round(float(i), 1),
                         "last_update": u.isoformat(),
+                        "last_touch": w.isoformat(),
                         "threshold_days": cfg.stale_days,
                     }
-                    for i, u in zip(idle, deals["last_update"], strict=True)
+                    for i, u, w in zip(idle, deals["last_update"], touched, strict=True)
                 ]
             ),
         )
@@ -211,6 +216,27 @@ def alerts(
     out["_rule_order"] = out["rule"].map({r: i for i, r in enumerate(RULES)})
     out = out.sort_values(["owner_id", "opportunity_id", "_rule_order"], kind="stable")
     return out.reset_index(drop=True)[COLUMNS]
+
+
+def _last_touch(
+    con: duckdb.DuckDBPyConnection, deals: pd.DataFrame, t: pd.Timestamp
+) -> pd.Series:
+    """Per deal, the later of its last history change and its last activity before ``t``."""
+    has = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'activities'"
+    ).fetchone()[0]
+    if not has:
+        return deals["last_update"]
+    last = con.execute(
+        "SELECT opportunity_id, max(ts) AS ts FROM activities "
+        "WHERE opportunity_id IS NOT NULL AND ts < ? GROUP BY opportunity_id",
+        [t.to_pydatetime()],
+    ).df()
+    acted = pd.to_datetime(
+        deals["opportunity_id"].map(pd.Series(last["ts"].to_numpy(), index=last["opportunity_id"])),
+        utc=True,
+    )
+    return pd.concat([deals["last_update"], acted], axis=1).max(axis=1)
 
 
 def _score_drops(

@@ -415,8 +415,8 @@ def hygiene_flags(deal: Any, as_of: datetime, alerts: Any) -> list[HygieneFlag]:
     """Deal-hygiene flags as of ``as_of`` from the deal's own history, with the rule
     names and thresholds of the nightly alerts (:mod:`leadml.forecast.alerts`,
     ``forecast.alerts`` in the configuration): ``past_close_date`` (expected close
-    date before the as-of day), ``stale`` (no change in the deal's history for
-    ``stale_days``), ``close_date_pushed`` (moved later ``close_date_pushes`` times or
+    date before the as-of day), ``stale`` (no change in the deal's history, nor
+    with ``stale_counts_activities`` an activity, for ``stale_days``), ``close_date_pushed`` (moved later ``close_date_pushes`` times or
     more). The rules that need other deals or a score history stay in the nightly run."""
     hist = sorted(deal.stage_history, key=lambda h: h.ts)
     last = hist[-1]
@@ -431,12 +431,17 @@ def hygiene_flags(deal: Any, as_of: datetime, alerts: Any) -> list[HygieneFlag]:
                 f"{overdue} day(s) ago",
             )
         )
-    idle = (as_of - last.ts).total_seconds() / 86400.0
+    touched, what = last.ts, "update"
+    if alerts.stale_counts_activities:
+        touched = max([last.ts, *(a.ts for a in deal.activities if a.ts < as_of)])
+        what = "update or activity"
+    idle = (as_of - touched).total_seconds() / 86400.0
     if idle >= alerts.stale_days:
         flags.append(
             HygieneFlag(
                 rule="stale",
-                message=f"no update for {int(idle)} days (last change {last.ts:%Y-%m-%d}; "
+                message=f"no {what} for {int(idle)} days (last "
+                f"{'touch' if alerts.stale_counts_activities else 'change'} {touched:%Y-%m-%d}; "
                 f"threshold {alerts.stale_days})",
             )
         )
