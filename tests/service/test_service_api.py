@@ -12,6 +12,7 @@ import asyncio
 import copy
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -149,6 +150,7 @@ def test_asgi_every_endpoint_answers(client: TestClient, serving: Champions) -> 
     for d in deals.json()["scores"]:
         assert 0 <= d["p_won_by_period_end"] <= 1 and d["stage"]
         assert "p_won_in_period" not in d
+        assert d["horizon_days"] == meta["models"]["deal_close"]["horizon_days"]
 
 
 def test_asgi_batched_scores_equal_unbatched(
@@ -194,6 +196,7 @@ def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: C
     handed = [d for d in decisions if d["decision"] == "handoff"]
     assert len(handed) == 2 and [d["rank"] for d in handed] == [1, 2]
     assert out["capacity_left"] == capacity - round(2 * per_lead)
+    assert out["slots_per_lead"] == per_lead
     none_left = client.post("/handoff", json={**_leads(serving), "is_capacity": 0}).json()
     assert all(d["decision"] != "handoff" for d in none_left["decisions"])
 
@@ -223,6 +226,10 @@ def test_asgi_forecast_mean_is_the_sum_of_expected_deals(
     assert fc["won_amount"] <= fc["p10"] <= fc["p50"] <= fc["p90"] <= 1000.0 + sum(amounts)
     assert sum(row["deals"] for row in fc["by_stage"]) == len(amounts)
     assert 0 <= fc["p_reach_target"] <= 1
+    # the mean is exact: won + the breakdown's expected values (not the grid's mean)
+    assert fc["open_expected"] == pytest.approx(sum(row["expected"] for row in fc["by_stage"]))
+    assert fc["mean"] == pytest.approx(fc["won_amount"] + fc["open_expected"], rel=1e-12)
+    assert fc["source"] == "deals" and fc["new_expected"] == 0.0 and fc["model"]["version"]
 
 
 def test_asgi_documented_examples_are_valid_requests(client: TestClient) -> None:
@@ -264,6 +271,8 @@ def test_asgi_deal_hygiene_flags(client: TestClient, serving: Champions) -> None
     deal["activities"] = [{"ts": "2024-05-20T10:00:00Z", "type": "call"}]
     # The same deal, but someone called yesterday: worked on, so not stale.
     called = copy.deepcopy(deal)
+    fresh["opportunity_id"] = deal["opportunity_id"] + "-fresh"
+    called["opportunity_id"] = deal["opportunity_id"] + "-called"
     as_of = pd.Timestamp(serving.parity["as_of"])
     called["activities"] = [{"ts": (as_of - pd.Timedelta(days=1)).isoformat(), "type": "call"}]
     body = {
@@ -361,14 +370,24 @@ def test_asgi_logs_ids_and_timings_never_personal_values(
     client: TestClient, serving: Champions, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = _leads(serving, 1)
-    body["leads"][0]["attributes"] = {"contact": PERSONAL}
     bad = _leads(serving, 1)
     bad["leads"][0]["email"] = PERSONAL
+    # personal data as an extra attribute: its name and its value are never echoed
+    named = _leads(serving, 1)
+    named["leads"][0]["attributes"] = {"contact": PERSONAL, PERSONAL: [1]}
+    unread = _leads(serving, 1)
+    unread["leads"][0]["attributes"] = {"contact": PERSONAL}
     with caplog.at_level(logging.INFO):
         ok = client.post("/score_leads", json=body, headers={"X-Request-ID": "crm-42"})
         refused = client.post("/score_leads", json=bad)
+        refused_name = client.post("/score_leads", json=named)
+        refused_unread = client.post("/score_leads", json=unread)
     assert ok.status_code == 200 and ok.headers["x-request-id"] == "crm-42"
     assert refused.status_code == 400 and PERSONAL not in refused.text
+    assert refused_name.status_code == 400 and PERSONAL not in refused_name.text
+    assert refused_name.json()["detail"][0]["loc"] == ["leads", 0, "attributes"]
+    assert refused_unread.status_code == 422 and PERSONAL not in refused_unread.text
+    assert refused_unread.json()["detail"][0]["loc"] == ["leads", 0, "attributes"]
     lines = [r.getMessage() for r in caplog.records if r.name == "leadml.serving"]
     assert any("request_id=crm-42" in m and "total_ms=" in m and "status=200" in m for m in lines)
     everything = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
@@ -389,6 +408,202 @@ def test_asgi_scores_and_decisions_reach_prometheus(client: TestClient, serving:
         serving.parity["leads"]
     )
     assert value("leadml_handoff_decisions_total", decision="handoff") > handed
+
+
+def test_asgi_ambiguous_requests_are_422_with_the_field_path(
+    client: TestClient, serving: Champions
+) -> None:
+    twice = _leads(serving, 2)
+    twice["leads"].append(copy.deepcopy(twice["leads"][0]))
+    r = client.post("/handoff", json={**twice, "is_capacity": 100})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == [
+        {
+            "loc": ["leads", 2, "lead_id"],
+            "msg": "the same lead as leads.0; send each lead once",
+            "type": "duplicate_id",
+        }
+    ]
+    deals = _deals(serving)
+    deals["deals"].append(copy.deepcopy(deals["deals"][0]))
+    r = client.post("/score_deals", json=deals)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["deals", len(deals["deals"]) - 1, "opportunity_id"]
+    # two stage rows at one time that disagree: which one is current is ambiguous
+    tie = _deals(serving)
+    hist = tie["deals"][0]["stage_history"]
+    hist.append({**hist[-1], "stage": "approval", "amount": hist[-1]["amount"] + 1})
+    r = client.post("/score_deals", json=tie)
+    assert r.status_code == 422
+    problem = r.json()["detail"][0]
+    assert problem["loc"] == ["deals", 0, "stage_history", len(hist) - 1, "ts"]
+    assert problem["type"] == "conflicting_rows"
+    # the same row sent twice is not ambiguous
+    same = _deals(serving)
+    same["deals"][0]["stage_history"].append(dict(same["deals"][0]["stage_history"][-1]))
+    assert client.post("/score_deals", json=same).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [
+        ("as_of", "0001-01-01T00:00:00+05:00"),  # converting to UTC overflows
+        ("as_of", "9999-12-31T23:59:59-05:00"),
+        ("as_of", 1717286400),  # an epoch number is not an ISO timestamp
+        ("created_at", 12345),
+        ("amount", 1e18),
+    ],
+)
+def test_asgi_implausible_values_are_400_not_500(
+    client: TestClient, serving: Champions, where: str, value: Any
+) -> None:
+    body = _deals(serving)
+    if where == "as_of":
+        body["as_of"] = value
+        loc = ["as_of"]
+    elif where == "created_at":
+        body["deals"][0]["created_at"] = value
+        loc = ["deals", 0, "created_at"]
+    else:
+        body["deals"][0]["stage_history"][0]["amount"] = value
+        loc = ["deals", 0, "stage_history", 0, "amount"]
+    r = client.post("/score_deals", json=body, headers={"X-Request-ID": "crm-bad-1"})
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"][0]["loc"][: len(loc)] == loc
+    assert r.headers["x-request-id"] == "crm-bad-1"
+
+
+def test_asgi_every_refused_request_has_an_id_a_log_line_and_a_count(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def refused(status: str) -> float:
+        labels = {"endpoint": "score_leads", "status": status}
+        return REGISTRY.get_sample_value("leadml_rejected_requests_total", labels) or 0.0
+
+    monkeypatch.setenv("LEADML_API_KEY", "s3cret-key")
+    key = {"X-API-Key": "s3cret-key"}
+    before_400, before_401 = refused("400"), refused("401")
+    with caplog.at_level(logging.INFO):
+        for client in _client():
+            schema = client.post(
+                "/score_leads", json={"leads": []}, headers={**key, "X-Request-ID": "crm-400"}
+            )
+            nokey = client.post(
+                "/score_leads", json=_leads(serving, 1), headers={"X-Request-ID": "crm-401"}
+            )
+            meta = client.get("/metadata", headers={**key, "X-Request-ID": "crm-meta"})
+            # a gateway's own Authorization header beside the client's right X-API-Key
+            both = client.post(
+                "/score_leads",
+                json=_leads(serving, 1),
+                headers={**key, "Authorization": "Bearer gateway-token"},
+            )
+    assert (schema.status_code, nokey.status_code, meta.status_code) == (400, 401, 200)
+    assert both.status_code == 200
+    assert schema.headers["x-request-id"] == "crm-400"
+    assert nokey.headers["x-request-id"] == "crm-401"
+    assert meta.headers["x-request-id"] == "crm-meta"
+    lines = [r.getMessage() for r in caplog.records if r.name == "leadml.serving"]
+    for rid, status in (("crm-400", 400), ("crm-401", 401), ("crm-meta", 200)):
+        assert sum(f"request_id={rid} status={status}" in m for m in lines) == 1, lines
+    assert refused("400") == before_400 + 1 and refused("401") == before_401 + 1
+
+
+def _publish_nightly(workspace: Path, day: str, scale: float) -> None:
+    """Publish a nightly forecast table as `leadml batch` writes it (two quarters,
+    total / team / segment rows)."""
+    from leadml.batch.outputs import OutputStore, ParquetOutputs
+
+    rows = []
+    for quarter, label, start, end in (
+        ("current", "2024Q3", "2024-07-01", "2024-10-01"),
+        ("next", "2024Q4", "2024-10-01", "2025-01-01"),
+    ):
+        for grouping, group, share in (
+            ("total", "all", 1.0),
+            ("team", "fs_east", 0.6),
+            ("team", "fs_west", 0.4),
+            ("segment", "smb", 0.3),
+            ("segment", "enterprise", 0.7),
+        ):
+            k = scale * share
+            rows.append(
+                {
+                    "kind": "snapshot",
+                    "quarter": quarter,
+                    "period": label,
+                    "period_start": pd.Timestamp(start, tz="UTC"),
+                    "period_end": pd.Timestamp(end, tz="UTC"),
+                    "grouping": grouping,
+                    "group": group,
+                    "won": 100.0 * k,
+                    "open_expected": 200.0 * k,
+                    "new_expected": 10.0 * k,
+                    "expected": 310.0 * k,
+                    "p10": 250.0 * k,
+                    "p50": 305.0 * k,
+                    "p90": 370.0 * k,
+                    "target": 400.0 * k if grouping != "segment" else np.nan,
+                    "p_reach_target": 0.05 if grouping != "segment" else np.nan,
+                    "open_pipeline": 900.0 * k,
+                    "open_deals": round(20 * share),
+                    "probability_source": "empirical",
+                }
+            )
+    frame = pd.DataFrame(rows)
+    fan = frame.iloc[:1].assign(kind="fan")  # the fan chart's rows are not answers
+    store = OutputStore(ParquetOutputs(workspace / "outputs"), None)
+    store.publish(pd.Timestamp(day).date(), {"forecast": pd.concat([frame, fan])})
+
+
+def test_asgi_forecast_from_the_latest_nightly_run(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("LEADML_WORKSPACE", str(tmp_path))
+    for client in _client():
+        none = client.post("/forecast", json={"as_of": "2024-08-07T09:00:00Z"})
+        assert none.status_code == 404 and none.json()["detail"][0]["loc"] == ["deals"]
+        _publish_nightly(tmp_path, "2024-08-05", 1.0)
+        _publish_nightly(tmp_path, "2024-08-12", 2.0)
+        r = client.post("/forecast", json={"as_of": "2024-08-07T09:00:00Z"})
+        assert r.status_code == 200, r.text
+        fc = r.json()
+        nxt = client.post(
+            "/forecast",
+            json={
+                "as_of": "2024-08-13T00:00:00Z",
+                "period_start": "2024-10-01T00:00:00Z",
+                "period_end": "2025-01-01T00:00:00Z",
+            },
+        ).json()
+        wrong = client.post(
+            "/forecast",
+            json={"period_start": "2025-01-01T00:00:00Z", "period_end": "2025-04-01T00:00:00Z"},
+        )
+        with_won = client.post("/forecast", json={"won_amount": 5.0})
+    # the run of 2024-08-05 (the newest at or before as_of), its current quarter
+    assert fc["source"] == "nightly" and fc["model"] is None
+    assert fc["as_of"].startswith("2024-08-05") and fc["period_start"].startswith("2024-07-01")
+    assert (fc["won_amount"], fc["open_expected"], fc["new_expected"], fc["mean"]) == (
+        100.0,
+        200.0,
+        10.0,
+        310.0,
+    )
+    assert (fc["p10"], fc["p50"], fc["p90"], fc["target"]) == (250.0, 305.0, 370.0, 400.0)
+    assert fc["probability_source"] == "empirical" and fc["by_stage"] == []
+    assert [t["group"] for t in fc["by_team"]] == ["fs_east", "fs_west"]
+    assert sum(t["expected"] for t in fc["by_team"]) == pytest.approx(fc["open_expected"])
+    assert sum(t["deals"] for t in fc["by_segment"]) == 20
+    assert fc["by_segment"][0]["won"] == pytest.approx(70.0)  # enterprise, sorted first
+    # the next quarter of the 2024-08-12 run
+    assert nxt["as_of"].startswith("2024-08-12") and nxt["mean"] == pytest.approx(620.0)
+    assert nxt["period_end"].startswith("2025-01-01")
+    assert wrong.status_code == 422 and "2024Q3" in wrong.text and "2024Q4" in wrong.text
+    assert with_won.status_code == 422
+    assert with_won.json()["detail"][0]["loc"] == ["won_amount"]
 
 
 # ---------------------------------------------------------------- parity with batch

@@ -233,3 +233,12 @@ def test_product_tree_equals_deal_by_deal(monkeypatch: pytest.MonkeyPatch) -> No
         assert np.abs(np.cumsum(tree) - np.cumsum(direct)).max() < 1e-10
         if size < units.sum():  # most of the mass lies beyond a third of the total
             assert tree[-1] > 0.5
+
+
+def test_a_target_just_above_the_certain_part_is_not_reached_for_sure() -> None:
+    # One huge deal makes the grid step far larger than target - won: the certain part
+    # alone (52,000) is below the target (90,000), so P(reach) is the deal's own 0.073.
+    d = dist.open_deals(np.array([1e11]), np.array([0.073]), max_cells=1 << 14).shift(52_000.0)
+    assert d.step > 90_000.0 - 52_000.0
+    assert d.prob_at_least(90_000.0) == pytest.approx(0.073)
+    assert d.prob_at_least(52_000.0) == pytest.approx(1.0)

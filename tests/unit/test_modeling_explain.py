@@ -27,6 +27,31 @@ def test_top_reasons_pick_the_largest_signed_contributions() -> None:
     assert found["positive"][0]["text"] == "A is 1"
 
 
+def test_a_count_of_one_reads_in_the_singular() -> None:
+    cases = {
+        "Engaged {value} times in total": "Engaged 1 time in total",
+        "Attended {value} seminars or webinars in total": "Attended 1 seminar or webinar in total",
+        "Last engaged {value} days ago": "Last engaged 1 day ago",
+        "Downloaded {value} pieces of content": "Downloaded 1 piece of content",
+        "Passed {value} class tests": "Passed 1 class tests",  # only the word after it
+    }
+    for template, one in cases.items():
+        assert render_reason("f", 1.0, template) == one
+        assert render_reason("f", 2.0, template) == template.replace("{value}", "2")
+
+
+def test_missing_values_are_not_reasons() -> None:
+    # "status unknown" gives a rep nothing to act on: the next present feature is shown
+    contrib = np.array([[2.0, 0.5, 0.3, -0.4, 0.0], [2.0, 0.5, 0.3, -0.4, 0.0]])
+    values = pd.DataFrame(
+        {"status": [None, "mql"], "visits": [3.0, 3.0], "days": [np.nan, 4.0], "age": [9.0, 9.0]}
+    )
+    found = top_reasons(contrib, ["status", "visits", "days", "age"], values, k=2)
+    assert [r["feature"] for r in found[0]["positive"]] == ["visits"]
+    assert [r["feature"] for r in found[1]["positive"]] == ["status", "visits"]
+    assert [r["feature"] for r in found[0]["negative"]] == ["age"]
+
+
 def test_treeshap_contributions_add_up_to_the_raw_score() -> None:
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"x1": rng.normal(size=2000), "x2": rng.normal(size=2000)})

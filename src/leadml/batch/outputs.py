@@ -167,6 +167,8 @@ class SqlOutputs(Protocol):
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame: ...
 
+    def has(self, table: str) -> bool: ...
+
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -223,6 +225,17 @@ class DuckDBOutputs:
             raise
         finally:
             con.close()
+
+    def has(self, table: str) -> bool:
+        import duckdb
+
+        if not self.path.exists():
+            return False
+        with duckdb.connect(str(self.path), read_only=True) as con:
+            found = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+            ).fetchone()
+        return bool(found and found[0])
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
         import duckdb
@@ -307,6 +320,15 @@ class SqlAlchemyOutputs:
             _copy_postgres(conn, table, frame)
         else:
             frame.to_sql(table, conn, index=False, if_exists="append", chunksize=10_000)
+
+    def has(self, table: str) -> bool:
+        import sqlalchemy as sa
+
+        engine = self._engine()
+        try:
+            return bool(sa.inspect(engine).has_table(table))
+        finally:
+            engine.dispose()
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
         import sqlalchemy as sa
@@ -399,3 +421,30 @@ class OutputStore:
             return self.parquet.read(table, as_of)
         assert self.sql is not None
         return self.sql.read(table, as_of)
+
+    def latest(self, table: str, on_or_before: date) -> tuple[date, pd.DataFrame] | None:
+        """The newest published date of ``table`` at or before ``on_or_before`` and its
+        rows (None when there is none, or the table was never written)."""
+        if self.parquet is not None:
+            days = [d for d in self.parquet.dates(table) if d <= on_or_before]
+            return (max(days), self.parquet.read(table, max(days))) if days else None
+        assert self.sql is not None
+        if not self.sql.has(table):  # no run has published it yet
+            return None
+        frame = self.sql.read(table)
+        if frame.empty:
+            return None
+        days = pd.to_datetime(frame[AS_OF]).dt.date
+        keep = days <= on_or_before
+        if not keep.any():
+            return None
+        day = max(days[keep])
+        return day, frame[days == day].reset_index(drop=True)
+
+
+def reader(settings: Any) -> OutputStore:
+    """The store the nightly run's outputs are read from: its Parquet partitions, or
+    the SQL database when Parquet is off (``batch.parquet``, ``batch.sql_url``)."""
+    if settings.batch.parquet:
+        return OutputStore(ParquetOutputs(settings.outputs_dir), None)
+    return OutputStore(None, sql_outputs(settings.batch.sql_url, settings.outputs_dir))

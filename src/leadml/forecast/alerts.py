@@ -218,9 +218,7 @@ def alerts(
     return out.reset_index(drop=True)[COLUMNS]
 
 
-def _last_touch(
-    con: duckdb.DuckDBPyConnection, deals: pd.DataFrame, t: pd.Timestamp
-) -> pd.Series:
+def _last_touch(con: duckdb.DuckDBPyConnection, deals: pd.DataFrame, t: pd.Timestamp) -> pd.Series:
     """Per deal, the later of its last history change and its last activity before ``t``."""
     has = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'activities'"

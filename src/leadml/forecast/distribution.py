@@ -83,8 +83,9 @@ class RevenueDistribution:
         """P(revenue >= x)."""
         if x <= self.offset:
             return 1.0
-        # Grid points at or above x (with a hair of tolerance for float grids).
-        k = int(np.ceil((x - self.offset) / self.step - 1e-9))
+        # Grid points at or above x (with a hair of tolerance for float grids); the
+        # first point, the offset itself, is below x here whatever the step.
+        k = max(int(np.ceil((x - self.offset) / self.step - 1e-9)), 1)
         if k >= len(self.pmf):
             return 0.0
         return float(np.clip(self.pmf[k:].sum(), 0.0, 1.0))

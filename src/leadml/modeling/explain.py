@@ -10,11 +10,16 @@ value), falling back to ``<feature> = <value>``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+# "{value} times" / "{value} seminars or webinars": the plural word(s) after the value,
+# made singular when the value is 1 ("Engaged 1 time"); words in -ss are left alone.
+_PLURAL_AFTER_VALUE = re.compile(r"\{value\} (\w*[^s\W])s\b(?: or (\w*[^s\W])s\b)?")
 
 
 def render_reason(feature: str, value: Any, template: str | None) -> str:
@@ -23,6 +28,10 @@ def render_reason(feature: str, value: Any, template: str | None) -> str:
     if not template:
         return f"{feature} = {shown}"
     if "{value}" in template:
+        if shown == "1":
+            template = _PLURAL_AFTER_VALUE.sub(
+                lambda m: "{value} " + m[1] + (f" or {m[2]}" if m[2] else ""), template
+            )
         return template.replace("{value}", shown)
     return f"{template}: {shown}"
 
@@ -47,7 +56,9 @@ def top_reasons(
 
     ``contributions`` is (rows, len(features) + 1) with the bias last (LightGBM's
     layout); contributions are on the log-odds scale. ``values`` holds the raw
-    feature values shown in the text.
+    feature values shown in the text. A feature whose value is missing is not a
+    reason ("the lead status is unknown" gives a rep nothing to act on, and is
+    often only what the caller did not send); its contribution stays in the score.
     """
     contributions = np.asarray(contributions, dtype=float)
     if contributions.shape[1] != len(features) + 1:
@@ -57,8 +68,19 @@ def top_reasons(
     templates = templates or {}
     out = []
     raw = values.reset_index(drop=True)
+    present = (
+        np.column_stack(
+            [
+                raw[f].notna().to_numpy() if f in raw.columns else np.zeros(len(raw), dtype=bool)
+                for f in features
+            ]
+        )
+        if features
+        else np.zeros((len(raw), 0), dtype=bool)
+    )
     for i, row in enumerate(contributions[:, :-1]):
         order = np.argsort(-row, kind="stable")
+        order = order[present[i, order]]
         pos = [j for j in order if row[j] > min_abs][:k]
         neg = [j for j in order[::-1] if row[j] < -min_abs][:k]
 

@@ -615,16 +615,11 @@ def build_report(settings: Any, as_of: str | date, *, data: str | Path | None = 
     tables (only records before ``as_of``).
     """
     from leadml.batch.nightly import BatchError, parse_as_of
-    from leadml.batch.outputs import OutputStore, ParquetOutputs, sql_outputs
+    from leadml.batch.outputs import reader
     from leadml.sources import write_text
 
     day, t = parse_as_of(as_of)
-    store = OutputStore(
-        ParquetOutputs(settings.outputs_dir) if settings.batch.parquet else None,
-        None
-        if settings.batch.parquet
-        else sql_outputs(settings.batch.sql_url, settings.outputs_dir),
-    )
+    store = reader(settings)
     manifest = manifest_dict(store.read("manifest", day))
     if not manifest:
         raise BatchError(

@@ -14,7 +14,7 @@ reports ``ignored_events`` per lead).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -95,6 +95,53 @@ def _vocab(
         return True
     col.add(loc, f"unknown {what}; valid: {', '.join(allowed)}", "unknown_value")
     return False
+
+
+def _check_attributes(
+    col: _Collector, loc: Loc, given: Mapping[str, Any], allowed: frozenset[str], what: str
+) -> None:
+    """Extra columns the model does not read are refused: a misspelt name would
+    otherwise be ignored without a word (and names of personal fields have no use)."""
+    unknown = [i for i, name in enumerate(given) if name not in allowed]
+    if unknown:
+        reads = ", ".join(sorted(allowed)) if allowed else "none"
+        col.add(
+            (*loc, "attributes"),
+            f"{len(unknown)} name(s) the {what} model does not read (entries "
+            f"{', '.join(map(str, unknown))}); the extra columns it reads: {reads}",
+            "unknown_attribute",
+        )
+
+
+def _check_unique(col: _Collector, loc: Loc, ids: Sequence[str], field_: str, what: str) -> None:
+    """Each lead / deal once per request: a retried or merged webhook batch must not hand
+    the same lead to inside sales twice or count a deal twice in a forecast."""
+    first: dict[str, int] = {}
+    for i, id_ in enumerate(ids):
+        if id_ in first:
+            col.add(
+                (*loc, i, field_),
+                f"the same {what} as {_path((*loc, first[id_]))}; send each {what} once",
+                "duplicate_id",
+            )
+        else:
+            first.setdefault(id_, i)
+
+
+def _check_same_time(col: _Collector, loc: Loc, rows: Sequence[Any], fields: Sequence[str]) -> None:
+    """Two rows at the same ts that disagree leave the state at as_of ambiguous (which
+    one is current?): refused rather than resolved by the order they were sent in."""
+    seen: dict[datetime, int] = {}
+    for j, row in enumerate(rows):
+        k = seen.setdefault(row.ts, j)
+        if k != j and any(getattr(row, f) != getattr(rows[k], f) for f in fields):
+            col.add(
+                (*loc, j, "ts"),
+                f"same ts as {_path((*loc, k))} but a different {' / '.join(fields)}: which "
+                "one holds at as_of is ambiguous; send one row per time (the state after "
+                "the change)",
+                "conflicting_rows",
+            )
 
 
 def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
@@ -210,15 +257,25 @@ def _check_closed(col: _Collector, loc: Loc, deals: Sequence[Any], as_of: dateti
         _before(col, (*loc, k, "closed_at"), d.closed_at, as_of)
 
 
+NO_ATTRIBUTES: Mapping[str, frozenset[str]] = {}
+
+
 def check_leads(
-    leads: Sequence[LeadIn], as_of: datetime, cfg: ServingConfig, vocab: Vocabulary
+    leads: Sequence[LeadIn],
+    as_of: datetime,
+    cfg: ServingConfig,
+    vocab: Vocabulary,
+    attributes: Mapping[str, frozenset[str]] = NO_ATTRIBUTES,
 ) -> tuple[list[LeadIn], list[int]]:
     """Check every lead as of ``as_of``; return the leads to score (unknown events
     dropped under the ignore policy) and the number dropped per lead.
+    ``attributes``: the extra column names the model reads, for ``lead`` and
+    ``lead_account`` (none when not given).
 
     Raises :class:`RequestError` (422) listing every problem.
     """
     col = _Collector()
+    _check_unique(col, ("leads",), [lead.lead_id for lead in leads], "lead_id", "lead")
     reject = cfg.unknown_event_types == "reject"
     known = (frozenset(vocab.event_types), frozenset(vocab.page_categories))
     kept_leads: list[LeadIn] = []
@@ -227,6 +284,18 @@ def check_leads(
         loc: Loc = ("leads", i)
         _before(col, (*loc, "created_at"), lead.created_at, as_of)
         _check_account(col, (*loc, "account"), lead.account, vocab, as_of)
+        _check_attributes(
+            col, loc, lead.attributes, attributes.get("lead", frozenset()), "readiness"
+        )
+        if lead.account is not None:
+            _check_attributes(
+                col,
+                (*loc, "account"),
+                lead.account.attributes,
+                attributes.get("lead_account", frozenset()),
+                "readiness",
+            )
+        _check_same_time(col, (*loc, "status_history"), lead.status_history, ["status"])
         kept = _events_ok(col, (*loc, "events"), lead.events, as_of, vocab, reject, known)
         kept_others = _events_ok(
             col, (*loc, "account_events"), lead.account_events, as_of, vocab, reject, known
@@ -259,15 +328,37 @@ def check_leads(
     return kept_leads, dropped
 
 
-def check_deals(deals: Sequence[DealIn], as_of: datetime, vocab: Vocabulary) -> None:
-    """Check every deal as of ``as_of``: records before it, known stages/types, and the
-    deal still open at as_of (its last stage change before as_of is an open stage)."""
+def check_deals(
+    deals: Sequence[DealIn],
+    as_of: datetime,
+    vocab: Vocabulary,
+    attributes: Mapping[str, frozenset[str]] = NO_ATTRIBUTES,
+) -> None:
+    """Check every deal as of ``as_of``: each deal once, records before it, known
+    stages/types, no two stage-history rows at one time that disagree, account
+    attributes the model reads (``attributes["deal_account"]``), and the deal still
+    open at as_of (its last stage change before as_of is an open stage)."""
     col = _Collector()
+    _check_unique(col, ("deals",), [d.opportunity_id for d in deals], "opportunity_id", "deal")
     for i, deal in enumerate(deals):
         loc: Loc = ("deals", i)
         _before(col, (*loc, "created_at"), deal.created_at, as_of)
         _vocab(col, (*loc, "segment"), deal.segment, vocab.segments, "segment")
         _check_account(col, (*loc, "account"), deal.account, vocab, as_of)
+        if deal.account is not None:
+            _check_attributes(
+                col,
+                (*loc, "account"),
+                deal.account.attributes,
+                attributes.get("deal_account", frozenset()),
+                "deal-close",
+            )
+        _check_same_time(
+            col,
+            (*loc, "stage_history"),
+            deal.stage_history,
+            ["stage", "amount", "expected_close_date"],
+        )
         last = None
         for j, ch in enumerate(deal.stage_history):
             _before(col, (*loc, "stage_history", j, "ts"), ch.ts, as_of)
@@ -294,8 +385,25 @@ def check_deals(deals: Sequence[DealIn], as_of: datetime, vocab: Vocabulary) -> 
     col.raise_if_any(422, "the deals")
 
 
-def check_period(as_of: datetime, period_start: datetime | None, period_end: datetime) -> None:
+def check_period(
+    as_of: datetime,
+    period_start: datetime | None,
+    period_end: datetime | None,
+    *,
+    needs_start: bool = False,
+) -> None:
+    """A period that ends after as_of (and after its start); ``needs_start``: a
+    forecast of given deals needs both ends."""
     col = _Collector()
+    missing = [
+        name
+        for name, value in (("period_start", period_start), ("period_end", period_end))
+        if value is None and (needs_start or name == "period_end")
+    ]
+    for name in missing:
+        col.add((name,), "is required when deals are sent", "missing")
+    col.raise_if_any(422, "the period")
+    assert period_end is not None
     if period_start is not None and period_end <= period_start:
         col.add(("period_end",), "must be after period_start", "bad_period")
     if period_end <= as_of:

@@ -18,10 +18,11 @@ rejected) and validation errors never echo input values
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "EXAMPLE_DEAL",
@@ -55,19 +56,57 @@ __all__ = [
 ]
 
 
+# Timestamps outside these years are refused: they are typos or sentinel values
+# (0001-01-01, 9999-12-31), and at the ends of the range converting to UTC overflows.
+MIN_YEAR, MAX_YEAR = 1900, 2199
+
+
+def _iso_only(value: object) -> object:
+    """A timestamp is ISO 8601 text (or a datetime in Python): a number is refused,
+    because an id or an amount in a date field would silently become a 1970 date."""
+    if isinstance(value, int | float | bool):
+        raise ValueError("a timestamp must be ISO 8601 text such as 2025-06-02T09:30:00Z")
+    return value
+
+
 def _utc(value: datetime) -> datetime:
     """Naive timestamps are UTC; aware ones are converted to UTC."""
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"the year must be between {MIN_YEAR} and {MAX_YEAR}")
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
-Timestamp = Annotated[datetime, AfterValidator(_utc)]
+Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
+# Amounts above this are refused: no deal is worth a trillion, and the revenue
+# distribution's grid loses its meaning far beyond the realistic range.
+MAX_AMOUNT = 1e12
 Id = Annotated[str, Field(min_length=1, max_length=128)]
-Attributes = dict[
-    Annotated[str, Field(min_length=1, max_length=64)],
-    Annotated[str, Field(max_length=256)] | float | bool | None,
-]
+
+
+def _attribute_values(value: dict[str, Any]) -> dict[str, Any]:
+    """Names of at most 64 characters; values text (at most 256), finite numbers,
+    true/false or null. Problems name the entry's position, never its name or value
+    (a name may itself be personal data)."""
+    for i, (name, v) in enumerate(value.items()):
+        if not 1 <= len(name) <= 64:
+            raise ValueError(f"entry {i}: a name must have 1 to 64 characters")
+        ok = (
+            v is None
+            or isinstance(v, bool)
+            or (isinstance(v, str) and len(v) <= 256)
+            or (isinstance(v, int | float) and math.isfinite(v))
+        )
+        if not ok:
+            raise ValueError(
+                f"entry {i}: a value must be text (at most 256 characters), a finite number, "
+                "true/false or null"
+            )
+    return value
+
+
+Attributes = Annotated[dict[str, Any], AfterValidator(_attribute_values)]
 
 
 class _In(BaseModel):
@@ -130,7 +169,7 @@ class ClosedDealIn(_In):
     closed_at: Timestamp = Field(description="When it was won or lost; must be before as_of")
     stage: Literal["closed_won", "closed_lost"]
     amount: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="Deal amount (target currency)"
+        0.0, ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Deal amount (target currency)"
     )
     owner_id: Id | None = Field(None, description="Field-sales owner")
 
@@ -180,7 +219,9 @@ class StageChangeIn(_In):
     stage: str = Field(
         description="follow_up, problem_recognised, evaluation, negotiation, approval"
     )
-    amount: float = Field(ge=0, allow_inf_nan=False, description="Amount after the change")
+    amount: float = Field(
+        ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Amount after the change"
+    )
     expected_close_date: Timestamp = Field(description="Expected close date after the change")
 
 
@@ -321,7 +362,9 @@ class HandoffRequest(_In):
         None,
         ge=0,
         le=1_000_000,
-        description="IS slots left this week (default: serving.is_capacity)",
+        description="IS slots left this week (default: serving.is_capacity). A slot is a "
+        "calendar slot, not a lead: a hand-off takes the readiness model's policy."
+        "slots_per_lead slots (2 by default; /metadata shows it), so 12 slots = 6 leads",
     )
 
 
@@ -337,13 +380,33 @@ class ForecastRequest(_In):
     model_config = _example(EXAMPLE_FORECAST)
 
     as_of: Timestamp | None = Field(None, description=_AS_OF)
-    period_start: Timestamp = Field(description="Start of the forecast period")
-    period_end: Timestamp = Field(description="End of the forecast period (after period_start)")
-    deals: list[DealIn] = Field(min_length=1, description="Open deals that may close in the period")
-    won_amount: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="Revenue already won in the period"
+    period_start: Timestamp | None = Field(
+        None,
+        description="Start of the forecast period (needed with deals; without deals: "
+        "default the nightly forecast's current quarter)",
     )
-    target: float | None = Field(None, ge=0, allow_inf_nan=False, description="Revenue target")
+    period_end: Timestamp | None = Field(
+        None,
+        description="End of the forecast period, exclusive (a quarter 2025Q2 is "
+        "2025-04-01 to 2025-07-01; needed with deals)",
+    )
+    deals: list[DealIn] | None = Field(
+        None,
+        min_length=1,
+        description="Open deals that may close in the period. Leave out to get the latest "
+        "nightly forecast (`leadml batch`) published at or before as_of: won, open and "
+        "new deals, by team and segment, as the morning report shows it",
+    )
+    won_amount: float = Field(
+        0.0,
+        ge=0,
+        le=MAX_AMOUNT,
+        allow_inf_nan=False,
+        description="Revenue already won in the period",
+    )
+    target: float | None = Field(
+        None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Revenue target"
+    )
 
 
 # ---------------------------------------------------------------- responses
@@ -393,6 +456,7 @@ class HandoffDecision(_Out):
 class HandoffResponse(_Out):
     as_of: datetime
     is_capacity: int = Field(description="IS slots that were available")
+    slots_per_lead: float = Field(description="Slots one hand-off takes (the model's policy)")
     capacity_left: int = Field(description="Slots left after these hand-offs")
     decisions: list[HandoffDecision]
     model: ModelRef
@@ -406,8 +470,16 @@ class HygieneFlag(_Out):
 class DealScore(_Out):
     opportunity_id: str
     stage: str = Field(description="Stage as of as_of")
-    p_won: float = Field(ge=0, le=1, description="P(won eventually, within the model horizon)")
-    p_won_by_period_end: float = Field(ge=0, le=1, description="P(won by period_end)")
+    p_won: float = Field(
+        ge=0, le=1, description="P(won within the model's horizon, horizon_days after as_of)"
+    )
+    horizon_days: int = Field(description="The model's horizon that p_won refers to")
+    p_won_by_period_end: float = Field(
+        ge=0,
+        le=1,
+        description="P(won before period_end); above p_won when period_end is more than "
+        "horizon_days away",
+    )
     # Internal to /forecast (P(won between period_start and period_end)); not in answers.
     p_won_in_period: float | None = Field(None, ge=0, le=1, exclude=True)
     reasons: list[Reason]
@@ -423,25 +495,46 @@ class ScoreDealsResponse(_Out):
 
 class BreakdownRow(_Out):
     group: str = Field(description="Value of the grouping (e.g. a stage)")
-    deals: int
+    deals: int = Field(description="Open deals")
     amount: float = Field(description="Open pipeline amount")
-    expected: float = Field(description="Expected revenue in the period")
+    expected: float = Field(description="Expected revenue in the period from the open deals")
+    won: float | None = Field(None, description="Won in the period so far (nightly forecast)")
+    new_expected: float | None = Field(
+        None, description="Expected revenue from deals not yet created (nightly forecast)"
+    )
 
 
 class ForecastResponse(_Out):
+    source: Literal["deals", "nightly"] = Field(
+        description="deals: the deals in the request, scored now; nightly: the latest "
+        "nightly forecast (then as_of is that run's date)"
+    )
+    probability_source: str = Field(
+        description="Where each deal's P(won in the period) comes from (the deal-close "
+        "model, or the nightly run's empirical close rates)"
+    )
     as_of: datetime
     period_start: datetime
     period_end: datetime
     p10: float
     p50: float
     p90: float
-    mean: float
+    mean: float = Field(description="Expected revenue: won + open + new")
     won_amount: float
+    open_expected: float = Field(description="Expected revenue from the open deals")
+    new_expected: float = Field(
+        description="Expected revenue from deals not yet created (0 with deals in the request)"
+    )
     target: float | None
     p_reach_target: float | None = Field(description="P(revenue >= target)")
-    by_stage: list[BreakdownRow]
+    by_stage: list[BreakdownRow] = Field(description="Per stage (deals in the request only)")
     by_segment: list[BreakdownRow]
-    model: ModelRef
+    by_team: list[BreakdownRow] = Field(
+        default_factory=list, description="Per field-sales team (nightly forecast only)"
+    )
+    model: ModelRef | None = Field(
+        description="The deal-close champion that scored the deals (null for the nightly forecast)"
+    )
 
 
 class ServiceMetadata(_Out):

@@ -97,9 +97,18 @@ class Scorer:
         self.readiness = readiness
         self.deal = deal
         self.settings = settings
-        self._lead_engine = _online_engine(readiness.bundle, "lead", settings)
+        lead_catalog = catalog_of(readiness.bundle, settings)
+        deal_catalog = catalog_of(deal.bundle, settings)
+        self._lead_engine = _online_engine(readiness.bundle, "lead", lead_catalog)
         self._readiness = FastReadiness(readiness.bundle)
-        self._deal_engine = _online_engine(deal.bundle, "opportunity", settings)
+        self._deal_engine = _online_engine(deal.bundle, "opportunity", deal_catalog)
+        # The extra columns (``attributes``) each request object may carry: those the
+        # models' catalogs read; anything else is refused (a typo must not be ignored).
+        self.attribute_names: dict[str, frozenset[str]] = {
+            "lead": extra_columns(lead_catalog, "lead", "lead"),
+            "lead_account": extra_columns(lead_catalog, "lead", "account"),
+            "deal_account": extra_columns(deal_catalog, "opportunity", "account"),
+        }
 
     # ---- construction
 
@@ -219,6 +228,7 @@ class Scorer:
                     opportunity_id=t.deal.opportunity_id,
                     stage=_stage_at(t.deal),
                     p_won=_prob(p_won[i]),
+                    horizon_days=int(bundle.model.horizon_days),
                     p_won_by_period_end=p_end,
                     p_won_in_period=p_in,
                     reasons=_reasons(why[i]),
@@ -271,7 +281,16 @@ def catalog_of(bundle: Any, settings: Settings) -> Any:
     return load_catalog(settings.config_file("features.yaml"), settings.vocabulary)
 
 
-def _online_engine(bundle: Any, entity: str, settings: Settings) -> Any:
+def extra_columns(catalog: Any, entity: str, table: str) -> frozenset[str]:
+    """The extra (non-contract) columns of ``table`` that ``entity``'s features read."""
+    return frozenset(
+        f.column
+        for f in catalog.features(entity)
+        if f.kind == "attribute" and f.extra and f.table == table
+    )
+
+
+def _online_engine(bundle: Any, entity: str, catalog: Any) -> Any:
     """A function (payload, as_of) -> {feature: value} over the bundle's catalog."""
     from leadml.errors import ConfigError
     from leadml.features.online import (
@@ -279,7 +298,6 @@ def _online_engine(bundle: Any, entity: str, settings: Settings) -> Any:
         compute_opportunity_features_online,
     )
 
-    catalog = catalog_of(bundle, settings)
     missing = [f for f in bundle.features if f not in catalog.names(entity)]
     if missing:
         raise ConfigError(
@@ -415,9 +433,10 @@ def hygiene_flags(deal: Any, as_of: datetime, alerts: Any) -> list[HygieneFlag]:
     """Deal-hygiene flags as of ``as_of`` from the deal's own history, with the rule
     names and thresholds of the nightly alerts (:mod:`leadml.forecast.alerts`,
     ``forecast.alerts`` in the configuration): ``past_close_date`` (expected close
-    date before the as-of day), ``stale`` (no change in the deal's history, nor
-    with ``stale_counts_activities`` an activity, for ``stale_days``), ``close_date_pushed`` (moved later ``close_date_pushes`` times or
-    more). The rules that need other deals or a score history stay in the nightly run."""
+    date before the as-of day), ``stale`` (no change in the deal's history, nor with
+    ``stale_counts_activities`` an activity, for ``stale_days``), ``close_date_pushed``
+    (moved later ``close_date_pushes`` times or more). The rules that need other deals
+    or a score history stay in the nightly run."""
     hist = sorted(deal.stage_history, key=lambda h: h.ts)
     last = hist[-1]
     day = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -511,6 +530,7 @@ def decide_handoff(
     return HandoffResponse(
         as_of=as_of,
         is_capacity=capacity_slots,
+        slots_per_lead=float(policy.slots_per_lead),
         capacity_left=left,
         decisions=decisions,
         model=scores[0].model,
@@ -527,7 +547,9 @@ def forecast_from_scores(
     with p_i = P(won within the period) from the deal-close model (independent deals)."""
     from leadml.forecast.distribution import open_deals
 
-    amounts = np.array([max(d.stage_history, key=lambda h: h.ts).amount for d in request.deals])
+    deals = request.deals
+    assert deals is not None and request.period_start is not None and request.period_end
+    amounts = np.array([max(d.stage_history, key=lambda h: h.ts).amount for d in deals])
     probs = np.array(
         [
             s.p_won_in_period if s.p_won_in_period is not None else s.p_won_by_period_end
@@ -538,21 +560,29 @@ def forecast_from_scores(
     p10, p50, p90 = (float(v) for v in np.atleast_1d(dist.quantile([0.1, 0.5, 0.9])))
     target = request.target
     stages = [s.stage for s in scores]
-    segments = [d.segment for d in request.deals]
+    segments = [d.segment for d in deals]
+    open_expected = float(np.dot(amounts, probs))
+    model = scores[0].model
     return ForecastResponse(
+        source="deals",
+        probability_source=f"{model.name} v{model.version}",
         as_of=as_of,
         period_start=request.period_start,
         period_end=request.period_end,
         p10=p10,
         p50=p50,
         p90=p90,
-        mean=dist.mean,
+        # exact (the grid's mean is off by up to its rounding error bound), so that the
+        # mean is the won amount plus the breakdown's expected values
+        mean=request.won_amount + open_expected,
         won_amount=request.won_amount,
+        open_expected=open_expected,
+        new_expected=0.0,
         target=target,
         p_reach_target=None if target is None else dist.prob_at_least(target),
         by_stage=_breakdown(stages, amounts, probs),
         by_segment=_breakdown(segments, amounts, probs),
-        model=scores[0].model,
+        model=model,
     )
 
 

@@ -300,9 +300,10 @@ def _metric(name: str, *labels: str) -> Any:
 class _Call:
     """Timings of one request; logged as one line with ids only."""
 
-    def __init__(self, endpoint: str, request_id: str) -> None:
+    def __init__(self, endpoint: str, request_id: str, ctx: bentoml.Context | None = None) -> None:
         self.endpoint = endpoint
         self.request_id = request_id
+        self.ctx = ctx
         self.start = time.perf_counter()
         self.last = self.start
         self.marks: dict[str, float] = {}
@@ -314,6 +315,7 @@ class _Call:
         self.last = now
 
     def log(self, status: int) -> None:
+        _mark_logged(self.ctx)
         total = (time.perf_counter() - self.start) * 1000
         steps = " ".join(f"{k}_ms={v:.2f}" for k, v in self.marks.items())
         extra = " ".join(f"{k}={v}" for k, v in self.fields.items())
@@ -328,9 +330,26 @@ class _Call:
         )
 
 
+# Keys of the request's ASGI scope state: the id RequestMiddleware gave the request,
+# and whether an endpoint has logged it already.
+_STATE_ID, _STATE_LOGGED = "leadml_request_id", "leadml_logged"
+
+
 def _request_id(ctx: bentoml.Context | None) -> str:
-    given = ctx.request.headers.get("x-request-id", "") if ctx is not None else ""
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+    """The id RequestMiddleware gave this request (a new one when called without it)."""
+    if ctx is not None:
+        given = ctx.request.scope.get("state", {}).get(_STATE_ID)
+        if given:
+            return str(given)
+        header = ctx.request.headers.get("x-request-id", "")
+        if _REQUEST_ID.match(header):
+            return header
+    return uuid.uuid4().hex[:16]
+
+
+def _mark_logged(ctx: bentoml.Context | None) -> None:
+    if ctx is not None:
+        ctx.request.scope.setdefault("state", {})[_STATE_LOGGED] = True
 
 
 def _now() -> datetime:
@@ -445,6 +464,8 @@ class LeadmlAPI:
             inline_cost=INLINE_COST,
             observe=functools.partial(_observe_batch, "deal"),
         )
+        if logger.level == logging.NOTSET:  # the server's logging config shows WARNING+ only
+            logger.setLevel(logging.INFO)
         logger.info(
             "scoring with %s; batching %s",
             self.scorer.describe(),
@@ -453,8 +474,6 @@ class LeadmlAPI:
         _quiet_validation_tracebacks()
         if bentoml.server_context.worker_index is not None:  # a server worker process
             tune_gc()
-        if logger.level == logging.NOTSET:  # the server's logging config shows WARNING+ only
-            logger.setLevel(logging.INFO)
         if self.api_key is None:
             logger.warning(
                 "no API key in $%s: the API accepts requests without a key", cfg.api_key_env
@@ -465,7 +484,7 @@ class LeadmlAPI:
     async def _answer(
         self, endpoint: str, ctx: bentoml.Context | None, work: Callable[[_Call], Awaitable[T]]
     ) -> T | Response:
-        call = _Call(endpoint, _request_id(ctx))
+        call = _Call(endpoint, _request_id(ctx), ctx)
         if ctx is not None:
             ctx.response.headers["X-Request-ID"] = call.request_id
         try:
@@ -533,11 +552,13 @@ class LeadmlAPI:
     ) -> tuple[list[LeadIn], list[int]]:
         cfg = self.settings.serving
         checks.check_sizes_leads(leads, cfg)
-        return checks.check_leads(leads, as_of, cfg, self.settings.vocabulary)
+        return checks.check_leads(
+            leads, as_of, cfg, self.settings.vocabulary, self.scorer.attribute_names
+        )
 
     def _checked_deals(self, deals: Sequence[DealIn], as_of: datetime) -> None:
         checks.check_sizes_deals(deals, self.settings.serving)
-        checks.check_deals(deals, as_of, self.settings.vocabulary)
+        checks.check_deals(deals, as_of, self.settings.vocabulary, self.scorer.attribute_names)
 
     # ---- endpoints
 
@@ -631,8 +652,16 @@ class LeadmlAPI:
             from leadml.serving.scorer import forecast_from_scores
 
             as_of = request.as_of or _now()
+            if request.deals is None:  # the latest nightly forecast, as published
+                from leadml.batch.outputs import reader
+                from leadml.serving.nightly import forecast_from_nightly
+
+                call.fields["source"] = "nightly"
+                response = forecast_from_nightly(reader(self.settings), request, as_of)
+                call.mark("read")
+                return response
             call.fields["deals"] = len(request.deals)
-            checks.check_period(as_of, request.period_start, request.period_end)
+            checks.check_period(as_of, request.period_start, request.period_end, needs_start=True)
             self._checked_deals(request.deals, as_of)
             call.mark("check")
             scores = await self._score_deals(
@@ -684,36 +713,73 @@ _OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/sche
 _OPEN_PREFIXES = ("/static_content/", "/assets/")
 
 
-class ApiKeyMiddleware:
-    """401 for requests without the configured API key (``X-API-Key: <key>`` or
-    ``Authorization: Bearer <key>``). Health, readiness, metrics and the API
-    documentation stay open. The key comes from the environment variable named by
-    ``serving.api_key_env``; no key configured = no check."""
+class RequestMiddleware:
+    """Every request but health, metrics and docs gets a request id (``X-Request-ID``
+    when the caller sends a valid one, else a new one), echoed on the answer, and
+    one log line with its status and time: the endpoints log their own answers
+    (with counts and per-step timings); this layer logs the others, which the
+    endpoints never see (BentoML's 400 for schema errors, 401, 404, ``/metadata``),
+    and counts them in ``leadml_rejected_requests_total`` when refused.
+
+    API key: requests without the configured key (``X-API-Key: <key>`` or
+    ``Authorization: Bearer <key>``) are answered 401. The key comes from the
+    environment variable named by ``serving.api_key_env``; no key configured = no check."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or _is_open(scope.get("path", "")):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or _is_open(path):
             await self.app(scope, receive, send)
             return
+        start = time.perf_counter()
+        given = next((v for k, v in scope.get("headers", []) if k == b"x-request-id"), b"")
+        given = given.decode("latin-1")
+        request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        state = scope.setdefault("state", {})
+        state[_STATE_ID] = request_id
+        status = 500
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
         service = bentoml.get_current_service()
         expected = getattr(service, "api_key", None)
-        if expected is None or _has_key(scope, expected):
-            await self.app(scope, receive, send)
-            return
-        endpoint = scope.get("path", "").strip("/")
-        _metrics()["rejected"].labels(
-            endpoint=endpoint if endpoint in _ENDPOINTS else "other", status="401"
-        ).inc()
-        problem = Problem(
-            ("header", "x-api-key"),
-            "missing or wrong API key; send X-API-Key: <key> or Authorization: Bearer <key>",
-            "unauthorized",
-        )
-        body = RequestError(401, "unauthorized", [problem]).body()
-        response = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        await response(scope, receive, send)
+        try:
+            if expected is None or _has_key(scope, expected):
+                await self.app(scope, receive, send_with_id)
+            else:
+                problem = Problem(
+                    ("header", "x-api-key"),
+                    "missing or wrong API key; "
+                    "send X-API-Key: <key> or Authorization: Bearer <key>",
+                    "unauthorized",
+                )
+                body = RequestError(401, "unauthorized", [problem]).body()
+                response = JSONResponse(
+                    body, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
+                await response(scope, receive, send_with_id)
+        finally:
+            if not state.get(_STATE_LOGGED):
+                endpoint = path.strip("/")
+                endpoint = endpoint if endpoint in _ENDPOINTS else "other"
+                if status >= 400:
+                    _metrics()["rejected"].labels(endpoint=endpoint, status=str(status)).inc()
+                logger.info(
+                    "%s request_id=%s status=%d total_ms=%.2f",
+                    endpoint,
+                    request_id,
+                    status,
+                    (time.perf_counter() - start) * 1000,
+                )
 
 
 def _is_open(path: str) -> bool:
@@ -721,16 +787,22 @@ def _is_open(path: str) -> bool:
 
 
 def _has_key(scope: dict[str, Any], expected: str) -> bool:
-    given = b""
+    """True when any ``X-API-Key`` or ``Authorization: Bearer`` header holds the key
+    (a gateway may add its own Authorization header beside the client's X-API-Key)."""
+    want = expected.encode()
+    ok = False
     for name, value in scope.get("headers", []):
+        given = None
         if name == b"x-api-key":
             given = value
         elif name == b"authorization" and value[:7].lower() == b"bearer ":
             given = value[7:]
-    return hmac.compare_digest(given.strip(), expected.encode())
+        if given is not None:
+            ok |= hmac.compare_digest(given.strip(), want)  # every header compared
+    return ok
 
 
-LeadmlAPI.add_asgi_middleware(ApiKeyMiddleware)  # type: ignore[attr-defined]  # a bentoml Service
+LeadmlAPI.add_asgi_middleware(RequestMiddleware)  # type: ignore[attr-defined]  # a bentoml Service
 
 
 class _DropValidationTraceback(logging.Filter):
