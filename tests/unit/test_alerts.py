@@ -173,3 +173,19 @@ def test_a_recent_activity_keeps_a_deal_from_going_stale() -> None:
         assert row["reason"].startswith("no update for 44 days (last change")
     finally:
         c.close()
+
+
+def test_an_empty_deal_history_is_a_clear_error_not_a_crash() -> None:
+    from leadml.forecast.forecast import forecast
+
+    frames = _frames()
+    frames["opportunity_history"] = frames["opportunity_history"].iloc[:0]
+    frames["opportunities"] = frames["opportunities"].iloc[:0]
+    c, _ = connect(frames_source(frames), Vocabulary())
+    try:
+        with pytest.raises(LeadmlError, match="opportunity_history has no rows"):
+            alerts(c, as_of=AS_OF)
+        with pytest.raises(LeadmlError, match="opportunity_history has no rows"):
+            forecast(c, as_of=AS_OF, period="2026Q2")
+    finally:
+        c.close()

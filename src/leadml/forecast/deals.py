@@ -233,6 +233,10 @@ class DealHistory:
 
     @staticmethod
     def _derive(h: pd.DataFrame) -> pd.DataFrame:
+        if h.empty:  # no deals yet: the derived columns, no rows
+            return h.assign(
+                stage_since=h["ts"], close_date_pushes=0, _last_of_opp=np.zeros(0, dtype=bool)
+            )
         opp = h["opportunity_id"].to_numpy()
         new_opp = np.r_[True, opp[1:] != opp[:-1]]
         stage = h["stage"].to_numpy()
@@ -300,7 +304,11 @@ class DealHistory:
         """as_of may be at most ``STALE_DAYS`` days after the last record of any table:
         later than that the data is too old to forecast from."""
         if self.data_end is None or self.data_start is None:
-            raise ForecastError("opportunity_history is empty; there is nothing to forecast from")
+            raise ForecastError(
+                "table opportunity_history has no rows: no deal stages to forecast from; "
+                "load the deals' stage history (an export of every stage, amount and close "
+                "date change, see docs/byod.md) and check it with `leadml validate`"
+            )
         last = self.freshest
         limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
         if as_of > limit:
