@@ -150,7 +150,7 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
     out.print(
         common.summary_table(
             title,
-            ["group", "won", "open deals", "new deals", "expected", "P10", "P50", "P90"],
+            ["group", "won", "from open deals", "from new deals", "expected", "P10", "P50", "P90"],
             [
                 (
                     g.group,
@@ -172,7 +172,7 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
                 "pipeline due",
                 "coverage",
                 "all open",
-                "open deals",
+                "# open deals",
             ],
             [
                 (

@@ -242,7 +242,7 @@ def _table(df: pd.DataFrame, *, max_rows: int = 30, floats: str = "{:,.3f}") -> 
                     "-"
                     if not np.isfinite(v)
                     else floats.format(v)
-                    if abs(v) < 1000
+                    if abs(v) < 1000 and not v.is_integer()
                     else f"{v:,.0f}"
                 )
             else:
