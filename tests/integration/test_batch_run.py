@@ -242,3 +242,22 @@ def test_outputs_are_readable_by_plain_duckdb_sql(published) -> None:  # type: i
             f"SELECT DISTINCT as_of FROM read_parquet('{glob}', hive_partitioning = true)"
         ).fetchall()
     assert [str(d[0]) for d in dates] == [AS_OF]
+
+
+def test_a_backfill_with_a_champion_trained_later_is_flagged(
+    company: Path, champions: dict, tmp_path: Path
+) -> None:
+    import copy
+    from types import SimpleNamespace
+
+    s = load_settings(workspace=tmp_path / "workspace")
+    quiet = run_nightly(s, AS_OF, data=company, champions=champions)
+    assert not any("trained on data up to" in w for w in quiet.warnings)
+    later = dict(champions)
+    champ = copy.copy(champions["lead_readiness"])
+    window = ["2024-01-01T00:00:00+00:00", "2025-09-01T00:00:00+00:00"]  # after AS_OF
+    champ.bundle = SimpleNamespace(meta={"data_window": window})
+    later["lead_readiness"] = champ
+    flagged = run_nightly(s, AS_OF, data=company, champions=later)
+    (w,) = [w for w in flagged.warnings if "trained on data up to" in w]
+    assert "2025-09-01" in w and AS_OF in w and "lead_readiness" in w

@@ -247,6 +247,14 @@ def run_nightly(
                 )
         lead_model = models[LEAD_MODEL]
         deal_model = cast(DealChampion, models[DEAL_MODEL])
+        for name, m in models.items():
+            trained_to = _trained_until(m)
+            if trained_to is not None and trained_to > t:
+                warnings.append(
+                    f"{name} v{m.version} was trained on data up to {trained_to:%Y-%m-%d}, "
+                    f"after this run's date {day}: its scores saw the outcomes that follow "
+                    "and are not what was known then (a backfill with a later champion)"
+                )
         manifest.model_versions = {n: str(m.version) for n, m in models.items()}
         manifest.model_metrics = {
             n: dict(getattr(m, "metrics", {}) or {}) for n, m in models.items()
@@ -793,6 +801,15 @@ def _drift(
 
 
 REASONS_PER_ROW = 3
+
+
+def _trained_until(model: Any) -> pd.Timestamp | None:
+    """The end of a champion's training data (its bundle's data window), if known."""
+    window = (getattr(getattr(model, "bundle", None), "meta", None) or {}).get("data_window")
+    if not window or len(window) != 2 or window[1] is None:
+        return None
+    end = pd.Timestamp(window[1])
+    return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
 
 
 class BundleChampion:
