@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import pandas as pd
@@ -424,7 +424,7 @@ def _set_rules(
     for col in table.columns:
         if col.references and col.name in present and col.references[0] in checked:
             ptable, pcol = col.references
-            what = ptable.removesuffix("s")
+            what = _singular(ptable)
             extra = f", or that {what} was quarantined" if quarantine else ""
             rules.append(
                 (
@@ -436,6 +436,13 @@ def _set_rules(
                 )
             )
     return rules
+
+
+def _singular(table: str) -> str:
+    """``opportunities`` -> ``opportunity``, ``leads`` -> ``lead`` (for messages)."""
+    if table.endswith("ies"):
+        return table[:-3] + "y"
+    return table.removesuffix("s")
 
 
 def _examples(
@@ -527,6 +534,7 @@ def check_tables(
     problems: list[Problem] = []
     quarantined: dict[str, int] = {}
     bad_frames: dict[str, pd.DataFrame] = {}
+    views: dict[str, str] = {}  # the final view's query per table
     for name in [t for t in _dependency_order() if t in raw_columns]:
         table, raw_cols = TABLES[name], raw_columns[name]
         present = set(raw_cols)
@@ -606,9 +614,8 @@ def check_tables(
         keep = ", ".join(_q(c.name) for c in table.columns)
         keep += "".join(f", {_q(c)}" for c in extras)
         if not bad_sql or not quarantine:
-            con.execute(
-                f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {', '.join(final)} FROM raw_{name}"
-            )
+            views[name] = f"SELECT {', '.join(final)} FROM raw_{name}"
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {views[name]}")
             continue
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _bad_{name} AS "
@@ -617,16 +624,19 @@ def check_tables(
         )
         quarantined[name] = con.execute(f"SELECT count(*) FROM _bad_{name}").fetchall()[0][0]  # type: ignore[index]
         # A view, not a copy: the bad row numbers are a small table, the rest is scanned.
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT {keep} FROM _typed_{name} "
-            f"WHERE _row NOT IN (SELECT _row FROM _bad_{name})"
+        views[name] = (
+            f"SELECT {keep} FROM _typed_{name} WHERE _row NOT IN (SELECT _row FROM _bad_{name})"
         )
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {views[name]}")
         cols = ", ".join(f"t.{_q('raw:' + c)} AS {_q(c)}" for c in raw_cols)
         bad_frames[name] = con.execute(
             f"SELECT b.reasons AS _reasons, {cols} FROM _bad_{name} b "
             f"JOIN _typed_{name} t USING (_row) ORDER BY t._row"
         ).df()
 
+    problems += _late_problems(
+        con, rows, views, example_rows, (bad_frames, quarantined) if quarantine else None, problems
+    )
     if problems and not quarantine:
         raise DataError(_render(source.location, problems))
     if quarantine and quarantine_dir is not None:
@@ -634,6 +644,96 @@ def check_tables(
     rows = {t: rows[t] for t in TABLE_NAMES if t in rows}
     missing_tables = [t for t in TABLE_NAMES if t not in rows]
     return CheckReport(source.location, rows, problems, quarantined, missing_tables)
+
+
+# When things happened (not when they are expected to: expected_close_date and the
+# targets' periods lie in the future by design).
+HAPPENED_AT = (
+    ("accounts", "created_at"),
+    ("leads", "created_at"),
+    ("events", "ts"),
+    ("lead_status_history", "ts"),
+    ("opportunities", "created_at"),
+    ("opportunity_history", "ts"),
+    ("activities", "ts"),
+)
+# A record this many days after the latest record of every other table is a typo (a year
+# off, a placeholder date) when it is one of a few: it would move "the end of the data"
+# and with it every label window, the training set's last week and the forecast's date.
+LATE_DAYS = 31
+LATE_MAX_SHARE = 0.001
+
+
+@dataclass(frozen=True)
+class _Late:
+    problem: Problem
+    condition: str
+
+
+def _late_records(
+    con: duckdb.DuckDBPyConnection, rows: dict[str, int], example_rows: int
+) -> dict[str, _Late]:
+    """Per table, the few records dated more than ``LATE_DAYS`` days after the latest
+    record of every other table (over the checked views). Many such records are not
+    typos (one export is newer than the others) and are left alone."""
+    cols = [(t, c) for t, c in HAPPENED_AT if rows.get(t)]
+    latest: dict[tuple[str, str], Any] = {}
+    for t, c in cols:
+        value = con.execute(f"SELECT max({_q(c)}) FROM {t}").fetchall()[0][0]
+        if value is not None:
+            latest[(t, c)] = pd.Timestamp(value)
+    found: dict[str, _Late] = {}
+    for (t, c), value in latest.items():
+        others = [v for k, v in latest.items() if k != (t, c)]
+        if not others:
+            continue
+        rest_end = max(others)
+        limit = rest_end + pd.Timedelta(days=LATE_DAYS)
+        if value <= limit:
+            continue
+        cond = f"{_q(c)} > TIMESTAMPTZ '{limit.isoformat()}'"
+        n = con.execute(f"SELECT count(*) FROM {t} WHERE {cond}").fetchall()[0][0]
+        if n > max(10, LATE_MAX_SHARE * rows[t]) or 2 * n >= rows[t]:
+            continue  # not a few typos: this table is newer than the others
+        ex = con.execute(
+            f"SELECT * FROM {t} WHERE {cond} ORDER BY {_q(c)} DESC LIMIT {int(example_rows)}"
+        ).df()
+        reason = (
+            f"dated after the rest of the data (the other tables end {rest_end:%Y-%m-%d}; "
+            f"these are more than {LATE_DAYS} days later, up to {value:%Y-%m-%d}): a typo or "
+            "a placeholder date? fix or remove them"
+        )
+        found[t] = _Late(Problem(t, c, reason, int(n), ex), cond)
+    return found
+
+
+def _late_problems(
+    con: duckdb.DuckDBPyConnection,
+    rows: dict[str, int],
+    views: dict[str, str],
+    example_rows: int,
+    set_aside: tuple[dict[str, pd.DataFrame], dict[str, int]] | None,
+    found_before: list[Problem],
+) -> list[Problem]:
+    """The late records (:func:`_late_records`) as problems; with ``set_aside`` (the
+    quarantine's bad frames and counts) they also leave the table's view. Their child
+    rows stay: a typo'd lead's events are not dated late. Not checked when rows are
+    rejected already (the views of a rejected table may not even cast)."""
+    problems: list[Problem] = []
+    if found_before and set_aside is None:
+        return problems
+    for name, late in _late_records(con, rows, example_rows).items():
+        problems.append(late.problem)
+        if set_aside is None:
+            continue
+        bad_frames, quarantined = set_aside
+        bad = con.execute(f"SELECT * FROM {name} WHERE {late.condition}").df()
+        bad.insert(0, "_reasons", late.problem.reason)
+        bad_frames[name] = pd.concat([bad_frames.get(name, pd.DataFrame()), bad])
+        quarantined[name] = quarantined.get(name, 0) + len(bad)
+        views[name] = f"SELECT * FROM ({views[name]}) WHERE NOT ({late.condition})"
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {views[name]}")
+    return problems
 
 
 def _write_quarantine(folder: Path, bad_frames: dict[str, pd.DataFrame]) -> None:

@@ -461,3 +461,35 @@ def test_an_unreadable_file_is_a_data_error_naming_the_table(tmp_path: Path) -> 
     (folder / "events.parquet").write_bytes(b"PAR1 truncated")
     with pytest.raises(DataError, match="table events cannot be read"):
         connect(folder, Vocabulary())
+
+
+def _late_lead(tables: dict[str, pd.DataFrame]) -> None:
+    """One lead created in 2031: a typo far after every other record (2024)."""
+    leads = tables["leads"]
+    tables["leads"] = pd.concat(
+        [leads, leads.iloc[[0]].assign(lead_id="l9", created_at="2031-01-01")], ignore_index=True
+    )
+
+
+def test_a_record_dated_far_after_the_rest_is_named() -> None:
+    tables = tiny_tables()
+    _late_lead(tables)
+    with pytest.raises(DataError) as err:
+        connect(frames_source(tables), Vocabulary())
+    text = str(err.value)
+    assert "leads.created_at: dated after the rest of the data" in text
+    assert "up to 2031-01-01" in text and "(1 row)" in text and "l9" in text
+    # records of one table a little (under 31 days) after the others are normal
+    fine = tiny_tables()
+    fine["leads"].loc[0, "created_at"] = "2024-02-20"
+    connect(frames_source(fine), Vocabulary())[0].close()
+
+
+def test_quarantine_sets_a_late_record_aside() -> None:
+    tables = tiny_tables()
+    _late_lead(tables)
+    con, report = connect(frames_source(tables), Vocabulary(), bad_rows="quarantine")
+    assert report.quarantined == {"leads": 1}
+    assert con.execute("SELECT count(*) FROM leads WHERE lead_id = 'l9'").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM leads").fetchone() == (3,)
+    con.close()
