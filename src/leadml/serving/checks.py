@@ -125,7 +125,7 @@ def _check_unique(col: _Collector, loc: Loc, ids: Sequence[str], field_: str, wh
                 "duplicate_id",
             )
         else:
-            first.setdefault(id_, i)
+            first[id_] = i
 
 
 def _check_same_time(col: _Collector, loc: Loc, rows: Sequence[Any], fields: Sequence[str]) -> None:
