@@ -657,10 +657,11 @@ HAPPENED_AT = (
     ("opportunity_history", "ts"),
     ("activities", "ts"),
 )
-# A record this many days after the latest record of every other table is a typo (a year
-# off, a placeholder date) when it is one of a few: it would move "the end of the data"
-# and with it every label window, the training set's last week and the forecast's date.
-LATE_DAYS = 31
+# A record more than a year after the latest record of every other table is a typo (a
+# year off, a placeholder date) when it is one of a few: it would move "the end of the
+# data" and with it every label window, the training set's last week and the forecast's
+# date. (One export a few weeks newer than the others is normal, even with few rows.)
+LATE_DAYS = 365
 LATE_MAX_SHARE = 0.001
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -303,3 +304,47 @@ def test_group_bottleneck_values_an_is_team_at_company_deal_rates() -> None:
     # the group has no deal stages: P(won | SQL) is the company's follow_up (1/3) x 1 x 1 x 1 x 1
     assert b.revenue_at_stake == pytest.approx(4 * (0.9 - 0.25) * (1 / 3) * 1000)
     assert rep.group_bottlenecks["is_east"].ratio == pytest.approx(1 / 0.9)  # above benchmark
+
+
+def test_bottleneck_skips_a_step_into_a_stage_that_never_occurs() -> None:
+    # an import whose leads go straight from lead to SQL (no nurturing or MQL status):
+    # the lead rate counts leads that skipped nurturing, so lead -> nurturing is not a
+    # bottleneck, although its 20% is far below a 90% benchmark
+    leads = [("L1", "2024-01-01", "lead"), ("L1", "2024-01-20", "sql")]
+    for lead, day in (("L2", "03"), ("L3", "05"), ("L4", "07"), ("L5", "09")):
+        leads += [(lead, f"2024-01-{day}", "lead"), (lead, f"2024-01-{day}T12:00", "disqualified")]
+    rep = measure(
+        company(leads),
+        config=FunnelConfig(benchmarks={"lead": 0.9, "follow_up": 0.9}, min_entries=1),
+    )
+    assert rep.stage("lead", "lead").conversion_adjusted == pytest.approx(0.2)
+    assert rep.bottleneck is not None
+    assert (rep.bottleneck.stage, rep.bottleneck.next_stage) == ("follow_up", "problem_recognised")
+    assert "nurturing" not in rep.bottleneck.statement
+    assert any("no lead entered nurturing" in n for n in rep.notes)
+    # with nurturing in the data, the same step is a candidate again
+    assert measure(config=FunnelConfig(benchmarks={"lead": 1.0}, min_entries=1)).bottleneck
+
+
+def test_empty_range_names_the_range_and_the_span_of_the_data() -> None:
+    rep = measure(start="2030-01-01", end="2030-02-01")
+    assert rep.summary["leads_acquired"] == 0
+    assert rep.notes[0] == (
+        "no status or stage change in [2030-01-01, 2030-02-01); "
+        "the data covers 2023-12-01 to 2024-04-10"
+    )
+
+
+def test_cli_funnel_over_an_empty_range_says_so_and_formats_money(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadml.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    for name, frame in company().items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    main(["funnel", "--data", str(tmp_path), "--start", "2030-01-01", "--end", "2030-02-01"])
+    out = capsys.readouterr().out
+    assert "the data covers 2023-12-01 to 2024-04-10" in out
+    won = next(line for line in out.splitlines() if "won amount" in line and "average" not in line)
+    assert won.split()[-2:] == ["0", "│"] and "0.000" not in out

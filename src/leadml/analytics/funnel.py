@@ -508,9 +508,48 @@ def _label(stage: str) -> str:
     return {"lead": "acquired", "mql": "MQL", "sql": "SQL"}.get(stage, stage)
 
 
+def _never_entered(stages: list[StageStats]) -> set[tuple[str, str]]:
+    """(funnel, stage) of stages with no entry in the range, in a funnel that has entries:
+    e.g. ``nurturing`` for an import whose leads go straight from lead to SQL."""
+    whole = [s for s in stages if s.group == ALL]
+    busy = {s.funnel for s in whole if s.entered}
+    return {(s.funnel, s.stage) for s in whole if s.funnel in busy and s.entered == 0}
+
+
+def _skipped_step_notes(stages: list[StageStats], never: set[tuple[str, str]]) -> list[str]:
+    """Why a step into a stage that never occurs is not named as the bottleneck."""
+    notes = []
+    for s in stages:
+        if s.group == ALL and (s.funnel, s.next_stage) in never and s.entered and s.benchmark:
+            nxt = _label(str(s.next_stage))
+            notes.append(
+                f"no {s.funnel} entered {nxt} in the range, so {_label(s.stage)} -> {nxt} is "
+                f"not a bottleneck candidate: the {_label(s.stage)} rate counts {s.funnel}s "
+                f"that skipped {nxt} (does the data record that stage?)"
+            )
+    return notes
+
+
+def _empty_range_note(con: duckdb.DuckDBPyConnection, lo: pd.Timestamp, hi: pd.Timestamp) -> str:
+    try:
+        first, after_last = data_range(con)
+        span = f"; the data covers {first.date()} to {(after_last - pd.Timedelta(days=1)).date()}"
+    except DataError:  # no history rows at all
+        span = "; the histories have no rows"
+    return f"no status or stage change in [{lo.date()}, {hi.date()}){span}"
+
+
 def _bottleneck(
-    stages: list[StageStats], group: str, cfg: FunnelConfig, avg_won: float | None
+    stages: list[StageStats],
+    group: str,
+    cfg: FunnelConfig,
+    avg_won: float | None,
+    skip: set[tuple[str, str]] | None = None,
 ) -> Bottleneck | None:
+    """The stage furthest below its benchmark. A step into a stage of ``skip`` (one that
+    never occurs) is not a candidate: its rate counts entities that went past the missing
+    stage, so it is not the rate its benchmark is for."""
+    skip = skip or set()
     mine = [s for s in stages if s.group == group]
     eligible = [
         s
@@ -519,6 +558,7 @@ def _bottleneck(
         and s.benchmark
         and s.conversion_adjusted is not None
         and s.entered >= cfg.min_entries
+        and (s.funnel, s.next_stage) not in skip
     ]
     if not eligible:
         return None
@@ -674,15 +714,19 @@ def funnel(
     summary.update(shares)
     avg_won = summary.get("average_won_amount")
     avg = float(avg_won) if isinstance(avg_won, int | float) and not math.isnan(avg_won) else None
-    overall = _bottleneck(stages, ALL, cfg, avg)
+    never = _never_entered(stages)
+    notes += _skipped_step_notes(stages, never)
+    overall = _bottleneck(stages, ALL, cfg, avg, never)
     if overall is None:
         notes.append(
             f"no bottleneck named: no stage with a benchmark has {cfg.min_entries}+ entries "
             "in the range (funnel.min_entries)"
         )
-    per_group = {g: b for g in groups[1:] if (b := _bottleneck(stages, g, cfg, avg)) is not None}
+    per_group = {
+        g: b for g in groups[1:] if (b := _bottleneck(stages, g, cfg, avg, never)) is not None
+    }
     if lead_ep.empty and opp_ep.empty:
-        notes.append(f"no status or stage change in [{lo.date()}, {hi.date()})")
+        notes.insert(0, _empty_range_note(con, lo, hi))
     return FunnelReport(
         start=lo,
         end=hi,

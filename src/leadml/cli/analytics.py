@@ -140,7 +140,7 @@ def _print(report: FunnelReport, location: str) -> None:
                 ("opportunities created", sm.get("opportunities_created")),
                 ("deals won / lost", f"{sm.get('deals_won', 0):,} / {sm.get('deals_lost', 0):,}"),
                 ("win rate", _pct(sm.get("win_rate"))),  # type: ignore[arg-type]
-                ("won amount", sm.get("won_amount")),
+                ("won amount", _num(sm.get("won_amount"))),
                 ("average won amount", _num(sm.get("average_won_amount"))),
                 ("median sales cycle (days)", _days(sm.get("median_sales_cycle_days"))),  # type: ignore[arg-type]
                 ("recycled share of MQLs", _pct(sm.get("recycled_share_of_mql"))),  # type: ignore[arg-type]

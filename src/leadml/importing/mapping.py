@@ -24,8 +24,12 @@ counted, with the reason, in :class:`ImportReport`.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import difflib
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -35,7 +39,15 @@ import duckdb
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from leadml.config import Vocabulary
 from leadml.contracts import TABLES, Table, check_tables, connect
@@ -44,6 +56,7 @@ from leadml.sources import atomic_path, frames_source
 
 PRESETS = ("salesforce", "hubspot")
 ValueType = Literal["str", "id", "float", "int", "bool", "timestamp"]
+NumberFormat = Literal["plain", "us", "eu"]
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 _EXAMPLES = 5
@@ -86,7 +99,8 @@ class ColumnSpec(_Model):
     pattern: str | None = None  # values not matching (re.match) become null
     prefix: str = ""
     type: ValueType | None = None  # default: the contract's kind, else str
-    format: str | None = None  # strptime format for timestamps; None = ISO-8601
+    format: str | None = None  # strptime format for timestamps; None = ISO-8601; "excel" = serial
+    number_format: NumberFormat = "plain"  # us: "$1,200.50"; eu: "1.200,50 €"
     timezone: str | None = None  # zone of naive timestamps; None = the mapping's
     end_of_day: bool = False
     bins: list[Bin] | None = None
@@ -95,12 +109,36 @@ class ColumnSpec(_Model):
     drop: list[str] = Field(default_factory=list)  # source values whose rows are dropped
     default: str | float | int | None = None  # for missing values and, with map, unmapped ones
 
+    @field_validator("pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_regex(value)
+        return value
+
+    @field_validator("classify")
+    @classmethod
+    def _valid_classify(cls, rules: list[tuple[str, str]] | None) -> list[tuple[str, str]] | None:
+        for regex, _ in rules or []:
+            _check_regex(regex)
+        return rules
+
     @model_validator(mode="after")
     def _one_origin(self) -> ColumnSpec:
         origins = [self.source is not None, self.value is not None, self.coalesce is not None]
         if sum(origins) != 1:
             raise ValueError("give exactly one of source, value, coalesce")
         return self
+
+
+def _check_regex(regex: str) -> None:
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise ValueError(
+            f"{regex!r} is not a valid regular expression ({exc}); fix it (in YAML, write "
+            "regular expressions in single quotes so that backslashes stay as they are)"
+        ) from None
 
 
 class Condition(_Model):
@@ -130,6 +168,17 @@ class Source(_Model):
     where: list[Condition] = Field(default_factory=list)
     columns: dict[str, ColumnSpec | str]
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(
+                f"unknown encoding {value!r}; use a codec name such as utf-8, latin-1 or cp1252"
+            ) from None
+        return value
+
     def spec(self, name: str) -> ColumnSpec:
         value = self.columns[name]
         return ColumnSpec(source=value) if isinstance(value, str) else value
@@ -142,6 +191,12 @@ class Mapping(_Model):
     description: str = ""
     timezone: str = "UTC"  # zone of naive timestamps unless a source or column says otherwise
     tables: dict[str, list[Source]]
+    _origin: str = PrivateAttr(default="mapping")  # where it was loaded from, for messages
+
+    @property
+    def origin(self) -> str:
+        """The mapping file (or ``preset <name>``) this mapping was loaded from."""
+        return self._origin
 
     @model_validator(mode="before")
     @classmethod
@@ -190,13 +245,203 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     try:
-        return Mapping.model_validate(data)
+        mapping = Mapping.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{where}: invalid mapping:"]
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            lines.append(f"  {loc}: {err['msg']}")
+        problems = _mapping_problems(exc)
+        if len(problems) == 1:
+            raise ConfigError(f"{where}: invalid mapping: {problems[0]}") from None
+        lines = [f"{where}: invalid mapping ({len(problems)} problems):"]
+        lines += [f"  {p}" for p in problems]
         raise ConfigError("\n".join(lines)) from None
+    mapping._origin = where
+    return mapping
+
+
+# pydantic error types that only say "this union branch does not fit the input's type"
+_BRANCH_MISMATCH = {
+    "string_type",
+    "model_type",
+    "model_attributes_type",
+    "dict_type",
+    "list_type",
+    "float_type",
+    "int_type",
+    "bool_type",
+}
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X | None`` -> ``X``; other unions stay unions."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if len(args) == 1 else typing.Union[tuple(args)]  # noqa: UP007
+    return annotation
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[str, Any, int | None]:
+    """A pydantic error location as the user's path (``tables.leads[0].columns.x``), the
+    model class (or annotation) found there, and the index in ``loc`` of the last union
+    branch tag (None if the path crosses no union)."""
+    path = ""
+    current: Any = Mapping
+    union_at: int | None = None
+    for i, part in enumerate(loc):
+        current = _unwrap(current)
+        if _is_union(current):  # pydantic names the branch it tried: not part of the path
+            union_at = i
+            current = next(
+                (a for a in typing.get_args(current) if getattr(a, "__name__", "?") in str(part)),
+                None,
+            )
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = current.model_fields
+            name = next((n for n, f in fields.items() if part in (n, f.alias)), None)
+            current = fields[name].annotation if name else None
+        elif typing.get_origin(current) is list:
+            current = typing.get_args(current)[0]
+        elif typing.get_origin(current) is dict:
+            current = typing.get_args(current)[1]
+        else:
+            current = None
+    return path, _unwrap(current), union_at
+
+
+def _keys(model: Any) -> list[str]:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _mapping_problems(exc: ValidationError) -> list[str]:
+    """One plain line per problem of an invalid mapping: the path as written in the YAML
+    (``tables.leads[0].columns.created_at``), what is wrong and, for a misspelt key, the
+    key it probably should be. Errors of union branches that do not fit the value's type
+    at all (a ``str`` branch for a mapping of options) are left out."""
+    errors = exc.errors()
+    walked = [_walk(tuple(e["loc"])) for e in errors]
+    # union positions where some branch failed for a reason other than its type
+    real = {
+        tuple(e["loc"][:u])
+        for e, (_, _, u) in zip(errors, walked, strict=True)
+        if u is not None and e["type"] not in _BRANCH_MISMATCH
+    }
+    unknown: dict[str, list[str]] = {}  # object path -> suggested keys for its unknown keys
+    lines: list[tuple[str, str]] = []
+    mismatch_seen: set[tuple[Any, ...]] = set()
+    for err, (path, _, union_at) in zip(errors, walked, strict=True):
+        kind, loc = err["type"], tuple(err["loc"])
+        if union_at is not None and kind in _BRANCH_MISMATCH:
+            if loc[:union_at] in real or loc[:union_at] in mismatch_seen:
+                continue
+            mismatch_seen.add(loc[:union_at])
+            got = type(err.get("input")).__name__
+            lines.append(
+                (
+                    _walk(loc[:union_at])[0],
+                    f"expected a column name or a mapping of column options, got a {got}",
+                )
+            )
+            continue
+        if kind == "extra_forbidden":
+            parent, model, _ = _walk(loc[:-1])
+            key = str(loc[-1])
+            allowed = _keys(model)
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            unknown.setdefault(parent, []).extend(close)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            lines.append((parent, f"unknown key {key!r} ({hint})"))
+        elif kind == "missing":
+            parent = _walk(loc[:-1])[0]
+            lines.append((parent, f"missing key {str(loc[-1])!r}"))
+        elif kind == "value_error":
+            lines.append((path, str(err["msg"]).removeprefix("Value error, ")))
+        else:
+            lines.append((path, f"{err['msg']} (got {err.get('input')!r})"))
+    out = []
+    for parent, text in lines:
+        # "missing key 'columns'" next to "unknown key 'colums' (did you mean 'columns'?)"
+        # says the same thing twice
+        if text.startswith("missing key ") and text[12:].strip("'") in unknown.get(parent, []):
+            continue
+        out.append(f"{parent}: {text}" if parent else text)
+    return list(dict.fromkeys(out))
+
+
+def _spec_outputs(spec: ColumnSpec) -> list[tuple[str, Any]]:
+    """(option, value) pairs of the values ``spec`` writes itself into its column:
+    ``map`` targets, else ``classify`` labels, else ``bins`` labels, else a constant
+    ``value``; and ``default``. Values read from the file are checked on import."""
+    out: list[tuple[str, Any]] = []
+    if spec.map is not None:
+        out += [
+            (f"map.{k}" if k.isidentifier() else f"map[{k!r}]", v)
+            for k, v in spec.map.items()
+            if v is not None
+        ]
+    elif spec.classify:
+        out += [(f"classify[{i}]", label) for i, (_, label) in enumerate(spec.classify)]
+    elif spec.bins:
+        out += [(f"bins[{i}].label", b.label) for i, b in enumerate(spec.bins)]
+    elif spec.value is not None:
+        out.append(("value", spec.value))
+    elif spec.coalesce:
+        for i, sub in enumerate(spec.coalesce):
+            out += [
+                (f"coalesce[{i}].{opt}", v) for opt, v in _spec_outputs(sub) if opt != "default"
+            ]
+    if spec.default is not None:
+        out.append(("default", spec.default))
+    return out
+
+
+def check_vocabulary(mapping: Mapping, vocab: Vocabulary) -> None:
+    """Raise :class:`ConfigError` when the mapping itself writes a value that the column's
+    vocabulary does not allow (``map: {Proposal: negotation}``): every row with it would
+    be dropped by the contract check, though the mapping, not the data, is wrong."""
+    problems: list[str] = []
+    settings: list[str] = []
+    for table, sources in mapping.tables.items():
+        contract = TABLES[table]
+        for i, src in enumerate(sources):
+            for name in src.columns:
+                if name not in contract.column_names or isinstance(src.columns[name], str):
+                    continue
+                col = contract.column(name)
+                if col.vocab is None:
+                    continue
+                allowed = col.vocab(vocab)
+                for option, value in _spec_outputs(src.spec(name)):
+                    if str(value) in allowed:
+                        continue
+                    close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    problems.append(
+                        f"tables.{table}[{i}].columns.{name}.{option}: {value!r} is not an "
+                        f"allowed {table}.{name} value (allowed: {', '.join(allowed)}{hint})"
+                    )
+                    settings.append(col.vocab_setting or "vocabulary")
+    if not problems:
+        return
+    fix = (
+        "the mapping is wrong, not the data: fix the value in the mapping (only if it is a "
+        "real value missing from the configuration, add it to "
+        f"{' / '.join(dict.fromkeys(settings))} in configs/leadml.yaml)"
+    )
+    if len(problems) == 1:
+        raise ConfigError(f"{mapping.origin}: {problems[0]}; {fix}")
+    lines = [f"{mapping.origin}: the mapping writes values its columns do not allow:"]
+    lines += [f"  {p}" for p in problems]
+    lines.append(fix)
+    raise ConfigError("\n".join(lines))
 
 
 # ------------------------------------------------------------------ report
@@ -225,11 +470,27 @@ class ImportReport:
     notes: list[str] = field(default_factory=list)
 
     def drop(
-        self, table: str, file: str, reason: str, values: pd.Series | None, count: int
+        self,
+        table: str,
+        file: str,
+        reason: str,
+        values: pd.Series | None,
+        count: int,
+        lines: pd.Series | None = None,
     ) -> None:
+        """Record ``count`` rows left out; examples are the first ``values``, or, where a
+        value is missing, the row's line in ``file`` (``lines``, aligned with ``values``)."""
         if count <= 0:
             return
-        examples = [] if values is None else [str(v) for v in values.head(_EXAMPLES)]
+        examples: list[str] = []
+        if values is not None:
+            for idx, v in values.head(_EXAMPLES).items():
+                if not pd.isna(v):
+                    examples.append(str(v))
+                elif lines is not None and idx in lines.index:
+                    examples.append(f"line {lines[idx]}")
+        elif lines is not None:
+            examples = [f"line {n}" for n in lines.head(_EXAMPLES)]
         self.dropped.append(Dropped(table, file, reason, int(count), examples))
 
     def to_dict(self) -> dict[str, Any]:
@@ -282,10 +543,24 @@ def sniff_delimiter(path: Path, encoding: str = "utf-8-sig") -> str:
         return ","
 
 
+ENCODING_FIX = (
+    "re-save it as UTF-8, or set `encoding: latin-1` (or the file's encoding) on this "
+    "source in a copy of the mapping"
+)
+
+
 def read_text_table(
-    path: Path, delimiter: str | None = None, encoding: str = "utf-8-sig"
+    path: Path,
+    delimiter: str | None = None,
+    encoding: str = "utf-8-sig",
+    *,
+    encoding_fix: str = ENCODING_FIX,
 ) -> pd.DataFrame:
-    """A CSV (delimiter sniffed) or Parquet file with every column as text; empty -> NA."""
+    """A CSV (delimiter sniffed) or Parquet file with every column as text; empty -> NA.
+
+    An empty file, a file in another encoding and a malformed CSV raise
+    :class:`MappingError` naming the file; ``encoding_fix`` is the advice given for a
+    file that is not in ``encoding``."""
     if path.suffix.lower() in (".parquet", ".pq"):
         df = pd.read_parquet(path)
         return df.apply(_as_text)
@@ -297,10 +572,42 @@ def read_text_table(
             keep_default_na=False,
             encoding=encoding,
         )
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except pd.errors.EmptyDataError:
+        raise MappingError(
+            f"{path}: the file is empty (no header row); export it again with its header row"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise MappingError(
+            f"{path}: is not {_encoding_name(encoding)} ({_bad_byte(path, encoding, exc)}); "
+            f"{encoding_fix}"
+        ) from None
+    except pd.errors.ParserError as exc:
         raise MappingError(f"{path}: cannot read as CSV: {exc}") from None
     df.columns = [str(c).strip() for c in df.columns]
     return df.apply(_as_text)
+
+
+def _encoding_name(encoding: str) -> str:
+    return (
+        "UTF-8"
+        if encoding.lower().replace("_", "-") in ("utf-8", "utf-8-sig", "utf8")
+        else (f"{encoding} text")
+    )
+
+
+def _bad_byte(path: Path, encoding: str, exc: UnicodeDecodeError) -> str:
+    """Where the first undecodable byte is, in the file (pandas reports chunk offsets)."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as whole:
+        exc = whole
+    start = exc.start
+    byte = exc.object[start : start + 1]
+    line = data[:start].count(b"\n") + 1
+    as_latin1 = byte.decode("latin-1")
+    shown = f", {as_latin1!r} in latin-1" if as_latin1.isprintable() else ""
+    return f"byte 0x{byte.hex()} on line {line}, at offset {start}{shown}"
 
 
 def _as_text(col: pd.Series) -> pd.Series:
@@ -318,6 +625,18 @@ def _as_text(col: pd.Series) -> pd.Series:
 class _Ctx:
     def __init__(self, mapping: Mapping, files: _Files, table: str, src: Source) -> None:
         self.mapping, self.files, self.table, self.src = mapping, files, table, src
+
+    def on_column(self) -> str:
+        """Where a column option goes: this column, in a copy when the mapping is a preset."""
+        origin = self.mapping.origin
+        if origin.startswith("preset "):
+            name = origin.removeprefix("preset ")
+            path = resources.files("leadml.importing") / "presets" / f"{name}.yaml"
+            return (
+                f"on this column in a copy of the {name} preset ({path}; pass the copy as "
+                "--mapping)"
+            )
+        return "on this column"
 
     def err(
         self, column: str, reason: str, values: pd.Series | list[Any] | None = None
@@ -378,7 +697,7 @@ def _column(
     if kind == "timestamp":
         s = _timestamps(ctx, s, spec, label)
     elif kind in ("float", "int") or spec.bins:
-        s = _numbers(ctx, s, label)
+        s = _numbers(ctx, s, label, spec.number_format)
     elif kind == "bool":
         s = _bools(ctx, s, label)
     if spec.bins:
@@ -421,10 +740,33 @@ def _lookup(ctx: _Ctx, s: pd.Series, lk: Lookup) -> pd.Series:
     return s.map(lambda v: None if pd.isna(v) else table.get(str(v))).astype(object)
 
 
+_EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+# Excel serial days of 1954-10-03 .. 2119-01-10: numbers in this range in a date column are
+# almost surely serials, not Unix seconds or years
+_EXCEL_RANGE = (20000, 80000)
+
+
+def _looks_excel(values: pd.Series) -> bool:
+    days = pd.to_numeric(values.astype(object), errors="coerce").astype(float)
+    return bool(len(days)) and bool(days.notna().all() and days.between(*_EXCEL_RANGE).all())
+
+
 def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Series:
     zone = spec.timezone or ctx.src.timezone or ctx.mapping.timezone
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
+    elif spec.format == "excel":
+        text = s.astype("string")
+        days = pd.to_numeric(text, errors="coerce")
+        bad = text.notna() & days.isna()
+        if bad.any():
+            raise ctx.err(
+                label,
+                f"{int(bad.sum())} value(s) are not Excel serial dates (days since 1899-12-30, "
+                "e.g. 45892.5) as `format: excel` says",
+                text[bad],
+            )
+        parsed = _EXCEL_EPOCH + pd.to_timedelta(days.astype(float), unit="D").dt.round("s")
     else:
         text = s.astype("string")
         try:
@@ -439,10 +781,16 @@ def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Ser
             expected = (
                 f"format {spec.format!r}" if spec.format else "ISO-8601 (e.g. 2024-03-05T14:22:10Z)"
             )
+            if _looks_excel(text[bad]):
+                fix = (
+                    "these look like Excel serial dates (days since 1899-12-30): re-export "
+                    f"the column as dates, or set `format: excel` {ctx.on_column()}"
+                )
+            else:
+                fix = f"set `format:` (strptime codes, e.g. '%m/%d/%Y %H:%M') {ctx.on_column()}"
             raise ctx.err(
                 label,
-                f"{int(bad.sum())} value(s) are not timestamps in {expected}; set `format:` "
-                "(strptime codes, e.g. '%m/%d/%Y %H:%M') on this column",
+                f"{int(bad.sum())} value(s) are not timestamps in {expected}; {fix}",
                 text[bad],
             )
     if parsed.dt.tz is None:
@@ -456,11 +804,56 @@ def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Ser
     return out
 
 
-def _numbers(ctx: _Ctx, s: pd.Series, label: str) -> pd.Series:
-    out = pd.to_numeric(s, errors="coerce")
+# currency symbols and codes, and the spaces (also non-breaking and thin) around them
+_CURRENCY = re.compile(r"[\s\u00a0\u202f$€£¥₹]|\b(?:USD|EUR|GBP|JPY|CHF|CAD|AUD)\b", re.I)
+_US_NUMBER = re.compile(r"^[-+]?\d{1,3}(,\d{3})+(\.\d*)?$|^[-+]?\d*\.\d+$|^[-+]?\d+$")
+_EU_NUMBER = re.compile(r"^[-+]?\d{1,3}([.\u00a0\u202f ]\d{3})+(,\d*)?$|^[-+]?\d*,\d+$|^[-+]?\d+$")
+
+
+def parse_numbers(s: pd.Series, number_format: str = "plain") -> pd.Series:
+    """Numbers from text; NaN where a value does not parse.
+
+    ``plain``: as written (``1200.5``). ``us``: ``,`` groups thousands and ``.`` is the
+    decimal point (``$1,200.50``). ``eu``: ``.`` or a space groups thousands and ``,`` is
+    the decimal comma (``1.200,50 €``). ``us`` and ``eu`` strip currency symbols and codes
+    and spaces first."""
+    if number_format == "plain" or pd.api.types.is_numeric_dtype(s):
+        return pd.to_numeric(s, errors="coerce")
+    text = s.astype("string").str.replace(_CURRENCY, "", regex=True)
+    if number_format == "us":
+        text = text.str.replace(",", "", regex=False)
+    else:
+        text = text.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    return pd.to_numeric(text, errors="coerce")
+
+
+def _looks_formatted(values: pd.Series) -> str | None:
+    """``us`` or ``eu`` when every value reads as a number in that format (currency
+    symbols and thousands separators), else None."""
+    text = values.astype("string").str.replace(_CURRENCY, "", regex=True)
+    if not len(text) or not text.str.contains(r"\d", regex=True).all():
+        return None
+    for fmt, rx in (("us", _US_NUMBER), ("eu", _EU_NUMBER)):
+        if text.str.match(rx).all():
+            return fmt
+    return None
+
+
+def _numbers(ctx: _Ctx, s: pd.Series, label: str, number_format: str = "plain") -> pd.Series:
+    out = parse_numbers(s, number_format)
     bad = s.notna() & out.isna()
     if bad.any():
-        raise ctx.err(label, f"{int(bad.sum())} value(s) are not numbers", s[bad])
+        fix = ""
+        guess = _looks_formatted(s[bad].head(100))
+        if number_format == "plain" and guess:
+            fix = (
+                f"; they look like formatted amounts: set `number_format: {guess}` "
+                f"{ctx.on_column()} (us: '$1,200.50', eu: '1.200,50 €'; currency symbols are "
+                "stripped)"
+            )
+        elif number_format != "plain":
+            fix = f" (read with `number_format: {number_format}`)"
+        raise ctx.err(label, f"{int(bad.sum())} value(s) are not numbers{fix}", s[bad])
     return out.astype(float)
 
 
@@ -576,6 +969,8 @@ def _build_source(
         files.get(src.file)  # raises with the path
     df = files.get(src.file, src.delimiter, src.encoding)
     ctx = _Ctx(mapping, files, table, src)
+    # the line of each row in the file (the header is line 1), to name rows left out
+    lines = pd.Series(np.arange(len(df)) + 2, index=df.index)
     for cond in src.where:
         ok = _row_filter(ctx, df, cond)
         if cond.report:
@@ -585,6 +980,7 @@ def _build_source(
                 _describe(cond),
                 df.loc[~ok, next(c for c in [cond.column, *cond.aliases] if c in df.columns)],
                 int((~ok).sum()),
+                lines,
             )
         df = df[ok]
     out = pd.DataFrame(index=df.index)
@@ -597,10 +993,16 @@ def _build_source(
             hit = raw.map(lambda v, d=dropped: not pd.isna(v) and _norm(v) in d).astype(bool)
             what = spec.source or name
             report.drop(
-                table, src.file, f"{what} value listed under `drop`", raw[hit], int(hit.sum())
+                table,
+                src.file,
+                f"{what} value listed under `drop`",
+                raw[hit],
+                int(hit.sum()),
+                lines,
             )
             df, out, values = df[~hit], out[~hit], values[~hit]
         out[name] = values
+    out["_line"] = lines[out.index]
     return out.reset_index(drop=True)
 
 
@@ -615,7 +1017,8 @@ def _finish_table(
             continue
         missing = df[key].isna()
         for name, n in df.loc[missing, "_file"].value_counts().items():
-            report.drop(table.name, str(name), f"no {key}", None, int(n))
+            hit = missing & (df["_file"] == name)
+            report.drop(table.name, str(name), f"no {key}", None, int(n), df.loc[hit, "_line"])
         df = df[~missing]
         dup = df.duplicated(subset=[key], keep="first")
         for name, n in df.loc[dup, "_file"].value_counts().items():
@@ -628,12 +1031,20 @@ def _finish_table(
             )
         df = df[~dup]
     if not table.key and len(df):
-        cols = [c for c in df.columns if c != "_file"]
+        cols = [c for c in df.columns if c not in ("_file", "_line")]
         dup = df.duplicated(subset=cols, keep="first")
         for name, n in df.loc[dup, "_file"].value_counts().items():
-            report.drop(table.name, str(name), "exact duplicate of another row", None, int(n))
+            hit = dup & (df["_file"] == name)
+            report.drop(
+                table.name,
+                str(name),
+                "exact duplicate of another row",
+                None,
+                int(n),
+                df.loc[hit, "_line"],
+            )
         df = df[~dup]
-    df = df.drop(columns="_file")
+    df = df.drop(columns=["_file", "_line"], errors="ignore")
     order = [c for c in ("ts", "created_at") if c in df.columns]
     if order and len(df):
         df = df.sort_values(order[0], kind="stable")
@@ -641,9 +1052,16 @@ def _finish_table(
 
 
 def map_tables(
-    mapping: Mapping, src_dir: str | Path, report: ImportReport | None = None
+    mapping: Mapping,
+    src_dir: str | Path,
+    report: ImportReport | None = None,
+    vocab: Vocabulary | None = None,
 ) -> tuple[dict[str, pd.DataFrame], ImportReport]:
-    """Apply ``mapping`` to the export folder ``src_dir`` (no contract checks yet)."""
+    """Apply ``mapping`` to the export folder ``src_dir`` (no contract checks yet).
+
+    The values the mapping writes itself (``map`` targets, labels, constants) are checked
+    against ``vocab`` (default: the built-in vocabulary) before any file is read."""
+    check_vocabulary(mapping, vocab or Vocabulary())
     src_dir = Path(src_dir).expanduser()
     if not src_dir.is_dir():
         raise MappingError(
@@ -660,7 +1078,28 @@ def map_tables(
                 frames.append((src.file, built))
         if frames:
             out[table_name] = _finish_table(TABLES[table_name], frames, report)
+    _note_empty_files(mapping, report, out)
     return out, report
+
+
+def _note_empty_files(
+    mapping: Mapping, report: ImportReport, tables: dict[str, pd.DataFrame]
+) -> None:
+    """A file with a header but no rows: a note, or an error when a required table is
+    left with no rows at all because of it (a first import of a broken export)."""
+    empty = [name for name, n in report.read.items() if n == 0]
+    for name in empty:
+        fed = [t for t, sources in mapping.tables.items() if any(s.file == name for s in sources)]
+        for t in fed:
+            if TABLES[t].required and len(tables.get(t, ())) == 0:
+                raise MappingError(
+                    f"{Path(report.src) / name}: the file has a header but no rows, and {t} "
+                    f"(a required table) gets no rows from any file; export {name} again with "
+                    "its rows"
+                )
+        report.notes.append(
+            f"{name} has a header but no rows: nothing from it in {', '.join(fed) or 'any table'}"
+        )
 
 
 # ------------------------------------------------------------------ import
@@ -684,7 +1123,7 @@ def import_tables(
     Timestamps are UTC; nothing is read from outside ``src_dir``.
     """
     vocab = vocab or Vocabulary()
-    frames, report = map_tables(mapping, src_dir)
+    frames, report = map_tables(mapping, src_dir, vocab=vocab)
     source = frames_source(frames)
     source.location = f"tables mapped from {src_dir} by {mapping.name}"
     con = duckdb.connect()
@@ -699,8 +1138,10 @@ def import_tables(
         for p in check.problems:
             examples: list[str] = []
             if p.examples is not None and len(p.examples):
-                col = p.column if p.column in p.examples.columns else p.examples.columns[0]
-                examples = [str(v) for v in p.examples[col].head(_EXAMPLES)]
+                examples = [
+                    _example(TABLES[p.table], row, p.column)
+                    for _, row in p.examples.head(_EXAMPLES).iterrows()
+                ]
             what = f"{p.column}: {p.reason}" if p.column else p.reason
             report.dropped.append(Dropped(p.table, "contract check", what, p.count, examples))
         tables = {name: con.execute(f"SELECT * FROM {name}").df() for name in check.rows}
@@ -711,6 +1152,23 @@ def import_tables(
     con.close()
     report.rows = {name: len(df) for name, df in tables.items()}
     return tables, report
+
+
+def _example(table: Table, row: pd.Series, column: str | None) -> str:
+    """A row that broke a contract, as the user can find it: the failing value when it
+    has one (an unknown lead id), else the row's key (``lead_id=...``) or a few of its
+    id and time columns."""
+    if column in row.index and not pd.isna(row[column]):
+        return str(row[column])
+    for key in table.key:
+        if key in row.index and not pd.isna(row[key]):
+            return f"{key}={row[key]}"
+    ids = [
+        c.name
+        for c in table.columns
+        if c.kind in ("id", "timestamp") and c.name in row.index and not pd.isna(row[c.name])
+    ]
+    return ", ".join(f"{c}={row[c]}" for c in ids[:3]) or "(every id is empty)"
 
 
 def write_import(

@@ -125,7 +125,7 @@ def read_lead_table(path: str | Path, delimiter: str | None = None) -> pd.DataFr
         raise DataError(f"{path}: file not found; pass --table with a CSV or Parquet file of leads")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(path)
-    df = read_text_table(path, delimiter)
+    df = read_text_table(path, delimiter, encoding_fix="re-save it as UTF-8 (CSV UTF-8)")
     if df.shape[1] < 2:
         raise DataError(
             f"{path}: found a single column {list(df.columns)!r}; is the delimiter "
