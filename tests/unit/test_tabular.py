@@ -90,8 +90,13 @@ def test_exclude_and_errors() -> None:
         prepare_table(_table(), "Converted", exclude=["ghost"])
     bad = _table()
     bad.loc[0, "signup_date"] = "not a date"
-    with pytest.raises(DataError, match="signup_date.*not a date"):
+    with pytest.raises(DataError, match="signup_date.*not dates in ISO form"):
         prepare_table(bad, "Converted", time_column="signup_date")
+    # day-first dates would be read day-first or month-first row by row: refused
+    dmy = _table()
+    dmy["signup_date"] = pd.to_datetime(dmy["signup_date"]).dt.strftime("%d/%m/%Y")
+    with pytest.raises(DataError, match="day-first or month-first"):
+        prepare_table(dmy, "Converted", time_column="signup_date")
 
 
 def test_parse_missing_values() -> None:

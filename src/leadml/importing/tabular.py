@@ -293,12 +293,22 @@ def prepare_table(
 def _as_time(col: pd.Series, name: str) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(col):
         return col if col.dt.tz is not None else col.dt.tz_localize("UTC")
-    parsed = pd.to_datetime(col, errors="coerce", utc=True, format="mixed")
+    # ISO only: "13/11/2023" and "12/11/2023" in one column would be read one day-first
+    # and one month-first, and the rows would be trained and tested out of time order.
+    parsed = pd.to_datetime(col, errors="coerce", utc=True, format="ISO8601")
     bad = col.notna() & parsed.isna()
     if bad.any():
+        shown = col[bad].astype(str)
+        slashed = shown.str.match(r"^\s*\d{1,2}[/.]\d{1,2}[/.]\d{2,4}").mean() > 0.5
+        hint = (
+            "day-first or month-first cannot be told apart (13/11/2023 vs 11/13/2023): "
+            if slashed
+            else ""
+        )
         raise DataError(
-            f"time column {name!r}: {int(bad.sum())} value(s) are not dates, e.g. "
-            f"{', '.join(map(repr, col[bad].astype(str).unique()[:5]))}"
+            f"time column {name!r}: {int(bad.sum())} value(s) are not dates in ISO form "
+            f"(year-month-day), e.g. {', '.join(map(repr, shown.unique()[:5]))}; {hint}"
+            "write them like 2023-11-13 or 2023-11-13 09:30"
         )
     return parsed
 
