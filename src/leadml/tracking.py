@@ -10,18 +10,27 @@
 * :func:`promote` moves ``champion`` only when the gate stored on the version
   holds; :func:`rollback` restores the previous champion. The champion history
   is a JSON list in the registered model's tag ``leadml.champion_history``.
+* A version is registered only after the run's artifacts are logged, with its
+  leadml tags in the same call; a failure or Ctrl-C while registering deletes the
+  version again, so no untagged half-registered version is left behind.
+* Errors of the tracking store (unreachable server, unsupported URI) become a
+  :class:`TrackingError` naming the URI and the settings that choose it.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
 import json
 import math
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -38,6 +47,31 @@ class RegistryError(LeadmlError):
     """A registry operation cannot be done (unknown model/version, gate failed, ...)."""
 
 
+class GateFailed(RegistryError):
+    """The promotion gate does not hold; ``checks`` holds every criterion (ok or not)."""
+
+    def __init__(self, message: str, checks: list[GateCheck]) -> None:
+        super().__init__(message)
+        self.checks = checks
+
+
+class TrackingError(LeadmlError):
+    """The MLflow tracking store cannot be used (unreachable, unsupported URI, ...)."""
+
+
+URI_SETTINGS = "tracking.uri in configs/leadml.yaml, LEADML_TRACKING__URI or MLFLOW_TRACKING_URI"
+
+# The champion is scored on the challenger's latest-window rows it could not have been
+# trained on (as_of at or after its label cutoff) only when they hold at least this many
+# positives and negatives: fewer make a ROC AUC too noisy to gate on (+-0.05 and worse).
+# Otherwise the gate compares the challenger's latest window with the champion's own
+# out-of-sample backtest on its latest window.
+FAIR_MIN_POSITIVES = 50
+FAIR_MIN_NEGATIVES = 50
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
 # ------------------------------------------------------------------ setup
 
 
@@ -50,18 +84,105 @@ def tracking_uri(settings: Settings) -> str:
     return f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
 
 
-def configure(settings: Settings) -> str:
-    """Point MLflow at this workspace's tracking store; returns the URI."""
+def _store_error(exc: BaseException, uri: str) -> TrackingError:
+    """A clear error for a failure of the tracking store at ``uri``."""
+    text = str(exc)
+    kind = type(exc).__name__
+    if "Unsupported" in kind or "Could not find a registered" in text or "not a valid" in text:
+        return TrackingError(
+            f"MLflow tracking URI {uri!r} is not supported (set by {URI_SETTINGS}); use "
+            "sqlite:///path/to/mlflow.db, a local folder or http://host:5000"
+        )
+    unreachable = (
+        "API request to" in text
+        or "Max retries exceeded" in text
+        or "Connection refused" in text
+        or isinstance(exc, ConnectionError | OSError)
+        or "ConnectionError" in kind
+    )
+    if unreachable:
+        return TrackingError(
+            f"MLflow tracking server {uri} is not reachable (set by {URI_SETTINGS}); "
+            "start it or fix the URI"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else kind
+    return TrackingError(
+        f"MLflow tracking store {uri}: {first[:300]} (the URI is set by {URI_SETTINGS})"
+    )
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    if isinstance(exc, LeadmlError):
+        return False
+    mod = type(exc).__module__ or ""
+    return mod.startswith(("mlflow", "requests", "urllib3", "sqlalchemy")) or isinstance(
+        exc, ConnectionError
+    )
+
+
+@contextmanager
+def store_errors(uri: str | None = None) -> Iterator[None]:
+    """Turn MLflow / connection errors raised inside into a :class:`TrackingError`."""
+    try:
+        yield
+    except Exception as exc:
+        if not _is_store_error(exc):
+            raise
+        import mlflow
+
+        raise _store_error(exc, uri or mlflow.get_tracking_uri()) from None
+
+
+def _store_call(fn: _F) -> _F:
+    """Decorator: the tracking store's errors leave ``fn`` as :class:`TrackingError`."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with store_errors():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _is_missing(exc: BaseException) -> bool:
+    """An MLflow "not found" answer (a normal answer, not a store failure)."""
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, with a clear message, when the tracking store at ``uri`` cannot be used.
+
+    An ``http(s)`` server is probed once with a short timeout (MLflow's own client
+    retries for minutes); then one cheap query runs through MLflow."""
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5)
+        except requests.RequestException as exc:
+            raise _store_error(ConnectionError(str(exc)), uri) from None
+    with store_errors(uri):
+        client().search_registered_models(max_results=1)
+
+
+def configure(settings: Settings, *, check: bool = True) -> str:
+    """Point MLflow at this workspace's tracking store and check it answers; returns the URI.
+
+    Raises :class:`TrackingError` when the store is unreachable or the URI unsupported."""
     import mlflow
 
     uri = tracking_uri(settings)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    with store_errors(uri):
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    if check:
+        check_store(uri)
     return uri
 
 
+@_store_call
 def experiment_id(settings: Settings, name: str | None = None) -> str:
     """The experiment's id, created on first use (local stores keep artifacts in the workspace)."""
     import mlflow
@@ -123,6 +244,7 @@ def _params(result: Any) -> dict[str, Any]:
         "baseline_C": spec.baseline.C,
         "data_start": result.data_window[0].isoformat(),
         "data_end": result.data_window[1].isoformat(),
+        "label_cutoff": label_cutoff(result).isoformat(),
         "rows": result.rows,
         "positives": result.positives,
     }
@@ -134,41 +256,183 @@ def _params(result: Any) -> dict[str, Any]:
     return p
 
 
-def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
-    """Score the current champion on the challenger's latest backtest window.
+def label_cutoff(result: Any) -> pd.Timestamp:
+    """The time up to which the labels a training run used were known: its final fit saw
+    every outcome before this, so only snapshots with ``as_of`` at or after it are out of
+    sample for it. Readiness: the last as-of plus the horizon; deal close: the time up to
+    which the training set observed deal outcomes."""
+    from leadml.modeling.train import observed_until
 
-    Returns ``{}`` when there is no champion; otherwise its version and ROC AUC,
-    ECE and Brier on exactly the rows the challenger's ``latest_*`` metrics use.
+    spec = result.spec
+    frame = result.train_frame
+    if spec.kind == "deal_close" and {"as_of", "outcome_days"} <= set(frame.columns):
+        return pd.Timestamp(observed_until(frame))
+    return result.data_window[1] + pd.Timedelta(days=spec.target.horizon_days)
+
+
+def _champion(name: str) -> Any | None:
+    """The champion's model version, or ``None`` when there is no such registered model or
+    no champion. Store failures propagate (an unreachable registry is not "no champion")."""
+    cl = client()
+    try:
+        rm = cl.get_registered_model(name)
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        raise
+    version = (rm.aliases or {}).get(CHAMPION)
+    return None if version is None else cl.get_model_version(name, str(version))
+
+
+def _version_kind(mv: Any) -> str | None:
+    """``leadml.kind`` of a version (its tag; older versions: their run's tag)."""
+    kind = mv.tags.get("leadml.kind")
+    if kind or not mv.run_id:
+        return kind or None
+    try:
+        return client().get_run(mv.run_id).data.tags.get("leadml.kind") or None
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        raise
+
+
+def _champion_cutoff(mv: Any, horizon_days: int) -> pd.Timestamp | None:
+    """The champion's label cutoff: its tag, else (versions registered before the tag
+    existed) its run's last training as-of plus the horizon (a safe upper bound)."""
+    tag = mv.tags.get("leadml.label_cutoff")
+    if tag:
+        return pd.Timestamp(tag)
+    if not mv.run_id:
+        return None
+    params = client().get_run(mv.run_id).data.params
+    if not params.get("data_end"):
+        return None
+    horizon = int(float(params.get("horizon_days") or horizon_days))
+    return pd.Timestamp(params["data_end"]) + pd.Timedelta(days=horizon)
+
+
+def _stored_latest_auc(mv: Any) -> float:
+    """The champion's own out-of-sample ROC AUC on its latest backtest window."""
+    value = _num(mv.tags.get("leadml.metric.latest_roc_auc"))
+    if math.isnan(value) and mv.run_id:
+        value = float(client().get_run(mv.run_id).data.metrics.get("latest_roc_auc", math.nan))
+    return value
+
+
+@_store_call
+def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
+    """How the current champion compares with this challenger, without in-sample rows.
+
+    The champion's final fit used every label known before its *label cutoff*
+    (:func:`label_cutoff`), which usually covers the challenger's latest test window.
+    So the champion is scored only on the challenger's latest-window rows with ``as_of``
+    at or after that cutoff (``method: unseen_rows``; the challenger's ROC AUC is taken
+    on the same rows), provided they hold at least :data:`FAIR_MIN_POSITIVES` positives
+    and :data:`FAIR_MIN_NEGATIVES` negatives. Otherwise (an identical retrain, or a
+    retrain a month later) the challenger's latest-window ROC AUC is compared with the
+    champion's own out-of-sample backtest ROC AUC on its latest window
+    (``method: stored_backtest``). ``detail`` says which comparison was made.
+
+    Returns ``{}`` when there is no champion. ``roc_auc`` is the champion's and
+    ``challenger_roc_auc`` the challenger's figure of the comparison; ``error`` is set
+    when the champion cannot be compared at all (another kind of model, missing features).
     """
     from leadml.modeling.bundle import ScoringBundle
     from leadml.modeling.evaluate import binary_metrics
 
-    cl = client()
-    try:
-        champ = cl.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # no registered model or no alias
+    champ = _champion(name)
+    if champ is None:
         return {}
-    bundle = ScoringBundle.load(f"models:/{name}@{CHAMPION}")
     spec = result.spec
+    version = str(champ.version)
+    kind = _version_kind(champ)
+    if kind and kind != spec.kind:
+        return {
+            "version": version,
+            "error": f"champion v{version} is a {kind} model, this one is {spec.kind}",
+        }
+    cutoff = _champion_cutoff(champ, spec.target.horizon_days)
     preds = result.predictions
     latest = preds[(preds["fold"] == preds["fold"].max()) & preds["label"].notna()]
-    key = [spec.id_column, "as_of"]
-    frame = result.train_frame.drop(columns=["label"], errors="ignore")
-    rows = latest[key + ["label"]].merge(frame, on=key, how="left")
-    missing = [f for f in bundle.features if f not in rows.columns]
-    if missing:
+    unseen = latest if cutoff is None else latest[latest["as_of"] >= cutoff]
+    if cutoff is None:
+        unseen = latest.iloc[:0]
+    positives = int(unseen["label"].sum())
+    negatives = len(unseen) - positives
+    cut = f"{cutoff:%Y-%m-%d}" if cutoff is not None else "unknown"
+    if positives >= FAIR_MIN_POSITIVES and negatives >= FAIR_MIN_NEGATIVES:
+        key = [spec.id_column, "as_of"]
+        frame = result.train_frame.drop(columns=["label"], errors="ignore")
+        rows = unseen[key + ["label", "p_model"]].merge(frame, on=key, how="left")
+        bundle = ScoringBundle.load(f"models:/{name}@{CHAMPION}")
+        missing = [f for f in bundle.features if f not in rows.columns]
+        if missing:
+            return {
+                "version": version,
+                "error": f"champion v{version} needs features not in this data: {missing}",
+            }
+        p = bundle.predict_proba(
+            rows, spec.target.horizon_days if spec.kind == "deal_close" else None
+        )
+        y = rows["label"].astype(int).to_numpy()
+        m = binary_metrics(y, p)
+        mine = binary_metrics(y, rows["p_model"].to_numpy(dtype=float))
         return {
-            "version": str(champ.version),
-            "error": f"champion needs features not in this data: {missing}",
+            "version": version,
+            "method": "unseen_rows",
+            "roc_auc": m["roc_auc"],
+            "ece": m["ece"],
+            "brier": m["brier"],
+            "challenger_roc_auc": mine["roc_auc"],
+            "rows": len(rows),
+            "positives": positives,
+            "cutoff": cut,
+            "detail": (
+                f"both scored on the {len(rows):,} latest-window rows ({positives:,} "
+                f"positives) with as_of on or after {cut}, which champion v{version} was "
+                "not trained on"
+            ),
         }
-    p = bundle.predict_proba(rows, spec.target.horizon_days if spec.kind == "deal_close" else None)
-    m = binary_metrics(rows["label"].astype(int).to_numpy(), p)
+    why = (
+        f"the latest window has {positives} positive(s) and {negatives} negative(s) "
+        f"with as_of on or after champion v{version}'s label cutoff {cut} "
+        f"(at least {FAIR_MIN_POSITIVES} and {FAIR_MIN_NEGATIVES} are needed to score it "
+        "on rows it was not trained on)"
+    )
+    window = champ.tags.get("leadml.latest_window_start", "")[:10]
     return {
-        "version": str(champ.version),
-        "roc_auc": m["roc_auc"],
-        "ece": m["ece"],
-        "brier": m["brier"],
+        "version": version,
+        "method": "stored_backtest",
+        "roc_auc": _stored_latest_auc(champ),
+        "challenger_roc_auc": result.metrics.get("latest_roc_auc", math.nan),
+        "cutoff": cut,
+        "detail": (
+            f"challenger's latest window vs champion v{version}'s own out-of-sample "
+            f"backtest on its latest window{f' (from {window})' if window else ''}, "
+            f"because {why}"
+        ),
     }
+
+
+@_store_call
+def check_registration(name: str, kind: str) -> None:
+    """Refuse to add a ``kind`` model to a registered model holding another kind."""
+    cl = client()
+    try:
+        versions = cl.search_model_versions(f"name = '{name}'")
+    except Exception as exc:
+        if _is_missing(exc):
+            return
+        raise
+    for mv in versions:
+        other = _version_kind(mv)
+        if other and other != kind:
+            raise RegistryError(
+                f"registered model {name!r} holds {other} versions (version {mv.version}), but "
+                f"this spec trains a {kind} model; give the spec another name: (e.g. "
+                f"{kind}_{name}), or train with --no-register"
+            )
 
 
 def log_training(
@@ -182,7 +446,23 @@ def log_training(
     extra_tags: dict[str, str] | None = None,
 ) -> LoggedVersion:
     """Log a :class:`~leadml.modeling.train.TrainingResult` as one MLflow run and register
-    its scoring bundle (alias ``challenger``). Call :func:`configure` first."""
+    its scoring bundle (alias ``challenger``). Call :func:`configure` first.
+
+    The version is created only after everything else is logged, with its tags in the
+    same call; if that step fails or is interrupted, the version is deleted again."""
+    with store_errors():
+        return _log_training(result, settings, templates, catalog, run_name, register, extra_tags)
+
+
+def _log_training(
+    result: Any,
+    settings: Settings,
+    templates: dict[str, str] | None,
+    catalog: dict[str, Any] | None,
+    run_name: str | None,
+    register: bool,
+    extra_tags: dict[str, str] | None,
+) -> LoggedVersion:
     import mlflow
 
     from leadml.modeling import plots
@@ -191,6 +471,8 @@ def log_training(
     from leadml.modeling.pyfunc import BundleModel, pip_requirements, signature_for
 
     spec = result.spec
+    if register:
+        check_registration(spec.name, spec.kind)
     comparison = champion_on_latest_window(result, spec.name) if register else {}
     exp = experiment_id(settings)
     bundle = ScoringBundle.from_training(result, templates=templates, catalog=catalog)
@@ -199,6 +481,7 @@ def log_training(
         "leadml.feature_hash": result.feature_hash,
         "leadml.latest_window_start": result.latest_origin.isoformat(),
         "leadml.data_window": f"{result.data_window[0]:%Y-%m-%d}..{result.data_window[1]:%Y-%m-%d}",
+        "leadml.label_cutoff": label_cutoff(result).isoformat(),
         **(extra_tags or {}),
     }
     with mlflow.start_run(
@@ -268,59 +551,120 @@ def log_training(
                 artifacts={"bundle": str(bundle_dir)},
                 signature=signature_for(bundle),
                 input_example=bundle.input_example(),
-                registered_model_name=spec.name if register else None,
                 pip_requirements=pip_requirements(),
             )
-        version = (
-            str(info.registered_model_version)
-            if register and info.registered_model_version
-            else None
-        )
-        if version:
-            _tag_new_version(spec, version, result, comparison)
+    version = (
+        _register_version(spec, info, run.info.run_id, _version_tags(spec, result, comparison))
+        if register
+        else None
+    )
     return LoggedVersion(run.info.run_id, spec.name, version, info.model_uri, metrics, comparison)
 
 
-def _tag_new_version(spec: Any, version: str, result: Any, comparison: dict[str, Any]) -> None:
-    cl = client()
-    tags = {
+def _version_tags(spec: Any, result: Any, comparison: dict[str, Any]) -> dict[str, str]:
+    """The tags a new version carries: its gate, its kind and headline metrics, and how
+    the champion compared (what :func:`gate_checks` reads)."""
+    tags: dict[str, Any] = {
+        "leadml.kind": spec.kind,
         "leadml.gate.max_roc_auc_drop": spec.gate.max_roc_auc_drop,
         "leadml.gate.max_ece": spec.gate.max_ece,
         "leadml.gate.min_roc_auc": spec.gate.min_roc_auc,
         "leadml.latest_window_start": result.latest_origin.isoformat(),
+        "leadml.label_cutoff": label_cutoff(result).isoformat(),
         "leadml.feature_hash": result.feature_hash,
         "leadml.compared_champion_version": comparison.get("version", ""),
         "leadml.champion_latest_roc_auc": comparison.get("roc_auc", ""),
+        "leadml.champion_comparison": comparison.get("method", ""),
+        "leadml.challenger_compared_roc_auc": comparison.get("challenger_roc_auc", ""),
+        "leadml.champion_comparison_detail": comparison.get("detail", ""),
+        "leadml.champion_comparison_error": comparison.get("error", ""),
     }
     for k in ("roc_auc", "latest_roc_auc", "ece", "latest_ece", "brier", "roc_auc_vs_oracle"):
         if k in result.metrics and not math.isnan(result.metrics[k]):
             tags[f"leadml.metric.{k}"] = round(float(result.metrics[k]), 6)
-    for k, v in tags.items():
-        cl.set_model_version_tag(spec.name, version, k, str(v))
-    cl.set_registered_model_alias(spec.name, CHALLENGER, version)
+    return {k: str(v)[:4900] for k, v in tags.items()}
+
+
+def _register_version(spec: Any, info: Any, run_id: str, tags: dict[str, str]) -> str:
+    """Create the version (tags included) and point ``challenger`` at it; on any failure
+    or interrupt after the version exists, delete it so none is left half-registered."""
+    cl = client()
+    try:
+        cl.create_registered_model(spec.name)
+    except Exception as exc:
+        if getattr(exc, "error_code", "") not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    mv = None
+    try:
+        mv = cl.create_model_version(
+            spec.name,
+            source=info.model_uri,
+            run_id=run_id,
+            tags=tags,
+            model_id=getattr(info, "model_id", None),
+        )
+        cl.set_registered_model_alias(spec.name, CHALLENGER, str(mv.version))
+    except BaseException:
+        if mv is not None:
+            with suppress(Exception):
+                cl.delete_model_version(spec.name, str(mv.version))
+        raise
+    return str(mv.version)
 
 
 # ------------------------------------------------------------------ registry
 
 
-def _version(name: str, version: str | None, alias: str = CHALLENGER) -> Any:
+def _require_model(name: str) -> Any:
+    """The registered model ``name``; a clear error naming the known ones when absent."""
     cl = client()
     try:
-        if version is None:
-            return cl.get_model_version_by_alias(name, alias)
+        return cl.get_registered_model(name)
+    except Exception as exc:
+        if not _is_missing(exc):
+            raise
+    known = sorted(rm.name for rm in cl.search_registered_models())
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    listing = ", ".join(known) if known else "none yet (train one with `leadml train`)"
+    raise RegistryError(f"no registered model {name!r}{hint}; known: {listing}")
+
+
+def _version(name: str, version: str | None, alias: str = CHALLENGER) -> Any:
+    rm = _require_model(name)
+    cl = client()
+    if version is None:
+        target = (rm.aliases or {}).get(alias)
+        if target is None:
+            versions = sorted(
+                int(mv.version) for mv in cl.search_model_versions(f"name = '{name}'")
+            )
+            champ = (rm.aliases or {}).get(CHAMPION)
+            raise RegistryError(
+                f"registered model {name!r} has no alias @{alias} (it was promoted, rolled back "
+                f"past or never set); pass --version N (versions: "
+                f"{', '.join(map(str, versions)) or 'none'}; champion: {champ or 'none'})"
+            )
+        version = str(target)
+    try:
         return cl.get_model_version(name, str(version))
-    except Exception:
-        what = f"version {version}" if version else f"alias @{alias}"
+    except Exception as exc:
+        if not _is_missing(exc):
+            raise
         raise RegistryError(
-            f"registered model {name!r} has no {what}; list versions with `leadml models`"
+            f"registered model {name!r} has no version {version}; list versions with "
+            "`leadml models`"
         ) from None
 
 
 def _alias_version(name: str, alias: str) -> str | None:
     try:
-        return str(client().get_model_version_by_alias(name, alias).version)
-    except Exception:
-        return None
+        aliases = client().get_registered_model(name).aliases or {}
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        raise
+    return str(aliases[alias]) if alias in aliases else None
 
 
 def _history(name: str) -> list[str]:
@@ -338,18 +682,32 @@ class GateCheck:
     detail: str
 
 
+GATE_TAGS = ("leadml.gate.max_ece", "leadml.gate.min_roc_auc", "leadml.gate.max_roc_auc_drop")
+
+
+@_store_call
 def gate_checks(name: str, version: str) -> list[GateCheck]:
-    """The promotion gate of ``version`` (thresholds stored on it at registration)."""
+    """The promotion gate of ``version`` (thresholds stored on it at registration).
+
+    ``max_roc_auc_drop`` compares the challenger with the champion the way
+    :func:`champion_on_latest_window` did at training time, and its detail says how."""
     mv = _version(name, version)
     t = mv.tags
+    missing = [k for k in GATE_TAGS if k not in t]
+    if missing:
+        raise RegistryError(
+            f"{name} version {mv.version} lacks its leadml tags ({', '.join(missing)}): its "
+            "registration did not finish or it was registered outside leadml, so it has no "
+            "gate; retrain, and delete the version in the MLflow UI"
+        )
     metrics = client().get_run(mv.run_id).data.metrics if mv.run_id else {}
     checks: list[GateCheck] = []
-    max_ece = float(t.get("leadml.gate.max_ece", "nan"))
+    max_ece = float(t["leadml.gate.max_ece"])
     ece = metrics.get("ece", math.nan)
     checks.append(
         GateCheck("max_ece", bool(ece <= max_ece), f"backtest ECE {ece:.4f} (limit {max_ece:.4f})")
     )
-    min_auc = float(t.get("leadml.gate.min_roc_auc", "0.5"))
+    min_auc = float(t["leadml.gate.min_roc_auc"])
     auc = metrics.get("latest_roc_auc", math.nan)
     checks.append(
         GateCheck(
@@ -359,31 +717,54 @@ def gate_checks(name: str, version: str) -> list[GateCheck]:
         )
     )
     champion = _alias_version(name, CHAMPION)
-    if champion is not None and champion != str(version):
-        compared = t.get("leadml.compared_champion_version", "")
-        max_drop = float(t.get("leadml.gate.max_roc_auc_drop", "0"))
-        if compared != champion:
-            checks.append(
-                GateCheck(
-                    "max_roc_auc_drop",
-                    False,
-                    f"version {version} was compared with champion "
-                    f"{compared or 'none'}, but the champion is now "
-                    f"{champion}; retrain to compare on the same window, or --force with a reason",
-                )
-            )
-        else:
-            champ_auc = float(t.get("leadml.champion_latest_roc_auc") or "nan")
-            drop = champ_auc - auc
-            checks.append(
-                GateCheck(
-                    "max_roc_auc_drop",
-                    bool(drop <= max_drop),
-                    f"ROC AUC {auc:.4f} vs champion v{champion} {champ_auc:.4f} on the same "
-                    f"latest window (drop {drop:+.4f}, allowed {max_drop:.4f})",
-                )
-            )
+    if champion is not None and champion != str(mv.version):
+        checks.append(_drop_check(t, champion, str(mv.version), auc))
     return checks
+
+
+def _drop_check(t: dict[str, str], champion: str, version: str, auc: float) -> GateCheck:
+    compared = t.get("leadml.compared_champion_version", "")
+    max_drop = float(t.get("leadml.gate.max_roc_auc_drop", "0"))
+    if compared != champion:
+        return GateCheck(
+            "max_roc_auc_drop",
+            False,
+            f"version {version} was compared with champion {compared or 'none'}, but the "
+            f"champion is now {champion}; retrain to compare with it, or --force with a reason",
+        )
+    error = t.get("leadml.champion_comparison_error", "")
+    if error:
+        return GateCheck(
+            "max_roc_auc_drop",
+            False,
+            f"champion v{champion} could not be compared: {error}",
+        )
+    champ_auc = _num(t.get("leadml.champion_latest_roc_auc"))
+    method = t.get("leadml.champion_comparison", "")
+    mine = _num(t.get("leadml.challenger_compared_roc_auc")) if method else auc
+    if math.isnan(mine):
+        mine = auc
+    if math.isnan(champ_auc) or math.isnan(mine):
+        return GateCheck(
+            "max_roc_auc_drop",
+            False,
+            f"no ROC AUC to compare with champion v{champion} (challenger {mine:.4f}, champion "
+            f"{champ_auc:.4f}); retrain, or --force with a reason",
+        )
+    drop = champ_auc - mine
+    if method == "stored_backtest":
+        how = "champion's own out-of-sample backtest on its latest window"
+    elif method == "unseen_rows":
+        how = "champion on the same latest-window rows it was not trained on"
+    else:  # registered before the comparison was made fair
+        how = "champion on the same latest window (it may have been trained on those rows)"
+    detail = t.get("leadml.champion_comparison_detail", "")
+    return GateCheck(
+        "max_roc_auc_drop",
+        bool(drop <= max_drop),
+        f"ROC AUC {mine:.4f} vs {how} v{champion} {champ_auc:.4f} (drop {drop:+.4f}, allowed "
+        f"{max_drop:.4f})" + (f"; {detail}" if detail else ""),
+    )
 
 
 @dataclass
@@ -393,28 +774,41 @@ class PromotionResult:
     previous: str | None
     checks: list[GateCheck]
     forced: bool
+    # "promoted" | "already_champion"; force_not_needed: --force given, every check passed
+    outcome: str = "promoted"
+    force_not_needed: bool = False
 
 
+_FORCE_TAGS = ("leadml.forced", "leadml.force_reason", "leadml.failed_checks")
+
+
+@_store_call
 def promote(
     name: str, version: str | None = None, *, force: bool = False, reason: str | None = None
 ) -> PromotionResult:
     """Move alias ``champion`` to ``version`` (default: the ``challenger``) if the gate holds.
 
-    Raises :class:`RegistryError` naming each failed criterion; with ``force``
-    (which needs a ``reason``) the move happens anyway and the reason is recorded.
+    Raises :class:`GateFailed` naming each failed criterion; with ``force`` (which needs
+    a ``reason``) the move happens anyway and the reason and failed checks are recorded.
+    ``force`` when every check passes is not recorded as forced. A ``reason`` without
+    ``force`` is recorded as ``leadml.promote_reason``. Promoting the current champion
+    changes nothing (``outcome == "already_champion"``).
     """
     if force and not (reason and reason.strip()):
         raise RegistryError("--force needs --reason TEXT (it is recorded on the version)")
     mv = _version(name, version)
     v = str(mv.version)
     checks = gate_checks(name, v)
+    previous = _alias_version(name, CHAMPION)
+    if previous == v:
+        return PromotionResult(name, v, previous, checks, False, outcome="already_champion")
     failed = [c for c in checks if not c.ok]
     if failed and not force:
         lines = [f"{name} version {v} does not pass the promotion gate:"]
         lines += [f"  - {c.criterion}: {c.detail}" for c in failed]
         lines.append("fix the model, or promote with --force --reason TEXT")
-        raise RegistryError("\n".join(lines))
-    previous = _alias_version(name, CHAMPION)
+        raise GateFailed("\n".join(lines), checks)
+    forced = bool(force and failed)
     cl = client()
     cl.set_registered_model_alias(name, CHAMPION, v)
     history = _history(name)
@@ -425,19 +819,29 @@ def promote(
     cl.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     now = datetime.now(UTC).isoformat(timespec="seconds")
     cl.set_model_version_tag(name, v, "leadml.promoted_at", now)
-    if force:
+    if forced:
         cl.set_model_version_tag(name, v, "leadml.forced", "true")
         cl.set_model_version_tag(name, v, "leadml.force_reason", reason)
         cl.set_model_version_tag(
             name, v, "leadml.failed_checks", "; ".join(c.criterion for c in failed)
         )
+    else:  # through the gate: a stale forced mark from an earlier promotion would mislead
+        for tag in _FORCE_TAGS:
+            if tag in mv.tags:
+                cl.delete_model_version_tag(name, v, tag)
+        if reason and reason.strip():
+            cl.set_model_version_tag(name, v, "leadml.promote_reason", reason.strip())
     if _alias_version(name, CHALLENGER) == v:
         cl.delete_registered_model_alias(name, CHALLENGER)
-    return PromotionResult(name, v, previous, checks, force)
+    return PromotionResult(
+        name, v, previous, checks, forced, force_not_needed=bool(force and not failed)
+    )
 
 
+@_store_call
 def rollback(name: str) -> tuple[str, str]:
     """Restore the champion before the current one; returns (from, to) versions."""
+    _require_model(name)
     current = _alias_version(name, CHAMPION)
     if current is None:
         raise RegistryError(f"{name} has no champion to roll back")
@@ -473,6 +877,7 @@ MODEL_COLUMNS = [
 ]
 
 
+@_store_call
 def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
     """One row per registered version: aliases, creation time, headline metrics.
 
@@ -485,8 +890,10 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
     for name in names:
         try:
             rm = cl.get_registered_model(name)
-        except Exception:
-            continue
+        except Exception as exc:
+            if _is_missing(exc):
+                continue
+            raise
         aliases: dict[str, list[str]] = {}
         for alias, ver in (rm.aliases or {}).items():
             aliases.setdefault(str(ver), []).append(alias)

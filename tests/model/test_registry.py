@@ -39,9 +39,9 @@ def _worse(result: TrainingResult, **metric_changes: float) -> TrainingResult:
 
 
 def test_unknown_version_and_empty_registry_say_what_to_do(settings: Settings) -> None:
-    with pytest.raises(tracking.RegistryError, match="leadml models"):
+    with pytest.raises(tracking.RegistryError, match="no registered model 'lead_readiness'"):
         tracking.promote("lead_readiness", "7")
-    with pytest.raises(tracking.RegistryError, match="no champion"):
+    with pytest.raises(tracking.RegistryError, match="no registered model 'deal_close'; known"):
         tracking.rollback("deal_close")
     assert tracking.list_versions().empty
 

@@ -70,17 +70,30 @@ for _module in (
     _module.register(app)
 
 
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+def _interrupted() -> None:
+    common.err_console().print("[bold red]interrupted[/]", highlight=False, markup=True)
+    sys.exit(INTERRUPTED)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     try:
-        app(args=argv, standalone_mode=False)
+        # with standalone_mode=False typer turns Ctrl-C into a *returned* 130
+        code = app(args=argv, standalone_mode=False)
+        if code == INTERRUPTED:
+            _interrupted()
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except LeadmlError as err:
         common.err_console().print(
             f"[bold red]error:[/] {escape(str(err))}", highlight=False, markup=True
         )
         sys.exit(err.exit_code)
-    except typer.Abort:
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort):
+        _interrupted()
     except SystemExit:
         raise
     except Exception as err:  # usage errors (unknown option, bad value) carry their exit code
@@ -90,6 +103,17 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
             sys.exit(getattr(err, "exit_code", 2))
+        if type(err).__module__.startswith("mlflow"):  # a store failure outside leadml.tracking
+            from leadml.tracking import store_errors
+
+            try:
+                with store_errors():
+                    raise err
+            except LeadmlError as clear:
+                common.err_console().print(
+                    f"[bold red]error:[/] {escape(str(clear))}", highlight=False, markup=True
+                )
+                sys.exit(clear.exit_code)
         raise
 
 

@@ -102,6 +102,8 @@ def features(
     )  # fails before reading data
     if as_of is None and spine is None:
         raise LeadmlError("give --as-of (a date) or --spine (a file of ids and as_of times)")
+    if as_of is not None:
+        to_timestamp(as_of, "--as-of")  # ISO only, checked before reading any data
     t0 = time.perf_counter()
     with common.progress() as bar:
         task = bar.add_task("reading tables", total=3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -31,13 +32,71 @@ HEADLINE = (
 
 
 def _quiet_mlflow() -> None:
-    """MLflow's INFO lines and download bars would break the progress display."""
+    """MLflow's INFO/WARNING lines and download bars would break the progress display.
+
+    MLflow sets its logger's level when it is imported, so it is imported first."""
     import logging
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    import mlflow  # noqa: F401  (configures its loggers on import; then override them)
+
+    for logger in ("mlflow", "alembic"):
+        logging.getLogger(logger).setLevel(logging.ERROR)
+
+
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+def _check_name(name: str) -> None:
+    """``--name`` must be a valid registered model name (checked before any work)."""
+    import re
+
+    if not re.fullmatch(NAME_PATTERN, name):
+        suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_")
+        if not suggestion or not suggestion[0].isalpha():
+            suggestion = f"model_{suggestion}".rstrip("_")
+        raise LeadmlError(
+            f"--name: {name!r} is not a valid model name (lower-case letters, digits and _, "
+            f"starting with a letter; e.g. {suggestion})"
+        )
+
+
+def _iso_flag(flag: str, value: str | None) -> None:
+    if value is not None:
+        from leadml.features.labels import to_timestamp
+
+        to_timestamp(value, flag)
+
+
+def _warnings_after_training(result: Any, spec: Any) -> list[str]:
+    """Notes a user should read before ``leadml promote``: worse than the baseline, or a
+    gate criterion that fails whatever the champion."""
+    m = result.metrics
+    notes = []
+    worse = []
+    auc, base_auc = m.get("roc_auc", math.nan), m.get("baseline_roc_auc", math.nan)
+    brier, base_brier = m.get("brier", math.nan), m.get("baseline_brier", math.nan)
+    if auc < base_auc:
+        worse.append(f"ROC AUC {auc:.3f} < {base_auc:.3f}")
+    if brier > base_brier:
+        worse.append(f"Brier {brier:.4f} > {base_brier:.4f}")
+    if worse:
+        notes.append(f"the model is below the logistic baseline: {'; '.join(worse)}")
+    gate = spec.gate
+    fails = []
+    ece = m.get("ece", math.nan)
+    if not ece <= gate.max_ece:
+        fails.append(f"max_ece (backtest ECE {ece:.4f} > {gate.max_ece:.4f})")
+    latest = m.get("latest_roc_auc", math.nan)
+    if not latest >= gate.min_roc_auc:
+        fails.append(f"min_roc_auc (latest-window ROC AUC {latest:.4f} < {gate.min_roc_auc:.4f})")
+    if fails:
+        notes.append(
+            f"will not pass the promotion gate: {'; '.join(fails)}; `leadml promote` will refuse "
+            "it without --force"
+        )
+    return notes
 
 
 def _only_with(what: str, *flags: tuple[str, object]) -> None:
@@ -186,7 +245,13 @@ def train(
             "--dataset trains on the file's rows; drop --start/--end (or build the set again "
             "with `leadml dataset ... --start D --end D`)"
         )
+    _iso_flag("--start", start)
+    _iso_flag("--end", end)
     model_spec = workflow.load_model_spec(s, model, spec)
+    # the tracking store and the registered model are checked before hours of training
+    tracking.configure(s)
+    if not no_register:
+        tracking.check_registration(model_spec.name, model_spec.kind)
     data_obj = workflow.open_data(s, data)
     err = common.err_console()
     try:
@@ -234,7 +299,7 @@ def train(
                 "oracle": {k: m.get(f"oracle_{k}") for k in HEADLINE if f"oracle_{k}" in m},
                 "roc_auc_vs_oracle": m.get("roc_auc_vs_oracle"),
                 "champion_comparison": logged.champion_comparison,
-                "notes": result.notes,
+                "notes": result.notes + _warnings_after_training(result, model_spec),
                 "seconds": round(result.seconds, 1),
             }
         )
@@ -262,23 +327,45 @@ def train(
     )
     if not math.isnan(m.get("roc_auc_vs_oracle", math.nan)):
         out.print(f"ROC AUC / oracle ROC AUC: {m['roc_auc_vs_oracle']:.3f}")
-    for note in result.notes:
+    warnings = _warnings_after_training(result, model_spec)
+    for note in [*result.notes, *warnings]:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     where = f"version {logged.version} (@challenger)" if logged.version else "not registered"
     out.print(
         f"{result.rows:,} training rows, {result.positives:,} positives; trained in "
         f"{result.seconds:,.0f}s; MLflow run {logged.run_id}, {model_spec.name} {where}"
     )
-    if logged.champion_comparison.get("roc_auc") is not None:
-        c = logged.champion_comparison
-        out.print(
-            f"champion v{c['version']} on the same latest window: ROC AUC {c['roc_auc']:.4f} "
-            f"(challenger {m.get('latest_roc_auc', math.nan):.4f})"
+    _print_comparison(out, err, logged.champion_comparison)
+    _print_next(out, s, model_spec.name, logged.version, warnings)
+
+
+def _print_comparison(out: Any, err: Any, c: dict[str, Any]) -> None:
+    if c.get("error"):
+        err.print(
+            f"[yellow]note:[/] champion v{c['version']} could not be compared: {c['error']}",
+            highlight=False,
         )
-    out.print(
-        f"next: leadml promote {model_spec.name}   |   UI: mlflow ui --backend-store-uri "
-        f"{tracking.tracking_uri(s)}"
-    )
+    elif c.get("roc_auc") is not None:
+        out.print(
+            f"champion v{c['version']}: ROC AUC {float(c['roc_auc']):.4f} vs challenger "
+            f"{float(c.get('challenger_roc_auc') or math.nan):.4f} ({c.get('detail', '')})",
+            highlight=False,
+        )
+
+
+def _print_next(out: Any, s: Any, name: str, version: str | None, warnings: list[str]) -> None:
+    from leadml import tracking
+
+    ui = f"UI: mlflow ui --backend-store-uri {tracking.tracking_uri(s)}"
+    if version and not warnings:
+        out.print(f"next: leadml promote {name}   |   {ui}")
+    elif version:
+        out.print(
+            f"next: fix the model (see the notes), or `leadml promote {name} --force --reason "
+            f"TEXT`   |   {ui}"
+        )
+    else:
+        out.print(ui)
 
 
 def _train_table(
@@ -306,6 +393,11 @@ def _train_table(
     from leadml.modeling.spec import load_spec
 
     reg_name = name or "lead_readiness_table"
+    _check_name(reg_name)
+    base = load_spec(spec) if spec is not None else None  # spec errors before the table is read
+    tracking.configure(s)  # type: ignore[arg-type]
+    if not no_register:
+        tracking.check_registration(reg_name, "lead_readiness")
     err = common.err_console()
     frame, report, leak = tabular.load_and_check(
         table,
@@ -332,12 +424,8 @@ def _train_table(
         )
     for note in report.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
-    if spec is not None:
-        base = load_spec(spec)
-    elif quick:
+    if base is None and quick:
         base = tabular.quick_spec(report.features, reg_name)
-    else:
-        base = None
     with common.progress() as bar:
         task = bar.add_task(f"training on {report.rows:,} rows", total=None)
 
@@ -448,7 +536,8 @@ def _train_table(
             f"for: {why} | against: {against}",
             highlight=False,
         )
-    for note in result.notes:
+    warnings = _warnings_after_training(result, model_spec)
+    for note in [*result.notes, *warnings]:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     for d in drifted:
         err.print(
@@ -463,9 +552,20 @@ def _train_table(
         f"features; trained in {result.seconds:,.0f}s; MLflow run {logged.run_id}, "
         f"{model_spec.name} {where}"
     )
-    out.print(
-        f"next: leadml promote {model_spec.name}   |   UI: mlflow ui --backend-store-uri "
-        f"{tracking.tracking_uri(s)}"
+    _print_comparison(out, err, logged.champion_comparison)
+    _print_next(out, s, model_spec.name, logged.version, warnings)
+
+
+def _json_failure(err: LeadmlError) -> None:
+    """With --json a failure is a JSON object on stdout too (the exit code stays non-zero)."""
+    checks = getattr(err, "checks", [])
+    common.emit_json(
+        {
+            "ok": False,
+            "error": str(err),
+            "failed_checks": [c.__dict__ for c in checks if not c.ok],
+            "checks": [c.__dict__ for c in checks],
+        }
     )
 
 
@@ -485,15 +585,24 @@ def promote(
     from leadml import tracking
 
     s = common.settings(ctx)
-    tracking.configure(s)
-    result = tracking.promote(name.replace("-", "_"), version, force=force, reason=reason)
+    _quiet_mlflow()
+    try:
+        tracking.configure(s)
+        result = tracking.promote(name.replace("-", "_"), version, force=force, reason=reason)
+    except LeadmlError as err:
+        if as_json:
+            _json_failure(err)
+        raise
     if as_json:
         common.emit_json(
             {
+                "ok": True,
                 "name": result.name,
                 "version": result.version,
                 "previous": result.previous,
+                "outcome": result.outcome,
                 "forced": result.forced,
+                "force_not_needed": result.force_not_needed,
                 "checks": [c.__dict__ for c in result.checks],
             }
         )
@@ -506,6 +615,11 @@ def promote(
             [(c.criterion, "yes" if c.ok else "NO", c.detail) for c in result.checks],
         )
     )
+    if result.outcome == "already_champion":
+        out.print(f"{result.name}: version {result.version} is already @champion; nothing changed")
+        return
+    if result.force_not_needed:
+        out.print(f"version {result.version} passes the gate; --force not needed (not recorded)")
     forced = " (forced)" if result.forced else ""
     out.print(
         f"{result.name}: @champion -> version {result.version}{forced} "
@@ -516,13 +630,23 @@ def promote(
 def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Registered model: lead_readiness | deal_close"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Restore the previous champion."""
     from leadml import tracking
 
     s = common.settings(ctx)
-    tracking.configure(s)
-    old, new = tracking.rollback(name.replace("-", "_"))
+    _quiet_mlflow()
+    try:
+        tracking.configure(s)
+        old, new = tracking.rollback(name.replace("-", "_"))
+    except LeadmlError as err:
+        if as_json:
+            _json_failure(err)
+        raise
+    if as_json:
+        common.emit_json({"ok": True, "name": name.replace("-", "_"), "from": old, "to": new})
+        return
     common.console().print(f"{name}: @champion -> version {new} (was {old})")
 
 
@@ -534,6 +658,7 @@ def models(
     from leadml import tracking
 
     s = common.settings(ctx)
+    _quiet_mlflow()
     uri = tracking.configure(s)
     table = tracking.list_versions()
     if as_json:

@@ -9,6 +9,7 @@ a snapshot whose conversion or close happens exactly at T is excluded and counte
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import duckdb
@@ -28,10 +29,18 @@ _TS_COLUMNS = (
 )
 
 
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+
 def to_timestamp(value: str | pd.Timestamp, what: str) -> pd.Timestamp:
-    """An ISO date/time (or Timestamp) as a UTC Timestamp; naive means UTC."""
+    """An ISO date/time (or Timestamp) as a UTC Timestamp; naive means UTC.
+
+    Text must be ISO (YYYY-MM-DD, optionally with a time): ``01/02/2025`` is refused
+    rather than guessed as 2 January or 1 February."""
+    if isinstance(value, str) and value.strip() and not _ISO.fullmatch(value.strip()):
+        raise DataError(f"{what}: {value!r} is not an ISO date (YYYY-MM-DD); use e.g. 2025-06-02")
     try:
-        ts = pd.Timestamp(value)
+        ts = pd.Timestamp(value.strip() if isinstance(value, str) else value)
     except (ValueError, TypeError) as exc:
         raise DataError(
             f"{what}: {value!r} is not a date ({exc}); use ISO, e.g. 2025-06-02"
@@ -50,7 +59,10 @@ def as_of_dates(
         raise DataError(f"every: must be at least 1 day (got {every_days})")
     s, e = to_timestamp(start, "start"), to_timestamp(end, "end")
     if e < s:
-        raise DataError(f"end {e.date()} is before start {s.date()}; swap them")
+        raise DataError(
+            f"no as-of dates: start {s.date()} is after end {e.date()} (the end is the data's "
+            "end unless --end is given); choose an earlier start or a later end"
+        )
     first = s.normalize()
     if first < s:
         first += pd.Timedelta(days=1)

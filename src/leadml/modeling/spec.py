@@ -13,11 +13,22 @@ The latest origin is placed so that its test window ends at the last labelled
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from leadml.errors import ConfigError
 
@@ -74,6 +85,36 @@ class EstimatorSpec(_Part):
     # lead readiness: share of the negative rows (label 0) the booster is fitted on,
     # weighted 1/negative_rate; positives and the calibration slice are never sampled.
     negative_rate: float = Field(1.0, gt=0, le=1)
+
+    @field_validator("params")
+    @classmethod
+    def _known_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Unknown names are refused (LightGBM would ignore a typo silently)."""
+        import difflib
+
+        known = lightgbm_param_names()
+        unknown = [k for k in params if k not in known]
+        if unknown:
+            parts = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, sorted(known), n=1)
+                parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(
+                f"unknown LightGBM parameter(s) {', '.join(parts)}; see "
+                "https://lightgbm.readthedocs.io/en/latest/Parameters.html"
+            )
+        return params
+
+
+def lightgbm_param_names() -> set[str]:
+    """LightGBM's parameter names and their aliases (from the library itself)."""
+    from lightgbm.basic import _ConfigAliases
+
+    names: set[str] = set()
+    for main, aliases in _ConfigAliases._get_all_param_aliases().items():
+        names.add(main)
+        names.update(aliases)
+    return names
 
 
 class BaselineSpec(_Part):
@@ -158,6 +199,13 @@ class ModelSpec(_Part):
     policy: PolicySpec = PolicySpec()
     every_days: int = Field(7, ge=1, description="as-of sampling interval of the training set")
     history_days: int | None = Field(None, ge=30, description="training window; None = all data")
+    # the file the spec was read from (set by load_spec; error messages name it)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str:
+        """The spec file this came from, for messages (``models/<name>.yaml`` if built in code)."""
+        return str(self._source) if self._source is not None else f"models/{self.name}.yaml"
 
     @property
     def id_column(self) -> str:
@@ -185,6 +233,10 @@ def load_spec(path: str | Path) -> ModelSpec:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"model spec {path} does not exist; pass --spec with a file from models/")
+    if path.is_dir():
+        raise ConfigError(
+            f"model spec {path}/ is a folder; pass a YAML file, e.g. models/lead_readiness.yaml"
+        )
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -192,13 +244,82 @@ def load_spec(path: str | Path) -> ModelSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:
-        return ModelSpec.model_validate(data)
+        spec = ModelSpec.model_validate(data)
     except ValidationError as exc:
         lines = [f"invalid model spec {path}:"]
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "<top level>"
-            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+            got = (
+                ""
+                if not err["loc"] or isinstance(err.get("input"), dict)
+                else (f" (got {err.get('input')!r})")
+            )
+            lines.append(f"  {where}: {err['msg']}{got}")
         raise ConfigError("\n".join(lines)) from None
+    spec._source = path
+    check_lightgbm_params(spec)
+    return spec
+
+
+_CHECK = re.compile(r"Check failed: \(?(\w+)\)? *([<>=!]+) *\(?([^)\s]+)\)?")
+
+
+def lightgbm_error(spec: ModelSpec, exc: BaseException) -> ConfigError:
+    """A LightGBM failure as a spec error naming the file and ``estimator.params``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    m = _CHECK.search(text)
+    if m:
+        name, op, limit = m.groups()
+        got = spec.estimator.params.get(name, "?")
+        return ConfigError(
+            f"invalid model spec {spec.source}: estimator.params.{name}: must be {op} {limit} "
+            f"(got {got})"
+        )
+    return ConfigError(
+        f"invalid model spec {spec.source}: LightGBM rejected estimator.params: {text}"
+    )
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Any:
+    """Silence file descriptor 2 (C libraries' stderr) inside the block."""
+    import os
+    import sys
+
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):  # captured stderr (tests)
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def check_lightgbm_params(spec: ModelSpec) -> None:
+    """Let LightGBM check the values of ``estimator.params`` (ranges, choices) on a tiny
+    data set, so a bad value fails when the spec is read, not after building the data."""
+    import lightgbm as lgb
+    import numpy as np
+
+    params = {**spec.estimator.params, "verbosity": -1, "num_threads": 1}
+    x = np.arange(40, dtype=float).reshape(20, 2)
+    y = np.arange(20) % 2
+    try:  # LightGBM writes its own "[Fatal]" line to stderr (C level): the ConfigError says it
+        with _quiet_native_stderr():
+            lgb.train(
+                {"objective": "binary", **params},
+                lgb.Dataset(x, label=y, params={"verbosity": -1}),
+                num_boost_round=1,
+            )
+    except lgb.basic.LightGBMError as exc:
+        raise lightgbm_error(spec, exc) from None
 
 
 def default_spec_path(models_dir: Path, kind: str) -> Path:

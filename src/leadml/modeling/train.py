@@ -548,7 +548,7 @@ def _check_positives(n_pos: int, spec: ModelSpec, where: str) -> None:
         raise LeadmlError(
             f"{spec.name}: {where} has {n_pos} positive(s) ({what}) but the spec needs at least "
             f"{spec.min_positives} (min_positives in "
-            f"models/{spec.name}.yaml); simulate or load more "
+            f"{spec.source}); simulate or load more "
             "history, widen the data window, or lower min_positives"
         )
 
@@ -767,7 +767,7 @@ def check_dataset(df: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame:
         raise DataError(
             f"{spec.name} training set lacks column(s) "
             f"{', '.join(missing)}; check the feature names in "
-            f"models/{spec.name}.yaml against configs/features.yaml"
+            f"{spec.source} against configs/features.yaml"
         )
     out = df.copy(deep=False)  # columns are replaced, never written in place
     out["as_of"] = pd.to_datetime(out["as_of"], utc=True)
@@ -946,8 +946,14 @@ def train(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     token = _TIMINGS.set(timings)
+    import lightgbm as lgb
+
     try:
         result = _train(df, spec, capacity, truth, progress, final_fit)
+    except lgb.basic.LightGBMError as exc:  # a parameter value LightGBM refuses
+        from leadml.modeling.spec import lightgbm_error
+
+        raise lightgbm_error(spec, exc) from None
     finally:
         _TIMINGS.reset(token)
     result.seconds = time.perf_counter() - started
@@ -983,9 +989,14 @@ def _train(
         test_part = _rows_between(df, origin, origin + spec.backtest.test_days * DAY)
         n_pos = _positives(train_part, spec)
         if n_pos < spec.min_positives or test_part.empty:
+            why = (
+                f"{n_pos} training positives, {spec.min_positives} needed (min_positives)"
+                if n_pos < spec.min_positives
+                else f"{n_pos} training positives"
+            )
             notes.append(
-                f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {n_pos} training positives, "
-                f"{len(test_part)} test rows"
+                f"fold {i} (origin {origin:%Y-%m-%d}) skipped: {why}, {len(test_part)} test rows"
+                + ("" if len(test_part) else " (no test rows)")
             )
             continue
         progress(
@@ -1019,9 +1030,10 @@ def _train(
         preds.append(scored)
     if not folds:
         raise LeadmlError(
-            f"{spec.name}: no backtest fold has enough data "
-            f"({'; '.join(notes)}); load more history, "
-            "use fewer backtest.origins or a shorter backtest.test_days"
+            f"{spec.name}: no backtest fold has enough data: each needs at least "
+            f"{spec.min_positives} training positives (min_positives in {spec.source}) and "
+            f"some test rows ({'; '.join(notes)}); load more history, lower min_positives "
+            "in the spec, or use fewer backtest.origins or a shorter backtest.test_days"
         )
     predictions = pd.concat(preds, ignore_index=True)
     known = predictions[predictions["label"].notna()].astype({"label": int})

@@ -86,14 +86,52 @@ def open_data(settings: Settings, path: Path | None = None) -> Data:
 
 def check_features(spec: ModelSpec, catalog: Any) -> None:
     """Every spec feature must be a catalog feature of the model's entity."""
+    import difflib
+
     known = set(catalog.names(ENTITY[spec.kind]))
     unknown = [f for f in spec.features if f not in known]
     if unknown:
+        hints = []
+        for f in unknown:
+            close = difflib.get_close_matches(f, sorted(known), n=1)
+            hints.append(f"{f} (did you mean {close[0]}?)" if close else f)
         raise ConfigError(
-            f"models/{spec.name}.yaml: feature(s) {', '.join(unknown)} "
+            f"{spec.source}: feature(s) {', '.join(hints)} "
             f"are not in the {ENTITY[spec.kind]} "
             "section of configs/features.yaml; add them there or remove them from the spec"
         )
+
+
+def _check_tables(data: Data, tables: tuple[str, ...], model: str) -> None:
+    """The tables a model is built from must exist and hold rows (optional ones may be
+    absent from the data folder, which then looks like an empty training set)."""
+    for table in tables:
+        try:
+            n = data.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        except Exception:  # not even an empty view: absent
+            n = 0
+        if not n:
+            raise LeadmlError(
+                f"{model} needs the {table} table; {data.path} has no rows of it (looked for "
+                f"{table}.parquet / {table}.csv there); add it, or train lead-readiness only"
+            )
+
+
+def _check_window(data: Data, start: str | None, end: str | None) -> None:
+    """``--start`` / ``--end`` are ISO dates inside the data (say which flag is off)."""
+    from leadml.features.labels import data_end, to_timestamp
+
+    s = to_timestamp(start, "--start") if start is not None else None
+    e = to_timestamp(end, "--end") if end is not None else None
+    if s is not None and e is not None and e < s:
+        raise LeadmlError(f"--end {e.date()} is before --start {s.date()}; swap them")
+    if s is not None and e is None:
+        last = data_end(data.con)
+        if last is not None and s > last:
+            raise LeadmlError(
+                f"--start {s.date()} is after the end of the data ({last.date()}); choose an "
+                "earlier --start"
+            )
 
 
 def build_dataset(
@@ -108,6 +146,9 @@ def build_dataset(
     from leadml.features.datasets import deal_close_dataset, lead_readiness_dataset
 
     check_features(spec, data.catalog)
+    if spec.kind == "deal_close":
+        _check_tables(data, ("opportunities", "opportunity_history"), "deal-close")
+    _check_window(data, start, end)
     if spec.kind == "lead_readiness":
         return lead_readiness_dataset(
             data.con,
