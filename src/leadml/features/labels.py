@@ -16,17 +16,13 @@ import duckdb
 import pandas as pd
 
 from leadml.config import Vocabulary
+from leadml.contracts import HAPPENED_AT
 from leadml.errors import DataError
 from leadml.features.offline import DAY_US, days, ensure_tables, lit
 
-_TS_COLUMNS = (
-    ("leads", "created_at"),
-    ("events", "ts"),
-    ("lead_status_history", "ts"),
-    ("opportunities", "created_at"),
-    ("opportunity_history", "ts"),
-    ("activities", "ts"),
-)
+# Labels are known up to the latest event of the journey; accounts' creation dates are
+# firmographics (an account created yesterday ends no label window).
+_TS_COLUMNS = tuple(pair for pair in HAPPENED_AT if pair[0] != "accounts")
 
 
 _ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?")

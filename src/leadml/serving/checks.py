@@ -243,13 +243,22 @@ def _events_ok(
 
 
 def _check_account(
-    col: _Collector, loc: Loc, account: Any, vocab: Vocabulary, as_of: datetime
+    col: _Collector,
+    loc: Loc,
+    account: Any,
+    vocab: Vocabulary,
+    as_of: datetime,
+    allowed: frozenset[str],
+    model: str,
 ) -> None:
+    """An account's segment, creation time and attributes (``allowed``: the names the
+    ``model`` reads)."""
     if account is None:
         return
     _vocab(col, (*loc, "segment"), account.segment, vocab.segments, "segment")
     if account.created_at is not None:
         _before(col, (*loc, "created_at"), account.created_at, as_of)
+    _check_attributes(col, loc, account.attributes, allowed, model)
 
 
 def _check_closed(col: _Collector, loc: Loc, deals: Sequence[Any], as_of: datetime) -> None:
@@ -283,18 +292,18 @@ def check_leads(
     for i, lead in enumerate(leads):
         loc: Loc = ("leads", i)
         _before(col, (*loc, "created_at"), lead.created_at, as_of)
-        _check_account(col, (*loc, "account"), lead.account, vocab, as_of)
         _check_attributes(
             col, loc, lead.attributes, attributes.get("lead", frozenset()), "readiness"
         )
-        if lead.account is not None:
-            _check_attributes(
-                col,
-                (*loc, "account"),
-                lead.account.attributes,
-                attributes.get("lead_account", frozenset()),
-                "readiness",
-            )
+        _check_account(
+            col,
+            (*loc, "account"),
+            lead.account,
+            vocab,
+            as_of,
+            attributes.get("lead_account", frozenset()),
+            "readiness",
+        )
         _check_same_time(col, (*loc, "status_history"), lead.status_history, ["status"])
         kept = _events_ok(col, (*loc, "events"), lead.events, as_of, vocab, reject, known)
         kept_others = _events_ok(
@@ -344,15 +353,15 @@ def check_deals(
         loc: Loc = ("deals", i)
         _before(col, (*loc, "created_at"), deal.created_at, as_of)
         _vocab(col, (*loc, "segment"), deal.segment, vocab.segments, "segment")
-        _check_account(col, (*loc, "account"), deal.account, vocab, as_of)
-        if deal.account is not None:
-            _check_attributes(
-                col,
-                (*loc, "account"),
-                deal.account.attributes,
-                attributes.get("deal_account", frozenset()),
-                "deal-close",
-            )
+        _check_account(
+            col,
+            (*loc, "account"),
+            deal.account,
+            vocab,
+            as_of,
+            attributes.get("deal_account", frozenset()),
+            "deal-close",
+        )
         _check_same_time(
             col,
             (*loc, "stage_history"),
