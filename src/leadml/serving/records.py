@@ -7,14 +7,9 @@ activities, account, colleagues' events, the account's / owner's closed deals).
   online engine (:mod:`leadml.features.online`): rows for the entity and its
   account, and record tables as column mappings (timestamps as int microseconds
   since the epoch, the engine's fast path).
-* :func:`lead_tables` / :func:`deal_tables` lay the same records out as canonical
-  tables (:mod:`leadml.contracts` columns) so that the offline (DuckDB) engine can
-  compute the same entity's features: that is how the parity tests hold the API
-  equal to batch scoring.
 
-A closed deal sent with a lead/deal is the closing of another opportunity: in the
-tables it becomes an ``opportunities`` row and one closing ``opportunity_history``
-row at ``closed_at`` (the only record the outcome features read).
+A closed deal sent with a lead/deal is the closing of another opportunity (its
+``closed_at``, stage and amount: the only record the outcome features read).
 """
 
 from __future__ import annotations
@@ -24,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from leadml.serving.schemas import AccountIn, ClosedDealIn, DealIn, LeadIn
 
@@ -145,191 +139,4 @@ def deal_payload(deal: DealIn) -> dict[str, Any]:
         "activities": _activities(deal.activities),
         "owner_closed_deals": _closed(deal.owner_deals, deal.opportunity_id),
         "account_closed_deals": _closed(deal.account_deals, deal.opportunity_id),
-    }
-
-
-# ---------------------------------------------------------------- canonical tables
-
-
-def _frame(rows: list[dict[str, Any]], columns: Sequence[str]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=list(dict.fromkeys([*columns, *(k for r in rows for k in r)])))
-    return df
-
-
-def _closed_tables(
-    deals: Sequence[ClosedDealIn],
-    account_id: str,
-    owner_id: str,
-    opps: list[dict[str, Any]],
-    hist: list[dict[str, Any]],
-    seen: set[str],
-) -> None:
-    for d in deals:
-        if d.opportunity_id in seen:
-            continue
-        seen.add(d.opportunity_id)
-        opps.append(
-            {
-                "opportunity_id": d.opportunity_id,
-                "account_id": account_id,
-                "lead_id": None,
-                "owner_id": d.owner_id or owner_id,
-                "created_at": d.closed_at,
-                "amount": d.amount,
-                "segment": "smb",
-            }
-        )
-        hist.append(
-            {
-                "opportunity_id": d.opportunity_id,
-                "ts": d.closed_at,
-                "stage": d.stage,
-                "amount": d.amount,
-                "expected_close_date": d.closed_at,
-            }
-        )
-
-
-def lead_tables(lead: LeadIn) -> dict[str, pd.DataFrame]:
-    """The lead's records as canonical tables (for the offline engine)."""
-    acc = account_id_of(lead)
-    leads = [_lead_row(lead)]
-    colleagues = {e.lead_id for e in lead.account_events if e.lead_id != lead.lead_id}
-    for other in sorted(colleagues):
-        leads.append(
-            {
-                "lead_id": other,
-                "account_id": acc,
-                "created_at": lead.created_at,
-                "source": None,
-                "job_level": None,
-            }
-        )
-    events = [
-        {
-            "lead_id": lead.lead_id,
-            "ts": e.ts,
-            "type": e.type,
-            "page_category": e.page_category,
-            "campaign_id": e.campaign_id,
-        }
-        for e in lead.events
-    ]
-    events += [
-        {
-            "lead_id": e.lead_id,
-            "ts": e.ts,
-            "type": e.type,
-            "page_category": e.page_category,
-            "campaign_id": e.campaign_id,
-        }
-        for e in lead.account_events
-        if e.lead_id != lead.lead_id
-    ]
-    opps: list[dict[str, Any]] = []
-    hist: list[dict[str, Any]] = []
-    _closed_tables(lead.account_deals, acc, "__owner__", opps, hist, set())
-    return {
-        "accounts": _frame([_account_row(lead.account, acc)], ["account_id"]),
-        "leads": _frame(leads, ["lead_id"]),
-        "events": _frame(events, ["lead_id", "ts", "type", "page_category", "campaign_id"]),
-        "lead_status_history": _frame(
-            [
-                {"lead_id": lead.lead_id, "ts": s.ts, "status": s.status}
-                for s in lead.status_history
-            ],
-            ["lead_id", "ts", "status"],
-        ),
-        "activities": _frame(
-            [
-                {
-                    "ts": a.ts,
-                    "rep_id": a.rep_id or "__rep__",
-                    "lead_id": lead.lead_id,
-                    "opportunity_id": None,
-                    "type": a.type,
-                }
-                for a in lead.activities
-            ],
-            ["ts", "rep_id", "lead_id", "opportunity_id", "type"],
-        ),
-        "opportunities": _frame(
-            opps,
-            [
-                "opportunity_id",
-                "account_id",
-                "lead_id",
-                "owner_id",
-                "created_at",
-                "amount",
-                "segment",
-            ],
-        ),
-        "opportunity_history": _frame(
-            hist, ["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
-        ),
-    }
-
-
-def deal_tables(deal: DealIn) -> dict[str, pd.DataFrame]:
-    """The deal's records as canonical tables (for the offline engine). The account's
-    and the owner's closed deals are laid out so that each is seen by its group only."""
-    first = min(deal.stage_history, key=lambda h: h.ts)
-    accounts = [_account_row(deal.account, deal.account_id)]
-    opps = [
-        {
-            "opportunity_id": deal.opportunity_id,
-            "account_id": deal.account_id,
-            "lead_id": deal.lead_id,
-            "owner_id": deal.owner_id,
-            "created_at": deal.created_at,
-            "amount": first.amount,
-            "segment": deal.segment,
-        }
-    ]
-    hist = [
-        {
-            "opportunity_id": deal.opportunity_id,
-            "ts": h.ts,
-            "stage": h.stage,
-            "amount": h.amount,
-            "expected_close_date": h.expected_close_date,
-        }
-        for h in deal.stage_history
-    ]
-    seen = {deal.opportunity_id}
-    _closed_tables(deal.account_deals, deal.account_id, "__other_owner__", opps, hist, seen)
-    other_account = "__other_account__"
-    accounts.append(_account_row(None, other_account))
-    _closed_tables(deal.owner_deals, other_account, deal.owner_id, opps, hist, seen)
-    return {
-        "accounts": _frame(accounts, ["account_id"]),
-        "opportunities": _frame(
-            opps,
-            [
-                "opportunity_id",
-                "account_id",
-                "lead_id",
-                "owner_id",
-                "created_at",
-                "amount",
-                "segment",
-            ],
-        ),
-        "opportunity_history": _frame(
-            hist, ["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
-        ),
-        "activities": _frame(
-            [
-                {
-                    "ts": a.ts,
-                    "rep_id": a.rep_id or "__rep__",
-                    "lead_id": None,
-                    "opportunity_id": deal.opportunity_id,
-                    "type": a.type,
-                }
-                for a in deal.activities
-            ],
-            ["ts", "rep_id", "lead_id", "opportunity_id", "type"],
-        ),
     }
