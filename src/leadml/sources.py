@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -220,7 +219,3 @@ def write_text(text: str, target: str | Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(text)
     return target
-
-
-def temp_dir(prefix: str = "leadml-") -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))

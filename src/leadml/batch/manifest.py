@@ -69,18 +69,6 @@ class Manifest:
             )
         return pd.DataFrame([row])
 
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame) -> Manifest:
-        """The manifest of the first row of a ``manifest`` table read back."""
-        row = frame.iloc[0].to_dict()
-        known = {k: v for k, v in row.items() if k in cls.__dataclass_fields__}
-        for key in JSON_FIELDS:
-            if isinstance(known.get(key), str):
-                known[key] = json.loads(known[key])
-        if not isinstance(known.get("as_of"), str):
-            known["as_of"] = str(row.get("as_of"))
-        return cls(**known)
-
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (Linux/macOS)."""

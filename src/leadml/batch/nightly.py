@@ -875,11 +875,6 @@ class BundleChampion:
         raw = cached.won_by_raw(features, np.asarray(horizon_days, dtype="float64"))
         return np.asarray(cached.calibrator.predict(raw), dtype="float64")
 
-    def raw_predict(self, features: pd.DataFrame) -> np.ndarray:
-        """The booster's raw prediction on the encoded frame (benchmarks compare with it)."""
-        m = self.bundle.model
-        return m.booster.predict(m.encoder.transform(features), num_iteration=m.rounds)
-
 
 def reference_from_bundle(ref: Mapping[str, Any] | None) -> dict[str, dr.BinnedReference] | None:
     """The bundle's training reference (score quantiles, per-feature bins and shares) as

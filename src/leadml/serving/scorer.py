@@ -122,26 +122,6 @@ class Scorer:
             settings,
         )
 
-    @classmethod
-    def from_uris(
-        cls,
-        readiness_uri: str,
-        deal_uri: str,
-        settings: Settings,
-        versions: tuple[str, str] = ("0", "0"),
-    ) -> Scorer:
-        """Load bundles from MLflow model URIs or directories (benchmarks, tests)."""
-        r = ServedModel(
-            "lead_readiness",
-            settings.serving.readiness_model,
-            versions[0],
-            load_bundle(readiness_uri),
-        )
-        d = ServedModel(
-            "deal_close", settings.serving.deal_model, versions[1], load_bundle(deal_uri)
-        )
-        return cls(r, d, settings)
-
     def describe(self) -> str:
         return (
             f"{self.readiness.registry_name} v{self.readiness.registry_version}, "
@@ -160,12 +140,6 @@ class Scorer:
         return out
 
     # ---- features
-
-    def lead_features(self, tasks: Sequence[LeadTask]) -> pd.DataFrame:
-        """One row of the readiness model's features per task, as of the task's as_of
-        (the online engine reads only records with ``ts < as_of``)."""
-        rows = [self._lead_engine(lead_payload(t.lead), t.as_of) for t in tasks]
-        return _frame(rows, self.readiness.bundle)
 
     def deal_features(self, tasks: Sequence[DealTask]) -> pd.DataFrame:
         """One row of the deal-close model's features per task, as of its as_of."""
