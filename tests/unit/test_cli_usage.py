@@ -45,3 +45,12 @@ def test_tables_never_cut_figures() -> None:
         text = out.export_text()
         assert shown in text and "…" not in text
         assert ("figures rounded" in text) == (width == 80)
+
+
+def test_command_list_reflows_each_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """`leadml --help` shows each command's first docstring paragraph as one flowing text,
+    not cut where the source wraps (e.g. 'too long in stage,' then a new line)."""
+    main(["--help"])
+    lines = capsys.readouterr().out.splitlines()
+    assert any("too long in stage, score drop" in line for line in lines)
+    assert any("@challenger. With --table:" in line for line in lines)

@@ -70,6 +70,18 @@ for _module in (
     _module.register(app)
 
 
+def _one_line_summaries(typer_app: typer.Typer) -> None:
+    """The command list shows each docstring's first paragraph as one reflowed line
+    (typer keeps the source's line breaks there, splitting sentences mid-line)."""
+    for info in typer_app.registered_commands:
+        doc = info.callback.__doc__ if info.callback else None
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.strip().split("\n\n")[0].split())
+
+
+_one_line_summaries(app)
+
+
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 

@@ -68,7 +68,7 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Build a self-contained bento (service code, configs, pinned packages and both
-    champion models) with ``bentoml build``."""
+    champion models) with `bentoml build`."""
     from leadml.serving.launch import build_bento
 
     s = common.settings(ctx)
