@@ -373,14 +373,22 @@ def load_settings(config_dir: Path | None = None, **overrides: Any) -> Settings:
     """Parse the configuration once; ``overrides`` are CLI flags (None = not given)."""
     import os
 
-    chosen = config_dir or (
+    named = config_dir or (
         Path(os.environ["LEADML_CONFIG_DIR"]) if os.environ.get("LEADML_CONFIG_DIR") else None
     )
-    chosen = (chosen or default_config_dir()).expanduser().resolve()
-    if config_dir is not None and not chosen.is_dir():
-        raise ConfigError(
-            f"config directory {chosen} does not exist; pass an existing --config-dir"
-        )
+    chosen = (named or default_config_dir()).expanduser().resolve()
+    if named is not None:  # a directory the user named must be the one read, never a default
+        how = "--config-dir" if config_dir is not None else "LEADML_CONFIG_DIR"
+        if not chosen.is_dir():
+            raise ConfigError(
+                f"config directory {chosen} ({how}) does not exist; name an existing folder "
+                f"holding {CONFIG_FILE} and features.yaml"
+            )
+        if not (chosen / CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"config directory {chosen} ({how}) has no {CONFIG_FILE}; copy the project's "
+                f"configs/{CONFIG_FILE} there (every setting would silently be the default)"
+            )
     token = _yaml_path.set(chosen / CONFIG_FILE)
     try:
         given = {k: v for k, v in overrides.items() if v is not None}

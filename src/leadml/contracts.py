@@ -255,8 +255,9 @@ def _dependency_order() -> list[str]:
 
 _FIX_ROWS = (
     "fix: correct these rows at the source, or set them aside and go on with the good rows "
-    "(`leadml validate --quarantine`, or data.bad_rows: quarantine in configs/leadml.yaml / "
-    "LEADML_DATA__BAD_ROWS=quarantine)"
+    "(`--quarantine` on `leadml validate` or `leadml batch`; in configs/leadml.yaml "
+    "data.bad_rows: quarantine, for the nightly run batch.bad_rows: quarantine; or "
+    "LEADML_DATA__BAD_ROWS / LEADML_BATCH__BAD_ROWS=quarantine)"
 )
 
 

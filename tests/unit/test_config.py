@@ -43,3 +43,27 @@ def test_shipped_config_parses(repo_root: Path) -> None:
     s = load_settings(repo_root / "configs")
     assert s.vocabulary.stages[-2:] == ["closed_won", "closed_lost"]
     assert "pricing" in s.vocabulary.page_categories
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_a_named_config_dir_must_exist_and_hold_leadml_yaml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """A typo in LEADML_CONFIG_DIR (cron) must not silently run on the defaults (e.g.
+    the workspace DuckDB instead of the configured PostgreSQL)."""
+
+    def load(folder: Path) -> object:
+        if how == "flag":
+            return load_settings(folder)
+        monkeypatch.setenv("LEADML_CONFIG_DIR", str(folder))
+        return load_settings()
+
+    name = "--config-dir" if how == "flag" else "LEADML_CONFIG_DIR"
+    with pytest.raises(ConfigError, match=f"does not exist.*{name}|{name}.*does not exist"):
+        load(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=f"{name}.*has no leadml.yaml"):
+        load(tmp_path / "empty")
+    (tmp_path / "empty" / "leadml.yaml").write_text("simulator:\n  leads: 77\n")
+    s = load(tmp_path / "empty")
+    assert s.simulator.leads == 77  # type: ignore[attr-defined]

@@ -302,6 +302,7 @@ def test_cli_rejects_a_bad_catalog_before_reading_any_data(tmp_path: Path, capsy
     data = _minimal()
     data["lead"][0]["aggregation"] = "median"
     (tmp_path / "features.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "leadml.yaml").write_text("{}\n")  # every other setting: the defaults
     with pytest.raises(SystemExit) as info:
         main(
             [
