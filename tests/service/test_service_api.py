@@ -312,6 +312,30 @@ def test_asgi_schema_errors_are_400_with_the_field_path(
     assert "Traceback" not in r.text + missing.text + garbage.text
 
 
+def test_asgi_bodies_are_json_whatever_the_content_type(
+    client: TestClient, serving: Champions
+) -> None:
+    """`curl -d` sends form encoding: the body is still read as JSON, and a bad one is
+    refused without echoing it (BentoML would name the whole body as a form field)."""
+    import json
+
+    body = _leads(serving, 1)
+    want = client.post("/score_leads", json=body).json()["scores"]
+    for ctype in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data"):
+        r = client.post("/score_leads", content=json.dumps(body), headers={"content-type": ctype})
+        assert r.status_code == 200, (ctype, r.text)
+        assert r.json()["scores"] == want
+    body["leads"][0]["email"] = "john.doe@example.com"
+    r = client.post(
+        "/score_leads",
+        content=json.dumps(body),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400
+    assert r.json()["detail"][0]["loc"] == ["leads", 0, "email"]
+    assert "john.doe" not in r.text
+
+
 def test_asgi_over_the_limits_is_413(serving: Champions, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEADML_SERVING__MAX_LEADS_PER_REQUEST", "2")
     monkeypatch.setenv("LEADML_SERVING__MAX_EVENTS_PER_LEAD", "3")
@@ -392,6 +416,10 @@ def test_asgi_logs_ids_and_timings_never_personal_values(
     assert any("request_id=crm-42" in m and "total_ms=" in m and "status=200" in m for m in lines)
     everything = caplog.text + "".join(str(r.exc_info) for r in caplog.records)
     assert PERSONAL not in everything
+    # a client's 400 is not logged as a server "Exception" (log alerts match that word)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("bad request on /score_leads") for m in messages)
+    assert not any(m.startswith("Exception on") for m in messages)
 
 
 def test_asgi_scores_and_decisions_reach_prometheus(client: TestClient, serving: Champions) -> None:

@@ -7,8 +7,10 @@ holds both champions.
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -212,3 +214,19 @@ def test_leadml_build_makes_a_self_contained_bento(
         name, version = model.split(":")
         assert any(n.startswith(f"models/{name}/{version}/") for n in names), names[:20]
     assert any(n.endswith("leadml/serving/scorer.py") for n in names)
+    # the bento serves the models it records, not the store's latest at serve time:
+    # its own code (first on the path when served) resolves the exact tags
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from leadml.serving import service as s; print(s.READINESS_TAG, s.DEAL_TAG)",
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert sorted(probe.stdout.split()) == sorted(built["models"])

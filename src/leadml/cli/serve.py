@@ -37,9 +37,10 @@ def serve(
 
     A new champion is picked up on restart. Stop with Ctrl-C.
     """
-    from leadml.serving.launch import run_server
+    from leadml.serving.launch import check_port_free, run_server
 
     s = common.settings(ctx)
+    check_port_free(s, host, port)  # before the import: fail fast
     imported = [] if no_import else _import(s)
     if imported:
         common.err_console().print(

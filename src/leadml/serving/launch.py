@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from leadml.config import Settings
-from leadml.serving.store import bentoml_env
+from leadml.serving.store import STORE_NAMES, ServingError, bentoml_env
 
 SERVICE = "leadml.serving.service:LeadmlAPI"
 
@@ -82,6 +83,21 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
         pass
 
 
+def check_port_free(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """A clear error when the address is taken (before: BentoML's traceback, exit 1)."""
+    address = (host or settings.serving.host, port or settings.serving.port)
+    with socket.socket(socket.AF_INET6 if ":" in address[0] else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ServingError(
+                f"cannot listen on {address[0]}:{address[1]} ({exc.strerror}): another "
+                "server holds the port; stop it or choose another with --port "
+                "(serving.port, LEADML_SERVING__PORT)"
+            ) from None
+
+
 def run_server(settings: Settings, host: str | None = None, port: int | None = None) -> int:
     """Run the server in the foreground until it exits, Ctrl-C or SIGTERM (which stop
     the server's whole process group); returns its exit code."""
@@ -89,6 +105,7 @@ def run_server(settings: Settings, host: str | None = None, port: int | None = N
     def _terminate(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
+    check_port_free(settings, host, port)
     proc = start_server(settings, host, port)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -152,6 +169,11 @@ def build_bento(
         )
         shutil.copytree(
             settings.config_dir, ctx / "configs", ignore=shutil.ignore_patterns("__pycache__")
+        )
+        pinned = {kind: str(bentoml.models.get(f"{kind}:latest").tag) for kind in STORE_NAMES}
+        (ctx / "leadml" / "serving" / "pinned.py").write_text(
+            '"""The exact model tags this bento serves (written by leadml build)."""\n\n'
+            f"PINNED: dict[str, str] = {pinned!r}\n"
         )
         bento = bentoml.bentos.build(
             SERVICE,

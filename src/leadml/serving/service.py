@@ -54,6 +54,7 @@ from starlette.responses import JSONResponse, Response
 from leadml.config import Settings, load_settings
 from leadml.serving import checks
 from leadml.serving.checks import Problem, RequestError
+from leadml.serving.pinned import PINNED
 from leadml.serving.schemas import (
     DealIn,
     DealScore,
@@ -74,9 +75,10 @@ from leadml.serving.scorer import DealTask, LeadTask, Scorer
 logger = logging.getLogger("leadml.serving")
 T = TypeVar("T")
 
-# Tags of the champions in the BentoML model store (see leadml.serving.store).
-READINESS_TAG = "lead_readiness:latest"
-DEAL_TAG = "deal_close:latest"
+# Tags of the champions in the BentoML model store (see leadml.serving.store): the
+# latest import, or in a built bento the exact models it was built with.
+READINESS_TAG = PINNED.get("lead_readiness", "lead_readiness:latest")
+DEAL_TAG = PINNED.get("deal_close", "deal_close:latest")
 
 
 @dataclass(eq=False)
@@ -740,6 +742,11 @@ class RequestMiddleware:
         state = scope.setdefault("state", {})
         state[_STATE_ID] = request_id
         status = 500
+        # bodies are JSON whatever the content type says: curl -d sends form encoding,
+        # which BentoML would parse as form fields (and name the whole body as a field)
+        scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k != b"content-type"] + [
+            (b"content-type", b"application/json")
+        ]
 
         async def send_with_id(message: dict[str, Any]) -> None:
             nonlocal status
@@ -817,6 +824,8 @@ class _DropValidationTraceback(logging.Filter):
                 record.exc_info = None
                 record.exc_text = None
                 record.levelno, record.levelname = logging.INFO, "INFO"
+                if isinstance(record.msg, str) and record.msg.startswith("Exception on"):
+                    record.msg = "bad request on" + record.msg.removeprefix("Exception on")
         return True
 
 

@@ -1,7 +1,8 @@
 """Champions from the MLflow registry into the BentoML model store.
 
 The service declares its models at class scope as ``BentoModel("lead_readiness:latest")``
-and ``BentoModel("deal_close:latest")`` (see :mod:`leadml.serving.service`), so the
+and ``BentoModel("deal_close:latest")`` (a built bento: the exact tags it was built
+with, :mod:`leadml.serving.pinned`; see :mod:`leadml.serving.service`), so the
 store must hold them before ``bentoml serve`` / ``bentoml build``. This module
 copies the MLflow model that holds the registry alias ``champion`` of each
 configured name into the store with ``bentoml.mlflow.import_model``. Importing is
