@@ -7,7 +7,6 @@ holds both champions.
 from __future__ import annotations
 
 import copy
-import os
 import socket
 import subprocess
 import sys
@@ -214,19 +213,25 @@ def test_leadml_build_makes_a_self_contained_bento(
         name, version = model.split(":")
         assert any(n.startswith(f"models/{name}/{version}/") for n in names), names[:20]
     assert any(n.endswith("leadml/serving/scorer.py") for n in names)
-    # the bento serves the models it records, not the store's latest at serve time:
-    # its own code (first on the path when served) resolves the exact tags
+    # the bento serves the models it records, not the store's latest at serve time: a
+    # server worker loads it by tag (as `bentoml serve <tag>` does, from any folder) and
+    # runs the bento's own code, which names the exact tags, although leadml is installed
     probe = subprocess.run(
         [
             sys.executable,
             "-c",
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from leadml.serving import service as s; print(s.READINESS_TAG, s.DEAL_TAG)",
-            str(src),
+            "import sys; from _bentoml_impl.loader import load; "
+            "load(sys.argv[1], standalone_load=True); "
+            "s = sys.modules['leadml.serving.service']; "
+            "print(s.__file__); print(s.READINESS_TAG, s.DEAL_TAG)",
+            built["bento"],
         ],
         capture_output=True,
         text=True,
         check=True,
-        env={**os.environ, "PYTHONPATH": ""},
+        cwd=tmp_path,
     )
-    assert sorted(probe.stdout.split()) == sorted(built["models"])
+    where, tags = probe.stdout.strip().splitlines()[-2:]
+    assert built["bento"].startswith("leadml-api:")
+    assert where.startswith(str(src))
+    assert sorted(tags.split()) == sorted(built["models"])

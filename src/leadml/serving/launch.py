@@ -22,6 +22,10 @@ from leadml.config import Settings
 from leadml.serving.store import STORE_NAMES, ServingError, bentoml_env
 
 SERVICE = "leadml.serving.service:LeadmlAPI"
+# Not "leadml": `bentoml serve leadml:<version>` first tries the tag as "module:attribute",
+# importing an installed leadml package before the bento's own code, which is then never
+# read (its pinned models neither).
+BENTO_NAME = "leadml-api"
 
 
 def server_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
@@ -177,7 +181,7 @@ def build_bento(
         )
         bento = bentoml.bentos.build(
             SERVICE,
-            name="leadml",
+            name=BENTO_NAME,
             description="leadml online scoring API: lead readiness, hand-off, deals, forecast",
             labels={"project": "leadml"},
             include=["leadml/**", "configs/**"],
