@@ -197,9 +197,23 @@ def experiment_id(settings: Settings, name: str | None = None) -> str:
     return str(mlflow.create_experiment(name, artifact_location=location))
 
 
+def ensure_configured() -> None:
+    """Point MLflow at the workspace's store unless this process already chose one
+    (:func:`configure`, or ``mlflow.set_tracking_uri``): a notebook that lists, loads or
+    promotes models before training anything would otherwise read an empty
+    ``./mlflow.db`` of its current folder."""
+    from mlflow.tracking._tracking_service import utils
+
+    if utils._tracking_uri is None:
+        from leadml.config import load_settings
+
+        configure(load_settings(), check=False)
+
+
 def client() -> Any:
     from mlflow import MlflowClient
 
+    ensure_configured()
     return MlflowClient()
 
 

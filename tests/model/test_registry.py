@@ -114,6 +114,33 @@ def test_register_promote_gate_and_rollback(
     assert listed["roc_auc"].notna().all()
 
 
+def test_a_fresh_notebook_reads_the_configured_store_without_configure(
+    settings: Settings, _store: Path, tmp_path: Path
+) -> None:
+    """Runs after the registry test above (versions 1 and 2, a champion). A new process
+    that lists or loads models before training anything reads the configured store, not
+    an empty ./mlflow.db in its current folder."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from leadml import tracking\n"
+        "from leadml.modeling.bundle import ScoringBundle\n"
+        "print(len(tracking.list_versions()))\n"
+        "print(ScoringBundle.load('models:/lead_readiness@champion').kind)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["LEADML_WORKSPACE"] = str(settings.workspace)
+    env["LEADML_TRACKING__URI"] = f"sqlite:///{_store / 'reg.db'}"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["2", "lead_readiness"]
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+
+
 def test_default_tracking_uri_is_in_the_workspace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -194,6 +194,9 @@ class ScoringBundle:
         if not local.exists():
             import mlflow
 
+            from leadml.tracking import ensure_configured
+
+            ensure_configured()
             try:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(uri)))
             except Exception as err:  # MLflow raises several types for a bad URI
