@@ -161,3 +161,159 @@ def test_an_unreachable_database_is_a_clear_error(
     ):
         pass
     assert "secret" not in str(err.value)  # the password is never printed
+
+
+def _count(url: str, sql: str) -> int:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as c:
+            return int(c.execute(sa.text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_two_concurrent_publishes_of_one_date_leave_one_copy_of_its_rows(database: str) -> None:
+    import threading
+    import time
+
+    from leadml.batch.outputs import OutputStore
+
+    rows = pd.DataFrame({"lead_id": ["a", "b", "c"], "readiness": [0.1, 0.2, 0.3]})
+    store = SqlAlchemyOutputs(database)
+    OutputStore(None, store).publish(DAY, {"scores_leads": rows})  # D's rows already there
+    inside, release, errors = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        try:
+            with store.stage(DAY, {"scores_leads": rows}):
+                inside.set()
+                release.wait(60)
+        except Exception as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    def second() -> None:
+        try:
+            with store.stage(DAY, {"scores_leads": rows}):
+                pass
+        except Exception as exc:
+            errors.append(exc)
+
+    a, b = threading.Thread(target=first), threading.Thread(target=second)
+    a.start()
+    assert inside.wait(60)
+    b.start()
+    # wait (bounded) until the second run's transaction waits for the first one's
+    deadline = time.monotonic() + 60
+    while b.is_alive() and time.monotonic() < deadline:
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        if _count(database, waiting):
+            break
+        time.sleep(0.05)
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert not errors and not a.is_alive() and not b.is_alive()
+    assert _count(database, "SELECT count(*) FROM scores_leads") == 3
+
+
+def test_new_postgres_tables_get_date_timestamp_and_count_types_and_no_password(
+    database: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from leadml.batch import nightly
+    from leadml.cli import main
+
+    data = make_company(tmp_path_factory.mktemp("pg-types") / "data", n_leads=250)
+    champions = stand_in_champions(data)
+    monkeypatch.setattr(nightly, "load_champions", lambda _s: champions)
+    secret = "S3cretPw"  # trust authentication accepts any password
+    url = sa.engine.make_url(database).set(password=secret).render_as_string(hide_password=False)
+    main(["batch", "--as-of", AS_OF, "--data", str(data), "--sql-url", url])
+    out = capsys.readouterr().out
+    main(["batch", "--as-of", AS_OF, "--data", str(data), "--sql-url", url, "--json"])
+    as_json = capsys.readouterr().out
+    main(["report", "--as-of", AS_OF, "--data", str(data), "--sql-url", url])
+    s = load_settings()
+    report = (s.reports_dir / f"leadml-report-{AS_OF}.html").read_text()
+    stored = SqlAlchemyOutputs(database).read("manifest").iloc[0]["sql_url"]
+    in_parquet = ParquetOutputs(s.outputs_dir).read("manifest", DAY).iloc[0]["sql_url"]
+    for text in (out, as_json, report, stored, in_parquet):
+        assert secret not in text
+    assert "***" in out.replace("\n", "") and "***" in stored
+    assert json.loads(as_json)["sql_url"] == stored
+
+    engine = sa.create_engine(database)
+    with engine.connect() as c:
+        types = dict(
+            c.execute(
+                sa.text(
+                    "SELECT table_name || '.' || column_name, data_type "
+                    "FROM information_schema.columns WHERE table_schema = 'public'"
+                )
+            ).all()
+        )
+    engine.dispose()
+    assert types["call_list.call_date"] == "date"
+    assert types["scores_deals.expected_close_date"] == "date"
+    assert types["scores_deals.last_update"] == "timestamp with time zone"
+    assert types["manifest.started_at"] == "timestamp with time zone"
+    assert types["manifest.finished_at"] == "timestamp with time zone"
+    assert types["forecast.open_deals"] == "bigint"
+    assert types["forecast.p50"] == "double precision"
+    assert types["scores_leads.as_of"] == "date"
+    got = SqlAlchemyOutputs(database).read("scores_deals", DAY)
+    want = ParquetOutputs(s.outputs_dir).read("scores_deals", DAY)
+    assert sorted(got["expected_close_date"].astype(str)) == sorted(
+        want["expected_close_date"].dt.date.astype(str)
+    )
+
+
+def test_existing_postgres_tables_keep_their_types_and_gain_new_columns(database: str) -> None:
+    from leadml.batch.outputs import OutputStore
+
+    engine = sa.create_engine(database)
+    with engine.begin() as c:
+        c.execute(sa.text("CREATE TABLE call_list (as_of date, rep_id text, call_date text)"))
+    engine.dispose()
+    frame = pd.DataFrame(
+        {"rep_id": ["r1", "r2"], "call_date": [DAY, DAY], "open_deals": [2.0, float("nan")]}
+    )
+    OutputStore(None, SqlAlchemyOutputs(database)).publish(DAY, {"call_list": frame})
+    OutputStore(None, SqlAlchemyOutputs(database)).publish(DAY, {"call_list": frame})
+    got = SqlAlchemyOutputs(database).read("call_list", DAY)
+    assert got["call_date"].tolist() == [AS_OF, AS_OF]  # still text
+    assert got["open_deals"].tolist()[0] == 2 and pd.isna(got["open_deals"].tolist()[1])
+    kind = _count(
+        database,
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'call_list' "
+        "AND column_name = 'open_deals' AND data_type = 'bigint'",
+    )
+    assert kind == 1
+
+
+def test_a_column_type_mismatch_is_a_clear_error_and_writes_nothing(database: str) -> None:
+    from leadml.batch.outputs import OutputStore
+    from leadml.errors import DataError
+
+    engine = sa.create_engine(database)
+    with engine.begin() as c:
+        c.execute(
+            sa.text("CREATE TABLE scores_leads (as_of date, lead_id text, readiness integer)")
+        )
+    engine.dispose()
+    url = sa.engine.make_url(database).set(password="S3cretPw").render_as_string(False)
+    drift = pd.DataFrame({"model": ["m"], "feature": ["f"], "psi": [0.1]})
+    leads = pd.DataFrame({"lead_id": ["a"], "readiness": [0.25]})
+    with pytest.raises(DataError) as err:
+        OutputStore(None, SqlAlchemyOutputs(url)).publish(
+            DAY, {"drift": drift, "scores_leads": leads}
+        )
+    msg = str(err.value)
+    assert "table scores_leads" in msg and "integer" in msg and "drop the table" in msg
+    assert "S3cretPw" not in msg and "***" in msg and "\n" not in msg
+    assert _count(database, "SELECT count(*) FROM scores_leads") == 0
+    assert not SqlAlchemyOutputs(database).has("drift")  # the whole transaction rolled back

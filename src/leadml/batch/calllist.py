@@ -166,8 +166,9 @@ def build_call_list(
         continuity.append(kept)
 
     calls = pool.iloc[chosen_rows].copy()
-    calls.insert(0, "rep_id", chosen_reps)
-    calls["same_rep_as_last_touch"] = continuity
+    # typed like the reps' ids even when nobody was assigned (an empty list is float64)
+    calls.insert(0, "rep_id", pd.Series(chosen_reps, index=calls.index, dtype=cap["rep_id"].dtype))
+    calls["same_rep_as_last_touch"] = pd.Series(continuity, index=calls.index, dtype=bool)
     calls = calls.merge(
         cap[["rep_id", "team", "segment", "weekly_slots"]].rename(
             columns={"team": "rep_team", "segment": "rep_segment"}

@@ -25,6 +25,7 @@ JSON_FIELDS = (
     "timings_s",
     "drifted_features",
     "settings",
+    "warnings",
 )
 
 
@@ -50,6 +51,8 @@ class Manifest:
     drifted_features: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    # what the run warned about (backfill with a later champion, no reps, ...)
+    warnings: list[str] = field(default_factory=list)
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:

@@ -158,13 +158,22 @@ def _is_activity(
     """IS reps, and the activities the call list needs (this week's, and each lead's
     latest IS touch) — all with ``ts < as_of``."""
     have = _views(con)
+    no_acts = pd.DataFrame(
+        {
+            "ts": pd.Series([], dtype="datetime64[us, UTC]"),
+            "rep_id": pd.Series([], dtype=object),
+            "lead_id": pd.Series([], dtype=object),
+        }
+    )
     if "reps" not in have:
-        return pd.DataFrame(
-            columns=["rep_id", "role", "team", "segment", "weekly_slots"]
-        ), pd.DataFrame(columns=["ts", "rep_id", "lead_id"])
+        text = pd.Series([], dtype=object)
+        reps = pd.DataFrame({"rep_id": text, "role": text, "team": text, "segment": text}).assign(
+            weekly_slots=pd.Series([], dtype="int64")
+        )
+        return reps, no_acts
     reps = con.execute("SELECT rep_id, role, team, segment, weekly_slots FROM reps").df()
     if "activities" not in have:
-        return reps, pd.DataFrame(columns=["ts", "rep_id", "lead_id"])
+        return reps, no_acts
     start = cl.week_start(as_of)
     acts = con.execute(
         "WITH a AS (SELECT a.ts, a.rep_id, a.lead_id FROM activities a JOIN reps r USING (rep_id) "
@@ -201,8 +210,51 @@ def run_nightly(
     (tests inject failures here). ``keep_features`` returns the scored feature frames
     and the champions with the result. ``store`` overrides where outputs go (default:
     the workspace's Parquet folder and ``batch.sql_url``). Re-running a date replaces
-    its outputs.
+    its outputs, and D's quarantine folder (``<workspace>/quarantine/as_of=D/``, removed
+    when nothing was quarantined); a failed run writes no quarantine file.
     """
+    import shutil
+
+    day, _ = parse_as_of(as_of)
+    target = settings.quarantine_dir / f"as_of={day.isoformat()}"
+    staging = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+    try:
+        result = _run_nightly(
+            settings,
+            as_of,
+            data=data,
+            champions=champions,
+            on_step=on_step,
+            before_publish=before_publish,
+            keep_features=keep_features,
+            store=store,
+            quarantine_to=staging,
+        )
+        # Published: D's quarantine folder is this run's (none when nothing was set aside).
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        if target.exists():
+            target.replace(old)
+        if staging.is_dir() and any(staging.iterdir()):
+            staging.replace(target)
+        shutil.rmtree(old, ignore_errors=True)
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run_nightly(
+    settings: Settings,
+    as_of: str | date | datetime | pd.Timestamp,
+    *,
+    data: str | Path | None,
+    champions: Mapping[str, Champion] | None,
+    on_step: Callable[[str], None] | None,
+    before_publish: Callable[[dict[str, pd.DataFrame]], None] | None,
+    keep_features: bool,
+    store: OutputStore | None,
+    quarantine_to: Path,
+) -> NightlyResult:
+    """:func:`run_nightly`, writing quarantined rows to ``quarantine_to``."""
     from leadml.contracts import connect
     from leadml.features.catalog import load_catalog
     from leadml.features.offline import compute_features
@@ -216,11 +268,11 @@ def run_nightly(
         as_of=day.isoformat(),
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
         data_location=str(location),
-        sql_url=store.sql.url if store.sql is not None else None,
+        sql_url=store.sql.safe_url if store.sql is not None else None,
         settings={"batch": cfg.model_dump(mode="json", exclude={"sql_url"})},
     )
     say = on_step or (lambda _name: None)
-    warnings: list[str] = []
+    warnings: list[str] = manifest.warnings  # printed by the CLI and stored in the manifest
 
     say("validate inputs")
     with manifest.step("validate"):
@@ -228,7 +280,7 @@ def run_nightly(
             location,
             settings.vocabulary,
             bad_rows=cfg.bad_rows,
-            quarantine_dir=settings.quarantine_dir / f"as_of={day.isoformat()}",
+            quarantine_dir=quarantine_to,
             example_rows=settings.data.example_rows,
         )
     try:
@@ -304,6 +356,16 @@ def run_nightly(
                 assign_by=cfg.assign_by,
             )
             capacity = plan.capacity
+            if capacity.empty:
+                why = (
+                    "no IS rep in the reps table"
+                    if report.rows.get("reps")
+                    else "no reps table (or it is empty)"
+                )
+                warnings.append(
+                    f"{why}: the IS call list is empty (capacity comes from the reps with role "
+                    "IS and their weekly_slots); add the reps to the input tables to plan calls"
+                )
 
         with manifest.step("reasons"):
             # Reasons (TreeSHAP) cost several predictions each: every open deal, the
@@ -749,24 +811,30 @@ def deal_alerts(
 
 def past_deal_scores(store: OutputStore, day: date, window_days: int) -> pd.DataFrame | None:
     """Earlier nights' ``p_won_90d`` per deal (``opportunity_id, as_of, p_won``), for the
-    ``window_days`` before D; only runs dated before D are read."""
-    if store.parquet is None:
-        return None
+    ``window_days`` before D; only runs dated before D are read (from the Parquet
+    partitions, or from the SQL database when Parquet is off)."""
     lo = day - pd.Timedelta(days=window_days)
+    if store.parquet is not None:
+        days = [d for d in store.parquet.dates("scores_deals") if lo <= d < day]
+        read = store.parquet.read
+    elif store.sql is not None and store.sql.has("scores_deals"):
+        days = [lo + pd.Timedelta(days=i) for i in range(window_days)]
+        read = store.sql.read
+    else:
+        return None
     frames = []
-    for d in store.parquet.dates("scores_deals"):
-        if lo <= d < day:
-            f = store.parquet.read("scores_deals", d)
-            if "p_won_90d" in f:
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "opportunity_id": f["opportunity_id"],
-                            "as_of": pd.Timestamp(d, tz="UTC"),
-                            "p_won": f["p_won_90d"],
-                        }
-                    )
+    for d in days:
+        f = read("scores_deals", d)
+        if len(f) and "p_won_90d" in f:
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "opportunity_id": f["opportunity_id"],
+                        "as_of": pd.Timestamp(d, tz="UTC"),
+                        "p_won": f["p_won_90d"],
+                    }
                 )
+            )
     return pd.concat(frames, ignore_index=True) if frames else None
 
 

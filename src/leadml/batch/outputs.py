@@ -26,13 +26,13 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
-from leadml.errors import ConfigError
+from leadml.errors import ConfigError, DataError
 
 OUTPUT_TABLES: tuple[str, ...] = (
     "scores_leads",
@@ -45,6 +45,28 @@ OUTPUT_TABLES: tuple[str, ...] = (
     "manifest",
 )
 AS_OF = "as_of"
+# pg_advisory_xact_lock key that serialises nightly publishes into one PostgreSQL database
+PUBLISH_LOCK_KEY = 0x6C6561646D6C  # "leadml"
+# float columns with these names hold counts (BIGINT in a new SQL table)
+COUNT_SUFFIXES = ("_deals", "_leads", "_count", "_rows")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (what logs, manifests and reports show)."""
+    import sqlalchemy as sa
+
+    if url.startswith("duckdb:///"):
+        return url
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparsable URL>"
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a database error, without the driver's class name."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def partition_name(as_of: date) -> str:
@@ -184,6 +206,10 @@ class DuckDBOutputs:
     def url(self) -> str:
         return f"duckdb:///{self.path}"
 
+    @property
+    def safe_url(self) -> str:
+        return self.url
+
     @contextlib.contextmanager
     def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
         """Delete the date's rows and insert the new ones in one transaction, committed
@@ -191,40 +217,57 @@ class DuckDBOutputs:
         import duckdb
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path))
+        try:
+            con = duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            raise ConfigError(
+                f"{self.path}: cannot open the output database ({_reason(exc)}); another "
+                "program holds the file open (a DuckDB shell, a BI tool, another run): close "
+                "it and run again, or set batch.sql_url to another database"
+            ) from None
+        table = ""
         try:
             con.execute("BEGIN TRANSACTION")
             for i, (table, df) in enumerate(tables.items()):
                 frame = _sql_ready(_with_as_of(df, as_of))
-                name = f"_leadml_frame_{i}"
-                con.register(name, frame)
-                con.execute(
-                    f"CREATE TABLE IF NOT EXISTS {_q(table)} AS SELECT * FROM {name} LIMIT 0"
-                )
-                have = {r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
-                for col in frame.columns:
-                    if col not in have:
-                        typ = next(
-                            iter(
-                                con.execute(
-                                    f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1"
-                                ).fetchall()
-                            ),
-                            None,
-                        )
-                        sql_type = typ[0] if typ and typ[0] != "NULL" else "VARCHAR"
-                        con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {sql_type}")
-                con.execute(f"DELETE FROM {_q(table)} WHERE {AS_OF} = ?", [as_of])
-                con.execute(f"INSERT INTO {_q(table)} BY NAME SELECT * FROM {name}")
-                con.unregister(name)
+                self._write(con, f"_leadml_frame_{i}", table, frame, as_of)
+            table = ""
             yield
+            table = "(commit)"
             con.execute("COMMIT")
+        except duckdb.Error as exc:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            if not table:  # raised by the caller's block, not by this store
+                raise
+            raise DataError(
+                f"{self.path}: table {table}: cannot write ({_reason(exc)}); nothing was "
+                "published; fix the column's type in the database or drop the table so the "
+                "next run creates it"
+            ) from None
         except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
         finally:
             con.close()
+
+    @staticmethod
+    def _write(con: Any, name: str, table: str, frame: pd.DataFrame, as_of: date) -> None:
+        con.register(name, frame)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} AS SELECT * FROM {name} LIMIT 0")
+        have = {r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
+        for col in frame.columns:
+            if col not in have:
+                typ = next(
+                    iter(con.execute(f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1").fetchall()),
+                    None,
+                )
+                sql_type = typ[0] if typ and typ[0] != "NULL" else "VARCHAR"
+                con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {sql_type}")
+        con.execute(f"DELETE FROM {_q(table)} WHERE {AS_OF} = ?", [as_of])
+        con.execute(f"INSERT INTO {_q(table)} BY NAME SELECT * FROM {name}")
+        con.unregister(name)
 
     def has(self, table: str) -> bool:
         import duckdb
@@ -268,20 +311,24 @@ class SqlAlchemyOutputs:
             ) from None
 
     def _safe_url(self) -> str:
-        import sqlalchemy as sa
+        return masked_url(self.url)
 
-        try:
-            return sa.engine.make_url(self.url).render_as_string(hide_password=True)
-        except Exception:
-            return "<unparsable URL>"
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password masked (for output, manifests and reports)."""
+        return self._safe_url()
 
     @contextlib.contextmanager
     def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
         """One transaction: per table, create it if missing, add new columns, delete the
-        date's rows, insert the new ones; committed only when the ``with`` body succeeds."""
+        date's rows, insert the new ones; committed only when the ``with`` body succeeds.
+
+        On PostgreSQL the transaction first takes an advisory lock, so two runs publishing
+        into the same database at once take turns (the second replaces the first's rows)."""
         import sqlalchemy as sa
 
         engine = self._engine()
+        table = ""
         try:
             try:
                 conn = engine.connect()
@@ -290,32 +337,52 @@ class SqlAlchemyOutputs:
                     f"batch.sql_url {self._safe_url()}: cannot connect ({exc.orig}); "
                     "start the database or fix LEADML_BATCH__SQL_URL"
                 ) from None
-            with conn, conn.begin():
-                for table, df in tables.items():
-                    self._replace(conn, table, _sql_ready(_with_as_of(df, as_of)), as_of)
-                yield
+            errors = _db_errors(conn)
+            try:
+                with conn, conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(
+                            sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
+                        )
+                    for table, df in tables.items():
+                        self._replace(conn, table, _sql_ready(_with_as_of(df, as_of)), as_of)
+                    table = ""
+                    yield
+                    table = "(commit)"
+            except errors as exc:
+                if not table:  # raised by the caller's block, not by this store
+                    raise
+                raise DataError(
+                    f"batch.sql_url {self._safe_url()}: table {table}: cannot write "
+                    f"({_reason(exc)}); nothing was published; fix the column's type in the "
+                    "database or drop the table so the next run creates it"
+                ) from None
         finally:
             engine.dispose()
 
     def _replace(self, conn: Any, table: str, frame: pd.DataFrame, as_of: date) -> None:
         import sqlalchemy as sa
 
+        types = _column_types(frame)
         insp = sa.inspect(conn)
         if not insp.has_table(table):
-            frame.head(0).to_sql(table, conn, index=False, dtype={AS_OF: sa.Date()})
-        have = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+            frame.head(0).to_sql(table, conn, index=False, dtype=types)
+        have = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(table)}
         prep = conn.dialect.identifier_preparer
         for col in frame.columns:
             if col not in have:
-                sql_type = _sqlalchemy_type(frame[col]).compile(dialect=conn.dialect)
+                sql_type = types.get(col, _sqlalchemy_type(frame[col]))
                 conn.execute(
                     sa.text(
-                        f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(col)} {sql_type}"
+                        f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(col)} "
+                        f"{sql_type.compile(dialect=conn.dialect)}"
                     )
                 )
+                have[col] = sql_type
         conn.execute(sa.text(f"DELETE FROM {prep.quote(table)} WHERE {AS_OF} = :d"), {"d": as_of})
         if len(frame) == 0:
             return
+        frame = _fit_to(frame, have)
         if conn.dialect.name == "postgresql":
             _copy_postgres(conn, table, frame)
         else:
@@ -360,6 +427,65 @@ def _sqlalchemy_type(s: pd.Series) -> Any:
     if kind == "M":
         return sa.DateTime(timezone=True)
     return sa.Text()
+
+
+def _db_errors(conn: Any) -> tuple[type[BaseException], ...]:
+    """The exceptions a failed statement raises: SQLAlchemy's, and the driver's own (COPY
+    goes through the driver connection directly)."""
+    import sqlalchemy as sa
+
+    driver = getattr(getattr(conn.dialect, "dbapi", None), "Error", None)
+    return (sa.exc.SQLAlchemyError, *([driver] if isinstance(driver, type) else []))
+
+
+def _is_day(v: object) -> bool:
+    return isinstance(v, date) and not isinstance(v, datetime)
+
+
+def _column_types(frame: pd.DataFrame) -> dict[str, Any]:
+    """SQL types for a new table's columns where the frame's values mean more than their
+    dtype says: calendar dates (``*_date`` at midnight, ``datetime.date`` values) are DATE,
+    ISO timestamps in text (``*_at``) are TIMESTAMP WITH TIME ZONE, whole-number counts
+    (``open_deals``) are BIGINT. Other columns get pandas' default type."""
+    import sqlalchemy as sa
+
+    out: dict[str, Any] = {AS_OF: sa.Date()}
+    for col in frame.columns:
+        s = frame[col]
+        vals = s.dropna()
+        if col == AS_OF or not len(vals):
+            continue
+        kind = getattr(s.dtype, "kind", "O")
+        if kind == "M" and col.endswith("_date") and (vals == vals.dt.normalize()).all():
+            out[col] = sa.Date()
+        elif kind == "O" and _is_day(vals.iloc[0]) and vals.map(_is_day).all():
+            out[col] = sa.Date()
+        elif kind == "O" and col.endswith("_at"):
+            parsed = pd.to_datetime(vals, errors="coerce", utc=True, format="ISO8601")
+            if parsed.notna().all():
+                out[col] = sa.DateTime(timezone=True)
+        elif kind == "f" and col.endswith(COUNT_SUFFIXES) and (vals == vals.round()).all():
+            out[col] = sa.BigInteger()
+    return out
+
+
+def _fit_to(frame: pd.DataFrame, columns: Mapping[str, Any]) -> pd.DataFrame:
+    """The frame's values in the form the table's DATE and integer columns accept."""
+    import sqlalchemy as sa
+
+    out = frame
+    for col in frame.columns:
+        target, s = columns.get(col), frame[col]
+        kind = getattr(s.dtype, "kind", "O")
+        if col == AS_OF or target is None:
+            continue
+        if isinstance(target, sa.Date) and not isinstance(target, sa.DateTime) and kind == "M":
+            out = out.assign(**{col: s.dt.tz_localize(None).dt.date if s.dt.tz else s.dt.date})
+        elif isinstance(target, sa.Integer) and kind == "f":
+            vals = s.dropna()
+            if (vals == vals.round()).all():
+                out = out.assign(**{col: s.astype("Int64")})
+    return out
 
 
 def _copy_postgres(conn: Any, table: str, frame: pd.DataFrame) -> None:

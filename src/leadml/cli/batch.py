@@ -33,6 +33,7 @@ def batch(
     """Score every open lead and deal as of D, cut the IS call list, snapshot the forecast,
     raise alerts, measure drift, and publish it all (re-running D replaces D's outputs)."""
     from leadml.batch.nightly import run_nightly
+    from leadml.batch.outputs import masked_url
 
     s = common.settings(ctx)
     updates = {}
@@ -75,7 +76,10 @@ def batch(
         out.print(f"[yellow]drifted:[/] {', '.join(m.drifted_features)}")
     for w in result.warnings:
         out.print(f"[yellow]warning:[/] {w}")
-    out.print(f"Parquet: {s.outputs_dir}   SQL: {m.sql_url}")
+    written = [f"Parquet: {s.outputs_dir}"] if s.batch.parquet else []
+    if m.sql_url:
+        written.append(f"SQL: {masked_url(m.sql_url)}")
+    out.print("   ".join(written))
     out.print(f"next: leadml report --as-of {m.as_of}")
 
 
@@ -85,10 +89,18 @@ def report(
     data: Path | None = typer.Option(
         None, "--data", help="Input tables for the funnel [default: those the run read]"
     ),
+    sql_url: str | None = typer.Option(
+        None,
+        "--sql-url",
+        help="SQLAlchemy URL the run wrote to (read when Parquet is off) "
+        "[env LEADML_BATCH__SQL_URL]",
+    ),
 ) -> None:
     """Write the self-contained HTML morning report of the nightly run of D."""
     from leadml.report.html import build_report
 
     s = common.settings(ctx)
+    if sql_url is not None:
+        s = s.model_copy(update={"batch": s.batch.model_copy(update={"sql_url": sql_url})})
     path = build_report(s, as_of, data=data)
     common.console().print(f"report: {path}")

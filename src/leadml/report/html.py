@@ -302,7 +302,16 @@ def _glance(inp: ReportInputs) -> str:
         lines.append(f"Bottleneck stage: <b>{_e(inp.bottleneck)}</b>.")
     if drifted:
         lines.append("Drifted: " + ", ".join(f"<b>{_e(d)}</b>" for d in drifted) + ".")
-    return f'<div class="kpis">{"".join(kpis)}</div><p>{" ".join(lines)}</p>'
+    return f'<div class="kpis">{"".join(kpis)}</div><p>{" ".join(lines)}</p>{_warnings(m)}'
+
+
+def _warnings(m: Mapping[str, Any]) -> str:
+    """The run's warnings (backfill with a later champion, missing tables, ...)."""
+    found = [str(w) for w in (m.get("warnings") or [])]
+    if not found:
+        return ""
+    items = "".join(f"<li>{_e(w)}</li>" for w in found)
+    return f'<div class="warnings"><b class="warn">Warnings</b><ul>{items}</ul></div>'
 
 
 def _funnel(inp: ReportInputs) -> str:
@@ -487,13 +496,15 @@ def _alerts(inp: ReportInputs) -> str:
 
 
 def _run(inp: ReportInputs) -> str:
+    from leadml.batch.outputs import masked_url
+
     m = inp.manifest
     rows = [
         ("run id", m.get("run_id")),
         ("status", m.get("status")),
         ("started / finished (UTC)", f"{m.get('started_at')} / {m.get('finished_at')}"),
         ("data", m.get("data_location")),
-        ("SQL outputs", m.get("sql_url")),
+        ("SQL outputs", masked_url(str(m["sql_url"])) if m.get("sql_url") else None),
         ("peak RSS (MiB)", m.get("peak_rss_mb")),
     ]
     meta = pd.DataFrame(rows, columns=["", "value"])
@@ -507,7 +518,7 @@ def _run(inp: ReportInputs) -> str:
     written = pd.DataFrame(list((m.get("rows_written") or {}).items()), columns=["output", "rows"])
     timings = pd.DataFrame(list((m.get("timings_s") or {}).items()), columns=["step", "seconds"])
     return (
-        f'{_table(meta)}<div class="row">{_table(inputs)}{_table(written)}'
+        f'{_table(meta)}{_warnings(m)}<div class="row">{_table(inputs)}{_table(written)}'
         f"{_table(timings, floats='{:,.2f}')}</div>"
     )
 
