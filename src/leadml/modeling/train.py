@@ -346,22 +346,7 @@ class DealCloseModel:
 
     def won_by_raw(self, X: pd.DataFrame, horizon_days: float | np.ndarray) -> np.ndarray:
         """Uncalibrated P(won by as_of + horizon_days), linear within a period."""
-        h = self.hazards(X)
-        won, lost = h[:, :, 1], h[:, :, 2]
-        surv = np.cumprod(np.concatenate([np.ones((len(h), 1)), 1 - won - lost], axis=1), axis=1)[
-            :, :-1
-        ]
-        cum = np.concatenate([np.zeros((len(h), 1)), np.cumsum(won * surv, axis=1)], axis=1)
-        weeks = np.clip(
-            np.broadcast_to(np.asarray(horizon_days, dtype=float), (len(h),)) / self.week_days,
-            0,
-            self.max_weeks,
-        )
-        lo = np.floor(weeks).astype(int)
-        hi = np.minimum(lo + 1, self.max_weeks)
-        frac = weeks - lo
-        rows = np.arange(len(h))
-        return cum[rows, lo] * (1 - frac) + cum[rows, hi] * frac
+        return won_by(self.hazards(X), horizon_days, self.week_days)
 
     def predict_raw(
         self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None
@@ -374,36 +359,78 @@ class DealCloseModel:
         """Calibrated P(deal won by as_of + horizon_days) (default: the spec's horizon)."""
         return self.calibrator.predict(self.predict_raw(X, horizon_days))
 
-    def contributions(self, X: pd.DataFrame) -> np.ndarray:
-        """TreeSHAP contributions to the log-odds of winning in the first period,
-        (rows, features + 1 bias); the ``week`` column is folded into the bias."""
-        enc = _with_weeks(
-            self.encoder.transform(X),
-            np.zeros(len(X), dtype=int),
-            self,
-            _as_of(X) if self.calendar else None,
-        )
-        contrib = np.asarray(
-            self.booster.predict(enc, num_iteration=self.rounds, pred_contrib=True)
-        )
-        k = enc.shape[1] + 1
-        won = contrib[:, k : 2 * k]  # class 1 block
-        cols = list(enc.columns)
-        week_pos = cols.index("week")
-        bias = won[:, -1] + won[:, week_pos]
-        if "_quarter_days" in cols:
-            bias = bias + won[:, cols.index("_quarter_days")]
-        keep = [
-            i
-            for i, c in enumerate(cols)
-            if c not in ("week", "_quarter_days") and not c.startswith("_shift_")
-        ]
-        out = won[:, keep]
-        # shifted copies explain the same input feature: fold them into it
+    def contributions(
+        self, X: pd.DataFrame, horizon_days: float | None = None, steps: int = 8
+    ) -> np.ndarray:
+        """What each feature adds to the log-odds of the uncalibrated P(won by as_of +
+        horizon_days) (default: the spec's horizon), (rows, features + 1 bias): the score
+        shown beside the reasons is a monotone map of that probability.
+
+        Per period, TreeSHAP splits the booster's raw class scores exactly among the
+        features. The probability is a non-linear function of every period's scores
+        (softmax, hazard calibration, survival), so each feature's share of it is
+        integrated along the straight path from the baseline scores (the bias and the
+        period and calendar terms: what no feature of the deal says) to the deal's own
+        (integrated gradients, ``steps`` midpoints). The bias is the baseline's log-odds;
+        bias + shares = the deal's log-odds up to the quadrature error."""
+        h_days = float(self.horizon_days if horizon_days is None else horizon_days)
+        n_weeks = min(self.max_weeks, int(h_days // self.week_days) + 1)  # periods won_by reads
+        enc = self.encoder.transform(X)
+        weeks = np.tile(np.arange(n_weeks), len(enc))
+        expanded = _with_weeks(enc, weeks, self, _as_of(X) if self.calendar else None)
+        cols = list(expanded.columns)
+        raw = np.asarray(
+            self.booster.predict(expanded, num_iteration=self.rounds, pred_contrib=True)
+        ).reshape(len(enc), n_weeks, 3, len(cols) + 1)
+        index = {f: i for i, f in enumerate(self.features)}
+        phi = np.zeros((len(enc), n_weeks, 3, len(self.features)))
+        base = raw[..., -1].copy()
         for i, c in enumerate(cols):
-            if c.startswith("_shift_"):
-                out[:, self.features.index(c.removeprefix("_shift_"))] += won[:, i]
-        return np.column_stack([out, bias])
+            own = index.get(c.removeprefix("_shift_"))  # a shifted copy explains its input
+            if own is None:  # week, _quarter_days
+                base += raw[..., i]
+            else:
+                phi[..., own] += raw[..., i]
+
+        def log_odds(scores: np.ndarray) -> np.ndarray:
+            z = scores - scores.max(axis=-1, keepdims=True)
+            hazards = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+            hazards = apply_hazard_calibration(hazards, self.hazard_calibration)
+            flat = hazards.reshape(-1, n_weeks, 3)
+            p = np.clip(won_by(flat, h_days, self.week_days), 1e-9, 1 - 1e-9)
+            return np.log(p / (1 - p)).reshape(scores.shape[:-2])
+
+        step = 1e-4
+        shares = np.zeros((len(enc), len(self.features)))
+        for lo in range(0, len(enc), 1000):  # rows x features x periods x 3 at a time
+            part = slice(lo, lo + 1000)
+            along = np.moveaxis(phi[part], -1, 1)  # (rows, features, periods, 3)
+            for t in (np.arange(steps) + 0.5) / steps:
+                point = (base[part] + t * phi[part].sum(axis=-1))[:, None]
+                up, down = log_odds(point + step * along), log_odds(point - step * along)
+                shares[part] += (up - down) / (2 * step * steps)
+        return np.column_stack([shares, log_odds(base)])
+
+
+def won_by(h: np.ndarray, horizon_days: float | np.ndarray, week_days: int) -> np.ndarray:
+    """P(won by ``horizon_days``) from per-period hazards ``h`` (rows, periods, 3: continue /
+    won / lost), linear within a period."""
+    n_periods = h.shape[1]
+    won, lost = h[:, :, 1], h[:, :, 2]
+    surv = np.cumprod(np.concatenate([np.ones((len(h), 1)), 1 - won - lost], axis=1), axis=1)[
+        :, :-1
+    ]
+    cum = np.concatenate([np.zeros((len(h), 1)), np.cumsum(won * surv, axis=1)], axis=1)
+    weeks = np.clip(
+        np.broadcast_to(np.asarray(horizon_days, dtype=float), (len(h),)) / week_days,
+        0,
+        n_periods,
+    )
+    lo = np.floor(weeks).astype(int)
+    hi = np.minimum(lo + 1, n_periods)
+    frac = weeks - lo
+    rows = np.arange(len(h))
+    return cum[rows, lo] * (1 - frac) + cum[rows, hi] * frac
 
 
 def _with_weeks(

@@ -420,7 +420,10 @@ class ModelRef(_Out):
 class Reason(_Out):
     feature: str = Field(description="Feature behind the reason")
     text: str = Field(description="Readable reason")
-    contribution: float = Field(description="Contribution to the score (log-odds, TreeSHAP)")
+    contribution: float = Field(
+        description="Contribution to the score's log-odds (TreeSHAP; for a deal, of P(won "
+        "within the model horizon), integrated over the hazard model's weekly periods)"
+    )
 
 
 class LeadScore(_Out):
