@@ -241,7 +241,8 @@ def _clean_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def _params(result: Any) -> dict[str, Any]:
+def run_params(result: Any) -> dict[str, Any]:
+    """The parameters a training run logs (spec, data window, LightGBM ``lgb_*``)."""
     spec = result.spec
     p: dict[str, Any] = {
         "kind": spec.kind,
@@ -503,7 +504,7 @@ def _log_training(
         run_name=run_name or f"{spec.name}-{datetime.now(UTC):%Y%m%d-%H%M%S}",
         tags=tags,
     ) as run:
-        mlflow.log_params(_params(result))
+        mlflow.log_params(run_params(result))
         metrics = _clean_metrics(result.metrics)
         if comparison.get("roc_auc") is not None:
             metrics.update(

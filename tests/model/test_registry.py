@@ -170,18 +170,49 @@ def test_cli_lists_versions_and_refuses_a_failing_promotion(
     assert "max_ece" in err and "Traceback" not in err
 
 
-def test_tuning_runs_nested_trials_and_keeps_the_best(
+def test_tuning_starts_from_the_spec_and_logs_a_normal_runs_param_names(
     readiness_result: TrainingResult, settings: Settings
 ) -> None:
     from leadml.modeling import workflow
 
     frame = readiness_result.train_frame
-    tuned, trials = workflow.tune(frame, readiness_result.spec, settings, 2)
-    assert len(trials) == 2
-    best = min(trials, key=lambda t: t["log_loss"])
-    assert tuned.estimator.params["num_leaves"] == best["num_leaves"]
+    spec = readiness_result.spec
+    tuned = workflow.tune(frame, spec, settings, 2)
+    trials = tuned.trials
+    assert len(trials) == 3  # trial 0 is the spec's own parameters, then 2 tuned ones
+    assert trials[0]["source"] == "spec"
+    assert {k: trials[0][k] for k in spec.estimator.params} == spec.estimator.params
+    assert tuned.spec_log_loss == trials[0]["log_loss"]
+    best_tuned = min(trials[1:], key=lambda t: t["log_loss"])
+    assert tuned.tuned_log_loss == best_tuned["log_loss"]
+    chosen = tuned.spec_log_loss if tuned.winner == "spec" else tuned.tuned_log_loss
+    assert chosen <= trials[0]["log_loss"]  # never worse than the untuned spec
+    if tuned.winner == "spec":
+        assert tuned.spec is spec and tuned.tuned_log_loss >= tuned.spec_log_loss
+    else:
+        assert tuned.tuned_log_loss < tuned.spec_log_loss
+        assert tuned.spec.estimator.params["num_leaves"] == best_tuned["num_leaves"]
+    summary = tuned.summary()  # says who won, with both objective values
+    assert ("spec's own parameters won" in summary) == (tuned.winner == "spec")
+    assert f"{tuned.spec_log_loss:.5f}" in summary and f"{tuned.tuned_log_loss:.5f}" in summary
+
     runs = mlflow.search_runs(experiment_names=[settings.tracking.experiment])
     parent = runs[runs["tags.mlflow.runName"] == "lead_readiness-tuning"]
     assert len(parent) == 1
+    assert parent["params.tuning_winner"].iloc[0] == tuned.winner
     children = runs[runs["tags.mlflow.parentRunId"] == parent["run_id"].iloc[0]]
-    assert len(children) == 2
+    assert len(children) == 3
+
+    # the trial runs carry a normal run's parameter names (lgb_num_leaves, rows, ...)
+    client = mlflow.MlflowClient()
+    normal = workflow.log_and_register(readiness_result, settings, register=False)
+    normal_names = set(client.get_run(normal.run_id).data.params)
+    assert "lgb_num_leaves" in normal_names
+    for _, child in children.iterrows():
+        names = set(client.get_run(child["run_id"]).data.params)
+        assert "num_leaves" not in names and "lgb_num_leaves" in names
+        if child["tags.mlflow.runName"] == "trial-0":
+            assert names == normal_names
+        else:  # the same, plus the tuned parameters the spec leaves at their defaults
+            assert normal_names <= names
+            assert {n for n in names - normal_names if not n.startswith("lgb_")} == set()

@@ -295,15 +295,70 @@ def test_needs_a_history_table() -> None:
     con.close()
 
 
+def _worked_by_is_east() -> dict[str, pd.DataFrame]:
+    """The company with IS rep is1 also calling L2 (both MQLs), L4 and L5 after their MQL."""
+    frames = company()
+    calls = [("2024-01-16", "L2"), ("2024-03-02", "L2"), ("2024-01-09", "L4"), ("2024-01-03", "L5")]
+    frames["activities"] = pd.concat(
+        [
+            frames["activities"],
+            pd.DataFrame(
+                {
+                    "ts": [t for t, _ in calls],
+                    "rep_id": ["is1"] * len(calls),
+                    "lead_id": [lead for _, lead in calls],
+                    "type": ["call"] * len(calls),
+                }
+            ),
+        ]
+    )
+    return frames
+
+
 def test_group_bottleneck_values_an_is_team_at_company_deal_rates() -> None:
-    rep = measure(by="team", config=FunnelConfig(benchmarks={"mql": 0.9}, min_entries=1))
-    b = rep.group_bottlenecks["not worked"]
-    # MQLs of L2 (exits day 10), L4 (SQL on day 4), L5 and L2 again (censored): AJ = 1/4
-    assert (b.stage, b.entered) == ("mql", 4)
-    assert b.conversion_adjusted == pytest.approx(0.25)
+    rep = measure(
+        _worked_by_is_east(), by="team", config=FunnelConfig(benchmarks={"mql": 0.9}, min_entries=1)
+    )
+    b = rep.group_bottlenecks["is_east"]
+    # MQLs of L1 (SQL day 10), L2 (exits day 10), L4 (SQL day 4), L5 and L2 again (censored):
+    # AJ = 1/5 + (4/5)(1/4) = 0.4
+    assert (b.stage, b.entered) == ("mql", 5)
+    assert b.conversion_adjusted == pytest.approx(0.4)
     # the group has no deal stages: P(won | SQL) is the company's follow_up (1/3) x 1 x 1 x 1 x 1
-    assert b.revenue_at_stake == pytest.approx(4 * (0.9 - 0.25) * (1 / 3) * 1000)
-    assert rep.group_bottlenecks["is_east"].ratio == pytest.approx(1 / 0.9)  # above benchmark
+    assert b.revenue_at_stake == pytest.approx(5 * (0.9 - 0.4) * (1 / 3) * 1000)
+
+
+def test_not_worked_gets_no_bottleneck_and_group_uplifts_are_said_not_to_add_up(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    frames = _worked_by_is_east()  # except L4: its MQL and SQL are not worked
+    frames["activities"] = frames["activities"][frames["activities"]["lead_id"] != "L4"]
+    cfg = FunnelConfig(benchmarks={"mql": 0.9, "follow_up": 0.9}, min_entries=1)
+    rep = measure(frames, by="team", config=cfg)
+    # L4's MQL episode, no rep worked it: no bottleneck although "not worked" has rows
+    assert rep.stage("lead", "mql", "not worked").entered == 1
+    assert "not worked" not in rep.group_bottlenecks
+    assert any("'not worked'" in n and "no bottleneck" in n for n in rep.group_notes)
+    # two teams below a benchmark (is_east at MQL, fs_east at follow_up), each valued alone
+    stakes = {g: b.revenue_at_stake for g, b in rep.group_bottlenecks.items()}
+    assert stakes["is_east"] and stakes["fs_east"]
+    assert any("do not add up" in n for n in rep.group_notes)
+    assert measure(config=cfg).group_notes == []  # no groups, no group notes
+
+    from leadml.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    for name, frame in frames.items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    monkeypatch.setenv("LEADML_FUNNEL__BENCHMARKS", json.dumps({"mql": 0.9, "follow_up": 0.9}))
+    monkeypatch.setenv("LEADML_FUNNEL__MIN_ENTRIES", "1")
+    main(["funnel", "--data", str(tmp_path), "--start", START, "--end", END, "--by", "team"])
+    lines = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("Bottleneck [not worked]") for line in lines)
+    group_lines = [i for i, line in enumerate(lines) if line.startswith("Bottleneck [")]
+    assert len(group_lines) >= 2
+    add_up = [i for i, line in enumerate(lines) if "do not add up" in line]
+    assert len(add_up) == 1 and add_up[0] > max(group_lines)  # one note, under the groups
 
 
 def test_bottleneck_skips_a_step_into_a_stage_that_never_occurs() -> None:

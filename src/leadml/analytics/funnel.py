@@ -58,6 +58,7 @@ from leadml.errors import DataError, LeadmlError
 Funnel = Literal["lead", "opportunity"]
 GROUPINGS = ("team", "segment")
 ALL = "all"
+NOT_WORKED = "not worked"  # --by team: MQL/SQL episodes no rep worked (no team can act on it)
 _DAY_SECONDS = 86_400.0
 
 
@@ -128,6 +129,7 @@ class FunnelReport:
     group_bottlenecks: dict[str, Bottleneck]
     summary: dict[str, float | int | None]
     notes: list[str] = field(default_factory=list)
+    group_notes: list[str] = field(default_factory=list)  # shown under the group bottlenecks
 
     def stages_of(self, funnel: Funnel, group: str = ALL) -> list[StageStats]:
         return [s for s in self.stages if s.funnel == funnel and s.group == group]
@@ -158,6 +160,7 @@ class FunnelReport:
             "bottleneck": asdict(self.bottleneck) if self.bottleneck else None,
             "group_bottlenecks": {g: asdict(b) for g, b in self.group_bottlenecks.items()},
             "notes": self.notes,
+            "group_notes": self.group_notes,
         }
 
 
@@ -259,11 +262,11 @@ def _lead_episodes(
                 f"ASOF LEFT JOIN {worked} q ON q.lead_id = e.lead_id AND q.act_ts <= e.ts"
             )
             team = (
-                "CASE WHEN e.rank_ >= $sql_rank THEN coalesce(q.team, 'not worked') "
-                "ELSE coalesce(w.team, 'not worked') END"
+                f"CASE WHEN e.rank_ >= $sql_rank THEN coalesce(q.team, '{NOT_WORKED}') "
+                f"ELSE coalesce(w.team, '{NOT_WORKED}') END"
             )
         else:
-            team = "'not worked'"
+            team = f"'{NOT_WORKED}'"
         group_sql = f"CASE WHEN e.rank_ >= $mql_rank THEN {team} ELSE 'marketing' END"
     sql = f"""
         WITH h AS (
@@ -596,6 +599,22 @@ def _bottleneck(
     )
 
 
+def _group_notes(groups: list[str], per_group: dict[str, Bottleneck]) -> list[str]:
+    """What the per-group bottleneck lines do not say themselves."""
+    notes = []
+    if NOT_WORKED in groups:
+        notes.append(
+            f"'{NOT_WORKED}' (MQL/SQL episodes no rep has worked) is not a team, so it gets "
+            "no bottleneck; its rows are in the tables"
+        )
+    if sum(b.revenue_at_stake is not None for b in per_group.values()) > 1:
+        notes.append(
+            "each group's added revenue assumes that group alone reaches the benchmark at its "
+            "own bottleneck stage; the figures do not add up to the overall one"
+        )
+    return notes
+
+
 def _summary(
     con: duckdb.DuckDBPyConnection,
     lead_ep: pd.DataFrame,
@@ -723,8 +742,11 @@ def funnel(
             "in the range (funnel.min_entries)"
         )
     per_group = {
-        g: b for g in groups[1:] if (b := _bottleneck(stages, g, cfg, avg, never)) is not None
+        g: b
+        for g in groups[1:]
+        if g != NOT_WORKED and (b := _bottleneck(stages, g, cfg, avg, never)) is not None
     }
+    group_notes = _group_notes(groups, per_group)
     if lead_ep.empty and opp_ep.empty:
         notes.insert(0, _empty_range_note(con, lo, hi))
     return FunnelReport(
@@ -737,4 +759,5 @@ def funnel(
         group_bottlenecks=per_group,
         summary=summary,
         notes=notes,
+        group_notes=group_notes,
     )

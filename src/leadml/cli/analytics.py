@@ -178,6 +178,8 @@ def _print(report: FunnelReport, location: str) -> None:
     for b in report.group_bottlenecks.values():
         if b.ratio < 1:  # groups at or above every benchmark need no line of their own
             out.print(escape(b.statement), soft_wrap=True)
+    for note in report.group_notes:
+        out.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
 
 
 def _num(value: Any) -> str:

@@ -69,6 +69,28 @@ def _iso_flag(flag: str, value: str | None) -> None:
         to_timestamp(value, flag)
 
 
+def _trial_line(bar: Any, say: Any) -> Any:
+    """Tuning progress: one line per trial on stderr (above the progress bar)."""
+
+    def show(message: str) -> None:
+        say(message)
+        bar.console.print(message, soft_wrap=True)
+
+    return show
+
+
+def _tuning_json(tuned: Any) -> dict[str, Any] | None:
+    if tuned is None:
+        return None
+    return {
+        "winner": tuned.winner,
+        "best_trial": tuned.best_trial,
+        "spec_log_loss": tuned.spec_log_loss,
+        "tuned_log_loss": None if math.isnan(tuned.tuned_log_loss) else tuned.tuned_log_loss,
+        "params": tuned.spec.estimator.params,
+    }
+
+
 def _warnings_after_training(result: Any, spec: Any) -> list[str]:
     """Notes a user should read before ``leadml promote``: worse than the baseline, or a
     gate criterion that fails whatever the champion."""
@@ -275,10 +297,13 @@ def train(
             def say(message: str) -> None:
                 bar.update(task, description=message)
 
+            tuned = None
             if tune:
-                model_spec, _ = workflow.tune(
-                    frame, model_spec, s, tune, data=data_obj, progress=say
+                tuned = workflow.tune(
+                    frame, model_spec, s, tune, data=data_obj, progress=_trial_line(bar, say)
                 )
+                bar.console.print(tuned.summary(), soft_wrap=True)
+                model_spec = tuned.spec
             result = workflow.train_spec(frame, model_spec, data=data_obj, progress=say)
             say("logging to MLflow")
             logged = workflow.log_and_register(result, s, data=data_obj, register=not no_register)
@@ -301,6 +326,7 @@ def train(
                 "champion_comparison": logged.champion_comparison,
                 "notes": result.notes + _warnings_after_training(result, model_spec),
                 "seconds": round(result.seconds, 1),
+                "tuning": _tuning_json(tuned),
             }
         )
         return
@@ -434,8 +460,11 @@ def _train_table(
 
         training = tabular.table_training_frame(frame, report, time_column=time_column)
         model_spec = tabular.table_spec(training, report.features, name=reg_name, base=base)
+        tuned = None
         if tune:
-            model_spec, _ = workflow.tune(training, model_spec, s, tune, progress=say)
+            tuned = workflow.tune(training, model_spec, s, tune, progress=_trial_line(bar, say))
+            bar.console.print(tuned.summary(), soft_wrap=True)
+            model_spec = tuned.spec
         result = workflow.train_spec(training, model_spec, progress=say)
         say("explaining example leads")
         examples = tabular.example_reasons(result)
@@ -476,6 +505,7 @@ def _train_table(
                 "windows": folds,
                 "examples": examples,
                 "out_of_range": drifted,
+                "tuning": _tuning_json(tuned),
                 "notes": result.notes,
                 "seconds": round(result.seconds, 1),
             }

@@ -1,9 +1,12 @@
 """Small synthetic training sets with known true probabilities.
 
-For tests, benchmarks, notebooks and the bundle's input example: frames of
-the same shape as :mod:`leadml.features.datasets` produces, generated from a
-known model so that the oracle (the true probability) is available for every
-row. Nothing here is real personal data.
+For tests, benchmarks, notebooks and the bundle's input example: frames laid out
+like those :mod:`leadml.features.datasets` produces (one row per entity and ``as_of``,
+features, label), but with their own few features (:data:`READINESS_FEATURES`,
+:data:`DEAL_FEATURES`), so train them with :func:`readiness_spec` / :func:`deal_spec`,
+not the shipped specs. Each ``*_frame`` returns ``(frame, truth)``: generated from a
+known model, the oracle (the true probability) is available for every row. Nothing
+here is real personal data.
 """
 
 from __future__ import annotations

@@ -306,6 +306,53 @@ def log_and_register(
 # ------------------------------------------------------------------ tuning
 
 
+# name: (low, high, log scale, integer, LightGBM's default)
+SEARCH_SPACE: dict[str, tuple[float, float, bool, bool, float]] = {
+    "learning_rate": (0.02, 0.2, True, False, 0.1),
+    "num_leaves": (7, 63, True, True, 31),
+    "min_data_in_leaf": (20, 500, True, True, 20),
+    "feature_fraction": (0.5, 1.0, False, False, 1.0),
+    "lambda_l2": (1e-2, 20.0, True, False, 0.0),
+}
+
+
+@dataclass
+class TuneResult:
+    """What :func:`tune` found. ``spec`` is the one to fit: the input spec itself when its
+    own parameters (trial 0) won, else the best tuned trial's; ``trials`` the trial table."""
+
+    spec: ModelSpec
+    trials: list[dict[str, Any]]
+    winner: str  # "spec" (the spec's own parameters) or "tuned"
+    best_trial: int  # the best tuned trial (1..N); 0 when there was none
+    spec_log_loss: float
+    tuned_log_loss: float  # the best tuned trial's
+
+    def summary(self) -> str:
+        if self.winner == "spec":
+            return (
+                f"tuning: the spec's own parameters won (log loss {self.spec_log_loss:.5f}; "
+                f"best tuned trial {self.tuned_log_loss:.5f}), so the final fit uses them"
+            )
+        return (
+            f"tuning: trial {self.best_trial} won (log loss {self.tuned_log_loss:.5f}; the "
+            f"spec's own {self.spec_log_loss:.5f}), so the final fit uses its parameters"
+        )
+
+
+def _spec_start(params: dict[str, Any]) -> dict[str, Any]:
+    """The spec's value of each tuned parameter (by name or LightGBM alias, else LightGBM's
+    default), clipped to the search space: trial 0's suggestions."""
+    from lightgbm.basic import _ConfigAliases
+
+    start: dict[str, Any] = {}
+    for name, (low, high, _, integer, default) in SEARCH_SPACE.items():
+        given = [params[a] for a in _ConfigAliases.get(name) if a in params]
+        value = min(max(float(given[0] if given else default), low), high)
+        start[name] = int(round(value)) if integer else value
+    return start
+
+
 def tune(
     frame: pd.DataFrame,
     spec: ModelSpec,
@@ -315,14 +362,16 @@ def tune(
     data: Data | None = None,
     progress: Progress = _quiet,
     seed: int = 7,
-) -> tuple[ModelSpec, list[dict[str, Any]]]:
+) -> TuneResult:
     """Optuna search of LightGBM parameters on the backtest (mean log loss of the test windows).
 
-    Each trial is a nested MLflow run under a parent ``<name>-tuning`` run. Returns the
-    spec with the best parameters and the trial table.
+    Trial 0 trains the spec's own parameters, so the winner is never worse than the untuned
+    spec on this objective. Each trial is a nested MLflow run under a parent
+    ``<name>-tuning`` run, logged with a normal run's parameter names (``lgb_<name>``, ...).
     """
     import mlflow
     import optuna
+    from lightgbm.basic import _ConfigAliases
 
     from leadml import tracking
 
@@ -331,24 +380,22 @@ def tune(
     exp = tracking.experiment_id(settings)
     truth = load_truth(data.path, spec) if data is not None else None
     rows: list[dict[str, Any]] = []
+    tuned_names = set().union(*(_ConfigAliases.get(n) for n in SEARCH_SPACE))
+    others = {k: v for k, v in spec.estimator.params.items() if k not in tuned_names}
 
     def objective(trial: optuna.Trial) -> float:
-        params = dict(spec.estimator.params)
-        params.update(
-            {
-                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
-                "num_leaves": trial.suggest_int("num_leaves", 7, 63, log=True),
-                "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 20, 500, log=True),
-                "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
-                "lambda_l2": trial.suggest_float("lambda_l2", 1e-2, 20.0, log=True),
-            }
-        )
+        suggested = {
+            name: (trial.suggest_int if integer else trial.suggest_float)(name, low, high, log=log)
+            for name, (low, high, log, integer, _) in SEARCH_SPACE.items()
+        }
+        # trial 0 (enqueued) is the spec exactly, unclipped and with its own aliases
+        params = dict(spec.estimator.params) if trial.number == 0 else {**others, **suggested}
         candidate = spec.model_copy(
             update={"estimator": spec.estimator.model_copy(update={"params": params})}
         )
         with mlflow.start_run(experiment_id=exp, run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params(params)
             result = train_spec(frame, candidate, data=data, truth=truth, final_fit=False)
+            mlflow.log_params(tracking.run_params(result))
             m = {
                 k: v
                 for k, v in result.metrics.items()
@@ -362,15 +409,18 @@ def tune(
         rows.append(
             {
                 "trial": trial.number,
+                "source": "spec" if trial.number == 0 else "tuned",
                 **params,
                 "log_loss": loss,
                 "roc_auc": result.metrics["roc_auc"],
                 "ece": result.metrics["ece"],
             }
         )
+        label = "the spec's own parameters" if trial.number == 0 else "tuned"
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in params.items() if k in tuned_names)
         progress(
-            f"trial {trial.number + 1}/{trials}: log loss "
-            f"{loss:.4f}, ROC AUC {result.metrics['roc_auc']:.4f}"
+            f"trial {trial.number}/{trials} ({label}): {shown}: "
+            f"log loss {loss:.5f}, ROC AUC {result.metrics['roc_auc']:.4f}"
         )
         return loss
 
@@ -378,11 +428,27 @@ def tune(
         study = optuna.create_study(
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed)
         )
-        study.optimize(objective, n_trials=trials)
-        mlflow.log_params({f"best_{k}": v for k, v in study.best_params.items()})
-        mlflow.log_metric("best_log_loss", study.best_value)
-    best = dict(spec.estimator.params)
-    best.update(study.best_params)
-    return spec.model_copy(
-        update={"estimator": spec.estimator.model_copy(update={"params": best})}
-    ), rows
+        study.enqueue_trial(_spec_start(spec.estimator.params))
+        study.optimize(objective, n_trials=trials + 1)
+        spec_loss = rows[0]["log_loss"]
+        tuned = min(rows[1:], key=lambda r: r["log_loss"], default=None)
+        won = tuned is not None and tuned["log_loss"] < spec_loss  # a tie keeps the spec
+        if won:
+            mlflow.log_params({f"best_{k}": tuned[k] for k in SEARCH_SPACE})
+        mlflow.log_param("tuning_winner", "tuned" if won else "spec")
+        mlflow.log_metric("spec_log_loss", spec_loss)
+        mlflow.log_metric("best_log_loss", tuned["log_loss"] if won else spec_loss)
+    chosen = spec
+    if won:
+        best = {k: v for k, v in tuned.items() if k in SEARCH_SPACE}
+        chosen = spec.model_copy(
+            update={"estimator": spec.estimator.model_copy(update={"params": {**others, **best}})}
+        )
+    return TuneResult(
+        spec=chosen,
+        trials=rows,
+        winner="tuned" if won else "spec",
+        best_trial=tuned["trial"] if tuned else 0,
+        spec_log_loss=spec_loss,
+        tuned_log_loss=tuned["log_loss"] if tuned else math.nan,
+    )
