@@ -360,7 +360,7 @@ class DealCloseModel:
         return self.calibrator.predict(self.predict_raw(X, horizon_days))
 
     def contributions(
-        self, X: pd.DataFrame, horizon_days: float | None = None, steps: int = 8
+        self, X: pd.DataFrame, horizon_days: float | None = None, steps: int = 4
     ) -> np.ndarray:
         """What each feature adds to the log-odds of the uncalibrated P(won by as_of +
         horizon_days) (default: the spec's horizon), (rows, features + 1 bias): the score
