@@ -19,6 +19,7 @@ from leadml.features.offline import compute_features
 from leadml.features.online import (
     compute_lead_features_online,
     compute_online,
+    compute_online_many,
     entity_payload,
     entity_payloads,
 )
@@ -85,11 +86,15 @@ def _check_frames(
     assert offline[eid].tolist() == spine[eid].tolist()
     assert list(offline.columns) == [eid, "as_of", *catalog.names(entity)]
     payloads = entity_payloads(frames, catalog, entity)
+    # every (entity, as_of) row in ONE call, as the API's batching computes them: the
+    # same values as one call per row (each row reads only its own records)
+    together = compute_online_many(catalog, entity, [(t, payloads[i]) for i, t in rows])
     nonzero = 0
     for k, (i, t) in enumerate(rows):
         online = compute_online(catalog, entity, t, payloads[i])
         where = f"{context} {entity}={i} as_of={t}"
         assert_same(entity, offline.iloc[k], online, where, catalog)
+        assert together[k] == online, where
         nonzero += sum(1 for v in online.values() if v not in (None, 0, 0.0))
     con.close()
     return nonzero

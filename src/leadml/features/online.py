@@ -1,4 +1,7 @@
-"""The online engine: the catalog computed in-process for ONE entity from its raw records.
+"""The online engine: the catalog computed in-process from the raw records of one entity,
+or of many at once (:func:`compute_online_many`: each entity with its own as-of time;
+the aggregates of all of them computed together, which is what the API's adaptive
+batching shares between the leads of concurrent requests).
 
 Used by the API: no DuckDB, plain Python and numpy. The definitions are those of
 :mod:`leadml.features.offline` (parity-tested on random data): a value as of T reads
@@ -26,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, TypeAlias
 
@@ -230,55 +234,103 @@ def _plan(catalog: Catalog, entity: str) -> _Plan:
 
 
 class _Table:
-    """One source's records before T, as columns (filter columns coded)."""
+    """One source's records before T of N entities, concatenated as columns (filter
+    columns coded); ``seg`` gives each record's entity (0..N-1), ``as_of`` its T."""
 
     def __init__(
-        self, records: Records, sp: _SourcePlan, as_of: int, skip_lead: Any = None
+        self,
+        tables: Sequence[Records],
+        sp: _SourcePlan,
+        as_of: np.ndarray,
+        skip_leads: Sequence[Any] | None = None,
     ) -> None:
-        n = _length(records)
+        self.n = len(tables)
+        lengths = [_length(r) for r in tables]
+        n = sum(lengths)
         names = ["ts", *sp.coded, *sp.raw, *sp.numeric]
-        if skip_lead is not None and "lead_id" not in names:
+        if skip_leads is not None and "lead_id" not in names:
             names.append("lead_id")
-        cols = _columns(records, names, n)
-        ts = _ts_array(cols["ts"]) if n else np.empty(0, dtype=np.int64)
-        keep = ts < as_of
-        if skip_lead is not None and n:
-            keep &= np.fromiter(
-                map(operator.ne, cols["lead_id"], repeat(skip_lead)), dtype=bool, count=n
-            )
-        self.all_kept = bool(keep.all())
-        self.ts = ts if self.all_kept else ts[keep]
+        parts = [_columns(r, names, k) for r, k in zip(tables, lengths, strict=True) if k]
+        seg = np.zeros(n, dtype=np.intp) if self.n == 1 else np.repeat(np.arange(self.n), lengths)
+
+        def values(col: str) -> Sequence[Any]:  # one column of every entity, in order
+            if len(parts) == 1:
+                return parts[0][col]  # type: ignore[no-any-return]
+            return [v for part in parts for v in part[col]]
+
+        if len(parts) == 1:
+            ts = _ts_array(parts[0]["ts"])
+        elif parts:
+            ts = np.concatenate([_ts_array(part["ts"]) for part in parts])
+        else:
+            ts = np.empty(0, dtype=np.int64)
+        # each record's T (one entity: a scalar, cheaper in every comparison below)
+        row_as_of = int(as_of[0]) if self.n == 1 else as_of[seg]
+        keep = ts < row_as_of
+        if skip_leads is not None and n:
+            skip = repeat(skip_leads[0]) if self.n == 1 else map(skip_leads.__getitem__, seg)
+            keep &= np.fromiter(map(operator.ne, values("lead_id"), skip), dtype=bool, count=n)
+        all_kept = bool(keep.all())
+
+        def kept(arr: np.ndarray) -> np.ndarray:
+            return arr if all_kept else arr[keep]
+
+        self.seg = kept(seg)
+        self.ts = kept(ts)
+        self.as_of = as_of
+        self.row_as_of = row_as_of if self.n == 1 else as_of[self.seg]
         self.codes: dict[str, np.ndarray] = {}
         for col, codes in sp.coded.items():
-            arr = (
-                np.fromiter(map(codes.get, cols[col], repeat(-1)), dtype=np.int16, count=n)
-                if n
-                else np.empty(0, np.int16)
-            )
-            self.codes[col] = arr if self.all_kept else arr[keep]
+            arr = np.fromiter(map(codes.get, values(col), repeat(-1)), dtype=np.int16, count=n)
+            self.codes[col] = kept(arr)
         self.raw: dict[str, np.ndarray] = {}
         for col in sp.raw:
-            arr = np.asarray(cols[col], dtype=object) if n else np.empty(0, dtype=object)
-            self.raw[col] = arr if self.all_kept else arr[keep]
+            self.raw[col] = kept(np.asarray(values(col), dtype=object))
         self.num: dict[str, np.ndarray] = {}
         for col in sp.numeric:
-            vals = cols[col]
-            num = (
-                np.asarray([np.nan if _none(v) else float(v) for v in vals], dtype=float)
-                if n
-                else np.empty(0)
+            num = np.asarray(
+                [np.nan if _none(v) else float(v) for v in values(col)] if n else [], dtype=float
             )
-            self.num[col] = num if self.all_kept else num[keep]
+            self.num[col] = kept(num)
         self._windows: dict[int | None, np.ndarray | None] = {}
         self.masks: dict[tuple[str, int | None], np.ndarray | None] = {}
 
-    def window(self, days: int | None, as_of: int) -> np.ndarray | None:
+    def window(self, days: int | None) -> np.ndarray | None:
         if days not in self._windows:
-            self._windows[days] = None if days is None else self.ts >= as_of - days * DAY_US
+            self._windows[days] = (
+                None if days is None else self.ts >= self.row_as_of - days * DAY_US
+            )
         return self._windows[days]
 
 
-def _aggregate(f: AggregateFeature, t: _Table, plan: _Plan, as_of: int) -> Value:
+def _distinct(seg: np.ndarray, vals: np.ndarray, n: int) -> list[Value]:
+    """Distinct non-missing values per entity."""
+    if n == 1:
+        return [len({v for v in vals.tolist() if not _none(v)})]
+    counts = [0] * n
+    for i, v in set(zip(seg.tolist(), vals.tolist(), strict=True)):
+        if not _none(v):
+            counts[i] += 1
+    return counts
+
+
+def _per_entity(ufunc: np.ufunc, seg: np.ndarray, vals: np.ndarray, n: int) -> tuple[Any, Any]:
+    """``ufunc.reduce`` of each entity's values (``seg`` is sorted: the records of an
+    entity are contiguous) and whether the entity has any; 0 where it has none."""
+    if n == 1:
+        has = np.array([len(vals) > 0])
+        return np.array([ufunc.reduce(vals) if len(vals) else 0], dtype=vals.dtype), has
+    counts = np.bincount(seg, minlength=n)
+    has = counts > 0
+    out = np.zeros(n, dtype=vals.dtype)
+    if len(vals):
+        starts = np.cumsum(counts) - counts
+        out[has] = ufunc.reduceat(vals, starts[has])
+    return out, has
+
+
+def _aggregate(f: AggregateFeature, t: _Table, plan: _Plan) -> list[Value]:
+    """The feature's value for each of the table's N entities."""
     days = plan.window_days[f.name]
     key = (plan.filter_key[f.name], days)
     if key in t.masks:
@@ -291,35 +343,42 @@ def _aggregate(f: AggregateFeature, t: _Table, plan: _Plan, as_of: int) -> Value
                 m = lut[t.codes[col]]
                 fmask = m if fmask is None else fmask & m
             t.masks[fkey] = fmask
-        fmask, wmask = t.masks[fkey], t.window(days, as_of)
+        fmask, wmask = t.masks[fkey], t.window(days)
         mask = t.masks[key] = (
             wmask if fmask is None else (fmask if wmask is None else fmask & wmask)
         )
-    a = f.aggregation
-    if f.scope == "account_others" and a == "distinct_count":
-        vals = t.raw["lead_id"] if mask is None else t.raw["lead_id"][mask]
-        return len({v for v in vals.tolist() if not _none(v)})
-    if a in ("count", "exists"):
-        n = len(t.ts) if mask is None else int(np.count_nonzero(mask))
-        return n if a == "count" else int(n > 0)
+
+    a, n = f.aggregation, t.n
+    if a in ("count", "exists"):  # most features: kept cheap for one entity
+        if n == 1:
+            k = len(t.ts) if mask is None else int(np.count_nonzero(mask))
+            return [k if a == "count" else int(k > 0)]
+        counts = np.bincount(t.seg if mask is None else t.seg[mask], minlength=n)
+        return (counts if a == "count" else (counts > 0).astype(np.int64)).tolist()
+
+    def pick(arr: np.ndarray) -> np.ndarray:
+        return arr if mask is None else arr[mask]
+
+    seg = pick(t.seg)
     if a == "distinct_count":
-        vals = t.raw[f.column or ""] if mask is None else t.raw[f.column or ""][mask]
-        return len({v for v in vals.tolist() if not _none(v)})
+        column = "lead_id" if f.scope == "account_others" else f.column or ""
+        return _distinct(seg, pick(t.raw[column]), n)
     if a in ("days_since_last", "days_since_first"):
-        ts = t.ts if mask is None else t.ts[mask]
-        if not len(ts):
-            return None
-        edge = ts.max() if a == "days_since_last" else ts.min()
-        return float(as_of - int(edge)) / _DAY
-    vals = t.num[f.column or ""] if mask is None else t.num[f.column or ""][mask]
-    vals = vals[~np.isnan(vals)]
+        ufunc = np.maximum if a == "days_since_last" else np.minimum
+        edge, has = _per_entity(ufunc, seg, pick(t.ts), n)
+        since = (t.as_of - edge).astype(float) / _DAY
+        return [float(d) if h else None for d, h in zip(since.tolist(), has.tolist(), strict=True)]
+    vals = pick(t.num[f.column or ""])
+    ok = ~np.isnan(vals)
+    seg, vals = seg[ok], vals[ok]
     if a == "sum":
-        return float(vals.sum()) if len(vals) else 0.0
-    if not len(vals):
-        return None
+        return np.bincount(seg, weights=vals, minlength=n).astype(float).tolist()
     if a == "mean":
-        return float(vals.mean())
-    return float(vals.min() if a == "min" else vals.max())
+        counts = np.bincount(seg, minlength=n)
+        out, has = np.bincount(seg, weights=vals, minlength=n) / np.maximum(counts, 1), counts > 0
+    else:
+        out, has = _per_entity(np.minimum if a == "min" else np.maximum, seg, vals, n)
+    return [float(v) if h else None for v, h in zip(out.tolist(), has.tolist(), strict=True)]
 
 
 def _attribute(f: AttributeFeature, row: Mapping[str, Any] | None, as_of: int) -> Value:
@@ -443,8 +502,7 @@ def _outcomes(
     return None if won + lost == 0 else float(won) / float(won + lost)
 
 
-def _derived(f: DerivedFeature, values: dict[str, Value]) -> Value:
-    a, b = (values[n] for n in f.inputs)
+def _derived(f: DerivedFeature, a: Value, b: Value) -> Value:
     if a is None or b is None:
         return None
     fa, fb = float(a), float(b)  # type: ignore[arg-type]
@@ -456,39 +514,116 @@ def _derived(f: DerivedFeature, values: dict[str, Value]) -> Value:
     return d if d > 0 else 0.0
 
 
-def _compute(
-    plan: _Plan,
-    as_of: int,
-    row: Mapping[str, Any],
-    account: Mapping[str, Any] | None,
-    sources: dict[tuple[str, str], Records],
-    state: Callable[[], dict[str, Value]],
-    closed: dict[str, Records],
-    self_id: Any,
-) -> dict[str, Value]:
+@dataclass(frozen=True)
+class _Item:
+    """One entity's inputs: its row, account, record tables and as-of time (us)."""
+
+    as_of: int
+    row: Mapping[str, Any]
+    account: Mapping[str, Any] | None
+    sources: dict[tuple[str, str], Records]
+    state: Callable[[], dict[str, Value]]
+    closed: dict[str, Records]
+    self_id: Any
+
+
+def _compute(plan: _Plan, items: Sequence[_Item]) -> list[dict[str, Value]]:
+    """Every feature of ``plan`` for each item, in catalog order. The aggregates of all
+    items are computed together (one pass over their concatenated records per
+    feature), so N entities in one call cost far less than N calls; each item reads
+    only its own records before its own as-of time."""
+    as_of = np.array([it.as_of for it in items], dtype=np.int64)
     tables: dict[tuple[str, str], _Table] = {}
-    values: dict[str, Value] = {}
-    state_values: dict[str, Value] | None = None
+    columns: dict[str, list[Value]] = {}  # feature -> its value for each item
+    states: list[dict[str, Value]] | None = None
     won_stage = plan.vocab.won_stage
     for f in plan.features:
         if isinstance(f, AggregateFeature):
             key = (f.source, f.scope)
             t = tables.get(key)
             if t is None:
-                skip = row.get("lead_id") if f.scope == "account_others" else None
-                t = tables[key] = _Table(sources.get(key), plan.sources[key], as_of, skip)
-            values[f.name] = _aggregate(f, t, plan, as_of)
+                skip = (
+                    [it.row.get("lead_id") for it in items] if f.scope == "account_others" else None
+                )
+                t = tables[key] = _Table(
+                    [it.sources.get(key) for it in items], plan.sources[key], as_of, skip
+                )
+            columns[f.name] = _aggregate(f, t, plan)
         elif isinstance(f, AttributeFeature):
-            values[f.name] = _attribute(f, account if f.table == "account" else row, as_of)
+            on_account = f.table == "account"
+            columns[f.name] = [
+                _attribute(f, it.account if on_account else it.row, it.as_of) for it in items
+            ]
         elif isinstance(f, StateFeature):
-            if state_values is None:
-                state_values = state()
-            values[f.name] = state_values.get(f.state)
+            if states is None:
+                states = [it.state() for it in items]
+            columns[f.name] = [state.get(f.state) for state in states]
         elif isinstance(f, OutcomesFeature):
-            values[f.name] = _outcomes(f, closed.get(f.group), won_stage, as_of, self_id)
+            columns[f.name] = [
+                _outcomes(f, it.closed.get(f.group), won_stage, it.as_of, it.self_id)
+                for it in items
+            ]
         else:
-            values[f.name] = _derived(f, values)
-    return values
+            x, y = (columns[name] for name in f.inputs)
+            columns[f.name] = [_derived(f, a, b) for a, b in zip(x, y, strict=True)]
+    if not columns:
+        return [{} for _ in items]
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+
+
+def _lead_item(
+    plan: _Plan,
+    as_of: Any,
+    lead: Mapping[str, Any],
+    account: Mapping[str, Any] | None = None,
+    events: Records = None,
+    status_history: Records = None,
+    activities: Records = None,
+    *,
+    account_events: Records = None,
+    account_closed_deals: Records = None,
+) -> _Item:
+    t = to_us(as_of)
+    sources = {
+        ("events", "self"): events,
+        ("activities", "self"): activities,
+        ("lead_status_history", "self"): status_history,
+        ("events", "account_others"): account_events,
+    }
+    return _Item(
+        t,
+        lead,
+        account,
+        sources,
+        lambda: _lead_state(plan, status_history, t),
+        {"account": account_closed_deals},
+        None,
+    )
+
+
+def _opportunity_item(
+    plan: _Plan,
+    as_of: Any,
+    opportunity: Mapping[str, Any],
+    account: Mapping[str, Any] | None = None,
+    history: Records = None,
+    activities: Records = None,
+    *,
+    owner_closed_deals: Records = None,
+    account_closed_deals: Records = None,
+) -> _Item:
+    t = to_us(as_of)
+    sources = {("activities", "self"): activities, ("opportunity_history", "self"): history}
+    return _Item(
+        t,
+        opportunity,
+        account,
+        sources,
+        lambda: _opportunity_state(plan, history, t),
+        {"owner": owner_closed_deals, "account": account_closed_deals},
+        opportunity.get("opportunity_id"),
+    )
 
 
 def compute_lead_features_online(
@@ -511,23 +646,18 @@ def compute_lead_features_online(
     are read. Counts are ints, other numbers floats, categories strings, missing None.
     """
     plan = _plan(catalog, "lead")
-    t = to_us(as_of)
-    sources = {
-        ("events", "self"): events,
-        ("activities", "self"): activities,
-        ("lead_status_history", "self"): status_history,
-        ("events", "account_others"): account_events,
-    }
-    return _compute(
+    item = _lead_item(
         plan,
-        t,
+        as_of,
         lead,
         account,
-        sources,
-        lambda: _lead_state(plan, status_history, t),
-        {"account": account_closed_deals},
-        None,
+        events,
+        status_history,
+        activities,
+        account_events=account_events,
+        account_closed_deals=account_closed_deals,
     )
+    return _compute(plan, [item])[0]
 
 
 def compute_opportunity_features_online(
@@ -550,18 +680,17 @@ def compute_opportunity_features_online(
     same owner / account (see :func:`closed_deals`); the deal itself is skipped.
     """
     plan = _plan(catalog, "opportunity")
-    t = to_us(as_of)
-    sources = {("activities", "self"): activities, ("opportunity_history", "self"): history}
-    return _compute(
+    item = _opportunity_item(
         plan,
-        t,
+        as_of,
         opportunity,
         account,
-        sources,
-        lambda: _opportunity_state(plan, history, t),
-        {"owner": owner_closed_deals, "account": account_closed_deals},
-        opportunity.get("opportunity_id"),
+        history,
+        activities,
+        owner_closed_deals=owner_closed_deals,
+        account_closed_deals=account_closed_deals,
     )
+    return _compute(plan, [item])[0]
 
 
 def closed_deals(history: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
@@ -702,9 +831,20 @@ def compute_online(
     catalog: Catalog, entity: str, as_of: Any, payload: Mapping[str, Any]
 ) -> dict[str, Value]:
     """Dispatch on ``entity`` with a payload as built by :func:`entity_payload`."""
-    if entity == "lead":
-        return compute_lead_features_online(catalog, as_of, **payload)
-    return compute_opportunity_features_online(catalog, as_of, **payload)
+    return compute_online_many(catalog, entity, [(as_of, payload)])[0]
+
+
+def compute_online_many(
+    catalog: Catalog, entity: str, items: Sequence[tuple[Any, Mapping[str, Any]]]
+) -> list[dict[str, Value]]:
+    """:func:`compute_online` of many ``(as_of, payload)`` pairs in one call: the same
+    values, with the aggregates computed together (what the API's adaptive batching
+    shares between the leads / deals of concurrent requests)."""
+    if entity not in ("lead", "opportunity"):
+        raise DataError(f"unknown entity {entity!r}; valid: {', '.join(ENTITY_ID)}")
+    plan = _plan(catalog, entity)
+    make = _lead_item if entity == "lead" else _opportunity_item
+    return _compute(plan, [make(plan, as_of, **payload) for as_of, payload in items])
 
 
 __all__ = [
@@ -712,6 +852,7 @@ __all__ = [
     "closed_deals",
     "compute_lead_features_online",
     "compute_online",
+    "compute_online_many",
     "compute_opportunity_features_online",
     "entity_payload",
     "entity_payloads",

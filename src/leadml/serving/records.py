@@ -14,8 +14,10 @@ A closed deal sent with a lead/deal is the closing of another opportunity (its
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -27,7 +29,10 @@ _US = timedelta(microseconds=1)
 
 
 def _us(values: Sequence[datetime]) -> np.ndarray:
-    return np.fromiter(((v - _EPOCH) // _US for v in values), dtype=np.int64, count=len(values))
+    deltas = map(operator.sub, values, repeat(_EPOCH))
+    return np.fromiter(
+        map(operator.floordiv, deltas, repeat(_US)), dtype=np.int64, count=len(values)
+    )
 
 
 def account_id_of(lead: LeadIn) -> str:

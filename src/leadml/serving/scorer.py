@@ -143,7 +143,7 @@ class Scorer:
 
     def deal_features(self, tasks: Sequence[DealTask]) -> pd.DataFrame:
         """One row of the deal-close model's features per task, as of its as_of."""
-        rows = [self._deal_engine(deal_payload(t.deal), t.as_of) for t in tasks]
+        rows = self._deal_engine([(deal_payload(t.deal), t.as_of) for t in tasks])
         return _frame(rows, self.deal.bundle)
 
     # ---- scoring
@@ -152,7 +152,7 @@ class Scorer:
         """Readiness of each lead as of its task's as_of (one model call per batch)."""
         if not tasks:
             return []
-        rows = [self._lead_engine(lead_payload(t.lead), t.as_of) for t in tasks]
+        rows = self._lead_engine([(lead_payload(t.lead), t.as_of) for t in tasks])
         p, pct, grades, why = self._readiness.score(rows)
         ref = self.readiness.ref
         return [
@@ -265,12 +265,11 @@ def extra_columns(catalog: Any, entity: str, table: str) -> frozenset[str]:
 
 
 def _online_engine(bundle: Any, entity: str, catalog: Any) -> Any:
-    """A function (payload, as_of) -> {feature: value} over the bundle's catalog."""
+    """A function [(payload, as_of), ...] -> [{feature: value}, ...] over the bundle's
+    catalog (the entities of one call are computed together, see
+    :func:`leadml.features.online.compute_online_many`)."""
     from leadml.errors import ConfigError
-    from leadml.features.online import (
-        compute_lead_features_online,
-        compute_opportunity_features_online,
-    )
+    from leadml.features.online import compute_online_many
 
     missing = [f for f in bundle.features if f not in catalog.names(entity)]
     if missing:
@@ -278,10 +277,9 @@ def _online_engine(bundle: Any, entity: str, catalog: Any) -> Any:
             f"the {bundle.name} bundle uses features its catalog does not define: "
             f"{', '.join(missing)}; retrain it with the current configs/features.yaml"
         )
-    fn = compute_lead_features_online if entity == "lead" else compute_opportunity_features_online
 
-    def compute(payload: dict[str, Any], as_of: datetime) -> dict[str, Any]:
-        return fn(catalog, as_of, **payload)
+    def compute(items: Sequence[tuple[dict[str, Any], datetime]]) -> list[dict[str, Any]]:
+        return compute_online_many(catalog, entity, [(as_of, p) for p, as_of in items])
 
     return compute
 

@@ -9,8 +9,8 @@ timings, never personal fields), and answers.
 The champion models are declared at class scope as ``BentoModel`` so that
 ``bentoml build`` records them in the bento. The per-lead / per-deal work (online
 features + model) goes through an adaptive batcher (:class:`Batcher`) inside the
-same process: the leads of concurrent requests are scored in one model call, the
-batch size following the load (no batching window to wait for). A ``batchable``
+same process: the leads of concurrent requests get their online features in one
+call of the engine and their scores in one model call, the batch size following the load (no batching window to wait for). A ``batchable``
 endpoint is not used because it takes one list argument and fails every request of
 a batch when one item is bad: requests must be checked as a whole (their as-of
 time, their limits) BEFORE their leads join a batch. A separate batched scorer
