@@ -143,10 +143,6 @@ class BatchingConfig(_Section):
     # Latency budget of one request in the batch queue: requests that waited longer
     # are shed (503), so keep it well above the scoring time.
     max_latency_ms: int = Field(10_000, ge=1, le=60_000)
-    # Under load, how long a batch may wait for the requests already inside the server
-    # (being received, parsed, checked) to join it; 0 = score what is queued. Nothing
-    # is waited for when no other request is inside the server.
-    gather_ms: int = Field(50, ge=0, le=10_000)
 
 
 class ServingConfig(_Section):

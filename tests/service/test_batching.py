@@ -1,8 +1,7 @@
 """The adaptive batcher of the scoring API (``leadml.serving.service.Batcher``) on its
 own: concurrent requests share one call of the work, each gets its own results in
 order, a failing request does not fail the others, a request over its latency
-budget is shed (503), under load a batch waits for the requests already inside the
-server (and never longer than its budget), and only large work leaves the event loop. Also the
+budget is shed (503), and only large work leaves the event loop. Also the
 garbage-collector settings of a server process (``tune_gc``)."""
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 
-from leadml.serving.service import _TICKET, Batcher
+from leadml.serving.service import Batcher
 
 
 class Recorder:
@@ -67,58 +66,6 @@ def test_batches_follow_the_load_and_respect_the_max_size() -> None:
     assert many == [[2 * t for t in range(10)], [200, 202]]
     assert sizes[0] == 1 and max(sizes[1:]) <= 4 and sum(sizes) == 13
     assert [t for call in work.calls[1:] for t in call] == [*range(10), 100, 101]
-
-
-async def _request(batcher: Batcher, tasks: list[int], parse_turns: int) -> list[int]:
-    """A request as the server handles it: it arrives (RequestMiddleware's ticket), is
-    parsed for some loop turns, then brings its tasks to the batcher."""
-    ticket = batcher.arrive()
-    _TICKET.set(ticket)
-    try:
-        for _ in range(parse_turns):
-            await asyncio.sleep(0)
-        return await batcher(tasks)
-    finally:
-        ticket.settle()
-
-
-@pytest.mark.parametrize("gather_ms", [0, 2_000])
-def test_under_load_a_batch_waits_for_the_requests_inside_the_server(gather_ms: int) -> None:
-    work = Recorder()
-    batcher = Batcher(
-        work, max_batch_size=64, max_latency_ms=10_000, inline_cost=10**6, gather_ms=gather_ms
-    )
-
-    async def main() -> list[list[int]]:
-        # the first is parsed at once; the others take 20, 40, 60 loop turns to parse
-        return await asyncio.gather(*(_request(batcher, [i], 20 * i) for i in range(4)))
-
-    assert asyncio.run(main()) == [[0], [2], [4], [6]]
-    if gather_ms:  # one batch: the first request waited for the three being parsed
-        assert work.calls == [[0, 1, 2, 3]]
-    else:  # without gathering the first is scored alone, before the others arrive
-        assert work.calls[0] == [0] and len(work.calls) > 1
-    assert batcher.arriving == 0
-
-
-def test_a_request_that_never_joins_holds_a_batch_no_longer_than_gather_ms() -> None:
-    work = Recorder()
-    batcher = Batcher(
-        work, max_batch_size=64, max_latency_ms=10_000, inline_cost=10**6, gather_ms=300
-    )
-
-    async def main() -> tuple[list[int], float]:
-        stuck = batcher.arrive()  # e.g. a slow client still sending its body
-        start = time.monotonic()
-        got = await batcher([1])
-        elapsed = time.monotonic() - start
-        stuck.settle()
-        return got, elapsed
-
-    got, elapsed = asyncio.run(main())
-    assert got == [2] and work.calls == [[1]]
-    assert 0.25 <= elapsed < 5.0  # waited for it, but not for ever
-    assert batcher.arriving == 0
 
 
 def test_a_failing_request_does_not_fail_the_others() -> None:

@@ -11,9 +11,8 @@ The champion models are declared at class scope as ``BentoModel`` so that
 features + model) goes through an adaptive batcher (:class:`Batcher`) inside the
 same process: the leads of concurrent requests get their online features in one
 call of the engine and their scores in one model call, the batch size following the
-load (no fixed batching window: a batch waits only for requests already inside the
-server, see :class:`Batcher`). A ``batchable`` endpoint is not used because it
-takes one list argument and fails every request of a batch when one item is bad:
+load (no batching window to wait for). A ``batchable`` endpoint is not used because
+it takes one list argument and fails every request of a batch when one item is bad:
 requests must be checked as a whole (their as-of time, their limits) BEFORE their
 leads join a batch. A separate batched scorer service would add a second process
 hop (pickled payload over a socket) to every request, which cost more latency than
@@ -35,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import contextvars
 import functools
 import gc
 import hmac
@@ -92,28 +90,6 @@ class _Job:
     enqueued: float
 
 
-class Ticket:
-    """A request inside the server that will bring tasks to a :class:`Batcher`: counted
-    as arriving from the moment the server receives it (:meth:`Batcher.arrive`) until
-    its tasks join the queue or it ends without any (:meth:`settle`)."""
-
-    def __init__(self, batcher: Batcher) -> None:
-        self.batcher = batcher
-        self.settled = False
-
-    def settle(self) -> None:
-        if not self.settled:
-            self.settled = True
-            self.batcher._arrived()
-
-
-# The ticket of the request being handled (set by RequestMiddleware for the endpoints
-# that score through a batcher; the endpoint's own task sees it).
-_TICKET: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar(
-    "leadml_batch_ticket", default=None
-)
-
-
 class Batcher:
     """Adaptive batching of per-entity work across concurrent requests.
 
@@ -122,12 +98,7 @@ class Batcher:
     those requests; each request gets its own results back, in order. Requests that
     arrive while a batch is being scored form the next batch, so the batch size
     follows the load: 1 when idle (no batching window is waited for), up to
-    ``max_batch_size`` at saturation. Under load a batch also waits, at most
-    ``gather_ms``, for the requests already inside the server (being received, parsed
-    or checked: their :class:`Ticket`) to join it, so that at saturation the batches
-    grow to the number of requests in flight instead of the few that happened to be
-    queued; nothing is waited for when no other request is inside the server. A
-    request larger than ``max_batch_size`` is
+    ``max_batch_size`` at saturation. A request larger than ``max_batch_size`` is
     split. A request that waited more than ``max_latency_ms`` in the queue when its
     batch starts is shed (BentoML ``ServiceUnavailable``, answered 503). When a batch
     fails, its requests are retried one by one, so that one bad request cannot fail
@@ -149,12 +120,8 @@ class Batcher:
         cost: Callable[[Any], int] = lambda task: 1,
         inline_cost: int = 0,
         observe: Callable[[int], None] | None = None,
-        gather_ms: float = 0.0,
     ) -> None:
         self.work = work
-        self.gather_ms = gather_ms
-        self.arriving = 0  # requests inside the server whose tasks have not joined yet
-        self._joined: asyncio.Event | None = None
         self.enabled = enabled
         self.max_batch_size = max_batch_size
         self.max_latency_ms = max_latency_ms
@@ -177,20 +144,7 @@ class Batcher:
             self._limiter = anyio.CapacityLimiter(1)
         return await anyio.to_thread.run_sync(self.work, tasks, limiter=self._limiter)
 
-    def arrive(self) -> Ticket:
-        """Count a request that has just reached the server (see :class:`Ticket`)."""
-        self.arriving += 1
-        return Ticket(self)
-
-    def _arrived(self) -> None:
-        self.arriving -= 1
-        if self._joined is not None:
-            self._joined.set()
-
     async def __call__(self, tasks: list[Any]) -> list[Any]:
-        ticket = _TICKET.get()
-        if ticket is not None and ticket.batcher is self:
-            ticket.settle()  # this request's tasks join now (or there are none)
         if not tasks:
             return []
         if not self.enabled:
@@ -200,7 +154,7 @@ class Batcher:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:  # first use, or a new event loop (test clients)
             self.close()
-            self._loop, self._wake, self._joined = loop, asyncio.Event(), asyncio.Event()
+            self._loop, self._wake = loop, asyncio.Event()
         size = self.max_batch_size
         now = time.monotonic()
         jobs = [
@@ -247,28 +201,10 @@ class Batcher:
                 await asyncio.sleep(0)
                 if len(self._queue) == n:
                     break
-            await self._gather()
             while self._queue:
                 batch = self._take()
                 if batch:
                     await self._score(batch)
-
-    async def _gather(self) -> None:
-        """Wait (at most ``gather_ms``) while requests inside the server are still on
-        their way to the queue and the next batch is not full."""
-        if self.gather_ms <= 0 or self.arriving <= 0:
-            return
-        assert self._loop is not None and self._joined is not None
-        deadline = self._loop.time() + self.gather_ms / 1000
-        while self.arriving > 0 and sum(len(j.tasks) for j in self._queue) < self.max_batch_size:
-            left = deadline - self._loop.time()
-            if left <= 0:
-                return
-            self._joined.clear()
-            try:
-                await asyncio.wait_for(self._joined.wait(), left)
-            except TimeoutError:
-                return
 
     async def _score(self, batch: list[_Job]) -> None:
         flat = [t for job in batch for t in job.tasks]
@@ -520,7 +456,6 @@ class LeadmlAPI:
             cost=_lead_cost,
             inline_cost=INLINE_COST,
             observe=functools.partial(_observe_batch, "lead"),
-            gather_ms=b.gather_ms,
         )
         self._deals = Batcher(
             self.scorer.score_deals,
@@ -530,7 +465,6 @@ class LeadmlAPI:
             cost=_deal_cost,
             inline_cost=INLINE_COST,
             observe=functools.partial(_observe_batch, "deal"),
-            gather_ms=b.gather_ms,
         )
         if logger.level == logging.NOTSET:  # the server's logging config shows WARNING+ only
             logger.setLevel(logging.INFO)
@@ -777,13 +711,6 @@ class LeadmlAPI:
 
 
 _ENDPOINTS = ("score_leads", "handoff", "score_deals", "forecast", "metadata")
-# The endpoints that score through a batcher, and the service attribute holding it.
-_BATCHERS = {
-    "/score_leads": "_leads",
-    "/handoff": "_leads",
-    "/score_deals": "_deals",
-    "/forecast": "_deals",
-}
 _OPEN_PATHS = ("/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json", "/")
 _OPEN_PREFIXES = ("/static_content/", "/assets/")
 
@@ -832,11 +759,6 @@ class RequestMiddleware:
 
         service = bentoml.get_current_service()
         expected = getattr(service, "api_key", None)
-        # a request to a batched endpoint counts as arriving at its batcher until its
-        # tasks join the queue (or it ends): batches under load wait for it
-        batcher = getattr(service, _BATCHERS.get(path, ""), None)
-        ticket = batcher.arrive() if isinstance(batcher, Batcher) and batcher.enabled else None
-        token = _TICKET.set(ticket)
         try:
             if expected is None or _has_key(scope, expected):
                 await self.app(scope, receive, send_with_id)
@@ -853,9 +775,6 @@ class RequestMiddleware:
                 )
                 await response(scope, receive, send_with_id)
         finally:
-            if ticket is not None:
-                ticket.settle()
-            _TICKET.reset(token)
             if not state.get(_STATE_LOGGED):
                 endpoint = path.strip("/")
                 endpoint = endpoint if endpoint in _ENDPOINTS else "other"
