@@ -178,16 +178,23 @@ def tree_cpu_s(root: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def http_round(url: str, body: bytes, seconds: float, pid: int) -> dict[int, dict[str, Any]]:
+def http_round(base: str, body: bytes, seconds: float, pid: int) -> dict[int, dict[str, Any]]:
+    """One round against the server at ``base``: each level for ``seconds``, with the
+    server's CPU per request and (BentoML) the leads per model call."""
+    url = base + "/score_leads"
     request = request_bytes(url, body)
     asyncio.run(_http_load(url, request, 4, 1.0))  # warm up (and the batch sizes)
     out: dict[int, dict[str, Any]] = {}
     for c in LEVELS:
+        calls0 = batch_calls(base)
         cpu0, t = tree_cpu_s(pid), time.perf_counter()
         lat, errors = asyncio.run(_http_load(url, request, c, seconds))
         wall, cpu = time.perf_counter() - t, tree_cpu_s(pid) - cpu0
         out[c] = {**summarize(lat, wall), "errors": errors}
         out[c]["cpu_ms"] = cpu * 1000 / max(len(lat), 1)
+        calls1 = batch_calls(base)
+        if calls1 is not None and calls0 is not None and calls1[1] > calls0[1]:
+            out[c]["batch"] = (calls1[0] - calls0[0]) / (calls1[1] - calls0[1])
     return out
 
 
@@ -228,6 +235,7 @@ def median_of(rounds: list[dict[int, dict[str, Any]]]) -> dict[int, dict[str, An
                 else statistics.median(r[c][k] for r in rounds)
             )
             for k in rounds[0][c]
+            if all(k in r[c] for r in rounds)
         }
     return out
 
@@ -384,16 +392,17 @@ def start_bentoml(
     return f"http://127.0.0.1:{port}", proc
 
 
-def mean_batch_size(url: str) -> float | None:
-    """Mean leads per model call since the server started (its /metrics)."""
+def batch_calls(url: str) -> tuple[float, float] | None:
+    """(leads scored, model calls) of the lead batcher since the server started (its
+    /metrics); None for a server without them (FastAPI)."""
     text = httpx.get(url + "/metrics", timeout=10).text
-    total = count = 0.0
+    total = count = None
     for line in text.splitlines():
         if line.startswith('leadml_scoring_batch_size_sum{kind="lead"}'):
             total = float(line.split()[-1])
         elif line.startswith('leadml_scoring_batch_size_count{kind="lead"}'):
             count = float(line.split()[-1])
-    return total / count if count else None
+    return None if total is None or count is None else (total, count)
 
 
 # ---------------------------------------------------------------- main
@@ -401,7 +410,6 @@ def mean_batch_size(url: str) -> float | None:
 
 def report(
     results: dict[str, dict[int, dict[str, Any]]],
-    batch_sizes: dict[str, float | None],
     stages: dict[str, float],
     names: list[str],
     seconds: float,
@@ -422,9 +430,9 @@ def report(
             f"{r[1]['errors'] + r[32]['errors']:6d}"
         )
     print("(CPU ms/req: the server's processes at c32; (a): this process)")
-    for name, size in batch_sizes.items():
-        if size is not None:
-            print(f"{name}: {size:.1f} leads per model call on average")
+    for name, r in results.items():
+        if "batch" in r[32]:
+            print(f"{name}: {r[32]['batch']:.1f} leads per model call at c32")
     fast = results[names[0]][32]["rps"]
     on, off = results[names[1]], results[names[2]]
     print(f"\nBentoML / FastAPI throughput: on {on[32]['rps'] / fast:.2f}x, ", end="")
@@ -505,7 +513,6 @@ def main() -> None:
     }
     rounds: dict[str, list[dict[int, dict[str, Any]]]] = {"(a) in-process scorer": []}
     rounds.update({n: [] for n in names})
-    batch_sizes: dict[str, float | None] = {}
     try:
         for url, proc in servers.values():
             wait_ready(url, proc)
@@ -519,9 +526,7 @@ def main() -> None:
             order = names if r % 2 == 0 else names[::-1]
             for name in order:
                 url, proc = servers[name]
-                rounds[name].append(http_round(url + "/score_leads", raw, args.seconds, proc.pid))
-        for name in names[1:]:
-            batch_sizes[name] = mean_batch_size(servers[name][0])
+                rounds[name].append(http_round(url, raw, args.seconds, proc.pid))
     finally:
         from leadml.serving.launch import stop_server
 
@@ -530,7 +535,7 @@ def main() -> None:
     results = {name: median_of(rs) for name, rs in rounds.items()}
     stages = stage_costs(scorer, raw)
 
-    report(results, batch_sizes, stages, names, args.seconds, args.rounds)
+    report(results, stages, names, args.seconds, args.rounds)
     load = os.getloadavg()[0]
     print(f"machine load average at the end: {load:.1f} (other processes share the cores)")
     tmp.cleanup()
