@@ -271,11 +271,21 @@ def test_payload_formats_give_the_same_features() -> None:
         out["ts"] = df["ts"].dt.tz_localize(None).to_numpy().astype("datetime64[us]")
         return out
 
+    payloads = [base]
     for convert in (as_records, as_columns):
         payload = {
             k: (convert(v) if isinstance(v, pd.DataFrame) and k != "account_closed_deals" else v)
             for k, v in base.items()
         }
         assert compute_online(CATALOG, "lead", as_of, payload) == want
+        payloads.append(payload)
     iso = dict(base, events=[dict(r, ts=r["ts"].isoformat()) for r in as_records(base["events"])])
     assert compute_lead_features_online(CATALOG, as_of.isoformat(), **iso) == want
+    # the three formats mixed in one call (their records concatenated), beside another
+    # lead at an earlier time
+    other = entity_payload(frames, CATALOG, "lead", "L1")
+    early = T0 + pd.Timedelta(days=20)
+    together = compute_online_many(
+        CATALOG, "lead", [(as_of, p) for p in payloads] + [(early, other)]
+    )
+    assert together == [want] * 3 + [compute_online(CATALOG, "lead", early, other)]
