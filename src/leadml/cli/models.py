@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from leadml.cli import common
 from leadml.errors import LeadmlError
+
+if TYPE_CHECKING:
+    from leadml.config import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -395,7 +398,7 @@ def _print_next(out: Any, s: Any, name: str, version: str | None, warnings: list
 
 
 def _train_table(
-    s: object,
+    s: Settings,
     table: Path,
     target: str,
     *,

@@ -268,7 +268,9 @@ class _Table:
         row_as_of = int(as_of[0]) if self.n == 1 else as_of[seg]
         keep = ts < row_as_of
         if skip_leads is not None and n:
-            skip = repeat(skip_leads[0]) if self.n == 1 else map(skip_leads.__getitem__, seg)
+            skip = (
+                repeat(skip_leads[0]) if self.n == 1 else map(skip_leads.__getitem__, seg.tolist())
+            )
             keep &= np.fromiter(map(operator.ne, values("lead_id"), skip), dtype=bool, count=n)
         all_kept = bool(keep.all())
 
@@ -311,7 +313,8 @@ def _distinct(seg: np.ndarray, vals: np.ndarray, n: int) -> list[Value]:
     for i, v in set(zip(seg.tolist(), vals.tolist(), strict=True)):
         if not _none(v):
             counts[i] += 1
-    return counts
+    out: list[Value] = list(counts)
+    return out
 
 
 def _per_entity(ufunc: np.ufunc, seg: np.ndarray, vals: np.ndarray, n: int) -> tuple[Any, Any]:

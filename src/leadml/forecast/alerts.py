@@ -222,8 +222,8 @@ def _last_touch(con: duckdb.DuckDBPyConnection, deals: pd.DataFrame, t: pd.Times
     """Per deal, the later of its last history change and its last activity before ``t``."""
     has = con.execute(
         "SELECT count(*) FROM information_schema.tables WHERE table_name = 'activities'"
-    ).fetchone()[0]
-    if not has:
+    ).fetchone()
+    if not (has and has[0]):
         return deals["last_update"]
     last = con.execute(
         "SELECT opportunity_id, max(ts) AS ts FROM activities "

@@ -278,8 +278,8 @@ def compound_poisson(
         return point_mass(0.0, step)
     w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
     units = np.rint(x / step).astype(np.int64)
-    severity = np.bincount(units, weights=w)
-    severity /= severity.sum()
+    mass = np.bincount(units, weights=w)
+    severity = mass / mass.sum()
     size = int(units.max()) * _max_count(rate, dispersion) + 1
     n_fft = 1 << int(np.ceil(np.log2(max(size, 2))))
     phi = np.fft.rfft(severity, n_fft)

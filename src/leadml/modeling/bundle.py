@@ -140,7 +140,7 @@ class ScoringBundle:
             reference={},
             templates=dict(templates or {}),
             catalog=catalog,
-            grade_cutoffs=dict(spec.policy.grade_cutoffs)
+            grade_cutoffs={str(k): float(v) for k, v in spec.policy.grade_cutoffs.items()}
             if spec.kind == "lead_readiness"
             else None,
             hazard=hazard,

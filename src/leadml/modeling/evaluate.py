@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from leadml.modeling.train import TrainingResult
 
 HEADLINE = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_decile")
 
@@ -151,13 +155,15 @@ def ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator)
 
 
-def model_card(result: object, *, version: str | None = None, run_id: str | None = None) -> str:
+def model_card(
+    result: TrainingResult, *, version: str | None = None, run_id: str | None = None
+) -> str:
     """A markdown model card for a :class:`~leadml.modeling.train.TrainingResult`:
     data window, rows, positives, backtest metrics beside baseline and oracle, folds, limits."""
     r = result
-    spec = r.spec  # type: ignore[attr-defined]
-    m = r.metrics  # type: ignore[attr-defined]
-    start, end = r.data_window  # type: ignore[attr-defined]
+    spec = r.spec
+    m = r.metrics
+    start, end = r.data_window
 
     def f(key: str) -> str:
         v = m.get(key, math.nan)
@@ -176,13 +182,13 @@ def model_card(result: object, *, version: str | None = None, run_id: str | None
         spec.description or "",
         "",
         f"- **Target**: {target}",
-        f"- **Data window (as-of)**: {start:%Y-%m-%d} to {end:%Y-%m-%d}; {r.rows:,} rows, "  # type: ignore[attr-defined]
-        f"{r.positives:,} positives",  # type: ignore[attr-defined]
-        f"- **Features** ({len(spec.features)}, hash {r.feature_hash}): {', '.join(spec.features)}",  # type: ignore[attr-defined]
+        f"- **Data window (as-of)**: {start:%Y-%m-%d} to {end:%Y-%m-%d}; {r.rows:,} rows, "
+        f"{r.positives:,} positives",
+        f"- **Features** ({len(spec.features)}, hash {r.feature_hash}): {', '.join(spec.features)}",
         f"- **Estimator**: LightGBM, {r.model.rounds} rounds; "
-        f"calibration {spec.calibration.method} on the "  # type: ignore[attr-defined]
+        f"calibration {spec.calibration.method} on the "
         f"last {spec.calibration.holdout_days} days of each training window",
-        f"- **Backtest**: {len(r.folds)} rolling origins, gap {spec.backtest.gap_days} days, "  # type: ignore[attr-defined]
+        f"- **Backtest**: {len(r.folds)} rolling origins, gap {spec.backtest.gap_days} days, "
         f"test windows of {spec.backtest.test_days} days",
     ]
     if run_id:
@@ -215,7 +221,7 @@ def model_card(result: object, *, version: str | None = None, run_id: str | None
         "| origin | train rows | train positives | test rows | ROC AUC | Brier | ECE |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for fold in r.folds:  # type: ignore[attr-defined]
+    for fold in r.folds:
         fm = fold.metrics
         lines.append(
             f"| {fold.origin:%Y-%m-%d} | {fold.train_rows:,} | "
@@ -238,6 +244,6 @@ def model_card(result: object, *, version: str | None = None, run_id: str | None
             f"- P(won by d) for d beyond {spec.target.week_days * spec.target.max_weeks} days is "
             "capped at that horizon."
         )
-    for note in r.notes:  # type: ignore[attr-defined]
+    for note in r.notes:
         lines.append(f"- {note}")
     return "\n".join(lines) + "\n"

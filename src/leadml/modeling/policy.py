@@ -10,6 +10,8 @@ under the spec's ``recycle_below``), with its grade A-D.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -42,7 +44,7 @@ def lead_capacity(reps: pd.DataFrame | None, policy: PolicySpec, booked_slots: f
     return int(math.floor(free_slots(reps, policy, booked_slots) / policy.slots_per_lead + 1e-9))
 
 
-def grade(p: np.ndarray | pd.Series, cutoffs: dict[str, float]) -> np.ndarray:
+def grade(p: np.ndarray | pd.Series, cutoffs: Mapping[Any, float]) -> np.ndarray:
     """A / B / C / D from calibrated probabilities (>= cut-off A is A, ...)."""
     p = np.asarray(p, dtype=float)
     return np.select(

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import mlflow.pyfunc
 import pandas as pd
+from mlflow.pyfunc.model import PythonModel
 
 from leadml.modeling.bundle import ScoringBundle
 
 
-class BundleModel(mlflow.pyfunc.PythonModel):
+class BundleModel(PythonModel):
     """The MLflow pyfunc wrapper around a :class:`ScoringBundle`.
 
     ``predict(frame, params={"reasons": 3, "horizon_days": 60})`` returns the
@@ -48,10 +48,13 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 def signature_for(bundle: ScoringBundle) -> Any:
     """Input schema (all features optional), output schema and params."""
     from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
     inputs = Schema([ColSpec(c["type"], c["name"], required=False) for c in bundle.schema])
-    out_cols = [ColSpec("double", "probability"), ColSpec("double", "percentile")]
+    out_cols: list[ColSpec | TensorSpec] = [
+        ColSpec("double", "probability"),
+        ColSpec("double", "percentile"),
+    ]
     if bundle.grade_cutoffs:
         out_cols.append(ColSpec("string", "grade"))
     out_cols += [

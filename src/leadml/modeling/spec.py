@@ -32,6 +32,9 @@ from pydantic import (
 
 from leadml.errors import ConfigError
 
+GradeName = Literal["A", "B", "C"]
+DEFAULT_GRADE_CUTOFFS: dict[GradeName, float] = {"A": 0.3, "B": 0.15, "C": 0.05}
+
 ModelKind = Literal["lead_readiness", "deal_close"]
 
 
@@ -169,8 +172,8 @@ class PolicySpec(_Part):
     capacity_per_week: int = Field(200, ge=1)
     recycle_below: float = Field(0.01, ge=0, le=1)
     precision_target: float = Field(0.3, gt=0, le=1)
-    grade_cutoffs: dict[Literal["A", "B", "C"], float] = Field(
-        default_factory=lambda: {"A": 0.3, "B": 0.15, "C": 0.05}
+    grade_cutoffs: dict[GradeName, float] = Field(
+        default_factory=lambda: dict(DEFAULT_GRADE_CUTOFFS)
     )
 
     @model_validator(mode="after")

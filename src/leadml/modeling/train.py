@@ -225,7 +225,7 @@ def fit_booster(
         X, label=y, weight=weight, categorical_feature="auto", free_raw_data=True
     )
     rounds = num_boost_round or est.num_boost_round
-    callbacks = []
+    callbacks: list[Callable[..., Any]] = []
     valid_sets = []
     if valid is not None and est.early_stopping_rounds and num_boost_round is None:
         valid_sets = [lgb.Dataset(valid[0], label=valid[1], reference=train_set)]
@@ -304,8 +304,11 @@ class ReadinessModel:
     def predict_raw(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(self.encoder.transform(X), num_iteration=self.rounds)
 
-    def predict_proba(self, X: pd.DataFrame, horizon_days: float | None = None) -> np.ndarray:
-        """Calibrated P(lead becomes SQL within the spec's horizon of its as-of)."""
+    def predict_proba(
+        self, X: pd.DataFrame, horizon_days: float | np.ndarray | None = None
+    ) -> np.ndarray:
+        """Calibrated P(lead becomes SQL within the spec's horizon of its as-of)
+        (``horizon_days`` is ignored: the horizon is fixed at training)."""
         return self.calibrator.predict(self.predict_raw(X))
 
     def contributions(self, X: pd.DataFrame) -> np.ndarray:

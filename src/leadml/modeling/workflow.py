@@ -182,7 +182,9 @@ def load_training_set(path: Path, spec: ModelSpec) -> pd.DataFrame:
     want = [spec.id_column, "as_of", *labels, *spec.features]
     schema = pq.read_schema(path)
     missing = [c for c in dict.fromkeys(want) if c not in schema.names]
-    if spec.segment_column in schema.names:  # metrics per segment, when the set has it
+    if (
+        spec.segment_column and spec.segment_column in schema.names
+    ):  # metrics per segment, when the set has it
         want.append(spec.segment_column)
     if missing:
         raise DataError(
@@ -385,7 +387,9 @@ def tune(
 
     def objective(trial: optuna.Trial) -> float:
         suggested = {
-            name: (trial.suggest_int if integer else trial.suggest_float)(name, low, high, log=log)
+            name: trial.suggest_int(name, int(low), int(high), log=log)
+            if integer
+            else trial.suggest_float(name, low, high, log=log)
             for name, (low, high, log, integer, _) in SEARCH_SPACE.items()
         }
         # trial 0 (enqueued) is the spec exactly, unclipped and with its own aliases
@@ -432,15 +436,17 @@ def tune(
         study.optimize(objective, n_trials=trials + 1)
         spec_loss = rows[0]["log_loss"]
         tuned = min(rows[1:], key=lambda r: r["log_loss"], default=None)
-        won = tuned is not None and tuned["log_loss"] < spec_loss  # a tie keeps the spec
-        if won:
-            mlflow.log_params({f"best_{k}": tuned[k] for k in SEARCH_SPACE})
+        # a tie keeps the spec
+        winner = tuned if tuned is not None and tuned["log_loss"] < spec_loss else None
+        won = winner is not None
+        if winner is not None:
+            mlflow.log_params({f"best_{k}": winner[k] for k in SEARCH_SPACE})
         mlflow.log_param("tuning_winner", "tuned" if won else "spec")
         mlflow.log_metric("spec_log_loss", spec_loss)
-        mlflow.log_metric("best_log_loss", tuned["log_loss"] if won else spec_loss)
+        mlflow.log_metric("best_log_loss", winner["log_loss"] if winner is not None else spec_loss)
     chosen = spec
-    if won:
-        best = {k: v for k, v in tuned.items() if k in SEARCH_SPACE}
+    if winner is not None:
+        best = {k: v for k, v in winner.items() if k in SEARCH_SPACE}
         chosen = spec.model_copy(
             update={"estimator": spec.estimator.model_copy(update={"params": {**others, **best}})}
         )

@@ -400,9 +400,9 @@ def check_period(
     period_end: datetime | None,
     *,
     needs_start: bool = False,
-) -> None:
+) -> datetime:
     """A period that ends after as_of (and after its start); ``needs_start``: a
-    forecast of given deals needs both ends."""
+    forecast of given deals needs both ends. Returns the period's end."""
     col = _Collector()
     missing = [
         name
@@ -418,3 +418,4 @@ def check_period(
     if period_end <= as_of:
         col.add(("period_end",), f"must be after as_of ({as_of.isoformat()})", "bad_period")
     col.raise_if_any(422, "the period")
+    return period_end

@@ -42,7 +42,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -663,12 +663,12 @@ class LeadmlAPI:
                 call.mark("read")
                 return response
             call.fields["deals"] = len(request.deals)
-            checks.check_period(as_of, request.period_start, request.period_end, needs_start=True)
+            end = checks.check_period(
+                as_of, request.period_start, request.period_end, needs_start=True
+            )
             self._checked_deals(request.deals, as_of)
             call.mark("check")
-            scores = await self._score_deals(
-                request.deals, as_of, request.period_end, request.period_start
-            )
+            scores = await self._score_deals(request.deals, as_of, end, request.period_start)
             call.mark("score")
             response = forecast_from_scores(request, as_of, scores)
             call.mark("forecast")
@@ -748,7 +748,7 @@ class RequestMiddleware:
             (b"content-type", b"application/json")
         ]
 
-        async def send_with_id(message: dict[str, Any]) -> None:
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
