@@ -289,3 +289,35 @@ def test_payload_formats_give_the_same_features() -> None:
         CATALOG, "lead", [(as_of, p) for p in payloads] + [(early, other)]
     )
     assert together == [want] * 3 + [compute_online(CATALOG, "lead", early, other)]
+
+
+@pytest.mark.parametrize("method", ["join", "prefix"])
+def test_lead_without_status_rows_is_in_the_first_status_since_creation(method: str) -> None:
+    """CRM exports often record only status changes: a lead created before T with no
+    status row before T is in the vocabulary's first status since it was created (not
+    "unknown", which the models never saw in training), in both engines; before its
+    creation it has no status."""
+    frames = tiny_company(3, Sizes(accounts=1, leads=3, events=10, status_changes=6))
+    leads = frames["leads"]
+    quiet = leads["lead_id"].iloc[0]
+    later = frames["lead_status_history"]
+    # the first lead has no rows at all, the second only rows long after T
+    second = leads["lead_id"].iloc[1]
+    later = later[later["lead_id"] != quiet].copy()
+    later.loc[later["lead_id"] == second, "ts"] = T0 + pd.Timedelta(days=400)
+    data = dict(frames, lead_status_history=later)
+    _check_frames(data, [(120, 0), (0, 0)], "lead", method, "no status rows")
+
+    t = T0 + pd.Timedelta(days=120)
+    con = fast_connect(data)
+    spine = pd.DataFrame({"lead_id": [quiet, second], "as_of": [t, t]})
+    got = compute_features(con, CATALOG, "lead", spine, method=method)
+    con.close()
+    created = pd.to_datetime(leads.set_index("lead_id")["created_at"], utc=True)
+    for i, lead in enumerate([quiet, second]):
+        if created[lead] < t:
+            assert got["lead_status"].iloc[i] == VOCAB.lead_statuses[0]
+            expected = (t - created[lead]) / pd.Timedelta(days=1)
+            assert math.isclose(got["days_in_status"].iloc[i], expected, rel_tol=1e-9)
+        else:
+            assert pd.isna(got["lead_status"].iloc[i])

@@ -683,3 +683,23 @@ def test_api_scores_equal_batch_scores(client: TestClient, serving: Champions) -
         rtol=0,
         atol=1e-12,
     )
+
+
+def test_a_lead_sent_bare_is_a_new_lead_and_missing_values_are_no_reasons(
+    client: TestClient, serving: Champions
+) -> None:
+    """A CRM that sends no status history: the lead is in the first status since its
+    creation (as the warehouse records every lead), not "status unknown", which the
+    model never saw and scored as hot; and a missing value is never shown as a reason."""
+    as_of = serving.parity["as_of"]
+    created = (pd.Timestamp(as_of) - pd.Timedelta(days=60)).isoformat()
+    bare = {"lead_id": "L-bare", "created_at": created}
+    explicit = dict(bare, status_history=[{"ts": created, "status": "lead"}])
+    scores = [
+        client.post("/score_leads", json={"as_of": as_of, "leads": [lead]}).json()["scores"][0]
+        for lead in (bare, explicit)
+    ]
+    assert scores[0]["readiness"] == scores[1]["readiness"]
+    assert scores[0]["reasons"] == scores[1]["reasons"]
+    texts = [r["text"] for s in scores for r in s["reasons"]]
+    assert texts and not [t for t in texts if "unknown" in t], texts

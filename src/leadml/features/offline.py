@@ -406,14 +406,25 @@ class _Compiler:
             self.expr[f.name] = f"{alias}.{q(f.name)}"
 
     def lead_states(self, feats: list[StateFeature]) -> None:
+        """The latest status before T (ties: the later status in the vocabulary) and the
+        days since it was entered. A lead created before T with no status row before T is
+        in the vocabulary's first status since its creation: CRM exports often record only
+        changes, and a lead is never without a status."""
         ranks = "[" + ", ".join(lit(s) for s in self.vocab.lead_statuses) + "]"
+        created = "CAST(l.created_at AS TIMESTAMPTZ)"
+        since = f"coalesce(h.last_ts, CASE WHEN {created} < s.as_of THEN {created} END)"
         sql = (
             "SELECT s._sid, "
+            f"CASE WHEN h.status IS NOT NULL THEN h.status WHEN {created} < s.as_of "
+            f"THEN {lit(self.vocab.lead_statuses[0])} END AS status, "
+            f"{days(f'epoch_us(s.as_of) - epoch_us({since})')} AS days_in_status "
+            f"FROM {self.spine} s LEFT JOIN leads l ON l.lead_id = s.lead_id LEFT JOIN ("
+            "SELECT s._sid, "
             f"arg_max(h.status, (h.ts, list_position({ranks}, h.status))) AS status, "
-            f"{days('epoch_us(any_value(s.as_of)) - epoch_us(max(h.ts))')} AS days_in_status "
+            "max(h.ts) AS last_ts "
             f"FROM {self.spine} s JOIN lead_status_history h "
             "ON h.lead_id = s.lead_id AND h.ts < s.as_of "
-            "GROUP BY s._sid"
+            "GROUP BY s._sid) h ON h._sid = s._sid"
         )
         alias = self._part(sql)
         for f in feats:

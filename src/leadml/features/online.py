@@ -398,22 +398,32 @@ def _attribute(f: AttributeFeature, row: Mapping[str, Any] | None, as_of: int) -
     return str(v)
 
 
-def _lead_state(plan: _Plan, records: Records, as_of: int) -> dict[str, Value]:
+def _lead_state(
+    plan: _Plan, records: Records, as_of: int, created_at: Any = None
+) -> dict[str, Value]:
+    """The latest status before T and the days since it was entered; a lead created
+    before T without any status row is in the first status of the vocabulary since its
+    creation (a CRM records only changes; see the offline twin, ``lead_states``)."""
     n = _length(records)
-    if not n:
-        return {"status": None, "days_in_status": None}
-    ts = _ts_array(_column(records, "ts", n))
-    status = _column(records, "status", n)
     best: tuple[int, int] | None = None
     best_status = None
-    for t, s in zip(ts.tolist(), status, strict=True):
-        if t >= as_of:
-            continue
-        k = (t, plan.status_rank.get(s, 0))
-        if best is None or k > best:
-            best, best_status = k, s
+    if n:
+        ts = _ts_array(_column(records, "ts", n))
+        status = _column(records, "status", n)
+        for t, s in zip(ts.tolist(), status, strict=True):
+            if t >= as_of:
+                continue
+            k = (t, plan.status_rank.get(s, 0))
+            if best is None or k > best:
+                best, best_status = k, s
     if best is None:
-        return {"status": None, "days_in_status": None}
+        created = None if _none(created_at) else to_us(created_at)
+        if created is None or created >= as_of:
+            return {"status": None, "days_in_status": None}
+        return {
+            "status": plan.vocab.lead_statuses[0],
+            "days_in_status": float(as_of - created) / _DAY,
+        }
     return {"status": best_status, "days_in_status": float(as_of - best[0]) / _DAY}
 
 
@@ -599,7 +609,7 @@ def _lead_item(
         lead,
         account,
         sources,
-        lambda: _lead_state(plan, status_history, t),
+        lambda: _lead_state(plan, status_history, t, lead.get("created_at")),
         {"account": account_closed_deals},
         None,
     )

@@ -18,6 +18,7 @@ that entity's records only) and the model is called once per batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -377,10 +378,13 @@ class FastReadiness:
         return p, pct, grades, [self._reasons(rows[i], contrib[i, :-1]) for i in range(len(rows))]
 
     def _reasons(self, row: dict[str, Any], c: np.ndarray) -> list[Reason]:
-        # as leadml.modeling.explain.top_reasons: k largest positive, k most negative
-        order = np.argsort(-c, kind="stable")
+        # as leadml.modeling.explain.top_reasons: k largest positive, k most negative, and
+        # a feature whose value is missing is not a reason (it gives a rep nothing to act on)
+        order = [
+            j for j in np.argsort(-c, kind="stable") if not _missing(row.get(self.features[j]))
+        ]
         pos = [j for j in order if c[j] > 1e-6][: self.k]
-        neg = [j for j in order[::-1] if c[j] < -1e-6][: self.k]
+        neg = [j for j in reversed(order) if c[j] < -1e-6][: self.k]
         chosen = sorted([*pos, *neg], key=lambda j: -abs(c[j]))
         out = []
         for j in chosen:
@@ -396,6 +400,10 @@ class FastReadiness:
                 )
             )
         return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 # ---------------------------------------------------------------- hygiene
