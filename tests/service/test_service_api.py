@@ -185,7 +185,10 @@ def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: C
     meta = client.get("/metadata").json()
     per_lead = meta["models"]["lead_readiness"]["policy"]["slots_per_lead"]
     capacity = int(2 * per_lead)
-    r = client.post("/handoff", json={**_leads(serving), "is_capacity": capacity})
+    request = _leads(serving)
+    for lead in request["leads"]:  # every lead an MQL: all compete for the slots
+        lead["status_history"] = [{"ts": lead["created_at"], "status": "mql"}]
+    r = client.post("/handoff", json={**request, "is_capacity": capacity})
     assert r.status_code == 200, r.text
     out = r.json()
     decisions = out["decisions"]
@@ -197,8 +200,33 @@ def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: C
     assert len(handed) == 2 and [d["rank"] for d in handed] == [1, 2]
     assert out["capacity_left"] == capacity - round(2 * per_lead)
     assert out["slots_per_lead"] == per_lead
-    none_left = client.post("/handoff", json={**_leads(serving), "is_capacity": 0}).json()
+    none_left = client.post("/handoff", json={**request, "is_capacity": 0}).json()
     assert all(d["decision"] != "handoff" for d in none_left["decisions"])
+
+
+def test_asgi_handoff_offers_only_leads_inside_sales_calls(
+    client: TestClient, serving: Champions
+) -> None:
+    """As the nightly call list: only leads whose status at as_of is in
+    batch.call_list_statuses (mql, recycled) take IS slots; an SQL lead (already with
+    sales) or a disqualified one is not_eligible, ranked after them, whatever its score."""
+    request = _leads(serving, 4)
+    leads = request["leads"]
+    as_of = pd.Timestamp(request["as_of"])
+    for lead, status in zip(leads, ["sql", "disqualified", "mql", "nurturing"], strict=True):
+        ts = (as_of - pd.Timedelta(days=3)).isoformat()
+        lead["status_history"] = [{"ts": lead["created_at"], "status": "lead"}]
+        lead["status_history"].append({"ts": ts, "status": status})
+    r = client.post("/handoff", json={**request, "is_capacity": 100})
+    assert r.status_code == 200, r.text
+    by_id = {d["lead_id"]: d for d in r.json()["decisions"]}
+    sql, dq, mql, nurturing = (by_id[lead["lead_id"]] for lead in leads)
+    assert mql["decision"] == "handoff" and mql["rank"] == 1
+    assert nurturing["decision"] == "not_eligible"
+    for d, status in ((sql, "sql"), (dq, "disqualified"), (nurturing, "nurturing")):
+        assert d["decision"] == "not_eligible" and d["rank"] > 1
+        assert f"status {status} is not one inside sales calls" in d["reasons"][0]
+    assert r.json()["capacity_left"] == 100 - round(r.json()["slots_per_lead"])
 
 
 def test_asgi_forecast_mean_is_the_sum_of_expected_deals(

@@ -36,6 +36,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
+from leadml.config import Vocabulary
 from leadml.errors import DataError
 from leadml.features.catalog import (
     ENTITY_ID,
@@ -398,8 +399,24 @@ def _attribute(f: AttributeFeature, row: Mapping[str, Any] | None, as_of: int) -
     return str(v)
 
 
+def lead_status_at(
+    vocab: Vocabulary, as_of: Any, status_history: Records, created_at: Any = None
+) -> str | None:
+    """A lead's status at ``as_of`` as the ``lead_status`` feature reads it (the latest
+    row before as_of; none: the vocabulary's first status once the lead exists)."""
+    rank = {s: i + 1 for i, s in enumerate(vocab.lead_statuses)}
+    status = _status_at(rank, vocab.lead_statuses[0], status_history, to_us(as_of), created_at)
+    return None if status["status"] is None else str(status["status"])
+
+
 def _lead_state(
     plan: _Plan, records: Records, as_of: int, created_at: Any = None
+) -> dict[str, Value]:
+    return _status_at(plan.status_rank, plan.vocab.lead_statuses[0], records, as_of, created_at)
+
+
+def _status_at(
+    status_rank: Mapping[str, int], first: str, records: Records, as_of: int, created_at: Any
 ) -> dict[str, Value]:
     """The latest status before T and the days since it was entered; a lead created
     before T without any status row is in the first status of the vocabulary since its
@@ -413,7 +430,7 @@ def _lead_state(
         for t, s in zip(ts.tolist(), status, strict=True):
             if t >= as_of:
                 continue
-            k = (t, plan.status_rank.get(s, 0))
+            k = (t, status_rank.get(s, 0))
             if best is None or k > best:
                 best, best_status = k, s
     if best is None:
@@ -421,7 +438,7 @@ def _lead_state(
         if created is None or created >= as_of:
             return {"status": None, "days_in_status": None}
         return {
-            "status": plan.vocab.lead_statuses[0],
+            "status": first,
             "days_in_status": float(as_of - created) / _DAY,
         }
     return {"status": best_status, "days_in_status": float(as_of - best[0]) / _DAY}

@@ -199,9 +199,15 @@ class LeadIn(_In):
         default_factory=dict, description="Extra lead columns named by the feature catalog"
     )
     account: AccountIn | None = Field(None, description="The lead's account")
-    events: list[EventIn] = Field(default_factory=list, description="Recent behavioural events")
+    events: list[EventIn] = Field(
+        default_factory=list,
+        description="The lead's behavioural events: the full history (some features count "
+        "all of them), at least the last 90 days",
+    )
     status_history: list[StatusChangeIn] = Field(
-        default_factory=list, description="Marketing status changes"
+        default_factory=list,
+        description="Marketing status changes; none before as_of = the first status "
+        "(lead) since created_at, as a CRM records a new lead",
     )
     activities: list[ActivityIn] = Field(default_factory=list, description="Inside-sales touches")
     account_events: list[AccountEventIn] = Field(
@@ -449,11 +455,18 @@ class ScoreLeadsResponse(_Out):
 
 class HandoffDecision(_Out):
     lead_id: str
-    decision: Literal["handoff", "nurture", "recycle_eligible"]
+    decision: Literal["handoff", "nurture", "recycle_eligible", "not_eligible"] = Field(
+        description="handoff: call this week; nurture: not now; recycle_eligible: below the "
+        "policy's recycle threshold; not_eligible: its status at as_of is not one inside "
+        "sales calls (batch.call_list_statuses, as the nightly call list), e.g. already sql"
+    )
     readiness: float = Field(ge=0, le=1)
     grade: Literal["A", "B", "C", "D"]
     rank: int = Field(ge=1, description="Rank by readiness within the request (1 = first to call)")
     reasons: list[str] = Field(description="Why this decision (policy) and why this score (model)")
+    ignored_events: int = Field(
+        0, ge=0, description="Events dropped for an unknown type (serving.unknown_event_types)"
+    )
 
 
 class HandoffResponse(_Out):

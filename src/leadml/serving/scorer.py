@@ -48,7 +48,7 @@ from leadml.serving.schemas import (
 
 DAY_S = 86_400.0
 Grade = Literal["A", "B", "C", "D"]
-Decision = Literal["handoff", "nurture", "recycle_eligible"]
+Decision = Literal["handoff", "nurture", "recycle_eligible", "not_eligible"]
 TOP_REASONS = 3
 
 
@@ -471,18 +471,28 @@ def policy_of(readiness_info: dict[str, Any]) -> Any:
 
 
 def decide_handoff(
-    scores: Sequence[LeadScore], capacity_slots: int, as_of: datetime, policy: Any
+    scores: Sequence[LeadScore],
+    capacity_slots: int,
+    as_of: datetime,
+    policy: Any,
+    *,
+    statuses: Sequence[str | None],
+    eligible: Sequence[str],
 ) -> HandoffResponse:
     """Fill the IS slots left this week with the leads of highest readiness
     (:func:`leadml.modeling.policy.handoff`); the others are nurtured, or recycle-eligible
-    below the policy's ``recycle_below``."""
+    below the policy's ``recycle_below``. Only leads whose status at as_of
+    (``statuses``) is one of ``eligible`` (``batch.call_list_statuses``, as the nightly
+    call list) compete for the slots; the rest are ``not_eligible``, ranked after them."""
     from leadml.modeling.policy import handoff
 
-    frame = pd.DataFrame({"readiness": [s.readiness for s in scores]})
+    ok = [st in eligible for st in statuses]
+    candidates = [s for s, good in zip(scores, ok, strict=True) if good]
+    frame = pd.DataFrame({"readiness": [s.readiness for s in candidates]})
     out = handoff(frame, float(capacity_slots), policy)
     places = int(capacity_slots // policy.slots_per_lead)
     decisions = []
-    for i, s in enumerate(scores):
+    for i, s in enumerate(candidates):
         rank = int(out["rank"].iat[i])
         decision = str(out["decision"].iat[i])
         if decision == "handoff":
@@ -502,6 +512,27 @@ def decide_handoff(
                 grade=s.grade,
                 rank=rank,
                 reasons=[head, *(r.text for r in s.reasons if r.contribution > 0)],
+                ignored_events=s.ignored_events,
+            )
+        )
+    others = sorted(
+        (i for i, good in enumerate(ok) if not good), key=lambda i: -scores[i].readiness
+    )
+    for k, i in enumerate(others):
+        s, status = scores[i], statuses[i] or "unknown (created after as_of)"
+        decisions.append(
+            HandoffDecision(
+                lead_id=s.lead_id,
+                decision="not_eligible",
+                readiness=s.readiness,
+                grade=s.grade,
+                rank=len(candidates) + k + 1,
+                reasons=[
+                    f"status {status} is not one inside sales calls "
+                    f"(batch.call_list_statuses: {', '.join(eligible)})",
+                    *(r.text for r in s.reasons if r.contribution > 0),
+                ],
+                ignored_events=s.ignored_events,
             )
         )
     decisions.sort(key=lambda d: d.rank)

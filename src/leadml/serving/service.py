@@ -596,6 +596,7 @@ class LeadmlAPI:
         readiness scores and the inside-sales capacity left this week."""
 
         async def work(call: _Call) -> HandoffResponse:
+            from leadml.features.online import lead_status_at
             from leadml.serving.scorer import decide_handoff, policy_of
 
             as_of = request.as_of or _now()
@@ -610,7 +611,27 @@ class LeadmlAPI:
                 else self.settings.serving.is_capacity
             )
             info = await self._model_info()
-            response = decide_handoff(scores, capacity, as_of, policy_of(info["lead_readiness"]))
+            vocab = self.settings.vocabulary
+            statuses = [
+                lead_status_at(
+                    vocab,
+                    as_of,
+                    {
+                        "ts": [s.ts for s in lead.status_history],
+                        "status": [s.status for s in lead.status_history],
+                    },
+                    lead.created_at,
+                )
+                for lead in leads
+            ]
+            response = decide_handoff(
+                scores,
+                capacity,
+                as_of,
+                policy_of(info["lead_readiness"]),
+                statuses=statuses,
+                eligible=self.settings.batch.call_list_statuses,
+            )
             for d in response.decisions:
                 _metric("decisions", d.decision).inc()
             call.mark("policy")
