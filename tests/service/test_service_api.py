@@ -639,6 +639,11 @@ def test_asgi_forecast_from_the_latest_nightly_run(
             json={"period_start": "2025-01-01T00:00:00Z", "period_end": "2025-04-01T00:00:00Z"},
         )
         with_won = client.post("/forecast", json={"won_amount": 5.0})
+        # the newest run's current quarter ended before as_of: not an answer for then
+        ended = client.post("/forecast", json={"as_of": "2024-10-02T00:00:00Z"})
+    assert ended.status_code == 422, ended.text
+    problem = ended.json()["detail"][0]
+    assert problem["loc"] == ["as_of"] and "2024Q3 ended 2024-10-01" in problem["msg"]
     # the run of 2024-08-05 (the newest at or before as_of), its current quarter
     assert fc["source"] == "nightly" and fc["model"] is None
     assert fc["as_of"].startswith("2024-08-05") and fc["period_start"].startswith("2024-07-01")

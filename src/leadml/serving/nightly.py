@@ -108,6 +108,21 @@ def forecast_from_nightly(
             ],
         )
     period = chosen.iloc[0]
+    if period["period_end"] <= as_of:
+        raise RequestError(
+            422,
+            "1 problem with the period",
+            [
+                Problem(
+                    ("as_of",),
+                    f"the newest nightly forecast at or before as_of ({as_of.isoformat()}) is "
+                    f"the run of {day}, and its period {period['period']} ended "
+                    f"{period['period_end']:%Y-%m-%d}, before as_of; run `leadml batch` for a "
+                    "later day, or send the deals",
+                    "nightly_period_ended",
+                )
+            ],
+        )
     rows = snap[snap["period"] == period["period"]]
     total = rows[rows["grouping"] == "total"].iloc[0]
     return ForecastResponse(
