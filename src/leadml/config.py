@@ -161,6 +161,8 @@ class ServingConfig(_Section):
     max_events_per_lead: int = Field(2000, ge=1)
     max_deals_per_request: int = Field(500, ge=1)
     max_records_per_deal: int = Field(2000, ge=1)
+    # Request bodies larger than this are answered 413 before they are read or parsed.
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Event types outside the vocabulary: "reject" answers 422 naming each one;
     # "ignore" drops them and reports how many were dropped per lead.
     unknown_event_types: str = Field("reject", pattern="^(reject|ignore)$")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -373,6 +374,35 @@ def test_asgi_over_the_limits_is_413(serving: Champions, monkeypatch: pytest.Mon
         locs = [d["loc"] for d in too_many.json()["detail"]]
         assert ["leads"] in locs and ["leads", 0, "events"] in locs
         assert "max_leads_per_request" in too_many.text
+
+
+def test_asgi_body_over_max_request_bytes_is_413_before_parsing(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body larger than serving.max_request_bytes is refused from its Content-Length,
+    or, sent chunked without one, once that many bytes have arrived; smaller ones pass."""
+    small = json.dumps(_leads(serving, 1)).encode()
+    limit = len(small) + 100
+    monkeypatch.setenv("LEADML_SERVING__MAX_REQUEST_BYTES", str(limit))
+    big = json.dumps({**_leads(serving, 1), "pad": "x" * 200}).encode()
+
+    def chunked(data: bytes) -> Iterator[bytes]:
+        for i in range(0, len(data), 1000):
+            yield data[i : i + 1000]
+
+    for client in _client():
+        declared = client.post("/score_leads", content=big)
+        streamed = client.post("/score_leads", content=chunked(big))
+        fine = client.post("/score_leads", content=chunked(small))
+        meta = client.get("/metadata").json()
+    for r in (declared, streamed):
+        assert r.status_code == 413, r.text
+        problem = r.json()["detail"][0]
+        assert (
+            problem["loc"] == ["body"] and f"max_request_bytes ({limit:,} bytes)" in problem["msg"]
+        )
+    assert fine.status_code == 200, fine.text
+    assert meta["limits"]["max_request_bytes"] == limit
 
 
 def test_asgi_unknown_event_types_reject_or_ignore(

@@ -445,6 +445,7 @@ class LeadmlAPI:
         self.settings: Settings = load_settings()
         cfg = self.settings.serving
         self.api_key: str | None = os.environ.get(cfg.api_key_env) or None
+        self.max_request_bytes = cfg.max_request_bytes
         self.scorer = Scorer.from_store(self.readiness_model, self.deal_model, self.settings)
         self._info: dict[str, Any] = self.scorer.metadata()
         b = cfg.batching
@@ -711,6 +712,7 @@ class LeadmlAPI:
                 "max_records_per_deal": cfg.max_records_per_deal,
                 "unknown_event_types": cfg.unknown_event_types,
                 "is_capacity": cfg.is_capacity,
+                "max_request_bytes": cfg.max_request_bytes,
             },
             batching=cfg.batching.model_dump(),
         )
@@ -780,21 +782,20 @@ class RequestMiddleware:
 
         service = bentoml.get_current_service()
         expected = getattr(service, "api_key", None)
+        limit = getattr(service, "max_request_bytes", None)
         try:
-            if expected is None or _has_key(scope, expected):
-                await self.app(scope, receive, send_with_id)
-            else:
+            if expected is not None and not _has_key(scope, expected):
+                await _refuse(scope, receive, send_with_id, _UNAUTHORIZED)
+            elif (body := await _within(scope, receive, limit)) is None:
                 problem = Problem(
-                    ("header", "x-api-key"),
-                    "missing or wrong API key; "
-                    "send X-API-Key: <key> or Authorization: Bearer <key>",
-                    "unauthorized",
+                    ("body",),
+                    f"the request body is larger than serving.max_request_bytes ({limit:,} "
+                    "bytes); send fewer leads or deals per request",
+                    "too_large",
                 )
-                body = RequestError(401, "unauthorized", [problem]).body()
-                response = JSONResponse(
-                    body, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-                )
-                await response(scope, receive, send_with_id)
+                await _refuse(scope, receive, send_with_id, (413, "request too large", problem))
+            else:
+                await self.app(scope, body, send_with_id)
         finally:
             if not state.get(_STATE_LOGGED):
                 endpoint = path.strip("/")
@@ -812,6 +813,59 @@ class RequestMiddleware:
 
 def _is_open(path: str) -> bool:
     return path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES)
+
+
+_UNAUTHORIZED = (
+    401,
+    "unauthorized",
+    Problem(
+        ("header", "x-api-key"),
+        "missing or wrong API key; send X-API-Key: <key> or Authorization: Bearer <key>",
+        "unauthorized",
+    ),
+)
+
+
+async def _refuse(scope: Any, receive: Any, send: Any, what: tuple[int, str, Problem]) -> None:
+    status, title, problem = what
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    body = RequestError(status, title, [problem]).body()
+    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
+
+
+async def _within(scope: dict[str, Any], receive: Any, limit: int | None) -> Any:
+    """``receive`` for a body of at most ``limit`` bytes, or None when it is larger.
+
+    A declared Content-Length is checked without reading anything; a body sent without
+    one (chunked) is read up to the limit and replayed to the app."""
+    if limit is None:
+        return receive
+    declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+    if declared is not None:
+        try:
+            return receive if int(declared) <= limit else None
+        except ValueError:
+            return receive  # the server answers a malformed length itself
+    if scope.get("method") in ("GET", "HEAD"):
+        return receive
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None
+        if not message.get("more_body", False):
+            break
+    replay = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+    async def replayed() -> Any:
+        return replay.pop() if replay else await receive()
+
+    return replayed
 
 
 def _has_key(scope: dict[str, Any], expected: str) -> bool:
