@@ -114,3 +114,64 @@ def test_alerts_and_backtest_commands_run(data: Path, capsys: pytest.CaptureFixt
     methods = {row["method"] for row in report["summary"]}
     assert {"forecast", "stage_weighted", "close_date_in_period"} <= methods
     assert {p["weeks_before_end"] for p in report["points"]} == {1, 2}
+
+
+def _write_tables(folder: Path, frames: dict[str, pd.DataFrame]) -> Path:
+    folder.mkdir()
+    for name, frame in frames.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    return folder
+
+
+def _no_deals() -> dict[str, pd.DataFrame]:
+    """A company with leads but no deal tables."""
+    t = "2025-01-01"
+    return {
+        "accounts": pd.DataFrame({"account_id": ["a1"], "segment": ["smb"], "created_at": [t]}),
+        "leads": pd.DataFrame({"lead_id": ["l1"], "account_id": ["a1"], "created_at": [t]}),
+        "reps": pd.DataFrame({"rep_id": ["r1"], "role": ["FS"], "team": ["east"]}),
+    }
+
+
+def test_forecast_on_an_empty_deal_history_says_so_with_or_without_as_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = _no_deals()
+    frames["opportunities"] = pd.DataFrame(
+        columns=["opportunity_id", "account_id", "owner_id", "created_at", "amount", "segment"]
+    )
+    frames["opportunity_history"] = pd.DataFrame(
+        columns=["opportunity_id", "ts", "stage", "amount", "expected_close_date"]
+    )
+    folder = _write_tables(tmp_path / "empty", frames)
+    errors = []
+    for extra in ([], ["--as-of", "2025-06-01"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["forecast", "--data", str(folder), *extra])
+        assert exit_info.value.code == 2
+        errors.append(" ".join(capsys.readouterr().err.split()))
+    assert "--as-of is missing" not in errors[0]
+    assert all("opportunity_history has no rows" in e and "Traceback" not in e for e in errors)
+    assert errors[0] == errors[1]
+
+
+def test_alerts_without_deal_tables_say_alerts_need_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _write_tables(tmp_path / "nodeals", _no_deals())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["alerts", "--data", str(folder), "--as-of", "2025-06-01"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "the forecast needs" not in err
+    assert "alerts need opportunities and opportunity_history" in err
+
+
+def test_forecast_header_shows_a_time_of_day_that_is_not_midnight(
+    data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    main(["forecast", "--data", str(data), "--as-of", "2026-08-10T12:00"])
+    assert "Forecast 2026Q3 as of 2026-08-10 12:00 UTC (" in capsys.readouterr().out
+    main(["forecast", "--data", str(data), "--as-of", "2026-08-10"])
+    assert "Forecast 2026Q3 as of 2026-08-10 (" in capsys.readouterr().out

@@ -382,10 +382,10 @@ def test_bottleneck_skips_a_step_into_a_stage_that_never_occurs() -> None:
 
 
 def test_empty_range_names_the_range_and_the_span_of_the_data() -> None:
-    rep = measure(start="2030-01-01", end="2030-02-01")
+    rep = measure(start="2020-01-01", end="2020-02-01")
     assert rep.summary["leads_acquired"] == 0
     assert rep.notes[0] == (
-        "no status or stage change in [2030-01-01, 2030-02-01); "
+        "no status or stage change in [2020-01-01, 2020-02-01); "
         "the data covers 2023-12-01 to 2024-04-10"
     )
 
@@ -398,8 +398,50 @@ def test_cli_funnel_over_an_empty_range_says_so_and_formats_money(
     monkeypatch.setenv("COLUMNS", "300")
     for name, frame in company().items():
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
-    main(["funnel", "--data", str(tmp_path), "--start", "2030-01-01", "--end", "2030-02-01"])
+    main(["funnel", "--data", str(tmp_path), "--start", "2020-01-01", "--end", "2020-02-01"])
     out = capsys.readouterr().out
     assert "the data covers 2023-12-01 to 2024-04-10" in out
     won = next(line for line in out.splitlines() if "won amount" in line and "average" not in line)
     assert won.split()[-2:] == ["0", "│"] and "0.000" not in out
+
+
+# The company's last record is O4's problem_recognised on 2024-04-10: an end may be at most
+# 7 days (STALE_DAYS, as for the forecast) after it, i.e. 2024-04-17.
+
+
+def test_an_end_after_the_data_is_refused_with_the_last_record_and_the_fix() -> None:
+    with pytest.raises(LeadmlError) as err:
+        measure(end="2024-12-31")
+    text = str(err.value)
+    assert text.startswith("end 2024-12-31 is after the end of the data")
+    assert "last record 2024-04-10 00:00 UTC" in text
+    assert "choose end 2024-04-17 or earlier" in text and "load newer data" in text
+    with pytest.raises(LeadmlError, match="end 2024-04-18 is after the end of the data"):
+        measure(end="2024-04-18")
+
+
+def test_an_end_a_few_days_after_the_data_is_measured_with_a_note() -> None:
+    rep = measure(end="2024-04-17")
+    assert rep.end == pd.Timestamp("2024-04-17", tz="UTC")
+    assert any(
+        n.startswith("the range ends 2024-04-17, after the last record (2024-04-10 00:00 UTC)")
+        and "end the range on 2024-04-11" in n
+        for n in rep.notes
+    )
+    assert not any("after the last record" in n for n in measure(end="2024-04-11").notes)
+
+
+def test_cli_funnel_refuses_an_end_after_the_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadml.cli import main
+
+    monkeypatch.setenv("COLUMNS", "300")
+    for name, frame in company().items():
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["funnel", "--data", str(tmp_path), "--end", "2024-12-31"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert "--end 2024-12-31 is after the end of the data (last record 2024-04-10" in err
+    assert "choose --end 2024-04-17 or earlier" in err

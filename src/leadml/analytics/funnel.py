@@ -37,8 +37,11 @@ that a deal entering the next stage is won (product of the downstream adjusted r
 x the average won amount in the range.
 
 Point-in-time: only history rows with ``ts < end`` are read; episodes are counted
-when they start in ``[start, end)``. Grouping attributes are the current rows of
-``accounts`` / ``opportunities`` / ``reps`` (the contracts keep no history of them).
+when they start in ``[start, end)``. ``end`` may be at most ``STALE_DAYS`` days after the
+last record of any table (the forecast's margin): past the data, episodes would count
+days nobody recorded as time in the stage and lower the adjusted rates. Grouping
+attributes are the current rows of ``accounts`` / ``opportunities`` / ``reps`` (the
+contracts keep no history of them).
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ import numpy as np
 import pandas as pd
 
 from leadml.config import FunnelConfig, Vocabulary
+from leadml.contracts import HAPPENED_AT
 from leadml.errors import DataError, LeadmlError
+from leadml.forecast.deals import STALE_DAYS
 
 Funnel = Literal["lead", "opportunity"]
 GROUPINGS = ("team", "segment")
@@ -203,6 +208,40 @@ def data_range(con: duckdb.DuckDBPyConnection) -> tuple[pd.Timestamp, pd.Timesta
     lo = as_utc(row[0]).floor("D")
     hi = as_utc(row[1]).floor("D") + pd.Timedelta(days=1)
     return lo, hi
+
+
+def last_record(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
+    """The latest timestamp of any table present (UTC), as the forecast reads the end of
+    the data; ``None`` when the tables have no rows."""
+    parts = [
+        f"SELECT max({col}) AS t FROM {table}"
+        for table, col in HAPPENED_AT
+        if table != "accounts" and _has(con, table)
+    ]
+    if not parts:
+        return None
+    row = con.execute(f"SELECT max(t) FROM ({' UNION ALL '.join(parts)})").fetchall()[0]
+    return None if row[0] is None else as_utc(row[0])
+
+
+def check_end(
+    con: duckdb.DuckDBPyConnection, end: pd.Timestamp, what: str = "end"
+) -> pd.Timestamp | None:
+    """Refuse an ``end`` more than ``STALE_DAYS`` days after the last record (``what``
+    names the argument in the message); return the last record."""
+    last = last_record(con)
+    if last is None:
+        return None  # no rows at all: the empty-range note says so
+    limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
+    if end > limit:
+        raise LeadmlError(
+            f"{what} {end.date()} is after the end of the data (last record "
+            f"{last:%Y-%m-%d %H:%M} UTC): the days after it would count as time in the stage "
+            f"and skew the adjusted conversion rates and median days; choose {what} "
+            f"{limit.date()} or earlier (at most {STALE_DAYS} days after the last record; "
+            "by default the day after it), or load newer data"
+        )
+    return last
 
 
 def _competing_risks(days: np.ndarray, code: np.ndarray) -> tuple[float | None, float | None]:
@@ -698,6 +737,13 @@ def funnel(
     if not (has_leads or has_opps):
         raise DataError(
             "the funnel needs lead_status_history and/or opportunity_history; neither is present"
+        )
+    last = check_end(con, hi)
+    if last is not None and hi > (day_after := last.floor("D") + pd.Timedelta(days=1)):
+        notes.append(
+            f"the range ends {hi.date()}, after the last record ({last:%Y-%m-%d %H:%M} UTC): "
+            "episodes still open count the days after it as time in the stage; end the "
+            f"range on {day_after.date()} to leave them out"
         )
     opp_chain = [*vocab.open_stages, vocab.won_stage]
     lead_cols = ["entity", "ts", "stage", "prev_status", "next_status", "next_ts", "grp"]

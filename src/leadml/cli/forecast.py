@@ -84,7 +84,10 @@ def forecast(
     con = common.open_data(s, data)
     try:
         history = DealHistory(con, s.vocabulary)
-        if as_of is None and history.data_end is not None:
+        if as_of is None and history.data_end is None:
+            # no deal rows: say so (as with --as-of) rather than "--as-of is missing"
+            history.check_as_of(pd.Timestamp.now(tz="UTC"))
+        if as_of is None:
             # the day after the freshest record of any table (a quiet weekend in the deal
             # history must not date the forecast before Monday's activity)
             t = history.freshest.normalize() + pd.Timedelta(days=1)
@@ -108,7 +111,7 @@ def forecast(
             from leadml.forecast.plots import fan_chart, waterfall
 
             folder = s.reports_dir / "forecast"
-            stem = f"{per.label}_as_of_{t:%Y-%m-%d}"
+            stem = f"{per.label}_as_of_{t:%Y-%m-%d}" + ("" if t == t.normalize() else f"T{t:%H%M}")
             waterfall(result, folder / f"{stem}_waterfall.png")
             path = forecast_path(
                 con,
@@ -139,11 +142,18 @@ def _money(value: float) -> int | float:
     return int(round(value)) if math.isfinite(value) else float("nan")
 
 
+def _moment(ts: Any) -> str:
+    """The day, with the time when it is not midnight (2025-11-10 12:00 UTC)."""
+    if ts == ts.normalize():
+        return f"{ts:%Y-%m-%d}"
+    return f"{ts:%Y-%m-%d %H:%M:%S}".removesuffix(":00") + " UTC"
+
+
 def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
     out = common.console()
     groups = [*result.groups, result.total]
     title = (
-        f"Forecast {result.period.label} as of {result.as_of:%Y-%m-%d} "
+        f"Forecast {result.period.label} as of {_moment(result.as_of)} "
         f"({result.period.weeks_left(result.as_of):.1f} weeks left; "
         f"probabilities: {result.probability_source})"
     )

@@ -184,8 +184,8 @@ class DealHistory:
         for needed in ("opportunities", "opportunity_history"):
             if needed not in tables:
                 raise ForecastError(
-                    f"table {needed} is missing from the data; the forecast needs opportunities "
-                    "and opportunity_history (see `leadml validate`)"
+                    f"table {needed} is missing from the data; deal forecasts and alerts need "
+                    "opportunities and opportunity_history (see `leadml validate`)"
                 )
         team = "r.team" if "reps" in tables else "NULL"
         join = "LEFT JOIN reps r ON r.rep_id = o.owner_id" if "reps" in tables else ""
