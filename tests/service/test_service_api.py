@@ -766,3 +766,28 @@ def test_a_lead_sent_bare_is_a_new_lead_and_missing_values_are_no_reasons(
     assert scores[0]["reasons"] == scores[1]["reasons"]
     texts = [r["text"] for s in scores for r in s["reasons"]]
     assert texts and not [t for t in texts if "unknown" in t], texts
+
+
+def test_values_the_model_never_saw_are_reported_and_metadata_lists_the_known_ones(
+    client: TestClient, serving: Champions
+) -> None:
+    """A misspelt category (Seminar for seminar, Japan for JP) is read as missing by the
+    model; the answer names the feature, and /metadata lists the values it knows."""
+    known = client.get("/metadata").json()["models"]["lead_readiness"]["categories"]
+    request = _leads(serving, 1)
+    lead = request["leads"][0]
+    clean = client.post("/score_leads", json=request).json()["scores"][0]
+    assert clean["unseen_values"] == []
+    lead["source"] = "Definitely Not A Source"
+    assert lead["source"] not in known["lead_source"] and known["lead_source"]
+    odd = client.post("/score_leads", json=request).json()["scores"][0]
+    assert odd["unseen_values"] == ["lead_source"]
+    deals = _deals(serving)
+    deals["deals"] = deals["deals"][:1]
+    deals["deals"][0]["segment"] = "smb"
+    deal = client.post("/score_deals", json=deals).json()["scores"][0]
+    assert deal["unseen_values"] == []
+    assert (
+        "smb"
+        in client.get("/metadata").json()["models"]["deal_close"]["categories"]["deal_segment"]
+    )

@@ -432,6 +432,12 @@ class Reason(_Out):
     )
 
 
+_UNSEEN = (
+    "Features whose value the model never saw in training, so it reads them as missing "
+    "(often a spelling: Seminar for seminar, Japan for JP); /metadata lists the known values"
+)
+
+
 class LeadScore(_Out):
     lead_id: str
     readiness: float = Field(
@@ -445,6 +451,7 @@ class LeadScore(_Out):
     ignored_events: int = Field(
         0, ge=0, description="Events dropped for an unknown type (policy ignore)"
     )
+    unseen_values: list[str] = Field(default_factory=list, description=_UNSEEN)
     model: ModelRef
 
 
@@ -500,6 +507,7 @@ class DealScore(_Out):
     p_won_in_period: float | None = Field(None, ge=0, le=1, exclude=True)
     reasons: list[Reason]
     hygiene_flags: list[HygieneFlag]
+    unseen_values: list[str] = Field(default_factory=list, description=_UNSEEN)
     model: ModelRef
 
 

@@ -19,7 +19,7 @@ that entity's records only) and the model is called once per batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +103,14 @@ class Scorer:
         self._lead_engine = _online_engine(readiness.bundle, "lead", lead_catalog)
         self._readiness = FastReadiness(readiness.bundle)
         self._deal_engine = _online_engine(deal.bundle, "opportunity", deal_catalog)
+        # free-text attributes (source, country, ...) whose value the model never saw
+        self._known = {
+            m.kind: {f: v for f, v in known_categories(m.bundle).items() if f in free}
+            for m, free in (
+                (readiness, free_text(lead_catalog, "lead")),
+                (deal, free_text(deal_catalog, "opportunity")),
+            )
+        }
         # The extra columns (``attributes``) each request object may carry: those the
         # models' catalogs read; anything else is refused (a typo must not be ignored).
         self.attribute_names: dict[str, frozenset[str]] = {
@@ -155,6 +163,7 @@ class Scorer:
             return []
         rows = self._lead_engine([(lead_payload(t.lead), t.as_of) for t in tasks])
         p, pct, grades, why = self._readiness.score(rows)
+        unseen = unseen_values(rows, self._known["lead_readiness"])
         ref = self.readiness.ref
         return [
             LeadScore(
@@ -164,6 +173,7 @@ class Scorer:
                 grade=cast(Grade, str(grades[i])),
                 reasons=why[i],
                 ignored_events=t.ignored_events,
+                unseen_values=unseen[i],
                 model=ref,
             )
             for i, t in enumerate(tasks)
@@ -190,6 +200,7 @@ class Scorer:
             )
             before_start = bundle.predict_proba(X, horizon_days=h0)
         why = bundle.explain(X, k=TOP_REASONS)
+        unseen = unseen_values(X.to_dict("records"), self._known["deal_close"])
         ref = self.deal.ref
         alerts = self.settings.forecast.alerts
         out = []
@@ -208,6 +219,7 @@ class Scorer:
                     p_won_in_period=p_in,
                     reasons=_reasons(why[i]),
                     hygiene_flags=hygiene_flags(t.deal, t.as_of, alerts),
+                    unseen_values=unseen[i],
                     model=ref,
                 )
             )
@@ -239,10 +251,40 @@ def _bundle_info(bundle: Any) -> dict[str, Any]:
         "features": list(bundle.features),
         "horizon_days": (spec.get("target") or {}).get("horizon_days"),
     }
+    info["categories"] = {f: sorted(known) for f, known in known_categories(bundle).items()}
     if bundle.kind == "lead_readiness":
         info["grade_cutoffs"] = bundle.grade_cutoffs
         info["policy"] = spec.get("policy")
     return info
+
+
+def known_categories(bundle: Any) -> dict[str, frozenset[str]]:
+    """Per categorical feature, the values the model saw in training."""
+    cats = bundle.model.encoder.categories_
+    return {f: frozenset(str(c) for c in values) for f, values in cats.items()}
+
+
+def free_text(catalog: Any, entity: str) -> set[str]:
+    """The categorical attribute features of ``entity`` (values as the caller writes them;
+    statuses, stages and event types are checked against the vocabulary instead)."""
+    from leadml.features.catalog import AttributeFeature, is_categorical
+
+    return {
+        f.name
+        for f in catalog.features(entity)
+        if isinstance(f, AttributeFeature) and is_categorical(f)
+    }
+
+
+def unseen_values(
+    rows: Sequence[Mapping[str, Any]], known: Mapping[str, frozenset[str]]
+) -> list[list[str]]:
+    """Per row, the categorical features whose (present) value is not a known one: the
+    model reads them as missing, which the caller should hear about."""
+    return [
+        [f for f, values in known.items() if not _missing(v := row.get(f)) and str(v) not in values]
+        for row in rows
+    ]
 
 
 def catalog_of(bundle: Any, settings: Settings) -> Any:
