@@ -339,6 +339,14 @@ def test_asgi_schema_errors_are_400_with_the_field_path(
     )
     assert garbage.status_code == 400
     assert "Traceback" not in r.text + missing.text + garbage.text
+    # the shape of every other error: no internal class name, pydantic prefix or link
+    number = dict(_leads(serving, 1), as_of=12345)
+    shaped = client.post("/score_leads", json=number).json()
+    assert shaped["error"] == "1 problem with the request", shaped
+    (problem,) = shaped["detail"]
+    assert set(problem) == {"loc", "msg", "type"} and problem["loc"] == ["as_of"]
+    assert problem["msg"].startswith("a timestamp must be ISO 8601 text"), problem
+    assert "IODescriptor" not in str(shaped) and "errors.pydantic.dev" not in str(shaped)
 
 
 def test_asgi_bodies_are_json_whatever_the_content_type(

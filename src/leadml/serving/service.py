@@ -37,6 +37,7 @@ import contextlib
 import functools
 import gc
 import hmac
+import json
 import logging
 import os
 import re
@@ -771,6 +772,8 @@ class RequestMiddleware:
             (b"content-type", b"application/json")
         ]
 
+        held: list[MutableMapping[str, Any]] = []
+
         async def send_with_id(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
@@ -778,6 +781,21 @@ class RequestMiddleware:
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
+                if status == 400:  # BentoML's schema errors: rewritten once complete
+                    held.append(message)
+                    return
+            elif held:
+                held.append(message)
+                if message.get("more_body", False):
+                    return
+                start, *parts = held
+                held.clear()
+                body = _plain_400(b"".join(p.get("body", b"") for p in parts))
+                headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
+                headers.append((b"content-length", str(len(body)).encode()))
+                await send({**start, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
             await send(message)
 
         service = bentoml.get_current_service()
@@ -813,6 +831,29 @@ class RequestMiddleware:
 
 def _is_open(path: str) -> bool:
     return path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES)
+
+
+def _plain_400(raw: bytes) -> bytes:
+    """BentoML's 400 for a request that fails the schema, in the shape of every other
+    error (docs/api.md): "N problems with the request" instead of pydantic's title (which
+    names an internal class), each problem's loc / msg / type without pydantic's "Value
+    error, " prefix and documentation link. Anything else passes unchanged."""
+    try:
+        data = json.loads(raw)
+        detail = data["detail"]
+        problems = [
+            {
+                "loc": list(d.get("loc", [])),
+                "msg": str(d.get("msg", "")).removeprefix("Value error, "),
+                "type": d.get("type", "invalid"),
+            }
+            for d in detail
+        ]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return raw
+    n = len(problems)
+    title = f"{n} problem{'' if n == 1 else 's'} with the request"
+    return json.dumps({"error": title, "detail": problems}).encode()
 
 
 _UNAUTHORIZED = (
