@@ -296,6 +296,28 @@ class CheckReport:
     def ok(self) -> bool:
         return not self.problems
 
+    def consequences(self) -> list[str]:
+        """What an absent or empty optional table costs, one sentence each (the run goes
+        on without it, and a user should know why numbers look the way they do)."""
+        return [
+            f"no {table} rows: {cost}"
+            for table, cost in _WITHOUT.items()
+            if not self.rows.get(table)
+        ]
+
+
+# What each optional table feeds; said when it is absent or empty.
+_WITHOUT = {
+    "events": "every behavioural feature (web visits, page views, e-mail, forms, seminars "
+    "and webinars) is zero, so readiness rests on the lead's attributes and IS activity",
+    "lead_status_history": "every lead is read as in the first status (lead) since its "
+    "creation: no MQLs, so the nightly call list is empty",
+    "activities": "IS and deal activity features are zero, the call list counts no booked "
+    "slots, and the 'stale' deal alert sees only changes to the deal's history",
+    "opportunity_history": "no deal scores, forecast or deal alerts (they read the stage history)",
+    "targets": "the forecast has no target, gap or probability of reaching it",
+}
+
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'

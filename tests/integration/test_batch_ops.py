@@ -78,6 +78,24 @@ def test_without_reps_the_run_publishes_an_empty_call_list_and_says_why(
     assert json.loads(ParquetOutputs(s.outputs_dir).read("manifest", DAY).iloc[0]["warnings"])
 
 
+def test_without_optional_tables_the_run_says_what_they_would_have_fed(
+    company: Path, champions: dict, tmp_path: Path
+) -> None:
+    """BYOD review: an export without activities or events ran with every IS touch and
+    behavioural feature at zero and 36x the stale alerts, and warnings were []."""
+    data = _copy(company, tmp_path / "no-activities")
+    for table in ("activities", "events"):
+        for path in data.glob(f"{table}*"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    result = run_nightly(load_settings(), AS_OF, data=data, champions=champions)
+    said = " | ".join(result.warnings)
+    assert "no activities rows: IS and deal activity features are zero" in said
+    assert "the 'stale' deal alert sees only changes" in said
+    assert "no events rows: every behavioural feature" in said
+    full = run_nightly(load_settings(), AS_OF, data=company, champions=champions)
+    assert not [w for w in full.warnings if w.startswith("no ") and " rows: " in w]
+
+
 def test_a_locked_duckdb_file_is_a_clear_error_and_nothing_is_half_written(
     company: Path,
     champions: dict,

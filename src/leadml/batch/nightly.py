@@ -286,6 +286,7 @@ def _run_nightly(
     try:
         manifest.input_rows = dict(report.rows)
         manifest.quarantined_rows = dict(report.quarantined)
+        warnings.extend(report.consequences())  # absent optional tables, and what it costs
         con.execute("SET TimeZone = 'UTC'")
 
         say("load champions")

@@ -48,6 +48,7 @@ def validate(
                 "quarantined": report.quarantined,
                 "quarantine_dir": str(s.quarantine_dir) if report.quarantined else None,
                 "absent_tables": report.missing_tables,
+                "consequences": report.consequences(),
                 "problems": [
                     {"table": p.table, "column": p.column, "reason": p.reason, "count": p.count}
                     for p in report.problems
@@ -65,6 +66,8 @@ def validate(
         out.print(f"[yellow]quarantined:[/] {escape(p.render())}", soft_wrap=True)
     if report.missing_tables:
         out.print(f"absent (optional): {', '.join(report.missing_tables)}")
+    for line in report.consequences():
+        out.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
     out.print(
         "[green]all tables meet their contracts[/]"
         if report.ok
