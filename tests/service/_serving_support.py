@@ -16,6 +16,7 @@ engine on the full tables.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from dataclasses import dataclass
@@ -333,3 +334,12 @@ def _parity_sample(data: Path, settings: Any) -> dict[str, Any]:
     )[:5]
     deals = [deal_json(tables, catalog, oid, as_of) for oid in open_ids]
     return {"as_of": as_of.isoformat(), "leads": leads, "deals": deals}
+
+
+def as_mqls(request: dict[str, Any]) -> dict[str, Any]:
+    """``request`` with every lead an MQL since its creation: all of them compete for the
+    inside-sales slots of /handoff (leads in other statuses are not_eligible)."""
+    out = copy.deepcopy(request)
+    for lead in out["leads"]:
+        lead["status_history"] = [{"ts": lead["created_at"], "status": "mql"}]
+    return out

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pytest
-from _serving_support import Champions, champions, point_bentoml
+from _serving_support import Champions, as_mqls, champions, point_bentoml
 from starlette.responses import JSONResponse
 
 if TYPE_CHECKING:
@@ -186,9 +186,7 @@ def test_asgi_handoff_fills_capacity_by_readiness(client: TestClient, serving: C
     meta = client.get("/metadata").json()
     per_lead = meta["models"]["lead_readiness"]["policy"]["slots_per_lead"]
     capacity = int(2 * per_lead)
-    request = _leads(serving)
-    for lead in request["leads"]:  # every lead an MQL: all compete for the slots
-        lead["status_history"] = [{"ts": lead["created_at"], "status": "mql"}]
+    request = as_mqls(_leads(serving))
     r = client.post("/handoff", json={**request, "is_capacity": capacity})
     assert r.status_code == 200, r.text
     out = r.json()
@@ -497,7 +495,7 @@ def test_asgi_scores_and_decisions_reach_prometheus(client: TestClient, serving:
     version = serving.versions["lead_readiness"]
     before = value("leadml_readiness_score_count", model_version=version)
     handed = value("leadml_handoff_decisions_total", decision="handoff")
-    client.post("/handoff", json={**_leads(serving), "is_capacity": 100})
+    client.post("/handoff", json={**as_mqls(_leads(serving)), "is_capacity": 100})
     assert value("leadml_readiness_score_count", model_version=version) == before + len(
         serving.parity["leads"]
     )

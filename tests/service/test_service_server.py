@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving_support import Champions, champions, point_bentoml
+from _serving_support import Champions, as_mqls, champions, point_bentoml
 from hypothesis import HealthCheck, Phase, given, settings
 
 KEY = "server-test-key"
@@ -126,7 +126,7 @@ def test_server_refuses_without_key_and_exposes_metrics(server: str, champs: Cha
     assert httpx.get(f"{server}/healthz", timeout=10).status_code == 200
     httpx.post(
         f"{server}/handoff",
-        json={**_leads(champs), "is_capacity": 4},
+        json={**as_mqls(_leads(champs)), "is_capacity": 4},
         headers={"X-API-Key": KEY},
         timeout=30,
     )
