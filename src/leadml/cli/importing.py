@@ -41,7 +41,7 @@ def import_exports(
     spec = load_mapping(mapping)
     if timezone:
         spec = spec.model_copy(update={"timezone": timezone})
-    target = out or s.workspace / "imported"
+    target = (out or s.workspace / "imported").expanduser().resolve()
     _, report = run_import(spec, src, target, s.vocabulary, strict=strict)
     if as_json:
         common.emit_json({"out": str(target), **report.to_dict()})

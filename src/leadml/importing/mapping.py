@@ -30,6 +30,7 @@ import difflib
 import re
 import types
 import typing
+import uuid
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -794,14 +795,58 @@ def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Ser
                 text[bad],
             )
     if parsed.dt.tz is None:
-        try:
-            parsed = parsed.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward")
-        except Exception as exc:  # unknown zone name
-            raise ctx.err(label, f"cannot use time zone {zone!r}: {exc}") from None
+        parsed = _localize(ctx, parsed, zone, label)
     out = parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
     if spec.end_of_day:
         out = out.dt.normalize() + pd.Timedelta(days=1)
     return out
+
+
+def _localize(ctx: _Ctx, naive: pd.Series, zone: str, label: str) -> pd.Series:
+    """Naive local times in ``zone`` as aware times. A time in the hour that repeats when
+    daylight-saving time ends (02:30 on the last Sunday of October in Berlin) is read as
+    its first occurrence, in daylight-saving time; a time in the hour skipped when it
+    starts is moved forward to the first time after the gap. Both are counted in a note
+    of the report, never dropped."""
+    try:
+        local = naive.dt.tz_localize(
+            zone, ambiguous=np.ones(len(naive), dtype=bool), nonexistent="shift_forward"
+        )
+        unsure = (
+            naive.notna() & naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT").isna()
+        )
+    except Exception as exc:  # unknown zone name
+        raise ctx.err(label, f"cannot use time zone {zone!r}: {exc}") from None
+    if not unsure.any():
+        return local
+    ambiguous = (
+        unsure & naive.dt.tz_localize(zone, ambiguous="NaT", nonexistent="shift_forward").isna()
+    )
+    where = f"{ctx.files.src_dir / ctx.src.file}, column {label!r} (-> {ctx.table})"
+    notes = ctx.files.report.notes
+    for hit, what, how in (
+        (
+            ambiguous,
+            "fall in the hour that repeats when daylight-saving time ends",
+            "read as the first occurrence (daylight-saving time)",
+        ),
+        (
+            unsure & ~ambiguous,
+            "do not exist (the hour skipped when daylight-saving time starts)",
+            "moved forward to the first time after the gap",
+        ),
+    ):
+        if not hit.any():
+            continue
+        first = hit.idxmax()
+        utc = local[first].tz_convert("UTC")
+        note = (
+            f"{where}: {int(hit.sum())} local time(s) in {zone} {what}; {how}, e.g. "
+            f"'{naive[first]}' -> {utc:%Y-%m-%d %H:%M:%S} UTC"
+        )
+        if note not in notes:  # a column may be built twice (coalesce, drop)
+            notes.append(note)
+    return local
 
 
 # currency symbols and codes, and the spaces (also non-breaking and thin) around them
@@ -1151,7 +1196,45 @@ def import_tables(
     con, _ = connect(frames_source(tables), vocab)
     con.close()
     report.rows = {name: len(df) for name, df in tables.items()}
+    _note_current_close_dates(mapping, tables, report)
     return tables, report
+
+
+CURRENT_VALUES_NOTE = (
+    "opportunity_history holds each deal's current close date (and amount) on every row, "
+    "not the values the deal had at the time ({why}): a forecast trained on it learns "
+    "'expected close date inside the period' from close dates known only in hindsight "
+    "and overstates open-deal revenue. Export the full stage and close-date history (one "
+    "row per change, with the close date valid at that time) and map it to fix this; "
+    "see docs/byod.md"
+)
+
+
+def _note_current_close_dates(
+    mapping: Mapping, tables: dict[str, pd.DataFrame], report: ImportReport
+) -> None:
+    """A note when the deal history cannot show how close dates moved: the HubSpot preset
+    (its exports have only current values), a close date looked up from another file
+    (the deal's current one), or a history with one row per deal (a snapshot)."""
+    hist = tables.get("opportunity_history")
+    if hist is None or not len(hist):
+        return
+
+    def looked_up(spec: ColumnSpec) -> bool:
+        return spec.lookup is not None or any(looked_up(s) for s in spec.coalesce or [])
+
+    why = None
+    if mapping.origin == "preset hubspot":
+        why = "HubSpot exports only current values"
+    elif any(
+        "expected_close_date" in src.columns and looked_up(src.spec("expected_close_date"))
+        for src in mapping.tables.get("opportunity_history", [])
+    ):
+        why = "the mapping looks the close date up in another file"
+    elif hist["opportunity_id"].value_counts().max() == 1:
+        why = "it has one row per deal"
+    if why is not None:
+        report.notes.append(CURRENT_VALUES_NOTE.format(why=why))
 
 
 def _example(table: Table, row: pd.Series, column: str | None) -> str:
@@ -1171,6 +1254,102 @@ def _example(table: Table, row: pd.Series, column: str | None) -> str:
     return ", ".join(f"{c}={row[c]}" for c in ids[:3]) or "(every id is empty)"
 
 
+REPORT_FILE = "import_report.json"  # also the mark of an earlier import's output folder
+_SYSTEM_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file browsers
+
+
+def _import_entries(folder: Path) -> tuple[list[Path], list[str]]:
+    """The entries of ``folder`` an import writes (``<table>.parquet``, the report,
+    ``dropped/``), and the names of the others."""
+    ours = {f"{t}.parquet" for t in TABLES} | {REPORT_FILE, "dropped"}
+    mine, foreign = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name in ours:
+            mine.append(entry)
+        elif entry.name not in _SYSTEM_FILES:
+            foreign.append(entry.name)
+    return mine, foreign
+
+
+def _named_files(mapping: Mapping) -> set[str]:
+    """Every file the mapping reads (sources, lookups, ``not_in_file`` filters)."""
+    names: set[str] = set()
+
+    def spec_files(spec: ColumnSpec) -> None:
+        if spec.lookup is not None:
+            names.add(spec.lookup.file)
+        for sub in spec.coalesce or []:
+            spec_files(sub)
+
+    for sources in mapping.tables.values():
+        for src in sources:
+            names.add(src.file)
+            names.update(c.not_in_file.file for c in src.where if c.not_in_file is not None)
+            for name in src.columns:
+                spec_files(src.spec(name))
+    return names
+
+
+def _listing(names: list[str]) -> str:
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    return ", ".join(names[:5]) + more
+
+
+def check_out_dir(out_dir: str | Path, src_dir: str | Path, mapping: Mapping | None = None) -> Path:
+    """The import's output folder, resolved, if it may be replaced whole; else a
+    :class:`ConfigError` saying why and what to pass instead (nothing is touched).
+
+    Allowed: a folder that does not exist yet, an empty folder, or the output of an
+    earlier import (it has ``import_report.json`` and nothing an import does not write).
+    Refused: a file, the source folder, a folder holding the source folder or a file the
+    mapping reads, and any other non-empty folder."""
+    given = out_dir
+    out = Path(out_dir).expanduser().resolve()
+    src = Path(src_dir).expanduser().resolve()
+    fix = "pass --out with a new or empty folder"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"import output {given} is a file, not a folder; {fix}")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(
+            f"import output {given}: {parent} is a file, so the folder cannot be made; {fix}"
+        )
+    replaced = "the import replaces its output folder whole"
+    if out == src:
+        raise ConfigError(
+            f"import output {given} is the source folder (--src {src_dir}); {replaced} and "
+            f"would delete the export files; {fix} outside the source folder"
+        )
+    if src.is_relative_to(out):
+        raise ConfigError(
+            f"import output {given} contains the source folder (--src {src_dir}); {replaced} "
+            f"and would delete the export files; {fix} outside the source folder"
+        )
+    if mapping is not None and out.is_relative_to(src):
+        inside = sorted(n for n in _named_files(mapping) if (src / n).resolve().is_relative_to(out))
+        if inside:
+            raise ConfigError(
+                f"import output {given} holds files the mapping reads ({_listing(inside)}); "
+                f"{replaced} and would delete them; {fix} outside the source folder"
+            )
+    if out.is_dir():
+        mine, foreign = _import_entries(out)
+        if not (out / REPORT_FILE).is_file():
+            if foreign or mine:
+                names = _listing(foreign + [m.name for m in mine])
+                raise ConfigError(
+                    f"import output {given} is a non-empty folder that is not an earlier "
+                    f"import (no {REPORT_FILE}; it holds {names}) and {replaced}; {fix}"
+                )
+        elif foreign:
+            raise ConfigError(
+                f"import output {given} is an earlier import's output but also holds files "
+                f"an import does not write ({_listing(foreign)}); {replaced}: move them "
+                f"elsewhere first, or {fix}"
+            )
+    return out
+
+
 def write_import(
     tables: dict[str, pd.DataFrame],
     report: ImportReport,
@@ -1178,18 +1357,68 @@ def write_import(
     dropped_from: Path | None = None,
 ) -> Path:
     """Write ``<table>.parquet`` files, ``import_report.json`` and the dropped rows
-    (``dropped/<table>.csv``) into ``out_dir``, replacing it atomically."""
+    (``dropped/<table>.csv``) into ``out_dir``, replacing it atomically: everything is
+    written into a temporary folder beside it first. When ``out_dir`` is the current
+    folder (or holds it) its contents are swapped instead of the folder itself, so that
+    the shell that ran the import does not end up in a deleted folder."""
     import json
     import shutil
 
-    with atomic_path(out_dir) as tmp:
+    out_dir = Path(out_dir).expanduser().resolve()
+
+    def fill(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         for name, df in tables.items():
             df.to_parquet(tmp / f"{name}.parquet", index=False)
         if dropped_from is not None and dropped_from.is_dir() and any(dropped_from.iterdir()):
             shutil.copytree(dropped_from, tmp / "dropped")
-        (tmp / "import_report.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+
+    try:
+        if out_dir.is_dir() and Path.cwd().resolve().is_relative_to(out_dir):
+            tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+            try:
+                fill(tmp)
+                _swap_contents(tmp, out_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            with atomic_path(out_dir) as tmp:
+                fill(tmp)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write the import output {out_dir}: {exc.strerror or exc}; pass --out "
+            "with a folder you can write to"
+        ) from None
     return out_dir
+
+
+def _swap_contents(new: Path, target: Path) -> None:
+    """Replace the import entries of ``target`` by the entries of ``new`` (same file
+    system: renames), the report last; on an error the old entries are put back."""
+    import os
+    import shutil
+
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    old.mkdir()
+    moved_out: list[Path] = []
+    moved_in: list[Path] = []
+    try:
+        for entry in _import_entries(target)[0]:
+            os.replace(entry, old / entry.name)
+            moved_out.append(entry)
+        entries = sorted(new.iterdir(), key=lambda p: p.name == REPORT_FILE)
+        for entry in entries:
+            os.replace(entry, target / entry.name)
+            moved_in.append(target / entry.name)
+    except OSError:
+        for entry in moved_in:
+            os.replace(entry, new / entry.name)
+        for entry in moved_out:
+            os.replace(old / entry.name, entry)
+        old.rmdir()
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_import(
@@ -1201,11 +1430,14 @@ def run_import(
     strict: bool = False,
 ) -> tuple[dict[str, pd.DataFrame], ImportReport]:
     """:func:`import_tables` then :func:`write_import` into ``out_dir`` (atomically:
-    on any error ``out_dir`` is left as it was)."""
+    on any error ``out_dir`` is left as it was). ``out_dir`` is checked first by
+    :func:`check_out_dir`: a folder that holds anything but an earlier import's output,
+    or the exports themselves, is refused before any file is read."""
     import tempfile
 
+    out = check_out_dir(out_dir, src_dir, mapping)
     with tempfile.TemporaryDirectory(prefix="leadml-import-") as tmp:
         dropped = Path(tmp) / "dropped"
         tables, report = import_tables(mapping, src_dir, vocab, strict=strict, dropped_dir=dropped)
-        write_import(tables, report, Path(out_dir), dropped_from=dropped)
+        write_import(tables, report, out, dropped_from=dropped)
     return tables, report
