@@ -209,6 +209,7 @@ class StandInChampion:
     version: str = "7"
     reference: Mapping[str, Any] | None = None
     weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    slots_per_lead: float = 2.0
 
     def _z(self, frame: pd.DataFrame) -> np.ndarray:
         x = frame[self.features].astype("float64").fillna(0.0).to_numpy()

@@ -221,3 +221,26 @@ def test_never_exceeds_capacity_and_never_leaves_team(
 def test_unknown_routing_column_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="team"):
         build_call_list(_leads(5), _reps(), _no_activities(), AS_OF, assign_by="team")
+
+
+def test_a_lead_takes_the_policys_slots_per_lead() -> None:
+    """With two slots per hand-off (a call and its follow-up, as /handoff counts them), a
+    rep with 10 slots takes 5 leads, and 2 slots a day make one call a day."""
+    one = build_call_list(_leads(200), _reps(), _no_activities(), AS_OF)
+    two = build_call_list(_leads(200), _reps(), _no_activities(), AS_OF, slots_per_lead=2)
+    per_rep_one = one.calls.groupby("rep_id").size()
+    per_rep_two = two.calls.groupby("rep_id").size()
+    assert per_rep_one.to_dict() == {"is1": 10, "is2": 10, "is3": 5}
+    assert per_rep_two.to_dict() == {"is1": 5, "is2": 5, "is3": 2}
+    assert two.capacity.set_index("rep_id")["leads"].to_dict() == {"is1": 5, "is2": 5, "is3": 2}
+    # still the best eligible leads of each segment, as many as the places
+    leads = _leads(200)
+    pool = leads[leads["status"].isin(["mql", "recycled"])]
+    for segment, places in (("enterprise", 5), ("smb", 7)):
+        best = pool[pool["segment"] == segment].nlargest(places, "expected_conversions")
+        got = two.calls[two.calls["segment"] == segment]["lead_id"]
+        assert set(got) == set(best["lead_id"])
+    dates = two.calls[two.calls["rep_id"] == "is1"]["call_date"].tolist()
+    assert len(set(dates)) == 5  # 10 slots a week = 2 a day = one lead a day
+    with pytest.raises(ValueError, match="slots_per_lead"):
+        build_call_list(_leads(5), _reps(), _no_activities(), AS_OF, slots_per_lead=0)

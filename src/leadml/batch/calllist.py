@@ -7,7 +7,9 @@ thirty-minute slots a week, and the hand-off decision is which leads get them.
 - **Capacity** of an IS rep as of D: ``weekly_slots`` minus the slots already
   booked in D's week (the rep's activities with ``week_start <= ts < D``, one
   slot each; nothing at or after D is read), further bounded by the list's
-  horizon (``days`` working days of ``ceil(weekly_slots / 5)`` slots).
+  horizon (``days`` working days of ``ceil(weekly_slots / 5)`` slots). A lead on
+  the list takes ``slots_per_lead`` slots (the readiness champion's hand-off policy:
+  a call and its follow-up), as ``/handoff`` counts them.
 - **Eligibility**: leads whose status as of D is one of ``statuses`` (MQLs and
   recycled leads by default), routed to IS reps of the lead's segment (or team).
   A rep with no segment (team) is a generalist and may take any lead.
@@ -48,11 +50,17 @@ def week_start(as_of: pd.Timestamp) -> pd.Timestamp:
 
 
 def rep_capacity(
-    reps: pd.DataFrame, activities: pd.DataFrame, as_of: pd.Timestamp, *, days: int = WORKING_DAYS
+    reps: pd.DataFrame,
+    activities: pd.DataFrame,
+    as_of: pd.Timestamp,
+    *,
+    days: int = WORKING_DAYS,
+    slots_per_lead: float = 1.0,
 ) -> pd.DataFrame:
-    """Slots each IS rep has for the list as of ``as_of``.
+    """Slots each IS rep has for the list as of ``as_of``, and the leads they hold.
 
-    Columns: ``rep_id, team, segment, weekly_slots, booked, capacity``. ``booked``
+    Columns: ``rep_id, team, segment, weekly_slots, booked, capacity`` (slots) and
+    ``leads`` (``floor(capacity / slots_per_lead)``). ``booked``
     counts the rep's activities in ``[week_start(first working day), as_of)``: on a
     weekday that is this week so far; on a Saturday or Sunday the list is for the next
     week, which has nothing booked yet.
@@ -76,6 +84,7 @@ def rep_capacity(
     )
     left = (is_reps["weekly_slots"] - is_reps["booked"]).clip(lower=0)
     is_reps["capacity"] = np.minimum(left, horizon).astype("int64")
+    is_reps["leads"] = np.floor(is_reps["capacity"] / slots_per_lead + 1e-9).astype("int64")
     return is_reps
 
 
@@ -100,6 +109,7 @@ def build_call_list(
     days: int = WORKING_DAYS,
     statuses: tuple[str, ...] | list[str] = ("mql", "recycled"),
     assign_by: str = "segment",
+    slots_per_lead: float = 1.0,
 ) -> CallList:
     """Cut the call list for the ``days`` working days from ``as_of``.
 
@@ -112,7 +122,9 @@ def build_call_list(
     as_of = _utc(as_of)
     if assign_by not in ("segment", "team"):
         raise ValueError(f"assign_by must be 'segment' or 'team', got {assign_by!r}")
-    cap = rep_capacity(reps, activities, as_of, days=days)
+    if not slots_per_lead > 0:
+        raise ValueError(f"slots_per_lead must be positive, got {slots_per_lead!r}")
+    cap = rep_capacity(reps, activities, as_of, days=days, slots_per_lead=slots_per_lead)
     owners = last_worked_by(activities, reps, as_of)
 
     if assign_by not in candidates:
@@ -122,7 +134,7 @@ def build_call_list(
         ["expected_conversions", "lead_id"], ascending=[False, True], kind="stable"
     )
 
-    left = dict(zip(cap["rep_id"], cap["capacity"], strict=True))
+    left = dict(zip(cap["rep_id"], cap["leads"], strict=True))
     rep_key = dict(zip(cap["rep_id"], cap[assign_by], strict=True))
     generalists = [r for r, k in rep_key.items() if _missing(k)]
     by_key: dict[object, list[str]] = {}
@@ -180,7 +192,9 @@ def build_call_list(
         ["rep_id", "expected_conversions", "lead_id"], ascending=[True, False, True]
     )
     calls["rank"] = calls.groupby("rep_id").cumcount() + 1
-    daily = np.ceil(calls["weekly_slots"] / WORKING_DAYS).clip(lower=1).astype("int64")
+    daily = (
+        np.ceil(calls["weekly_slots"] / WORKING_DAYS / slots_per_lead).clip(lower=1).astype("int64")
+    )
     offset = ((calls["rank"] - 1) // daily).to_numpy()
     first = np.datetime64(as_of.tz_convert(None).date(), "D")
     calls["call_date"] = pd.to_datetime(np.busday_offset(first, offset, roll="forward")).date

@@ -40,6 +40,7 @@ from leadml.batch.manifest import Manifest, peak_rss_mb
 from leadml.batch.outputs import OutputStore, ParquetOutputs, sql_outputs
 from leadml.config import Settings
 from leadml.errors import DataError, LeadmlError
+from leadml.modeling.spec import PolicySpec
 
 LEAD_MODEL = "lead_readiness"
 DEAL_MODEL = "deal_close"
@@ -58,6 +59,8 @@ class Champion(Protocol):
     features: list[str]
     # Training distribution per feature and of the score (key ``"score"``), for drift.
     reference: Mapping[str, Any] | None
+    # IS slots one hand-off takes (the readiness model's policy; the call list counts them).
+    slots_per_lead: float
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """Calibrated probability per row of ``features`` (the model's headline horizon)."""
@@ -355,6 +358,7 @@ def _run_nightly(
                 days=cfg.call_list_days,
                 statuses=cfg.call_list_statuses,
                 assign_by=cfg.assign_by,
+                slots_per_lead=lead_model.slots_per_lead,
             )
             capacity = plan.capacity
             if capacity.empty:
@@ -902,6 +906,8 @@ class BundleChampion:
         bundle.model  # noqa: B018 - build the booster now, inside the load step
         self._hazard_cache: tuple[int, Any, Any] | None = None
         self.metrics: dict[str, float] = {}
+        policy = ((getattr(bundle, "meta", None) or {}).get("spec") or {}).get("policy")
+        self.slots_per_lead = float(PolicySpec.model_validate(policy or {}).slots_per_lead)
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         if not len(features):
