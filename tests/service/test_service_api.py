@@ -449,6 +449,13 @@ def test_asgi_api_key_is_required_when_configured(
             "/score_leads", json=body, headers={"Authorization": "Bearer s3cret-key"}
         )
         assert bearer.status_code == 200
+        # the 401 names the header the caller used
+        wrong_bearer = client.post(
+            "/score_leads", json=body, headers={"Authorization": "Bearer nope"}
+        )
+        assert wrong_bearer.json()["detail"][0]["loc"] == ["header", "authorization"]
+        none = client.post("/score_leads", json=body).json()
+        assert none["detail"][0]["loc"] == ["header", "x-api-key"]
         assert (
             client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
         )

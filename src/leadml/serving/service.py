@@ -803,7 +803,7 @@ class RequestMiddleware:
         limit = getattr(service, "max_request_bytes", None)
         try:
             if expected is not None and not _has_key(scope, expected):
-                await _refuse(scope, receive, send_with_id, _UNAUTHORIZED)
+                await _refuse(scope, receive, send_with_id, _unauthorized(scope))
             elif (body := await _within(scope, receive, limit)) is None:
                 problem = Problem(
                     ("body",),
@@ -856,15 +856,18 @@ def _plain_400(raw: bytes) -> bytes:
     return json.dumps({"error": title, "detail": problems}).encode()
 
 
-_UNAUTHORIZED = (
-    401,
-    "unauthorized",
-    Problem(
-        ("header", "x-api-key"),
+def _unauthorized(scope: dict[str, Any]) -> tuple[int, str, Problem]:
+    """The 401, naming the header the caller used (X-API-Key unless only Authorization)."""
+    sent = {k for k, _ in scope.get("headers", [])}
+    header = (
+        "authorization" if b"authorization" in sent and b"x-api-key" not in sent else "x-api-key"
+    )
+    problem = Problem(
+        ("header", header),
         "missing or wrong API key; send X-API-Key: <key> or Authorization: Bearer <key>",
         "unauthorized",
-    ),
-)
+    )
+    return 401, "unauthorized", problem
 
 
 async def _refuse(scope: Any, receive: Any, send: Any, what: tuple[int, str, Problem]) -> None:
