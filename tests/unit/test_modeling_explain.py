@@ -70,3 +70,25 @@ def test_treeshap_contributions_add_up_to_the_raw_score() -> None:
         for r, v in zip(found, X["x1"].head(20), strict=True)
         if v > 0.5
     )
+
+
+def test_a_negative_value_reads_with_the_negative_template() -> None:
+    """API review: an overdue deal read '-32 days to the expected close date'."""
+    from pathlib import Path
+
+    from leadml.config import Vocabulary
+    from leadml.features.catalog import load_catalog
+
+    root = Path(__file__).resolve().parents[2]
+    labels = load_catalog(root / "configs" / "features.yaml", Vocabulary()).labels("opportunity")
+    assert labels["days_to_expected_close<0"] == "{value} days past the expected close date"
+    values = pd.DataFrame({"days_to_expected_close": [-32.0, 12.0]})
+    found = top_reasons(
+        np.array([[0.4, 0.0], [0.3, 0.0]]), ["days_to_expected_close"], values, labels, k=1
+    )
+    texts = [row["positive"][0]["text"] for row in found]
+    assert texts == [
+        "32 days past the expected close date",
+        "12 days to the expected close date",
+    ]
+    assert found[0]["positive"][0]["value"] == -32.0  # the value itself is unchanged

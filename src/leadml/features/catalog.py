@@ -136,11 +136,20 @@ def _window_days(window: str) -> int | None:
     return None if m is None else int(m["n"]) * (7 if m["unit"] == "w" else 1)
 
 
+# Key suffix of a feature's reason template for negative values in a templates mapping.
+NEGATIVE = "<0"
+
+
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     label: str = Field(description="Reason template; {value} is replaced by the feature value")
+    label_negative: str | None = Field(
+        None,
+        description="Reason template for a negative value, which replaces {value} by its "
+        "size ('{value} days past the expected close date' for -32)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -155,9 +164,11 @@ class _Entry(BaseModel):
             )
         return v
 
-    @field_validator("label")
+    @field_validator("label", "label_negative")
     @classmethod
-    def _valid_label(cls, v: str) -> str:
+    def _valid_label(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         try:
             fields = [f for _, f, _, _ in string.Formatter().parse(v) if f is not None]
         except ValueError as exc:
@@ -263,7 +274,17 @@ class Catalog(BaseModel):
         return [f.name for f in self.features(entity) if is_categorical(f)]
 
     def labels(self, entity: str) -> dict[str, str]:
-        return {f.name: f.label for f in self.features(entity)}
+        """Reason templates by feature name; a template for negative values under
+        ``<name><0`` (see :func:`leadml.modeling.explain.template_for`)."""
+        out = {f.name: f.label for f in self.features(entity)}
+        out.update(
+            {
+                f"{f.name}{NEGATIVE}": f.label_negative
+                for f in self.features(entity)
+                if f.label_negative
+            }
+        )
+        return out
 
 
 def is_categorical(f: object) -> bool:

@@ -17,9 +17,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from leadml.features.catalog import NEGATIVE
+
 # "{value} times" / "{value} seminars or webinars": the plural word(s) after the value,
 # made singular when the value is 1 ("Engaged 1 time"); words in -ss are left alone.
 _PLURAL_AFTER_VALUE = re.compile(r"\{value\} (\w*[^s\W])s\b(?: or (\w*[^s\W])s\b)?")
+
+
+def template_for(templates: Mapping[str, str], feature: str, value: Any) -> tuple[Any, str | None]:
+    """The value to show and its template (the arguments of :func:`render_reason` after
+    the feature): for a negative number, its size with the feature's negative template
+    (key ``<name><0``), when it has one."""
+    negative = templates.get(f"{feature}{NEGATIVE}")
+    if negative and isinstance(value, int | float | np.number) and value < 0:
+        return -value, negative
+    return value, templates.get(feature)
 
 
 def render_reason(feature: str, value: Any, template: str | None) -> str:
@@ -91,7 +103,7 @@ def top_reasons(
                 "feature": f,
                 "value": _plain(v),
                 "contribution": float(row[j]),
-                "text": render_reason(f, v, templates.get(f)),
+                "text": render_reason(f, *template_for(templates, f, v)),
             }
 
         out.append({"positive": [item(j) for j in pos], "negative": [item(j) for j in neg]})

@@ -28,6 +28,7 @@ import pandas as pd
 
 from leadml.config import Settings, default_models_dir
 from leadml.errors import ConfigError, LeadmlError
+from leadml.features.catalog import NEGATIVE
 from leadml.modeling.spec import ModelSpec, default_spec_path, load_spec
 
 Progress = Callable[[str], None]
@@ -281,7 +282,7 @@ def reason_templates(
     used = [
         f.model_dump(mode="json") for f in data.catalog.features(entity) if f.name in spec.features
     ]
-    return {k: v for k, v in labels.items() if k in spec.features}, {
+    return {k: v for k, v in labels.items() if k.removesuffix(NEGATIVE) in spec.features}, {
         "version": data.catalog.version,
         entity: used,
     }

@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from leadml.config import Settings
+from leadml.modeling.explain import render_reason, template_for
 from leadml.serving.records import deal_payload, lead_payload
 from leadml.serving.schemas import (
     BreakdownRow,
@@ -372,8 +373,6 @@ class FastReadiness:
     """
 
     def __init__(self, bundle: Any, k: int = TOP_REASONS) -> None:
-        from leadml.modeling.explain import render_reason
-
         self.bundle = bundle
         self.features = list(bundle.features)
         model = bundle.model
@@ -386,7 +385,6 @@ class FastReadiness:
         }
         self.cutoffs = bundle.grade_cutoffs
         self.templates = dict(bundle.templates)
-        self.render = render_reason
         self.k = k
 
     def matrix(self, rows: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -437,7 +435,7 @@ class FastReadiness:
             out.append(
                 Reason(
                     feature=f,
-                    text=self.render(f, value, self.templates.get(f)),
+                    text=render_reason(f, *template_for(self.templates, f, value)),
                     contribution=float(c[j]),
                 )
             )
