@@ -175,3 +175,20 @@ def test_forecast_header_shows_a_time_of_day_that_is_not_midnight(
     assert "Forecast 2026Q3 as of 2026-08-10 12:00 UTC (" in capsys.readouterr().out
     main(["forecast", "--data", str(data), "--as-of", "2026-08-10"])
     assert "Forecast 2026Q3 as of 2026-08-10 (" in capsys.readouterr().out
+
+
+def test_given_probabilities_are_read_whatever_the_csv_separator(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """BYOD review: a ;-separated probabilities file read as one column opportunity_id;p_won_by."""
+    ids = pd.read_parquet(data / "opportunities.parquet")["opportunity_id"]
+    probs = pd.DataFrame({"opportunity_id": ids, "p_won_by": 0.5})
+    totals = []
+    for sep, name in ((",", "comma.csv"), (";", "semicolon.csv")):
+        path = tmp_path / name
+        path.write_text("\ufeff" + probs.to_csv(index=False, sep=sep))  # with a BOM, as Excel
+        main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--json",
+              "--probabilities", str(path)])  # fmt: skip
+        totals.append(json.loads(capsys.readouterr().out)["total"])
+    assert totals[0]["open_expected"] == totals[1]["open_expected"]
+    assert totals[0]["open_expected"] == pytest.approx(0.5 * totals[0]["open_pipeline"])

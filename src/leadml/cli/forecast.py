@@ -27,11 +27,12 @@ def _read_frame(path: Path, what: str) -> Any:
     import pandas as pd
 
     from leadml.errors import LeadmlError
+    from leadml.importing.mapping import sniff_delimiter
 
     if not path.exists():
         raise LeadmlError(f"{what} file {path} does not exist")
-    if path.suffix.lower() == ".csv":
-        return pd.read_csv(path)
+    if path.suffix.lower() == ".csv":  # , ; tab or | as the file has it (a BOM is skipped)
+        return pd.read_csv(path, sep=sniff_delimiter(path), encoding="utf-8-sig")
     if path.suffix.lower() == ".parquet":
         return pd.read_parquet(path)
     raise LeadmlError(f"{what} file {path}: expected a .parquet or .csv file")
@@ -142,6 +143,11 @@ def _money(value: float) -> int | float:
     return int(round(value)) if math.isfinite(value) else float("nan")
 
 
+def _ratio(value: float) -> str:
+    """A coverage ratio with two decimals (3.79x; - when there is no target left)."""
+    return f"{value:.2f}x" if math.isfinite(value) else "-"
+
+
 def _moment(ts: Any) -> str:
     """The day, with the time when it is not midnight (2025-11-10 12:00 UTC)."""
     if ts == ts.normalize():
@@ -191,7 +197,7 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
                     _money(g.gap_to_target),
                     g.p_reach_target,
                     _money(g.period_pipeline),
-                    g.coverage,
+                    _ratio(g.coverage),
                     _money(g.open_pipeline),
                     g.open_deals,
                 )
