@@ -233,6 +233,10 @@ def test_bottleneck_is_the_stage_furthest_below_benchmark() -> None:
     # with a higher bar for volume no stage qualifies, and the report says why
     none = measure(config=FunnelConfig(min_entries=100))
     assert none.bottleneck is None and any("min_entries" in n for n in none.notes)
+    # stages without a benchmark (e.g. renamed ones) are named, with the fix
+    (note,) = [n for n in rep.notes if n.startswith("no benchmark for")]
+    assert "lead, nurturing, problem_recognised" in note and "set funnel.benchmarks" in note
+    assert not [n for n in measure().notes if n.startswith("no benchmark for")]
 
 
 def test_by_segment_partitions_the_company(report: FunnelReport) -> None:

@@ -781,6 +781,18 @@ def funnel(
     avg = float(avg_won) if isinstance(avg_won, int | float) and not math.isnan(avg_won) else None
     never = _never_entered(stages)
     notes += _skipped_step_notes(stages, never)
+    unbenched = [
+        s
+        for s in (cfg.lead_stages[:-1] if has_leads else [])
+        + (vocab.open_stages if has_opps else [])
+        if s not in cfg.benchmarks
+    ]
+    if unbenched:
+        notes.append(
+            f"no benchmark for {', '.join(unbenched)} (funnel.benchmarks names "
+            f"{', '.join(cfg.benchmarks) or 'no stage'}): those stages cannot be named the "
+            "bottleneck; set funnel.benchmarks for your stage names"
+        )
     overall = _bottleneck(stages, ALL, cfg, avg, never)
     if overall is None:
         notes.append(
