@@ -804,3 +804,26 @@ def test_values_the_model_never_saw_are_reported_and_metadata_lists_the_known_on
         "smb"
         in client.get("/metadata").json()["models"]["deal_close"]["categories"]["deal_segment"]
     )
+
+
+def test_openapi_document_names_the_api_key_when_one_is_set(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API review: with a key configured the docs page had no way to send it (no
+    securitySchemes), and info.version read "None"."""
+    from leadml import __version__
+
+    for client in _client():
+        open_doc = client.get("/docs.json").json()
+    monkeypatch.setenv("LEADML_API_KEY", "s3cret-key")
+    for client in _client():
+        keyed = client.get("/docs.json")
+    assert keyed.status_code == 200
+    doc = keyed.json()
+    assert open_doc["info"]["version"] == doc["info"]["version"] == __version__
+    assert "securitySchemes" not in open_doc.get("components", {})
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["Bearer"]["scheme"] == "bearer"
+    assert doc["paths"]["/score_leads"]["post"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
+    assert "security" not in doc["paths"]["/healthz"]["get"]

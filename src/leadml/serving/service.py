@@ -757,6 +757,9 @@ class RequestMiddleware:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or _is_open(path):
+            if path == "/docs.json":  # the OpenAPI document the docs page reads
+                key = getattr(bentoml.get_current_service(), "api_key", None)
+                send = _rewriting(send, lambda s: s == 200, functools.partial(_openapi, key))
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
@@ -772,7 +775,7 @@ class RequestMiddleware:
             (b"content-type", b"application/json")
         ]
 
-        held: list[MutableMapping[str, Any]] = []
+        out = _rewriting(send, lambda s: s == 400, _plain_400)  # BentoML's schema errors
 
         async def send_with_id(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -781,22 +784,7 @@ class RequestMiddleware:
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
-                if status == 400:  # BentoML's schema errors: rewritten once complete
-                    held.append(message)
-                    return
-            elif held:
-                held.append(message)
-                if message.get("more_body", False):
-                    return
-                start, *parts = held
-                held.clear()
-                body = _plain_400(b"".join(p.get("body", b"") for p in parts))
-                headers = [(k, v) for k, v in start["headers"] if k != b"content-length"]
-                headers.append((b"content-length", str(len(body)).encode()))
-                await send({**start, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-            await send(message)
+            await out(message)
 
         service = bentoml.get_current_service()
         expected = getattr(service, "api_key", None)
@@ -831,6 +819,60 @@ class RequestMiddleware:
 
 def _is_open(path: str) -> bool:
     return path in _OPEN_PATHS or path.startswith(_OPEN_PREFIXES)
+
+
+def _rewriting(
+    send: Any, when: Callable[[int], bool], transform: Callable[[bytes], bytes]
+) -> Callable[[MutableMapping[str, Any]], Awaitable[None]]:
+    """``send`` that holds a response whose status passes ``when`` until its body is
+    complete, then sends ``transform(body)`` with its Content-Length."""
+    held: list[MutableMapping[str, Any]] = []
+
+    async def out(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start" and when(message["status"]):
+            held.append(message)
+            return
+        if held and message["type"] == "http.response.body":
+            held.append(message)
+            if message.get("more_body", False):
+                return
+            start, *parts = held
+            held.clear()
+            body = transform(b"".join(p.get("body", b"") for p in parts))
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send(message)
+
+    return out
+
+
+def _openapi(api_key: str | None, raw: bytes) -> bytes:
+    """The OpenAPI document with leadml's version, and, when an API key is configured,
+    its two header forms as security schemes required by every endpoint (so the docs
+    page's "Authorize" button sends it)."""
+    from leadml import __version__
+
+    try:
+        doc = json.loads(raw)
+        doc.setdefault("info", {})["version"] = __version__
+    except (ValueError, AttributeError):
+        return raw
+    if api_key is not None:
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            "Bearer": {"type": "http", "scheme": "bearer"},
+        }
+        secured: list[dict[str, list[str]]] = [{"ApiKey": []}, {"Bearer": []}]
+        for route, ops in (doc.get("paths") or {}).items():
+            if route in _OPEN_PATHS:
+                continue
+            for op in ops.values():
+                if isinstance(op, dict):
+                    op["security"] = secured
+    return json.dumps(doc).encode()
 
 
 def _plain_400(raw: bytes) -> bytes:
