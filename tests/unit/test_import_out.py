@@ -232,3 +232,30 @@ def test_reimport_leaves_no_temporary_folders(tmp_path: Path) -> None:
     run_import(load_mapping(mapping), src, tmp_path / "out")
     run_import(load_mapping(mapping), src, tmp_path / "out")
     assert sorted(os.listdir(tmp_path)) == ["crm", "out", "tiny.yaml"]
+
+
+def test_a_table_whose_rows_are_all_left_out_is_said_first(tmp_path: Path) -> None:
+    """BYOD review: a header-only deals file dropped every stage-history row (unknown
+    deals) and the import ended quietly; here every status row names an unknown person."""
+    src, mapping = _setup(tmp_path)
+    spec = dict(MAPPING, tables=dict(MAPPING["tables"]))
+    spec["tables"]["lead_status_history"] = [
+        {
+            "file": "status.csv",
+            "columns": {
+                "lead_id": "PersonId",
+                "ts": {"source": "When", "format": "%d.%m.%Y %H:%M"},
+                "status": {"value": "mql"},
+            },
+        }
+    ]
+    mapping.write_text(yaml.safe_dump(spec, sort_keys=False))
+    (src / "status.csv").write_text("PersonId,When\nP8,06.03.2024 10:00\nP9,07.03.2024 10:00\n")
+    tables, report = run_import(load_mapping(str(mapping)), src, tmp_path / "out")
+    assert len(tables["lead_status_history"]) == 0
+    first = report.notes[0]
+    assert first.startswith("every row of lead_status_history was left out (2 rows; most for:")
+    assert "unknown lead" in first and "P8" in first and "fix that reason" in first
+    (src / "status.csv").write_text("PersonId,When\nP1,06.03.2024 10:00\nP9,07.03.2024 10:00\n")
+    _, partly = run_import(load_mapping(str(mapping)), src, tmp_path / "out")
+    assert not [n for n in partly.notes if n.startswith("every row of")]

@@ -1188,7 +1188,7 @@ def import_tables(
                     for _, row in p.examples.head(_EXAMPLES).iterrows()
                 ]
             what = f"{p.column}: {p.reason}" if p.column else p.reason
-            report.dropped.append(Dropped(p.table, "contract check", what, p.count, examples))
+            report.dropped.append(Dropped(p.table, CONTRACT_CHECK, what, p.count, examples))
         tables = {name: con.execute(f"SELECT * FROM {name}").df() for name in check.rows}
     finally:
         con.close()
@@ -1197,7 +1197,31 @@ def import_tables(
     con.close()
     report.rows = {name: len(df) for name, df in tables.items()}
     _note_current_close_dates(mapping, tables, report)
+    _note_emptied_tables(report)
     return tables, report
+
+
+CONTRACT_CHECK = "contract check"  # the "file" of rows left out by the table contracts
+
+
+def _note_emptied_tables(report: ImportReport) -> None:
+    """A note, first in the list, for every table whose rows were all left out: an empty
+    table is rarely what the export meant (e.g. a header-only deals file drops every
+    stage-history row as an unknown deal)."""
+    for table in sorted({d.table for d in report.dropped}):
+        if report.rows.get(table):
+            continue
+        drops = [d for d in report.dropped if d.table == table]
+        top = max(drops, key=lambda d: d.count)
+        total = sum(d.count for d in drops)
+        example = f" (e.g. {top.examples[0]})" if top.examples else ""
+        where = "" if top.file == CONTRACT_CHECK else f", in {top.file}"
+        report.notes.insert(
+            0,
+            f"every row of {table} was left out ({total:,} rows; most for: {top.reason}"
+            f"{example}{where}): the import wrote it empty; fix that reason "
+            "or leave the table out of the mapping",
+        )
 
 
 CURRENT_VALUES_NOTE = (
