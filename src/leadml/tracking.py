@@ -243,6 +243,8 @@ def _clean_metrics(metrics: dict[str, float]) -> dict[str, float]:
 
 def run_params(result: Any) -> dict[str, Any]:
     """The parameters a training run logs (spec, data window, LightGBM ``lgb_*``)."""
+    from leadml.modeling.evaluate import calibration_used
+
     spec = result.spec
     p: dict[str, Any] = {
         "kind": spec.kind,
@@ -250,7 +252,7 @@ def run_params(result: Any) -> dict[str, Any]:
         "n_features": len(spec.features),
         "feature_hash": result.feature_hash,
         "num_boost_round_used": result.model.rounds,
-        "calibration": spec.calibration.method,
+        "calibration": calibration_used(result.model, spec),  # what the model applies
         "calibration_holdout_days": spec.calibration.holdout_days,
         "backtest_origins": spec.backtest.origins,
         "backtest_gap_days": spec.backtest.gap_days,
@@ -265,6 +267,13 @@ def run_params(result: Any) -> dict[str, Any]:
     }
     for k, v in spec.estimator.params.items():
         p[f"lgb_{k}"] = v
+    est = spec.estimator
+    for k in ("num_boost_round", "early_stopping_rounds", "seed", "num_threads", "max_bin"):
+        p[k] = getattr(est, k)
+    p["negative_rate"] = est.negative_rate
+    p["baseline_max_rows"] = spec.baseline.max_rows
+    for k, v in spec.gate.model_dump().items():
+        p[f"gate_{k}"] = v
     if spec.kind == "deal_close":
         p["week_days"] = spec.target.week_days
         p["max_weeks"] = spec.target.max_weeks
@@ -310,6 +319,19 @@ def _version_kind(mv: Any) -> str | None:
         if _is_missing(exc):
             return None
         raise
+
+
+def _version_horizon(mv: Any) -> int | None:
+    """The horizon (days) a version predicts: its run's ``horizon_days`` param."""
+    if not mv.run_id:
+        return None
+    try:
+        value = client().get_run(mv.run_id).data.params.get("horizon_days")
+    except Exception as exc:
+        if _is_missing(exc):
+            return None
+        raise
+    return int(value) if value not in (None, "") else None
 
 
 def _champion_cutoff(mv: Any, horizon_days: int) -> pd.Timestamp | None:
@@ -366,6 +388,14 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
         return {
             "version": version,
             "error": f"champion v{version} is a {kind} model, this one is {spec.kind}",
+        }
+    horizon = _version_horizon(champ)
+    if horizon is not None and horizon != spec.target.horizon_days:
+        return {
+            "version": version,
+            "error": f"champion v{version} predicts within {horizon} days and this one within "
+            f"{spec.target.horizon_days} days: their ROC AUCs answer different questions; "
+            "promote with --force and a reason to change the horizon",
         }
     cutoff = _champion_cutoff(champ, spec.target.horizon_days)
     preds = result.predictions

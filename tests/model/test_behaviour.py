@@ -147,3 +147,22 @@ def test_deal_reasons_explain_the_probability_shown(deal_result: TrainingResult)
         if abs(change) > 1e-3:
             agree.append(np.sign(change) == -np.sign(contrib[i, top]))
     assert len(agree) >= 20 and np.mean(agree) >= 0.85
+
+
+def test_the_card_and_params_name_the_calibration_the_model_applies(
+    deal_result: TrainingResult, readiness_result: TrainingResult
+) -> None:
+    """DS review: the deal-close card said "calibration isotonic" while its hazards are
+    calibrated per period by matrix scaling (calibration.method is only the fallback)."""
+    from leadml.modeling.evaluate import model_card
+    from leadml.tracking import run_params
+
+    assert deal_result.model.hazard_calibration is not None
+    assert run_params(deal_result)["calibration"] == "hazard_matrix_scaling"
+    assert "calibration hazard_matrix_scaling on the last" in model_card(deal_result)
+    method = readiness_result.spec.calibration.method
+    assert run_params(readiness_result)["calibration"] == method
+    assert f"calibration {method} on the last" in model_card(readiness_result)
+    params = run_params(deal_result)
+    assert params["negative_rate"] == deal_result.spec.estimator.negative_rate
+    assert params["gate_max_ece"] == deal_result.spec.gate.max_ece

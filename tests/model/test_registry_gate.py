@@ -57,6 +57,29 @@ def test_a_clearly_worse_challenger_still_fails(
     assert [c.criterion for c in err.value.checks if not c.ok] == ["max_roc_auc_drop"]
 
 
+def test_a_challenger_of_another_horizon_is_not_compared_as_if_it_were_the_same(
+    readiness_result: TrainingResult, settings: Settings
+) -> None:
+    """DS review: a 60-day model failed the gate on a 'drop' against a 30-day champion,
+    two different questions presented as like for like."""
+    tracking.log_training(readiness_result, settings)
+    tracking.promote("lead_readiness")
+    spec = readiness_result.spec
+    longer = copy.copy(readiness_result)
+    h = spec.target.horizon_days * 2
+    longer.spec = spec.model_copy(
+        update={"target": spec.target.model_copy(update={"horizon_days": h})}
+    )
+    logged = tracking.log_training(longer, settings)
+    assert "predicts within" in logged.champion_comparison["error"]
+    with pytest.raises(tracking.GateFailed) as err:
+        tracking.promote("lead_readiness")
+    (failed,) = [c for c in err.value.checks if not c.ok]
+    assert failed.criterion == "max_roc_auc_drop"
+    assert f"within {spec.target.horizon_days} days and this one within {h} days" in failed.detail
+    assert "--force" in failed.detail
+
+
 def test_the_champion_is_scored_only_on_rows_after_its_label_cutoff(
     readiness_result: TrainingResult, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -257,3 +257,34 @@ def test_train_reports_phase_timings_and_caps_the_baseline_rows(
     assert sizes and max(sizes) <= 1000
     assert {"booster", "calibration", "refit", "baseline", "final_model"} <= set(result.timings)
     assert sum(result.timings[k] for k in ("backtest_models", "final_model")) <= result.seconds
+
+
+def test_the_oracle_answers_the_specs_horizon_or_says_it_does_not() -> None:
+    """DS review: a 60-day readiness spec was judged against the simulator's 30-day truth
+    (the oracle looked worse than the model), and a 60-day deal spec at 91 days, silently."""
+    from leadml.modeling.train import oracle_truth
+
+    t0 = pd.Timestamp("2025-01-06", tz="UTC")
+    leads = pd.DataFrame({"lead_id": ["a", "b"], "as_of": t0, "p_opportunity_30d": [0.1, 0.2]})
+    same, note = oracle_truth(leads, synthetic.readiness_spec(target={"horizon_days": 30}))
+    assert same is leads and note is None
+    other = synthetic.readiness_spec(target={"horizon_days": 60}, backtest={"gap_days": 60})
+    none, note = oracle_truth(leads, other)
+    assert none is None and note is not None
+    assert "p_opportunity_30d" in note and "60-day horizon" in note
+    deals = pd.DataFrame(
+        {
+            "opportunity_id": ["o1", "o1", "o2"],
+            "as_of": t0,
+            "period_end": [
+                t0 + pd.Timedelta(days=91),
+                t0 + pd.Timedelta(days=300),
+                t0 + pd.Timedelta(days=91),
+            ],
+            "p_won_by": [0.3, 0.5, 0.2],
+        }
+    )
+    _, far = oracle_truth(deals, synthetic.deal_spec())  # horizon 60
+    assert far is not None and "about 91 days ahead" in far and "spec's 60 days" in far
+    spec90 = synthetic.deal_spec(target={"horizon_days": 90, "eval_horizons_days": [30, 90]})
+    assert oracle_truth(deals, spec90) == (deals, None)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from leadml.modeling.spec import ModelSpec
     from leadml.modeling.train import TrainingResult
 
 HEADLINE = ("roc_auc", "pr_auc", "brier", "log_loss", "ece", "lift_top_decile")
@@ -155,6 +156,15 @@ def ratio(numerator: float, denominator: float) -> float:
     return float(numerator / denominator)
 
 
+def calibration_used(model: object, spec: ModelSpec) -> str:
+    """The calibration the fitted model applies: deal close calibrates its hazards per
+    period by matrix scaling (``hazard_matrix_scaling``), ``calibration.method`` being
+    only its fallback when the slice lacks an outcome."""
+    if getattr(model, "hazard_calibration", None) is not None:
+        return "hazard_matrix_scaling"
+    return str(spec.calibration.method)
+
+
 def model_card(
     result: TrainingResult, *, version: str | None = None, run_id: str | None = None
 ) -> str:
@@ -186,7 +196,7 @@ def model_card(
         f"{r.positives:,} positives",
         f"- **Features** ({len(spec.features)}, hash {r.feature_hash}): {', '.join(spec.features)}",
         f"- **Estimator**: LightGBM, {r.model.rounds} rounds; "
-        f"calibration {spec.calibration.method} on the "
+        f"calibration {calibration_used(r.model, spec)} on the "
         f"last {spec.calibration.holdout_days} days of each training window",
         f"- **Backtest**: {len(r.folds)} rolling origins, gap {spec.backtest.gap_days} days, "
         f"test windows of {spec.backtest.test_days} days",

@@ -1010,6 +1010,9 @@ def _train(
     preds: list[pd.DataFrame] = []
     notes: list[str] = []
     known_until = observed_until(df) if spec.kind == "deal_close" else None
+    truth, oracle_note = oracle_truth(truth, spec)
+    if oracle_note:
+        notes.append(oracle_note)
     for i, origin in enumerate(backtest_origins(df, spec)):
         t0 = time.perf_counter()
         cutoff = origin - spec.backtest.gap_days * DAY
@@ -1152,6 +1155,42 @@ def _oracle_rows(scored: pd.DataFrame, spec: ModelSpec) -> pd.DataFrame | None:
     return rows
 
 
+def oracle_truth(
+    truth: pd.DataFrame | None, spec: ModelSpec
+) -> tuple[pd.DataFrame | None, str | None]:
+    """The truth to judge the oracle with, and a note when it does not answer the spec's
+    own question. Readiness needs ``p_opportunity_<horizon>d`` (else no oracle metrics:
+    the labels are for another horizon); deal close is judged at the truth's period end
+    nearest the horizon (the model re-scored at the same distance), said when that is
+    more than a week away from it."""
+    if truth is None:
+        return None, None
+    h = spec.target.horizon_days
+    if spec.kind == "lead_readiness":
+        have = [c for c in truth.columns if c.startswith("p_")]
+        if f"p_opportunity_{h}d" not in have:
+            return None, (
+                f"no oracle metrics: the simulator's truth has {', '.join(have) or 'no p_ column'}"
+                f", not the spec's {h}-day horizon (p_opportunity_{h}d)"
+            )
+        return truth, None
+    days = (
+        pd.to_datetime(truth["period_end"], utc=True) - pd.to_datetime(truth["as_of"], utc=True)
+    ) / DAY
+    key = [spec.id_column, "as_of"]
+    chosen = (  # per snapshot the period end attach_oracle takes: the nearest to h
+        truth[key].assign(_days=days, _gap=(days - h).abs()).sort_values("_gap")
+    ).drop_duplicates(key)
+    typical = float(chosen["_days"].median()) if len(chosen) else float(h)
+    if abs(typical - h) <= 7:
+        return truth, None
+    return truth, (
+        f"oracle metrics are judged about {typical:.0f} days ahead (the nearest horizon the "
+        f"simulator's truth has), not at the spec's {h} days; the model is scored at the "
+        "same distance for them"
+    )
+
+
 def attach_oracle(
     scored: pd.DataFrame,
     truth: pd.DataFrame,
@@ -1173,11 +1212,9 @@ def attach_oracle(
     truth = truth.copy()
     truth["as_of"] = pd.to_datetime(truth["as_of"], utc=True)
     if spec.kind == "lead_readiness":
-        col = next((c for c in truth.columns if c.startswith("p_")), None)
-        if col is None:
-            raise DataError(
-                "lead truth file has no probability column (expected p_opportunity_30d)"
-            )
+        col = f"p_opportunity_{spec.target.horizon_days}d"
+        if col not in truth.columns:
+            raise DataError(f"lead truth file has no {col} column (see oracle_truth)")
         merged = scored.merge(truth[key + [col]].drop_duplicates(key), on=key, how="left")
         merged["p_oracle"] = merged[col]
         merged["p_model_oracle"] = merged["p_model"]
