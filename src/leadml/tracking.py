@@ -825,6 +825,7 @@ class PromotionResult:
 
 
 _FORCE_TAGS = ("leadml.forced", "leadml.force_reason", "leadml.failed_checks")
+FORCE_HISTORY_TAG = "leadml.force_history"  # JSON list, kept when later promotions pass
 
 
 @_store_call
@@ -865,11 +866,17 @@ def promote(
     now = datetime.now(UTC).isoformat(timespec="seconds")
     cl.set_model_version_tag(name, v, "leadml.promoted_at", now)
     if forced:
+        failed_names = "; ".join(c.criterion for c in failed)
         cl.set_model_version_tag(name, v, "leadml.forced", "true")
         cl.set_model_version_tag(name, v, "leadml.force_reason", reason)
-        cl.set_model_version_tag(
-            name, v, "leadml.failed_checks", "; ".join(c.criterion for c in failed)
-        )
+        cl.set_model_version_tag(name, v, "leadml.failed_checks", failed_names)
+        # every forced promotion of this version, oldest first: a later one must not
+        # erase why an earlier one was made
+        earlier = json.loads(mv.tags.get(FORCE_HISTORY_TAG, "[]") or "[]")
+        earlier.append({"at": now, "reason": reason, "failed_checks": failed_names})
+        while len(json.dumps(earlier)) > 4900 and len(earlier) > 1:  # MLflow's tag limit
+            earlier.pop(0)
+        cl.set_model_version_tag(name, v, FORCE_HISTORY_TAG, json.dumps(earlier))
     else:  # through the gate: a stale forced mark from an earlier promotion would mislead
         for tag in _FORCE_TAGS:
             if tag in mv.tags:

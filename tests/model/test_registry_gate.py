@@ -55,6 +55,27 @@ def test_a_clearly_worse_challenger_still_fails(
         tracking.promote("lead_readiness")
     assert "own out-of-sample backtest" in str(err.value)
     assert [c.criterion for c in err.value.checks if not c.ok] == ["max_roc_auc_drop"]
+    # `leadml train` does not recommend the promotion it knows fails (DS review)
+    from rich.console import Console
+
+    from leadml.cli.models import _print_next
+
+    out = Console(record=True, width=200)
+    _print_next(out, settings, "lead_readiness", "2", [])
+    text = out.export_text()
+    assert "the gate would refuse v2: max_roc_auc_drop" in text
+    assert "next: leadml promote lead_readiness   |" not in text and "--force --reason" in text
+    # forced twice (with a rollback between): both reasons stay on the version (DS review)
+    import json
+
+    assert tracking.promote("lead_readiness", force=True, reason="campaign A").forced
+    tracking.rollback("lead_readiness")
+    assert tracking.promote("lead_readiness", "2", force=True, reason="campaign B").forced
+    tags = tracking.client().get_model_version("lead_readiness", "2").tags
+    assert tags["leadml.force_reason"] == "campaign B"
+    history = json.loads(tags[tracking.FORCE_HISTORY_TAG])
+    assert [h["reason"] for h in history] == ["campaign A", "campaign B"]
+    assert all(h["failed_checks"] == "max_roc_auc_drop" for h in history)
 
 
 def test_a_challenger_of_another_horizon_is_not_compared_as_if_it_were_the_same(

@@ -386,7 +386,16 @@ def _print_next(out: Any, s: Any, name: str, version: str | None, warnings: list
     from leadml import tracking
 
     ui = f"UI: mlflow ui --backend-store-uri {tracking.tracking_uri(s)}"
-    if version and not warnings:
+    failed = [c for c in tracking.gate_checks(name, version) if not c.ok] if version else []
+    if failed:  # what `leadml promote` would say: do not recommend a promotion that fails
+        for c in failed:
+            out.print(
+                f"the gate would refuse v{version}: {c.criterion}: {c.detail}", soft_wrap=True
+            )
+        out.print(
+            f"next: fix the model, or `leadml promote {name} --force --reason TEXT`   |   {ui}"
+        )
+    elif version and not warnings:
         out.print(f"next: leadml promote {name}   |   {ui}")
     elif version:
         out.print(
