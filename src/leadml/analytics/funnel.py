@@ -56,9 +56,9 @@ import numpy as np
 import pandas as pd
 
 from leadml.config import FunnelConfig, Vocabulary
-from leadml.contracts import HAPPENED_AT
 from leadml.errors import DataError, LeadmlError
-from leadml.forecast.deals import STALE_DAYS
+from leadml.features.labels import latest_record
+from leadml.forecast.deals import STALE_DAYS, latest_usable
 
 Funnel = Literal["lead", "opportunity"]
 GROUPINGS = ("team", "segment")
@@ -210,29 +210,15 @@ def data_range(con: duckdb.DuckDBPyConnection) -> tuple[pd.Timestamp, pd.Timesta
     return lo, hi
 
 
-def last_record(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
-    """The latest timestamp of any table present (UTC), as the forecast reads the end of
-    the data; ``None`` when the tables have no rows."""
-    parts = [
-        f"SELECT max({col}) AS t FROM {table}"
-        for table, col in HAPPENED_AT
-        if table != "accounts" and _has(con, table)
-    ]
-    if not parts:
-        return None
-    row = con.execute(f"SELECT max(t) FROM ({' UNION ALL '.join(parts)})").fetchall()[0]
-    return None if row[0] is None else as_utc(row[0])
-
-
 def check_end(
     con: duckdb.DuckDBPyConnection, end: pd.Timestamp, what: str = "end"
 ) -> pd.Timestamp | None:
     """Refuse an ``end`` more than ``STALE_DAYS`` days after the last record (``what``
     names the argument in the message); return the last record."""
-    last = last_record(con)
+    last = latest_record(con)
     if last is None:
         return None  # no rows at all: the empty-range note says so
-    limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
+    limit = latest_usable(last)
     if end > limit:
         raise LeadmlError(
             f"{what} {end.date()} is after the end of the data (last record "
@@ -709,6 +695,7 @@ def funnel(
     end: date | datetime | pd.Timestamp | str,
     by: str | None = None,
     config: FunnelConfig | None = None,
+    end_name: str = "end",
 ) -> FunnelReport:
     """Measure the funnel of ``[start, end)`` on the checked views of ``con``.
 
@@ -716,6 +703,7 @@ def funnel(
     with ``ts < end`` are read; stage episodes are counted when they start in the
     range. ``by`` is ``None``, ``"team"`` (deal owner's team; for leads from MQL on,
     the team of the rep who first worked it) or ``"segment"`` (account / deal segment).
+    ``end_name`` names ``end`` in the error for an end after the data (the CLI: --end).
     """
     cfg = config or FunnelConfig.model_validate({})
     lo, hi = as_utc(start, "start"), as_utc(end, "end")
@@ -738,7 +726,7 @@ def funnel(
         raise DataError(
             "the funnel needs lead_status_history and/or opportunity_history; neither is present"
         )
-    last = check_end(con, hi)
+    last = check_end(con, hi, end_name)
     if last is not None and hi > (day_after := last.floor("D") + pd.Timedelta(days=1)):
         notes.append(
             f"the range ends {hi.date()}, after the last record ({last:%Y-%m-%d %H:%M} UTC): "

@@ -47,7 +47,7 @@ def funnel_command(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Stage volumes, conversion, days in stage, recycling and the bottleneck stage."""
-    from leadml.analytics.funnel import GROUPINGS, as_utc, check_end, data_range, funnel
+    from leadml.analytics.funnel import GROUPINGS, data_range, funnel
 
     lo, hi = _parse_date(start, "--start"), _parse_date(end, "--end")
     if lo is not None and hi is not None and lo >= hi:
@@ -58,8 +58,6 @@ def funnel_command(
     con = common.open_data(s, data)
     try:
         first, after_last = data_range(con)
-        if hi is not None:  # past the data, days with no records would skew the rates
-            check_end(con, as_utc(hi, "--end"), "--end")
         report = funnel(
             con,
             s.vocabulary,
@@ -67,6 +65,7 @@ def funnel_command(
             end=hi or after_last,
             by=by,
             config=s.funnel,
+            end_name="--end",  # past the data, days with no records would skew the rates
         )
     finally:
         con.close()

@@ -18,7 +18,7 @@ import pandas as pd
 from leadml.config import Vocabulary
 from leadml.contracts import HAPPENED_AT
 from leadml.errors import DataError
-from leadml.features.offline import DAY_US, days, ensure_tables, lit
+from leadml.features.offline import DAY_US, days, ensure_tables, lit, present_tables
 
 # Labels are known up to the latest event of the journey; accounts' creation dates are
 # firmographics (an account created yesterday ends no label window).
@@ -72,9 +72,20 @@ def as_of_dates(
 
 
 def data_end(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
-    """The latest timestamp anywhere in the data: labels are known up to here."""
+    """The latest timestamp anywhere in the data: labels are known up to here (absent
+    optional tables become empty views first, as the label and feature code expects)."""
     ensure_tables(con)
-    parts = " UNION ALL ".join(f"SELECT max({c}) AS t FROM {t}" for t, c in _TS_COLUMNS)
+    return latest_record(con)
+
+
+def latest_record(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
+    """The latest timestamp of the record tables ``con`` has (nothing is created)."""
+    present = present_tables(con)
+    parts = " UNION ALL ".join(
+        f"SELECT max({c}) AS t FROM {t}" for t, c in _TS_COLUMNS if t in present
+    )
+    if not parts:
+        return None
     row = next(iter(con.execute(f"SELECT max(t) FROM ({parts})").fetchall()), None)
     if row is None or row[0] is None:
         return None

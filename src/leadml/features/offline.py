@@ -76,11 +76,18 @@ def positive(expr: str) -> str:
     return f"CASE WHEN {x} IS NULL THEN NULL WHEN {x} > 0 THEN {x} ELSE CAST(0 AS DOUBLE) END"
 
 
+def present_tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """Names of the views and tables ``con`` has."""
+    present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+    return present | {
+        r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    }
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Define an empty typed view for every optional canonical table that is absent, so
     that features over a missing table are 0 / missing instead of a SQL error."""
-    present = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
-    present |= {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    present = present_tables(con)
     for name, table in TABLES.items():
         if name not in present:
             cols = ", ".join(f"CAST(NULL AS {_DUCK[c.kind]}) AS {q(c.name)}" for c in table.columns)

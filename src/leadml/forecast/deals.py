@@ -34,6 +34,12 @@ DealProbabilities = Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timest
 STALE_DAYS = 7
 
 
+def latest_usable(last_record: pd.Timestamp) -> pd.Timestamp:
+    """The latest as-of (or range end) the data supports: ``STALE_DAYS`` days after the
+    day of its last record (the forecast and the funnel refuse later ones)."""
+    return last_record.normalize() + pd.Timedelta(days=STALE_DAYS)
+
+
 class ForecastError(LeadmlError):
     """A forecast request that cannot be answered as asked."""
 
@@ -208,9 +214,9 @@ class DealHistory:
         self.data_start = pd.Timestamp(h["ts"].min()) if len(h) else None
         # The freshest record of any table: a quiet weekend in the deal history must not
         # make Monday's forecast "after the data".
-        from leadml.features.labels import data_end as latest_record
+        from leadml.features.labels import data_end
 
-        self.last_record = latest_record(con)
+        self.last_record = data_end(con)
         won = h[h["stage"] == vocab.won_stage].groupby("opportunity_id", sort=False).head(1)
         closed = (
             h[h["stage"].isin(vocab.closed_stages)].groupby("opportunity_id", sort=False).head(1)
@@ -310,7 +316,7 @@ class DealHistory:
                 "date change, see docs/byod.md) and check it with `leadml validate`"
             )
         last = self.freshest
-        limit = last.normalize() + pd.Timedelta(days=STALE_DAYS)
+        limit = latest_usable(last)
         if as_of > limit:
             raise ForecastError(
                 f"--as-of {as_of.date()} is after the end of the data (last record "
