@@ -37,7 +37,7 @@ import pandas as pd
 from leadml.batch import calllist as cl
 from leadml.batch import drift as dr
 from leadml.batch.manifest import Manifest, peak_rss_mb
-from leadml.batch.outputs import OutputStore, ParquetOutputs, sql_outputs
+from leadml.batch.outputs import OutputStore, ParquetOutputs, conform, sql_outputs
 from leadml.config import Settings
 from leadml.errors import DataError, LeadmlError
 from leadml.modeling.spec import PolicySpec
@@ -436,7 +436,7 @@ def _run_nightly(
     finally:
         con.close()
 
-    tables: dict[str, pd.DataFrame] = {
+    produced: dict[str, pd.DataFrame] = {
         "scores_leads": scores_leads,
         "scores_deals": scores_deals,
         "call_list": calls,
@@ -445,6 +445,7 @@ def _run_nightly(
         "alerts": alerts,
         "drift": drift_tbl,
     }
+    tables = {name: conform(name, frame) for name, frame in produced.items()}
     say("publish outputs")
     manifest.rows_written = {k: len(v) for k, v in tables.items()}
     manifest.rows_written["manifest"] = 1

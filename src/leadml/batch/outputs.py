@@ -50,6 +50,116 @@ PUBLISH_LOCK_KEY = 0x6C6561646D6C  # "leadml"
 # float columns with these names hold counts (BIGINT in a new SQL table)
 COUNT_SUFFIXES = ("_deals", "_leads", "_count", "_rows")
 
+# The columns every night writes, with their types, whatever that night's data holds:
+# an empty call list, a leads table without ``team`` or deals that never have a grade
+# must not write a column of type "null" (DuckDB then creates a column it cannot
+# insert text into later, and a Parquet glob takes its schema from the first file).
+# Kinds: str, float, int, bool, date (a calendar day), ts (an instant, UTC).
+_S, _F, _I = "str", "float", "int"
+OUTPUT_COLUMNS: dict[str, dict[str, str]] = {
+    "scores_leads": {
+        "lead_id": _S, "readiness": _F, "grade": _S, "reasons": _S, "status": _S,
+        "segment": _S, "team": _S, "model_version": _S,
+    },
+    "scores_deals": {
+        "opportunity_id": _S, "p_won_this_quarter": _F, "p_won_by_next_quarter_end": _F,
+        "p_won_90d": _F, "probability": _F, "grade": _S, "reasons": _S, "stage": _S,
+        "amount": _F, "expected_close_date": "date", "last_update": "ts", "owner_id": _S,
+        "team": _S, "segment": _S, "expected_amount_this_quarter": _F, "model_version": _S,
+    },
+    "call_list": {
+        "rep_id": _S, "rank": _I, "call_date": "date", "lead_id": _S, "readiness": _F,
+        "grade": _S, "reasons": _S, "status": _S, "segment": _S, "team": _S,
+        "model_version": _S, "same_rep_as_last_touch": "bool", "rep_team": _S,
+        "rep_segment": _S,
+    },
+    "forecast": {
+        "kind": _S, "quarter": _S, "period": _S, "period_start": "ts", "period_end": "ts",
+        "grouping": _S, "group": _S, "won": _F, "open_expected": _F, "new_expected": _F,
+        "expected": _F, "p10": _F, "p50": _F, "p90": _F, "target": _F, "gap_to_target": _F,
+        "p_reach_target": _F, "open_pipeline": _F, "period_pipeline": _F,
+        "remaining_target": _F, "coverage": _F, "open_deals": _I, "error_bound": _F,
+        "probability_source": _S, "week_end": "ts",
+    },
+    "alerts": {
+        "opportunity_id": _S, "owner_id": _S, "team": _S, "stage": _S, "amount": _F,
+        "rule": _S, "reason": _S, "figures": _S,
+    },
+    "drift": {
+        "model": _S, "feature": _S, "kind": _S, "psi": _F, "status": _S, "rows": _I,
+        "reference_missing": _F, "current_missing": _F, "reference_percentiles": _S,
+    },
+    "call_capacity": {
+        "rep_id": _S, "team": _S, "segment": _S, "weekly_slots": _I, "booked": _I,
+        "capacity": _I, "leads": _I, "assigned": _I, "expected_conversions": _F,
+    },
+    "manifest": {
+        "run_id": _S, "started_at": "ts", "finished_at": "ts", "status": _S,
+        "data_location": _S, "sql_url": _S, "input_rows": _S, "quarantined_rows": _S,
+        "open_entities": _S, "model_versions": _S, "model_metrics": _S, "rows_written": _S,
+        "timings_s": _S, "drifted_features": _S, "settings": _S, "peak_rss_mb": _F,
+        "warnings": _S,
+    },
+}  # fmt: skip
+
+
+def _as_kind(s: pd.Series, kind: str) -> pd.Series:
+    """``s`` as a column of ``kind`` (missing values stay missing)."""
+    if kind == "str":
+        return s.astype(object).map(lambda v: None if _is_null(v) else str(v)).astype("str")
+    if kind == "float":
+        return pd.to_numeric(s, errors="coerce").astype("float64")
+    if kind == "int":
+        return pd.to_numeric(s, errors="coerce").round().astype("Int64")
+    if kind == "bool":
+        return s.astype("boolean")
+    stamps = pd.to_datetime(s, utc=True, errors="coerce", format="mixed")
+    if kind == "ts":
+        return stamps
+    return stamps.dt.date.astype(object).where(stamps.notna(), None)
+
+
+def _is_null(v: object) -> bool:
+    return v is None or (not isinstance(v, list | tuple | dict) and bool(pd.isna(v)))
+
+
+def conform(table: str, df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every column of :data:`OUTPUT_COLUMNS` ``[table]``, in that order and of
+    that kind (absent ones all missing); other columns follow as they are."""
+    columns = OUTPUT_COLUMNS.get(table, {})
+    out = pd.DataFrame(index=df.index)
+    for col, kind in columns.items():
+        out[col] = _as_kind(df[col] if col in df else pd.Series(None, index=df.index), kind)
+    for col in df.columns:
+        if col not in columns:
+            out[col] = df[col]
+    return out.reset_index(drop=True)
+
+
+def _arrow(table: str, frame: pd.DataFrame) -> Any:
+    """The frame as an Arrow table, typed by :data:`OUTPUT_COLUMNS` (so an empty night's
+    columns keep their types); a column of another table with no value at all is text."""
+    import pyarrow as pa
+
+    kinds = {
+        "str": pa.large_string(),
+        "float": pa.float64(),
+        "int": pa.int64(),
+        "bool": pa.bool_(),
+        "date": pa.date32(),
+        "ts": pa.timestamp("us", tz="UTC"),
+    }
+    declared = {AS_OF: "date", **OUTPUT_COLUMNS.get(table, {})}
+    arrays, names = [], []
+    for col in frame.columns:
+        kind = declared.get(col)
+        arr = pa.Array.from_pandas(
+            frame[col], type=kinds[kind] if kind else None, safe=kind != "ts"
+        )
+        arrays.append(arr.cast(pa.large_string()) if pa.types.is_null(arr.type) else arr)
+        names.append(str(col))
+    return pa.Table.from_arrays(arrays, names=names)
+
 
 def masked_url(url: str) -> str:
     """``url`` with its password replaced by ``***`` (what logs, manifests and reports show)."""
@@ -127,8 +237,11 @@ class ParquetOutputs:
                 tmp = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
                 tmp.mkdir()
                 staged.append((tmp, target))
-                _with_as_of(df, as_of).drop(columns=[AS_OF]).to_parquet(
-                    tmp / "part-0.parquet", index=False
+                import pyarrow.parquet as pq
+
+                pq.write_table(
+                    _arrow(table, _with_as_of(df, as_of).drop(columns=[AS_OF])),
+                    tmp / "part-0.parquet",
                 )
             yield
             for tmp, target in staged:
@@ -254,17 +367,15 @@ class DuckDBOutputs:
 
     @staticmethod
     def _write(con: Any, name: str, table: str, frame: pd.DataFrame, as_of: date) -> None:
-        con.register(name, frame)
+        con.register(name, _arrow(table, frame))
         con.execute(f"CREATE TABLE IF NOT EXISTS {_q(table)} AS SELECT * FROM {name} LIMIT 0")
-        have = {r[0] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
+        have = {r[0]: r[1] for r in con.execute(f"DESCRIBE {_q(table)}").fetchall()}
+        wanted = {r[0]: r[1] for r in con.execute(f"DESCRIBE {name}").fetchall()}
         for col in frame.columns:
             if col not in have:
-                typ = next(
-                    iter(con.execute(f"SELECT typeof({_q(col)}) FROM {name} LIMIT 1").fetchall()),
-                    None,
-                )
-                sql_type = typ[0] if typ and typ[0] != "NULL" else "VARCHAR"
-                con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {sql_type}")
+                con.execute(f"ALTER TABLE {_q(table)} ADD COLUMN {_q(col)} {wanted[col]}")
+            elif have[col] == '"NULL"':  # made by an earlier version from an all-missing column
+                con.execute(f"ALTER TABLE {_q(table)} ALTER COLUMN {_q(col)} TYPE {wanted[col]}")
         con.execute(f"DELETE FROM {_q(table)} WHERE {AS_OF} = ?", [as_of])
         con.execute(f"INSERT INTO {_q(table)} BY NAME SELECT * FROM {name}")
         con.unregister(name)
@@ -533,6 +644,7 @@ class OutputStore:
         unknown = [t for t in tables if t not in OUTPUT_TABLES]
         if unknown:
             raise ValueError(f"not output tables: {unknown}")
+        tables = {t: conform(t, df) for t, df in tables.items()}
         with contextlib.ExitStack() as stack:
             if self.parquet is not None:
                 stack.enter_context(self.parquet.stage(as_of, tables))
