@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +13,13 @@ from _batch_data import make_company, stand_in_champions
 
 from leadml.batch.nightly import BatchError, run_nightly
 from leadml.config import load_settings
-from leadml.report.html import SECTIONS, build_report, realised_calibration
+from leadml.report.html import (
+    SECTIONS,
+    ReportInputs,
+    _call_list,
+    build_report,
+    realised_calibration,
+)
 
 AS_OF = "2025-06-02"
 
@@ -120,3 +127,39 @@ def test_cli_batch_without_champions_is_a_clear_error_and_report_prints_its_path
     out = capsys.readouterr().out
     assert f"leadml-report-{AS_OF}.html" in out.replace("\n", "")
     assert (s.reports_dir / f"leadml-report-{AS_OF}.html").exists()
+
+
+def test_the_call_list_section_counts_leads_against_places_not_slots() -> None:
+    """Nightly review: with 2 slots per lead every full rep showed utilisation 0.50 and
+    '320 free slots stay unused ... consider handing over more leads'."""
+
+    cap = pd.DataFrame(
+        {
+            "rep_id": ["r1", "r2"],
+            "weekly_slots": [80, 80],
+            "booked": [0, 20],
+            "capacity": [80, 60],
+            "leads": [40, 30],
+            "assigned": [40, 25],
+            "expected_conversions": [9.0, 5.0],
+        }
+    )
+    empty = pd.DataFrame()
+    settings = {"batch": {"call_list_statuses": ["mql"], "assign_by": "team"}}
+    inp = ReportInputs(
+        date(2025, 6, 2), {"settings": settings}, empty, empty, empty, cap, empty, empty, empty
+    )
+    html = _call_list(inp)
+    assert "65 leads planned for 70 places (the 140 free slots" in html
+    # r1 is full: 40 leads in 40 places; r2 holds 25 of 30
+    assert re.search(r"<td>r1</td>(<td>\d+</td>){5}<td>1(\.00)?</td>", html)
+    assert re.search(r"<td>r2</td>(<td>\d+</td>){5}<td>0\.83</td>", html)
+    assert "5 places stay empty" in html and "(status mql)" in html and "reps&#x27; teams" in html
+    full = ReportInputs(
+        date(2025, 6, 2),
+        {"settings": settings},
+        *[empty] * 3,
+        cap.assign(assigned=cap["leads"]),
+        *[empty] * 3,
+    )
+    assert "stay empty" not in _call_list(full)

@@ -445,13 +445,16 @@ def _call_list(inp: ReportInputs) -> str:
             .fillna(0)
             .astype(int)
         )
+    # A lead takes the hand-off policy's slots (a call and its follow-up): ``leads`` is how
+    # many leads a rep's free slots hold, so a full rep has assigned == leads.
+    places = summary["leads"] if "leads" in summary else summary["capacity"]
     summary["utilisation"] = np.where(
-        summary["capacity"] > 0, summary["assigned"] / summary["capacity"].clip(lower=1), np.nan
+        places > 0, summary["assigned"] / places.clip(lower=1), np.nan
     )
     total = (
-        f"{int(summary['assigned'].sum()):,} calls planned over "
-        f"{int(summary['capacity'].sum()):,} free slots "
-        f"({int(summary['booked'].sum()):,} already booked this week); expected conversions "
+        f"{int(summary['assigned'].sum()):,} leads planned for {int(places.sum()):,} places "
+        f"(the {int(summary['capacity'].sum()):,} free slots of the list's days, "
+        f"{int(summary['booked'].sum()):,} already booked this week); expected conversions "
         f"{summary['expected_conversions'].sum():,.1f}."
     )
     keep = [
@@ -463,6 +466,7 @@ def _call_list(inp: ReportInputs) -> str:
             "weekly_slots",
             "booked",
             "capacity",
+            "leads",
             "assigned",
             "utilisation",
             "expected_conversions",
@@ -471,13 +475,17 @@ def _call_list(inp: ReportInputs) -> str:
         )
         if c in summary
     ]
-    unused = int(summary["capacity"].sum() - summary["assigned"].sum())
+    unused = int(places.sum() - summary["assigned"].sum())
     if unused > 0:
+        batch = (inp.manifest.get("settings") or {}).get("batch", {})
+        statuses = " or ".join(map(str, batch.get("call_list_statuses", ["mql", "recycled"])))
         total += (
-            f" {unused:,} free slots stay unused: there are fewer eligible leads "
-            "(MQL or recycled) than slots in those reps' segments; consider handing over "
-            "more leads (the MQL rule) or moving slots."
+            f" {unused:,} places stay empty: there are fewer eligible leads (status "
+            f"{statuses}) than places in those reps' {batch.get('assign_by', 'segment')}s; "
+            "consider handing over more leads (the MQL rule) or moving slots."
         )
+    summary = summary.rename(columns={"capacity": "free slots", "leads": "places"})
+    keep = [{"capacity": "free slots", "leads": "places"}.get(c, c) for c in keep]
     return f"<p>{_e(total)}</p>" + _table(summary[keep], max_rows=200, floats="{:,.2f}")
 
 
