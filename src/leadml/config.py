@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,6 +133,15 @@ class BatchConfig(_Section):
     # the deal champion's 0.119 on the demo company), or the deal champion ("model").
     # The deal scores carry the champion's P(won this / next quarter) either way.
     forecast_source: str = Field("empirical", pattern="^(empirical|model)$")
+
+    @model_validator(mode="after")
+    def _psi_order(self) -> BatchConfig:
+        if self.psi_warn >= self.psi_alert:
+            raise ValueError(
+                f"psi_warn ({self.psi_warn}) must be below psi_alert ({self.psi_alert}): a "
+                "feature is reported at psi_warn and named as drifted at psi_alert"
+            )
+        return self
 
 
 class BatchingConfig(_Section):
@@ -285,6 +301,18 @@ class Settings(BaseSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @model_validator(mode="after")
+    def _known_statuses(self) -> Settings:
+        known = self.vocabulary.lead_statuses
+        unknown = [x for x in self.batch.call_list_statuses if x not in known]
+        if unknown:
+            raise ValueError(
+                f"batch.call_list_statuses: {', '.join(map(repr, unknown))} not among the "
+                f"lead statuses ({', '.join(known)}); no lead would ever have it, so the call "
+                "list would stay empty"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -408,5 +436,10 @@ def _describe(exc: ValidationError, path: Path) -> str:
     lines = [f"invalid configuration (from {path}, LEADML_* variables or flags):"]
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
-        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+        got = err.get("input")
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if isinstance(got, dict | BaseModel):  # a rule over several fields: msg names them
+            lines.append(f"  {where + ': ' if where else ''}{msg}")
+        else:
+            lines.append(f"  {where}: {msg} (got {got!r})")
     return "\n".join(lines)

@@ -261,3 +261,22 @@ def test_a_backfill_with_a_champion_trained_later_is_flagged(
     flagged = run_nightly(s, AS_OF, data=company, champions=later)
     (w,) = [w for w in flagged.warnings if "trained on data up to" in w]
     assert "2025-09-01" in w and AS_OF in w and "lead_readiness" in w
+    # Nightly review: snapshots end before D, but their labels read the outcomes of the
+    # following horizon (readiness 30 days; deal close its hazard's 13 weeks of 7 days)
+    champ.bundle = SimpleNamespace(
+        meta={"data_window": ["2024-01-01", "2025-05-19"], "spec": {"target": {"horizon_days": 30}}}
+    )
+    deal = copy.copy(champions["deal_close"])
+    deal.bundle = SimpleNamespace(
+        meta={
+            "data_window": ["2024-01-01", "2025-04-01"],
+            "spec": {"target": {"horizon_days": 90}},
+        },
+        hazard={"max_weeks": 13, "week_days": 7},
+    )
+    later["deal_close"] = deal
+    labels = run_nightly(s, AS_OF, data=company, champions=later)
+    said = [w for w in labels.warnings if "trained on data up to" in w]
+    assert len(said) == 2
+    assert "lead_readiness" in said[0] and "up to 2025-06-18" in said[0]
+    assert "deal_close" in said[1] and "up to 2025-07-01" in said[1]

@@ -67,3 +67,20 @@ def test_a_named_config_dir_must_exist_and_hold_leadml_yaml(
     (tmp_path / "empty" / "leadml.yaml").write_text("simulator:\n  leads: 77\n")
     s = load(tmp_path / "empty")
     assert s.simulator.leads == 77  # type: ignore[attr-defined]
+
+
+def test_rules_over_several_settings_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nightly review: a typo in call_list_statuses emptied the call list with exit 0, and
+    psi_warn above psi_alert was accepted."""
+    (tmp_path / "leadml.yaml").write_text("batch:\n  psi_warn: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path)
+    assert "batch: psi_warn (0.5) must be below psi_alert (0.25)" in str(err.value)
+    assert "got {" not in str(err.value)
+    (tmp_path / "leadml.yaml").write_text("batch:\n  call_list_statuses: [mql, recyled]\n")
+    with pytest.raises(ConfigError, match="'recyled' not among the lead statuses"):
+        load_settings(tmp_path)
+    monkeypatch.setenv("LEADML_VOCABULARY__LEAD_STATUSES", '["lead", "mql", "recyled"]')
+    assert load_settings(tmp_path).batch.call_list_statuses == ["mql", "recyled"]

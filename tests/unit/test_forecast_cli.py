@@ -192,3 +192,26 @@ def test_given_probabilities_are_read_whatever_the_csv_separator(
         totals.append(json.loads(capsys.readouterr().out)["total"])
     assert totals[0]["open_expected"] == totals[1]["open_expected"]
     assert totals[0]["open_expected"] == pytest.approx(0.5 * totals[0]["open_pipeline"])
+
+
+def test_forecast_notes_say_what_limits_the_numbers(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sales-leader review: an as-of days after the data's end lowered the forecast
+    silently, an unmeasured shock gave a too-narrow P10-P90 without a word, and a quarter
+    a year ahead looked as trustworthy as the current one."""
+
+    def notes(*args: str) -> tuple[list[str], dict]:
+        main(["forecast", "--data", str(data), *args, "--json"])
+        out = json.loads(capsys.readouterr().out)
+        return out["notes"], out
+
+    fresh, out = notes("--as-of", "2026-09-01")  # the data's last record is on 2026-08-31
+    assert not [n for n in fresh if "newest record" in n]
+    assert bool([n for n in fresh if "shared shock" in n]) == (out["shock_periods"] < 2)
+    late, _ = notes("--as-of", "2026-09-04")
+    (quiet,) = [n for n in late if "newest record" in n]
+    assert "days before 2026-09-04" in quiet and "--as-of 2026-09-01" in quiet
+    ahead, _ = notes("--as-of", "2026-08-10", "--period", "2027Q1")
+    assert any("2027Q1 starts 144 days after --as-of" in n for n in ahead)
+    assert not any("starts" in n for n in notes("--as-of", "2026-08-10")[0])

@@ -307,9 +307,10 @@ def _run_nightly(
             trained_to = _trained_until(m)
             if trained_to is not None and trained_to > t:
                 warnings.append(
-                    f"{name} v{m.version} was trained on data up to {trained_to:%Y-%m-%d}, "
-                    f"after this run's date {day}: its scores saw the outcomes that follow "
-                    "and are not what was known then (a backfill with a later champion)"
+                    f"{name} v{m.version} was trained on data up to {trained_to:%Y-%m-%d} "
+                    f"(its last snapshot's outcomes), after this run's date {day}: its scores "
+                    "saw the outcomes that follow and are not what was known then (a "
+                    "backfill with a later champion)"
                 )
         manifest.model_versions = {n: str(m.version) for n, m in models.items()}
         manifest.model_metrics = {
@@ -324,6 +325,9 @@ def _run_nightly(
 
             history = DealHistory(con, settings.vocabulary)
             history.check_as_of(t)  # a date past the data's end fails here, not after scoring
+            quiet = history.quiet_note(t)
+            if quiet is not None:
+                warnings.append(f"{quiet}; the call list counts no slots booked since then")
             deals = history.snapshot(t)
             if leads.empty and deals.empty:
                 raise DataError(
@@ -878,12 +882,20 @@ REASONS_PER_ROW = 3
 
 
 def _trained_until(model: Any) -> pd.Timestamp | None:
-    """The end of a champion's training data (its bundle's data window), if known."""
-    window = (getattr(getattr(model, "bundle", None), "meta", None) or {}).get("data_window")
+    """The last moment a champion's training read: its last training snapshot (the
+    bundle's data window) plus the reach of its labels (readiness: the horizon; deal
+    close: the hazard's weeks), since a snapshot's label reads the outcomes after it."""
+    meta = getattr(getattr(model, "bundle", None), "meta", None) or {}
+    window = meta.get("data_window")
     if not window or len(window) != 2 or window[1] is None:
         return None
     end = pd.Timestamp(window[1])
-    return end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    reach = int((meta.get("spec") or {}).get("target", {}).get("horizon_days") or 0)
+    hazard = getattr(model.bundle, "hazard", None) or {}
+    if hazard.get("max_weeks") and hazard.get("week_days"):
+        reach = max(reach, int(hazard["max_weeks"]) * int(hazard["week_days"]))
+    return end + pd.Timedelta(days=reach)
 
 
 class BundleChampion:

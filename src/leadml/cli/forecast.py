@@ -218,6 +218,8 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
             f"Monte Carlo ({mc['draws']:,.0f} draws): P10 {mc['p10']:,.0f}  P50 {mc['p50']:,.0f}  "
             f"P90 {mc['p90']:,.0f}"
         )
+    for note in result.notes:
+        out.print(f"note: {note}")
     for name, path in written:
         out.print(f"{name}: {path}")
 

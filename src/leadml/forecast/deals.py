@@ -32,6 +32,8 @@ DealProbabilities = Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timest
 
 # How many days after the last record an as-of date may be (a weekly export still forecasts).
 STALE_DAYS = 7
+# an as-of more than this many days after the newest record is read, with a warning
+QUIET_DAYS = 2
 
 
 def latest_usable(last_record: pd.Timestamp) -> pd.Timestamp:
@@ -323,6 +325,24 @@ class DealHistory:
                 f"{last:%Y-%m-%d %H:%M} UTC, and data more than {STALE_DAYS} days old is not "
                 f"forecast from); choose --as-of {limit.date()} or earlier, or load newer data"
             )
+
+    def quiet_note(self, as_of: pd.Timestamp) -> str | None:
+        """A warning when ``as_of`` is more than ``QUIET_DAYS`` days after the newest record
+        of any table (accepted up to ``STALE_DAYS``): the days between hold no wins, stage
+        changes or activities, so open deals only age and the numbers lean low."""
+        if self.data_end is None:
+            return None
+        last = self.freshest
+        gap = (as_of - last) / pd.Timedelta(days=1)
+        if gap <= QUIET_DAYS:
+            return None
+        next_day = (last.normalize() + pd.Timedelta(days=1)).date()
+        return (
+            f"the newest record of any table is {last:%Y-%m-%d %H:%M} UTC, {gap:.1f} days "
+            f"before {as_of:%Y-%m-%d}: nothing in between is read (no wins, stage changes or "
+            "activities), so open deals only age and forecasts lean low; if the export is "
+            f"behind, load newer data or use --as-of {next_day}"
+        )
 
     def target(self, period: Period, by: str | None) -> pd.Series:
         """Target for ``period`` (total under key ``"all"``, or per group value).

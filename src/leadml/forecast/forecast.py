@@ -85,6 +85,7 @@ class ForecastResult:
     monte_carlo: dict[str, float] = field(default_factory=dict)
     shock_sd: float = 0.0  # sd of the shared logit-scale shock of open deals
     shock_periods: int = 0  # earlier periods it was measured on
+    notes: list[str] = field(default_factory=list)  # what the reader should know first
 
     def table(self) -> pd.DataFrame:
         """One row per group, the total last."""
@@ -101,6 +102,7 @@ class ForecastResult:
             "new_deals_model": f"run-rate over {self.new_deals_periods} earlier period(s)",
             "total": asdict(self.total),
             "groups": [asdict(g) for g in self.groups],
+            "notes": list(self.notes),
             "monte_carlo": self.monte_carlo,
             "shock_sd": self.shock_sd,
             "shock_periods": self.shock_periods,
@@ -458,6 +460,19 @@ def forecast(
             "mean": float(draws.mean()),
             "draws": float(cfg.monte_carlo_draws),
         }
+    notes = [n for n in (history.quiet_note(t),) if n]
+    if not isinstance(deal_probabilities, pd.DataFrame) and tau_periods < 2:
+        notes.append(
+            f"the open deals' shared shock was measured on {tau_periods} earlier period(s) "
+            "at this point of a period (2 needed), so P10-P90 counts only each deal's own "
+            "chance and is too narrow; more history (or a date later in the period) fixes it"
+        )
+    if per.start > t + pd.Timedelta(days=92):
+        notes.append(
+            f"{per.label} starts {(per.start - t).days} days after --as-of: almost all of it "
+            "is deals not yet created, extrapolated from the run rate of earlier periods; "
+            "the backtest checks forecasts of the current quarter only"
+        )
     return ForecastResult(
         per,
         t,
@@ -471,6 +486,7 @@ def forecast(
         mc,
         shock_sd=tau,
         shock_periods=tau_periods,
+        notes=notes,
     )
 
 
