@@ -24,9 +24,10 @@ import functools
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,12 +175,76 @@ def configure(settings: Settings, *, check: bool = True) -> str:
     uri = tracking_uri(settings)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        relocate_artifacts(Path(uri.removeprefix("sqlite:///")), settings.mlflow_dir)
     with store_errors(uri):
         mlflow.set_tracking_uri(uri)
         mlflow.set_registry_uri(uri)
     if check:
         check_store(uri)
     return uri
+
+
+# Columns of MLflow's SQL store that hold artifact locations (file:// URIs for a local store).
+_LOCATION_COLUMNS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("model_versions", "storage_location"),
+    ("logged_models", "artifact_location"),
+)
+
+
+def relocate_artifacts(db: Path, mlflow_dir: Path) -> str | None:
+    """Re-point a workspace's SQLite store at the workspace's own artifacts.
+
+    MLflow stores absolute artifact URIs, so a workspace that was copied or moved kept
+    reading (and writing new runs into) the old folder's ``mlflow/artifacts``, and failed
+    with "No such artifact" once that folder was gone. When the store at ``db`` (inside
+    ``mlflow_dir``) names another workspace's ``.../mlflow/artifacts`` and this workspace
+    has its own, every stored location is rewritten to it. Returns the old location (None
+    when nothing changed); stores outside the workspace are never touched."""
+    import sqlite3
+
+    here = (mlflow_dir / "artifacts").resolve()
+    if db.resolve().parent != mlflow_dir.resolve() or not db.is_file() or not here.is_dir():
+        return None
+    new = here.as_uri()
+    with closing(sqlite3.connect(db)) as con:
+        try:
+            rows = con.execute("SELECT artifact_location FROM experiments").fetchall()
+        except sqlite3.Error:
+            return None  # not (yet) an MLflow store
+        old = next(
+            (
+                str(loc)
+                for (loc,) in rows
+                if loc
+                and str(loc).startswith("file://")
+                and str(loc).rstrip("/").endswith("/mlflow/artifacts")
+                and str(loc).rstrip("/") != new
+            ),
+            None,
+        )
+        if old is None:
+            return None
+        old = old.rstrip("/")
+        with con:
+            for table, column in _LOCATION_COLUMNS:
+                with suppress(sqlite3.OperationalError):  # table of another version
+                    con.execute(
+                        f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                        f"WHERE {column} = ? OR {column} LIKE ? ESCAPE '\\'",
+                        (new, len(old) + 1, old, _like_prefix(old) + "/%"),
+                    )
+    print(
+        f"leadml: this workspace's MLflow store pointed at {old} (a copied or moved "
+        f"workspace); it now reads and writes {new}",
+        file=sys.stderr,
+    )
+    return old
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 @_store_call
