@@ -85,6 +85,14 @@ def tracking_uri(settings: Settings) -> str:
     return f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
 
 
+def ui_hint(settings: Settings) -> str:
+    """How to open the MLflow UI on this workspace's store (a server is its own UI)."""
+    uri = tracking_uri(settings)
+    if uri.startswith(("http://", "https://")):
+        return uri
+    return f"mlflow ui --backend-store-uri {uri}"
+
+
 def _store_error(exc: BaseException, uri: str) -> TrackingError:
     """A clear error for a failure of the tracking store at ``uri``."""
     text = str(exc)

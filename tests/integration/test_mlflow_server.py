@@ -3,6 +3,7 @@ train a small model against it, register, promote and load the champion back."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,9 +16,11 @@ from pathlib import Path
 import httpx
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from leadml import tracking
+from leadml.cli import main
 from leadml.config import load_settings
 from leadml.modeling import synthetic
 from leadml.modeling.bundle import ScoringBundle
@@ -90,7 +93,10 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
 
 
 def test_train_register_promote_and_load_champion_over_http(
-    mlflow_server: str, tmp_path: Path
+    mlflow_server: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = load_settings(workspace=tmp_path / "ws", tracking={"uri": mlflow_server})
     assert tracking.configure(settings) == mlflow_server
@@ -118,3 +124,24 @@ def test_train_register_promote_and_load_champion_over_http(
     # nothing was written to a local store: the server holds it all
     assert not (settings.workspace / "mlflow").exists()
     assert list((tmp_path / "artifacts").rglob("booster.txt"))
+
+    # The CLI's --json stays machine-readable against a server (notebook review: MLflow
+    # printed "View run ... at: <url>" lines to stdout after every run)
+    rng = np.random.default_rng(3)
+    visits = rng.poisson(3, 600)
+    won = rng.uniform(size=600) < 1 / (1 + np.exp(2.0 - 0.5 * visits))
+    pd.DataFrame(
+        {
+            "Lead ID": [f"L{i}" for i in range(600)],
+            "Created": pd.date_range("2024-01-01", periods=600, freq="14h").strftime("%Y-%m-%d"),
+            "Web visits": visits,
+            "Outcome": np.where(won, "Won", "Lost"),
+        }
+    ).to_csv(tmp_path / "leads.csv", index=False)
+    monkeypatch.setenv("LEADML_TRACKING__URI", mlflow_server)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    capsys.readouterr()
+    main(["--workspace", str(tmp_path / "ws2"), "train", "--table", str(tmp_path / "leads.csv"),
+          "--target", "Outcome", "--quick", "--no-register", "--json"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert mlflow.get_run(out["run_id"]).info.status == "FINISHED"

@@ -48,3 +48,10 @@ def test_a_store_outside_the_workspace_is_never_rewritten(tmp_path: Path) -> Non
     (ws.mlflow_dir / "artifacts").mkdir(parents=True)
     assert tracking.relocate_artifacts(outside, ws.mlflow_dir) is None
     assert outside.read_bytes() == b""
+
+
+def test_the_ui_hint_is_the_server_itself_or_mlflow_ui_on_the_file(tmp_path: Path) -> None:
+    server = load_settings(workspace=tmp_path, tracking={"uri": "http://127.0.0.1:5000"})
+    assert tracking.ui_hint(server) == "http://127.0.0.1:5000"
+    local = load_settings(workspace=tmp_path, tracking={"uri": "sqlite:///x/mlflow.db"})
+    assert tracking.ui_hint(local) == "mlflow ui --backend-store-uri sqlite:///x/mlflow.db"

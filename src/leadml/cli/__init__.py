@@ -9,6 +9,7 @@ non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,9 @@ def _global(
     ),
 ) -> None:
     ctx.obj = common.Context(workspace=workspace, config_dir=config_dir)
+    # MLflow prints "View run ... at: <url>" to stdout after every run against a server,
+    # which broke --json output; leadml prints the run id and the UI itself
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 for _module in (

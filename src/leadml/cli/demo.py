@@ -70,7 +70,7 @@ def demo_command(
     out.print(f"workspace:  {s.workspace}")
     out.print(f"report:     {s.reports_dir}")
     out.print(f"outputs:    {s.outputs_dir} (Parquet per as-of date) and the SQL tables")
-    out.print(f"MLflow UI:  mlflow ui --backend-store-uri {tracking.tracking_uri(s)}")
+    out.print(f"MLflow UI:  {tracking.ui_hint(s)}")
     out.print("scoring API: leadml serve   (then open http://127.0.0.1:3000 for the OpenAPI page)")
 
 

@@ -385,7 +385,7 @@ def _print_comparison(out: Any, err: Any, c: dict[str, Any]) -> None:
 def _print_next(out: Any, s: Any, name: str, version: str | None, warnings: list[str]) -> None:
     from leadml import tracking
 
-    ui = f"UI: mlflow ui --backend-store-uri {tracking.tracking_uri(s)}"
+    ui = f"UI: {tracking.ui_hint(s)}"
     failed = [c for c in tracking.gate_checks(name, version) if not c.ok] if version else []
     if failed:  # what `leadml promote` would say: do not recommend a promotion that fails
         for c in failed:

@@ -691,10 +691,16 @@ def compute_features(
 def to_utc(values: pd.Series, what: str) -> pd.Series:
     """Timestamps as ``datetime64[us, UTC]``; naive values are read as UTC."""
     try:
-        ts = pd.to_datetime(values, utc=True)
+        if values.dtype == object or pd.api.types.is_string_dtype(values):
+            # text in ISO form, dates and date-times mixed (2025-04-01, 2025-03-03T12:00)
+            ts = pd.to_datetime(values, utc=True, format="ISO8601")
+        else:
+            ts = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
+        first = str(exc).split(". You might want")[0]
         raise DataError(
-            f"{what}: not timestamps ({exc}); use ISO dates such as 2025-06-02"
+            f"{what}: not ISO timestamps ({first}); use ISO dates such as 2025-06-02 or "
+            "2025-06-02T14:30"
         ) from None
     if ts.isna().any():
         raise DataError(
