@@ -278,7 +278,8 @@ class ScoringBundle:
         horizon_days: float | None = None,
         reasons: int = 0,
     ) -> pd.DataFrame:
-        """Probability, percentile, grade (readiness) and optional top reasons per row.
+        """Probability, percentile, grade (readiness) and optional top reasons per row,
+        after the id column when ``frame`` has one.
 
         Deal close: ``horizon_days`` (or an input column ``horizon_days``) gives
         P(won by as_of + horizon_days); default the spec's headline horizon.
@@ -289,6 +290,8 @@ class ScoringBundle:
             h = frame["horizon_days"].to_numpy(dtype=float)
         p = self.predict_proba(frame, h)
         out = pd.DataFrame({"probability": p, "percentile": self.percentile(p)}, index=frame.index)
+        if self.id_column in frame.columns:  # rows stay identifiable (e.g. for policy.handoff)
+            out.insert(0, self.id_column, frame[self.id_column].to_numpy())
         if self.grade_cutoffs:
             out["grade"] = grade(p, self.grade_cutoffs)
         if reasons > 0:

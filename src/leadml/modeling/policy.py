@@ -52,24 +52,38 @@ def grade(p: np.ndarray | pd.Series, cutoffs: Mapping[Any, float]) -> np.ndarray
     )
 
 
+def _probability_column(scores: pd.DataFrame, given: str | None) -> str:
+    """The calibrated probability column: ``given``, else ``readiness`` or ``probability``."""
+    candidates = [given] if given else ["readiness", "probability"]
+    for name in candidates:
+        if name in scores.columns:
+            return str(name)
+    raise ValueError(
+        f"scores have no {' or '.join(map(repr, candidates))} column (columns: "
+        f"{', '.join(map(str, scores.columns))}); pass probability= naming the calibrated "
+        "readiness column"
+    )
+
+
 def handoff(
     scores: pd.DataFrame,
     capacity_slots: float,
     policy: PolicySpec,
     *,
-    probability: str = "readiness",
+    probability: str | None = None,
     slots: str | None = None,
 ) -> pd.DataFrame:
     """Fill IS capacity where expected conversions are highest.
 
     ``scores`` has one row per open lead with a calibrated ``probability`` column
-    (and optionally a per-lead ``slots`` column: slots the lead needs, default
-    ``policy.slots_per_lead``). Leads are taken in order of expected conversions
+    (default ``readiness``, else ``probability`` as ``ScoringBundle.score`` returns)
+    and optionally a per-lead ``slots`` column: slots the lead needs, default
+    ``policy.slots_per_lead``. Leads are taken in order of expected conversions
     per slot while the slots last. Returns ``scores`` plus ``rank``, ``grade``,
     ``decision`` and ``expected_conversions`` (the probability if handed off, else 0).
     """
     out = scores.copy()
-    p = out[probability].to_numpy(dtype=float)
+    p = out[_probability_column(out, probability)].to_numpy(dtype=float)
     need = out[slots].to_numpy(dtype=float) if slots else np.full(len(out), policy.slots_per_lead)
     order = np.argsort(-(p / need), kind="stable")
     taken = np.zeros(len(out), dtype=bool)
@@ -97,12 +111,12 @@ def handoff_at_precision(
     target_precision: float,
     policy: PolicySpec,
     *,
-    probability: str = "readiness",
+    probability: str | None = None,
 ) -> pd.DataFrame:
     """Hand off the largest set of best-scored leads whose expected precision
     (mean calibrated probability) stays at or above ``target_precision``."""
     out = scores.copy()
-    p = out[probability].to_numpy(dtype=float)
+    p = out[_probability_column(out, probability)].to_numpy(dtype=float)
     order = np.argsort(-p, kind="stable")
     running = np.cumsum(p[order]) / np.arange(1, len(p) + 1)
     ok = np.nonzero(running >= target_precision)[0]

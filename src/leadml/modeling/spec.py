@@ -214,6 +214,16 @@ class ModelSpec(_Part):
     def id_column(self) -> str:
         return "lead_id" if self.kind == "lead_readiness" else "opportunity_id"
 
+    def with_changes(self, **changes: Any) -> ModelSpec:
+        """A copy with ``changes`` merged in (nested mappings key by key), validated like
+        a spec file: ``spec.with_changes(estimator={"params": {"num_leaves": 63}})``.
+        (Pydantic's ``model_copy(update=...)`` checks nothing: a horizon of -7 or a
+        misspelt LightGBM parameter would train.)"""
+        spec = _validated(_merged(self.model_dump(), changes), f"{self.source} with changes")
+        spec._source = self._source
+        check_lightgbm_params(spec)
+        return spec
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         dupes = sorted({f for f in self.features if self.features.count(f) > 1})
@@ -246,10 +256,18 @@ def load_spec(path: str | Path) -> ModelSpec:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    spec = _validated(data, str(path))
+    spec._source = path
+    check_lightgbm_params(spec)
+    return spec
+
+
+def _validated(data: dict[str, Any], where_from: str) -> ModelSpec:
+    """``data`` as a spec; errors name ``where_from`` and each field."""
     try:
-        spec = ModelSpec.model_validate(data)
+        return ModelSpec.model_validate(data)
     except ValidationError as exc:
-        lines = [f"invalid model spec {path}:"]
+        lines = [f"invalid model spec {where_from}:"]
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "<top level>"
             got = (
@@ -259,9 +277,16 @@ def load_spec(path: str | Path) -> ModelSpec:
             )
             lines.append(f"  {where}: {err['msg']}{got}")
         raise ConfigError("\n".join(lines)) from None
-    spec._source = path
-    check_lightgbm_params(spec)
-    return spec
+
+
+def _merged(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 _CHECK = re.compile(r"Check failed: \(?(\w+)\)? *([<>=!]+) *\(?([^)\s]+)\)?")
