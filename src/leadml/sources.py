@@ -179,10 +179,13 @@ def write_parquet(df: pd.DataFrame, target: str | Path) -> Path:
 
 
 @contextlib.contextmanager
-def frame_writer(target: str | Path) -> Iterator[Callable[[pd.DataFrame], None]]:
+def frame_writer(
+    target: str | Path, metadata: dict[str, str] | None = None
+) -> Iterator[Callable[[pd.DataFrame], None]]:
     """Append frames of the same columns, one after another, to ``target`` (``.parquet``
     or ``.csv``), so that a table larger than memory can be written in batches. The file
-    appears at ``target`` only when the ``with`` block finishes without an error."""
+    appears at ``target`` only when the ``with`` block finishes without an error.
+    ``metadata`` goes into a Parquet file's schema metadata (CSV has none)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -201,7 +204,11 @@ def frame_writer(target: str | Path) -> Iterator[Callable[[pd.DataFrame], None]]
             else:
                 table = pa.Table.from_pandas(df, preserve_index=False)
                 if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
+                    schema = table.schema
+                    if metadata:
+                        extra = {k.encode(): v.encode() for k, v in metadata.items()}
+                        schema = schema.with_metadata({**(schema.metadata or {}), **extra})
+                    writer = pq.ParquetWriter(tmp, schema)
                 writer.write_table(table.cast(writer.schema))
             first = False
 

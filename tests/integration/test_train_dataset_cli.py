@@ -23,6 +23,20 @@ def test_train_from_a_saved_training_set(
     saved = tmp_path / "readiness.parquet"
     main(["dataset", "lead-readiness", "--data", str(data), "--out", str(saved), "--json"])
     built = json.loads(capsys.readouterr().out)
+    # DS review: a set of another label window trained silently as a 30-day model
+    other = yaml.safe_load((ROOT / "models" / "lead_readiness.yaml").read_text())
+    other["target"]["horizon_days"] = 14
+    other["backtest"]["gap_days"] = 14
+    (tmp_path / "spec14.yaml").write_text(yaml.safe_dump(other))
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "lead-readiness", "--dataset", str(saved), "--data", str(data),
+              "--spec", str(tmp_path / "spec14.yaml"), "--no-register"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert refused.value.code == 2
+    assert "has 30-day labels" in err and "target.horizon_days 14" in err
+    with pytest.raises(SystemExit):
+        main(["train", "deal-close", "--dataset", str(saved), "--data", str(data), "--no-register"])
+    assert "is a lead-readiness set" in capsys.readouterr().err
     # the file is what trains: drop its first as-of week (a data scientist's own edit)
     written = pd.read_parquet(saved)
     written = written[written["as_of"] > written["as_of"].min()]

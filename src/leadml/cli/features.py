@@ -164,6 +164,7 @@ def dataset(
     """Build a point-in-time training set of weekly snapshots with labels."""
     from leadml.features.catalog import load_catalog
     from leadml.features.datasets import deal_close_dataset, lead_readiness_dataset
+    from leadml.modeling.workflow import DATASET_HORIZON, DATASET_KIND
     from leadml.sources import frame_writer
 
     s = common.settings(ctx)
@@ -178,7 +179,10 @@ def dataset(
         def report(done: int, total: int, message: str) -> None:
             bar.update(task, completed=done, total=total, description=message)
 
-        with frame_writer(out) as sink:
+        made = {DATASET_KIND: kind.value.replace("-", "_")}
+        if kind is DatasetChoice.lead_readiness:
+            made[DATASET_HORIZON] = str(horizon)
+        with frame_writer(out, metadata=made) as sink:
             if kind is DatasetChoice.lead_readiness:
                 _, summary = lead_readiness_dataset(
                     con,

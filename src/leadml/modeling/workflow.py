@@ -165,6 +165,32 @@ def build_dataset(
     )
 
 
+# Parquet schema metadata `leadml dataset` writes: what the set is and its label window
+DATASET_KIND = "leadml.kind"
+DATASET_HORIZON = "leadml.horizon_days"
+
+
+def _check_made_for(path: Path, meta: dict[bytes, bytes] | None, spec: ModelSpec) -> None:
+    """A set built for another model kind or label window must not train this spec."""
+    from leadml.errors import DataError
+
+    made = {k.decode(): v.decode() for k, v in (meta or {}).items() if k.startswith(b"leadml.")}
+    kind = made.get(DATASET_KIND)
+    if kind is not None and kind != spec.kind:
+        raise DataError(
+            f"training set {path} is a {kind.replace('_', '-')} set; {spec.source} is a "
+            f"{spec.kind.replace('_', '-')} spec: train it with the matching command"
+        )
+    horizon = made.get(DATASET_HORIZON)
+    if horizon is not None and int(horizon) != spec.target.horizon_days:
+        raise DataError(
+            f"training set {path} has {horizon}-day labels (`leadml dataset --horizon "
+            f"{horizon}`), but {spec.source} says target.horizon_days "
+            f"{spec.target.horizon_days}; rebuild the set with --horizon "
+            f"{spec.target.horizon_days} or train with a spec of {horizon} days"
+        )
+
+
 def load_training_set(path: Path, spec: ModelSpec) -> pd.DataFrame:
     """A training set saved by ``leadml dataset`` (Parquet), lean: only the columns the
     spec reads, numbers as float32 (LightGBM bins them; half the memory: the one-year
@@ -182,6 +208,7 @@ def load_training_set(path: Path, spec: ModelSpec) -> pd.DataFrame:
     labels = ["label"] if spec.kind == "lead_readiness" else ["outcome", "outcome_days"]
     want = [spec.id_column, "as_of", *labels, *spec.features]
     schema = pq.read_schema(path)
+    _check_made_for(path, schema.metadata, spec)
     missing = [c for c in dict.fromkeys(want) if c not in schema.names]
     if (
         spec.segment_column and spec.segment_column in schema.names
