@@ -280,3 +280,27 @@ def test_a_backfill_with_a_champion_trained_later_is_flagged(
     assert len(said) == 2
     assert "lead_readiness" in said[0] and "up to 2025-06-18" in said[0]
     assert "deal_close" in said[1] and "up to 2025-07-01" in said[1]
+
+
+def test_drift_is_measured_on_the_reference_weekday_only(
+    company: Path, champions: dict, tmp_path: Path
+) -> None:
+    """Nightly review: the reference holds Monday snapshots, so a Wednesday run 'drifted'
+    on every time-since feature (days_since_last_activity PSI 3.98)."""
+    import copy
+    from types import SimpleNamespace
+
+    s = load_settings(workspace=tmp_path / "workspace")
+    mondays = dict(champions)
+    for name in ("lead_readiness", "deal_close"):
+        champ = copy.copy(champions[name])
+        window = ["2025-04-07T00:00:00+00:00", "2025-05-05T00:00:00+00:00"]  # Mondays
+        champ.bundle = SimpleNamespace(meta={"reference_window": window})
+        mondays[name] = champ
+    tuesday = run_nightly(s, "2025-06-03", data=company, champions=mondays)
+    assert tuesday.tables["drift"].empty and tuesday.manifest.drifted_features == []
+    note = tuesday.manifest.drift_note or ""
+    assert "drift of lead_readiness, deal_close is measured on Monday runs" in note
+    monday = run_nightly(s, AS_OF, data=company, champions=mondays)
+    assert set(monday.tables["drift"]["model"]) == {"lead_readiness", "deal_close"}
+    assert monday.manifest.drift_note is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -96,3 +98,30 @@ def test_the_scoring_bundles_reference_reads_back_with_zero_psi_on_its_training_
     assert report.loc["web_visits_30d", "status"] == "drift"
     assert report.loc["score", "status"] == "drift"
     assert report.loc["segment", "status"] == "stable"
+
+
+def test_unwatched_features_keep_their_psi_but_never_count_as_drifted() -> None:
+    """Nightly review: per-owner counts that only grow and days to month-end close dates
+    'drifted' every night; the catalog's drift: false keeps them out of the alert."""
+    train = _frame(20_000, 1)
+    ref = build_reference(train, train.columns)
+    tonight = _frame(5_000, 3, shift=4.0)
+    report = drift_report(ref, tonight, model="deal_close", unwatched=["web_visits_30d"])
+    row = report.set_index("feature").loc["web_visits_30d"]
+    assert row["status"] == "unwatched" and row["psi"] > 0.25
+    assert drifted(report) == []
+
+
+def test_the_shipped_catalog_leaves_calendar_and_per_owner_features_unwatched(
+    repo_root: Path,
+) -> None:
+    from leadml.config import load_settings
+    from leadml.features.catalog import load_catalog
+
+    s = load_settings(repo_root / "configs")
+    catalog = load_catalog(s.config_file("features.yaml"), s.vocabulary)
+    assert {"owner_lost_deals", "owner_win_rate_365d", "days_to_expected_close"} <= set(
+        catalog.unwatched("opportunity")
+    )
+    assert "days_since_last_activity" not in catalog.unwatched("opportunity")
+    assert catalog.unwatched("lead") == []

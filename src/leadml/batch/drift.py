@@ -145,14 +145,17 @@ def drift_report(
     scores: pd.Series | np.ndarray | None = None,
     warn: float = 0.1,
     alert: float = 0.25,
+    unwatched: Iterable[str] = (),
 ) -> pd.DataFrame:
     """PSI of every referenced feature present in ``current`` (and of ``scores``).
 
     Columns: ``model, feature, kind ('feature' | 'score'), psi, status
-    ('stable' | 'warn' | 'drift'), rows, reference_missing, current_missing``,
-    sorted by PSI, highest first. A feature the reference names but ``current``
-    lacks gets status ``'missing'`` (the scoring frame lost a column).
+    ('stable' | 'warn' | 'drift' | 'unwatched'), rows, reference_missing,
+    current_missing``, sorted by PSI, highest first. A feature the reference names but
+    ``current`` lacks gets status ``'missing'`` (the scoring frame lost a column);
+    ``unwatched`` features (catalog ``drift: false``) keep their PSI but no status.
     """
+    skip = set(unwatched)
     rows = []
     for name, ref in references.items():
         ref = ref if isinstance(ref, BinnedReference) else BinnedReference.from_dict(ref)
@@ -178,7 +181,15 @@ def drift_report(
             )
             continue
         value = psi(ref, values)
-        status = "drift" if value >= alert else "warn" if value >= warn else "stable"
+        status = (
+            "unwatched"
+            if name in skip
+            else "drift"
+            if value >= alert
+            else "warn"
+            if value >= warn
+            else "stable"
+        )
         cur_missing = float(values.isna().mean()) if len(values) else float("nan")
         rows.append((model, name, kind, value, status, len(values), ref.missing_share, cur_missing))
     out = pd.DataFrame(rows, columns=DRIFT_COLUMNS)

@@ -49,6 +49,8 @@ class Manifest:
     rows_written: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)
     drifted_features: list[str] = field(default_factory=list)
+    # why a model's drift was not measured tonight (e.g. not the reference's weekday)
+    drift_note: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     # what the run warned about (backfill with a later champion, no reps, ...)

@@ -23,6 +23,7 @@ previous outputs of D (and of every other date) exactly as they were.
 
 from __future__ import annotations
 
+import calendar
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -412,24 +413,38 @@ def _run_nightly(
 
         say("drift")
         with manifest.step("drift"):
-            drift_tbl = pd.concat(
-                [
+            parts, skipped = [], {}
+            for model, feats, scores, entity in (
+                (lead_model, lead_feats, scores_leads["readiness"], "lead"),
+                (deal_model, deal_feats, scores_deals["probability"], "opportunity"),
+            ):
+                weekday = _reference_weekday(model)
+                if weekday is not None and weekday != t.weekday():
+                    skipped.setdefault(calendar.day_name[weekday], []).append(model.name)
+                    continue
+                parts.append(
                     _drift(
-                        lead_model,
-                        lead_feats,
-                        scores_leads["readiness"],
+                        model,
+                        feats,
+                        scores,
                         cfg.psi_warn,
                         cfg.psi_alert,
-                    ),
-                    _drift(
-                        deal_model,
-                        deal_feats,
-                        scores_deals["probability"],
-                        cfg.psi_warn,
-                        cfg.psi_alert,
-                    ),
-                ],
-                ignore_index=True,
+                        unwatched=catalog.unwatched(entity),
+                    )
+                )
+            drift_tbl = (
+                pd.concat(parts, ignore_index=True)
+                if parts
+                else pd.DataFrame(columns=dr.DRIFT_COLUMNS)
+            )
+            manifest.drift_note = (
+                "; ".join(
+                    f"drift of {', '.join(names)} is measured on {day_name} runs (the training "
+                    f"reference holds {day_name} snapshots, and time-since features follow the "
+                    "weekday)"
+                    for day_name, names in skipped.items()
+                )
+                or None
             )
             manifest.drifted_features = dr.drifted(drift_tbl) if len(drift_tbl) else []
             for name, m in ((LEAD_MODEL, lead_model), (DEAL_MODEL, deal_model)):
@@ -848,8 +863,23 @@ def past_deal_scores(store: OutputStore, day: date, window_days: int) -> pd.Data
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def _reference_weekday(model: Any) -> int | None:
+    """The weekday (Monday 0) of the snapshots a champion's drift reference was built on."""
+    meta = getattr(getattr(model, "bundle", None), "meta", None) or {}
+    window = meta.get("reference_window")
+    if not window or not window[-1]:
+        return None
+    return int(pd.Timestamp(window[-1]).weekday())
+
+
 def _drift(
-    model: Champion, features: pd.DataFrame, scores: pd.Series, warn: float, alert: float
+    model: Champion,
+    features: pd.DataFrame,
+    scores: pd.Series,
+    warn: float,
+    alert: float,
+    *,
+    unwatched: list[str] | tuple[str, ...] = (),
 ) -> pd.DataFrame:
     if not model.reference:
         return pd.DataFrame(columns=dr.DRIFT_COLUMNS)
@@ -862,6 +892,7 @@ def _drift(
         scores=scores.to_numpy(),
         warn=warn,
         alert=alert,
+        unwatched=unwatched,
     )
     # The training score percentiles (0..100) so the report can draw tonight's against them.
     pct = getattr(model, "score_percentiles", None)

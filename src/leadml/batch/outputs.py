@@ -97,7 +97,8 @@ OUTPUT_COLUMNS: dict[str, dict[str, str]] = {
         "run_id": _S, "started_at": "ts", "finished_at": "ts", "status": _S,
         "data_location": _S, "sql_url": _S, "input_rows": _S, "quarantined_rows": _S,
         "open_entities": _S, "model_versions": _S, "model_metrics": _S, "rows_written": _S,
-        "timings_s": _S, "drifted_features": _S, "settings": _S, "peak_rss_mb": _F,
+        "timings_s": _S, "drifted_features": _S, "drift_note": _S, "settings": _S,
+        "peak_rss_mb": _F,
         "warnings": _S,
     },
 }  # fmt: skip

@@ -150,6 +150,12 @@ class _Entry(BaseModel):
         description="Reason template for a negative value, which replaces {value} by its "
         "size ('{value} days past the expected close date' for -32)",
     )
+    drift: bool = Field(
+        True,
+        description="Watched for drift in the nightly run (PSI against training). False for "
+        "values that move by construction: counts that only grow, distances to calendar "
+        "dates, a handful of per-owner values; their PSI is still shown, as 'unwatched'",
+    )
 
     @field_validator("name")
     @classmethod
@@ -268,6 +274,10 @@ class Catalog(BaseModel):
 
     def names(self, entity: str) -> list[str]:
         return [f.name for f in self.features(entity)]
+
+    def unwatched(self, entity: str) -> list[str]:
+        """Names of the features not watched for drift (``drift: false``)."""
+        return [f.name for f in self.features(entity) if not f.drift]
 
     def categorical(self, entity: str) -> list[str]:
         """Names of the features whose values are strings (categories)."""

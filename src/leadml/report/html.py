@@ -367,10 +367,13 @@ def _model_health(inp: ReportInputs) -> str:
     parts.append("<h3>Drift</h3>")
     settings = (m.get("settings") or {}).get("batch", {})
     warn, alert = float(settings.get("psi_warn", 0.1)), float(settings.get("psi_alert", 0.25))
+    if m.get("drift_note"):
+        parts.append(f'<p class="muted">{_e(str(m["drift_note"]))}.</p>')
     if inp.drift.empty:
-        parts.append(
-            '<p class="muted">no drift measured (the champions carry no training reference)</p>'
-        )
+        if not m.get("drift_note"):
+            parts.append(
+                '<p class="muted">no drift measured (the champions carry no training reference)</p>'
+            )
     else:
         drifted = inp.drift[inp.drift["status"].isin(["drift", "missing"])]
         if len(drifted):
@@ -380,7 +383,7 @@ def _model_health(inp: ReportInputs) -> str:
             parts.append(f'<p class="bad">Drifted (PSI &ge; {alert:g}): {_e(names)}</p>')
         else:
             parts.append(f'<p class="ok">No feature or score drifted (all PSI &lt; {alert:g}).</p>')
-        parts.append(drift_plot(inp.drift, warn, alert))
+        parts.append(drift_plot(inp.drift[inp.drift["status"] != "unwatched"], warn, alert))
         parts.append(
             _table(inp.drift[["model", "feature", "kind", "psi", "status", "rows"]], max_rows=20)
         )
