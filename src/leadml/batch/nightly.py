@@ -413,7 +413,8 @@ def _run_nightly(
 
         say("drift")
         with manifest.step("drift"):
-            parts, skipped = [], {}
+            parts: list[pd.DataFrame] = []
+            skipped: dict[str, list[str]] = {}
             for model, feats, scores, entity in (
                 (lead_model, lead_feats, scores_leads["readiness"], "lead"),
                 (deal_model, deal_feats, scores_deals["probability"], "opportunity"),
