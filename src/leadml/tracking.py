@@ -93,7 +93,7 @@ def ui_hint(settings: Settings) -> str:
     return f"mlflow ui --backend-store-uri {uri}"
 
 
-def _store_error(exc: BaseException, uri: str) -> TrackingError:
+def store_error(exc: BaseException, uri: str) -> TrackingError:
     """A clear error for a failure of the tracking store at ``uri``."""
     text = str(exc)
     kind = type(exc).__name__
@@ -139,7 +139,7 @@ def store_errors(uri: str | None = None) -> Iterator[None]:
             raise
         import mlflow
 
-        raise _store_error(exc, uri or mlflow.get_tracking_uri()) from None
+        raise store_error(exc, uri or mlflow.get_tracking_uri()) from None
 
 
 def _store_call(fn: _F) -> _F:
@@ -153,23 +153,46 @@ def _store_call(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _is_missing(exc: BaseException) -> bool:
+def is_missing(exc: BaseException) -> bool:
     """An MLflow "not found" answer (a normal answer, not a store failure)."""
     return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
-def check_store(uri: str) -> None:
-    """Fail fast, with a clear message, when the tracking store at ``uri`` cannot be used.
-
-    An ``http(s)`` server is probed once with a short timeout (MLflow's own client
-    retries for minutes); then one cheap query runs through MLflow."""
+def _probe_server(uri: str) -> None:
+    """An ``http(s)`` server is probed once with a short timeout (MLflow's own client
+    retries for minutes before it gives up)."""
     if uri.startswith(("http://", "https://")):
         import requests
 
         try:
             requests.get(uri.rstrip("/") + "/health", timeout=5)
         except requests.RequestException as exc:
-            raise _store_error(ConnectionError(str(exc)), uri) from None
+            raise store_error(ConnectionError(str(exc)), uri) from None
+
+
+def readable_store(settings: Settings) -> str:
+    """The tracking URI of a store that exists, for code that only reads the registry
+    (``leadml serve`` / ``build``): a SQLite file must exist (MLflow would create an empty
+    one anywhere the URI points), a workspace's moved store is re-pointed at its own
+    artifacts, a server must answer within seconds."""
+    uri = tracking_uri(settings)
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        if not db.is_file():
+            raise TrackingError(
+                f"no MLflow store at {db} (tracking URI set by {URI_SETTINGS}); train and "
+                "promote the models in this workspace first, or point LEADML_WORKSPACE or "
+                "MLFLOW_TRACKING_URI at the one that has them"
+            )
+        relocate_artifacts(db, settings.mlflow_dir)
+    _probe_server(uri)
+    return uri
+
+
+def check_store(uri: str) -> None:
+    """Fail fast, with a clear message, when the tracking store at ``uri`` cannot be used:
+    a server is probed with a short timeout, then one cheap query runs through MLflow."""
+    _probe_server(uri)
     with store_errors(uri):
         client().search_registered_models(max_results=1)
 
@@ -374,7 +397,7 @@ def _champion(name: str) -> Any | None:
     try:
         rm = cl.get_registered_model(name)
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return None
         raise
     version = (rm.aliases or {}).get(CHAMPION)
@@ -389,7 +412,7 @@ def _version_kind(mv: Any) -> str | None:
     try:
         return client().get_run(mv.run_id).data.tags.get("leadml.kind") or None
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return None
         raise
 
@@ -401,7 +424,7 @@ def _version_horizon(mv: Any) -> int | None:
     try:
         value = client().get_run(mv.run_id).data.params.get("horizon_days")
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return None
         raise
     return int(value) if value not in (None, "") else None
@@ -540,7 +563,7 @@ def check_registration(name: str, kind: str) -> None:
     try:
         versions = cl.search_model_versions(f"name = '{name}'")
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return
         raise
     for mv in versions:
@@ -739,7 +762,7 @@ def _require_model(name: str) -> Any:
     try:
         return cl.get_registered_model(name)
     except Exception as exc:
-        if not _is_missing(exc):
+        if not is_missing(exc):
             raise
     known = sorted(rm.name for rm in cl.search_registered_models())
     close = difflib.get_close_matches(name, known, n=1)
@@ -767,7 +790,7 @@ def _version(name: str, version: str | None, alias: str = CHALLENGER) -> Any:
     try:
         return cl.get_model_version(name, str(version))
     except Exception as exc:
-        if not _is_missing(exc):
+        if not is_missing(exc):
             raise
         raise RegistryError(
             f"registered model {name!r} has no version {version}; list versions with "
@@ -779,7 +802,7 @@ def _alias_version(name: str, alias: str) -> str | None:
     try:
         aliases = client().get_registered_model(name).aliases or {}
     except Exception as exc:
-        if _is_missing(exc):
+        if is_missing(exc):
             return None
         raise
     return str(aliases[alias]) if alias in aliases else None
@@ -1016,7 +1039,7 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
         try:
             rm = cl.get_registered_model(name)
         except Exception as exc:
-            if _is_missing(exc):
+            if is_missing(exc):
                 continue
             raise
         aliases: dict[str, list[str]] = {}

@@ -501,12 +501,17 @@ def test_asgi_scores_and_decisions_reach_prometheus(client: TestClient, serving:
 
     version = serving.versions["lead_readiness"]
     before = value("leadml_readiness_score_count", model_version=version)
-    handed = value("leadml_handoff_decisions_total", decision="handoff")
+    handed = value("leadml_handoff_decisions_total", decision="handoff", model_version=version)
+    low = value("leadml_readiness_score_bucket", model_version=version, le="0.01")
     client.post("/handoff", json={**as_mqls(_leads(serving)), "is_capacity": 100})
     assert value("leadml_readiness_score_count", model_version=version) == before + len(
         serving.parity["leads"]
     )
-    assert value("leadml_handoff_decisions_total", decision="handoff") > handed
+    assert (
+        value("leadml_handoff_decisions_total", decision="handoff", model_version=version) > handed
+    )
+    # ops review: buckets resolve the small probabilities most leads have (log-spaced)
+    assert value("leadml_readiness_score_bucket", model_version=version, le="0.01") >= low
 
 
 def test_asgi_ambiguous_requests_are_422_with_the_field_path(

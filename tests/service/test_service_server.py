@@ -7,6 +7,7 @@ holds both champions.
 from __future__ import annotations
 
 import copy
+import re
 import socket
 import subprocess
 import sys
@@ -132,7 +133,8 @@ def test_server_refuses_without_key_and_exposes_metrics(server: str, champs: Cha
     )
     metrics = httpx.get(f"{server}/metrics", timeout=10).text
     assert "leadml_readiness_score_bucket" in metrics
-    assert 'leadml_handoff_decisions_total{decision="handoff"}' in metrics
+    assert re.search(r'leadml_handoff_decisions_total\{[^}]*model_version="', metrics)
+    assert re.search(r'leadml_readiness_score_bucket\{[^}]*le="0.005"', metrics)
     assert "leadml_rejected_requests_total" in metrics
 
 
@@ -235,3 +237,8 @@ def test_leadml_build_makes_a_self_contained_bento(
     assert built["bento"].startswith("leadml-api:")
     assert where.startswith(str(src))
     assert sorted(tags.split()) == sorted(built["models"])
+    # ops review: building the same version again was BentoML's traceback
+    again = CliRunner().invoke(app, ["build", "--version", built["bento"].split(":")[1]])
+    assert again.exit_code != 0
+    assert "already exists in the BentoML store" in str(again.exception)
+    assert "bentoml delete" in str(again.exception)

@@ -22,10 +22,10 @@ def register(app: typer.Typer) -> None:
 def serve(
     ctx: typer.Context,
     port: int | None = typer.Option(
-        None, "--port", "-p", help="Port [default: serving.port, 3000]"
+        None, "--port", "-p", min=1, max=65535, help="Port (default: serving.port, 3000)"
     ),
     host: str | None = typer.Option(
-        None, "--host", help="Interface to bind [default: serving.host, 127.0.0.1 (loopback only)]"
+        None, "--host", help="Interface to bind (default: serving.host, 127.0.0.1: loopback only)"
     ),
     no_import: bool = typer.Option(
         False,
@@ -41,6 +41,12 @@ def serve(
 
     s = common.settings(ctx)
     check_port_free(s, host, port)  # before the import: fail fast
+    if no_import:
+        from leadml.serving.store import STORE_NAMES, bentoml_env, latest_stored
+
+        bentoml_env(s)
+        for name in STORE_NAMES:  # what the server would load: a clear error, not BentoML's
+            latest_stored(name)
     imported = [] if no_import else _import(s)
     if imported:
         common.err_console().print(
@@ -59,7 +65,7 @@ def serve(
 def build(
     ctx: typer.Context,
     version: str | None = typer.Option(
-        None, "--version", help="Bento version [default: generated]"
+        None, "--version", help="Bento version (default: generated)"
     ),
     export: Path | None = typer.Option(
         None,
@@ -68,8 +74,9 @@ def build(
     ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """Build a self-contained bento (service code, configs, pinned packages and both
-    champion models) with `bentoml build`."""
+    """Build the API's bento with `bentoml build`: service code, configs, pinned packages,
+    and the two champion models' tags (the models stay in the BentoML store; --export
+    writes one archive with code and models for another machine)."""
     from leadml.serving.launch import build_bento
 
     s = common.settings(ctx)

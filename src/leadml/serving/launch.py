@@ -7,6 +7,7 @@ settings: the workspace, the config directory and the BentoML home.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -95,6 +96,12 @@ def check_port_free(settings: Settings, host: str | None = None, port: int | Non
         try:
             probe.bind(address)
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise ServingError(
+                    f"cannot listen on {address[0]}:{address[1]}: {address[0]} is not an "
+                    "address of this machine; use one of its interfaces with --host "
+                    "(serving.host), or 0.0.0.0 for all"
+                ) from None
             raise ServingError(
                 f"cannot listen on {address[0]}:{address[1]} ({exc.strerror}): another "
                 "server holds the port; stop it or choose another with --port "
@@ -165,6 +172,19 @@ def build_bento(
 
     import leadml
 
+    if version is not None:
+        from bentoml.exceptions import NotFound
+
+        try:
+            bentoml.bentos.get(f"{BENTO_NAME}:{version}")
+        except NotFound:
+            pass
+        else:
+            raise ServingError(
+                f"bento {BENTO_NAME}:{version} already exists in the BentoML store "
+                f"({os.environ['BENTOML_HOME']}); choose another --version, or delete it "
+                f"first with `bentoml delete {BENTO_NAME}:{version}`"
+            )
     package = Path(leadml.__file__).resolve().parent
     with tempfile.TemporaryDirectory(prefix="leadml-bento-") as tmp:
         ctx = Path(tmp)

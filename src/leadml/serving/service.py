@@ -267,7 +267,9 @@ def _metrics() -> dict[str, Any]:
     multiprocess registry (so they appear on the server's /metrics)."""
     from prometheus_client import Counter, Histogram
 
-    buckets = tuple(i / 20 for i in range(1, 21))
+    # Calibrated probabilities are mostly small (97% of the demo's leads score below 0.05),
+    # so the buckets are log-spaced: equal-width ones put nearly every lead in the first
+    buckets = (0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
     return {
         "readiness": Histogram(
             "leadml_readiness_score",
@@ -278,9 +280,9 @@ def _metrics() -> dict[str, Any]:
         "p_won": Histogram(
             "leadml_deal_p_won", "P(won) of scored deals", ["model_version"], buckets=buckets
         ),
-        "grades": Counter("leadml_lead_grades", "Lead grades returned", ["grade"]),
+        "grades": Counter("leadml_lead_grades", "Lead grades returned", ["grade", "model_version"]),
         "decisions": Counter(
-            "leadml_handoff_decisions", "Hand-off decisions returned", ["decision"]
+            "leadml_handoff_decisions", "Hand-off decisions returned", ["decision", "model_version"]
         ),
         "rejected": Counter("leadml_rejected_requests", "Requests refused", ["endpoint", "status"]),
         "ignored": Counter("leadml_ignored_events", "Events dropped for an unknown type", []),
@@ -530,7 +532,7 @@ class LeadmlAPI:
         scores = await self._leads(tasks)
         for s in scores:
             _metric("readiness", s.model.version).observe(s.readiness)
-            _metric("grades", s.grade).inc()
+            _metric("grades", s.grade, s.model.version).inc()
         if sum(ignored):
             _metric("ignored").inc(sum(ignored))
         return scores
@@ -634,8 +636,9 @@ class LeadmlAPI:
                 statuses=statuses,
                 eligible=self.settings.batch.call_list_statuses,
             )
+            version = scores[0].model.version if scores else ""
             for d in response.decisions:
-                _metric("decisions", d.decision).inc()
+                _metric("decisions", d.decision, version).inc()
             call.mark("policy")
             return response
 

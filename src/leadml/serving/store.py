@@ -48,21 +48,10 @@ def bentoml_env(settings: Settings) -> dict[str, str]:
     return {"BENTOML_HOME": home}
 
 
-def tracking_uri(settings: Settings) -> str:
-    """The MLflow tracking URI: ``$MLFLOW_TRACKING_URI`` or the workspace's SQLite file."""
-    try:
-        from leadml import tracking  # the project's single place for MLflow settings
-
-        return str(tracking.tracking_uri(settings))
-    except (ImportError, AttributeError):
-        return (
-            os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{settings.mlflow_dir / 'mlflow.db'}"
-        )
-
-
-def _latest_if_version(store_name: str, version: str) -> Any:
-    """The store's latest model of that name when it is that registry version."""
+def _latest_if_version(store_name: str, mv: Any) -> Any:
+    """The store's latest model of that name when it is the registry version ``mv``: same
+    registered name, version and run (another registry name, or another workspace's
+    store with the same version number, is not the same model)."""
     import bentoml
     from bentoml.exceptions import NotFound
 
@@ -70,7 +59,13 @@ def _latest_if_version(store_name: str, version: str) -> Any:
         latest = bentoml.models.get(f"{store_name}:latest")
     except NotFound:
         return None
-    return latest if latest.info.labels.get("registry_version") == version else None
+    labels, meta = latest.info.labels, latest.info.metadata
+    same = (
+        labels.get("registry_name") == mv.name
+        and labels.get("registry_version") == str(mv.version)
+        and meta.get("run_id") == (mv.run_id or "")
+    )
+    return latest if same else None
 
 
 def import_champion(settings: Settings, store_name: str) -> ImportedModel:
@@ -81,12 +76,16 @@ def import_champion(settings: Settings, store_name: str) -> ImportedModel:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from leadml import tracking
+
     registry_name = getattr(settings.serving, STORE_NAMES[store_name])
-    uri = tracking_uri(settings)
+    uri = tracking.readable_store(settings)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         mv = client.get_model_version_by_alias(registry_name, CHAMPION)
-    except MlflowException:
+    except MlflowException as exc:
+        if not tracking.is_missing(exc):
+            raise tracking.store_error(exc, uri) from None
         raise ServingError(
             f"no model '{registry_name}' with alias '{CHAMPION}' in the MLflow registry at {uri}; "
             "train and promote one first (leadml train ...), "
@@ -94,7 +93,7 @@ def import_champion(settings: Settings, store_name: str) -> ImportedModel:
         ) from None
     # "latest" is what the service serves: copy unless it already is this version
     # (so that re-promoting an older version, a rollback, is served too).
-    stored = _latest_if_version(store_name, str(mv.version))
+    stored = _latest_if_version(store_name, mv)
     if stored is not None:
         return ImportedModel(str(stored.tag), registry_name, str(mv.version), mv.run_id, False)
     # The version's artifact location (file://, s3://, ...): downloading it needs no
