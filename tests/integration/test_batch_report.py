@@ -163,3 +163,16 @@ def test_the_call_list_section_counts_leads_against_places_not_slots() -> None:
         *[empty] * 3,
     )
     assert "stay empty" not in _call_list(full)
+
+
+def test_chances_never_round_to_a_certainty_they_are_not() -> None:
+    from leadml.report.html import _chance
+
+    assert [_chance(p) for p in (0.9995, 1.0, 0.004, 0.0, 0.42)] == [
+        ">99%",
+        "100%",
+        "<1%",
+        "0%",
+        "42%",
+    ]
+    assert _chance(float("nan")) == "-"

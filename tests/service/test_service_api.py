@@ -707,6 +707,12 @@ def test_asgi_forecast_from_the_latest_nightly_run(
     assert sum(t["expected"] for t in fc["by_team"]) == pytest.approx(fc["open_expected"])
     assert sum(t["deals"] for t in fc["by_segment"]) == 20
     assert fc["by_segment"][0]["won"] == pytest.approx(70.0)  # enterprise, sorted first
+    # per group the whole period too, as the CLI and the report show it (leader review)
+    east = fc["by_team"][0]
+    assert (east["total_expected"], east["p10"], east["p90"], east["target"]) == pytest.approx(
+        (186.0, 150.0, 222.0, 240.0)
+    )
+    assert east["p_reach_target"] == 0.05 and fc["by_segment"][0]["target"] is None
     # the next quarter of the 2024-08-12 run
     assert nxt["as_of"].startswith("2024-08-12") and nxt["mean"] == pytest.approx(620.0)
     assert nxt["period_end"].startswith("2025-01-01")

@@ -215,3 +215,14 @@ def test_forecast_notes_say_what_limits_the_numbers(
     ahead, _ = notes("--as-of", "2026-08-10", "--period", "2027Q1")
     assert any("2027Q1 starts 144 days after --as-of" in n for n in ahead)
     assert not any("starts" in n for n in notes("--as-of", "2026-08-10")[0])
+
+
+def test_a_period_too_far_ahead_is_said_so_not_given_a_refused_as_of(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sales-leader review: '--period 2027Q4' advised an --as-of that is then refused."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--period", "2030Q1"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2
+    assert "too far ahead for this deal history" in err and "choose --as-of" not in err

@@ -522,6 +522,14 @@ class EmpiricalCloseRates:
             first = self.history.data_start or as_of
             # the weekly fallback needs as_of - (period_end - as_of) > first
             earliest = (first + (period_end - first) / 2).floor("D") + pd.Timedelta(days=1)
+            if earliest > latest_usable(self.history.freshest):
+                raise TooLittleHistory(
+                    f"a period ending {period_end:%Y-%m-%d} is too far ahead for this deal "
+                    f"history ({first:%Y-%m-%d} to {self.history.freshest:%Y-%m-%d}): the "
+                    f"empirical close rates learn from deals open {h_days} days before an "
+                    "earlier period's end; forecast a nearer period, or give the deal "
+                    "probabilities with --probabilities"
+                )
             raise TooLittleHistory(
                 f"too little deal history for the empirical close rates as of {as_of:%Y-%m-%d}: "
                 f"they learn from the deals open {h_days} days before the end of an earlier "

@@ -292,9 +292,16 @@ def _glance(inp: ReportInputs) -> str:
         cls = "" if not np.isfinite(p) else "ok" if p >= 0.6 else "warn" if p >= 0.3 else "bad"
         kpis.append(_kpi(f"{r['period']} forecast P50", _money(r["p50"])))
         kpis.append(_kpi(f"{r['period']} target", _money(r["target"])))
-        kpis.append(_kpi("P(reach target)", "-" if not np.isfinite(p) else f"{p:.0%}", cls))
+        kpis.append(_kpi("P(reach target)", _chance(p), cls))
     n_alerts = len(inp.alerts)
-    kpis.append(_kpi("deal alerts", f"{n_alerts:,}", "warn" if n_alerts else "ok"))
+    deals = inp.alerts["opportunity_id"].nunique() if "opportunity_id" in inp.alerts else n_alerts
+    kpis.append(
+        _kpi(
+            "deal alerts",
+            f"{n_alerts:,} on {deals:,} deals" if deals != n_alerts else f"{n_alerts:,}",
+            "warn" if n_alerts else "ok",
+        )
+    )
     drifted = list(m.get("drifted_features") or [])
     kpis.append(_kpi("drifted features", f"{len(drifted)}", "bad" if drifted else "ok"))
     lines = []
@@ -427,6 +434,18 @@ def _forecast(inp: ReportInputs) -> str:
             parts.append(f"<h3>{_e(label)} ({quarter} quarter)</h3>")
             parts.append(_table(snap[[c for c in cols if c in snap]], floats="{:,.2f}"))
     return "".join(parts)
+
+
+def _chance(p: float) -> str:
+    """A probability as a whole percentage that never rounds to a certainty it is not
+    (0.9995 is '>99%', 0.004 '<1%')."""
+    if not np.isfinite(p):
+        return "-"
+    if 0.99 < p < 1:
+        return ">99%"
+    if 0 < p < 0.01:
+        return "<1%"
+    return f"{p:.0%}"
 
 
 def _call_list(inp: ReportInputs) -> str:

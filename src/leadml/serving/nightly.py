@@ -10,6 +10,7 @@ probability source (the empirical close rates by default) and deals not yet crea
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,11 @@ def _none_if_nan(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
+def _finite(value: object) -> float | None:
+    number = float(value)  # type: ignore[arg-type]
+    return number if math.isfinite(number) else None
+
+
 def _rows(frame: pd.DataFrame) -> list[BreakdownRow]:
     return [
         BreakdownRow(
@@ -32,6 +38,12 @@ def _rows(frame: pd.DataFrame) -> list[BreakdownRow]:
             expected=float(r.open_expected),
             won=float(r.won),
             new_expected=float(r.new_expected),
+            total_expected=float(r.expected),
+            p10=float(r.p10),
+            p50=float(r.p50),
+            p90=float(r.p90),
+            target=_finite(r.target),
+            p_reach_target=_finite(r.p_reach_target),
         )
         for r in frame.sort_values("group").itertuples()
     ]

@@ -526,6 +526,18 @@ class BreakdownRow(_Out):
     new_expected: float | None = Field(
         None, description="Expected revenue from deals not yet created (nightly forecast)"
     )
+    total_expected: float | None = Field(
+        None,
+        description="won + expected + new_expected: the group's whole period, as `leadml "
+        "forecast` and the report show it (nightly forecast)",
+    )
+    p10: float | None = Field(None, description="P10 of the group's period revenue (nightly)")
+    p50: float | None = Field(None, description="P50 of the group's period revenue (nightly)")
+    p90: float | None = Field(None, description="P90 of the group's period revenue (nightly)")
+    target: float | None = Field(None, description="The group's target (nightly; null if none)")
+    p_reach_target: float | None = Field(
+        None, description="P(revenue >= target) for the group (nightly; null without a target)"
+    )
 
 
 class ForecastResponse(_Out):
