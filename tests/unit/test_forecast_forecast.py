@@ -531,4 +531,4 @@ def test_the_nightly_snapshot_leaves_out_a_quarter_it_cannot_forecast_yet() -> N
     # 2026Q4 is forecast (with its fan); 2027Q1 needs deals open five months before an
     # earlier quarter's end, which two months of history do not have
     assert set(table["period"]) == {"2026Q4"} and {"snapshot", "fan"} <= set(table["kind"])
-    assert len(notes) == 1 and "2027Q1 left out" in notes[0] and "choose --as-of" in notes[0]
+    assert len(notes) == 1 and "2027Q1 left out" in notes[0] and "too far ahead" in notes[0]

@@ -92,3 +92,13 @@ def test_a_negative_value_reads_with_the_negative_template() -> None:
         "12 days to the expected close date",
     ]
     assert found[0]["positive"][0]["value"] == -32.0  # the value itself is unchanged
+
+
+def test_days_read_in_whole_days() -> None:
+    """DS review: 'In the current status for 580.43 days', 'Last engaged 3.12 days ago'."""
+    status = "In the current status for {value} days"
+    assert render_reason("d", 580.43, status) == "In the current status for 580 days"
+    assert render_reason("d", 3.62, "Last engaged {value} days ago") == "Last engaged 4 days ago"
+    assert render_reason("d", 0.4, "Last engaged {value} days ago") == "Last engaged 0.4 days ago"
+    # other numbers keep two decimals
+    assert render_reason("r", 0.257, "Won {value} of their deals") == "Won 0.26 of their deals"

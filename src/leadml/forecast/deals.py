@@ -32,6 +32,8 @@ DealProbabilities = Callable[[duckdb.DuckDBPyConnection, pd.Timestamp, pd.Timest
 
 # How many days after the last record an as-of date may be (a weekly export still forecasts).
 STALE_DAYS = 7
+# how to forecast with a model's deal probabilities instead of the empirical close rates
+FROM_A_MODEL = "leadml forecast --probabilities; for the nightly run batch.forecast_source: model"
 # an as-of more than this many days after the newest record is read, with a warning
 QUIET_DAYS = 2
 
@@ -528,14 +530,15 @@ class EmpiricalCloseRates:
                     f"history ({first:%Y-%m-%d} to {self.history.freshest:%Y-%m-%d}): the "
                     f"empirical close rates learn from deals open {h_days} days before an "
                     "earlier period's end; forecast a nearer period, or give the deal "
-                    "probabilities with --probabilities"
+                    f"probabilities from a model ({FROM_A_MODEL})"
                 )
             raise TooLittleHistory(
                 f"too little deal history for the empirical close rates as of {as_of:%Y-%m-%d}: "
                 f"they learn from the deals open {h_days} days before the end of an earlier "
                 f"period, or {h_days} days before {as_of:%Y-%m-%d}, and the deal history starts "
                 f"{first:%Y-%m-%d}; for a period ending {period_end:%Y-%m-%d} choose --as-of "
-                f"{earliest:%Y-%m-%d} or later, or give the deal probabilities with --probabilities"
+                f"{earliest:%Y-%m-%d} or later, or use a model's deal probabilities "
+                f"({FROM_A_MODEL})"
             )
         rates = self.rates(train)
         feats = _features(snap, as_of, period_end, list(self.age_edges))

@@ -35,8 +35,9 @@ def template_for(templates: Mapping[str, str], feature: str, value: Any) -> tupl
 
 
 def render_reason(feature: str, value: Any, template: str | None) -> str:
-    """A readable sentence for one feature value."""
-    shown = _show(value)
+    """A readable sentence for one feature value (days in whole days from one day on:
+    "In the current status for 580 days", not 580.43)."""
+    shown = _show(value, days=bool(template) and "day" in str(template))
     if not template:
         return f"{feature} = {shown}"
     if "{value}" in template:
@@ -48,11 +49,13 @@ def render_reason(feature: str, value: Any, template: str | None) -> str:
     return f"{template}: {shown}"
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, *, days: bool = False) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return "unknown"
     if isinstance(value, float | np.floating):
-        return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+        if float(value).is_integer() or (days and abs(float(value)) >= 1):
+            return f"{value:,.0f}"
+        return f"{value:,.1f}" if days else f"{value:,.2f}"
     return str(value)
 
 
