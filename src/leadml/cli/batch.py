@@ -74,6 +74,8 @@ def batch(
         )
     if m.drifted_features:
         out.print(f"[yellow]drifted:[/] {', '.join(m.drifted_features)}")
+    if m.drift_note:
+        out.print(f"drift: {m.drift_note}")
     for w in result.warnings:
         out.print(f"[yellow]warning:[/] {w}")
     written = [f"Parquet: {s.outputs_dir}"] if s.batch.parquet else []
