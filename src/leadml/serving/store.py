@@ -7,7 +7,7 @@ store must hold them before ``bentoml serve`` / ``bentoml build``. This module
 copies the MLflow model that holds the registry alias ``champion`` of each
 configured name into the store with ``bentoml.mlflow.import_model``. Importing is
 idempotent: when the store's latest model already is the champion version
-(label ``registry_version``) nothing is copied, so a new champion is picked up by the next
+(same registry name, version and run) nothing is copied, so a new champion is picked up by the next
 ``leadml serve`` (which imports, then starts the server) and nothing else changes.
 
 The BentoML home is ``$BENTOML_HOME`` when set, else ``<workspace>/bentoml``;
