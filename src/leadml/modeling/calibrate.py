@@ -21,6 +21,23 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _no_certainty(levels: np.ndarray, fitted: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+    """Isotonic levels without an exact 0 or 1: a block of n rows without a single
+    positive reads (0 + 1/2) / (n + 1) (Jeffreys), one of only positives 1 minus that.
+    A score of exactly 0 says "this lead can never convert", which no calibration
+    slice can know (DS review: 6.8% of the demo's leads scored exactly 0.0); the
+    levels stay monotone."""
+    w = np.ones(len(fitted)) if weight is None else np.asarray(weight, dtype=float)
+    out = levels.copy()
+    inner = out[(out > 0) & (out < 1)]
+    low_cap = float(inner.min()) if len(inner) else 0.5
+    high_cap = float(inner.max()) if len(inner) else 0.5
+    n0, n1 = float(w[fitted <= 0].sum()), float(w[fitted >= 1].sum())
+    out[out <= 0] = min(0.5 / (n0 + 1), low_cap)
+    out[out >= 1] = max(1 - 0.5 / (n1 + 1), high_cap)
+    return out
+
+
 class Calibrator:
     """Isotonic (monotone, piecewise linear) or sigmoid (Platt on the logit) calibration."""
 
@@ -40,7 +57,9 @@ class Calibrator:
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip", increasing=True)
             iso.fit(p_raw, y, sample_weight=sample_weight)
             self.x_ = np.asarray(iso.X_thresholds_, dtype=float)
-            self.y_ = np.asarray(iso.y_thresholds_, dtype=float)
+            self.y_ = _no_certainty(
+                np.asarray(iso.y_thresholds_, dtype=float), iso.predict(p_raw), sample_weight
+            )
         elif self.method == "sigmoid":
             from sklearn.linear_model import LogisticRegression
 
