@@ -10,7 +10,6 @@ probability source (the empirical close rates by default) and deals not yet crea
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,11 +21,6 @@ from leadml.serving.schemas import BreakdownRow, ForecastRequest, ForecastRespon
 
 def _none_if_nan(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
-
-
-def _finite(value: object) -> float | None:
-    number = float(value)  # type: ignore[arg-type]
-    return number if math.isfinite(number) else None
 
 
 def _rows(frame: pd.DataFrame) -> list[BreakdownRow]:
@@ -42,8 +36,8 @@ def _rows(frame: pd.DataFrame) -> list[BreakdownRow]:
             p10=float(r.p10),
             p50=float(r.p50),
             p90=float(r.p90),
-            target=_finite(r.target),
-            p_reach_target=_finite(r.p_reach_target),
+            target=_none_if_nan(r.target),
+            p_reach_target=_none_if_nan(r.p_reach_target),
         )
         for r in frame.sort_values("group").itertuples()
     ]
