@@ -110,7 +110,8 @@ def test_certain_probabilities_give_a_point_mass_with_all_parts() -> None:
     t = r.total
     assert t.won == 600.0  # the amount on the win row
     assert t.open_expected == pytest.approx(1200.0)  # o1's latest amount before the as-of date
-    assert t.new_expected == 0.0  # no earlier quarter to run-rate from
+    assert t.new_expected == 0.0  # no earlier quarter to run-rate from: and it says so
+    assert any("counts no revenue from new deals" in n for n in r.notes)
     assert t.p10 == t.p50 == t.p90
     assert abs(t.p50 - 1800.0) <= t.error_bound < 0.01
     assert t.open_deals == 2 and t.open_pipeline == pytest.approx(4200.0)
@@ -424,14 +425,44 @@ def test_new_deals_follow_the_deal_creation_velocity(grown: bool) -> None:
             con, as_of="2026-10-01", period="2026Q4", config=cfg
         ).total.new_expected
     assert expected[0] == pytest.approx(200.0)  # two deals of 100 a quarter
-    # 2027Q4: the quarters a year before it have not ended; the latest that have count
+    # 2027Q4: the quarters a year before it have not ended; the latest that have count.
+    # 2026Q1's and 2025Q4's windows would start before the data: they start after its
+    # first week, which still holds their wins' creation (35 days before the win).
     far = ForecastConfig(new_deals_velocity_days=0)
     ahead = forecast(con, as_of="2026-10-01", period="2027Q4", config=far)
-    assert ahead.total.new_expected == pytest.approx(200.0) and ahead.new_deals_periods == 2
+    assert ahead.total.new_expected == pytest.approx(200.0) and ahead.new_deals_periods == 4
+    assert not any("counts no revenue from new deals" in n for n in ahead.notes)
     if grown:
         assert expected[182] > 1.8 * expected[0]
     else:
         assert expected[182] == pytest.approx(expected[0], rel=0.1)  # weekly counts in 182 days
+
+
+def test_a_period_far_ahead_carries_the_creation_rate_forward_without_compounding() -> None:
+    """Deals created weekly, each won 35 days later: one a week in 2025H1, three a week
+    from 2025-07 on. Every quarter from 2025Q4 on wins 3 x 13 deals of 100. Five quarters
+    ahead the run rate is that, not the growth since 2025H1 compounded once more."""
+    rows = []
+    for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
+        for c in range(3 if day >= ts("2025-07-01") else 1):
+            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=35)).date())
+            if d1 >= "2026-10-01":
+                continue  # open at the as-of date
+            rows += [
+                (f"d{j}_{c}", d0, "evaluation", 100.0, d1),
+                (f"d{j}_{c}", d1, "closed_won", 100.0, d1),
+            ]
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    # no deal is open at the as-of date: only the new deals count
+    probs = pd.DataFrame(columns=["opportunity_id", "p_won_by", "p_won_by_period_start"])
+    recent = [
+        forecast(con, as_of=a, period=p, deal_probabilities=probs).total.new_expected
+        for a, p in [("2026-10-01", "2026Q4"), ("2026-10-01", "2027Q1")]
+    ]
+    far = forecast(con, as_of="2026-10-01", period="2027Q4", deal_probabilities=probs)
+    assert far.new_deals_periods == 4  # 2026Q1 and 2025Q4 start after the first week
+    assert recent[1] == pytest.approx(3900.0, rel=0.1)  # 39 wins of 100 a quarter
+    assert far.total.new_expected == pytest.approx(recent[1], rel=0.1)
 
 
 def test_new_deals_of_the_groups_add_up_to_the_total() -> None:

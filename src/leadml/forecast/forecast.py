@@ -467,6 +467,13 @@ def forecast(
             "at this point of a period (2 needed), so P10-P90 counts only each deal's own "
             "chance and is too narrow; more history (or a date later in the period) fixes it"
         )
+    if nd.periods_seen == 0:
+        notes.append(
+            f"no earlier {per.months}-month period of the deal history reaches "
+            f"{(per.end - t).days} days back from its end, so nothing shows how many deals "
+            f"created after --as-of are won inside such a period: {per.label} counts no "
+            "revenue from new deals and leans low"
+        )
     if per.start > t + pd.Timedelta(days=92):
         notes.append(
             f"{per.label} starts {(per.start - t).days} days after --as-of: almost all of it "

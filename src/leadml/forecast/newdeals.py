@@ -1,25 +1,34 @@
 """Revenue from deals not yet created: a run-rate model.
 
-For a forecast as of T of a period ``[S, E)`` (h = E - T), look at the same
-moment of the latest ``lookback_periods`` earlier periods that have ended (E_k = E
-shifted back k periods, E_k <= T; for a period far ahead, k starts further back):
-count the deals first seen in ``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep
-their amounts. The number of such deals in the forecast period is modelled as
-Poisson with the average count (per group when a grouping is asked), and their
-amounts as draws from the segment's kept amounts (or, when fewer than
-``min_amounts`` were kept, from every deal won in the segment in the lookback
+For a forecast as of T of a period ``[S, E)`` (h = E - T), look at the same moment of
+the latest ``lookback_periods`` earlier periods that have ended (E_k = E shifted back
+k periods, E_k <= T; for a period far ahead, k starts further back): count the deals
+first seen in ``[E_k - h, E_k)`` and won in ``[S_k, E_k)``, and keep their amounts. A
+window that would start before the data (a period far ahead) starts after the data's
+first week instead, if that still holds the creation of about three in four of the
+period's wins: if the period starts at least the 75th percentile of creation-to-win
+time (of the wins seen so far) after it. The number of such deals in the forecast
+period is modelled as Poisson with the average count (per group when a grouping is
+asked), and their amounts as draws from the segment's kept amounts (or, when fewer
+than ``min_amounts`` were kept, from every deal won in the segment in the lookback
 window), the same for every group so that the groups add up to the total. Only
 outcomes before E_k <= T are read, so the estimate is point-in-time. Its calibration
 is checked in the backtest (predicted vs actual new-deal revenue, see
 :mod:`leadml.forecast.backtest`).
 
-A growing (or shrinking) company creates more (fewer) deals now than a year ago,
-and an average over earlier periods lags that. With ``velocity_days`` > 0 each
-segment's count is scaled by its deal-creation velocity: deals first seen per day
-in the ``velocity_days`` before T over the average of the same in the
-``velocity_days`` before each earlier window start E_k - h (a window cut by the
-start of the data counts per day of data; the deals first seen in the data's first
-week, the book open when it began, are not counted as created then).
+A growing (or shrinking) company creates more (fewer) deals now than a year ago, and
+an average over earlier periods lags that. With ``velocity_days`` > 0 each segment's
+count is scaled by its deal-creation velocity: deals first seen per day in the
+``velocity_days`` before T over the average of the same in the ``velocity_days``
+before each earlier window's reference point, E_k - h or, when later, S_k minus that
+75th percentile of creation-to-win time (a window cut by the start of the data counts
+per day of data; the deals first seen in the data's first week, the book open when it
+began, are not counted as created then). For the current period, and any that starts
+within that percentile after T, the reference point is E_k - h, the same moment before
+the window as T is before the forecast's. For a period further ahead it is where the
+earlier period's wins began to be created, not E_k - h: the rate of creation now is
+carried forward as it is, not compounded over the quarters in between (a company that
+ramped up since E_k - h would otherwise be extrapolated to keep ramping).
 """
 
 from __future__ import annotations
@@ -82,20 +91,24 @@ def new_deals(
     starts: list[pd.Timestamp] = []
     n = 0
     first = o["first_seen"].min() if len(o) else as_of
+    lag = _creation_to_win(o, first)
     k = 0
     while n < lookback_periods:  # the latest lookback_periods periods that have ended
         k += 1
         past = period.shifted(k)
-        if past.end - h < first:  # before the data began: so are all earlier ones
-            break
+        begin = past.end - h
+        if begin < first:  # the window would start before the data began
+            if past.start - lag < first + _BOOK_DAYS:  # and miss many of its wins
+                break  # so would every earlier one
+            begin = first + _BOOK_DAYS
         if past.end > as_of:  # not over yet (a period far ahead looks further back)
             continue
         n += 1
-        created = (o["first_seen"] >= past.end - h) & (o["first_seen"] < past.end)
+        created = (o["first_seen"] >= begin) & (o["first_seen"] < past.end)
         won = (o["won_at"] >= past.start) & (o["won_at"] < past.end)
         found.append(o[created & won].assign(_k=n))
         pools.append(o[won])
-        starts.append(past.end - h)
+        starts.append(max(past.end - h, past.start - lag))
     if n == 0:
         return NewDealsEstimate([], {}, 0)
     new = pd.concat(found, ignore_index=True)
@@ -128,6 +141,15 @@ def new_deals(
         for value in sorted(set(new[col].dropna())):
             est.groups[str(value)] = parts(new[new[col] == value])
     return est
+
+
+def _creation_to_win(o: pd.DataFrame, first: pd.Timestamp) -> pd.Timedelta:
+    """The 75th percentile of first-seen-to-won time of the wins in ``o`` that were created
+    after the data's first week (0 when there are none)."""
+    wins = o[o["won_at"].notna() & (o["first_seen"] >= first + _BOOK_DAYS)]
+    if wins.empty:
+        return pd.Timedelta(0)
+    return pd.Timedelta((wins["won_at"] - wins["first_seen"]).quantile(_LAG_QUANTILE))
 
 
 def _velocity_growth(
@@ -166,6 +188,7 @@ def _velocity_growth(
 
 
 _BOOK_DAYS = pd.Timedelta(days=7)
+_LAG_QUANTILE = 0.75
 _MIN_VELOCITY_SPAN = pd.Timedelta(days=28)
 _VELOCITY_PRIOR_DEALS = 10.0
 
