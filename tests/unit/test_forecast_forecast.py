@@ -465,6 +465,27 @@ def test_a_period_far_ahead_carries_the_creation_rate_forward_without_compoundin
     assert far.total.new_expected == pytest.approx(recent[1], rel=0.1)
 
 
+def test_a_month_learns_from_the_same_month_of_earlier_quarters() -> None:
+    """Every month a deal of 100 is created on the 5th; it is won on the 25th in a
+    quarter's last month and lost otherwise (wins bunch at quarter ends). A December deal
+    is then as good as won, a November one as good as lost; the month before would say
+    one in three for both."""
+    rows = []
+    for m in pd.date_range("2025-01-01", "2026-11-01", freq="MS", tz=UTC):
+        d0, d1 = str((m + pd.Timedelta(days=4)).date()), str((m + pd.Timedelta(days=24)).date())
+        end = "closed_won" if m.month % 3 == 0 else "closed_lost"
+        rows += [(f"d{m:%Y%m}", d0, "evaluation", 100.0, d1), (f"d{m:%Y%m}", d1, end, 100.0, d1)]
+    rows.append(("dec", "2026-12-05", "evaluation", 100.0, "2026-12-25"))
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    cfg = ForecastConfig(new_deals_velocity_days=0)
+    dec = forecast(con, as_of="2026-12-10", period="2026-12", config=cfg)
+    nov = forecast(con, as_of="2026-11-10", period="2026-11", config=cfg)  # d202611 is open
+    assert dec.total.open_expected > 90.0 and dec.total.open_deals == 1
+    assert nov.total.open_expected < 10.0 and nov.total.open_deals == 1
+    assert parse_period("2026-12").earlier(2).label == "2026-06"
+    assert parse_period("2026Q4").earlier(2).label == "2026Q2"
+
+
 def test_new_deals_of_the_groups_add_up_to_the_total() -> None:
     """r1 and r3 sell to smb: r1 creates and wins three 100 deals a quarter, r3 one 1,000
     deal (fewer than ten kept: a small group). Older 10,000 deals also win each quarter;

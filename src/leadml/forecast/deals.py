@@ -10,6 +10,7 @@ function here that looks at outcomes takes the as-of time and masks the rest.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,8 +71,23 @@ class Period:
         start = self.start - pd.DateOffset(months=self.months * k)
         return period_starting(start, self.months)
 
+    def earlier(self, k: int) -> Period:
+        """The ``k``-th earlier period at the same place of its quarter (see
+        :func:`lookback_months`): what a forecast of this period learns from."""
+        start = self.start - pd.DateOffset(months=lookback_months(self.months) * k)
+        return period_starting(start, self.months)
+
     def weeks_left(self, as_of: pd.Timestamp) -> float:
         return (self.end - as_of) / pd.Timedelta(days=7)
+
+
+def lookback_months(months: int) -> int:
+    """How far apart the earlier periods a forecast learns from are: whole quarters.
+
+    B2B wins bunch in a quarter's last month (the demo company wins 2.4x as much in a
+    quarter's third month as in its first, 2024Q3-2025Q3), so a month is compared with
+    the same month of earlier quarters, not with the month before it."""
+    return math.lcm(months, 3)
 
 
 def period_starting(start: pd.Timestamp, months: int) -> Period:
@@ -450,8 +466,8 @@ class EmpiricalCloseRates:
         anchors = []
         first = self.history.data_start
         for k in range(1, self.lookback_periods + 1):
-            end_k = period_end - pd.DateOffset(months=self.period_months * k)
-            start_k = period_start - pd.DateOffset(months=self.period_months * k)
+            back = pd.DateOffset(months=lookback_months(self.period_months) * k)
+            end_k, start_k = period_end - back, period_start - back
             t_k = same_moment(as_of, period_end, end_k) if self.align_weeks else end_k - h
             if period_start <= as_of:
                 # a deal open at as_of cannot have been won before it: neither can one

@@ -264,7 +264,7 @@ def shock_moments(
     earliest = first + pd.DateOffset(months=2 * period.months)
     out = []
     for k in range(1, lookback_periods + 1):
-        past = period.shifted(k)
+        past = period.earlier(k)
         t_k = same_moment(as_of, period.end, past.end)
         if past.end > as_of or t_k < earliest:
             continue

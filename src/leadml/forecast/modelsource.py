@@ -39,7 +39,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from leadml.forecast.deals import DealHistory, ForecastError, as_utc
+from leadml.forecast.deals import DealHistory, ForecastError, as_utc, lookback_months
 
 DAY = pd.Timedelta(days=1)
 # Earlier period boundaries the in-period win share is measured on, and the weight (in
@@ -173,7 +173,7 @@ class ModelProbabilities:
         won = won[won < as_of]
         before = total = 0
         for k in range(1, SHARE_LOOKBACK_PERIODS + 1):
-            b_k = boundary - pd.DateOffset(months=self.period_months * k)
+            b_k = boundary - pd.DateOffset(months=lookback_months(self.period_months) * k)
             start = b_k - lead
             if start + week > as_of:
                 continue

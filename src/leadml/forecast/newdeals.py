@@ -95,7 +95,7 @@ def new_deals(
     k = 0
     while n < lookback_periods:  # the latest lookback_periods periods that have ended
         k += 1
-        past = period.shifted(k)
+        past = period.earlier(k)
         begin = past.end - h
         if begin < first:  # the window would start before the data began
             if past.start - lag < first + _BOOK_DAYS:  # and miss many of its wins
