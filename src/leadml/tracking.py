@@ -617,6 +617,7 @@ def _log_training(
     comparison = champion_on_latest_window(result, spec.name) if register else {}
     exp = experiment_id(settings)
     bundle = ScoringBundle.from_training(result, templates=templates, catalog=catalog)
+    bundle.meta["label_cutoff"] = label_cutoff(result).isoformat()  # see batch _trained_until
     tags = {
         "leadml.kind": spec.kind,
         "leadml.feature_hash": result.feature_hash,

@@ -48,7 +48,7 @@ def test_run_warnings_are_kept_in_the_manifest_and_shown_in_the_report(
 ) -> None:
     later = dict(champions)
     champ = copy.copy(champions["deal_close"])
-    champ.bundle = SimpleNamespace(meta={"data_window": ["2024-01-01", "2025-09-01"]})
+    champ.bundle = SimpleNamespace(meta={"data_window": ["2024-01-01", "2025-06-20"]})
     later["deal_close"] = champ
     s = load_settings()
     result = run_nightly(s, AS_OF, data=company, champions=later)
@@ -61,7 +61,7 @@ def test_run_warnings_are_kept_in_the_manifest_and_shown_in_the_report(
         assert json.loads(stored.iloc[0]["warnings"]) == result.warnings
     text = build_report(s, AS_OF, data=company).read_text()
     run = text[text.index('<section id="run">') :]
-    assert "deal_close v7 was trained on data up to 2025-09-01" in run
+    assert "deal_close v7 was trained on data up to 2025-06-20" in run
 
 
 def test_without_reps_the_run_publishes_an_empty_call_list_and_says_why(

@@ -282,6 +282,30 @@ def test_a_backfill_with_a_champion_trained_later_is_flagged(
     assert "deal_close" in said[1] and "up to 2025-07-01" in said[1]
 
 
+def test_a_champions_label_reach_ends_at_its_cutoff_or_the_data_end() -> None:
+    """Operator review: a deal model's 39 weeks of label reach went past the data's end,
+    so every night's run on the newest data warned that the model 'saw the future'."""
+    from types import SimpleNamespace
+
+    from leadml.batch.nightly import _trained_until
+
+    reach = SimpleNamespace(
+        bundle=SimpleNamespace(
+            meta={"data_window": ["2025-01-01", "2025-11-03"]},
+            hazard={"max_weeks": 39, "week_days": 7},
+        )
+    )
+    end = pd.Timestamp("2025-11-09 16:00", tz="UTC")
+    assert _trained_until(reach) == pd.Timestamp("2026-08-03", tz="UTC")
+    assert _trained_until(reach, end) == end  # nothing after the data was there to read
+    cut = SimpleNamespace(
+        bundle=SimpleNamespace(
+            meta={**reach.bundle.meta, "label_cutoff": "2025-10-01T00:00:00+00:00"}
+        )
+    )
+    assert _trained_until(cut, end) == pd.Timestamp("2025-10-01", tz="UTC")
+
+
 def test_drift_is_measured_on_the_reference_weekday_only(
     company: Path, champions: dict, tmp_path: Path
 ) -> None:

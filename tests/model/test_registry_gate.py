@@ -113,6 +113,10 @@ def test_the_champion_is_scored_only_on_rows_after_its_label_cutoff(
     assert cutoff == older.data_window[1] + pd.Timedelta(days=spec.target.horizon_days)
     tracking.log_training(older, settings)
     tracking.promote("lead_readiness", force=True, reason="first version")
+    from leadml.modeling.bundle import ScoringBundle
+
+    champion = ScoringBundle.load("models:/lead_readiness@champion")
+    assert pd.Timestamp(champion.meta["label_cutoff"]) == cutoff  # the nightly reads it
     monkeypatch.setattr(tracking, "FAIR_MIN_POSITIVES", 5)
     monkeypatch.setattr(tracking, "FAIR_MIN_NEGATIVES", 5)
     logged = tracking.log_training(readiness_result, settings)

@@ -304,8 +304,11 @@ def _run_nightly(
                 )
         lead_model = models[LEAD_MODEL]
         deal_model = cast(DealChampion, models[DEAL_MODEL])
+        from leadml.features.labels import latest_record
+
+        last = latest_record(con)
         for name, m in models.items():
-            trained_to = _trained_until(m)
+            trained_to = _trained_until(m, last)
             if trained_to is not None and trained_to > t:
                 warnings.append(
                     f"{name} v{m.version} was trained on data up to {trained_to:%Y-%m-%d} "
@@ -913,21 +916,29 @@ def _drift(
 REASONS_PER_ROW = 3
 
 
-def _trained_until(model: Any) -> pd.Timestamp | None:
-    """The last moment a champion's training read: its last training snapshot (the
-    bundle's data window) plus the reach of its labels (readiness: the horizon; deal
-    close: the hazard's weeks), since a snapshot's label reads the outcomes after it."""
+def _trained_until(model: Any, data_end: pd.Timestamp | None = None) -> pd.Timestamp | None:
+    """The last moment a champion's training read: the label cutoff its bundle records
+    (``leadml train`` writes it), else its last training snapshot (the bundle's data
+    window) plus the reach of its labels (readiness: the horizon; deal close: the
+    hazard's weeks), since a snapshot's label reads the outcomes after it; no later than
+    ``data_end``, the newest record there is (nothing after it was there to read)."""
     meta = getattr(getattr(model, "bundle", None), "meta", None) or {}
+    if meta.get("label_cutoff"):
+        return _utc(pd.Timestamp(meta["label_cutoff"]))
     window = meta.get("data_window")
     if not window or len(window) != 2 or window[1] is None:
         return None
-    end = pd.Timestamp(window[1])
-    end = end.tz_localize("UTC") if end.tzinfo is None else end.tz_convert("UTC")
+    end = _utc(pd.Timestamp(window[1]))
     reach = int((meta.get("spec") or {}).get("target", {}).get("horizon_days") or 0)
     hazard = getattr(model.bundle, "hazard", None) or {}
     if hazard.get("max_weeks") and hazard.get("week_days"):
         reach = max(reach, int(hazard["max_weeks"]) * int(hazard["week_days"]))
-    return end + pd.Timedelta(days=reach)
+    until = end + pd.Timedelta(days=reach)
+    return until if data_end is None else min(until, _utc(pd.Timestamp(data_end)))
+
+
+def _utc(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 class BundleChampion:
