@@ -54,6 +54,7 @@ def test_report_has_every_section_and_embeds_its_plots(company: Path) -> None:
     assert "mql" in section["funnel"] and "Bottleneck" in section["funnel"]
     # model health: calibration from the earlier night, both score plots, drift named
     assert "Realised" in section["model-health"]
+    assert result.manifest.drift_note is None and ">nan.<" not in section["model-health"]
     for name in result.manifest.drifted_features:
         model, feature = name.split(":")
         assert f"{model}: {feature}" in section["model-health"]

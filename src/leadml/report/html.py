@@ -585,11 +585,21 @@ def manifest_dict(frame: pd.DataFrame) -> dict[str, Any]:
 
     if frame.empty:
         return {}
-    row = frame.iloc[0].to_dict()
+    # a null read back from Parquet / DuckDB is NaN or NA here, and NaN is truthy
+    row = {k: (None if _is_null(v) else v) for k, v in frame.iloc[0].to_dict().items()}
     for key in JSON_FIELDS:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
     return row
+
+
+def _is_null(value: Any) -> bool:
+    return (
+        value is None
+        or value is pd.NA
+        or value is pd.NaT
+        or (isinstance(value, float) and np.isnan(value))
+    )
 
 
 def realised_calibration(
