@@ -449,3 +449,29 @@ def test_cli_funnel_refuses_an_end_after_the_data(
     assert exit_info.value.code == 2 and "Traceback" not in err
     assert "--end 2024-12-31 is after the end of the data (last record 2024-04-10" in err
     assert "choose --end 2024-04-17 or earlier" in err
+
+
+def test_group_revenue_at_stake_uses_the_groups_own_deal_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """RevOps review: every segment was valued at the company's average won deal, so SMB
+    (7k deals) looked worth more than enterprise (152k deals). O1 (smb) wins 1,000 and O2
+    (enterprise) now wins 10,000: overall 5,500; with 5 pseudo-wins smb reads
+    (1,000 + 5 x 5,500) / 6 = 4,750."""
+    import importlib
+
+    fn = importlib.import_module("leadml.analytics.funnel")  # the module, not the function
+    history = [r for r in OPP_HISTORY if r[0] != "O2"]
+    history += [
+        ("O2", "2024-01-12", "follow_up", 10000.0),
+        ("O2", "2024-02-12", "closed_won", 10000.0),
+    ]
+    frames = company(opp_history=history)
+    cfg = FunnelConfig(benchmarks={"mql": 0.99, "follow_up": 0.99}, min_entries=1)
+    own = measure(frames, by="segment", config=cfg).group_bottlenecks
+    monkeypatch.setattr(fn, "AVG_PRIOR_WINS", 1e12)  # every group at the overall average
+    flat = measure(frames, by="segment", config=cfg).group_bottlenecks
+    assert own["smb"].stage == "follow_up"  # enterprise's (MQL) has no downstream win rate
+    assert own["smb"].revenue_at_stake == pytest.approx(
+        flat["smb"].revenue_at_stake * 4750.0 / 5500.0
+    )

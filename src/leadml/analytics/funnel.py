@@ -34,7 +34,9 @@ won amount, so lifting stage *s* to its benchmark multiplies revenue by
 ``benchmark / rate``: the lowest ratio is the stage whose repair adds the most revenue.
 ``revenue_at_stake`` puts a figure on it: extra conversions at benchmark x the chance
 that a deal entering the next stage is won (product of the downstream adjusted rates)
-x the average won amount in the range.
+x the average won amount in the range (of the group's own wins with ``--by``, shrunk
+towards the overall average with ``AVG_PRIOR_WINS`` pseudo-wins: segments' deal sizes
+differ twentyfold, and a group without wins of its own takes the overall average).
 
 Point-in-time: only history rows with ``ts < end`` are read; episodes are counted
 when they start in ``[start, end)``. ``end`` may be at most ``STALE_DAYS`` days after the
@@ -687,6 +689,24 @@ def _summary(
     }
 
 
+AVG_PRIOR_WINS = 5.0
+
+
+def _group_average_won(
+    opp_ep: pd.DataFrame, won_stage: str, overall: float | None
+) -> dict[str, float | None]:
+    """Each group's average won amount, shrunk towards ``overall`` with
+    :data:`AVG_PRIOR_WINS` pseudo-wins."""
+    if overall is None or opp_ep.empty:
+        return {}
+    won = opp_ep[opp_ep["stage"] == won_stage]
+    agg = won.groupby("grp")["amount"].agg(["sum", "count"])
+    return {
+        str(g): float((row["sum"] + AVG_PRIOR_WINS * overall) / (row["count"] + AVG_PRIOR_WINS))
+        for g, row in agg.iterrows()
+    }
+
+
 def funnel(
     con: duckdb.DuckDBPyConnection,
     vocab: Vocabulary,
@@ -787,10 +807,12 @@ def funnel(
             f"no bottleneck named: no stage with a benchmark has {cfg.min_entries}+ entries "
             "in the range (funnel.min_entries)"
         )
+    group_avg = _group_average_won(opp_ep, vocab.won_stage, avg)
     per_group = {
         g: b
         for g in groups[1:]
-        if g != NOT_WORKED and (b := _bottleneck(stages, g, cfg, avg, never)) is not None
+        if g != NOT_WORKED
+        and (b := _bottleneck(stages, g, cfg, group_avg.get(g, avg), never)) is not None
     }
     group_notes = _group_notes(groups, per_group)
     if lead_ep.empty and opp_ep.empty:
