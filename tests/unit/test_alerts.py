@@ -189,3 +189,43 @@ def test_an_empty_deal_history_is_a_clear_error_not_a_crash() -> None:
             forecast(c, as_of=AS_OF, period="2026Q2")
     finally:
         c.close()
+
+
+def test_time_in_stage_is_judged_against_the_deals_own_segment() -> None:
+    """RevOps review: one norm per stage for all segments fired on normal enterprise deals
+    and never on stuck SMB ones. Enterprise evaluations here take 50-59 days, SMB 10-19."""
+    frames = _frames()
+    hist, opps = frames["opportunity_history"], frames["opportunities"]
+    future = AS_OF + pd.Timedelta(days=40)
+    rows = []
+    for i in range(10):
+        start = _day(400 - 10 * i)
+        rows += [
+            (f"e{i}", start, "evaluation", 100.0, future),
+            (f"e{i}", start + pd.Timedelta(days=50 + i), "closed_lost", 100.0, future),
+        ]
+    rows += [("ent", _day(40), "evaluation", 100.0, future)]  # normal for enterprise
+    rows += [("mid", _day(70), "evaluation", 100.0, future)]  # no mid-market spells yet
+    new = pd.DataFrame(rows, columns=hist.columns)
+    frames["opportunity_history"] = pd.concat([hist, new], ignore_index=True)
+    ids = new["opportunity_id"].unique()
+    segment = ["mid_market" if i == "mid" else "enterprise" for i in ids]
+    created = new.groupby("opportunity_id")["ts"].min().loc[ids].to_numpy()
+    frames["opportunities"] = pd.concat(
+        [
+            opps,
+            opps.iloc[: len(ids)].assign(opportunity_id=ids, segment=segment, created_at=created),
+        ],
+        ignore_index=True,
+    )
+    c, _ = connect(frames_source(frames), Vocabulary())
+    try:
+        a = alerts(c, as_of=AS_OF, cfg=AlertsConfig(min_stage_samples=5))
+    finally:
+        c.close()
+    slow = a[a["rule"] == "stage_too_long"].set_index("opportunity_id")
+    assert set(slow.index) == {"slow", "mid"}  # all 21 spells' 90th percentile is ~58 days
+    assert "spells of smb deals ended within" in slow.loc["slow", "reason"]
+    assert slow.loc["slow", "figures"]["norm_of"] == "segment"
+    assert slow.loc["mid", "figures"]["norm_of"] == "all segments"
+    assert slow.loc["mid", "figures"]["spells"] == 21  # and "stale"'s evaluation

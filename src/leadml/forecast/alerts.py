@@ -13,8 +13,9 @@ Rules (thresholds in ``forecast.alerts`` of the configuration):
   ``stale_counts_activities``, the default) no activity logged on the deal either;
 - ``close_date_pushed``: expected close date moved later ``close_date_pushes`` times or more;
 - ``stage_too_long``: time in the current stage above the historical
-  ``stage_duration_quantile`` of that stage's completed spells (when at least
-  ``min_stage_samples`` spells exist);
+  ``stage_duration_quantile`` of that stage's completed spells of deals of the same
+  segment (when at least ``min_stage_samples`` exist; else of all segments' spells, when
+  that many exist): an enterprise evaluation takes three times an SMB one;
 - ``score_dropped``: a deal in a late stage whose latest score is ``score_drop``
   or more below its highest score of the previous ``score_window_days``.
 """
@@ -33,9 +34,10 @@ RULES = ("past_close_date", "stale", "close_date_pushed", "stage_too_long", "sco
 
 
 def stage_duration_norms(
-    history: DealHistory, before: pd.Timestamp, quantile: float
+    history: DealHistory, before: pd.Timestamp, quantile: float, by: tuple[str, ...] = ()
 ) -> pd.DataFrame:
-    """Per open stage: the ``quantile`` of completed spell durations (days) and their count.
+    """Per open stage (and ``by`` columns, e.g. segment): the ``quantile`` of completed
+    spell durations (days) and their count.
 
     A spell is a run of consecutive rows of one deal in one stage; it is complete
     when the deal's next different-stage row has ``ts < before``.
@@ -43,7 +45,7 @@ def stage_duration_norms(
     h = history.history
     h = h[h["ts"] < before]
     starts = h[h["ts"] == h["stage_since"]].drop_duplicates(["opportunity_id", "stage_since"])
-    starts = starts[["opportunity_id", "stage", "stage_since"]].sort_values(
+    starts = starts[["opportunity_id", "stage", "stage_since", *by]].sort_values(
         ["opportunity_id", "stage_since"]
     )
     nxt = starts.groupby("opportunity_id")["stage_since"].shift(-1)
@@ -51,7 +53,7 @@ def stage_duration_norms(
         subset=["days"]
     )
     done = done[done["stage"].isin(history.vocab.open_stages)]
-    return done.groupby("stage")["days"].agg(
+    return done.groupby(["stage", *by])["days"].agg(
         limit=lambda d: float(np.quantile(d, quantile)), spells="count"
     )
 
@@ -174,10 +176,8 @@ def alerts(
         )
     )
 
-    norms = stage_duration_norms(history, t, cfg.stage_duration_quantile)
-    norms = norms[norms["spells"] >= cfg.min_stage_samples]
+    limit, spells, among = _stage_limits(history, deals, t, cfg)
     in_stage = (t - deals["stage_since"]).dt.total_seconds() / 86400.0
-    limit = deals["stage"].map(norms["limit"])
     mask = limit.notna() & (in_stage > limit)
     q = round(cfg.stage_duration_quantile * 100)
     parts.append(
@@ -190,7 +190,9 @@ def alerts(
             + deals["stage"]
             + f"; {q}% of past "
             + deals["stage"]
-            + " spells ended within "
+            + " spells"
+            + among
+            + " ended within "
             + limit.fillna(0).round().astype(int).astype(str)
             + " days",
             pd.Series(
@@ -199,9 +201,10 @@ def alerts(
                         "days_in_stage": round(float(d), 1),
                         "stage_limit_days": round(float(lim), 1) if pd.notna(lim) else None,
                         "quantile": cfg.stage_duration_quantile,
-                        "spells": int(norms["spells"].get(s, 0)),
+                        "spells": int(n),
+                        "norm_of": "segment" if a else "all segments",
                     }
-                    for d, lim, s in zip(in_stage, limit, deals["stage"], strict=True)
+                    for d, lim, n, a in zip(in_stage, limit, spells, among, strict=True)
                 ]
             ),
         )
@@ -216,6 +219,29 @@ def alerts(
     out["_rule_order"] = out["rule"].map({r: i for i, r in enumerate(RULES)})
     out = out.sort_values(["owner_id", "opportunity_id", "_rule_order"], kind="stable")
     return out.reset_index(drop=True)[COLUMNS]
+
+
+def _stage_limits(
+    history: DealHistory, deals: pd.DataFrame, t: pd.Timestamp, cfg: AlertsConfig
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Per open deal: the stage-duration limit, the spells behind it and the words naming
+    whose spells they were ('' for all segments): the deal's stage x segment norm when it
+    has ``min_stage_samples`` spells, else the stage's."""
+    q, n_min = cfg.stage_duration_quantile, cfg.min_stage_samples
+    by_stage = stage_duration_norms(history, t, q)
+    by_stage = by_stage[by_stage["spells"] >= n_min]
+    by_seg = stage_duration_norms(history, t, q, by=("segment",))
+    by_seg = by_seg[by_seg["spells"] >= n_min]
+    key = pd.MultiIndex.from_arrays([deals["stage"], deals["segment"]])
+    seg_limit = pd.Series(by_seg["limit"].reindex(key).to_numpy(), index=deals.index)
+    seg_spells = pd.Series(by_seg["spells"].reindex(key).to_numpy(), index=deals.index)
+    own = seg_limit.notna()
+    limit = seg_limit.where(own, deals["stage"].map(by_stage["limit"]))
+    spells = seg_spells.where(own, deals["stage"].map(by_stage["spells"])).fillna(0)
+    among = pd.Series(
+        np.where(own, " of " + deals["segment"].astype(str) + " deals", ""), index=deals.index
+    )
+    return limit, spells, among
 
 
 def _last_touch(con: duckdb.DuckDBPyConnection, deals: pd.DataFrame, t: pd.Timestamp) -> pd.Series:
