@@ -226,3 +226,33 @@ def test_a_period_too_far_ahead_is_said_so_not_given_a_refused_as_of(
     err = " ".join(capsys.readouterr().err.split())
     assert exit_info.value.code == 2
     assert "too far ahead for this deal history" in err and "choose --as-of" not in err
+
+
+def test_alerts_read_score_drops_from_the_nightly_outputs(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RevOps review: the nightly's own deal scores could not feed the score-drop rule
+    ('scores history is missing column(s) as_of, p_won'), and a rule that raised nothing
+    vanished from the summary. o103 is in approval on 2026-08-10."""
+    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("LEADML_WORKSPACE", str(tmp_path / "ws"))
+    main(["alerts", "--data", str(data), "--as-of", "2026-08-10"])
+    out = capsys.readouterr().out
+    assert "score drops: not checked, no score history" in out
+    assert "score_dropped" in out and "not checked" in out.split("score_dropped", 1)[1]
+    for day, p in (("2026-08-03", 0.8), ("2026-08-10", 0.3), ("2026-08-11", 0.9)):
+        part = tmp_path / "ws" / "outputs" / "scores_deals" / f"as_of={day}"
+        part.mkdir(parents=True)
+        pd.DataFrame({"opportunity_id": ["o103"], "p_won_90d": [p]}).to_parquet(
+            part / "part-0.parquet"
+        )
+    main(["alerts", "--data", str(data), "--as-of", "2026-08-10"])
+    out = capsys.readouterr().out
+    assert "score drops: 2 nightly run(s)" in out  # the run of 2026-08-11 is after as-of
+    main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
+    fired = {(a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)}
+    assert ("o103", "score_dropped") in fired
+    with pytest.raises(SystemExit) as exit_info:
+        main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--scores", str(tmp_path)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code == 2 and "no nightly deal scores" in err

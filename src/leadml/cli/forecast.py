@@ -38,6 +38,40 @@ def _read_frame(path: Path, what: str) -> Any:
     raise LeadmlError(f"{what} file {path}: expected a .parquet or .csv file")
 
 
+def _score_history(s: Any, scores: Path | None, as_of: str) -> tuple[Any, str]:
+    """The score history the score-drop rule reads, and a line saying where it came from:
+    ``--scores`` (a file, or a nightly outputs folder), else the workspace's nightly
+    outputs when they hold deal scores, else none."""
+    import pandas as pd
+
+    from leadml.batch.nightly import past_deal_scores
+    from leadml.batch.outputs import OutputStore, ParquetOutputs
+    from leadml.errors import LeadmlError
+    from leadml.forecast.deals import as_utc
+
+    if scores is not None and not scores.is_dir():
+        return _read_frame(scores, "--scores"), f"score drops: read from {scores}"
+    root = scores if scores is not None else s.outputs_dir
+    if root.name == "scores_deals":
+        root = root.parent
+    window = s.forecast.alerts.score_window_days
+    # the nightly run of D scored with the data before D: its scores count as of D
+    day = (as_utc(as_of) + pd.Timedelta(days=1)).date()
+    found = past_deal_scores(OutputStore(ParquetOutputs(root), None), day, window + 1)
+    if found is not None:
+        nights = found["as_of"].nunique()
+        return found, f"score drops: {nights} nightly run(s) in {root / 'scores_deals'}"
+    if scores is not None:
+        raise LeadmlError(
+            f"--scores {scores}: no nightly deal scores (scores_deals/as_of=YYYY-MM-DD/) dated "
+            f"in the {window} days up to {as_of}; give a nightly outputs folder or a "
+            "Parquet/CSV file with opportunity_id, as_of, p_won"
+        )
+    return None, (
+        "score drops: not checked, no score history (run `leadml batch` nightly, or pass --scores)"
+    )
+
+
 @forecast_app.callback()
 def forecast(
     ctx: typer.Context,
@@ -336,7 +370,9 @@ def alerts(
     scores: Path | None = typer.Option(
         None,
         "--scores",
-        help="Parquet/CSV score history (opportunity_id, as_of, p_won) for the score-drop rule",
+        help="Score history for the score-drop rule: a Parquet/CSV file (opportunity_id, "
+        "as_of, p_won) or a nightly outputs folder (default: the workspace's nightly "
+        "outputs, when there are any)",
     ),
     limit: int = typer.Option(30, "--limit", min=1, help="Rows shown in the table (JSON has all)"),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
@@ -346,7 +382,7 @@ def alerts(
     from leadml.forecast.alerts import alerts as run_alerts
 
     s = common.settings(ctx)
-    score_frame = _read_frame(scores, "--scores") if scores else None
+    score_frame, score_note = _score_history(s, scores, as_of)
     con = common.open_data(s, data)
     try:
         table = run_alerts(
@@ -363,14 +399,18 @@ def alerts(
     counts = table.groupby("rule").agg(
         alerts=("rule", "size"), deals=("opportunity_id", "nunique"), amount=("amount", "sum")
     )
-    counts = counts.reindex([r for r in RULES if r in counts.index])
+    counts = counts.reindex(RULES).fillna(0)  # a rule that raised nothing shows 0
+    rows: list[tuple[object, ...]] = [
+        (rule, int(r.alerts), int(r.deals), round(float(r.amount))) for rule, r in counts.iterrows()
+    ]
+    if score_frame is None:
+        rows = [r if r[0] != "score_dropped" else (r[0], "not checked", "", "") for r in rows]
     out.print(
         common.summary_table(
-            f"Deal-hygiene alerts as of {as_of}",
-            ["rule", "alerts", "deals", "amount"],
-            [(rule, int(r.alerts), int(r.deals), float(r.amount)) for rule, r in counts.iterrows()],
+            f"Deal-hygiene alerts as of {as_of}", ["rule", "alerts", "deals", "amount"], rows
         )
     )
+    out.print(score_note)
     from rich.table import Table
 
     shown = table.sort_values(["amount", "opportunity_id"], ascending=[False, True], kind="stable")

@@ -586,7 +586,9 @@ def manifest_dict(frame: pd.DataFrame) -> dict[str, Any]:
     if frame.empty:
         return {}
     # a null read back from Parquet / DuckDB is NaN or NA here, and NaN is truthy
-    row = {k: (None if _is_null(v) else v) for k, v in frame.iloc[0].to_dict().items()}
+    row: dict[str, Any] = {
+        str(k): (None if _is_null(v) else v) for k, v in frame.iloc[0].to_dict().items()
+    }
     for key in JSON_FIELDS:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
