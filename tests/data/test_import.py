@@ -314,11 +314,11 @@ def test_cli_import_writes_tables_and_reports_errors(
 
 def test_hubspot_accepts_other_association_headers_and_lists(tmp_path: Path) -> None:
     src = _copy("hubspot", tmp_path)
-    path = src / "contacts.csv"
+    path = src / "deals.csv"
     path.write_text(path.read_text().replace("Associated Company ID", "Associated Company IDs", 1))
     _edit(path, 1, "Associated Company IDs", "9002;9001")
     tables, _ = map_tables(load_mapping("hubspot"), src)
-    leads = tables["leads"].set_index("lead_id")
+    opps = tables["opportunities"].set_index("opportunity_id")
     rows = _rows(path)
-    assert leads.loc[rows[1]["Record ID"], "account_id"] == "9002"
-    assert leads.loc[rows[0]["Record ID"], "account_id"] == rows[0]["Associated Company IDs"]
+    assert opps.loc[rows[1]["Record ID"], "account_id"] == "9002"
+    assert opps.loc[rows[0]["Record ID"], "account_id"] == rows[0]["Associated Company IDs"]

@@ -326,8 +326,16 @@ def test_formatted_amounts_suggest_number_format_which_reads_them(
     with pytest.raises(MappingError) as err:
         map_tables(load_mapping(_mapping(tmp_path)), src)
     msg = str(err.value)
-    assert "column 'Amount' (-> opportunities): 2 value(s) are not numbers" in msg
-    assert f"set `number_format: {fmt}` on this column" in msg and repr(amounts[0]) in msg
+    # every use of the column is named, with the lines of its bad values
+    assert (
+        "deals.csv, column 'Amount' (read for opportunities.amount, "
+        "opportunity_history.amount): 2 value(s) (lines 2, 3) are not numbers" in msg
+    )
+    assert (
+        f"set `number_format: {fmt}` on tables.opportunities[0].columns.amount, "
+        "tables.opportunity_history[0].columns.amount" in msg
+    )
+    assert repr(amounts[0]) in msg
 
     def fix(data: dict[str, Any]) -> None:
         for table in ("opportunities", "opportunity_history"):
@@ -355,7 +363,7 @@ def test_a_preset_error_says_to_copy_the_preset(tmp_path: Path) -> None:
         (src / f.name).write_text(text)
     with pytest.raises(
         MappingError,
-        match=r"number_format: us` on this column in a copy of the "
+        match=r"number_format: us` on tables\.opportunities\[0\]\.columns\.amount in a copy of the "
         r"salesforce preset \(.*salesforce\.yaml; pass the copy as --mapping\)",
     ):
         map_tables(load_mapping("salesforce"), src)
@@ -374,7 +382,7 @@ def test_excel_serial_dates_are_recognised_and_read_with_format_excel(tmp_path: 
     with pytest.raises(MappingError) as err:
         map_tables(load_mapping(_mapping(tmp_path)), src)
     msg = str(err.value)
-    assert "column 'Created' (-> opportunities)" in msg
+    assert "column 'Created' (read for opportunities.created_at): 2 value(s) (lines 2, 3)" in msg
     assert "these look like Excel serial dates" in msg and "`format: excel`" in msg
 
     def excel(data: dict[str, Any]) -> None:

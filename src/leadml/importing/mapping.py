@@ -61,6 +61,25 @@ NumberFormat = Literal["plain", "us", "eu"]
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 _EXAMPLES = 5
+_SCAN = 10_000  # rows looked at for distinct examples
+
+
+def distinct(values: typing.Iterable[Any], n: int = _EXAMPLES) -> list[str]:
+    """The first ``n`` distinct values, as text, in order."""
+    out: list[str] = []
+    for v in values:
+        text = str(v)
+        if text not in out:
+            out.append(text)
+            if len(out) == n:
+                break
+    return out
+
+
+def _lines_text(lines: typing.Iterable[Any], n: int = _EXAMPLES) -> str:
+    """``line 12`` / ``lines 12, 40, 77`` (the first ``n`` distinct)."""
+    shown = distinct(lines, n)
+    return ("line " if len(shown) == 1 else "lines ") + ", ".join(shown)
 
 
 class MappingError(DataError):
@@ -167,6 +186,10 @@ class Source(_Model):
     encoding: str = "utf-8-sig"
     timezone: str | None = None
     where: list[Condition] = Field(default_factory=list)
+    # Several rows of this file may make the same key (one account per company name,
+    # from many leads): the earliest row (by created_at) is kept and the repeats are
+    # counted in a note, not reported as rows left out.
+    shared_key: bool = False
     columns: dict[str, ColumnSpec | str]
 
     @field_validator("encoding")
@@ -479,20 +502,26 @@ class ImportReport:
         count: int,
         lines: pd.Series | None = None,
     ) -> None:
-        """Record ``count`` rows left out; examples are the first ``values``, or, where a
-        value is missing, the row's line in ``file`` (``lines``, aligned with ``values``)."""
+        """Record ``count`` rows left out; examples are the first distinct ``values``, or,
+        where a value is missing, the row's line in ``file`` (``lines``, aligned with
+        ``values``)."""
         if count <= 0:
             return
-        examples: list[str] = []
+        shown: list[str] = []
         if values is not None:
-            for idx, v in values.head(_EXAMPLES).items():
+            for idx, v in values.head(_SCAN).items():
                 if not pd.isna(v):
-                    examples.append(str(v))
+                    shown.append(str(v))
                 elif lines is not None and idx in lines.index:
-                    examples.append(f"line {lines[idx]}")
+                    shown.append(f"line {lines[idx]}")
         elif lines is not None:
-            examples = [f"line {n}" for n in lines.head(_EXAMPLES)]
-        self.dropped.append(Dropped(table, file, reason, int(count), examples))
+            shown = [f"line {n}" for n in lines.head(_SCAN)]
+        self.dropped.append(Dropped(table, file, reason, int(count), distinct(shown)))
+
+    def note(self, text: str) -> None:
+        """Add a note once (a column may be built twice: coalesce, drop)."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -515,6 +544,31 @@ class _Files:
         self.src_dir = src_dir
         self.report = report
         self._cache: dict[str, pd.DataFrame] = {}
+        # optional source columns not in their file: file -> column -> (effects, paths)
+        self.absent: dict[str, dict[str, tuple[list[str], list[str]]]] = {}
+        self.mapping_place = ""  # where the mapping's columns are edited, for the notes
+
+    def note_absent(self) -> None:
+        """One note per file naming its optional source columns that are missing (a
+        renamed column would otherwise import as silently empty), what is left empty,
+        the file's columns (closest first) and where to fix the name."""
+        for name, missing in self.absent.items():
+            header = list(self._cache[name].columns) if name in self._cache else []
+            parts, paths = [], []
+            for column, (effects, where) in missing.items():
+                close = _close_columns(column, header)
+                near = f"; closest in the file: {', '.join(close)}" if close else ""
+                parts.append(f"{column!r} ({'; '.join(dict.fromkeys(effects))}{near})")
+                paths += where
+            listing = ", ".join(map(str, header[:30])) + (
+                f" (+{len(header) - 30} more)" if len(header) > 30 else ""
+            )
+            self.report.note(
+                f"{self.src_dir / name}: optional column(s) not in the file: "
+                f"{', '.join(parts)}. The file has: {listing}. If a column was renamed, put "
+                f"its name in `source:` (or `aliases:`) of {', '.join(dict.fromkeys(paths))} "
+                f"{self.mapping_place}"
+            )
 
     def exists(self, name: str) -> bool:
         return (self.src_dir / name).is_file()
@@ -565,10 +619,11 @@ def read_text_table(
     if path.suffix.lower() in (".parquet", ".pq"):
         df = pd.read_parquet(path)
         return df.apply(_as_text)
+    sep = delimiter or sniff_delimiter(path, encoding)
     try:
         df = pd.read_csv(
             path,
-            sep=delimiter or sniff_delimiter(path, encoding),
+            sep=sep,
             dtype=str,
             keep_default_na=False,
             encoding=encoding,
@@ -583,9 +638,56 @@ def read_text_table(
             f"{encoding_fix}"
         ) from None
     except pd.errors.ParserError as exc:
-        raise MappingError(f"{path}: cannot read as CSV: {exc}") from None
+        raise MappingError(
+            f"{path}: cannot read as CSV: {_csv_problem(path, encoding, sep, exc)}"
+        ) from None
     df.columns = [str(c).strip() for c in df.columns]
     return df.apply(_as_text)
+
+
+def _record_line(path: Path, encoding: str, sep: str, record: int) -> int | None:
+    """The file line on which CSV record ``record`` (0 = the header) starts: records
+    with a quoted line break span several lines, so records and lines differ."""
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        try:
+            reader = csv.reader(fh, delimiter=sep)
+        except TypeError:  # a delimiter of several characters: no line to give
+            return None
+        start, k = 1, 0
+        try:
+            for _ in reader:
+                if k == record:
+                    return start
+                start, k = reader.line_num + 1, k + 1
+        except csv.Error:
+            pass  # the record that never ends: it starts at ``start``
+    return start if k == record else None
+
+
+def _csv_problem(path: Path, encoding: str, sep: str, exc: Exception) -> str:
+    """A pandas parser error in the user's terms: the file line and a fix."""
+    text = str(exc)
+    quote = re.search(r"EOF inside string starting at row (\d+)", text)
+    if quote:
+        line = _record_line(path, encoding, sep, int(quote.group(1)))
+        at = f"line {line}" if line else f"record {quote.group(1)}"
+        return (
+            f'a quoted value opened on {at} is never closed (an unbalanced "), so the rest '
+            "of the file reads as one value; close the quote on that line, or double a "
+            'quote that is part of the value ("")'
+        )
+    fields = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", text)
+    if fields:
+        want, rec, got = (int(g) for g in fields.groups())
+        line = _record_line(path, encoding, sep, rec - 1)
+        at = f"line {line}" if line else f"record {rec - 1}"
+        shown = {",": "','", ";": "';'", "\t": "tab", "|": "'|'"}.get(sep, repr(sep))
+        return (
+            f"{at} has {got} fields separated by {shown} where the rows before it have "
+            f"{want}; quote a value that contains {shown}, or, if the file uses another "
+            "separator, set `delimiter:` on this source in a copy of the mapping"
+        )
+    return f"{text}; open the file in a text editor at the place named and fix the row"
 
 
 def _encoding_name(encoding: str) -> str:
@@ -623,96 +725,320 @@ def _as_text(col: pd.Series) -> pd.Series:
 # ------------------------------------------------------------------ building
 
 
-class _Ctx:
-    def __init__(self, mapping: Mapping, files: _Files, table: str, src: Source) -> None:
-        self.mapping, self.files, self.table, self.src = mapping, files, table, src
+@dataclass
+class _Col:
+    """What one output column is being made from, for messages: the output column, its
+    place in the mapping and the file column its values come from (for a lookup, the
+    looked-up file's ``take`` column, reached by ``via``)."""
 
-    def on_column(self) -> str:
-        """Where a column option goes: this column, in a copy when the mapping is a preset."""
+    out: str  # canonical (or extra) output column
+    label: str  # the spec's source column, or the output name
+    path: str  # the spec in the mapping: tables.<table>[i].columns.<out>[.coalesce[j]]
+    file: str | None = None  # file the values come from
+    column: str | None = None  # its column
+    via: str = ""  # "looked up by ..." for a lookup
+    whole: bool = False  # values are that column's as they are: re-checkable whole
+
+
+class _Ctx:
+    def __init__(
+        self,
+        mapping: Mapping,
+        files: _Files,
+        table: str,
+        src: Source,
+        index: int = 0,
+        lines: pd.Series | None = None,
+    ) -> None:
+        self.mapping, self.files, self.table, self.src = mapping, files, table, src
+        self.index = index  # of ``src`` in the table's sources
+        self.lines = lines  # file line of each row (header = line 1), by row index
+
+    def path(self, out_name: str) -> str:
+        return f"tables.{self.table}[{self.index}].columns.{out_name}"
+
+    def in_mapping(self) -> str:
+        """Where an edited option goes: the mapping file, or a copy of the preset."""
         origin = self.mapping.origin
         if origin.startswith("preset "):
             name = origin.removeprefix("preset ")
             path = resources.files("leadml.importing") / "presets" / f"{name}.yaml"
-            return (
-                f"on this column in a copy of the {name} preset ({path}; pass the copy as "
-                "--mapping)"
-            )
-        return "on this column"
+            return f"in a copy of the {name} preset ({path}; pass the copy as --mapping)"
+        return f"in {origin}"
+
+    def on_column(self, paths: list[str] | None = None) -> str:
+        """Where a column option goes: this column (or ``paths``), in a copy when the
+        mapping is a preset."""
+        where = f"on {', '.join(paths)}" if paths else "on this column"
+        return f"{where} {self.in_mapping()}"
 
     def err(
         self, column: str, reason: str, values: pd.Series | list[Any] | None = None
     ) -> MappingError:
-        shown = ""
-        if values is not None:
-            uniq = list(
-                dict.fromkeys(
-                    str(v) for v in (values.tolist() if isinstance(values, pd.Series) else values)
-                )
-            )
-            more = f" (+{len(uniq) - 10} more)" if len(uniq) > 10 else ""
-            shown = f": {', '.join(repr(v) for v in uniq[:10])}{more}"
         return MappingError(
             f"{self.files.src_dir / self.src.file}, column {column!r} (-> {self.table}): "
-            f"{reason}{shown}"
+            f"{reason}{_shown(values)}"
+        )
+
+    def uses(self, file: str, column: str) -> list[tuple[str, str]]:
+        """(``table.column``, mapping path) of every output column that reads ``column``
+        of ``file`` as its values (not as a lookup key); this one first."""
+        found: list[tuple[str, str]] = []
+
+        def visit(spec: ColumnSpec, table: str, out: str, path: str) -> None:
+            if spec.coalesce is not None:
+                for j, sub in enumerate(spec.coalesce):
+                    visit(sub, table, out, f"{path}.coalesce[{j}]")
+            elif spec.lookup is None and column in (spec.source, *spec.aliases):
+                found.append((f"{table}.{out}", path))
+
+        for table, sources in self.mapping.tables.items():
+            for i, src in enumerate(sources):
+                if src.file != file:
+                    continue
+                for out in src.columns:
+                    visit(src.spec(out), table, out, f"tables.{table}[{i}].columns.{out}")
+        return list(dict.fromkeys(found))
+
+    def value_err(
+        self,
+        col: _Col,
+        what: str,
+        fix: str,
+        bad: pd.Series,
+        values: pd.Series,
+        check: typing.Callable[[pd.Series], pd.Series] | None = None,
+    ) -> MappingError:
+        """Values of ``col`` that do not read as ``what``. Counted over the whole file
+        column when the values are that column's as they are (``check`` gives the bad
+        ones of any series), so that one run names every bad value; with their lines."""
+        file, column = col.file or self.src.file, col.column or col.label
+        n_here = int(bad.sum())
+        shown, lines, count, scope = values[bad], [], n_here, ""
+        if col.whole and col.file is not None and col.column is not None and check is not None:
+            full = self.files.get(col.file)[col.column].reset_index(drop=True)
+            full_bad = check(full).fillna(False).astype(bool)
+            if full_bad.any():
+                count, shown = int(full_bad.sum()), full[full_bad]
+                lines = [int(i) + 2 for i in np.flatnonzero(full_bad.to_numpy())]
+                if not col.via and count != n_here:
+                    scope = f" ({n_here} of them in the rows mapped to {self.table})"
+        elif file == self.src.file and self.lines is not None:
+            lines = self.lines.reindex(bad[bad].index).dropna().astype(int).tolist()
+            if self.src.where:
+                scope = f" (counted in the rows mapped to {self.table})"
+        if col.via:
+            where = f"column {column!r} ({col.via} for {self.table}.{col.out})"
+            paths = [col.path]
+        else:
+            uses = self.uses(file, column) if file == self.src.file else []
+            if not any(p == col.path for _, p in uses):
+                uses.insert(0, (f"{self.table}.{col.out}", col.path))
+            where = f"column {column!r} (read for {', '.join(u for u, _ in uses)})"
+            paths = [p for _, p in uses]
+        at = ""
+        if lines:
+            more = ", ..." if len(set(lines)) > _EXAMPLES else ""
+            at = f" ({_lines_text(lines)}{more})"
+        return MappingError(
+            f"{self.files.src_dir / file}, {where}: {count} value(s){at} {what}{scope}; "
+            f"{fix.replace('{on}', self.on_column(paths))}{_shown(shown)}"
         )
 
 
-def _raw(ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str) -> pd.Series:
+def _shown(values: pd.Series | list[Any] | None) -> str:
+    if values is None:
+        return ""
+    uniq = list(
+        dict.fromkeys(
+            str(v) for v in (values.tolist() if isinstance(values, pd.Series) else values)
+        )
+    )
+    more = f" (+{len(uniq) - 10} more)" if len(uniq) > 10 else ""
+    return f": {', '.join(repr(v) for v in uniq[:10])}{more}"
+
+
+def _present(df: pd.DataFrame, spec: ColumnSpec) -> str | None:
+    """The header of ``spec.source`` (or one of its aliases) in ``df``."""
+    return next((c for c in [spec.source, *spec.aliases] if c in df.columns), None)
+
+
+def _norm_header(name: str) -> str:
+    return re.sub(r"[\W_]+", "", re.sub(r"__c$", "", str(name).casefold()))
+
+
+def _close_columns(wanted: str, columns: typing.Iterable[Any]) -> list[str]:
+    """Up to three of ``columns`` closest to ``wanted`` (``Lead_Source__c`` for
+    ``LeadSource``), best first."""
+    key = _norm_header(wanted)
+    score = {
+        str(c): difflib.SequenceMatcher(None, key, _norm_header(str(c))).ratio() for c in columns
+    }
+    return sorted((c for c, r in score.items() if r >= 0.6), key=lambda c: -score[c])[:3]
+
+
+def _columns_listing(wanted: str, columns: typing.Iterable[Any], limit: int = 30) -> str:
+    """The file's columns, the ones closest to ``wanted`` first."""
+    cols = [str(c) for c in columns]
+    close = _close_columns(wanted, cols)
+    rest = [c for c in cols if c not in close]
+    shown = rest[: max(0, limit - len(close))]
+    more = f" (+{len(rest) - len(shown)} more)" if len(rest) > len(shown) else ""
+    if close:
+        return f"{', '.join(close)} (closest); also {', '.join(shown)}{more}"
+    return f"{', '.join(shown)}{more}"
+
+
+def _raw(
+    ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str, path: str, part: bool = False
+) -> pd.Series:
     if spec.value is not None:
         return pd.Series([spec.value] * len(df), index=df.index, dtype=object)
     if spec.coalesce is not None:
-        parts = [_column(ctx, df, sub, out_name, final=False) for sub in spec.coalesce]
+        parts = [
+            _column(ctx, df, sub, out_name, final=False, path=f"{path}.coalesce[{j}]")
+            for j, sub in enumerate(spec.coalesce)
+        ]
         result = parts[0].astype(object)
-        for part in parts[1:]:
-            result = result.where(result.notna(), part.astype(object))
+        for p in parts[1:]:
+            result = result.where(result.notna(), p.astype(object))
         return result
     assert spec.source is not None
-    present = next((c for c in [spec.source, *spec.aliases] if c in df.columns), None)
+    present = _present(df, spec)
     if present is None:
         if not spec.required:
+            _note_absent(ctx, df, spec, out_name, path, part)
             return pd.Series([None] * len(df), index=df.index, dtype=object)
         raise ctx.err(
             spec.source,
-            f"unknown source column (the file has: {', '.join(map(str, df.columns))}); "
-            "fix the name in the mapping or set `required: false`",
+            f"unknown source column (the file has: {_columns_listing(spec.source, df.columns)}); "
+            f"fix the name (`source:`, or add the file's name to `aliases:`) of {path} "
+            f"{ctx.in_mapping()}, or set `required: false` there",
         )
     return df[present]
 
 
+def _note_absent(
+    ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str, path: str, part: bool
+) -> None:
+    """Remember an optional source column missing from the file (noted at the end)."""
+    target = f"{ctx.table}.{out_name}"
+    if part:
+        effect = f"this alternative of {target}'s `coalesce` gives nothing"
+    elif spec.default is not None:
+        effect = f"{target} gets the default {spec.default!r} on every row"
+    else:
+        effect = f"{target} is empty on every row"
+    effects, paths = ctx.files.absent.setdefault(ctx.src.file, {}).setdefault(
+        str(spec.source), ([], [])
+    )
+    effects.append(effect)
+    paths.append(path)
+    ctx.files.mapping_place = ctx.in_mapping()
+
+
 def _column(
-    ctx: _Ctx, df: pd.DataFrame, spec: ColumnSpec, out_name: str, final: bool = True
+    ctx: _Ctx,
+    df: pd.DataFrame,
+    spec: ColumnSpec,
+    out_name: str,
+    final: bool = True,
+    path: str | None = None,
 ) -> pd.Series:
     """The values of one output column (before row drops)."""
-    s = _raw(ctx, df, spec, out_name)
-    label = spec.source or out_name
+    path = path or ctx.path(out_name)
+    s = _raw(ctx, df, spec, out_name, path, part=not final)
+    col = _Col(out_name, spec.source or out_name, path)
+    present = _present(df, spec) if spec.source is not None else None
+    if present is not None:
+        col.file, col.column = ctx.src.file, present
+        col.whole = spec.split is None
     if spec.split is not None:
         s = s.astype("string").str.split(spec.split).str[0].str.strip().astype(object)
         s = s.where(s.notna() & (s != ""), None)
+    empty_in_file = s.isna()
     if spec.lookup is not None:
         s = _lookup(ctx, s, spec.lookup)
+        lk = spec.lookup
+        col.file, col.column, col.whole = lk.file, lk.take, True
+        col.via = f"looked up by {ctx.src.file} column {present or spec.source!r} in {lk.match!r}"
     if spec.pattern is not None:
         s = s.where(s.astype("string").str.match(spec.pattern).fillna(False).astype(bool))
     if spec.prefix:
         s = s.where(s.isna(), spec.prefix + s.astype("string"))
+    if spec.pattern is not None or spec.prefix:
+        col.whole = False
     kind = spec.type or _contract_kind(ctx.table, out_name)
-    if kind == "timestamp":
-        s = _timestamps(ctx, s, spec, label)
-    elif kind in ("float", "int") or spec.bins:
-        s = _numbers(ctx, s, label, spec.number_format)
-    elif kind == "bool":
-        s = _bools(ctx, s, label)
-    if spec.bins:
-        s = _bins(s, spec.bins)
-    if spec.classify:
-        s = _classify(s, spec.classify)
-    if spec.map is not None:
-        s = _map(ctx, s, spec, label)
+    s = _typed(ctx, s, spec, col, kind)
     if spec.default is not None and final:
+        if spec.source is None or present is not None:  # absent: noted once, per file
+            _note_default(ctx, spec, col, s.isna() & empty_in_file, s.isna() & ~empty_in_file)
         s = s.where(s.notna(), spec.default)
     if kind in ("id", "str") and final:
         s = s.astype(object).where(s.notna(), None)
         s = s.map(lambda v: v if v is None else _id_text(v))
     return s
+
+
+def _typed(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, col: _Col, kind: str) -> pd.Series:
+    """Parse to ``kind``, then bins, classify and map."""
+    if kind == "timestamp":
+        s = _timestamps(ctx, s, spec, col)
+    elif kind in ("float", "int") or spec.bins:
+        s = _numbers(ctx, s, col, spec.number_format)
+    elif kind == "bool":
+        s = _bools(ctx, s, col)
+    if spec.bins:
+        s = _bins(s, spec.bins)
+    if spec.classify:
+        s = _classify(s, spec.classify)
+    if spec.map is not None:
+        col.whole = col.whole and not spec.bins and not spec.classify
+        s = _map(ctx, s, spec, col)
+    return s
+
+
+def _note_default(
+    ctx: _Ctx, spec: ColumnSpec, col: _Col, empty: pd.Series, no_value: pd.Series
+) -> None:
+    """A note for rows where ``default`` filled a value (a missing amount read as 0 is
+    data the user should know about)."""
+    name = spec.source or "(coalesce)"
+    for hit, why in (
+        (empty, f"an empty {name!r}"),
+        (no_value, f"a value of {name!r} that gave none ({_no_value_why(spec)})"),
+    ):
+        n = int(hit.sum())
+        if not n:
+            continue
+        lines = []
+        if ctx.lines is not None:
+            lines = ctx.lines.reindex(hit[hit].index).dropna().astype(int).tolist()
+        at = f" ({_lines_text(lines)}{', ...' if n > _EXAMPLES else ''})" if lines else ""
+        ctx.files.report.note(
+            f"{ctx.files.src_dir / ctx.src.file}: {n} row(s){at} with {why} got the default "
+            f"{spec.default!r} for {ctx.table}.{col.out}; if {spec.default!r} is not right "
+            "for them, fill the values in the export (or change `default:` of "
+            f"{col.path} {ctx.in_mapping()})"
+        )
+
+
+def _no_value_why(spec: ColumnSpec) -> str:
+    why = []
+    if spec.lookup is not None:
+        lk = spec.lookup
+        why.append(f"no row of {lk.file} with that {lk.match!r}, or an empty {lk.take!r} there")
+    if spec.pattern is not None:
+        why.append("not matching `pattern`")
+    if spec.bins:
+        why.append("below every bin")
+    if spec.classify:
+        why.append("matched by no `classify` rule")
+    if spec.map is not None:
+        why.append("not in `map`")
+    if spec.coalesce is not None:
+        why.append("no alternative of `coalesce` gave one")
+    return "; ".join(why) or "not usable"
 
 
 def _id_text(v: Any) -> str:
@@ -752,31 +1078,42 @@ def _looks_excel(values: pd.Series) -> bool:
     return bool(len(days)) and bool(days.notna().all() and days.between(*_EXCEL_RANGE).all())
 
 
-def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Series:
+def _excel_days(text: pd.Series) -> pd.Series:
+    return pd.to_numeric(text.astype("string"), errors="coerce")
+
+
+def _parse_timestamps(text: pd.Series, fmt: str | None) -> pd.Series:
+    text = text.astype("string")
+    try:
+        return pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce")
+    except (ValueError, TypeError):
+        # mixed offsets / naive and aware values: read each as UTC-aware
+        return pd.to_datetime(text, format=fmt or "ISO8601", errors="coerce", utc=True)
+
+
+def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, col: _Col) -> pd.Series:
     zone = spec.timezone or ctx.src.timezone or ctx.mapping.timezone
+    label = col.label
     if pd.api.types.is_datetime64_any_dtype(s):
         parsed = s
     elif spec.format == "excel":
         text = s.astype("string")
-        days = pd.to_numeric(text, errors="coerce")
+        days = _excel_days(text)
         bad = text.notna() & days.isna()
         if bad.any():
-            raise ctx.err(
-                label,
-                f"{int(bad.sum())} value(s) are not Excel serial dates (days since 1899-12-30, "
-                "e.g. 45892.5) as `format: excel` says",
-                text[bad],
+            raise ctx.value_err(
+                col,
+                "are not Excel serial dates (days since 1899-12-30, e.g. 45892.5) as "
+                "`format: excel` says",
+                "fix them in the export, or remove `format: excel` {on}",
+                bad,
+                text,
+                lambda full: full.notna() & _excel_days(full).isna(),
             )
         parsed = _EXCEL_EPOCH + pd.to_timedelta(days.astype(float), unit="D").dt.round("s")
     else:
         text = s.astype("string")
-        try:
-            parsed = pd.to_datetime(text, format=spec.format or "ISO8601", errors="coerce")
-        except (ValueError, TypeError):
-            # mixed offsets / naive and aware values: read each as UTC-aware
-            parsed = pd.to_datetime(
-                text, format=spec.format or "ISO8601", errors="coerce", utc=True
-            )
+        parsed = _parse_timestamps(text, spec.format)
         bad = text.notna() & parsed.isna()
         if bad.any():
             expected = (
@@ -785,14 +1122,18 @@ def _timestamps(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Ser
             if _looks_excel(text[bad]):
                 fix = (
                     "these look like Excel serial dates (days since 1899-12-30): re-export "
-                    f"the column as dates, or set `format: excel` {ctx.on_column()}"
+                    "the column as dates, or set `format: excel` {on}"
                 )
             else:
-                fix = f"set `format:` (strptime codes, e.g. '%m/%d/%Y %H:%M') {ctx.on_column()}"
-            raise ctx.err(
-                label,
-                f"{int(bad.sum())} value(s) are not timestamps in {expected}; {fix}",
-                text[bad],
+                fix = "set `format:` (strptime codes, e.g. '%m/%d/%Y %H:%M') {on}"
+            fmt = spec.format
+            raise ctx.value_err(
+                col,
+                f"are not timestamps in {expected}",
+                fix,
+                bad,
+                text,
+                lambda full: full.notna() & _parse_timestamps(full, fmt).isna(),
             )
     if parsed.dt.tz is None:
         parsed = _localize(ctx, parsed, zone, label)
@@ -884,29 +1225,47 @@ def _looks_formatted(values: pd.Series) -> str | None:
     return None
 
 
-def _numbers(ctx: _Ctx, s: pd.Series, label: str, number_format: str = "plain") -> pd.Series:
+def _numbers(ctx: _Ctx, s: pd.Series, col: _Col, number_format: str = "plain") -> pd.Series:
     out = parse_numbers(s, number_format)
     bad = s.notna() & out.isna()
     if bad.any():
-        fix = ""
         guess = _looks_formatted(s[bad].head(100))
         if number_format == "plain" and guess:
             fix = (
-                f"; they look like formatted amounts: set `number_format: {guess}` "
-                f"{ctx.on_column()} (us: '$1,200.50', eu: '1.200,50 €'; currency symbols are "
-                "stripped)"
+                f"they look like formatted amounts: set `number_format: {guess}` {{on}} "
+                "(us: '$1,200.50', eu: '1.200,50 €'; currency symbols are stripped)"
             )
-        elif number_format != "plain":
-            fix = f" (read with `number_format: {number_format}`)"
-        raise ctx.err(label, f"{int(bad.sum())} value(s) are not numbers{fix}", s[bad])
+        else:
+            fix = "fix them in the export, or set `number_format:` (us or eu) {on}"
+        read = "" if number_format == "plain" else f" (read with `number_format: {number_format}`)"
+        raise ctx.value_err(
+            col,
+            f"are not numbers{read}",
+            fix,
+            bad,
+            s,
+            lambda full: full.notna() & parse_numbers(full, number_format).isna(),
+        )
     return out.astype(float)
 
 
-def _bools(ctx: _Ctx, s: pd.Series, label: str) -> pd.Series:
+def _bad_bools(s: pd.Series) -> pd.Series:
     low = s.astype("string").str.lower()
-    bad = low.notna() & ~low.isin(_TRUE | _FALSE)
+    return low.notna() & ~low.isin(_TRUE | _FALSE)
+
+
+def _bools(ctx: _Ctx, s: pd.Series, col: _Col) -> pd.Series:
+    bad = _bad_bools(s)
     if bad.any():
-        raise ctx.err(label, "value(s) are not true/false", s[bad])
+        raise ctx.value_err(
+            col,
+            f"are not true/false (read: {', '.join(sorted(_TRUE | _FALSE))})",
+            "fix them in the export, or read the column with `map:` {on}",
+            bad,
+            s,
+            _bad_bools,
+        )
+    low = s.astype("string").str.lower()
     return low.map(lambda v: None if pd.isna(v) else v in _TRUE).astype(object)
 
 
@@ -934,20 +1293,28 @@ def _norm(v: Any) -> str:
     return str(v).strip().casefold()
 
 
-def _map(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, label: str) -> pd.Series:
+def _map(ctx: _Ctx, s: pd.Series, spec: ColumnSpec, col: _Col) -> pd.Series:
     assert spec.map is not None
     table = {_norm(k): v for k, v in spec.map.items()}
-    keys = s.map(lambda v: None if pd.isna(v) else _norm(v))
-    unmapped = keys.notna() & ~keys.isin(list(table)) & ~keys.isin([_norm(d) for d in spec.drop])
-    if unmapped.any() and spec.default is None:
+    dropped = [_norm(d) for d in spec.drop]
+
+    def unmapped(values: pd.Series) -> pd.Series:
+        keys = values.map(lambda v: None if pd.isna(v) else _norm(v))
+        return keys.notna() & ~keys.isin(list(table)) & ~keys.isin(dropped)
+
+    bad = unmapped(s)
+    if bad.any() and spec.default is None:
         allowed = sorted({v for v in spec.map.values() if v is not None})
-        raise ctx.err(
-            label,
-            f"value(s) with no entry in the mapping's `map` (maps to: {', '.join(allowed)}); "
-            "add them "
-            "to `map`, list them under `drop`, or give a `default`",
-            s[unmapped],
+        raise ctx.value_err(
+            col,
+            f"have no entry in the mapping's `map` (maps to: {', '.join(allowed)})",
+            "add them to `map`, list them under `drop`, or give a `default` {on}",
+            bad,
+            s,
+            # other sources of a split file may map the other rows' values
+            None if ctx.src.where else unmapped,
         )
+    keys = s.map(lambda v: None if pd.isna(v) else _norm(v))
     return keys.map(lambda k: None if k is None else table.get(k)).astype(object)
 
 
@@ -1004,7 +1371,12 @@ def _describe(cond: Condition) -> str:
 
 
 def _build_source(
-    mapping: Mapping, files: _Files, table: str, src: Source, report: ImportReport
+    mapping: Mapping,
+    files: _Files,
+    table: str,
+    src: Source,
+    report: ImportReport,
+    index: int = 0,
 ) -> pd.DataFrame | None:
     """The rows one source contributes to ``table`` (canonical + extra columns)."""
     if not files.exists(src.file):
@@ -1013,9 +1385,9 @@ def _build_source(
             return None
         files.get(src.file)  # raises with the path
     df = files.get(src.file, src.delimiter, src.encoding)
-    ctx = _Ctx(mapping, files, table, src)
     # the line of each row in the file (the header is line 1), to name rows left out
     lines = pd.Series(np.arange(len(df)) + 2, index=df.index)
+    ctx = _Ctx(mapping, files, table, src, index, lines)
     for cond in src.where:
         ok = _row_filter(ctx, df, cond)
         if cond.report:
@@ -1033,7 +1405,7 @@ def _build_source(
         spec = src.spec(name)
         values = _column(ctx, df, spec, name)
         if spec.drop:
-            raw = _raw(ctx, df, spec, name)
+            raw = _raw(ctx, df, spec, name, ctx.path(name))
             dropped = {_norm(d) for d in spec.drop}
             hit = raw.map(lambda v, d=dropped: not pd.isna(v) and _norm(v) in d).astype(bool)
             what = spec.source or name
@@ -1048,6 +1420,9 @@ def _build_source(
             df, out, values = df[~hit], out[~hit], values[~hit]
         out[name] = values
     out["_line"] = lines[out.index]
+    out["_quiet"] = src.shared_key
+    if src.shared_key and "created_at" in out.columns:
+        out = out.sort_values("created_at", kind="stable")  # the earliest row is kept
     return out.reset_index(drop=True)
 
 
@@ -1066,17 +1441,26 @@ def _finish_table(
             report.drop(table.name, str(name), f"no {key}", None, int(n), df.loc[hit, "_line"])
         df = df[~missing]
         dup = df.duplicated(subset=[key], keep="first")
-        for name, n in df.loc[dup, "_file"].value_counts().items():
+        quiet = dup & df["_quiet"].astype(bool)
+        for name, n in df.loc[dup & ~quiet, "_file"].value_counts().items():
             report.drop(
                 table.name,
                 str(name),
                 f"duplicate {key} (first row kept)",
-                df.loc[dup & (df["_file"] == name), key],
+                df.loc[dup & ~quiet & (df["_file"] == name), key],
                 int(n),
+            )
+        for name, n in df.loc[quiet, "_file"].value_counts().items():
+            shown = ", ".join(distinct(df.loc[quiet & (df["_file"] == name), key].head(_SCAN)))
+            report.note(
+                f"{table.name}: {int(n)} row(s) of {name} have the same {key} as an earlier "
+                f"row (e.g. {shown}), as expected for this source (`shared_key`: several "
+                f"rows make one {table.name} row): one row per {key}, from the earliest; "
+                "not data left out"
             )
         df = df[~dup]
     if not table.key and len(df):
-        cols = [c for c in df.columns if c not in ("_file", "_line")]
+        cols = [c for c in df.columns if c not in ("_file", "_line", "_quiet")]
         dup = df.duplicated(subset=cols, keep="first")
         for name, n in df.loc[dup, "_file"].value_counts().items():
             hit = dup & (df["_file"] == name)
@@ -1089,7 +1473,7 @@ def _finish_table(
                 df.loc[hit, "_line"],
             )
         df = df[~dup]
-    df = df.drop(columns=["_file", "_line"], errors="ignore")
+    df = df.drop(columns=["_file", "_line", "_quiet"], errors="ignore")
     order = [c for c in ("ts", "created_at") if c in df.columns]
     if order and len(df):
         df = df.sort_values(order[0], kind="stable")
@@ -1117,12 +1501,13 @@ def map_tables(
     out: dict[str, pd.DataFrame] = {}
     for table_name, sources in mapping.tables.items():
         frames = []
-        for src in sources:
-            built = _build_source(mapping, files, table_name, src, report)
+        for i, src in enumerate(sources):
+            built = _build_source(mapping, files, table_name, src, report, i)
             if built is not None:
                 frames.append((src.file, built))
         if frames:
             out[table_name] = _finish_table(TABLES[table_name], frames, report)
+    files.note_absent()
     _note_empty_files(mapping, report, out)
     return out, report
 
@@ -1170,23 +1555,25 @@ def import_tables(
     vocab = vocab or Vocabulary()
     frames, report = map_tables(mapping, src_dir, vocab=vocab)
     source = frames_source(frames)
-    source.location = f"tables mapped from {src_dir} by {mapping.name}"
+    source.location = f"the import of {src_dir} (mapping {mapping.origin})"
     con = duckdb.connect()
     try:
         check = check_tables(
             con,
             source,
             vocab,
-            bad_rows="reject" if strict else "quarantine",
-            quarantine_dir=dropped_dir,
+            bad_rows="quarantine",
+            quarantine_dir=None if strict else dropped_dir,
         )
+        if strict and check.problems:
+            raise DataError(_strict_failure(src_dir, mapping, check.problems))
         for p in check.problems:
             examples: list[str] = []
             if p.examples is not None and len(p.examples):
-                examples = [
+                examples = distinct(
                     _example(TABLES[p.table], row, p.column)
-                    for _, row in p.examples.head(_EXAMPLES).iterrows()
-                ]
+                    for _, row in p.examples.head(_SCAN).iterrows()
+                )
             what = f"{p.column}: {p.reason}" if p.column else p.reason
             report.dropped.append(Dropped(p.table, CONTRACT_CHECK, what, p.count, examples))
         tables = {name: con.execute(f"SELECT * FROM {name}").df() for name in check.rows}
@@ -1202,6 +1589,20 @@ def import_tables(
 
 
 CONTRACT_CHECK = "contract check"  # the "file" of rows left out by the table contracts
+
+
+def _strict_failure(src_dir: str | Path, mapping: Mapping, problems: list[Any]) -> str:
+    """The error of ``--strict`` when mapped rows break a table contract."""
+    total = sum(p.count for p in problems)
+    lines = [
+        f"--strict: {total} row(s) imported from {src_dir} with {mapping.origin} break a "
+        f"table contract ({len(problems)} problem(s)):",
+        *("- " + p.render() for p in problems),
+        "fix: correct these rows in the export files (or the mapping), or run the import "
+        "without --strict to leave them out: they are then listed in import_report.json "
+        "and written to dropped/<table>.csv in the output folder",
+    ]
+    return "\n".join(lines)
 
 
 def _note_emptied_tables(report: ImportReport) -> None:
