@@ -798,7 +798,7 @@ def test_values_the_model_never_saw_are_reported_and_metadata_lists_the_known_on
     """A misspelt category (Seminar for seminar, Japan for JP) is read as missing by the
     model; the answer names the feature, and /metadata lists the values it knows."""
     known = client.get("/metadata").json()["models"]["lead_readiness"]["categories"]
-    request = _leads(serving, 1)
+    request = as_mqls(_leads(serving, 1))  # an open lead (the sample's first is disqualified)
     lead = request["leads"][0]
     clean = client.post("/score_leads", json=request).json()["scores"][0]
     assert clean["unseen_values"] == []
@@ -838,3 +838,275 @@ def test_openapi_document_names_the_api_key_when_one_is_set(
     assert schemes["Bearer"]["scheme"] == "bearer"
     assert doc["paths"]["/score_leads"]["post"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
     assert "security" not in doc["paths"]["/healthz"]["get"]
+
+
+# ---------------------------------------------------------------- CRM-webhook review
+
+
+@pytest.mark.parametrize("digits", ["20251105", "1762336800", "1762336800000"])
+@pytest.mark.parametrize(
+    ("endpoint", "path"),
+    [
+        ("/score_leads", ["leads", 0, "events", 0, "ts"]),
+        ("/score_leads", ["leads", 0, "status_history", 0, "ts"]),
+        ("/score_leads", ["as_of"]),
+        ("/score_deals", ["deals", 0, "stage_history", 0, "expected_close_date"]),
+        ("/score_deals", ["deals", 0, "owner_deals", 0, "closed_at"]),
+        ("/score_deals", ["period_end"]),
+    ],
+)
+def test_asgi_a_timestamp_of_digits_is_400_at_its_field_path(
+    client: TestClient, serving: Champions, endpoint: str, path: list[Any], digits: str
+) -> None:
+    """{"ts": "20251105"} was read as epoch seconds (1970-08-24: "last engaged 20,168 days
+    ago"); digits are refused like a number, naming the field and the ISO form."""
+    from leadml.serving import schemas
+
+    source = (
+        schemas.EXAMPLE_SCORE_LEADS if endpoint == "/score_leads" else schemas.EXAMPLE_SCORE_DEALS
+    )
+    body = copy.deepcopy(source)
+    node: Any = body
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = digits
+    r = client.post(endpoint, json=body)
+    assert r.status_code == 400, r.text
+    (problem,) = r.json()["detail"]
+    assert problem["loc"] == path
+    assert "ISO 8601" in problem["msg"] and "2025-11-05T00:00:00Z" in problem["msg"]
+
+
+@pytest.mark.parametrize("status", ["disqualified", "sql", "recycled", "lead"])
+def test_asgi_a_status_the_model_never_saw_is_flagged_and_never_a_reason(
+    client: TestClient, serving: Champions, status: str
+) -> None:
+    """The readiness model is trained on open leads; /metadata lists the statuses it
+    saw. A status row it never saw (a valid vocabulary word) was scored as if it meant
+    something (top reason "Lead status is disqualified", unseen_values [])."""
+    known = client.get("/metadata").json()["models"]["lead_readiness"]["categories"]
+    assert status not in known["lead_status"], known["lead_status"]
+    request = as_mqls(_leads(serving, 1))
+    as_of = pd.Timestamp(request["as_of"])
+    mql = client.post("/score_leads", json=request).json()["scores"][0]
+    lead = request["leads"][0]
+    lead["status_history"].append(
+        {"ts": (as_of - pd.Timedelta(days=1)).isoformat(), "status": status}
+    )
+    r = client.post("/score_leads", json=request)
+    assert r.status_code == 200, r.text
+    moved = r.json()["scores"][0]
+    assert mql["unseen_values"] == [] and mql["unseen_status"] is None
+    assert "lead_status" in moved["unseen_values"] and moved["unseen_status"] == status
+    assert all(r["feature"] not in moved["unseen_values"] for r in moved["reasons"])
+    # /handoff: not_eligible unless inside sales calls that status (as the nightly call
+    # list); an eligible one says its score is an extrapolation
+    h = client.post("/handoff", json={**request, "is_capacity": 100}).json()["decisions"][0]
+    if status in ("mql", "recycled"):
+        assert h["decision"] == "handoff"
+        assert any("not in the readiness model's training data" in x for x in h["reasons"])
+    else:
+        assert h["decision"] == "not_eligible"
+
+
+def test_an_unseen_category_is_never_a_reason_however_large_its_contribution(
+    serving: Champions,
+) -> None:
+    """TreeSHAP gives the unseen (= missing to the model) value a contribution; the
+    reasons skip it as they skip a missing value, and keep a known value."""
+    from leadml.serving.scorer import FastReadiness, known_categories, load_bundle
+    from leadml.serving.store import latest_stored
+
+    bundle = load_bundle(latest_stored("lead_readiness").path_of("mlflow_model"))
+    fast = FastReadiness(bundle)
+    feats = list(bundle.features)
+    status = next(f for f in known_categories(bundle) if f == "lead_status")
+    numeric = next(f for f in feats if f not in known_categories(bundle))
+    c = np.zeros(len(feats))
+    c[feats.index(status)], c[feats.index(numeric)] = 2.53, 0.4
+    row: dict[str, Any] = {numeric: 3.0}
+    seen = sorted(known_categories(bundle)[status])[0]
+    cited = [r.feature for r in fast._reasons({**row, status: seen}, c)]
+    assert cited == [status, numeric]
+    assert [r.feature for r in fast._reasons({**row, status: "disqualified"}, c)] == [numeric]
+
+
+def test_asgi_unseen_deal_values_are_read_as_missing_without_changing_p_won(
+    client: TestClient, serving: Champions
+) -> None:
+    known = client.get("/metadata").json()["models"]["deal_close"]["categories"]
+    country = next(c for c in ("FR", "GB", "KR", "SG", "BR") if c not in known["account_country"])
+    body = _deals(serving)
+    body["deals"] = body["deals"][:1]
+    deal = body["deals"][0]
+    deal["account"] = dict(deal.get("account") or {"account_id": deal["account_id"]})
+    deal["account"]["country"] = country
+    blank = copy.deepcopy(body)
+    blank["deals"][0]["account"]["country"] = None
+    odd, missing = (client.post("/score_deals", json=b).json()["scores"][0] for b in (body, blank))
+    assert odd["unseen_values"] == ["account_country"] and missing["unseen_values"] == []
+    assert odd["p_won"] == missing["p_won"] and odd["reasons"] == missing["reasons"]
+    assert all(r["feature"] != "account_country" for r in odd["reasons"])
+
+
+def test_deal_probabilities_from_one_hazard_prediction_equal_the_bundles(
+    serving: Champions,
+) -> None:
+    """Scoring a deal predicts the hazards once for every horizon it reports."""
+    from leadml.config import load_settings
+    from leadml.serving.schemas import DealIn
+    from leadml.serving.scorer import DealTask, Scorer, won_by_horizons
+    from leadml.serving.store import latest_stored
+
+    scorer = Scorer.from_store(
+        latest_stored("lead_readiness"), latest_stored("deal_close"), load_settings()
+    )
+    as_of = pd.Timestamp(serving.parity["as_of"]).to_pydatetime()
+    tasks = [
+        DealTask(as_of=as_of, period_end=pd.Timestamp("2024-12-31", tz="UTC"), deal=DealIn(**d))
+        for d in serving.parity["deals"]
+    ]
+    X = scorer.deal_features(tasks)
+    bundle = scorer.deal.bundle
+    days = np.linspace(10.0, 200.0, len(tasks))
+    p, by_end, before = won_by_horizons(bundle, X, days, days / 2)
+    np.testing.assert_array_equal(p, bundle.predict_proba(X))
+    np.testing.assert_array_equal(by_end, bundle.predict_proba(X, horizon_days=days))
+    assert before is not None
+    np.testing.assert_array_equal(before, bundle.predict_proba(X, horizon_days=days / 2))
+
+
+def test_asgi_score_leads_is_not_held_up_by_a_deal_being_scored(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/score_deals costs ~0.1 s of CPU per call; on the event loop it held every
+    /score_leads arriving meanwhile (p50 7 -> 205 ms). Deal scoring runs in a worker
+    thread: a /score_leads call answers while a (deliberately slow) deal is scored."""
+    import threading
+    import time
+
+    from leadml.serving.scorer import Scorer
+
+    started, finished = threading.Event(), threading.Event()
+    original = Scorer.score_deals
+
+    def slow(self: Scorer, tasks: Any) -> Any:
+        started.set()
+        time.sleep(1.5)  # blocks whichever thread runs it
+        try:
+            return original(self, tasks)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(Scorer, "score_deals", slow)
+    for client in _client():
+        deal_answer: list[Any] = []
+
+        def post_deal(c: TestClient, out: list[Any]) -> None:
+            out.append(c.post("/score_deals", json=_deals(serving)))
+
+        worker = threading.Thread(target=post_deal, args=(client, deal_answer))
+        worker.start()
+        assert started.wait(10)
+        t0 = time.perf_counter()
+        leads = client.post("/score_leads", json=_leads(serving, 1))
+        elapsed = time.perf_counter() - t0
+        deal_busy = not finished.is_set()
+        worker.join(30)
+    assert leads.status_code == 200, leads.text
+    assert deal_busy and elapsed < 1.0, elapsed
+    assert deal_answer and deal_answer[0].status_code == 200, deal_answer
+    assert deal_answer[0].headers["x-request-id"]
+
+
+def test_asgi_handoff_of_tied_leads_does_not_depend_on_the_request_order(
+    client: TestClient, serving: Champions
+) -> None:
+    """Leads of equal readiness (6 at exactly 0.395833 for 4 places) went to inside
+    sales by their order in the request; ties now go by lead_id, as the nightly call list."""
+    meta = client.get("/metadata").json()
+    per_lead = meta["models"]["lead_readiness"]["policy"]["slots_per_lead"]
+    request = as_mqls(_leads(serving, 1))
+    twin = request["leads"][0]
+    ids = ["L-t4", "L-t1", "L-t6", "L-t3", "L-t5", "L-t2"]
+    request["leads"] = [dict(copy.deepcopy(twin), lead_id=i) for i in ids]
+    forward = client.post("/handoff", json={**request, "is_capacity": int(4 * per_lead)}).json()
+    request["leads"].reverse()
+    backward = client.post("/handoff", json={**request, "is_capacity": int(4 * per_lead)}).json()
+    assert len({d["readiness"] for d in forward["decisions"]}) == 1  # all tied
+    for out in (forward, backward):
+        assert [d["lead_id"] for d in out["decisions"]] == sorted(ids)
+        handed = [d["lead_id"] for d in out["decisions"] if d["decision"] == "handoff"]
+        assert handed == ["L-t1", "L-t2", "L-t3", "L-t4"]
+    assert forward["decisions"] == backward["decisions"]
+
+
+def test_asgi_default_as_of_tolerates_a_sender_clock_slightly_ahead(
+    client: TestClient, serving: Champions
+) -> None:
+    """No as_of and the webhook's own event stamped 0.5 s in the future (the sender's
+    clock runs ahead) was refused (422 "is not before as_of"). Within the clock skew the
+    default as_of moves just after it; further ahead, or with an explicit as_of, the
+    strict rule holds."""
+    from datetime import UTC, datetime, timedelta
+
+    from leadml.serving.checks import CLOCK_SKEW
+
+    def body(ahead: timedelta, as_of: datetime | None = None) -> dict[str, Any]:
+        lead = copy.deepcopy(as_mqls(_leads(serving, 1))["leads"][0])
+        ts = datetime.now(UTC) + ahead
+        lead["events"].append({"ts": ts.isoformat(), "type": "form_submit"})
+        out: dict[str, Any] = {"leads": [lead]}
+        if as_of is not None:
+            out["as_of"] = as_of.isoformat()
+        return out
+
+    sent = body(timedelta(seconds=0.5))
+    ok = client.post("/score_leads", json=sent)
+    assert ok.status_code == 200, ok.text
+    event_ts = pd.Timestamp(sent["leads"][0]["events"][-1]["ts"])
+    assert pd.Timestamp(ok.json()["as_of"]) > event_ts
+    deal = _deals(serving)
+    deal.pop("as_of")
+    deal["deals"] = deal["deals"][:1]
+    soon = (datetime.now(UTC) + timedelta(seconds=0.5)).isoformat()
+    deal["deals"][0]["activities"].append({"ts": soon, "type": "call"})
+    deal["period_end"] = (datetime.now(UTC) + timedelta(days=90)).isoformat()
+    assert client.post("/score_deals", json=deal).status_code == 200
+
+    far = body(CLOCK_SKEW + timedelta(minutes=1))
+    refused = client.post("/score_leads", json=far)
+    assert refused.status_code == 422, refused.text
+    (problem,) = refused.json()["detail"]
+    n = len(far["leads"][0]["events"]) - 1
+    assert problem["loc"] == ["leads", 0, "events", n, "ts"]
+    assert "as_of was not sent" in problem["msg"] and "clock" in problem["msg"]
+    strict = client.post("/score_leads", json=body(timedelta(seconds=0.5), datetime.now(UTC)))
+    assert strict.status_code == 422
+    assert "as_of was not sent" not in strict.text
+
+
+def test_openapi_document_matches_the_answers(client: TestClient) -> None:
+    """API review: fields answered null were declared non-nullable, an internal field
+    was declared, the hygiene rule's example named a rule the API never sends, and the
+    error answers (a list of {loc, msg, type}) were declared as one string, 400 only."""
+    doc = client.get("/docs.json").json()
+    schemas = doc["components"]["schemas"]
+    forecast = doc["paths"]["/forecast"]["post"]["responses"]["200"]["content"]
+    props = forecast["application/json"]["schema"]["properties"]
+    for name in ("target", "p_reach_target", "model"):
+        assert props[name].get("nullable") is True, (name, props[name])
+    assert "$ref" not in props["model"] and props["model"]["allOf"]
+    assert "p_won_in_period" not in schemas["DealScore"]["properties"]
+    rule = schemas["HygieneFlag"]["properties"]["rule"]
+    assert rule["example"] in rule["enum"] and "past_close_date" in rule["enum"]
+    assert "past_expected_close" not in json.dumps(rule)
+    for path in ("/score_leads", "/handoff", "/score_deals", "/forecast"):
+        responses = doc["paths"][path]["post"]["responses"]
+        for status in ("400", "413", "422", "503"):
+            content = responses[status]["content"]["application/json"]["schema"]
+            assert content == {"$ref": "#/components/schemas/Error"}, (path, status)
+    detail = schemas["Error"]["properties"]["detail"]
+    assert detail["type"] == "array"
+    assert set(schemas["Problem"]["required"]) == {"loc", "msg", "type"}
+    assert "404" in doc["paths"]["/forecast"]["post"]["responses"]

@@ -55,3 +55,33 @@ def test_grades_follow_cutoffs_and_bad_cutoffs_are_rejected() -> None:
     assert list(grade(np.array([0.5, 0.3, 0.2, 0.05, 0.01]), cut)) == ["A", "A", "B", "C", "D"]
     with pytest.raises(ValueError, match="A > B > C"):
         PolicySpec(grade_cutoffs={"A": 0.1, "B": 0.2, "C": 0.01})
+
+
+def test_tied_readiness_is_handed_off_by_lead_id_whatever_the_row_order() -> None:
+    """Isotonic calibration leaves few distinct readiness values: 6 leads at exactly
+    0.395833 for 4 places got different hand-offs in forward and reversed order. Ties go
+    by lead_id, as the nightly call list orders them."""
+    policy = PolicySpec(slots_per_lead=2, recycle_below=0.01)
+    ids = ["L-05", "L-02", "L-06", "L-01", "L-04", "L-03", "L-00"]
+    readiness = [0.395833] * 6 + [0.9]
+    scores = pd.DataFrame({"lead_id": ids, "readiness": readiness})
+    outs = [
+        handoff(frame, capacity_slots=10, policy=policy).set_index("lead_id")
+        for frame in (scores, scores.iloc[::-1], scores.sample(frac=1, random_state=3))
+    ]
+    for out in outs:
+        handed = sorted(out.index[out["decision"] == "handoff"])
+        assert handed == ["L-00", "L-01", "L-02", "L-03", "L-04"]
+        ranks = out["rank"].sort_values()
+        assert list(ranks.index) == ["L-00", "L-01", "L-02", "L-03", "L-04", "L-05", "L-06"]
+    # the precision rule ranks the same way
+    for frame in (scores, scores.iloc[::-1]):
+        ranked = handoff_at_precision(frame, 0.0, policy).sort_values("rank")
+        assert list(ranked["lead_id"]) == ["L-00", "L-01", "L-02", "L-03", "L-04", "L-05", "L-06"]
+
+
+def test_without_a_lead_id_column_ties_keep_the_row_order() -> None:
+    policy = PolicySpec(slots_per_lead=1)
+    out = handoff(pd.DataFrame({"readiness": [0.2, 0.2, 0.5]}), capacity_slots=2, policy=policy)
+    assert list(out["rank"]) == [2, 3, 1]
+    assert list(out["decision"]) == ["handoff", "nurture", "handoff"]

@@ -5,12 +5,18 @@ leads is the expected number of new opportunities) and IS capacity in slots.
 Outputs one decision per lead: ``handoff`` (call this week), ``nurture`` (keep
 in marketing) or ``recycle`` (eligible to go back to the recycle pool: readiness
 under the spec's ``recycle_below``), with its grade A-D.
+
+Ties: calibrated readiness takes few distinct values (isotonic calibration), so many
+leads often share one. Leads of equal readiness are ordered by ``lead_id`` (the
+``ties`` columns), as the nightly call list (:mod:`leadml.batch.calllist`) orders
+them, never by the order they were sent in: the API and the batch hand off the
+same leads.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +25,8 @@ import pandas as pd
 from leadml.modeling.spec import PolicySpec
 
 DECISIONS = ("handoff", "nurture", "recycle")
+# Columns that break ties in the ranking, ascending, when the scores have them.
+TIES = ("lead_id",)
 
 
 def free_slots(reps: pd.DataFrame | None, policy: PolicySpec, booked_slots: float = 0.0) -> float:
@@ -65,6 +73,21 @@ def _probability_column(scores: pd.DataFrame, given: str | None) -> str:
     )
 
 
+def best_first(value: np.ndarray, scores: pd.DataFrame, ties: Sequence[str] = TIES) -> np.ndarray:
+    """Row positions of ``scores`` by ``value`` descending; equal values by the ``ties``
+    columns that ``scores`` has (ascending, e.g. ``lead_id``), so that the order does
+    not depend on the order of the rows (only rows equal in every key keep it)."""
+    value = np.asarray(value, dtype=float)
+    keys = pd.DataFrame({"_value": -value})
+    present = [c for c in ties if c in scores.columns]
+    for i, c in enumerate(present):
+        keys[f"_tie{i}"] = scores[c].to_numpy()
+    if not present:
+        return np.argsort(-value, kind="stable")
+    ordered = keys.reset_index(drop=True).sort_values(list(keys.columns), kind="stable")
+    return ordered.index.to_numpy()
+
+
 def handoff(
     scores: pd.DataFrame,
     capacity_slots: float,
@@ -72,6 +95,7 @@ def handoff(
     *,
     probability: str | None = None,
     slots: str | None = None,
+    ties: Sequence[str] = TIES,
 ) -> pd.DataFrame:
     """Fill IS capacity where expected conversions are highest.
 
@@ -79,13 +103,15 @@ def handoff(
     (default ``readiness``, else ``probability`` as ``ScoringBundle.score`` returns)
     and optionally a per-lead ``slots`` column: slots the lead needs, default
     ``policy.slots_per_lead``. Leads are taken in order of expected conversions
-    per slot while the slots last. Returns ``scores`` plus ``rank``, ``grade``,
-    ``decision`` and ``expected_conversions`` (the probability if handed off, else 0).
+    per slot while the slots last; equal ones by the ``ties`` columns present
+    (default ``lead_id``, as the nightly call list), whatever the order of the rows.
+    Returns ``scores`` plus ``rank``, ``grade``, ``decision`` and
+    ``expected_conversions`` (the probability if handed off, else 0).
     """
     out = scores.copy()
     p = out[_probability_column(out, probability)].to_numpy(dtype=float)
     need = out[slots].to_numpy(dtype=float) if slots else np.full(len(out), policy.slots_per_lead)
-    order = np.argsort(-(p / need), kind="stable")
+    order = best_first(p / need, out, ties)
     taken = np.zeros(len(out), dtype=bool)
     if slots is None:  # equal needs: the best prefix that fits
         fits = np.cumsum(need[order]) <= capacity_slots + 1e-9
@@ -112,12 +138,14 @@ def handoff_at_precision(
     policy: PolicySpec,
     *,
     probability: str | None = None,
+    ties: Sequence[str] = TIES,
 ) -> pd.DataFrame:
     """Hand off the largest set of best-scored leads whose expected precision
-    (mean calibrated probability) stays at or above ``target_precision``."""
+    (mean calibrated probability) stays at or above ``target_precision`` (ties as
+    :func:`handoff`)."""
     out = scores.copy()
     p = out[_probability_column(out, probability)].to_numpy(dtype=float)
-    order = np.argsort(-p, kind="stable")
+    order = best_first(p, out, ties)
     running = np.cumsum(p[order]) / np.arange(1, len(p) + 1)
     ok = np.nonzero(running >= target_precision)[0]
     n = int(ok.max()) + 1 if len(ok) else 0

@@ -10,13 +10,19 @@ echoed (they may be personal data), only vocabulary words and limits are.
 Unknown event types follow ``serving.unknown_event_types``: ``reject`` makes them
 422 problems; ``ignore`` drops them from the lead and counts them (the response
 reports ``ignored_events`` per lead).
+
+Default as_of: a request without ``as_of`` is scored as of the time it arrives, or
+just after its newest record when that record is at most :data:`CLOCK_SKEW` ahead
+of the server's clock (:func:`default_as_of`): the webhook's own event, stamped by a
+machine whose clock runs slightly ahead, is not refused. An explicit ``as_of`` keeps
+the strict rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from leadml.config import ServingConfig, Vocabulary
@@ -61,6 +67,8 @@ MAX_PROBLEMS = 50
 @dataclass
 class _Collector:
     problems: list[Problem] = field(default_factory=list)
+    # added to "is not before as_of" problems (how a default as_of was chosen)
+    as_of_note: str = ""
 
     def add(self, loc: Loc, msg: str, type_: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -83,9 +91,73 @@ def _before(col: _Collector, loc: Loc, ts: datetime, as_of: datetime) -> None:
     if ts >= as_of:
         col.add(
             loc,
-            f"is not before as_of ({as_of.isoformat()}); only records with ts < as_of may be sent",
+            f"is not before as_of ({as_of.isoformat()}); only records with ts < as_of may be "
+            f"sent{col.as_of_note}",
             "after_as_of",
         )
+
+
+# ---------------------------------------------------------------- default as_of
+
+# How far the newest record of a request without as_of may be ahead of the server's
+# clock (the sender's clock runs ahead): within it, as_of moves just after that record.
+CLOCK_SKEW = timedelta(minutes=5)
+_TICK = timedelta(microseconds=1)
+DEFAULT_AS_OF_NOTE = (
+    "; as_of was not sent, so it is the time the request arrived (moved just after the "
+    "newest record when that is at most {skew} ahead: clock skew): fix the sender's clock "
+    "or send as_of"
+)
+
+
+def lead_record_times(leads: Iterable[LeadIn]) -> Iterator[datetime]:
+    """Every time of the leads' records that must be before as_of."""
+    for lead in leads:
+        yield lead.created_at
+        yield from (e.ts for e in lead.events)
+        yield from (e.ts for e in lead.account_events)
+        yield from (s.ts for s in lead.status_history)
+        yield from (a.ts for a in lead.activities)
+        yield from (d.closed_at for d in lead.account_deals)
+        if lead.account is not None and lead.account.created_at is not None:
+            yield lead.account.created_at
+
+
+def deal_record_times(deals: Iterable[DealIn]) -> Iterator[datetime]:
+    """Every time of the deals' records that must be before as_of (not the expected
+    close dates: those are plans, in the future by nature)."""
+    for deal in deals:
+        yield deal.created_at
+        yield from (h.ts for h in deal.stage_history)
+        yield from (a.ts for a in deal.activities)
+        yield from (d.closed_at for d in deal.account_deals)
+        yield from (d.closed_at for d in deal.owner_deals)
+        if deal.account is not None and deal.account.created_at is not None:
+            yield deal.account.created_at
+
+
+def default_as_of(
+    now: datetime, record_times: Iterable[datetime], skew: timedelta = CLOCK_SKEW
+) -> datetime:
+    """The as_of of a request that sent none: ``now``, or 1 microsecond after the newest
+    record that is at most ``skew`` after ``now`` (a sender whose clock runs ahead).
+    Records further ahead stay after as_of and are refused by the checks (422)."""
+    limit = now + skew
+    newest = max((t for t in record_times if t <= limit), default=None)
+    return now if newest is None or newest < now else newest + _TICK
+
+
+def as_of_note(given: bool, skew: timedelta = CLOCK_SKEW) -> str:
+    """What "is not before as_of" problems add when as_of was defaulted."""
+    return "" if given else DEFAULT_AS_OF_NOTE.format(skew=_duration(skew))
+
+
+def _duration(d: timedelta) -> str:
+    seconds = int(d.total_seconds())
+    if seconds % 60 == 0:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def _vocab(
@@ -275,15 +347,18 @@ def check_leads(
     cfg: ServingConfig,
     vocab: Vocabulary,
     attributes: Mapping[str, frozenset[str]] = NO_ATTRIBUTES,
+    *,
+    note: str = "",
 ) -> tuple[list[LeadIn], list[int]]:
     """Check every lead as of ``as_of``; return the leads to score (unknown events
     dropped under the ignore policy) and the number dropped per lead.
     ``attributes``: the extra column names the model reads, for ``lead`` and
-    ``lead_account`` (none when not given).
+    ``lead_account`` (none when not given). ``note``: added to the problems of records
+    not before as_of (:func:`as_of_note`).
 
     Raises :class:`RequestError` (422) listing every problem.
     """
-    col = _Collector()
+    col = _Collector(as_of_note=note)
     _check_unique(col, ("leads",), [lead.lead_id for lead in leads], "lead_id", "lead")
     reject = cfg.unknown_event_types == "reject"
     known = (frozenset(vocab.event_types), frozenset(vocab.page_categories))
@@ -342,12 +417,15 @@ def check_deals(
     as_of: datetime,
     vocab: Vocabulary,
     attributes: Mapping[str, frozenset[str]] = NO_ATTRIBUTES,
+    *,
+    note: str = "",
 ) -> None:
     """Check every deal as of ``as_of``: each deal once, records before it, known
     stages/types, no two stage-history rows at one time that disagree, account
     attributes the model reads (``attributes["deal_account"]``), and the deal still
-    open at as_of (its last stage change before as_of is an open stage)."""
-    col = _Collector()
+    open at as_of (its last stage change before as_of is an open stage). ``note``: as
+    :func:`check_leads`."""
+    col = _Collector(as_of_note=note)
     _check_unique(col, ("deals",), [d.opportunity_id for d in deals], "opportunity_id", "deal")
     for i, deal in enumerate(deals):
         loc: Loc = ("deals", i)

@@ -5,10 +5,13 @@ OpenAPI page (``/docs.json``). Every field has a description; the ``EXAMPLE_*``
 payloads are the OpenAPI examples and are reused by the tests and the benchmark.
 
 Time semantics: every request has an ``as_of`` time T (default: the time the
-request is received). Scores use only the records sent with ``ts < T``; a record
-stamped at or after T is rejected (422) rather than silently dropped, because it
-means the caller's clock or query is wrong. Timestamps without a timezone are
-read as UTC (like the table contracts).
+request is received, moved just after a record stamped at most a few minutes later by
+a sender whose clock runs ahead: :func:`leadml.serving.checks.default_as_of`). Scores
+use only the records sent with ``ts < T``; a record stamped at or after T is rejected
+(422) rather than silently dropped, because it means the caller's clock or query is
+wrong. Timestamps are ISO 8601 text (numbers, and text of digits that pydantic would
+read as a unix time, are refused); without a timezone they are read as UTC (like the
+table contracts).
 
 The models hold no personal data: a lead is identified by its id only; names,
 e-mail addresses and phone numbers are not accepted (unknown fields are
@@ -19,10 +22,12 @@ rejected) and validation errors never echo input values
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
     "EXAMPLE_DEAL",
@@ -61,11 +66,24 @@ __all__ = [
 MIN_YEAR, MAX_YEAR = 1900, 2199
 
 
+# Text pydantic would read as a unix time (seconds or milliseconds since 1970): digits
+# with an optional sign and decimal point ("20251105", "1762336800000", "-5", ".5").
+_UNIX_TIME_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)\s*")
+
+
 def _iso_only(value: object) -> object:
     """A timestamp is ISO 8601 text (or a datetime in Python): a number is refused,
-    because an id or an amount in a date field would silently become a 1970 date."""
+    because an id or an amount in a date field would silently become a 1970 date; so
+    is a number sent as text, which pydantic would read the same way (a compact date
+    such as 20251105 became 1970-08-24)."""
     if isinstance(value, int | float | bool):
         raise ValueError("a timestamp must be ISO 8601 text such as 2025-06-02T09:30:00Z")
+    if isinstance(value, str) and _UNIX_TIME_TEXT.fullmatch(value):
+        raise ValueError(
+            "a timestamp must be ISO 8601 text with dashes and colons such as "
+            "2025-11-05T00:00:00Z; digits only (a compact date like 20251105 or a unix "
+            "time) are refused, because they would be read as seconds since 1970"
+        )
     return value
 
 
@@ -345,15 +363,26 @@ def _example(example: dict) -> ConfigDict:
     return ConfigDict(json_schema_extra={"example": example})
 
 
+# BentoML 1.4 flattens the top-level fields of an endpoint's request and response
+# models for the OpenAPI page, keeping only the first branch of ``X | None``
+# (``anyOf``): without this mark a field that may be null is declared as never null.
+# OpenAPI 3.0 (the version BentoML writes) says it with ``nullable``.
+NULLABLE: dict[str, Any] = {"nullable": True}
+
+
 # ---------------------------------------------------------------- requests
 
-_AS_OF = "Score as of this time (default: now). Records at or after it are rejected."
+_AS_OF = (
+    "Score as of this time. Records at or after it are rejected. Default: when the request "
+    "arrives, or just after the newest record when that is at most 5 minutes later "
+    "(the sender's clock running ahead); records further ahead are rejected"
+)
 
 
 class ScoreLeadsRequest(_In):
     model_config = _example(EXAMPLE_SCORE_LEADS)
 
-    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    as_of: Timestamp | None = Field(None, description=_AS_OF, json_schema_extra=NULLABLE)
     leads: list[LeadIn] = Field(
         min_length=1, description="Leads to score (limit: serving.max_leads_per_request)"
     )
@@ -362,12 +391,13 @@ class ScoreLeadsRequest(_In):
 class HandoffRequest(_In):
     model_config = _example(EXAMPLE_HANDOFF)
 
-    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    as_of: Timestamp | None = Field(None, description=_AS_OF, json_schema_extra=NULLABLE)
     leads: list[LeadIn] = Field(min_length=1, description="Candidate leads for inside sales")
     is_capacity: int | None = Field(
         None,
         ge=0,
         le=1_000_000,
+        json_schema_extra=NULLABLE,
         description="IS slots left this week (default: serving.is_capacity). A slot is a "
         "calendar slot, not a lead: a hand-off takes the readiness model's policy."
         "slots_per_lead slots (2 by default; /metadata shows it), so 12 slots = 6 leads",
@@ -377,7 +407,7 @@ class HandoffRequest(_In):
 class ScoreDealsRequest(_In):
     model_config = _example(EXAMPLE_SCORE_DEALS)
 
-    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    as_of: Timestamp | None = Field(None, description=_AS_OF, json_schema_extra=NULLABLE)
     period_end: Timestamp = Field(description="End of the period: P(won by period_end) is returned")
     deals: list[DealIn] = Field(min_length=1, description="Open deals to score")
 
@@ -385,20 +415,23 @@ class ScoreDealsRequest(_In):
 class ForecastRequest(_In):
     model_config = _example(EXAMPLE_FORECAST)
 
-    as_of: Timestamp | None = Field(None, description=_AS_OF)
+    as_of: Timestamp | None = Field(None, description=_AS_OF, json_schema_extra=NULLABLE)
     period_start: Timestamp | None = Field(
         None,
+        json_schema_extra=NULLABLE,
         description="Start of the forecast period (needed with deals; without deals: "
         "default the nightly forecast's current quarter)",
     )
     period_end: Timestamp | None = Field(
         None,
+        json_schema_extra=NULLABLE,
         description="End of the forecast period, exclusive (a quarter 2025Q2 is "
         "2025-04-01 to 2025-07-01; needed with deals)",
     )
     deals: list[DealIn] | None = Field(
         None,
         min_length=1,
+        json_schema_extra=NULLABLE,
         description="Open deals that may close in the period. Leave out to get the latest "
         "nightly forecast (`leadml batch`) published at or before as_of: won, open and "
         "new deals, by team and segment, as the morning report shows it",
@@ -411,7 +444,12 @@ class ForecastRequest(_In):
         description="Revenue already won in the period",
     )
     target: float | None = Field(
-        None, ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Revenue target"
+        None,
+        ge=0,
+        le=MAX_AMOUNT,
+        allow_inf_nan=False,
+        description="Revenue target",
+        json_schema_extra=NULLABLE,
     )
 
 
@@ -433,8 +471,10 @@ class Reason(_Out):
 
 
 _UNSEEN = (
-    "Features whose value the model never saw in training, so it reads them as missing "
-    "(often a spelling: Seminar for seminar, Japan for JP); /metadata lists the known values"
+    "Categorical features whose value the model never saw in training, so it reads them as "
+    "missing and never cites them as a reason: a spelling (Seminar for seminar, Japan for "
+    "JP), or a valid status / stage outside the model's training data (lead_status sql or "
+    "disqualified); /metadata lists the known values (models.*.categories)"
 )
 
 
@@ -452,6 +492,14 @@ class LeadScore(_Out):
         0, ge=0, description="Events dropped for an unknown type (policy ignore)"
     )
     unseen_values: list[str] = Field(default_factory=list, description=_UNSEEN)
+    unseen_status: str | None = Field(
+        None,
+        description="The lead's status at as_of when the readiness model never saw it in "
+        "training (null otherwise): the model is trained on open leads in the statuses "
+        "/metadata lists (categories.lead_status), so e.g. an sql or disqualified lead is "
+        "outside what it knows. The lead is still scored (status read as missing) but its "
+        "readiness and grade are an extrapolation: do not route on them",
+    )
     model: ModelRef
 
 
@@ -486,7 +534,10 @@ class HandoffResponse(_Out):
 
 
 class HygieneFlag(_Out):
-    rule: str = Field(description="Rule id, e.g. past_expected_close, stale")
+    rule: Literal["past_close_date", "stale", "close_date_pushed"] = Field(
+        description="Rule id (the nightly alerts' rule names)",
+        json_schema_extra={"example": "past_close_date"},
+    )
     message: str
 
 
@@ -503,8 +554,9 @@ class DealScore(_Out):
         description="P(won before period_end); above p_won when period_end is more than "
         "horizon_days away",
     )
-    # Internal to /forecast (P(won between period_start and period_end)); not in answers.
-    p_won_in_period: float | None = Field(None, ge=0, le=1, exclude=True)
+    # Internal to /forecast (P(won between period_start and period_end)): neither in
+    # answers nor in the OpenAPI document.
+    p_won_in_period: SkipJsonSchema[float | None] = Field(None, ge=0, le=1, exclude=True)
     reasons: list[Reason]
     hygiene_flags: list[HygieneFlag]
     unseen_values: list[str] = Field(default_factory=list, description=_UNSEEN)
@@ -561,15 +613,21 @@ class ForecastResponse(_Out):
     new_expected: float = Field(
         description="Expected revenue from deals not yet created (0 with deals in the request)"
     )
-    target: float | None
-    p_reach_target: float | None = Field(description="P(revenue >= target)")
+    target: float | None = Field(
+        description="The revenue target (the request's, or the nightly run's); null without one",
+        json_schema_extra=NULLABLE,
+    )
+    p_reach_target: float | None = Field(
+        description="P(revenue >= target); null without a target", json_schema_extra=NULLABLE
+    )
     by_stage: list[BreakdownRow] = Field(description="Per stage (deals in the request only)")
     by_segment: list[BreakdownRow]
     by_team: list[BreakdownRow] = Field(
         default_factory=list, description="Per field-sales team (nightly forecast only)"
     )
     model: ModelRef | None = Field(
-        description="The deal-close champion that scored the deals (null for the nightly forecast)"
+        description="The deal-close champion that scored the deals (null for the nightly forecast)",
+        json_schema_extra=NULLABLE,
     )
 
 

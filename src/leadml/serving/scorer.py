@@ -104,14 +104,13 @@ class Scorer:
         self._lead_engine = _online_engine(readiness.bundle, "lead", lead_catalog)
         self._readiness = FastReadiness(readiness.bundle)
         self._deal_engine = _online_engine(deal.bundle, "opportunity", deal_catalog)
-        # free-text attributes (source, country, ...) whose value the model never saw
-        self._known = {
-            m.kind: {f: v for f, v in known_categories(m.bundle).items() if f in free}
-            for m, free in (
-                (readiness, free_text(lead_catalog, "lead")),
-                (deal, free_text(deal_catalog, "opportunity")),
-            )
-        }
+        # Per model, the values each categorical feature saw in training: free-text
+        # attributes (source, country, ...) and states (lead status, deal stage) alike. A
+        # status can be a valid vocabulary word and still unseen: the readiness model is
+        # trained on open leads, so sql / disqualified (and statuses the training data
+        # happened not to hold) are outside what it knows and read as missing.
+        self._known = {m.kind: known_categories(m.bundle) for m in (readiness, deal)}
+        self._status_feature = status_feature(lead_catalog, self._known["lead_readiness"])
         # The extra columns (``attributes``) each request object may carry: those the
         # models' catalogs read; anything else is refused (a typo must not be ignored).
         self.attribute_names: dict[str, frozenset[str]] = {
@@ -165,6 +164,7 @@ class Scorer:
         rows = self._lead_engine([(lead_payload(t.lead), t.as_of) for t in tasks])
         p, pct, grades, why = self._readiness.score(rows)
         unseen = unseen_values(rows, self._known["lead_readiness"])
+        status = self._status_feature
         ref = self.readiness.ref
         return [
             LeadScore(
@@ -175,6 +175,7 @@ class Scorer:
                 reasons=why[i],
                 ignored_events=t.ignored_events,
                 unseen_values=unseen[i],
+                unseen_status=str(rows[i][status]) if status in unseen[i] else None,
                 model=ref,
             )
             for i, t in enumerate(tasks)
@@ -187,11 +188,12 @@ class Scorer:
             return []
         X = self.deal_features(tasks)
         bundle = self.deal.bundle
-        p_won = bundle.predict_proba(X)
+        unseen = unseen_values(X.to_dict("records"), self._known["deal_close"])
+        # the model reads an unseen value as missing; so do the reasons (never one)
+        X = read_as_missing(X, unseen)
         days = np.array([(t.period_end - t.as_of).total_seconds() / DAY_S for t in tasks])
-        by_end = bundle.predict_proba(X, horizon_days=days)
-        before_start = None
         starts = [t.period_start for t in tasks]
+        h0 = None
         if any(s is not None and s > t.as_of for s, t in zip(starts, tasks, strict=True)):
             h0 = np.array(
                 [
@@ -199,9 +201,8 @@ class Scorer:
                     for s, t in zip(starts, tasks, strict=True)
                 ]
             )
-            before_start = bundle.predict_proba(X, horizon_days=h0)
+        p_won, by_end, before_start = won_by_horizons(bundle, X, days, h0)
         why = bundle.explain(X, k=TOP_REASONS)
-        unseen = unseen_values(X.to_dict("records"), self._known["deal_close"])
         ref = self.deal.ref
         alerts = self.settings.forecast.alerts
         out = []
@@ -265,27 +266,65 @@ def known_categories(bundle: Any) -> dict[str, frozenset[str]]:
     return {f: frozenset(str(c) for c in values) for f, values in cats.items()}
 
 
-def free_text(catalog: Any, entity: str) -> set[str]:
-    """The categorical attribute features of ``entity`` (values as the caller writes them;
-    statuses, stages and event types are checked against the vocabulary instead)."""
-    from leadml.features.catalog import AttributeFeature, is_categorical
+def status_feature(catalog: Any, known: Mapping[str, frozenset[str]]) -> str | None:
+    """The model's feature holding the lead's status at as_of (a categorical state), if
+    it reads one."""
+    from leadml.features.catalog import StateFeature
 
-    return {
-        f.name
-        for f in catalog.features(entity)
-        if isinstance(f, AttributeFeature) and is_categorical(f)
-    }
+    return next(
+        (
+            f.name
+            for f in catalog.features("lead")
+            if isinstance(f, StateFeature) and f.state == "status" and f.name in known
+        ),
+        None,
+    )
 
 
 def unseen_values(
     rows: Sequence[Mapping[str, Any]], known: Mapping[str, frozenset[str]]
 ) -> list[list[str]]:
-    """Per row, the categorical features whose (present) value is not a known one: the
+    """Per row, the categorical features (attributes and states: source, country, lead
+    status, deal stage) whose present value is not one the model saw in training: the
     model reads them as missing, which the caller should hear about."""
     return [
         [f for f, values in known.items() if not _missing(v := row.get(f)) and str(v) not in values]
         for row in rows
     ]
+
+
+def read_as_missing(X: pd.DataFrame, unseen: Sequence[Sequence[str]]) -> pd.DataFrame:
+    """``X`` with each row's ``unseen`` values set to missing, as the model's encoder reads
+    them (predictions are unchanged; reasons then never cite a value the model did not
+    use)."""
+    if not any(unseen):
+        return X
+    X = X.copy()
+    for i, features in enumerate(unseen):
+        for f in features:
+            X.at[X.index[i], f] = None
+    return X
+
+
+def won_by_horizons(
+    bundle: Any, X: pd.DataFrame, days: np.ndarray, before_days: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Calibrated P(won) of each deal within the model's horizon, by ``days`` after as_of
+    and (when given) by ``before_days``, from ONE evaluation of the hazard model: the
+    per-period hazards do not depend on the horizon, so each probability is the same
+    :meth:`DealCloseModel.predict_proba` computes, without predicting the hazards again
+    per horizon (each prediction is most of a deal's fixed scoring cost)."""
+    from leadml.modeling.train import won_by
+
+    model = bundle.model
+    bundle.check_input(X)
+    hazards = model.hazards(X)
+
+    def at(horizon: float | np.ndarray) -> np.ndarray:
+        return np.asarray(model.calibrator.predict(won_by(hazards, horizon, model.week_days)))
+
+    before = None if before_days is None else at(before_days)
+    return at(float(model.horizon_days)), at(days), before
 
 
 def catalog_of(bundle: Any, settings: Settings) -> Any:
@@ -417,12 +456,19 @@ class FastReadiness:
         )
         return p, pct, grades, [self._reasons(rows[i], contrib[i, :-1]) for i in range(len(rows))]
 
+    def _read_as_missing(self, row: Mapping[str, Any], j: int) -> bool:
+        """The model reads the feature as missing: no value, or a category it never saw."""
+        f = self.features[j]
+        value = row.get(f)
+        codes = self.codes.get(f)
+        return _missing(value) or (codes is not None and str(value) not in codes)
+
     def _reasons(self, row: dict[str, Any], c: np.ndarray) -> list[Reason]:
         # as leadml.modeling.explain.top_reasons: k largest positive, k most negative, and
-        # a feature whose value is missing is not a reason (it gives a rep nothing to act on)
-        order = [
-            j for j in np.argsort(-c, kind="stable") if not _missing(row.get(self.features[j]))
-        ]
+        # a feature the model reads as missing is not a reason (it gives a rep nothing to
+        # act on): no value, or a value it never saw in training (a lead status such as
+        # disqualified, a misspelt source), whose contribution is that of a missing value
+        order = [j for j in np.argsort(-c, kind="stable") if not self._read_as_missing(row, j)]
         pos = [j for j in order if c[j] > 1e-6][: self.k]
         neg = [j for j in reversed(order) if c[j] < -1e-6][: self.k]
         chosen = sorted([*pos, *neg], key=lambda j: -abs(c[j]))
@@ -523,12 +569,19 @@ def decide_handoff(
     (:func:`leadml.modeling.policy.handoff`); the others are nurtured, or recycle-eligible
     below the policy's ``recycle_below``. Only leads whose status at as_of
     (``statuses``) is one of ``eligible`` (``batch.call_list_statuses``, as the nightly
-    call list) compete for the slots; the rest are ``not_eligible``, ranked after them."""
+    call list) compete for the slots; the rest are ``not_eligible``, ranked after them.
+    Equal readiness is ordered by lead_id (as the nightly call list), never by the order
+    of the request."""
     from leadml.modeling.policy import handoff
 
     ok = [st in eligible for st in statuses]
     candidates = [s for s, good in zip(scores, ok, strict=True) if good]
-    frame = pd.DataFrame({"readiness": [s.readiness for s in candidates]})
+    frame = pd.DataFrame(
+        {
+            "readiness": [s.readiness for s in candidates],
+            "lead_id": [s.lead_id for s in candidates],
+        }
+    )
     out = handoff(frame, float(capacity_slots), policy)
     places = int(capacity_slots // policy.slots_per_lead)
     decisions = []
@@ -544,6 +597,14 @@ def decide_handoff(
             )
         else:
             head = f"rank {rank} by readiness is beyond the {places} leads IS can take this week"
+        caveat = (
+            [
+                f"status {s.unseen_status} was not in the readiness model's training data: "
+                "the score reads it as missing (an extrapolation)"
+            ]
+            if s.unseen_status
+            else []
+        )
         decisions.append(
             HandoffDecision(
                 lead_id=s.lead_id,
@@ -551,12 +612,13 @@ def decide_handoff(
                 readiness=s.readiness,
                 grade=s.grade,
                 rank=rank,
-                reasons=[head, *(r.text for r in s.reasons if r.contribution > 0)],
+                reasons=[head, *caveat, *(r.text for r in s.reasons if r.contribution > 0)],
                 ignored_events=s.ignored_events,
             )
         )
     others = sorted(
-        (i for i, good in enumerate(ok) if not good), key=lambda i: -scores[i].readiness
+        (i for i, good in enumerate(ok) if not good),
+        key=lambda i: (-scores[i].readiness, scores[i].lead_id),
     )
     for k, i in enumerate(others):
         s, status = scores[i], statuses[i] or "unknown (created after as_of)"

@@ -20,9 +20,13 @@ batching saves (see ``bench/bench_serving.py``).
 
 Per-request overhead kept low (``bench/bench_serving.py`` measures it): BentoML's
 access log is off (the service's own line carries the request id and timings),
-the POST endpoints are not traced by default (``_UNTRACED``), small scoring work
-runs on the event loop rather than hopping to a thread, and the readiness model
-is called on numpy (:class:`leadml.serving.scorer.FastReadiness`).
+the POST endpoints are not traced by default (``_UNTRACED``), small lead scoring
+work runs on the event loop rather than hopping to a thread, and the readiness model
+is called on numpy (:class:`leadml.serving.scorer.FastReadiness`). Deal scoring
+(tens of milliseconds of fixed cost per call: the hazard model over every weekly
+period and its integrated-gradient reasons) and the forecast work always run in a
+worker thread, so that a /score_deals or /forecast call does not hold up the
+/score_leads calls arriving meanwhile.
 
 Run ``leadml serve`` (or ``bentoml serve leadml.serving.service:LeadmlAPI``).
 Configuration is read once per process when the service starts (``load_settings``:
@@ -381,11 +385,24 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG, middle, old)
 
 
-# Records (events, activities, ...) one call of the scorer may read on the event
+# Records (events, activities, ...) one call of the lead scorer may read on the event
 # loop (10 000 records: some 50 ms of work); more goes to a worker thread (see
 # Batcher). A thread hop per call cost more than it saved (the GIL serialises the
 # two threads): on 2 cores at concurrency 32 it cut the throughput by a third.
 INLINE_COST = 10_000
+# Deal scoring never runs on the event loop: its fixed cost per call (hazards over
+# every weekly period, integrated-gradient reasons: ~40-110 ms whatever the deal's
+# size) held every /score_leads request arriving meanwhile (p50 7 -> 205 ms).
+DEAL_INLINE_COST = 0
+
+
+async def _off_loop(func: Callable[..., T], *args: Any) -> T:
+    """``func(*args)`` in a worker thread (anyio's default pool), so that the event
+    loop keeps serving the other requests (as BentoML runs a sync endpoint)."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(functools.partial(func, *args))
+
 
 # The POST endpoints: not traced by default (BentoML's OpenTelemetry middleware costs
 # ~1 ms per request even with tracing.sample_rate 0, where no span is ever exported).
@@ -434,8 +451,9 @@ def _observe_batch(kind: str, size: int) -> None:
 class LeadmlAPI:
     """leadml online scoring: lead readiness, IS hand-off, deal close, revenue forecast.
 
-    Every endpoint takes an ``as_of`` time (default now) and uses only the records
-    sent with timestamps before it. Errors: 400 (wrong types, missing fields),
+    Every endpoint takes an ``as_of`` time (default now, moved just after a record a
+    sender's fast clock stamped at most ``checks.CLOCK_SKEW`` later) and uses only the
+    records sent with timestamps before it. Errors: 400 (wrong types, missing fields),
     401 (missing/wrong API key when one is configured), 413 (over the size limits),
     422 (records at/after as_of, unknown vocabulary values); each lists the field
     path and the reason.
@@ -467,7 +485,7 @@ class LeadmlAPI:
             b.max_latency_ms,
             b.enabled,
             cost=_deal_cost,
-            inline_cost=INLINE_COST,
+            inline_cost=DEAL_INLINE_COST,
             observe=functools.partial(_observe_batch, "deal"),
         )
         if logger.level == logging.NOTSET:  # the server's logging config shows WARNING+ only
@@ -554,17 +572,39 @@ class LeadmlAPI:
         return scores
 
     def _checked_leads(
-        self, leads: Sequence[LeadIn], as_of: datetime
-    ) -> tuple[list[LeadIn], list[int]]:
+        self, leads: Sequence[LeadIn], given: datetime | None
+    ) -> tuple[datetime, list[LeadIn], list[int]]:
+        """The request's as_of (``given``, else :func:`checks.default_as_of`), and its
+        checked leads."""
         cfg = self.settings.serving
         checks.check_sizes_leads(leads, cfg)
-        return checks.check_leads(
-            leads, as_of, cfg, self.settings.vocabulary, self.scorer.attribute_names
+        as_of = given or checks.default_as_of(_now(), checks.lead_record_times(leads))
+        kept, ignored = checks.check_leads(
+            leads,
+            as_of,
+            cfg,
+            self.settings.vocabulary,
+            self.scorer.attribute_names,
+            note=checks.as_of_note(given is not None),
         )
+        return as_of, kept, ignored
 
-    def _checked_deals(self, deals: Sequence[DealIn], as_of: datetime) -> None:
+    def _deals_as_of(self, deals: Sequence[DealIn], given: datetime | None) -> datetime:
+        """The request's as_of (``given``, else :func:`checks.default_as_of`), once its
+        size is checked."""
         checks.check_sizes_deals(deals, self.settings.serving)
-        checks.check_deals(deals, as_of, self.settings.vocabulary, self.scorer.attribute_names)
+        return given or checks.default_as_of(_now(), checks.deal_record_times(deals))
+
+    def _checked_deals(
+        self, deals: Sequence[DealIn], as_of: datetime, given: datetime | None
+    ) -> None:
+        checks.check_deals(
+            deals,
+            as_of,
+            self.settings.vocabulary,
+            self.scorer.attribute_names,
+            note=checks.as_of_note(given is not None),
+        )
 
     # ---- endpoints
 
@@ -579,9 +619,8 @@ class LeadmlAPI:
         against the training scores, grade A-D, top reasons, model version."""
 
         async def work(call: _Call) -> ScoreLeadsResponse:
-            as_of = request.as_of or _now()
             call.fields["leads"] = len(request.leads)
-            leads, ignored = self._checked_leads(request.leads, as_of)
+            as_of, leads, ignored = self._checked_leads(request.leads, request.as_of)
             call.mark("check")
             scores = await self._score_leads(leads, ignored, as_of)
             call.mark("score")
@@ -603,9 +642,8 @@ class LeadmlAPI:
             from leadml.features.online import lead_status_at
             from leadml.serving.scorer import decide_handoff, policy_of
 
-            as_of = request.as_of or _now()
             call.fields["leads"] = len(request.leads)
-            leads, ignored = self._checked_leads(request.leads, as_of)
+            as_of, leads, ignored = self._checked_leads(request.leads, request.as_of)
             call.mark("check")
             scores = await self._score_leads(leads, ignored, as_of)
             call.mark("score")
@@ -655,10 +693,10 @@ class LeadmlAPI:
         deal-hygiene flags."""
 
         async def work(call: _Call) -> ScoreDealsResponse:
-            as_of = request.as_of or _now()
             call.fields["deals"] = len(request.deals)
+            as_of = self._deals_as_of(request.deals, request.as_of)
             checks.check_period(as_of, None, request.period_end)
-            self._checked_deals(request.deals, as_of)
+            self._checked_deals(request.deals, as_of, request.as_of)
             call.mark("check")
             scores = await self._score_deals(request.deals, as_of, request.period_end)
             call.mark("score")
@@ -679,24 +717,28 @@ class LeadmlAPI:
         async def work(call: _Call) -> ForecastResponse:
             from leadml.serving.scorer import forecast_from_scores
 
-            as_of = request.as_of or _now()
             if request.deals is None:  # the latest nightly forecast, as published
                 from leadml.batch.outputs import reader
                 from leadml.serving.nightly import forecast_from_nightly
 
                 call.fields["source"] = "nightly"
-                response = forecast_from_nightly(reader(self.settings), request, as_of)
+                as_of = request.as_of or _now()
+                # reads the published tables (files or SQL): off the event loop
+                response = await _off_loop(
+                    lambda: forecast_from_nightly(reader(self.settings), request, as_of)
+                )
                 call.mark("read")
                 return response
             call.fields["deals"] = len(request.deals)
+            as_of = self._deals_as_of(request.deals, request.as_of)
             end = checks.check_period(
                 as_of, request.period_start, request.period_end, needs_start=True
             )
-            self._checked_deals(request.deals, as_of)
+            self._checked_deals(request.deals, as_of, request.as_of)
             call.mark("check")
             scores = await self._score_deals(request.deals, as_of, end, request.period_start)
             call.mark("score")
-            response = forecast_from_scores(request, as_of, scores)
+            response = await _off_loop(forecast_from_scores, request, as_of, scores)
             call.mark("forecast")
             return response
 
@@ -852,15 +894,91 @@ def _rewriting(
     return out
 
 
+# The error answers of each endpoint (docs/api.md, "Errors"), for the OpenAPI document.
+_ERRORS: dict[str, str] = {
+    "400": "Not JSON, wrong types, missing or unknown fields, timestamps that are not ISO "
+    "8601 text",
+    "401": "Missing or wrong API key (only when one is configured)",
+    "413": "Over serving.max_request_bytes or the per-request limits",
+    "422": "Records at or after as_of, unknown vocabulary values, duplicates, bad periods",
+    "503": "Batching on: the scoring queue is over its latency budget; retry after Retry-After",
+}
+_NOT_FOUND = "No nightly forecast published at or before as_of (/forecast without deals)"
+_ERROR_SCHEMAS: dict[str, Any] = {
+    "Problem": {
+        "type": "object",
+        "required": ["loc", "msg", "type"],
+        "properties": {
+            "loc": {
+                "type": "array",
+                "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+                "description": "Field path, e.g. [leads, 0, events, 3, ts]",
+            },
+            "msg": {"type": "string", "description": "The reason and how to fix it"},
+            "type": {"type": "string", "description": "Problem kind, e.g. after_as_of"},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {
+            "error": {"type": "string", "description": "Summary: N problems with ..."},
+            "detail": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+        },
+    },
+}
+
+
+def _declare_errors(doc: dict[str, Any], api_key: str | None) -> None:
+    """Every POST endpoint's error answers with their real body ({error, detail: [{loc,
+    msg, type}]}; BentoML declares 400 only, with detail as a string) and /metadata's
+    401."""
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(_ERROR_SCHEMAS)
+    ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for route, ops in (doc.get("paths") or {}).items():
+        if route in _OPEN_PATHS or not isinstance(ops, dict):
+            continue
+        for method, op in ops.items():
+            if not isinstance(op, dict):
+                continue
+            responses = op.setdefault("responses", {})
+            wanted = dict(_ERRORS) if method == "post" else {"401": _ERRORS["401"]}
+            if api_key is None:
+                wanted.pop("401")
+            if route == "/forecast":
+                wanted["404"] = _NOT_FOUND
+            else:
+                responses.pop("404", None)  # BentoML's generic one: no endpoint answers it
+            for status, why in wanted.items():
+                responses[status] = {"description": why, "content": ref}
+
+
+def _nullable_refs(node: Any) -> None:
+    """``{"$ref": X, "nullable": true}`` (a nullable model field, see
+    ``schemas.NULLABLE``) as OpenAPI 3.0 reads it: ``allOf: [{"$ref": X}]`` beside
+    ``nullable`` (keys beside a ``$ref`` are ignored)."""
+    if isinstance(node, dict):
+        if node.get("nullable") is True and "$ref" in node:
+            node["allOf"] = [{"$ref": node.pop("$ref")}]
+        for value in node.values():
+            _nullable_refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            _nullable_refs(value)
+
+
 def _openapi(api_key: str | None, raw: bytes) -> bytes:
-    """The OpenAPI document with leadml's version, and, when an API key is configured,
-    its two header forms as security schemes required by every endpoint (so the docs
-    page's "Authorize" button sends it)."""
+    """The OpenAPI document with leadml's version, the error answers every endpoint
+    gives (:func:`_declare_errors`), nullable model references readable by OpenAPI 3.0
+    tools, and, when an API key is configured, its two header forms as security schemes
+    required by every endpoint (so the docs page's "Authorize" button sends it)."""
     from leadml import __version__
 
     try:
         doc = json.loads(raw)
         doc.setdefault("info", {})["version"] = __version__
+        _declare_errors(doc, api_key)
+        _nullable_refs(doc.get("paths"))
     except (ValueError, AttributeError):
         return raw
     if api_key is not None:
