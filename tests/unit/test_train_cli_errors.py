@@ -58,8 +58,14 @@ def test_spec_folder_and_errors_name_the_spec_file_used(tmp_path: Path) -> None:
     spec = load_spec(path)
     assert spec.model_copy().source == str(path)
     df, _ = synthetic.readiness_frame(600, weeks=12, seed=3)
-    with pytest.raises(LeadmlError, match=rf"min_positives in {path}\)"):
+    with pytest.raises(LeadmlError, match=rf"min_positives in {path}\)") as err:
         train(df, spec)
+    # BYOD review: a lead is a row in each weekly snapshot, so rows overstated a small
+    # company 4-6x; the message gives both
+    rows, leads = int(df["label"].sum()), df.loc[df["label"] == 1, "lead_id"].nunique()
+    assert f"has {rows} positive snapshot row(s) (labelled positive, {leads} distinct lead(s))" in (
+        str(err.value)
+    )
 
 
 def test_no_fold_message_states_the_requirement() -> None:

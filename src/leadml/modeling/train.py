@@ -572,14 +572,24 @@ def person_periods(
 # ------------------------------------------------------------------ fitting
 
 
-def _check_positives(n_pos: int, spec: ModelSpec, where: str) -> None:
+def _check_positives(df: pd.DataFrame, positive: np.ndarray, spec: ModelSpec, where: str) -> None:
+    """Refuse too few positive rows, saying how many distinct leads / deals they are: a
+    lead or deal is a row in every weekly snapshot it is in, so rows overstate it."""
+    n_pos = int(positive.sum())
     if n_pos < spec.min_positives:
-        what = "conversions to SQL" if spec.kind == "lead_readiness" else "won deals"
+        entity = "lead" if spec.kind == "lead_readiness" else "deal"
+        what = "labelled positive" if spec.kind == "lead_readiness" else "won"
+        distinct = (
+            f", {df.loc[positive, spec.id_column].nunique()} distinct {entity}(s)"
+            if spec.id_column in df.columns
+            else ""
+        )
         raise LeadmlError(
-            f"{spec.name}: {where} has {n_pos} positive(s) ({what}) but the spec needs at least "
-            f"{spec.min_positives} (min_positives in "
-            f"{spec.source}); simulate or load more "
-            "history, widen the data window, or lower min_positives"
+            f"{spec.name}: {where} has {n_pos} positive snapshot row(s) ({what}{distinct}) "
+            f"but the spec needs at least {spec.min_positives} (min_positives in "
+            f"{spec.source or 'the spec'}); load more history or widen the data window (on "
+            "the simulator: simulate more leads). Lowering min_positives trains on that "
+            "little: the backtest figures will be noise"
         )
 
 
@@ -594,7 +604,7 @@ def _calibration_masks(df: pd.DataFrame, spec: ModelSpec) -> tuple[np.ndarray, n
 
 def fit_readiness(df: pd.DataFrame, spec: ModelSpec, progress: Progress = _quiet) -> ReadinessModel:
     """Fit the readiness model on labelled rows ``df`` (all with known labels)."""
-    _check_positives(int(df["label"].sum()), spec, "the training window")
+    _check_positives(df, (df["label"] == 1).to_numpy(), spec, "the training window")
     encoder = CategoryEncoder(spec.features).fit(df)
     y_all = df["label"].to_numpy()
     fit_mask, cal_mask = _calibration_masks(df, spec)
@@ -685,7 +695,7 @@ def fit_deal_close(
     of P(won by h) is fitted at ``eval_horizons_days`` together, as before).
     """
     t = spec.target
-    _check_positives(int((df["outcome"] == "won").sum()), spec, "the training window")
+    _check_positives(df, (df["outcome"] == "won").to_numpy(), spec, "the training window")
     known_until = known_until if known_until is not None else observed_until(df)
     encoder = CategoryEncoder(spec.features).fit(df)
     shape = _DealShape(t.week_days, list(t.shift_features), t.calendar)
@@ -921,11 +931,11 @@ class TrainingResult:
         return self.folds[-1].origin
 
 
-def _positives(df: pd.DataFrame, spec: ModelSpec) -> int:
+def _positive_rows(df: pd.DataFrame, spec: ModelSpec) -> np.ndarray:
     return (
-        int(df["label"].sum())
+        (df["label"] == 1).to_numpy()
         if spec.kind == "lead_readiness"
-        else int((df["outcome"] == "won").sum())
+        else (df["outcome"] == "won").to_numpy()
     )
 
 
@@ -1003,7 +1013,7 @@ def _train(
     df = check_dataset(df, spec)
     if df.empty:
         raise LeadmlError(f"{spec.name}: the training set is empty; check the data window")
-    _check_positives(_positives(df, spec), spec, "the labelled data")
+    _check_positives(df, _positive_rows(df, spec), spec, "the labelled data")
     if spec.kind == "lead_readiness" and capacity is None:
         capacity = max(1, int(spec.policy.capacity_per_week))
     folds: list[Fold] = []
@@ -1020,7 +1030,7 @@ def _train(
         if spec.kind == "deal_close":
             train_part = censor_deals(train_part, origin)
         test_part = _rows_between(df, origin, origin + spec.backtest.test_days * DAY)
-        n_pos = _positives(train_part, spec)
+        n_pos = int(_positive_rows(train_part, spec).sum())
         if n_pos < spec.min_positives or test_part.empty:
             why = (
                 f"{n_pos} training positives, {spec.min_positives} needed (min_positives)"
@@ -1105,7 +1115,7 @@ def _train(
         metrics=metrics,
         data_window=(df["as_of"].min(), df["as_of"].max()),
         rows=len(df),
-        positives=_positives(df, spec),
+        positives=int(_positive_rows(df, spec).sum()),
         train_frame=df,
         seconds=time.perf_counter() - started,
         notes=notes,
