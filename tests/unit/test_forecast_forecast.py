@@ -112,6 +112,8 @@ def test_certain_probabilities_give_a_point_mass_with_all_parts() -> None:
     assert t.open_expected == pytest.approx(1200.0)  # o1's latest amount before the as-of date
     assert t.new_expected == 0.0  # no earlier quarter to run-rate from: and it says so
     assert any("counts no revenue from new deals" in n for n in r.notes)
+    # BYOD review: a forecast on a handful of wins looked as sure as any other
+    assert any("only 1 deal(s) were won in the year before --as-of" in n for n in r.notes)
     assert t.p10 == t.p50 == t.p90
     assert abs(t.p50 - 1800.0) <= t.error_bound < 0.01
     assert t.open_deals == 2 and t.open_pipeline == pytest.approx(4200.0)
@@ -463,6 +465,7 @@ def test_a_period_far_ahead_carries_the_creation_rate_forward_without_compoundin
     assert far.new_deals_periods == 4  # 2026Q1 and 2025Q4 start after the first week
     assert recent[1] == pytest.approx(3900.0, rel=0.1)  # 39 wins of 100 a quarter
     assert far.total.new_expected == pytest.approx(recent[1], rel=0.1)
+    assert not any("were won in the year before" in n for n in far.notes)  # 150 were
 
 
 def test_a_month_learns_from_the_same_month_of_earlier_quarters() -> None:

@@ -467,6 +467,14 @@ def forecast(
             "at this point of a period (2 needed), so P10-P90 counts only each deal's own "
             "chance and is too narrow; more history (or a date later in the period) fixes it"
         )
+    recent_wins = history.outcomes_before(t)["won_at"].between(t - _YEAR, t, inclusive="left")
+    if int(recent_wins.sum()) < MIN_WINS_FOR_TRUST:
+        notes.append(
+            f"only {int(recent_wins.sum())} deal(s) were won in the year before --as-of "
+            f"({MIN_WINS_FOR_TRUST} or more make close rates, spread and run rate worth "
+            "reading): treat these figures as rough, and see how they did with "
+            "`leadml forecast backtest`"
+        )
     if nd.periods_seen == 0:
         notes.append(
             f"no earlier {per.months}-month period of the deal history reaches "
@@ -495,6 +503,12 @@ def forecast(
         shock_periods=tau_periods,
         notes=notes,
     )
+
+
+# Won deals in the year before as-of below which the forecast says it is rough: the
+# close rates (per stage x segment x ...), the shock and the run rate all learn from them.
+MIN_WINS_FOR_TRUST = 30
+_YEAR = pd.Timedelta(days=365)
 
 
 def _groups(
