@@ -63,6 +63,10 @@ def test_report_has_every_section_and_embeds_its_plots(company: Path) -> None:
         "2025Q2 (current quarter)" in section["forecast"]
         and "2025Q3 (next quarter)" in section["forecast"]
     )
+    # RevOps review: the deal scores did not add up to the forecast's open deals, unsaid
+    deals_sum = result.tables["scores_deals"]["expected_amount_this_quarter"].sum()
+    assert f"adds up to {deals_sum:,.0f}" in section["forecast"]
+    assert "<th>grouping</th>" in section["forecast"]
     # call list: one row per IS rep with its planned calls
     cap = result.tables["call_capacity"]
     for rep, n in zip(cap["rep_id"], cap["assigned"], strict=True):

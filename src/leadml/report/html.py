@@ -414,6 +414,7 @@ def _forecast(inp: ReportInputs) -> str:
     parts.append("".join(row))
     cols = [
         "period",
+        "grouping",
         "group",
         "won",
         "open_expected",
@@ -433,7 +434,25 @@ def _forecast(inp: ReportInputs) -> str:
             label = snap["period"].iloc[0]
             parts.append(f"<h3>{_e(label)} ({quarter} quarter)</h3>")
             parts.append(_table(snap[[c for c in cols if c in snap]], floats="{:,.2f}"))
+    if tonight is not None:
+        parts.append(_open_deals_note(tonight, inp.scores_deals))
     return "".join(parts)
+
+
+def _open_deals_note(tonight: pd.Series, deals: pd.DataFrame) -> str:
+    """Say where the forecast's open-deal revenue comes from and what the per-deal scores
+    add up to, when they differ (the forecast may use another probability source)."""
+    col = "expected_amount_this_quarter"
+    source = str(tonight.get("probability_source") or "")
+    if col not in deals or not source or "model" in source:
+        return ""
+    by_deals = float(deals[col].sum())
+    return (
+        f'<p class="muted">From open deals: {tonight["open_expected"]:,.0f} with the '
+        f"{_e(source)} close rates, the source the forecast is backtested with "
+        f"(batch.forecast_source); the deal scores' expected_amount_this_quarter (the "
+        f"deal_close model) adds up to {by_deals:,.0f}.</p>"
+    )
 
 
 def _chance(p: float) -> str:
