@@ -92,6 +92,18 @@ def test_unseen_category_is_scored_as_missing(readiness_result: TrainingResult) 
     np.testing.assert_allclose(model.predict_proba(odd), model.predict_proba(missing))
 
 
+def test_an_unseen_category_is_never_a_reason(readiness_result: TrainingResult) -> None:
+    """Webhook review: 'Lead status is disqualified' was the top reason of a lead whose
+    status the model never saw (it reads it as missing); the batch's reasons too."""
+    rows = _typical_lead(readiness_result, 20)
+    bundle = ScoringBundle.from_training(readiness_result)
+    odd = bundle.explain(rows.assign(job_level="astronaut")[bundle.features], k=50)
+    cited = {r["feature"] for e in odd for side in ("positive", "negative") for r in e[side]}
+    assert "job_level" not in cited
+    seen = bundle.explain(rows[bundle.features], k=50)
+    assert "job_level" in {r["feature"] for e in seen for side in e for r in e[side]}
+
+
 def test_readiness_beats_the_baseline_free_model(readiness_result: TrainingResult) -> None:
     m = readiness_result.metrics
     assert m["roc_auc"] > 0.7 and m["ece"] < 0.05

@@ -304,15 +304,31 @@ class ScoringBundle:
         return out
 
     def explain(self, frame: pd.DataFrame, k: int = 3) -> list[dict[str, list[dict[str, Any]]]]:
-        """Structured top-k reasons (feature, value, contribution, text) per row."""
+        """Structured top-k reasons (feature, value, contribution, text) per row. A
+        category the model never saw is read as missing, so, like a missing value, it is
+        never a reason (the nightly batch scores recycled leads, a status readiness may not
+        have been trained on: "Lead status is recycled" would cite a value it did not use)."""
         self.check_input(frame)
         return top_reasons(
             self.model.contributions(frame),
             self.features,
-            frame[self.features],
+            self._as_read(frame[self.features]),
             self.templates,
             k=k,
         )
+
+    def _as_read(self, values: pd.DataFrame) -> pd.DataFrame:
+        """``values`` with every category the model never saw as missing."""
+        out = values
+        for f, cats in self.categories.items():
+            if f not in values.columns:
+                continue
+            col = values[f]
+            seen = col.isna() | col.astype("string").isin([str(c) for c in cats])
+            if not bool(seen.all()):
+                out = out.copy() if out is values else out
+                out[f] = col.astype(object).where(seen.to_numpy(), None)
+        return out
 
     def input_example(self, rows: int = 3) -> pd.DataFrame:
         """Synthetic rows built from the training reference (no real record is used)."""
