@@ -136,8 +136,8 @@ def _print(report: FunnelReport, location: str) -> None:
             ["measure", "value"],
             [
                 ("leads acquired", sm.get("leads_acquired")),
-                ("MQLs", sm.get("mqls")),
-                ("SQLs", sm.get("sqls")),
+                ("MQL entries (a lead recycled back counts again)", sm.get("mqls")),
+                ("SQL entries", sm.get("sqls")),
                 ("opportunities created", sm.get("opportunities_created")),
                 ("deals won / lost", f"{sm.get('deals_won', 0):,} / {sm.get('deals_lost', 0):,}"),
                 ("win rate", _pct(sm.get("win_rate"))),  # type: ignore[arg-type]
