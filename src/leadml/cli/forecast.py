@@ -378,7 +378,7 @@ def alerts(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Deal-hygiene alerts: past close date, stale, close date pushed, too long in stage,
-    score drop (with --scores)."""
+    score drop (from the nightly deal scores or --scores)."""
     from leadml.forecast.alerts import alerts as run_alerts
 
     s = common.settings(ctx)
