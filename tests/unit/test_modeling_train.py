@@ -52,7 +52,7 @@ def test_bad_spec_names_the_file_and_field(tmp_path: Path) -> None:
 def test_too_few_positives_says_how_many_and_how_many_needed() -> None:
     df, _ = synthetic.readiness_frame(3000, weeks=30, seed=3)
     n = int(df["label"].sum())
-    with pytest.raises(LeadmlError, match=rf"has {n} positive\(s\).*at least 100000"):
+    with pytest.raises(LeadmlError, match=rf"has {n} positive snapshot row\(s\).*at least 100000"):
         train(df, readiness_spec(min_positives=100_000))
 
 
