@@ -25,6 +25,7 @@ from leadml.cli import features as features_commands
 from leadml.cli import forecast as forecast_commands
 from leadml.cli import importing as importing_commands
 from leadml.cli import models as models_commands
+from leadml.cli import scoring as scoring_commands
 from leadml.cli import serve as serve_commands
 from leadml.cli import simulate as simulate_commands
 from leadml.errors import LeadmlError
@@ -70,6 +71,7 @@ for _module in (
     simulate_commands,
     forecast_commands,
     models_commands,
+    scoring_commands,
 ):
     _module.register(app)
 

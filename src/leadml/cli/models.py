@@ -482,7 +482,18 @@ def _train_table(
         examples = tabular.example_reasons(result)
         drifted = tabular.out_of_range(result)
         say("logging to MLflow")
-        logged = workflow.log_and_register(result, s, register=not no_register)
+        # how the table was read, for `leadml score-table` (same sentinels, outcome ignored)
+        from leadml.cli.scoring import MISSING_TAG, TARGET_TAG
+
+        logged = tracking.log_training(
+            result,
+            s,
+            register=not no_register,
+            # (none when the sentinels exceed a tag's size: score-table then asks for them)
+            extra_tags={TARGET_TAG: target, MISSING_TAG: missing_values or ""}
+            if len(missing_values or "") <= 4900
+            else None,
+        )
     m = result.metrics
     folds = [
         {

@@ -6,6 +6,8 @@ no event log (the most common first dataset: a CRM report or a spreadsheet).
 how every column was read: missing-value sentinels (``"Select,unknown,999"`` in
 every column, ``"pdays=999"`` in one) become NaN, column types are inferred
 (numeric / categorical / datetime), and id-like or constant columns are set aside.
+:func:`score_table` scores new rows of such a table (no outcome needed) with a model
+trained on it, typing each feature column as the model read it at training.
 
 Time semantics: a row is a lead as it was when its outcome was still open; the
 table has no as-of time of its own. The order of rows is the time order, given by
@@ -122,7 +124,7 @@ def read_lead_table(path: str | Path, delimiter: str | None = None) -> pd.DataFr
     read as text (types are inferred by :func:`prepare_table`), empty cells as NaN."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"{path}: file not found; pass --table with a CSV or Parquet file of leads")
+        raise DataError(f"{path}: file not found; give a CSV or Parquet file of leads")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(path)
     df = read_text_table(path, delimiter, encoding_fix="re-save it as UTF-8 (CSV UTF-8)")
@@ -154,17 +156,17 @@ def _infer(col: pd.Series, name: str, rows: int) -> tuple[ColumnKind, pd.Series,
     if present.nunique() == 1 and len(present) == len(col):
         return "constant", col, f"always {present.iloc[0]!r}"
     if pd.api.types.is_bool_dtype(col):
-        return "categorical", col.astype("string"), ""
+        return "categorical", feature_values(col, "categorical"), ""
     if pd.api.types.is_datetime64_any_dtype(col):
         return "datetime", col, "a date: not a feature (use it as --time-column)"
-    nums = col if pd.api.types.is_numeric_dtype(col) else _to_numbers(col)
+    nums = feature_values(col, "numeric")
     parsed = nums.notna().sum()
     if parsed == len(present):
         unique_ratio = present.nunique() / rows
         if _ID_NAME.search(name) and unique_ratio > 0.95:
             return "id", col, "one value per row and an id-like name"
-        return "numeric", nums.astype(float), ""
-    text = col.astype("string")
+        return "numeric", nums, ""
+    text = feature_values(col, "categorical")
     if text.dropna().str.contains(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}/\d{1,2}/\d{2,4}").mean() > 0.95:
         dates = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
         if dates.notna().sum() >= 0.95 * len(present):
@@ -184,12 +186,32 @@ def _infer(col: pd.Series, name: str, rows: int) -> tuple[ColumnKind, pd.Series,
     return "categorical", text, ""
 
 
+def feature_values(col: pd.Series, kind: str) -> pd.Series:
+    """A feature column's values as a model reads them (after missing-value sentinels):
+    ``numeric`` as float (text that is not a number becomes NaN), ``categorical`` as
+    string (NaN stays missing). Training (:func:`prepare_table`) and scoring
+    (:func:`prepare_rows`) type their columns with this one function."""
+    if kind == "numeric":
+        nums = col if pd.api.types.is_numeric_dtype(col) else _to_numbers(col)
+        return nums.astype(float)
+    return col.astype("string")
+
+
 def _to_numbers(col: pd.Series) -> pd.Series:
     """Numbers from text, converting each distinct value once (fast for categories)."""
     uniq = pd.Series(col.dropna().unique())
     as_num = pd.to_numeric(uniq.astype(str), errors="coerce")
     lookup = dict(zip(uniq.astype(str), as_num, strict=True))
     return col.map(lambda v: np.nan if pd.isna(v) else lookup[str(v)]).astype(float)
+
+
+def _checked_sentinels(df: pd.DataFrame, missing_values: str | list[str] | None) -> MissingValues:
+    """The parsed ``--missing-values``; a column-specific one must name a column of ``df``."""
+    sentinels = parse_missing_values(missing_values)
+    unknown_cols = [c for c in sentinels.per_column if c not in df.columns]
+    if unknown_cols:
+        raise DataError(f"--missing-values names unknown column(s) {', '.join(unknown_cols)}")
+    return sentinels
 
 
 def prepare_table(
@@ -220,10 +242,7 @@ def prepare_table(
     unknown = [c for c in exclude if c not in df.columns]
     if unknown:
         raise DataError(f"--exclude names unknown column(s) {', '.join(unknown)}")
-    sentinels = parse_missing_values(missing_values)
-    unknown_cols = [c for c in sentinels.per_column if c not in df.columns]
-    if unknown_cols:
-        raise DataError(f"--missing-values names unknown column(s) {', '.join(unknown_cols)}")
+    sentinels = _checked_sentinels(df, missing_values)
     rows_in = len(df)
     report = TableReport(rows_in, rows_in, target, 0, "file order (no --time-column / --order-by)")
     out: dict[str, pd.Series] = {}
@@ -588,3 +607,173 @@ def out_of_range(result: Any, min_share: float = 0.5) -> list[dict[str, Any]]:
                     }
                 )
     return out
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def prepare_rows(
+    df: pd.DataFrame,
+    kinds: dict[str, str],
+    *,
+    missing_values: str | list[str] | None = None,
+) -> tuple[pd.DataFrame, list[ColumnInfo]]:
+    """New rows typed for scoring: the columns of ``kinds`` (``numeric`` or
+    ``categorical``: the types a model read at training) with the same missing-value
+    sentinels and typing as :func:`prepare_table`, in file order. Nothing is inferred
+    from the new rows, no row is dropped and no outcome is needed.
+
+    The :class:`ColumnInfo` of a numeric column notes the values that are not numbers
+    (they become missing)."""
+    sentinels = _checked_sentinels(df, missing_values)
+    out: dict[str, pd.Series] = {}
+    infos: list[ColumnInfo] = []
+    for name, kind in kinds.items():
+        col, n_sent = _blank_sentinels(df[name], sentinels.for_column(name))
+        typed = feature_values(col, kind)
+        note = ""
+        bad = col.notna() & typed.isna()
+        if bool(bad.any()):
+            shown = ", ".join(map(repr, col[bad].astype(str).unique()[:5]))
+            note = (
+                f"{int(bad.sum())} value(s) are not numbers ({shown}): scored as missing "
+                "(list them in --missing-values?)"
+            )
+        infos.append(
+            ColumnInfo(
+                name,
+                "numeric" if kind == "numeric" else "categorical",
+                float(typed.isna().mean()) if len(typed) else 0.0,
+                int(typed.nunique()),
+                n_sent,
+                note,
+            )
+        )
+        out[name] = typed
+    return pd.DataFrame(out, index=df.index), infos
+
+
+@dataclass
+class TableScores:
+    """What :func:`score_table` produced: one row of scores per input row (file order)
+    and notes on how the file was read."""
+
+    scores: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    columns: list[ColumnInfo] = field(default_factory=list)
+    id_column: str = "row"
+
+
+def _close(name: str, candidates: list[str]) -> str:
+    import difflib
+
+    lowered = {str(c).strip().lower(): str(c) for c in candidates}
+    same = lowered.get(name.strip().lower())
+    if same is not None:
+        return same
+    found = difflib.get_close_matches(name, [str(c) for c in candidates], n=1, cutoff=0.6)
+    return found[0] if found else ""
+
+
+def _listed(values: list[str], limit: int = 8) -> str:
+    shown = ", ".join(map(repr, values[:limit]))
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+def _check_scoring_input(df: pd.DataFrame, bundle: Any, id_column: str | None, source: str) -> None:
+    """A readiness bundle, every feature column and the id column present, some rows."""
+    columns = [str(c) for c in df.columns]
+    if bundle.kind != "lead_readiness":
+        raise DataError(
+            f"model {bundle.name} is a {bundle.kind} model; score a lead table with a model "
+            "trained by `leadml train --table`"
+        )
+    missing = [f for f in bundle.features if f not in df.columns]
+    if missing:
+        hints = [
+            f"{m!r} (did you mean {_close(m, columns)!r}?)" for m in missing if _close(m, columns)
+        ]
+        raise DataError(
+            f"{source} lacks {len(missing)} feature column(s) the model {bundle.name} was "
+            f"trained on: {_listed(missing)}"
+            + (f"; close matches: {', '.join(hints)}" if hints else "")
+            + f"; it needs: {', '.join(bundle.features)}"
+        )
+    if id_column is not None and id_column not in df.columns:
+        close = _close(id_column, columns)
+        raise DataError(
+            f"--id-column {id_column!r} is not a column of {source}"
+            + (f" (did you mean {close!r}?)" if close else "")
+            + f"; columns: {', '.join(columns)}"
+        )
+    if not len(df):
+        raise DataError(f"{source} has no rows to score")
+
+
+def score_table(
+    df: pd.DataFrame,
+    bundle: Any,
+    *,
+    id_column: str | None = None,
+    missing_values: str | list[str] | None = None,
+    target: str | None = None,
+    reasons: int = 3,
+    source: str = "the table",
+) -> TableScores:
+    """Score the rows of a lead table with a :class:`~leadml.modeling.bundle.ScoringBundle`
+    trained on such a table (``leadml train --table``).
+
+    Each feature column is typed as the model read it at training (numeric or
+    categorical, with the ``missing_values`` sentinels; see :func:`prepare_rows`); the
+    outcome column ``target``, if present, is never read. Output columns: the id
+    (``id_column``'s values, else ``row`` = 1..n), ``probability`` (calibrated),
+    ``grade`` (when the bundle has grade cut-offs), ``percentile`` (among the scores of
+    the latest training rows), and ``reasons`` / ``reasons_against``: the top
+    ``reasons`` reasons for and against, as text (a category the model never saw is
+    scored, and explained, as missing).
+
+    Raises :class:`~leadml.errors.DataError` naming the feature columns the table lacks
+    (with close matches) or an unknown ``id_column``.
+    """
+    _check_scoring_input(df, bundle, id_column, source)
+    columns = [str(c) for c in df.columns]
+    notes: list[str] = []
+    if target is not None and target in df.columns:
+        notes.append(
+            f"column {target!r} is the outcome the model was trained on: ignored (never "
+            "used for scoring)"
+        )
+    extra = [c for c in columns if c not in bundle.features and c not in (id_column, target)]
+    if extra:
+        notes.append(f"column(s) the model does not use, ignored: {_listed(extra)}")
+    kinds = {f: "categorical" if f in bundle.categories else "numeric" for f in bundle.features}
+    typed, infos = prepare_rows(df, kinds, missing_values=missing_values)
+    for info in infos:
+        if info.note:
+            notes.append(f"column {info.name!r}: {info.note}")
+    for f, cats in bundle.categories.items():
+        col = typed[f]
+        unseen = col.notna() & ~col.isin([str(c) for c in cats])
+        if bool(unseen.any()):
+            values = col[unseen].astype(str).unique().tolist()
+            notes.append(
+                f"column {f!r}: {int(unseen.sum())} row(s) hold value(s) the model never saw "
+                f"({_listed(values, 5)}): scored as missing"
+            )
+    scored = bundle.score(typed).reset_index(drop=True)
+    out = pd.DataFrame(index=scored.index)
+    id_name = id_column or "row"
+    out[id_name] = df[id_column].to_numpy() if id_column is not None else np.arange(1, len(df) + 1)
+    out["probability"] = scored["probability"].to_numpy()
+    if "grade" in scored.columns:
+        out["grade"] = scored["grade"].to_numpy()
+    out["percentile"] = scored["percentile"].to_numpy()
+    if reasons > 0:
+        found = bundle.explain(typed, k=reasons)
+        out["reasons"] = ["; ".join(r["text"] for r in row["positive"]) for row in found]
+        out["reasons_against"] = ["; ".join(r["text"] for r in row["negative"]) for row in found]
+    if id_column is not None:
+        dupes = int(df[id_column].duplicated().sum())
+        if dupes:
+            notes.append(f"--id-column {id_column!r} repeats {dupes} value(s)")
+    return TableScores(out, notes, infos, id_name)

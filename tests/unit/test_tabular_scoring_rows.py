@@ -1,0 +1,47 @@
+"""Rows to score are typed by the same code as the training table (prepare_rows vs
+prepare_table), without an outcome and without inferring anything from the new rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from leadml.errors import DataError
+from leadml.importing.tabular import prepare_rows, prepare_table
+
+
+def _table(n: int = 80, seed: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "visits": np.where(rng.uniform(size=n) < 0.1, "unknown", rng.poisson(3, n).astype(str)),
+            "industry": rng.choice(["software", "retail", "Select"], n),
+            "pdays": np.where(rng.uniform(size=n) < 0.3, "999", rng.integers(0, 30, n).astype(str)),
+            "y": rng.choice(["yes", "no"], n),
+        }
+    )
+
+
+def test_prepare_rows_types_like_prepare_table() -> None:
+    table = _table()
+    missing = "Select,unknown,pdays=999"
+    frame, report = prepare_table(table, "y", missing_values=missing)
+    kinds = {c.name: c.kind for c in report.columns if c.is_feature}
+    rows, infos = prepare_rows(table.drop(columns=["y"]), kinds, missing_values=missing)
+    pd.testing.assert_frame_equal(rows.reset_index(drop=True), frame[list(kinds)])
+    assert {i.name: i.sentinels for i in infos} == {
+        c.name: c.sentinels for c in report.columns if c.is_feature
+    }
+
+
+def test_prepare_rows_keeps_the_training_kind_and_notes_non_numbers() -> None:
+    # two new rows: alone they would look constant / categorical; the model's kinds rule
+    new = pd.DataFrame({"visits": ["3", "lots"], "industry": ["retail", "retail"]})
+    rows, infos = prepare_rows(new, {"visits": "numeric", "industry": "categorical"})
+    assert rows["visits"].dtype == float and np.isnan(rows["visits"].iloc[1])
+    assert rows["industry"].tolist() == ["retail", "retail"]
+    note = next(i.note for i in infos if i.name == "visits")
+    assert "'lots'" in note and "missing" in note
+    with pytest.raises(DataError, match="pday"):
+        prepare_rows(new, {"visits": "numeric"}, missing_values="pday=999")
