@@ -135,6 +135,47 @@ def test_salesforce_converted_and_unconverted_leads_get_accounts_built_the_same_
     assert "003C1" not in leads.index  # converted from 00QL1: not a second person
 
 
+def test_a_lead_without_a_company_keeps_its_account_and_its_deal(tmp_path: Path) -> None:
+    """Review: with the account from the Company name alone, a converted lead with a blank
+    Company (Person Account orgs) was refused, and its opportunity and history with it."""
+    lead = SF["Lead.csv"].replace("00QL1,Acme Corp,", "00QL1,,", 1)
+    tables, report = import_tables(
+        load_mapping("salesforce"), _export(tmp_path, SF, **{"Lead.csv": lead})
+    )
+    assert not [d for d in report.dropped if d.file == "contract check"], report.dropped
+    leads = tables["leads"].set_index("lead_id")
+    assert leads.loc["00QL1", "account_id"] == "lead:00QL1"
+    assert "lead:00QL1" in set(tables["accounts"]["account_id"])
+    assert "O1" in set(tables["opportunities"]["opportunity_id"])
+    assert "O1" in set(tables["opportunity_history"]["opportunity_id"])
+
+
+def test_hubspot_contact_employee_ranges_give_a_segment(tmp_path: Path) -> None:
+    """Review: HubSpot's contact 'Number of Employees' is a dropdown of ranges (1000+,
+    25-50); read as a number it stopped the whole import."""
+    contacts = HS["contacts.csv"].replace(
+        "101,Kappa Inc,9001,CFO,,,", "101,Kappa Inc,9001,CFO,,1000+,"
+    )
+    contacts = contacts.replace("102,Lambda KK,,Engineer,,,", "102,Lambda KK,,Engineer,,25-50,")
+    contacts += '103,Mu AG,,Buyer,,"1,200",2024-01-07 09:00,,,,,,,\n'
+    contacts += "104,Nu SA,,Buyer,,100-500,2024-01-08 09:00,,,,,,,\n"
+    tables, report = import_tables(
+        load_mapping("hubspot"), _export(tmp_path, HS, **{"contacts.csv": contacts})
+    )
+    assert not [d for d in report.dropped if d.file == "contract check"], report.dropped
+    accounts = tables["accounts"].set_index("account_id")
+    segments = {
+        k: accounts.loc[k, "segment"]
+        for k in ("company:Kappa Inc", "company:Lambda KK", "company:Mu AG", "company:Nu SA")
+    }
+    assert segments == {
+        "company:Kappa Inc": "enterprise",
+        "company:Lambda KK": "smb",
+        "company:Mu AG": "enterprise",
+        "company:Nu SA": "mid_market",
+    }
+
+
 def test_hubspot_contacts_get_accounts_from_their_own_row_whatever_their_association(
     tmp_path: Path,
 ) -> None:
