@@ -391,3 +391,15 @@ def test_expected_key_repeats_are_not_rows_left_out_and_examples_are_distinct(
     assert "company:Gamma GmbH" in note and "not data left out" in note
     sent = next(d for d in report.dropped if d.table == "events")
     assert sent.count == 3 and sent.examples == ["Sent"]
+
+
+def test_lines_are_file_lines_after_a_field_with_line_breaks(tmp_path: Path) -> None:
+    """Code review: value errors named record index + 2 as the line; a Salesforce
+    Description spanning three lines put every later row off by two."""
+    lead = SF["Lead.csv"].replace(",CreatedDate,", ",Description,CreatedDate,", 1)
+    lead = lead.replace(",US,2024-02-01T10", ',US,"first line\nsecond\nthird",2024-02-01T10', 1)
+    lead = lead.replace(",DE,2024-02-02T10:00:00.000Z,", ",DE,,2024-02-0X,", 1)
+    lead = lead.replace(",DE,2024-02-03T10", ",DE,,2024-02-03T10", 1)
+    with pytest.raises(MappingError) as err:
+        import_tables(load_mapping("salesforce"), _export(tmp_path, SF, **{"Lead.csv": lead}))
+    assert "1 value(s) (line 5) are not timestamps" in str(err.value)  # not line 3

@@ -544,6 +544,8 @@ class _Files:
         self.src_dir = src_dir
         self.report = report
         self._cache: dict[str, pd.DataFrame] = {}
+        self._read_as: dict[str, tuple[str | None, str]] = {}  # file -> (delimiter, encoding)
+        self._lines: dict[str, np.ndarray] = {}
         # optional source columns not in their file: file -> column -> (effects, paths)
         self.absent: dict[str, dict[str, tuple[list[str], list[str]]]] = {}
         self.mapping_place = ""  # where the mapping's columns are edited, for the notes
@@ -584,8 +586,51 @@ class _Files:
                     "mark the source `optional: true`"
                 )
             self._cache[name] = read_text_table(path, delimiter, encoding)
+            self._read_as[name] = (delimiter, encoding)
             self.report.read[name] = len(self._cache[name])
         return self._cache[name]
+
+    def lines(self, name: str) -> np.ndarray:
+        """The file line on which each row of ``name`` starts (the header is line 1)."""
+        if name not in self._lines:
+            n = len(self.get(name))
+            delimiter, encoding = self._read_as[name]
+            self._lines[name] = _record_lines(self.src_dir / name, n, delimiter, encoding)
+        return self._lines[name]
+
+
+def _record_lines(path: Path, n: int, delimiter: str | None, encoding: str) -> np.ndarray:
+    """Row i of the ``n`` rows read from ``path`` starts on file line ``i + 2``, unless a
+    quoted field holds a line break (a Salesforce Description or Street) or blank lines
+    were skipped: then the lines come from reading the records once more (a Parquet
+    file has no lines: row numbers + 1 as well)."""
+    simple = np.arange(n) + 2
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return simple
+    newlines = 0
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            newlines += chunk.count(b"\n")
+    if newlines in (n, n + 1):  # one line per record (the last one's newline optional)
+        return simple
+    sep = delimiter or sniff_delimiter(path, encoding)
+    starts: list[int] = []
+    with open(path, encoding=encoding, errors="replace", newline="") as fh:
+        try:
+            reader = csv.reader(fh, delimiter=sep)
+        except TypeError:  # a delimiter of several characters: row numbers it is
+            return simple
+        start, header = 1, True
+        try:
+            for record in reader:
+                if header:
+                    header = False
+                elif record:  # pandas skips blank lines
+                    starts.append(start)
+                start = reader.line_num + 1
+        except csv.Error:  # read by pandas, not by csv: row numbers it is
+            return simple
+    return np.asarray(starts) if len(starts) == n else simple
 
 
 def sniff_delimiter(path: Path, encoding: str = "utf-8-sig") -> str:
@@ -820,7 +865,8 @@ class _Ctx:
             full_bad = check(full).fillna(False).astype(bool)
             if full_bad.any():
                 count, shown = int(full_bad.sum()), full[full_bad]
-                lines = [int(i) + 2 for i in np.flatnonzero(full_bad.to_numpy())]
+                starts = self.files.lines(col.file)
+                lines = [int(starts[i]) for i in np.flatnonzero(full_bad.to_numpy())]
                 if not col.via and count != n_here:
                     scope = f" ({n_here} of them in the rows mapped to {self.table})"
         elif file == self.src.file and self.lines is not None:
@@ -1386,7 +1432,7 @@ def _build_source(
         files.get(src.file)  # raises with the path
     df = files.get(src.file, src.delimiter, src.encoding)
     # the line of each row in the file (the header is line 1), to name rows left out
-    lines = pd.Series(np.arange(len(df)) + 2, index=df.index)
+    lines = pd.Series(files.lines(src.file), index=df.index)
     ctx = _Ctx(mapping, files, table, src, index, lines)
     for cond in src.where:
         ok = _row_filter(ctx, df, cond)
