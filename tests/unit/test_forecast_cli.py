@@ -256,3 +256,25 @@ def test_alerts_read_score_drops_from_the_nightly_outputs(
         main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--scores", str(tmp_path)])
     err = " ".join(capsys.readouterr().err.split())
     assert exit_info.value.code == 2 and "no nightly deal scores" in err
+
+
+def test_alerts_read_score_drops_from_sql_only_nightly_outputs(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code review: with batch.parquet off the nightly scores live in the SQL database
+    only, and the rule said 'not checked'."""
+    from datetime import date
+
+    from leadml.batch.outputs import OutputStore, sql_outputs
+    from leadml.config import load_settings
+
+    monkeypatch.setenv("LEADML_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.setenv("LEADML_BATCH__PARQUET", "false")
+    s = load_settings()
+    store = OutputStore(None, sql_outputs(s.batch.sql_url, s.outputs_dir))
+    for day, p in ((date(2026, 8, 3), 0.8), (date(2026, 8, 10), 0.3)):
+        frame = pd.DataFrame({"opportunity_id": ["o103"], "p_won_90d": [p]})
+        store.publish(day, {"scores_deals": frame})
+    main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
+    fired = {(a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)}
+    assert ("o103", "score_dropped") in fired

@@ -45,22 +45,24 @@ def _score_history(s: Any, scores: Path | None, as_of: str) -> tuple[Any, str]:
     import pandas as pd
 
     from leadml.batch.nightly import past_deal_scores
-    from leadml.batch.outputs import OutputStore, ParquetOutputs
+    from leadml.batch.outputs import OutputStore, ParquetOutputs, reader
     from leadml.errors import LeadmlError
     from leadml.forecast.deals import as_utc
 
     if scores is not None and not scores.is_dir():
         return _read_frame(scores, "--scores"), f"score drops: read from {scores}"
-    root = scores if scores is not None else s.outputs_dir
-    if root.name == "scores_deals":
-        root = root.parent
+    if scores is not None:
+        root = scores.parent if scores.name == "scores_deals" else scores
+        store, where = OutputStore(ParquetOutputs(root), None), str(root / "scores_deals")
+    else:  # the workspace's nightly outputs: Parquet, or the SQL database without it
+        store = reader(s)
+        where = str(s.outputs_dir / "scores_deals") if s.batch.parquet else "the SQL outputs"
     window = s.forecast.alerts.score_window_days
     # the nightly run of D scored with the data before D: its scores count as of D
     day = (as_utc(as_of) + pd.Timedelta(days=1)).date()
-    found = past_deal_scores(OutputStore(ParquetOutputs(root), None), day, window + 1)
+    found = past_deal_scores(store, day, window + 1)
     if found is not None:
-        nights = found["as_of"].nunique()
-        return found, f"score drops: {nights} nightly run(s) in {root / 'scores_deals'}"
+        return found, f"score drops: {found['as_of'].nunique()} nightly run(s) in {where}"
     if scores is not None:
         raise LeadmlError(
             f"--scores {scores}: no nightly deal scores (scores_deals/as_of=YYYY-MM-DD/) dated "

@@ -67,8 +67,9 @@ MIN_YEAR, MAX_YEAR = 1900, 2199
 
 
 # Text pydantic would read as a unix time (seconds or milliseconds since 1970): digits
-# with an optional sign and decimal point ("20251105", "1762336800000", "-5", ".5").
-_UNIX_TIME_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)\s*")
+# with an optional sign, decimal point and exponent ("20251105", "1762336800000", "-5",
+# ".5", "1.7E9").
+_UNIX_TIME_TEXT = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
 def _iso_only(value: object) -> object:
