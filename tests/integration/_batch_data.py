@@ -7,7 +7,7 @@ segments, field-sales deals in every stage, targets per quarter.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,10 +224,11 @@ class StandInChampion:
             [probability >= 0.5, probability >= 0.2, probability >= 0.05], ["A", "B", "C"], "D"
         )
 
-    def reasons(self, features: pd.DataFrame) -> list[str]:
-        top = np.asarray(self.features)[
-            np.argmax(features[self.features].fillna(0).to_numpy(), axis=1)
-        ]
+    def reasons(self, features: pd.DataFrame, quiet: Sequence[str] = ()) -> list[str]:
+        shown = [f for f in self.features if f not in quiet]
+        if not shown:
+            return [""] * len(features)
+        top = np.asarray(shown)[np.argmax(features[shown].fillna(0).to_numpy(), axis=1)]
         return [f"high {t}" for t in top]
 
     def won_by(self, features: pd.DataFrame, horizon_days: np.ndarray) -> np.ndarray:

@@ -282,6 +282,22 @@ def test_a_backfill_with_a_champion_trained_later_is_flagged(
     assert "deal_close" in said[1] and "up to 2025-07-01" in said[1]
 
 
+def test_a_feature_every_listed_lead_shares_is_no_reason_on_the_call_list() -> None:
+    """RevOps review: 'Lead status is mql' was a reason on 320 of 320 call-list leads."""
+    from _batch_data import StandInChampion
+
+    from leadml.batch.nightly import _call_reasons
+
+    model = StandInChampion("lead_readiness", "lead_id", ["is_mql", "visits"])
+    feats = pd.DataFrame(
+        {"lead_id": ["a", "b", "c"], "is_mql": [9.0, 9.0, 9.0], "visits": [1.0, 2.0, 3.0]}
+    )
+    assert model.reasons(feats) == ["high is_mql"] * 3  # the strongest, but shared by all
+    reasons = _call_reasons(model, feats, pd.Series(["c", "a"]))
+    assert list(reasons) == ["high visits", "high visits"]
+    assert list(_call_reasons(model, feats, pd.Series(["b"]))) == ["high is_mql"]  # alone
+
+
 def test_a_champions_label_reach_ends_at_its_cutoff_or_the_data_end() -> None:
     """Operator review: a deal model's 39 weeks of label reach went past the data's end,
     so every night's run on the newest data warned that the model 'saw the future'."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import calendar
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -71,8 +71,9 @@ class Champion(Protocol):
         """A/B/C/D per probability, or None when the model has no grades."""
         ...
 
-    def reasons(self, features: pd.DataFrame) -> list[str]:
-        """The top reasons behind each row's score, as one readable string per row."""
+    def reasons(self, features: pd.DataFrame, quiet: Sequence[str] = ()) -> list[str]:
+        """The top reasons behind each row's score, as one readable string per row;
+        features in ``quiet`` count in the score but are never a reason."""
         ...
 
 
@@ -396,7 +397,7 @@ def _run_nightly(
                 pd.Index(scores_deals["opportunity_id"]),
             )
             calls = plan.calls.rename(columns={"expected_conversions": "readiness"})
-            calls["reasons"] = calls["lead_id"].map(scores_leads.set_index("lead_id")["reasons"])
+            calls["reasons"] = _call_reasons(lead_model, lead_feats, calls["lead_id"])
 
         say("forecast and alerts")
         with manifest.step("forecast"):
@@ -510,6 +511,19 @@ def score_leads(model: Champion, features: pd.DataFrame, leads: pd.DataFrame) ->
     out = out.merge(leads, on="lead_id", how="left", validate="one_to_one")
     out["model_version"] = str(model.version)
     return out.sort_values(["readiness", "lead_id"], ascending=[False, True], ignore_index=True)
+
+
+def _call_reasons(model: Champion, features: pd.DataFrame, ids: pd.Series) -> np.ndarray:
+    """Reasons for the call list's leads, in ``ids`` order: a feature with one value on
+    every listed lead (their status: every one is an MQL) tells a rep nothing about why
+    this lead is on the list, so it is no reason here (it still counts in the score)."""
+    rows = features[features["lead_id"].isin(ids)].reset_index(drop=True)
+    if rows.empty:
+        return np.full(len(ids), None, dtype=object)
+    used = [f for f in model.features if f in rows.columns]
+    shared = [f for f in used if len(rows) > 1 and rows[f].nunique(dropna=False) == 1]
+    out = pd.Series(model.reasons(rows, quiet=shared), index=rows["lead_id"].to_numpy())
+    return out.reindex(ids.to_numpy()).to_numpy()
 
 
 def _reasons_for(
@@ -981,8 +995,8 @@ class BundleChampion:
 
         return grade(probability, self.bundle.grade_cutoffs)
 
-    def reasons(self, features: pd.DataFrame) -> list[str]:
-        found = self.bundle.explain(features, k=REASONS_PER_ROW)
+    def reasons(self, features: pd.DataFrame, quiet: Sequence[str] = ()) -> list[str]:
+        found = self.bundle.explain(features, k=REASONS_PER_ROW, quiet=quiet)
         return ["; ".join(r["text"] for r in row["positive"]) or None for row in found]  # type: ignore[misc]
 
     @property

@@ -19,6 +19,7 @@ probability for ``(T, T + horizon]``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -303,16 +304,23 @@ class ScoringBundle:
             out["reasons_negative"] = [[r["text"] for r in row["negative"]] for row in found]
         return out
 
-    def explain(self, frame: pd.DataFrame, k: int = 3) -> list[dict[str, list[dict[str, Any]]]]:
+    def explain(
+        self, frame: pd.DataFrame, k: int = 3, quiet: Sequence[str] = ()
+    ) -> list[dict[str, list[dict[str, Any]]]]:
         """Structured top-k reasons (feature, value, contribution, text) per row. A
         category the model never saw is read as missing, so, like a missing value, it is
         never a reason (the nightly batch scores recycled leads, a status readiness may not
-        have been trained on: "Lead status is recycled" would cite a value it did not use)."""
+        have been trained on: "Lead status is recycled" would cite a value it did not use).
+        Features in ``quiet`` count in the score but are never reasons (e.g. one that every
+        row of a list shares, which tells the rows apart no more than it explains them)."""
         self.check_input(frame)
+        shown = self._as_read(frame[self.features])
+        if quiet:
+            shown = shown.drop(columns=[f for f in quiet if f in shown.columns])
         return top_reasons(
             self.model.contributions(frame),
             self.features,
-            self._as_read(frame[self.features]),
+            shown,
             self.templates,
             k=k,
         )
