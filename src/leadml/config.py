@@ -184,6 +184,10 @@ class ServingConfig(_Section):
     unknown_event_types: str = Field("reject", pattern="^(reject|ignore)$")
     # IS slots left this week when a /handoff request does not say.
     is_capacity: int = Field(80, ge=0)
+    # A request without as_of is scored as of its arrival, moved just after its newest
+    # record when that is at most this many seconds ahead (a sender's clock running
+    # fast: the webhook's own event); 0 = records must be before the arrival.
+    clock_skew_seconds: float = Field(300, ge=0, le=86400)
     # Name of the environment variable holding the API key (never a file in the
     # repository). Unset or empty = no key required.
     api_key_env: str = Field("LEADML_API_KEY", pattern="^[A-Za-z_][A-Za-z0-9_]*$")

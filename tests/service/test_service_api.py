@@ -1086,6 +1086,25 @@ def test_asgi_default_as_of_tolerates_a_sender_clock_slightly_ahead(
     assert "as_of was not sent" not in strict.text
 
 
+def test_the_clock_skew_comes_from_the_serving_config(
+    serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from leadml.serving.schemas import ScoreLeadsRequest
+    from leadml.serving.service import LeadmlAPI
+
+    lead = copy.deepcopy(as_mqls(_leads(serving, 1))["leads"][0])
+    soon = datetime.now(UTC) + timedelta(seconds=30)
+    lead["events"].append({"ts": soon.isoformat(), "type": "form_submit"})
+    request = ScoreLeadsRequest.model_validate({"leads": [lead]})
+    monkeypatch.setenv("LEADML_SERVING__CLOCK_SKEW_SECONDS", "0")
+    strict = asyncio.run(LeadmlAPI().score_leads(request))
+    assert isinstance(strict, JSONResponse) and strict.status_code == 422
+    monkeypatch.setenv("LEADML_SERVING__CLOCK_SKEW_SECONDS", "60")
+    assert not isinstance(asyncio.run(LeadmlAPI().score_leads(request)), JSONResponse)
+
+
 def test_openapi_document_matches_the_answers(client: TestClient) -> None:
     """API review: fields answered null were declared non-nullable, an internal field
     was declared, the hygiene rule's example named a rule the API never sends, and the

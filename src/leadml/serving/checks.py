@@ -12,10 +12,10 @@ Unknown event types follow ``serving.unknown_event_types``: ``reject`` makes the
 reports ``ignored_events`` per lead).
 
 Default as_of: a request without ``as_of`` is scored as of the time it arrives, or
-just after its newest record when that record is at most :data:`CLOCK_SKEW` ahead
-of the server's clock (:func:`default_as_of`): the webhook's own event, stamped by a
-machine whose clock runs slightly ahead, is not refused. An explicit ``as_of`` keeps
-the strict rule.
+just after its newest record when that record is at most ``serving.clock_skew_seconds``
+(default :data:`CLOCK_SKEW`) ahead of the server's clock (:func:`default_as_of`): the
+webhook's own event, stamped by a machine whose clock runs slightly ahead, is not
+refused. An explicit ``as_of`` keeps the strict rule.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def _before(col: _Collector, loc: Loc, ts: datetime, as_of: datetime) -> None:
 
 # How far the newest record of a request without as_of may be ahead of the server's
 # clock (the sender's clock runs ahead): within it, as_of moves just after that record.
+# The default of ``serving.clock_skew_seconds``.
 CLOCK_SKEW = timedelta(minutes=5)
 _TICK = timedelta(microseconds=1)
 DEFAULT_AS_OF_NOTE = (

@@ -49,7 +49,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import bentoml
@@ -578,14 +578,15 @@ class LeadmlAPI:
         checked leads."""
         cfg = self.settings.serving
         checks.check_sizes_leads(leads, cfg)
-        as_of = given or checks.default_as_of(_now(), checks.lead_record_times(leads))
+        skew = timedelta(seconds=cfg.clock_skew_seconds)
+        as_of = given or checks.default_as_of(_now(), checks.lead_record_times(leads), skew)
         kept, ignored = checks.check_leads(
             leads,
             as_of,
             cfg,
             self.settings.vocabulary,
             self.scorer.attribute_names,
-            note=checks.as_of_note(given is not None),
+            note=checks.as_of_note(given is not None, skew),
         )
         return as_of, kept, ignored
 
@@ -593,7 +594,8 @@ class LeadmlAPI:
         """The request's as_of (``given``, else :func:`checks.default_as_of`), once its
         size is checked."""
         checks.check_sizes_deals(deals, self.settings.serving)
-        return given or checks.default_as_of(_now(), checks.deal_record_times(deals))
+        skew = timedelta(seconds=self.settings.serving.clock_skew_seconds)
+        return given or checks.default_as_of(_now(), checks.deal_record_times(deals), skew)
 
     def _checked_deals(
         self, deals: Sequence[DealIn], as_of: datetime, given: datetime | None
@@ -603,7 +605,9 @@ class LeadmlAPI:
             as_of,
             self.settings.vocabulary,
             self.scorer.attribute_names,
-            note=checks.as_of_note(given is not None),
+            note=checks.as_of_note(
+                given is not None, timedelta(seconds=self.settings.serving.clock_skew_seconds)
+            ),
         )
 
     # ---- endpoints
