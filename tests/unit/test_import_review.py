@@ -114,9 +114,9 @@ def test_salesforce_converted_and_unconverted_leads_get_accounts_built_the_same_
     leads = tables["leads"].set_index("lead_id")
     accounts = tables["accounts"].set_index("account_id")
     # The converted lead links to its company like the others, not to ConvertedAccountId.
-    assert leads.loc["00QL1", "account_id"] == "company:Acme Corp"
+    assert leads.loc["00QL1", "account_id"] == "company:acme corp"
     assert (
-        leads.loc["00QL2", "account_id"] == leads.loc["00QL3", "account_id"] == "company:Gamma GmbH"
+        leads.loc["00QL2", "account_id"] == leads.loc["00QL3", "account_id"] == "company:gamma gmbh"
     )
     # Its account's attributes come from its own Lead row (Industry blank), exactly as for
     # an unconverted lead: never from Account.csv, which only converted leads could reach.
@@ -130,8 +130,8 @@ def test_salesforce_converted_and_unconverted_leads_get_accounts_built_the_same_
     assert accounts.loc["A1", "industry"] == "Finance"
     # A contact entered on an Account links to that company by name, without Account
     # firmographics (a Contact row has none).
-    assert leads.loc["003C9", "account_id"] == "company:Beta Ltd"
-    assert pd.isna(accounts.loc["company:Beta Ltd", "industry"])
+    assert leads.loc["003C9", "account_id"] == "company:beta ltd"
+    assert pd.isna(accounts.loc["company:beta ltd", "industry"])
     assert "003C1" not in leads.index  # converted from 00QL1: not a second person
 
 
@@ -166,13 +166,13 @@ def test_hubspot_contact_employee_ranges_give_a_segment(tmp_path: Path) -> None:
     accounts = tables["accounts"].set_index("account_id")
     segments = {
         k: accounts.loc[k, "segment"]
-        for k in ("company:Kappa Inc", "company:Lambda KK", "company:Mu AG", "company:Nu SA")
+        for k in ("company:kappa inc", "company:lambda kk", "company:mu ag", "company:nu sa")
     }
     assert segments == {
-        "company:Kappa Inc": "enterprise",
-        "company:Lambda KK": "smb",
-        "company:Mu AG": "enterprise",
-        "company:Nu SA": "mid_market",
+        "company:kappa inc": "enterprise",
+        "company:lambda kk": "smb",
+        "company:mu ag": "enterprise",
+        "company:nu sa": "mid_market",
     }
 
 
@@ -183,8 +183,8 @@ def test_hubspot_contacts_get_accounts_from_their_own_row_whatever_their_associa
     assert not [d for d in report.dropped if d.file == "contract check"], report.dropped
     leads = tables["leads"].set_index("lead_id")
     accounts = tables["accounts"].set_index("account_id")
-    assert leads.loc["101", "account_id"] == "company:Kappa Inc"  # associated (and SQL)
-    assert leads.loc["102", "account_id"] == "company:Lambda KK"  # not associated
+    assert leads.loc["101", "account_id"] == "company:kappa inc"  # associated (and SQL)
+    assert leads.loc["102", "account_id"] == "company:lambda kk"  # not associated
     for lead in ("101", "102"):
         assert pd.isna(accounts.loc[leads.loc[lead, "account_id"], "industry"])
     opps = tables["opportunities"].set_index("opportunity_id")
@@ -388,7 +388,7 @@ def test_expected_key_repeats_are_not_rows_left_out_and_examples_are_distinct(
     # L2 and L3 make one account: said in a note, not listed as data left out
     assert not [d for d in report.dropped if d.table == "accounts"], report.dropped
     note = next(n for n in report.notes if n.startswith("accounts: 1 row(s) of Lead.csv"))
-    assert "company:Gamma GmbH" in note and "not data left out" in note
+    assert "company:gamma gmbh" in note and "not data left out" in note
     sent = next(d for d in report.dropped if d.table == "events")
     assert sent.count == 3 and sent.examples == ["Sent"]
 
@@ -403,3 +403,17 @@ def test_lines_are_file_lines_after_a_field_with_line_breaks(tmp_path: Path) -> 
     with pytest.raises(MappingError) as err:
         import_tables(load_mapping("salesforce"), _export(tmp_path, SF, **{"Lead.csv": lead}))
     assert "1 value(s) (line 5) are not timestamps" in str(err.value)  # not line 3
+
+
+def test_company_names_are_one_account_whatever_their_case_and_spacing(tmp_path: Path) -> None:
+    """Code review: with every lead keyed by its company name, "GAMMA  GmbH" and
+    "Gamma GmbH" were two accounts (and two sets of colleagues)."""
+    lead = SF["Lead.csv"].replace("00QL3,Gamma GmbH,", "00QL3,  GAMMA\u3000 GmbH ,", 1)
+    tables, _ = import_tables(
+        load_mapping("salesforce"), _export(tmp_path, SF, **{"Lead.csv": lead})
+    )
+    leads = tables["leads"].set_index("lead_id")
+    assert (
+        leads.loc["00QL2", "account_id"] == leads.loc["00QL3", "account_id"] == "company:gamma gmbh"
+    )
+    assert list(tables["accounts"]["account_id"]).count("company:gamma gmbh") == 1

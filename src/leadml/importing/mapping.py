@@ -118,6 +118,9 @@ class ColumnSpec(_Model):
     lookup: Lookup | None = None
     pattern: str | None = None  # values not matching (re.match) become null
     prefix: str = ""
+    # a name used as a key (a company name): Unicode NFKC, case and runs of spaces are
+    # ignored, so "GAMMA  GmbH" and "Gamma GmbH" are one account
+    normalize: bool = False
     type: ValueType | None = None  # default: the contract's kind, else str
     format: str | None = None  # strptime format for timestamps; None = ISO-8601; "excel" = serial
     number_format: NumberFormat = "plain"  # us: "$1,200.50"; eu: "1.200,50 €"
@@ -1010,9 +1013,13 @@ def _column(
         col.via = f"looked up by {ctx.src.file} column {present or spec.source!r} in {lk.match!r}"
     if spec.pattern is not None:
         s = s.where(s.astype("string").str.match(spec.pattern).fillna(False).astype(bool))
+    if spec.normalize:
+        text = s.astype("string").str.normalize("NFKC").str.casefold().str.split().str.join(" ")
+        s = s.where(s.notna() & (text != "").fillna(False), None)
+        s = s.where(s.isna(), text)
     if spec.prefix:
         s = s.where(s.isna(), spec.prefix + s.astype("string"))
-    if spec.pattern is not None or spec.prefix:
+    if spec.pattern is not None or spec.prefix or spec.normalize:
         col.whole = False
     kind = spec.type or _contract_kind(ctx.table, out_name)
     s = _typed(ctx, s, spec, col, kind)
