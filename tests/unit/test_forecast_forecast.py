@@ -322,6 +322,31 @@ def test_earlier_quarters_are_read_at_the_same_weekly_call() -> None:
     assert same_moment(as_of, end, ts("2023-10-01")) == ts("2023-09-18")
 
 
+def test_a_month_reads_earlier_months_at_the_same_calendar_distance() -> None:
+    """Review: a month's forecast moved up to 23% from Sunday to Monday with no new data:
+    the same weekly call is up to 6 days off a 3-week horizon. Quarters keep the weekly
+    call; months use the calendar distance to the end."""
+    from leadml.forecast.forecast import empirical_rates, shock_moments
+
+    rows = []
+    for j, day in enumerate(pd.date_range("2025-01-06", "2026-11-01", freq="7D", tz=UTC)):
+        d0, d1 = str(day.date()), str((day + pd.Timedelta(days=20)).date())
+        rows += [(f"d{j}", d0, "evaluation", 100.0, d1), (f"d{j}", d1, "closed_won", 100.0, d1)]
+    history = DealHistory(con_of(book(rows, {r[0]: "r1" for r in rows})), Vocabulary())
+    cfg = ForecastConfig()
+    assert empirical_rates(history, cfg, 1).align_weeks is False
+    assert empirical_rates(history, cfg, 3).align_weeks is True
+    as_of = ts("2026-11-08")  # a Sunday, 23 days before 2026-12-01
+    month = parse_period("2026-11")
+    moments = shock_moments(history, as_of, month, 8)
+    assert len(moments) >= 4
+    assert all(past.end - t_k == month.end - as_of for past, t_k in moments)
+    quarter = parse_period("2026Q4")
+    moments = shock_moments(history, as_of, quarter, 8)
+    assert len(moments) >= 2
+    assert all(t_k == same_moment(as_of, quarter.end, past.end) for past, t_k in moments)
+
+
 @pytest.mark.parametrize("days_before", [1, 6, 7, 8, 13, 14, 30, 62, 91])
 @pytest.mark.parametrize("hour", [0, 9])
 def test_the_same_moment_keeps_weekday_and_weekly_calls_left(days_before: int, hour: int) -> None:

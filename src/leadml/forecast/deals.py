@@ -171,6 +171,15 @@ def _check_parsed(raw: pd.Series, parsed: pd.Series, col: str, what: str, expect
         )
 
 
+def weekly_rhythm(months: int) -> bool:
+    """Whether earlier periods are read at the same weekly call (:func:`same_moment`) or
+    at the same calendar distance to their end: quarters follow the weekly rhythm; a
+    month is too short for it, as the matched moment is up to 6 days off a horizon of
+    3-4 weeks (on the default company, a month's forecast moved 19% or more from one
+    day to the next at the 90th percentile with no new data, 8% by calendar distance)."""
+    return months % 3 == 0
+
+
 def same_moment(as_of: pd.Timestamp, period_end: pd.Timestamp, end_k: pd.Timestamp) -> pd.Timestamp:
     """The moment of an earlier period (ending ``end_k``) that matches ``as_of`` in a
     period ending ``period_end``: the same weekday and time as ``as_of``, with as many

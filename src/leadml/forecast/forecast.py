@@ -40,6 +40,7 @@ from leadml.forecast.deals import (
     numeric_column,
     parse_period,
     same_moment,
+    weekly_rhythm,
 )
 from leadml.forecast.newdeals import NewDeals, NewDealsEstimate, new_deals
 
@@ -122,6 +123,7 @@ def empirical_rates(
         age_edges=tuple(cfg.age_buckets_days),
         prior_strength=cfg.prior_strength,
         period_months=period_months,
+        align_weeks=weekly_rhythm(period_months),
     )
 
 
@@ -257,7 +259,8 @@ def shock_moments(
 ) -> list[tuple[Period, pd.Timestamp]]:
     """The earlier periods and moments :func:`shock_sd` replays: period k back, as of
     the same weekly call before its end (:func:`~leadml.forecast.deals.same_moment`,
-    within 6 days of ``E_k - (E - as_of)``), for periods that ended by ``as_of``. A
+    within 6 days of ``E_k - (E - as_of)``; for a month, at ``E_k - (E - as_of)``:
+    :func:`~leadml.forecast.deals.weekly_rhythm`), for periods that ended by ``as_of``. A
     forecast made with under two periods of history is not representative of today's
     source; such early moments are left out."""
     first = history.outcomes["first_seen"].min()
@@ -265,7 +268,11 @@ def shock_moments(
     out = []
     for k in range(1, lookback_periods + 1):
         past = period.earlier(k)
-        t_k = same_moment(as_of, period.end, past.end)
+        t_k = (
+            same_moment(as_of, period.end, past.end)
+            if weekly_rhythm(period.months)
+            else past.end - (period.end - as_of)
+        )
         if past.end > as_of or t_k < earliest:
             continue
         out.append((past, t_k))
