@@ -48,7 +48,7 @@ def test_a_clearly_worse_challenger_still_fails(
         features=["job_level", "segment"],
         min_positives=30,
         estimator={**FAST, "num_boost_round": 3},
-        gate={"max_ece": 0.5, "max_roc_auc_drop": 0.01},
+        gate={"max_ece": 0.5, "max_roc_auc_drop": 0.01, "min_roc_auc": 0.5},
     )
     tracking.log_training(train(df, weak), settings)
     with pytest.raises(tracking.GateFailed, match="max_roc_auc_drop") as err:

@@ -45,3 +45,17 @@ def test_prepare_rows_keeps_the_training_kind_and_notes_non_numbers() -> None:
     assert "'lots'" in note and "missing" in note
     with pytest.raises(DataError, match="pday"):
         prepare_rows(new, {"visits": "numeric"}, missing_values="pday=999")
+
+
+def test_a_table_model_without_a_spec_must_rank_better_than_chance_to_be_champion() -> None:
+    """Review: a table model whose latest backtest window ranked at ROC AUC 0.500 passed
+    the gate's min_roc_auc (default 0.5) and only calibration held it back."""
+    import pandas as pd
+
+    from leadml.importing.tabular import table_spec
+
+    training = pd.DataFrame(
+        {"as_of": pd.date_range("2024-01-01", periods=60, freq="7D", tz="UTC"), "x": 1.0}
+    )
+    spec = table_spec(training, ["x"])
+    assert spec.gate.min_roc_auc == 0.6

@@ -156,7 +156,9 @@ class GateSpec(_Part):
 
     max_roc_auc_drop: float = Field(0.01, ge=0, le=1, description="vs champion, same latest window")
     max_ece: float = Field(0.03, gt=0, le=1)
-    min_roc_auc: float = Field(0.5, ge=0, le=1)
+    # 0.6 as in the shipped specs: a model ranking little better than chance (0.5) is no
+    # champion, whatever its calibration (a table model without a spec gets this default)
+    min_roc_auc: float = Field(0.6, ge=0, le=1)
 
 
 class PolicySpec(_Part):
