@@ -165,6 +165,9 @@ def test_missing_feature_column_fails_clearly_and_writes_nothing(
     _table(20, seed=6).to_csv(full, index=False)
     err = _fails([str(full), "--id-column", "lead id"], capsys)
     assert "'lead id'" in err and "'Lead ID'" in err
+    # an --out that cannot be written is named, not a traceback (review)
+    err = _fails([str(full), "--out", str(full / "x.csv")], capsys)  # under a file
+    assert "--out" in err and "cannot write there" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

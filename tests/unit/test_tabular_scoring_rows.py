@@ -59,3 +59,15 @@ def test_a_table_model_without_a_spec_must_rank_better_than_chance_to_be_champio
     )
     spec = table_spec(training, ["x"])
     assert spec.gate.min_roc_auc == 0.6
+
+
+def test_a_numeric_column_of_decimal_commas_stops_scoring() -> None:
+    """Review: a ';' file from a European Excel (1,405 for 1.405) scored five feature
+    columns as missing for every row, with exit code 0 and grades all different."""
+    kinds = {"rate": "numeric", "visits": "numeric", "industry": "categorical"}
+    eu = pd.DataFrame({"rate": ["1,405", "4,857"], "visits": ["3", "4"], "industry": ["x", "y"]})
+    with pytest.raises(DataError, match=r"'rate' \('1,405', '4,857'\).*decimal commas"):
+        prepare_rows(eu, kinds)
+    some = eu.assign(rate=["1.405", "n/a"])  # one bad value: noted, scored as missing
+    rows, infos = prepare_rows(some, kinds)
+    assert np.isnan(rows["rate"].iloc[1]) and "not numbers" in infos[0].note

@@ -126,11 +126,17 @@ def _write(scores: Any, target: Path) -> None:
     """CSV or Parquet by extension, atomically (a temporary file renamed into place)."""
     from leadml.sources import atomic_path
 
-    with atomic_path(target) as tmp:
-        if target.suffix.lower() == ".csv":
-            scores.to_csv(tmp, index=False)
-        else:
-            scores.to_parquet(tmp, index=False)
+    try:
+        with atomic_path(target) as tmp:
+            if target.suffix.lower() == ".csv":
+                scores.to_csv(tmp, index=False)
+            else:
+                scores.to_parquet(tmp, index=False)
+    except OSError as exc:
+        raise LeadmlError(
+            f"--out {target}: cannot write there ({exc.strerror or exc}); choose a folder "
+            "that exists and that you can write to"
+        ) from None
 
 
 def score_table(

@@ -628,11 +628,14 @@ def prepare_rows(
     sentinels = _checked_sentinels(df, missing_values)
     out: dict[str, pd.Series] = {}
     infos: list[ColumnInfo] = []
+    unreadable: dict[str, pd.Series] = {}
     for name, kind in kinds.items():
         col, n_sent = _blank_sentinels(df[name], sentinels.for_column(name))
         typed = feature_values(col, kind)
         note = ""
         bad = col.notna() & typed.isna()
+        if kind == "numeric" and bool(bad.any()) and int(bad.sum()) == int(col.notna().sum()):
+            unreadable[name] = col[bad].astype(str)
         if bool(bad.any()):
             shown = ", ".join(map(repr, col[bad].astype(str).unique()[:5]))
             note = (
@@ -650,7 +653,29 @@ def prepare_rows(
             )
         )
         out[name] = typed
+    if unreadable:
+        raise DataError(_unreadable_numbers(unreadable))
     return pd.DataFrame(out, index=df.index), infos
+
+
+def _unreadable_numbers(columns: dict[str, pd.Series]) -> str:
+    """Numeric feature columns of which not one value reads as a number: every row would
+    score as if they were missing, so this stops (e.g. decimal commas, 1,405 for 1.405)."""
+    values = pd.concat(list(columns.values()))
+    comma = bool(values.str.fullmatch(r"\s*[+-]?\d+,\d+\s*").mean() > 0.5)
+    named = "; ".join(
+        f"{name!r} ({', '.join(map(repr, col.unique()[:3]))})" for name, col in columns.items()
+    )
+    hint = (
+        "they look like decimal commas: write the file with decimal points (in Excel: "
+        "File > Options > Advanced, decimal separator '.'), as the training table was"
+        if comma
+        else "fix the column or list its placeholder values in --missing-values"
+    )
+    return (
+        f"no value of numeric feature column(s) {named} reads as a number, so every row "
+        f"would be scored as if they were missing; {hint}"
+    )
 
 
 @dataclass
