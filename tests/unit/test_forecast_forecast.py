@@ -612,3 +612,15 @@ def test_the_nightly_snapshot_leaves_out_a_quarter_it_cannot_forecast_yet() -> N
     # earlier quarter's end, which two months of history do not have
     assert set(table["period"]) == {"2026Q4"} and {"snapshot", "fan"} <= set(table["kind"])
     assert len(notes) == 1 and "2027Q1 left out" in notes[0] and "too far ahead" in notes[0]
+
+
+def test_a_month_with_a_quarterly_target_says_it_is_prorated() -> None:
+    """Review: a month's target is the quarter's cut by days, so every first month looked
+    at risk and every third month safe, and nothing said so."""
+    probs = pd.DataFrame({"opportunity_id": ["o1", "o2"], "p_won_by": [0.5, 0.5]})
+    con = con_of(book(ROWS, OWNERS, TARGETS))
+    month = forecast(con, as_of=AS_OF, period="2026-11", deal_probabilities=probs)
+    assert month.total.target == pytest.approx(6000.0 * 30 / 92)
+    assert any("2026-11's target is a longer target" in n for n in month.notes)
+    quarter = forecast(con, as_of=AS_OF, period="2026Q4", deal_probabilities=probs)
+    assert not any("prorated" in n for n in quarter.notes)

@@ -401,6 +401,18 @@ class DealHistory:
         rows = frame[frame[col].notna()]
         return rows.groupby(col)["part"].sum().astype(float)
 
+    def target_is_prorated(self, period: Period) -> bool:
+        """Whether a target row counted for ``period`` is longer than it (a quarterly
+        target cut down to a month by days)."""
+        t = self.targets
+        if t.empty:
+            return False
+        start = pd.to_datetime(t["period_start"], utc=True)
+        end = pd.to_datetime(t["period_end"], utc=True)
+        overlaps = (start < period.end) & (end > period.start)
+        longer = (end - start) > (period.end - period.start) * 1.5
+        return bool((overlaps & longer).any())
+
 
 # ------------------------------------------------- the empirical close rates
 

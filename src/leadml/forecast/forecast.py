@@ -482,6 +482,8 @@ def forecast(
             "reading): treat these figures as rough, and see how they did with "
             "`leadml forecast backtest`"
         )
+    if per.months < 3 and np.isfinite(total_target) and history.target_is_prorated(per):
+        notes.append(_prorated_target_note(history, t, per))
     if nd.periods_seen == 0:
         notes.append(
             f"no earlier {per.months}-month period of the deal history reaches "
@@ -509,6 +511,25 @@ def forecast(
         shock_sd=tau,
         shock_periods=tau_periods,
         notes=notes,
+    )
+
+
+def _prorated_target_note(history: DealHistory, t: pd.Timestamp, per: Period) -> str:
+    """Say that a month's target is a longer target cut by days, and how much of a
+    quarter's revenue that month of the quarter usually wins (wins bunch at its end)."""
+    o = history.outcomes_before(t)
+    won = o[o["won_at"].between(t - _YEAR, t, inclusive="left")]
+    place = (per.start.month - 1) % 3
+    head = f"{per.label}'s target is a longer target (e.g. the quarter's) prorated by days"
+    total = float(won["won_amount"].sum())
+    if len(won) < MIN_WINS_FOR_TRUST or total <= 0:
+        return head
+    share = float(won.loc[(won["won_at"].dt.month - 1) % 3 == place, "won_amount"].sum()) / total
+    which = ("first", "second", "third")[place]
+    return (
+        f"{head}, while in the year before --as-of a quarter's {which} month won {share:.0%} "
+        "of the revenue of its quarter: the target and P(reach target) of a month read "
+        "against that"
     )
 
 
