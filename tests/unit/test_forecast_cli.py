@@ -174,7 +174,10 @@ def test_forecast_header_shows_a_time_of_day_that_is_not_midnight(
     main(["forecast", "--data", str(data), "--as-of", "2026-08-10T12:00"])
     assert "Forecast 2026Q3 as of 2026-08-10 12:00 UTC (" in capsys.readouterr().out
     main(["forecast", "--data", str(data), "--as-of", "2026-08-10"])
-    assert "Forecast 2026Q3 as of 2026-08-10 (" in capsys.readouterr().out
+    assert "Forecast 2026Q3 as of 2026-08-10 (7.4 weeks left;" in capsys.readouterr().out
+    # a period that has not started says when it starts, not "weeks left" (review)
+    main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--period", "2026-09"])
+    assert "Forecast 2026-09 as of 2026-08-10 (starts in 3.1 weeks;" in capsys.readouterr().out
 
 
 def test_given_probabilities_are_read_whatever_the_csv_separator(

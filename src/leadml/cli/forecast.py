@@ -192,11 +192,18 @@ def _moment(ts: Any) -> str:
 
 
 def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
+    import pandas as pd
+
     out = common.console()
     groups = [*result.groups, result.total]
+    per, t = result.period, result.as_of
+    when = (
+        f"starts in {(per.start - t) / pd.Timedelta(days=7):.1f} weeks"
+        if per.start > t
+        else f"{per.weeks_left(t):.1f} weeks left"
+    )
     title = (
-        f"Forecast {result.period.label} as of {_moment(result.as_of)} "
-        f"({result.period.weeks_left(result.as_of):.1f} weeks left; "
+        f"Forecast {per.label} as of {_moment(t)} ({when}; "
         f"probabilities: {result.probability_source})"
     )
     out.print(
