@@ -18,23 +18,11 @@ MODEL = "lead_readiness_table"
 
 
 def _table(n: int, seed: int) -> pd.DataFrame:
-    """Mixed types, missing-value sentinels, a time column and a planted signal."""
-    rng = np.random.default_rng(seed)
-    created = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.uniform(0, 364, n), unit="D")
-    visits = rng.poisson(3, n)
-    industry = rng.choice(["software", "retail", "finance", "Select"], n)
-    logit = -2.2 + 0.45 * visits + np.where(industry == "software", 1.0, 0.0)
-    y = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
-    return pd.DataFrame(
-        {
-            "Lead ID": [f"S{seed}-{i}" for i in range(n)],
-            "Created": created.strftime("%Y-%m-%d %H:%M"),
-            "Web visits": np.where(rng.uniform(size=n) < 0.05, "unknown", visits.astype(str)),
-            "Industry": industry,
-            "Employees": np.where(rng.uniform(size=n) < 0.1, 999, rng.integers(5, 900, n)),
-            "Outcome": np.where(y, "Won", "Lost"),
-        }
-    )
+    """The training test's table (mixed types, sentinels, a time column, a planted
+    signal) with ids of their own, so that echoed ids can be told apart."""
+    from test_train_table import _table as training_table
+
+    return training_table(n, seed).assign(**{"Lead ID": [f"S{seed}-{i}" for i in range(n)]})
 
 
 def _train(tmp_path: Path, capsys: pytest.CaptureFixture[str], promote: bool = True) -> None:
