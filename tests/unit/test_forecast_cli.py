@@ -281,3 +281,19 @@ def test_alerts_read_score_drops_from_sql_only_nightly_outputs(
     main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
     fired = {(a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)}
     assert ("o103", "score_dropped") in fired
+
+
+def test_plots_draw_a_fan_only_for_a_period_under_way(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: the fan chart of a month not started yet was one dot on a four-year axis."""
+    monkeypatch.setenv("LEADML_WORKSPACE", str(tmp_path / "ws"))
+    main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--plots", "--json"])
+    now = json.loads(capsys.readouterr().out)
+    assert set(now["plots"]) == {"waterfall", "fan chart"}
+    assert all(Path(p).stat().st_size > 0 for p in now["plots"].values())
+    args = ["--as-of", "2026-08-10", "--period", "2026-09", "--plots", "--json"]
+    main(["forecast", "--data", str(data), *args])
+    ahead = json.loads(capsys.readouterr().out)
+    assert set(ahead["plots"]) == {"waterfall"}
+    assert any(n.startswith("no fan chart: 2026-09 starts after --as-of") for n in ahead["notes"])

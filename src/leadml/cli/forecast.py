@@ -150,20 +150,25 @@ def forecast(
             folder = s.reports_dir / "forecast"
             stem = f"{per.label}_as_of_{t:%Y-%m-%d}" + ("" if t == t.normalize() else f"T{t:%H%M}")
             waterfall(result, folder / f"{stem}_waterfall.png")
-            path = forecast_path(
-                con,
-                as_of=t,
-                period=per,
-                deal_probabilities=given,
-                vocab=s.vocabulary,
-                config=s.forecast,
-                history=history,
-            )
-            fan_chart(path, folder / f"{stem}_fan.png", title=f"{per.label}: forecast by week")
-            written = [
-                ("waterfall", str(folder / f"{stem}_waterfall.png")),
-                ("fan chart", str(folder / f"{stem}_fan.png")),
-            ]
+            written = [("waterfall", str(folder / f"{stem}_waterfall.png"))]
+            if per.start > t:  # the fan shows the period's weeks so far: there are none
+                result.notes.append(
+                    f"no fan chart: {per.label} starts after --as-of, and the chart shows "
+                    "the forecast at each week of the period so far"
+                )
+            else:
+                path = forecast_path(
+                    con,
+                    as_of=t,
+                    period=per,
+                    deal_probabilities=given,
+                    vocab=s.vocabulary,
+                    config=s.forecast,
+                    history=history,
+                )
+                title = f"{per.label}: forecast by week"
+                fan_chart(path, folder / f"{stem}_fan.png", title=title)
+                written.append(("fan chart", str(folder / f"{stem}_fan.png")))
     finally:
         con.close()
     if as_json:
