@@ -41,6 +41,7 @@ from leadml.batch.manifest import Manifest, peak_rss_mb
 from leadml.batch.outputs import OutputStore, ParquetOutputs, conform, sql_outputs
 from leadml.config import Settings
 from leadml.errors import DataError, LeadmlError
+from leadml.forecast.deals import as_utc
 from leadml.modeling.spec import PolicySpec
 
 LEAD_MODEL = "lead_readiness"
@@ -938,21 +939,17 @@ def _trained_until(model: Any, data_end: pd.Timestamp | None = None) -> pd.Times
     ``data_end``, the newest record there is (nothing after it was there to read)."""
     meta = getattr(getattr(model, "bundle", None), "meta", None) or {}
     if meta.get("label_cutoff"):
-        return _utc(pd.Timestamp(meta["label_cutoff"]))
+        return as_utc(meta["label_cutoff"], "label_cutoff")
     window = meta.get("data_window")
     if not window or len(window) != 2 or window[1] is None:
         return None
-    end = _utc(pd.Timestamp(window[1]))
+    end = as_utc(window[1], "data_window")
     reach = int((meta.get("spec") or {}).get("target", {}).get("horizon_days") or 0)
     hazard = getattr(model.bundle, "hazard", None) or {}
     if hazard.get("max_weeks") and hazard.get("week_days"):
         reach = max(reach, int(hazard["max_weeks"]) * int(hazard["week_days"]))
     until = end + pd.Timedelta(days=reach)
-    return until if data_end is None else min(until, _utc(pd.Timestamp(data_end)))
-
-
-def _utc(ts: pd.Timestamp) -> pd.Timestamp:
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return until if data_end is None else min(until, as_utc(data_end, "data end"))
 
 
 class BundleChampion:

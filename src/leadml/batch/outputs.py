@@ -107,7 +107,7 @@ OUTPUT_COLUMNS: dict[str, dict[str, str]] = {
 def _as_kind(s: pd.Series, kind: str) -> pd.Series:
     """``s`` as a column of ``kind`` (missing values stay missing)."""
     if kind == "str":
-        return s.astype(object).map(lambda v: None if _is_null(v) else str(v)).astype("str")
+        return s.astype(object).map(lambda v: None if is_null(v) else str(v)).astype("str")
     if kind == "float":
         return pd.to_numeric(s, errors="coerce").astype("float64")
     if kind == "int":
@@ -120,7 +120,8 @@ def _as_kind(s: pd.Series, kind: str) -> pd.Series:
     return stamps.dt.date.astype(object).where(stamps.notna(), None)
 
 
-def _is_null(v: object) -> bool:
+def is_null(v: object) -> bool:
+    """A missing scalar (None, NaN, NA, NaT); a list or dict is a value."""
     return v is None or (not isinstance(v, list | tuple | dict) and bool(pd.isna(v)))
 
 

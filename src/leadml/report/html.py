@@ -601,26 +601,18 @@ def render_report(inp: ReportInputs) -> str:
 def manifest_dict(frame: pd.DataFrame) -> dict[str, Any]:
     """The manifest row read back from the outputs, JSON fields decoded."""
     from leadml.batch.manifest import JSON_FIELDS
+    from leadml.batch.outputs import is_null
 
     if frame.empty:
         return {}
     # a null read back from Parquet / DuckDB is NaN or NA here, and NaN is truthy
     row: dict[str, Any] = {
-        str(k): (None if _is_null(v) else v) for k, v in frame.iloc[0].to_dict().items()
+        str(k): (None if is_null(v) else v) for k, v in frame.iloc[0].to_dict().items()
     }
     for key in JSON_FIELDS:
         if isinstance(row.get(key), str):
             row[key] = json.loads(row[key])
     return row
-
-
-def _is_null(value: Any) -> bool:
-    return (
-        value is None
-        or value is pd.NA
-        or value is pd.NaT
-        or (isinstance(value, float) and np.isnan(value))
-    )
 
 
 def realised_calibration(
