@@ -123,6 +123,30 @@ def test_monte_carlo_cross_checks_the_exact_distribution() -> None:
     assert np.array_equal(draws, dist.monte_carlo(**kw, draws=40_000, seed=3))  # fixed seed
 
 
+def test_a_shared_level_factor_keeps_the_mean_and_couples_the_new_deals_parts() -> None:
+    """Two new-deals parts whose rates share a lognormal level factor: the mean stays
+    rate x amount, the variance gains s^2-ish of the squared mean on the sum (not on each
+    part alone, as independent factors would), and Monte Carlo agrees on the quantiles."""
+    parts = [(200.0, np.array([10.0]), 0.0), (100.0, np.array([30.0]), 0.0)]
+    plain = dist.new_deals(parts, step=1.0)
+    for s in (0.1, 0.3):
+        d = dist.new_deals(parts, step=1.0, level_sd=s)
+        mean = 200 * 10 + 100 * 30
+        assert d.mean == pytest.approx(mean, rel=1e-9)
+        shared = mean**2 * (np.exp(s * s) - 1)  # Var(m) E[S]^2 with m lognormal, mean 1
+        # Var = E[Var(S | m)] + Var(E[S | m]); Gauss-Hermite moments of m are not exact
+        assert d.std**2 == pytest.approx(plain.std**2 * 1.0 + shared, rel=0.02)
+        kw = dict(won=0.0, amounts=[], probs=[], new=parts, new_level_sd=s)
+        exact = dist.revenue_distribution(**kw)
+        draws = dist.monte_carlo(**kw, draws=40_000, seed=5)
+        for q in (0.1, 0.5, 0.9):
+            assert exact.quantile(q) == pytest.approx(np.quantile(draws, q), rel=0.01)
+    assert dist.new_deals(parts, step=1.0, level_sd=0.0).pmf == pytest.approx(plain.pmf)
+    wide = [dist.new_deals(parts, step=1.0, level_sd=s) for s in (0.0, 0.1, 0.3)]
+    spans = [d.quantile(0.9) - d.quantile(0.1) for d in wide]
+    assert spans[0] < spans[1] < spans[2]
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     amounts=st.lists(st.floats(1, 1e6), min_size=1, max_size=12),

@@ -420,6 +420,64 @@ def test_new_deal_velocity_compares_creation_per_day_now_and_before_each_window(
     assert _velocity_growth(o, ts("2026-07-01"), [ts("2025-10-01")], ts("2025-01-01"), 0) == {}
 
 
+def test_the_creation_level_drift_per_quarter_is_what_chance_does_not_explain() -> None:
+    from leadml.forecast.newdeals import _level_sd_per_quarter
+
+    def seen(counts: list[int]) -> pd.DataFrame:
+        starts = pd.date_range("2025-01-01", periods=len(counts), freq="QS", tz=UTC)
+        days = [
+            s + pd.Timedelta(days=10 + j % 60)
+            for s, c in zip(starts, counts, strict=True)
+            for j in range(c)
+        ]
+        return pd.DataFrame({"first_seen": days})
+
+    # A partial first quarter (data from 2024-12-01) and a current quarter are left out;
+    # the complete ones, 2025Q1..2025Q4, alternate 100 / 200 deals.
+    december = pd.DataFrame({"first_seen": pd.date_range("2024-12-01", periods=7, tz=UTC)})
+    o = pd.concat([december, seen([100, 200, 100, 200, 50])])
+    first, as_of = ts("2024-12-01"), ts("2026-02-15")
+    # E[dlog^2] = ln(2)^2; the counts' own noise 1/100 + 1/200 on each change
+    expected = np.sqrt(np.log(2) ** 2 - (1 / 100 + 1 / 200))
+    assert _level_sd_per_quarter(o, first, as_of) == pytest.approx(expected)
+    # steady counts: every change is chance, no drift
+    steady = seen([400, 410, 395, 405, 400])
+    assert _level_sd_per_quarter(steady, ts("2025-01-01"), ts("2026-02-15")) == 0.0
+    # two complete quarters (one change) are too few to tell
+    assert _level_sd_per_quarter(o, first, ts("2025-07-01")) == 0.0
+
+
+def test_a_period_further_ahead_has_a_wider_new_deals_spread() -> None:
+    """The book of the far-ahead test: creation tripled in 2025Q3, so the run rate can
+    move. The level sd of the new deals grows with the distance to the period, and the
+    far period's P10-P90 is wider, relative to its expectation, than the next one's."""
+    rows = []
+    for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
+        for c in range(3 if day >= ts("2025-07-01") else 1):
+            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=35)).date())
+            if d1 >= "2026-10-01":
+                continue
+            rows += [
+                (f"d{j}_{c}", d0, "evaluation", 100.0, d1),
+                (f"d{j}_{c}", d1, "closed_won", 100.0, d1),
+            ]
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    probs = pd.DataFrame(columns=["opportunity_id", "p_won_by", "p_won_by_period_start"])
+    results = [
+        forecast(con, as_of="2026-10-01", period=p, deal_probabilities=probs)
+        for p in ("2026Q4", "2027Q1", "2027Q4")
+    ]
+    sds = [r.new_level_sd for r in results]
+    assert 0 < sds[0] < sds[1] < sds[2]
+    # d = distance to the middle of the creation span: 2027Q4's wins are created from
+    # 35-ish days before its start, about 4.3 quarters from the as-of date
+    assert sds[2] / sds[1] == pytest.approx(np.sqrt(4.3 / 1.3), rel=0.1)
+    width = [(r.total.p90 - r.total.p10) / r.total.expected for r in results[1:]]
+    assert width[1] > 1.2 * width[0]
+    assert results[2].to_dict()["new_level_sd"] == sds[2]
+    assert any("allowed to drift by about" in n for n in results[2].notes)
+
+
 @pytest.mark.parametrize("grown", [False, True])
 def test_new_deals_follow_the_deal_creation_velocity(grown: bool) -> None:
     """Two 100 deals created and won inside each of the last four quarters; other deals

@@ -23,6 +23,10 @@ Two optional extensions make the spread honest when deals are not independent:
   pmfs; every component rises with every p_i, so the mixture's quantiles do too.
 - ``dispersion`` (d) on new deals: the count is negative binomial with mean
   ``rate`` and variance ``rate + d * rate^2`` (a gamma-mixed Poisson; d = 0 is Poisson).
+- ``level_sd`` (s) on new deals: the rates of all new-deals parts share one level
+  factor ``m = exp(e - s^2 / 2)``, ``e ~ N(0, s^2)`` (mean 1: the expected revenue is
+  kept), for a rate of deal creation that may drift before the period (a period far
+  ahead). The pmf is the mixture over e on a fine grid (see :func:`level_nodes`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ DEFAULT_MAX_CELLS = 1 << 19
 # A new-deals part: (expected count, amount sample, negative-binomial dispersion).
 NewPart = tuple[float, "Sequence[float] | np.ndarray", float]
 _TAIL = 1e-12  # probability mass allowed to be cut from a compound-Poisson tail
+_LEVEL_CELLS = 1 << 17  # grid cells of the new deals' level mixture (see new_deals)
 
 
 @dataclass(frozen=True)
@@ -271,27 +276,74 @@ def compound_poisson(
     The support is cut where the remaining tail mass is below 1e-12 (that mass is
     put on the last cell). ``error_bound`` is ``rate * step / 2`` (in expectation).
     """
-    x = np.asarray(amounts, dtype=float)
     if rate < 0 or not np.isfinite(rate):
         raise ValueError("the rate of new deals must be a finite non-negative number")
+    x = np.asarray(amounts, dtype=float)
     if rate == 0 or len(x) == 0 or float(x.max(initial=0.0)) <= 0:
         return point_mass(0.0, step)
-    w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
-    units = np.rint(x / step).astype(np.int64)
-    mass = np.bincount(units, weights=w)
-    severity = mass / mass.sum()
-    size = int(units.max()) * _max_count(rate, dispersion) + 1
+    return _compound([(rate, x, dispersion)], step, np.ones(1), np.ones(1), weights)
+
+
+def new_deals(
+    parts: Sequence[NewPart], *, step: float, level_sd: float = 0.0
+) -> RevenueDistribution:
+    """The revenue of new-deals parts ``(rate, amounts, dispersion)``, independent given
+    the level factor of ``level_sd`` that their rates share (see the module docstring).
+
+    With a level factor, the mixture is computed on a grid of at most ``_LEVEL_CELLS``
+    cells (a multiple of ``step``, every level node one product of generating functions
+    in the Fourier domain) and returned on ``step``; ``error_bound`` counts that grid."""
+    for rate, _, _ in parts:
+        if rate < 0 or not np.isfinite(rate):
+            raise ValueError("the rate of new deals must be a finite non-negative number")
+    live = [
+        (r, np.asarray(x, dtype=float), d)
+        for r, x, d in parts
+        if r > 0 and len(x) and float(np.max(x, initial=0.0)) > 0
+    ]
+    if not live:
+        return point_mass(0.0, step)
+    if level_sd <= 0:
+        return convolve(*[compound_poisson(r, x, step=step, dispersion=d) for r, x, d in live])
+    levels, weights = level_nodes(level_sd, _relative_sd(live))
+    cells = sum(float(x.max()) / step * _max_count(r * levels.max(), d) for r, x, d in live)
+    k = max(1, int(np.ceil(cells / _LEVEL_CELLS)))
+    coarse = _compound(live, k * step, levels, weights, None)
+    pmf = np.zeros(k * (len(coarse.pmf) - 1) + 1)
+    pmf[::k] = coarse.pmf
+    return RevenueDistribution(float(step), pmf, 0.0, coarse.error_bound)
+
+
+def _compound(
+    parts: Sequence[tuple[float, np.ndarray, float]],
+    step: float,
+    levels: np.ndarray,
+    level_weights: np.ndarray,
+    weights: Sequence[float] | np.ndarray | None,
+) -> RevenueDistribution:
+    """The FFT behind :func:`compound_poisson` and :func:`new_deals`: the parts' generating
+    functions are multiplied at each level factor and mixed with ``level_weights`` in the
+    Fourier domain, then one inverse transform."""
+    top = float(levels.max())
+    units, severities = [], []
+    for _, x, _ in parts:
+        w = np.ones_like(x) if weights is None else np.asarray(weights, dtype=float)
+        u = np.rint(x / step).astype(np.int64)
+        mass = np.bincount(u, weights=w)
+        units.append((u, w))
+        severities.append(mass / mass.sum())
+    size = 1 + sum(
+        (len(sev) - 1) * _max_count(r * top, d)
+        for sev, (r, _, d) in zip(severities, parts, strict=True)
+    )
     n_fft = 1 << int(np.ceil(np.log2(max(size, 2))))
-    phi = np.fft.rfft(severity, n_fft)
-    if dispersion > 0:
-        # pgf of the negative binomial: (1 - d * rate * (z - 1)) ** (-1 / d), evaluated as
-        # exp(-log1p(-d * rate * (z - 1)) / d) with an accurate complex log1p: the plain
-        # power loses every digit when d is tiny (d = 5e-16 from rounding in the
-        # dispersion estimate once put P50 at three times the mean). The base has a
-        # positive real part on the unit circle, so the principal log is continuous.
-        gen = np.exp(-_log1p_complex(-dispersion * rate * (phi - 1.0)) / dispersion)
-    else:
-        gen = np.exp(rate * (phi - 1.0))
+    phis = [np.fft.rfft(sev, n_fft) for sev in severities]
+    gen = np.zeros(n_fft // 2 + 1, dtype=complex)
+    for m, wm in zip(levels, level_weights, strict=True):
+        g = np.ones_like(gen)
+        for (r, _, d), phi in zip(parts, phis, strict=True):
+            g *= _generating(r * m, d, phi)
+        gen += wm * g
     pmf = np.fft.irfft(gen, n_fft)[:size]
     pmf = np.clip(pmf, 0.0, None)
     pmf /= pmf.sum()
@@ -299,8 +351,48 @@ def compound_poisson(
     last = int(np.searchsorted(cdf, 1.0 - _TAIL)) + 1
     pmf = pmf[: min(last, size)].copy()
     pmf[-1] += max(1.0 - pmf.sum(), 0.0)
-    error = float(rate * np.average(np.abs(units * step - x), weights=w))
+    error = sum(
+        float(r * np.average(np.abs(u * step - x), weights=w))
+        for (r, x, _), (u, w) in zip(parts, units, strict=True)
+    )
     return RevenueDistribution(float(step), pmf, 0.0, error)
+
+
+def _generating(rate: float, dispersion: float, phi: np.ndarray) -> np.ndarray:
+    """The count's probability generating function at the severity's transform ``phi``."""
+    if dispersion > 0:
+        # pgf of the negative binomial: (1 - d * rate * (z - 1)) ** (-1 / d), evaluated as
+        # exp(-log1p(-d * rate * (z - 1)) / d) with an accurate complex log1p: the plain
+        # power loses every digit when d is tiny (d = 5e-16 from rounding in the
+        # dispersion estimate once put P50 at three times the mean). The base has a
+        # positive real part on the unit circle, so the principal log is continuous.
+        return np.exp(-_log1p_complex(-dispersion * rate * (phi - 1.0)) / dispersion)
+    return np.exp(rate * (phi - 1.0))
+
+
+def _relative_sd(parts: Sequence[tuple[float, np.ndarray, float]]) -> float:
+    """The coefficient of variation of the parts' summed revenue at level 1."""
+    mean = sum(r * float(x.mean()) for r, x, _ in parts)
+    var = sum(r * float((x * x).mean()) + d * (r * float(x.mean())) ** 2 for r, x, d in parts)
+    return float(np.sqrt(var) / mean) if mean > 0 else 1.0
+
+
+def level_nodes(level_sd: float, relative_sd: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Level factors ``exp(e_j - s^2 / 2)`` and weights for e ~ N(0, s^2): the trapezoid
+    rule on ``[-4 s, 4 s]`` (the mass beyond, 6e-5, is left out), its spacing at most s
+    and ``relative_sd``, the spread of the sum at one level (coarser spacing would leave
+    lumps in the mixture's pmf; for a smooth integrand of width sigma the rule's error is
+    about exp(-2 pi^2 sigma^2 / spacing^2)), with at most 201 nodes; the factors are scaled
+    so that their weighted mean is exactly 1. ``[1], [1]`` when ``level_sd`` is 0."""
+    if level_sd <= 0:
+        return np.ones(1), np.ones(1)
+    spacing = min(relative_sd, level_sd)
+    n = min(int(np.ceil(8 * level_sd / spacing)) + 1, 201)
+    e = np.linspace(-4 * level_sd, 4 * level_sd, n)
+    w = np.exp(-0.5 * (e / level_sd) ** 2)
+    w /= w.sum()
+    m = np.exp(e - level_sd**2 / 2)
+    return m / float(w @ m), w
 
 
 def _log1p_complex(z: np.ndarray) -> np.ndarray:
@@ -350,20 +442,24 @@ def revenue_distribution(
     new: Sequence[NewPart] = (),
     max_cells: int = DEFAULT_MAX_CELLS,
     shock_sd: float = 0.0,
+    new_level_sd: float = 0.0,
 ) -> RevenueDistribution:
     """Won (certain) + open deals (Poisson-binomial, optionally with a shared shock)
-    + new deals: independent parts ``(rate, amounts, dispersion)`` (e.g. one per
-    segment), each compound Poisson or negative binomial.
+    + new deals: parts ``(rate, amounts, dispersion)`` (e.g. one per segment), each
+    compound Poisson or negative binomial, independent given their shared level factor
+    (``new_level_sd``, see :func:`new_deals`).
 
     The grid step is chosen so that the open pipeline plus a generous upper tail
-    of every new-deals part fits in ``max_cells`` cells.
+    of every new-deals part (at its highest level factor) fits in ``max_cells`` cells.
     """
     a = np.asarray(amounts, dtype=float)
     live = [(r, np.asarray(x, dtype=float), d) for r, x, d in new if r > 0 and len(x)]
-    new_scale = sum(float(x.max()) * _max_count(r, d) for r, x, d in live)
+    top = float(level_nodes(new_level_sd)[0].max())
+    new_scale = sum(float(x.max()) * _max_count(r * top, d) for r, x, d in live)
     step = grid_step(float(a.sum()) + new_scale, max_cells)
     parts = [open_deals(a, probs, step=step, shock_sd=shock_sd)]
-    parts += [compound_poisson(r, x, step=step, dispersion=d) for r, x, d in live]
+    if live:
+        parts.append(new_deals(live, step=step, level_sd=new_level_sd))
     return convolve(*parts).shift(float(won))
 
 
@@ -374,14 +470,15 @@ def monte_carlo(
     probs: Sequence[float] | np.ndarray,
     new: Sequence[NewPart] = (),
     shock_sd: float = 0.0,
+    new_level_sd: float = 0.0,
     draws: int = 20_000,
     seed: int = 7,
     chunk: int = 2_000,
 ) -> np.ndarray:
     """``draws`` samples of the same revenue model, reproducible for a seed.
 
-    The shared shock is drawn from the normal itself (not the quadrature nodes),
-    so the cross-check also tests the Gauss-Hermite mixture.
+    The shared shock and the new deals' level factor are drawn from the normal itself
+    (not the quadrature nodes), so the cross-check also tests both mixtures.
     """
     a = np.asarray(amounts, dtype=float)
     p = np.asarray(probs, dtype=float)
@@ -403,8 +500,11 @@ def monte_carlo(
         else:
             pr = p[None, :]
         total = (rng.random((n, len(a))) < pr).astype(float) @ a if len(a) else np.zeros(n)
+        level: float | np.ndarray = 1.0
+        if new_level_sd > 0:
+            level = np.exp(rng.normal(0.0, new_level_sd, n) - new_level_sd**2 / 2)
         for new_rate, na, disp in live:
-            lam = new_rate * (rng.gamma(1 / disp, disp, n) if disp > 0 else 1.0)
+            lam = new_rate * level * (rng.gamma(1 / disp, disp, n) if disp > 0 else 1.0)
             counts = rng.poisson(lam, n)
             picks = na[rng.integers(0, len(na), counts.sum())]
             total += np.bincount(np.repeat(np.arange(n), counts), weights=picks, minlength=n)

@@ -86,6 +86,7 @@ class ForecastResult:
     monte_carlo: dict[str, float] = field(default_factory=dict)
     shock_sd: float = 0.0  # sd of the shared logit-scale shock of open deals
     shock_periods: int = 0  # earlier periods it was measured on
+    new_level_sd: float = 0.0  # sd of the log of the new deals' shared level factor
     notes: list[str] = field(default_factory=list)  # what the reader should know first
 
     def table(self) -> pd.DataFrame:
@@ -107,6 +108,7 @@ class ForecastResult:
             "monte_carlo": self.monte_carlo,
             "shock_sd": self.shock_sd,
             "shock_periods": self.shock_periods,
+            "new_level_sd": self.new_level_sd,
         }
 
 
@@ -321,6 +323,7 @@ def _group_forecast(
     target: float,
     max_cells: int,
     tau: float,
+    new_level_sd: float,
     period: Period,
     as_of: pd.Timestamp,
 ) -> tuple[GroupForecast, dist.RevenueDistribution]:
@@ -331,6 +334,7 @@ def _group_forecast(
         new=[(part.rate, part.amounts, part.dispersion) for part in nd],
         max_cells=max_cells,
         shock_sd=tau,
+        new_level_sd=new_level_sd,
     )
     p10, p50, p90 = (float(v) for v in d.quantile([0.1, 0.5, 0.9]))  # type: ignore[union-attr]
     open_expected = float(deals["expected"].sum())
@@ -397,7 +401,9 @@ def forecast(
 
     The spread: deals share a logit-scale shock whose sd is measured on the
     source's forecasts of earlier periods (:func:`shock_sd`); new deals are
-    negative binomial with the dispersion seen in earlier periods. A DataFrame
+    negative binomial with the dispersion seen in earlier periods, their rates
+    sharing a level factor that widens with the period's distance (see
+    :mod:`leadml.forecast.newdeals`). A DataFrame
     source cannot be replayed on earlier periods, so it gets no shock.
     """
     cfg = config or ForecastConfig()
@@ -443,6 +449,7 @@ def forecast(
         total_target,
         cfg.max_grid_cells,
         tau,
+        nd.level_sd,
         per,
         t,
     )
@@ -456,6 +463,7 @@ def forecast(
             probs=deals["p_won_by"].to_numpy(float),
             new=[(part.rate, part.amounts, part.dispersion) for part in nd.total],
             shock_sd=tau,
+            new_level_sd=nd.level_sd,
             draws=cfg.monte_carlo_draws,
             seed=cfg.seed,
         )
@@ -494,8 +502,15 @@ def forecast(
     if per.start > t + pd.Timedelta(days=92):
         notes.append(
             f"{per.label} starts {(per.start - t).days} days after --as-of: almost all of it "
-            "is deals not yet created, extrapolated from the run rate of earlier periods; "
-            "the backtest checks forecasts of the current quarter only"
+            "is deals not yet created, extrapolated from the run rate of earlier periods"
+            + (
+                f" and allowed to drift by about {nd.level_sd:.0%} (1 sd), the "
+                f"{nd.level_sd_quarter:.0%} a quarter that deal creation moved beyond chance "
+                "between recent quarters"
+                if nd.level_sd > 0
+                else ""
+            )
+            + "; the backtest checks forecasts of the current quarter only"
         )
     return ForecastResult(
         per,
@@ -510,6 +525,7 @@ def forecast(
         mc,
         shock_sd=tau,
         shock_periods=tau_periods,
+        new_level_sd=nd.level_sd,
         notes=notes,
     )
 
@@ -569,6 +585,7 @@ def _groups(
             float(targets.get(name, np.nan)),
             max(cfg.max_grid_cells // 8, 256),
             tau,
+            nd.level_sd,
             period,
             as_of,
         )

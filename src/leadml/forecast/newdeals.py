@@ -29,6 +29,18 @@ the window as T is before the forecast's. For a period further ahead it is where
 earlier period's wins began to be created, not E_k - h: the rate of creation now is
 carried forward as it is, not compounded over the quarters in between (a company that
 ramped up since E_k - h would otherwise be extrapolated to keep ramping).
+
+Carrying today's rate forward is a guess that ages: the further ahead the period, the
+more the rate of deal creation can move before its deals are created. The rates of
+all segments (and groups) therefore share a level factor whose log has the sd
+``level_sd = s_q * sqrt(d)``: a random walk with ``s_q`` per quarter, ``d`` the
+distance in quarters from T to the middle of the span in which the period's new wins
+are created (``[max(T, S - lag), E)``, lag = that 75th percentile). ``s_q`` is what
+the quarter-to-quarter changes of log(deals created per calendar quarter), over the
+latest ``_LEVEL_QUARTERS`` complete quarters before T, show beyond the Poisson noise of
+the counts (``E[dlog^2] - E[1/N_t + 1/N_t+1]``; drift included, since the rate is not
+extrapolated). For the current quarter d is at most half a quarter and new deals are a
+small share, so it matters little there; four quarters ahead it is most of the spread.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from leadml.forecast.deals import GROUP_COLUMN, DealHistory, Period
+from leadml.forecast.deals import GROUP_COLUMN, DealHistory, Period, quarter_of
 
 
 @dataclass
@@ -62,6 +74,8 @@ class NewDealsEstimate:
     total: list[NewDeals]
     groups: dict[str, list[NewDeals]] = field(default_factory=dict)
     periods_seen: int = 0
+    level_sd: float = 0.0  # sd of the log of the rates' shared level factor at the period
+    level_sd_quarter: float = 0.0  # its sd per quarter of distance (s_q)
 
     @staticmethod
     def expected(parts: list[NewDeals]) -> float:
@@ -135,7 +149,10 @@ def new_deals(
             out.append(NewDeals(rate, amounts_of[seg], n, _dispersion(counts)))
         return out
 
-    est = NewDealsEstimate(parts(new), {}, n)
+    s_q = _level_sd_per_quarter(o, first, as_of)
+    created_from = max(as_of, period.start - lag)
+    distance = ((created_from + (period.end - created_from) / 2) - as_of) / _QUARTER
+    est = NewDealsEstimate(parts(new), {}, n, s_q * float(np.sqrt(distance)), s_q)
     if by is not None:
         col = GROUP_COLUMN[by]
         for value in sorted(set(new[col].dropna())):
@@ -187,7 +204,29 @@ def _velocity_growth(
     return {str(k): float((now.get(k, 0.0) + m) / (v + m)) for k, v in then.items()}
 
 
+def _level_sd_per_quarter(o: pd.DataFrame, first: pd.Timestamp, as_of: pd.Timestamp) -> float:
+    """s_q of the module docstring: from the deals first seen per complete calendar
+    quarter after the data's first week and before ``as_of`` (0 with fewer than three
+    such quarters, or one without deals)."""
+    q = quarter_of(first + _BOOK_DAYS)
+    if q.start < first + _BOOK_DAYS:
+        q = q.shifted(-1)
+    seen = o["first_seen"]
+    counts = []
+    while q.end <= as_of:
+        counts.append(int(((seen >= q.start) & (seen < q.end)).sum()))
+        q = q.shifted(-1)
+    c = np.asarray(counts[-(_LEVEL_QUARTERS + 1) :], dtype=float)
+    if len(c) < 3 or c.min() <= 0:
+        return 0.0
+    change = np.diff(np.log(c))
+    noise = 1.0 / c[:-1] + 1.0 / c[1:]
+    return float(np.sqrt(max(float(np.mean(change**2) - np.mean(noise)), 0.0)))
+
+
 _BOOK_DAYS = pd.Timedelta(days=7)
+_LEVEL_QUARTERS = 8  # quarter-to-quarter changes s_q is measured on (at most)
+_QUARTER = pd.Timedelta(days=365.25 / 4)
 _LAG_QUANTILE = 0.75
 _MIN_VELOCITY_SPAN = pd.Timedelta(days=28)
 _VELOCITY_PRIOR_DEALS = 10.0
