@@ -110,6 +110,10 @@ class BatchConfig(_Section):
     # Any SQLAlchemy URL (e.g. postgresql+psycopg://user@host/db); None = a DuckDB
     # file in the workspace (<workspace>/outputs/leadml.duckdb).
     sql_url: str | None = None
+    # PostgreSQL: how long the publishing transaction waits for a lock another session
+    # holds on an output table (a BI tool's LOCK TABLE, a long transaction) before the
+    # run stops with an error naming the table; 0 = wait as long as it takes.
+    sql_lock_timeout_seconds: float = Field(300, ge=0)
     # Also write Parquet partitions under <workspace>/outputs/<table>/as_of=YYYY-MM-DD/.
     parquet: bool = True
     # Bad input rows: "reject" stops the run naming table, column and rows;
@@ -244,6 +248,8 @@ class ForecastConfig(_Section):
     backtest_quarters: int = Field(4, ge=1)
     # Weeks before quarter end at which the backtest forecasts (1..13).
     backtest_weeks: int = Field(13, ge=1, le=13)
+    # Weeks before month end at which `leadml forecast backtest --months N` forecasts (1..5).
+    backtest_month_weeks: int = Field(4, ge=1, le=5)
     # Grid cells per backtest forecast (coarser is faster; MAPE is insensitive to it).
     backtest_grid_cells: int = Field(1 << 16, ge=256)
     alerts: AlertsConfig = AlertsConfig()

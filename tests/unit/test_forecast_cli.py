@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -297,3 +298,58 @@ def test_plots_draw_a_fan_only_for_a_period_under_way(
     ahead = json.loads(capsys.readouterr().out)
     assert set(ahead["plots"]) == {"waterfall"}
     assert any(n.startswith("no fan chart: 2026-09 starts after --as-of") for n in ahead["notes"])
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--months", "2", "--quarters", "2"], ["--quarters and --months", "give one of them"]),
+        (["--weeks", "6", "--months", "3"], ["--weeks 6 with --months", "--weeks 1..5"]),
+    ],
+)
+def test_a_backtest_of_months_and_quarters_or_of_months_six_weeks_out_is_refused(
+    data: Path, capsys: pytest.CaptureFixture[str], args: list[str], said: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["forecast", "backtest", "--data", str(data), *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_info.value.code != 0
+    assert all(s in err for s in said) and "Traceback" not in err
+
+
+def test_a_backtest_of_months_or_ahead_says_what_it_replayed_and_has_no_goals(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["forecast", "backtest", "--data", str(data), "--weeks", "1"]
+    main([*base, "--months", "2", "--json"])
+    months = json.loads(capsys.readouterr().out)
+    assert months["period_months"] == 1 and months["periods_ahead"] == 0
+    assert months["goals"] == {}
+    assert {p["period"] for p in months["points"]} == {"2026-07", "2026-08"}
+    summary = Path(os.environ["LEADML_WORKSPACE"]) / "reports/forecast/backtest_summary.json"
+    written = json.loads(summary.read_text())
+    assert (written["period_months"], written["periods_ahead"]) == (1, 0)
+    main([*base, "--quarters", "1", "--ahead", "1", "--json"])
+    ahead = json.loads(capsys.readouterr().out)
+    assert ahead["period_months"] == 3 and ahead["periods_ahead"] == 1
+    assert ahead["goals"] == {} and {p["periods_ahead"] for p in ahead["points"]} == {1}
+    written = json.loads(summary.read_text())
+    assert (written["period_months"], written["periods_ahead"]) == (3, 1)
+    main([*base, "--months", "1", "--ahead", "1"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Backtest of months 2026-08, forecast 1 month ahead" in out
+    assert "MAPE by weeks before the end of the as-of's month" in out
+    assert "quarter end" not in out and "Goals" not in out
+    assert "the issue's goals apply to the current quarter's backtest" in out
+    main([*base, "--months", "1"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "MAPE by weeks before month end" in out and "quarter end" not in out
+
+
+def test_the_note_on_a_far_period_points_at_the_backtest_ahead(
+    data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["forecast", "--data", str(data), "--as-of", "2026-08-10", "--period", "2027Q1", "--json"])
+    (far,) = [n for n in json.loads(capsys.readouterr().out)["notes"] if "starts 144 days" in n]
+    assert "`leadml forecast backtest --ahead 2` (or more)" in far
+    assert "current quarter only" not in far

@@ -5,7 +5,8 @@
 - :mod:`.newdeals`: the run-rate model of deals not yet created.
 - :mod:`.modelsource`: the deal-close model as probability source, point in time at any as-of.
 - :mod:`.forecast`: :func:`forecast` (a period as of a moment, in total and per group).
-- :mod:`.backtest`: :func:`backtest` on past quarters with baselines and the oracle.
+- :mod:`.backtest`: :func:`backtest` on past quarters or months (or periods ahead) with
+  baselines and the oracle.
 - :mod:`.alerts`: :func:`alerts` (deal hygiene).
 - :mod:`.plots`: fan chart and waterfall (PNG).
 

@@ -1,25 +1,33 @@
-"""Replay the forecast on past quarters and compare with what was actually won.
+"""Replay the forecast on past periods and compare with what was actually won.
 
-For each of the last ``backtest_quarters`` quarters that ended before the data's
-end, and each of 1..``backtest_weeks`` weeks before its end, the forecast is made
-as of the Monday on or before ``quarter_end - 7 * weeks`` days (the weekly forecast
-call; between ``weeks`` and ``weeks + 1`` weeks remain) with only the data before that moment
-(the same code path as ``leadml forecast``), and compared with the revenue won in
-the quarter. Baselines in the same run, from the same point-in-time state:
+For each of the last ``backtest_quarters`` quarters (or, with ``months``, months) that
+ended before the data's end, and each of 1..``backtest_weeks`` weeks before its end
+(``backtest_month_weeks`` for months), the forecast is made as of the Monday on or
+before ``period_end - 7 * weeks`` days (the weekly forecast call; between ``weeks`` and
+``weeks + 1`` weeks remain) with only the data before that moment (the same code path
+as ``leadml forecast``), and compared with the revenue won in the period. With
+``ahead`` = K > 0 the period is forecast K periods ahead: as of the same weekly calls
+before the end of the period K periods before it (for a quarter and K = 1, next
+quarter's forecast made W weeks before the end of the quarter before it); a point's
+``weeks_before_end`` counts to the end of that as-of's own period. Baselines in the
+same run, from the same point-in-time state:
 
 - ``stage_weighted``: won so far + sum over open deals whose expected close date
-  lies inside the quarter of (historical eventual win rate of the deal's stage,
+  lies inside the period of (historical eventual win rate of the deal's stage,
   from deals closed before the as-of date) x amount: the CRM's weighted pipeline
-  of the quarter; ``stage_weighted_all_open`` weights every open deal instead;
+  of the period; ``stage_weighted_all_open`` weights every open deal instead;
 - ``close_date_in_period``: won so far + the full amount of every open deal whose
-  expected close date lies inside the quarter;
+  expected close date lies inside the period;
 - ``oracle`` (when truth probabilities are given, e.g. the simulator's
-  ``truth/deal_truth.parquet``): the same forecast with the true probabilities.
+  ``truth/deal_truth.parquet``): the same forecast with the true probabilities, at
+  the points the truth covers.
 
-Metrics: MAPE of the expected value by weeks before quarter end, and the share of
+Metrics: MAPE of the expected value by weeks before the period end, and the share of
 actuals inside P10-P90 (methods with a distribution). The new-deals part is
 checked for calibration: its predicted revenue against the revenue of deals
-created after the as-of date and won in the quarter.
+created after the as-of date and won in the period. The goals of the forecast
+(coverage and MAPE ratios, see :func:`_summarise`) are set for the current quarter: only
+a quarter backtest with ``ahead`` = 0 checks them.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from leadml.forecast.deals import (
     DealProbabilities,
     ForecastError,
     Period,
-    quarter_of,
+    period_starting,
     stage_win_rates,
 )
 from leadml.forecast.forecast import empirical_rates, forecast
@@ -94,18 +102,22 @@ class TruthProbabilities:
 class BacktestReport:
     """Every backtest point, and MAPE / coverage summaries."""
 
-    points: (
-        pd.DataFrame
-    )  # quarter, weeks_before_end, as_of, method, expected, p10, p50, p90, actual, ...
+    # period (its label), quarter (the same, quarter backtests only), periods_ahead,
+    # weeks_before_end, as_of, method, expected, p10, p50, p90, actual, ...
+    points: pd.DataFrame
     by_weeks: pd.DataFrame  # method x weeks_before_end: mape, coverage_p10_p90, n
     summary: pd.DataFrame  # method: mape, coverage_p10_p90, n
     goals: dict[str, Any] = field(default_factory=dict)
     new_deals: dict[str, float] = field(default_factory=dict)
     probability_source: str = "empirical"
+    period_months: int = 3  # 3: quarters were replayed, 1: months
+    periods_ahead: int = 0  # how many periods before its own the forecast was made
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "probability_source": self.probability_source,
+            "period_months": self.period_months,
+            "periods_ahead": self.periods_ahead,
             "summary": self.summary.to_dict(orient="records"),
             "by_weeks": self.by_weeks.to_dict(orient="records"),
             "goals": self.goals,
@@ -116,36 +128,133 @@ class BacktestReport:
         }
 
 
+# The furthest --ahead: the simulator's truth, and the forecast's note on far periods,
+# reach four quarters.
+MAX_AHEAD = 4
+# Weekly calls before a period end the backtest may replay: a quarter has 13, a month 4-5.
+MAX_WEEKS = {3: 13, 1: 5}
+
+
+@dataclass(frozen=True)
+class BacktestPlan:
+    """What a backtest replays: ``periods`` periods of ``period_months`` months, as of
+    each of 1..``weeks`` weekly calls before the end of the period ``ahead`` before."""
+
+    period_months: int
+    periods: int
+    weeks: int
+    ahead: int = 0
+
+    @property
+    def unit(self) -> str:
+        return "quarter" if self.period_months == 3 else "month"
+
+    @property
+    def current_quarter(self) -> bool:
+        """Whether this is the backtest the forecast's goals are set for."""
+        return self.period_months == 3 and self.ahead == 0
+
+
+def backtest_plan(
+    config: ForecastConfig | None = None,
+    *,
+    quarters: int | None = None,
+    months: int | None = None,
+    weeks: int | None = None,
+    ahead: int = 0,
+) -> BacktestPlan:
+    """The periods, weeks and distance a backtest replays; a ForecastError for a
+    request that cannot be answered (quarters and months together, a month replayed
+    more than 5 weeks before its end, ``ahead`` outside 0..4)."""
+    cfg = config or ForecastConfig()
+    if quarters is not None and months is not None:
+        raise ForecastError(
+            "--quarters and --months were both given: a backtest replays either past "
+            "quarters (--quarters N) or past months (--months N); give one of them"
+        )
+    if not 0 <= ahead <= MAX_AHEAD:
+        raise ForecastError(
+            f"--ahead {ahead} is not between 0 and {MAX_AHEAD}: give how many periods "
+            "before the backtested one each forecast is made (0 = within it)"
+        )
+    period_months = 1 if months is not None else 3
+    n = months if months is not None else quarters
+    if n is None:
+        n = cfg.backtest_quarters
+    if n < 1:
+        unit = "months" if months is not None else "quarters"
+        raise ForecastError(f"--{unit} {n}: give 1 or more {unit} to replay")
+    default_weeks = cfg.backtest_month_weeks if months is not None else cfg.backtest_weeks
+    w = default_weeks if weeks is None else weeks
+    limit = MAX_WEEKS[period_months]
+    if not 1 <= w <= limit:
+        what = "a month has 4-5" if months is not None else "a quarter has 13"
+        raise ForecastError(
+            f"--weeks {w} {'with --months ' if months is not None else ''}is not between 1 "
+            f"and {limit}: {what} weekly forecast calls before its end; give --weeks 1..{limit}"
+        )
+    return BacktestPlan(period_months, int(n), int(w), int(ahead))
+
+
 def monday_before(ts: pd.Timestamp) -> pd.Timestamp:
     """The Monday 00:00 UTC on or before ``ts`` (the weekly forecast call)."""
     day = ts.normalize()
     return day - pd.Timedelta(days=day.weekday())
 
 
-def backtest_quarters(history: DealHistory, n: int, weeks: int = 13) -> list[Period]:
-    """The last ``n`` quarters that ended before the data's end and whose earliest
-    forecast (``weeks`` before the end) has a quarter's deal history before it to learn
-    close rates from (deals open one horizon before that as-of date)."""
+def weekly_call(period: Period, weeks: int, ahead: int = 0) -> pd.Timestamp:
+    """The as-of of a backtest point: the weekly call ``weeks`` weeks before the end of
+    the period ``ahead`` periods before ``period`` (``period`` itself when 0)."""
+    own = period.shifted(ahead) if ahead else period
+    return monday_before(own.end - pd.Timedelta(days=7 * weeks))
+
+
+def period_of(ts: pd.Timestamp, months: int) -> Period:
+    """The period of ``months`` months (a quarter or a month) that holds ``ts``."""
+    ts = pd.Timestamp(ts)
+    month = (ts.month - 1) // months * months + 1
+    return period_starting(pd.Timestamp(ts.year, month, 1, tz="UTC"), months)
+
+
+def backtest_periods(
+    history: DealHistory, n: int, weeks: int = 13, *, months: int = 3, ahead: int = 0
+) -> list[Period]:
+    """The last ``n`` periods of ``months`` months (quarters or months) that ended before
+    the data's end and whose earliest forecast (``weeks`` before the end of the period
+    ``ahead`` before it) has one horizon of deal history before it to learn close rates
+    from (deals open one horizon, period end - as-of, before that as-of date)."""
     if history.data_end is None or history.data_start is None:
         raise ForecastError("opportunity_history is empty; there is nothing to backtest")
-    q = quarter_of(history.data_end)
+    q = period_of(history.data_end, months)
     if q.end > history.data_end.normalize() + pd.Timedelta(days=1):
         q = q.shifted(1)
-    quarters = [q.shifted(k) for k in range(n)]
+    candidates = [q.shifted(k) for k in range(n)]
     first = history.data_start
 
     def learnable(p: Period) -> bool:
-        as_of = monday_before(p.end - pd.Timedelta(days=7 * weeks))
+        as_of = weekly_call(p, weeks, ahead)
         return as_of - (p.end - as_of) > first
 
-    kept = [p for p in quarters if learnable(p)]
+    kept = [p for p in candidates if learnable(p)]
     if not kept:
+        unit = "quarter" if months == 3 else "month"
+        when = (
+            f"{weeks} weeks before its end"
+            if not ahead
+            else f"{weeks} weeks before the end of the {unit} {ahead} before it"
+        )
         raise ForecastError(
-            f"no complete quarter to backtest: the deal history starts {first:%Y-%m-%d}, and "
-            f"a quarter's forecast {weeks} weeks before its end learns from the deals open "
-            f"{weeks} weeks before that; load more history"
+            f"no complete {unit} to backtest: the deal history starts {first:%Y-%m-%d}, and "
+            f"a {unit}'s forecast {when} learns from the deals open as long before that "
+            f"as-of date as the {unit}'s end is after it; load more history"
+            + (" or lower --ahead" if ahead else "")
         )
     return sorted(kept, key=lambda p: p.start)
+
+
+def backtest_quarters(history: DealHistory, n: int, weeks: int = 13) -> list[Period]:
+    """The quarters a current-quarter backtest replays (:func:`backtest_periods`)."""
+    return backtest_periods(history, n, weeks)
 
 
 def backtest(
@@ -156,23 +265,35 @@ def backtest(
     deal_probabilities: DealProbabilities | None = None,
     truth: TruthProbabilities | None = None,
     quarters: int | None = None,
+    months: int | None = None,
+    weeks: int | None = None,
+    ahead: int = 0,
     on_point: Callable[[], None] | None = None,
     source_for_quarter: Callable[[Period], DealProbabilities] | None = None,
 ) -> BacktestReport:
-    """Forecast every past quarter as of each week before its end; score against actuals.
+    """Forecast every past period as of each week before its end; score against actuals.
 
-    Each forecast reads only data before its as-of date. ``on_point`` is called
-    after each quarter-week (progress display). ``source_for_quarter(period)`` gives
-    the probability source of each backtest quarter (e.g. a deal-close model retrained
-    before the quarter's first as-of date); it overrides ``deal_probabilities``.
+    Quarters by default (``quarters``, default ``config.backtest_quarters``, as of 1..
+    ``weeks`` weeks before the end, default ``config.backtest_weeks``); ``months`` = N
+    replays the last N months instead (``weeks`` default ``config.backtest_month_weeks``,
+    at most 5). ``ahead`` = K forecasts each period as of the weekly calls before the end
+    of the period K before it (see :func:`backtest_plan`). Each forecast reads only
+    data before its as-of date. ``on_point`` is called after each period-week (progress
+    display). ``source_for_quarter(period)`` gives the probability source of each
+    backtested period (e.g. a deal-close model retrained before the period's first as-of
+    date); it overrides ``deal_probabilities``. The goals are checked for quarters with
+    ``ahead`` = 0 only (the forecast's goals are set for the current quarter).
     """
     cfg = config or ForecastConfig()
     vocab = vocab or Vocabulary()
+    plan = backtest_plan(cfg, quarters=quarters, months=months, weeks=weeks, ahead=ahead)
     history = DealHistory(con, vocab)
-    periods = backtest_quarters(history, quarters or cfg.backtest_quarters, cfg.backtest_weeks)
+    periods = backtest_periods(
+        history, plan.periods, plan.weeks, months=plan.period_months, ahead=plan.ahead
+    )
     light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
     if deal_probabilities is None:  # one estimator for the whole run: its answers are memoised
-        deal_probabilities = empirical_rates(history, cfg)
+        deal_probabilities = empirical_rates(history, cfg, plan.period_months)
     rows: list[dict[str, Any]] = []
     new_rows: list[dict[str, float]] = []
     source_name = str(getattr(deal_probabilities, "name", "custom"))
@@ -181,11 +302,14 @@ def backtest(
         if source_for_quarter:
             source_name = str(getattr(source, "name", "custom"))
         actual = float(history.won_in(per.start, per.end, before=per.end)["won_amount"].sum())
-        for weeks in range(cfg.backtest_weeks, 0, -1):
-            as_of = monday_before(per.end - pd.Timedelta(days=7 * weeks))
-            base = {
-                "quarter": per.label,
-                "weeks_before_end": weeks,
+        for w in range(plan.weeks, 0, -1):
+            as_of = weekly_call(per, w, plan.ahead)
+            base: dict[str, Any] = {"period": per.label}
+            if plan.period_months == 3:
+                base["quarter"] = per.label
+            base |= {
+                "periods_ahead": plan.ahead,
+                "weeks_before_end": w,
                 "as_of": as_of,
                 "actual": actual,
             }
@@ -228,7 +352,8 @@ def backtest(
             deals = r.deals
             due = deals["expected_close_date"].between(per.start, per.end, inclusive="left")
             weighted = (
-                deals["stage"].map(stage_win_rates(history, as_of)).fillna(0.0) * deals["amount"]
+                deals["stage"].map(stage_win_rates(history, as_of)).astype(float).fillna(0.0)
+                * deals["amount"]
             )
             rows.append(
                 {
@@ -254,7 +379,12 @@ def backtest(
                     "won": t.won,
                 }
             )
-            if truth is not None and truth.covers(as_of, per.end):
+            # a period that starts after as_of also asks the truth for P(won before its start)
+            if (
+                truth is not None
+                and truth.covers(as_of, per.end)
+                and (as_of >= per.start or truth.covers(as_of, per.start))
+            ):
                 o = forecast(
                     con,
                     as_of=as_of,
@@ -280,8 +410,10 @@ def backtest(
             if on_point:
                 on_point()
     points = pd.DataFrame(rows)
-    report = _summarise(points)
+    report = _summarise(points, goals=plan.current_quarter)
     report.probability_source = source_name
+    report.period_months = plan.period_months
+    report.periods_ahead = plan.ahead
     nd = pd.DataFrame(new_rows)
     report.new_deals = {
         "predicted_total": float(nd["predicted"].sum()),
@@ -294,7 +426,11 @@ def backtest(
     return report
 
 
-def _summarise(points: pd.DataFrame) -> BacktestReport:
+def _summarise(points: pd.DataFrame, *, goals: bool = True) -> BacktestReport:
+    """MAPE and P10-P90 coverage per method (and weeks before the end); with ``goals``,
+    the forecast's goals, which are set for the current quarter: P10-P90 coverage
+    0.80 +/- 0.05, MAPE at 4 and 8 weeks at most 0.7 x the stage-weighted pipeline's
+    and 1.2 x the oracle's."""
     p = points.copy()
     p["ape"] = (p["expected"] - p["actual"]).abs() / p["actual"].where(p["actual"] > 0)
     if "p10" not in p.columns:
@@ -316,11 +452,13 @@ def _summarise(points: pd.DataFrame) -> BacktestReport:
         p.groupby(["method", "weeks_before_end"]).apply(agg, include_groups=False).reset_index()
     )
     summary = p.groupby("method").apply(agg, include_groups=False).reset_index()
-    goals: dict[str, Any] = {}
+    found: dict[str, Any] = {}
+    if not goals:
+        return BacktestReport(p, by_weeks, summary, found)
     fc = summary.loc[summary["method"] == "forecast"]
     if len(fc):
         cov = float(fc["coverage_p10_p90"].iloc[0])
-        goals["coverage_p10_p90"] = {
+        found["coverage_p10_p90"] = {
             "value": cov,
             "goal": "0.80 +/- 0.05",
             "met": bool(abs(cov - 0.8) <= 0.05),
@@ -332,31 +470,37 @@ def _summarise(points: pd.DataFrame) -> BacktestReport:
         for base, limit in (("stage_weighted", 0.7), ("oracle", 1.2)):
             if base in at and at[base] > 0:
                 ratio = float(at["forecast"] / at[base])
-                goals[f"mape_vs_{base}_at_{weeks}w"] = {
+                found[f"mape_vs_{base}_at_{weeks}w"] = {
                     "value": ratio,
                     "goal": f"<= {limit}",
                     "met": bool(ratio <= limit),
                     "forecast_mape": float(at["forecast"]),
                     f"{base}_mape": float(at[base]),
                 }
-    return BacktestReport(p, by_weeks, summary, goals)
+    return BacktestReport(p, by_weeks, summary, found)
+
+
+def _period_key(points: pd.DataFrame) -> str:
+    """The column naming a point's period: ``period`` (``quarter`` in points written
+    before months could be replayed)."""
+    return "period" if "period" in points.columns else "quarter"
 
 
 def decompose(points: pd.DataFrame, against: str = "oracle") -> pd.DataFrame:
-    """Where the forecast's error comes from, by weeks before quarter end.
+    """Where the forecast's error comes from, by weeks before the period end.
 
     Every point's actual splits exactly like the forecast: won before as_of + wins
     among the deals open at as_of (``actual_open``) + deals first seen at or after
     as_of (``actual_new``). Per weeks before the end (errors as shares of the actual,
-    means over the quarters): ``mape`` and ``mape_<against>``; the signed and
+    means over the periods): ``mape`` and ``mape_<against>``; the signed and
     absolute error of the open-deals part (``open_bias``, ``open_abs``; the same for
     ``against``), of the new-deals part (``new_bias``, ``new_abs``, which the
     forecast and the oracle share), ``open_gap_abs`` = mean |open part of the
     forecast - open part of ``against``|, and the MAPE the forecast would have with
-    a perfect new-deals part (``mape_perfect_new``). ``n`` = quarters (points).
-    Evaluation only: it reads outcomes up to each quarter's end.
+    a perfect new-deals part (``mape_perfect_new``). ``n`` = periods (points).
+    Evaluation only: it reads outcomes up to each period's end.
     """
-    keys = ["quarter", "weeks_before_end"]
+    keys = [_period_key(points), "weeks_before_end"]
     f = points[points["method"] == "forecast"].set_index(keys)
     if "actual_open" not in f.columns:
         raise ForecastError("backtest points lack actual_open / actual_new; re-run the backtest")
@@ -406,13 +550,15 @@ def mape_ratio_interval(
     level: float = 0.9,
 ) -> dict[str, float]:
     """MAPE(forecast) / MAPE(``base``) at the given weeks before the end (all when None),
-    with a bootstrap interval that resamples whole quarters (the weeks of one quarter
-    move together, so the quarters are the independent units). Returns ratio, lo, hi,
-    quarters and points."""
+    with a bootstrap interval that resamples whole periods (the weeks of one quarter, or
+    month, move together, so the periods are the independent units). Returns ratio, lo,
+    hi, quarters (the number of periods) and points."""
     p = points if weeks is None else points[points["weeks_before_end"].isin(weeks)]
     p = p[p["actual"] > 0]
     ape = (p["expected"] - p["actual"]).abs() / p["actual"]
-    frame = pd.DataFrame({"quarter": p["quarter"], "method": p["method"], "ape": ape.to_numpy()})
+    frame = pd.DataFrame(
+        {"quarter": p[_period_key(points)], "method": p["method"], "ape": ape.to_numpy()}
+    )
     per_q = frame.groupby(["quarter", "method"])["ape"].agg(["sum", "count"]).unstack("method")
     if ("sum", base) not in per_q.columns or ("sum", "forecast") not in per_q.columns:
         nan = float("nan")

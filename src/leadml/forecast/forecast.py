@@ -510,7 +510,8 @@ def forecast(
                 if nd.level_sd > 0
                 else ""
             )
-            + "; the backtest checks forecasts of the current quarter only"
+            + "; `leadml forecast backtest --ahead 2` (or more) checks such forecasts on "
+            "past quarters"
         )
     return ForecastResult(
         per,
