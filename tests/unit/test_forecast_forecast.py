@@ -447,7 +447,9 @@ def test_the_creation_level_drift_per_quarter_is_what_chance_does_not_explain() 
     assert _level_sd_per_quarter(o, first, ts("2025-07-01")) == 0.0
 
 
-def test_a_period_further_ahead_has_a_wider_new_deals_spread() -> None:
+def test_a_period_further_ahead_has_a_wider_new_deals_spread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The book of the far-ahead test: creation tripled in 2025Q3, so the run rate can
     move. The level sd of the new deals grows with the distance to the period, and the
     far period's P10-P90 is wider, relative to its expectation, than the next one's."""
@@ -476,6 +478,13 @@ def test_a_period_further_ahead_has_a_wider_new_deals_spread() -> None:
     assert width[1] > 1.2 * width[0]
     assert results[2].to_dict()["new_level_sd"] == sds[2]
     assert any("allowed to drift by about" in n for n in results[2].notes)
+    # a creation rate that swung wildly is capped at a log-sd of 1 (a factor of e)
+    import leadml.forecast.newdeals as newdeals
+
+    monkeypatch.setattr(newdeals, "_level_sd_per_quarter", lambda *a: 3.0)
+    capped = forecast(con, as_of="2026-10-01", period="2027Q4", deal_probabilities=probs)
+    assert capped.new_level_sd == 1.0
+    assert np.isfinite(capped.total.p90) and capped.total.p90 > results[2].total.p90
 
 
 @pytest.mark.parametrize("grown", [False, True])

@@ -39,8 +39,9 @@ are created (``[max(T, S - lag), E)``, lag = that 75th percentile). ``s_q`` is w
 the quarter-to-quarter changes of log(deals created per calendar quarter), over the
 latest ``_LEVEL_QUARTERS`` complete quarters before T, show beyond the Poisson noise of
 the counts (``E[dlog^2] - E[1/N_t + 1/N_t+1]``; drift included, since the rate is not
-extrapolated). For the current quarter d is at most half a quarter and new deals are a
-small share, so it matters little there; four quarters ahead it is most of the spread.
+extrapolated; capped at 1). For the current quarter d is at most half a quarter and new
+deals are a small share, so it matters little there; four quarters ahead it is most of
+the spread.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def new_deals(
     s_q = _level_sd_per_quarter(o, first, as_of)
     created_from = max(as_of, period.start - lag)
     distance = ((created_from + (period.end - created_from) / 2) - as_of) / _QUARTER
-    est = NewDealsEstimate(parts(new), {}, n, s_q * float(np.sqrt(distance)), s_q)
+    level_sd = min(s_q * float(np.sqrt(distance)), _MAX_LEVEL_SD)
+    est = NewDealsEstimate(parts(new), {}, n, level_sd, s_q)
     if by is not None:
         col = GROUP_COLUMN[by]
         for value in sorted(set(new[col].dropna())):
@@ -227,6 +229,9 @@ def _level_sd_per_quarter(o: pd.DataFrame, first: pd.Timestamp, as_of: pd.Timest
 _BOOK_DAYS = pd.Timedelta(days=7)
 _LEVEL_QUARTERS = 8  # quarter-to-quarter changes s_q is measured on (at most)
 _QUARTER = pd.Timedelta(days=365.25 / 4)
+# Cap of level_sd: a factor of e (2.7x) per sd already says "could be anything"; beyond
+# it the mixture's grid would stretch to cover e^(4 sd) and coarsen the open deals' grid.
+_MAX_LEVEL_SD = 1.0
 _LAG_QUANTILE = 0.75
 _MIN_VELOCITY_SPAN = pd.Timedelta(days=28)
 _VELOCITY_PRIOR_DEALS = 10.0
