@@ -4,8 +4,8 @@
     python pipelines/nightly.py --as-of 2025-06-02 [--workspace W] [--data D]
         [--sql-url URL] [--quarantine] [--report]
 
-is ``leadml batch --as-of D`` (same options; with ``--report``, also
-``leadml report --as-of D``).
+is ``leadml batch --as-of D`` (same options; with ``--report`` the run also writes
+the report, as ``leadml report --as-of D``).
 Without ``--as-of`` it runs for today (UTC), reading only what was recorded before
 midnight. Exit code 0 on success, 2 on a user error (bad data, no champion), so a
 scheduler can alert on failure; a failed run leaves yesterday's outputs intact.
@@ -51,11 +51,10 @@ def main(argv: list[str] | None = None) -> None:
     options = ["--sql-url", args.sql_url] if args.sql_url else []
     if args.quarantine:
         options.append("--quarantine")
+    if args.report:
+        options.append("--report")
     try:
         leadml([*common, "batch", "--as-of", args.as_of, *data, *options])
-        if args.report:
-            sql = ["--sql-url", args.sql_url] if args.sql_url else []
-            leadml([*common, "report", "--as-of", args.as_of, *data, *sql])
     except SystemExit as exit_:
         if exit_.code not in (0, None):
             raise

@@ -25,7 +25,14 @@ import pandas as pd
 
 from leadml.config import Vocabulary
 from leadml.errors import DataError
-from leadml.sources import TableSource, atomic_path, frames_source, open_source
+from leadml.sources import (
+    TableSource,
+    atomic_path,
+    error_line,
+    frames_source,
+    open_source,
+    unreadable_files,
+)
 
 Kind = Literal["id", "str", "timestamp", "float", "int"]
 
@@ -810,10 +817,60 @@ def connect(
             quarantine_dir=quarantine_dir,
             example_rows=example_rows,
         )
+    except duckdb.Error as exc:  # a file DuckDB cannot decode (corrupt pages, a cut file)
+        con.close()
+        try:  # name the file: one full scan, now that the check has failed anyway
+            files: list[tuple[str, str, str]] | None = unreadable_files(source)
+        except Exception:
+            files = None
+        raise DataError(read_failure(source.location, "checking the tables", exc, files)) from None
     except BaseException:
         con.close()
         raise
     return con, report
+
+
+def read_in_full(data: str | Path) -> int:
+    """Read every value of every file of the tables in ``data`` (``leadml validate
+    --deep``); raise :class:`DataError` naming each file DuckDB cannot decode. Returns the
+    number of tables read."""
+    source = open_source(data, TABLE_NAMES)
+    bad = unreadable_files(source)
+    if bad:
+        named = "; ".join(f"table {t}: {f} ({why})" for t, f, why in bad)
+        raise DataError(
+            f"{source.location}: {len(bad)} file(s) cannot be read in full, they may be "
+            f"corrupt: {named}; replace them with a good export and run again"
+        )
+    return len(source.tables)
+
+
+def read_failure(
+    location: str | Path,
+    doing: str,
+    exc: BaseException,
+    files: list[tuple[str, str, str]] | None = None,
+) -> str:
+    """The message for a DuckDB error while reading the input tables: what was being
+    done, DuckDB's reason, the files that cannot be read in full (when probed: see
+    :func:`leadml.sources.unreadable_files`) and how to find and replace them."""
+    reason = error_line(exc)
+    head = f"{location}: reading the input data failed while {doing} (DuckDB: {reason})"
+    if files:
+        named = "; ".join(f"table {t}: {f} ({why})" for t, f, why in files)
+        return (
+            f"{head}; these files cannot be read in full, they may be corrupt: {named}; "
+            "replace them with a good export and run again"
+        )
+    if files is not None:
+        return (
+            f"{head}; every input file reads back in full, so no file looks corrupt: rerun, and "
+            "if it fails again report this message"
+        )
+    return (
+        f"{head}; a file may be corrupt: run `leadml validate --deep --data {location}` to "
+        "name it, replace it with a good export and run again"
+    )
 
 
 def load_tables(

@@ -41,6 +41,8 @@ class TableSource:
     relations: dict[str, str] = field(default_factory=dict)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     database: Path | None = None
+    # table -> the file or folder (of Parquet parts) it is read from
+    paths: dict[str, Path] = field(default_factory=dict)
 
     @property
     def tables(self) -> list[str]:
@@ -92,7 +94,7 @@ def open_source(path: str | Path, table_names: list[str]) -> TableSource:
     for name in table_names:
         found = _find_in_dir(path, name)
         if found:
-            source.relations[name] = found
+            source.relations[name], source.paths[name] = found
     if not source.relations:
         raise DataError(
             f"{path}: no tables found; expected files named like "
@@ -101,19 +103,68 @@ def open_source(path: str | Path, table_names: list[str]) -> TableSource:
     return source
 
 
-def _find_in_dir(path: Path, name: str) -> str | None:
+def _find_in_dir(path: Path, name: str) -> tuple[str, Path] | None:
     parquet, csv, folder = path / f"{name}.parquet", path / f"{name}.csv", path / name
     if parquet.exists():
-        return f"read_parquet({_sql_str(parquet)})"
+        return _read_file(parquet), parquet
     if folder.is_dir() and any(folder.rglob("*.parquet")):
         # Parts may sit in sub-folders (hive partitions such as month=2024-01/) and may
         # differ in column order or in optional columns: match columns by name.
-        return f"read_parquet({_sql_str(folder / '**' / '*.parquet')}, union_by_name=true)"
+        parts = _sql_str(folder / "**" / "*.parquet")
+        return f"read_parquet({parts}, union_by_name=true)", folder
     if csv.exists():
+        return _read_file(csv), csv
+    return None
+
+
+def _read_file(path: Path) -> str:
+    """The DuckDB relation that reads one CSV or Parquet file."""
+    if path.suffix.lower() == ".csv":
         # all_varchar: the contract, not the sniffer, decides the types, so a bad
         # value is reported by column and row instead of failing the read.
-        return f"read_csv({_sql_str(csv)}, header=true, all_varchar=true)"
-    return None
+        return f"read_csv({_sql_str(path)}, header=true, all_varchar=true)"
+    return f"read_parquet({_sql_str(path)})"
+
+
+def _parts(source: TableSource, name: str) -> list[tuple[str, str]]:
+    """(what to name, relation) per file of table ``name``: each Parquet part of a
+    folder, the table's file, or the table of a DuckDB database."""
+    path = source.paths.get(name)
+    if path is not None and path.is_dir():
+        return [(str(p), _read_file(p)) for p in sorted(path.rglob("*.parquet"))]
+    if path is not None:
+        return [(str(path), _read_file(path))]
+    if source.database is not None and name in source.relations:
+        return [(f"{source.database} table {name}", source.relations[name])]
+    return []
+
+
+def error_line(exc: BaseException) -> str:
+    """The first line of an error, printable (a decoder's message may carry the raw byte)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return "".join(c if c.isprintable() else "?" for c in line).strip()
+
+
+def unreadable_files(
+    source: TableSource, names: list[str] | None = None
+) -> list[tuple[str, str, str]]:
+    """``(table, file, reason)`` for every file of ``source`` that DuckDB cannot read in
+    full. Every value of every column is read (a Parquet file whose footer is intact but
+    whose pages are corrupt passes a check that reads some columns only); in-memory
+    frames are skipped. Costs one full scan of the data."""
+    found: list[tuple[str, str, str]] = []
+    with duckdb.connect() as con:
+        if source.database is not None:
+            con.execute(f"ATTACH {_sql_str(source.database)} AS src (READ_ONLY)")
+        for name in names or source.tables:
+            for label, relation in _parts(source, name):
+                try:
+                    con.execute(
+                        f"SELECT count(*), sum(hash(COLUMNS(*))) FROM {relation}"
+                    ).fetchall()
+                except duckdb.Error as exc:
+                    found.append((name, label, error_line(exc)))
+    return found
 
 
 def _open_duckdb(path: Path, table_names: list[str]) -> TableSource:

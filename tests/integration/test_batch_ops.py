@@ -136,7 +136,8 @@ def test_a_locked_duckdb_file_is_a_clear_error_and_nothing_is_half_written(
     after = ParquetOutputs(s.outputs_dir).read("manifest", DAY)
     assert after["run_id"].tolist() == before["run_id"].tolist() == [first.manifest.run_id]
     assert DuckDBOutputs(path).read("manifest", DAY)["run_id"].tolist() == [first.manifest.run_id]
-    assert not [p for p in s.outputs_dir.rglob(".*") if "staging" in p.name]
+    assert not list((s.outputs_dir / ".staging").glob("*"))  # no run folder left behind
+    assert not [p for p in s.outputs_dir.glob("*/.*") if "staging" in p.name]
 
 
 def test_with_parquet_off_only_sql_is_named_and_past_scores_come_from_sql(
@@ -225,3 +226,86 @@ def test_the_cron_script_passes_sql_url_and_quarantine_on(
     assert len(pd.read_csv(s.quarantine_dir / f"as_of={AS_OF}" / "events.csv")) == 2
     assert (s.reports_dir / f"leadml-report-{AS_OF}.html").exists()
     assert OutputStore(None, DuckDBOutputs(target)).latest("scores_leads", DAY) is not None
+
+
+def _corrupt_pages(path: Path, column: str) -> None:
+    """Overwrite the first page header of ``column``: the footer stays intact, so the file
+    opens and its row count reads, but decoding the column fails."""
+    import pyarrow.parquet as pq
+
+    chunk = pq.ParquetFile(path).metadata.row_group(0)
+    names = [chunk.column(i).path_in_schema for i in range(chunk.num_columns)]
+    meta = chunk.column(names.index(column))
+    with path.open("r+b") as fh:
+        fh.seek(meta.dictionary_page_offset or meta.data_page_offset)
+        fh.write(b"\xff" * 12)
+
+
+def test_a_corrupt_input_file_is_a_clear_error_that_names_it(
+    company: Path,
+    champions: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Parquet file corrupt inside (footer intact) passed `leadml validate` and crashed
+    the nightly with a DuckDB traceback, rc=1."""
+    from leadml.cli import main
+    from leadml.errors import DataError
+
+    monkeypatch.setenv("COLUMNS", "2000")  # messages on one line, paths unbroken
+    bad = _copy(company, tmp_path / "bad")
+    target = bad / "opportunity_history.parquet"
+    _corrupt_pages(target, "amount")  # a column the validation does not read
+    main(["validate", "--data", str(bad)])  # passes: the contract checks never decode it
+    capsys.readouterr()
+
+    s = load_settings()
+    with pytest.raises(DataError) as err:
+        run_nightly(s, AS_OF, data=bad, champions=champions)
+    msg = str(err.value)
+    assert "reading the input data failed" in msg and "DuckDB" in msg
+    assert f"table opportunity_history: {target}" in msg and "corrupt" in msg
+    assert not (s.outputs_dir / "manifest").exists()  # nothing published
+
+    monkeypatch.setattr(nightly, "load_champions", lambda _s: champions)
+    with pytest.raises(SystemExit) as exit_:
+        main(["batch", "--as-of", AS_OF, "--data", str(bad)])
+    err_text = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "Traceback" not in err_text
+    assert "opportunity_history.parquet" in err_text
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["validate", "--deep", "--data", str(bad)])
+    err_text = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "Traceback" not in err_text
+    assert f"table opportunity_history: {target}" in err_text and "1 file(s)" in err_text
+    main(["validate", "--deep", "--data", str(company)])
+    assert "was read in full" in " ".join(capsys.readouterr().out.split())
+
+
+def test_cli_output_lists_quarantined_rows_per_table_and_no_next_step_after_report(
+    company: Path,
+    champions: dict,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from leadml.cli import main
+
+    monkeypatch.setenv("COLUMNS", "2000")  # paths unbroken
+    bad = _copy(company, tmp_path / "bad")
+    events = pd.read_parquet(bad / "events.parquet")
+    events.loc[events.index[:3], "type"] = "telepathy"
+    events.to_parquet(bad / "events.parquet", index=False)
+    monkeypatch.setattr(nightly, "load_champions", lambda _s: champions)
+    main(["batch", "--as-of", AS_OF, "--data", str(bad), "--quarantine", "--report"])
+    out = " ".join(capsys.readouterr().out.split())
+    s = load_settings()
+    folder = s.quarantine_dir / f"as_of={AS_OF}"
+    assert f"quarantined input rows: events: 3 (see {folder})" in out
+    assert "{" not in out.split("quarantined input rows:")[1].split(")")[0]
+    assert f"report: {s.reports_dir / f'leadml-report-{AS_OF}.html'}" in out
+    assert "next:" not in out
+    main(["batch", "--as-of", AS_OF, "--data", str(company)])
+    assert f"next: leadml report --as-of {AS_OF}" in capsys.readouterr().out

@@ -319,3 +319,123 @@ def test_a_column_type_mismatch_is_a_clear_error_and_writes_nothing(database: st
     assert "S3cretPw" not in msg and "***" in msg and "\n" not in msg
     assert _count(database, "SELECT count(*) FROM scores_leads") == 0
     assert not SqlAlchemyOutputs(database).has("drift")  # the whole transaction rolled back
+
+
+def test_a_table_locked_by_another_session_stops_the_run_after_the_lock_timeout(
+    database: str,
+) -> None:
+    """A BI `LOCK TABLE` made the publish wait forever, silently."""
+    import threading
+    import time
+
+    from leadml.batch.outputs import OutputStore, PublishError
+
+    rows = pd.DataFrame({"lead_id": ["a"], "readiness": [0.1]})
+    calls = pd.DataFrame({"rep_id": ["r1"], "lead_id": ["a"]})
+    OutputStore(None, SqlAlchemyOutputs(database)).publish(
+        DAY, {"scores_leads": rows, "call_list": calls}
+    )
+    locked, release = threading.Event(), threading.Event()
+
+    def bi_tool() -> None:
+        engine = sa.create_engine(database)
+        with engine.begin() as c:
+            c.execute(sa.text("LOCK TABLE call_list IN ACCESS EXCLUSIVE MODE"))
+            locked.set()
+            release.wait(60)
+        engine.dispose()
+
+    holder = threading.Thread(target=bi_tool)
+    holder.start()
+    try:
+        assert locked.wait(60)
+        store = SqlAlchemyOutputs(database, source="--sql-url", lock_timeout_s=1)
+        start = time.monotonic()
+        with pytest.raises(PublishError) as err:
+            OutputStore(None, store).publish(
+                DAY, {"scores_leads": rows.assign(readiness=0.9), "call_list": calls}
+            )
+        waited = time.monotonic() - start
+    finally:
+        release.set()
+        holder.join(60)
+    msg = str(err.value)
+    assert "table call_list" in msg and "lock" in msg and "sql_lock_timeout_seconds" in msg
+    assert msg.startswith("--sql-url ") and "drop the table" not in msg
+    assert waited < 30
+    assert SqlAlchemyOutputs(database).read("scores_leads", DAY)["readiness"].tolist() == [0.1]
+
+
+def test_output_tables_get_an_index_on_as_of(database: str) -> None:
+    from leadml.batch.outputs import OutputStore
+
+    engine = sa.create_engine(database)
+    with engine.begin() as c:  # made before the index existed
+        c.execute(sa.text("CREATE TABLE alerts (as_of date, opportunity_id text, rule text)"))
+    engine.dispose()
+    leads = pd.DataFrame({"lead_id": ["a"], "readiness": [0.1]})
+    alerts = pd.DataFrame({"opportunity_id": ["o"], "rule": ["stale"]})
+    for _ in range(2):  # idempotent
+        OutputStore(None, SqlAlchemyOutputs(database)).publish(
+            DAY, {"scores_leads": leads, "alerts": alerts}
+        )
+    indexes = "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_{}_as_of'"
+    assert _count(database, indexes.format("scores_leads")) == 1
+    assert _count(database, indexes.format("alerts")) == 1
+
+
+def test_permission_denied_is_not_called_a_column_problem(database: str) -> None:
+    from leadml.batch.outputs import OutputStore, PublishError
+
+    leads = pd.DataFrame({"lead_id": ["a"], "readiness": [0.1]})
+    OutputStore(None, SqlAlchemyOutputs(database)).publish(DAY, {"scores_leads": leads})
+    role = f"bi_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(database, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(sa.text(f"CREATE ROLE {role} LOGIN"))
+    try:
+        url = sa.engine.make_url(database).set(username=role).render_as_string(False)
+        with pytest.raises(PublishError) as err:
+            OutputStore(None, SqlAlchemyOutputs(url)).publish(DAY, {"scores_leads": leads})
+        msg = str(err.value)
+        assert "permission denied for table scores_leads" in msg
+        assert "drop the table" not in msg and "privileges" in msg
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f"DROP OWNED BY {role}"))
+            c.execute(sa.text(f"DROP ROLE {role}"))
+        admin.dispose()
+
+
+def test_a_failed_rename_rolls_postgresql_back_and_restores_parquet(
+    database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename refused after PostgreSQL had committed left Parquet a mix of two runs."""
+    from leadml.batch import outputs
+    from leadml.batch.outputs import OutputStore, PublishError
+
+    parquet = ParquetOutputs(tmp_path / "outputs")
+    store = OutputStore(parquet, SqlAlchemyOutputs(database))
+
+    def night(version: str) -> dict[str, pd.DataFrame]:
+        return {
+            "scores_leads": pd.DataFrame({"lead_id": ["a"], "model_version": [version]}),
+            "forecast": pd.DataFrame({"kind": ["snapshot"], "probability_source": [version]}),
+            "alerts": pd.DataFrame({"opportunity_id": ["o"], "rule": ["r"], "reason": [version]}),
+        }
+
+    store.publish(DAY, night("1"))
+    real = outputs._move
+
+    def refuse(src: Path, dst: Path) -> None:
+        if src == parquet.partition("alerts", DAY):
+            raise PermissionError(1, "Operation not permitted", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(outputs, "_move", refuse)
+    with pytest.raises(PublishError, match="Operation not permitted"):
+        store.publish(DAY, night("2"))
+    assert SqlAlchemyOutputs(database).read("scores_leads", DAY)["model_version"].tolist() == ["1"]
+    assert SqlAlchemyOutputs(database).read("alerts", DAY)["reason"].tolist() == ["1"]
+    assert parquet.read("scores_leads", DAY)["model_version"].tolist() == ["1"]
+    assert parquet.read("forecast", DAY)["probability_source"].tolist() == ["1"]

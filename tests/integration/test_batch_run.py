@@ -42,6 +42,12 @@ def _sorted(df: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     return df.sort_values(key).reset_index(drop=True)
 
 
+def _leftovers(outputs: Path) -> list[Path]:
+    """Staging or replaced copies left behind: hidden folders inside the table folders,
+    run folders under ``outputs/.staging``."""
+    return [*outputs.glob("*/.*"), *outputs.glob(".staging/*")]
+
+
 def _duck(settings) -> DuckDBOutputs:  # type: ignore[no-untyped-def]
     return DuckDBOutputs(settings.outputs_dir / "leadml.duckdb")
 
@@ -81,8 +87,8 @@ def test_rerun_of_a_date_replaces_its_rows_and_keeps_other_dates(
     assert manifests.loc[manifests["as_of"].astype(str).str.startswith(AS_OF), "run_id"].item() == (
         second.manifest.run_id
     )
-    # no staging folders left beside the partitions
-    assert not [p for p in s.outputs_dir.rglob(".*") if "staging" in p.name or ".old-" in p.name]
+    # no staging folders left: none beside the partitions, no run folder in .staging
+    assert not _leftovers(s.outputs_dir)
 
 
 def test_a_failure_before_or_while_publishing_leaves_previous_outputs(
@@ -101,7 +107,7 @@ def test_a_failure_before_or_while_publishing_leaves_previous_outputs(
         assert set(ParquetOutputs(s.outputs_dir).read("scores_leads", DAY)["model_version"]) == {
             "7"
         }
-        assert not [p for p in s.outputs_dir.rglob(".*") if "staging" in p.name]
+        assert not _leftovers(s.outputs_dir)
 
     newer = {k: _bump(v) for k, v in champions.items()}
 
@@ -159,6 +165,14 @@ def test_manifest_records_inputs_models_rows_timings_and_drift(company: Path, pu
     assert m.open_entities["leads"] == len(result.tables["scores_leads"])
     row = _duck(s).read("manifest", DAY).iloc[0]
     assert json.loads(row["rows_written"])["scores_leads"] == len(result.tables["scores_leads"])
+    # the stored manifest has the timings the CLI prints, publish included, and finishes
+    # after every step it times (finished_at was set before publishing)
+    for stored in (row, ParquetOutputs(s.outputs_dir).read("manifest", DAY).iloc[0]):
+        assert json.loads(stored["timings_s"]) == m.timings_s and m.timings_s["publish"] > 0
+    started = pd.Timestamp(m.started_at)
+    finished = pd.Timestamp(m.finished_at)
+    assert (finished - started).total_seconds() >= sum(m.timings_s.values()) - 2
+    assert pd.Timestamp(row["finished_at"]) == finished
     assert json.loads(row["drifted_features"]) == m.drifted_features
     drift = result.tables["drift"]
     assert set(drift["model"]) == {"lead_readiness", "deal_close"}

@@ -75,3 +75,58 @@ def test_serve_on_a_taken_port_is_one_clear_line(
     err = " ".join(capsys.readouterr().err.split())
     assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--help"], "[env LEADML_WORKSPACE; default ./workspace]"),
+        (["batch", "--help"], "[env LEADML_BATCH__SQL_URL]"),
+        (["report", "--help"], "[default: those the run read]"),
+        (["funnel", "--help"], "[default: first day in the data]"),
+        (["train", "--help"], "[default models/<model>.yaml]"),
+    ],
+)
+def test_help_shows_bracketed_text_as_written(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """typer renders help as Rich markup, where "[env ...]" or "[default: ...]" is a style
+    tag and vanished from the help."""
+    monkeypatch.setenv("COLUMNS", "300")
+    main(argv)
+    assert says in capsys.readouterr().out
+
+
+def test_every_bracket_in_every_help_text_survives(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import inspect
+    import re
+
+    import typer
+    from rich.markup import render
+
+    from leadml.cli import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    command = typer.main.get_command(app)
+
+    def walk(cmd: object, path: list[str]):  # type: ignore[no-untyped-def]
+        yield path, cmd
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    checked = 0
+    for path, cmd in walk(command, []):
+        texts = [getattr(p, "help", None) for p in getattr(cmd, "params", [])]
+        texts.append(inspect.cleandoc(getattr(cmd, "help", None) or ""))
+        wanted = [render(t).plain for t in texts if t and re.search(r"\[[a-z#/@]", render(t).plain)]
+        if not wanted:
+            continue
+        main([*path, "--help"])
+        shown = " ".join(capsys.readouterr().out.replace("│", " ").split())
+        for text in wanted:
+            for bracket in re.findall(r"\[[a-z#/@][^\]]*\]", text):
+                assert " ".join(bracket.split()) in shown, (path, bracket)
+                checked += 1
+    assert checked >= 10

@@ -24,6 +24,8 @@ previous outputs of D (and of every other date) exactly as they were.
 from __future__ import annotations
 
 import calendar
+import os
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +40,14 @@ import pandas as pd
 from leadml.batch import calllist as cl
 from leadml.batch import drift as dr
 from leadml.batch.manifest import Manifest, peak_rss_mb
-from leadml.batch.outputs import OutputStore, ParquetOutputs, conform, sql_outputs
+from leadml.batch.outputs import (
+    OutputStore,
+    ParquetOutputs,
+    conform,
+    os_failure,
+    sql_outputs,
+    sql_url_source,
+)
 from leadml.config import Settings
 from leadml.errors import DataError, LeadmlError
 from leadml.forecast.deals import as_utc
@@ -120,9 +129,52 @@ def parse_as_of(value: str | date | datetime | pd.Timestamp) -> tuple[date, pd.T
     return day, pd.Timestamp(day, tz="UTC")
 
 
-def _store(settings: Settings) -> OutputStore:
+def _store(settings: Settings, sql_source: str = "batch.sql_url") -> OutputStore:
     parquet = ParquetOutputs(settings.outputs_dir) if settings.batch.parquet else None
-    return OutputStore(parquet, sql_outputs(settings.batch.sql_url, settings.outputs_dir))
+    sql = sql_outputs(
+        settings.batch.sql_url,
+        settings.outputs_dir,
+        source=sql_source,
+        lock_timeout_s=settings.batch.sql_lock_timeout_seconds,
+    )
+    return OutputStore(parquet, sql)
+
+
+def _prepare(store: OutputStore) -> list[str]:
+    """Check the destinations before any work (a wrong URL or password, a closed port,
+    an unwritable folder stop the run now, not at publish time), and clear what runs
+    that died while publishing left behind; returns what to tell about that."""
+    store.check()
+    if store.parquet is None:
+        return []
+    left = store.parquet.remove_stale()
+    notes = []
+    if left.restored:
+        notes.append(
+            "a run killed while publishing had replaced some partitions without committing; "
+            f"the previous ones were put back: {', '.join(str(p) for p in left.restored)}"
+        )
+    if left.removed:
+        notes.append(
+            f"removed {len(left.removed)} staging folder(s) of runs that stopped while "
+            f"publishing: {', '.join(str(p) for p in left.removed)}"
+        )
+    return notes
+
+
+def _read_failure(location: Path, doing: str, exc: BaseException) -> DataError:
+    """A DuckDB error while the run read its input tables, with the files that cannot
+    be read in full (probed once, now that the run has failed anyway)."""
+    from leadml.contracts import TABLE_NAMES, read_failure
+    from leadml.sources import open_source, unreadable_files
+
+    try:
+        files: list[tuple[str, str, str]] | None = unreadable_files(
+            open_source(location, list(TABLE_NAMES))
+        )
+    except Exception:  # the probe is a courtesy: the message without it still helps
+        files = None
+    return DataError(read_failure(location, doing, exc, files))
 
 
 def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -206,6 +258,7 @@ def run_nightly(
     before_publish: Callable[[dict[str, pd.DataFrame]], None] | None = None,
     keep_features: bool = False,
     store: OutputStore | None = None,
+    sql_source: str | None = None,
 ) -> NightlyResult:
     """Run the nightly batch for as-of date ``as_of`` and publish its outputs.
 
@@ -215,7 +268,10 @@ def run_nightly(
     ``before_publish`` sees the finished tables just before they are published
     (tests inject failures here). ``keep_features`` returns the scored feature frames
     and the champions with the result. ``store`` overrides where outputs go (default:
-    the workspace's Parquet folder and ``batch.sql_url``). Re-running a date replaces
+    the workspace's Parquet folder and ``batch.sql_url``; ``sql_source`` names where that
+    URL came from in messages: ``--sql-url``, else the variable or the setting). Before any
+    work the destinations are checked and what dead runs left in the Parquet staging
+    folder is cleared (:meth:`ParquetOutputs.remove_stale`). Re-running a date replaces
     its outputs, and D's quarantine folder (``<workspace>/quarantine/as_of=D/``, removed
     when nothing was quarantined); a failed run writes no quarantine file.
     """
@@ -233,15 +289,23 @@ def run_nightly(
             on_step=on_step,
             before_publish=before_publish,
             keep_features=keep_features,
-            store=store,
+            store=store or _store(settings, sql_source or sql_url_source(False, os.environ)),
             quarantine_to=staging,
         )
         # Published: D's quarantine folder is this run's (none when nothing was set aside).
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        if target.exists():
-            target.replace(old)
-        if staging.is_dir() and any(staging.iterdir()):
-            staging.replace(target)
+        try:
+            if target.exists():
+                target.replace(old)
+            if staging.is_dir() and any(staging.iterdir()):
+                staging.replace(target)
+        except OSError as exc:
+            raise os_failure(
+                target,
+                exc,
+                "replace the quarantine folder",
+                "the run's outputs were published, its quarantined rows were not",
+            ) from None
         shutil.rmtree(old, ignore_errors=True)
         return result
     finally:
@@ -257,7 +321,7 @@ def _run_nightly(
     on_step: Callable[[str], None] | None,
     before_publish: Callable[[dict[str, pd.DataFrame]], None] | None,
     keep_features: bool,
-    store: OutputStore | None,
+    store: OutputStore,
     quarantine_to: Path,
 ) -> NightlyResult:
     """:func:`run_nightly`, writing quarantined rows to ``quarantine_to``."""
@@ -268,17 +332,25 @@ def _run_nightly(
     day, t = parse_as_of(as_of)
     cfg = settings.batch
     location = Path(data) if data is not None else settings.data_dir
-    store = store or _store(settings)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    cleared = _prepare(store)
     manifest = Manifest(
         run_id=uuid.uuid4().hex[:12],
         as_of=day.isoformat(),
-        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        started_at=started_at,
         data_location=str(location),
         sql_url=store.sql.safe_url if store.sql is not None else None,
         settings={"batch": cfg.model_dump(mode="json", exclude={"sql_url"})},
     )
-    say = on_step or (lambda _name: None)
+    phase = ["validate inputs"]  # what the run is doing (named when reading the data fails)
+
+    def say(name: str) -> None:
+        phase[0] = name
+        if on_step is not None:
+            on_step(name)
+
     warnings: list[str] = manifest.warnings  # printed by the CLI and stored in the manifest
+    warnings.extend(cleared)
 
     say("validate inputs")
     with manifest.step("validate"):
@@ -418,46 +490,16 @@ def _run_nightly(
 
         say("drift")
         with manifest.step("drift"):
-            parts: list[pd.DataFrame] = []
-            skipped: dict[str, list[str]] = {}
-            for model, feats, scores, entity in (
-                (lead_model, lead_feats, scores_leads["readiness"], "lead"),
-                (deal_model, deal_feats, scores_deals["probability"], "opportunity"),
-            ):
-                weekday = _reference_weekday(model)
-                if weekday is not None and weekday != t.weekday():
-                    skipped.setdefault(calendar.day_name[weekday], []).append(model.name)
-                    continue
-                parts.append(
-                    _drift(
-                        model,
-                        feats,
-                        scores,
-                        cfg.psi_warn,
-                        cfg.psi_alert,
-                        unwatched=catalog.unwatched(entity),
-                    )
-                )
-            drift_tbl = (
-                pd.concat(parts, ignore_index=True)
-                if parts
-                else pd.DataFrame(columns=dr.DRIFT_COLUMNS)
+            drift_tbl = _drift_step(
+                manifest,
+                t,
+                cfg,
+                catalog,
+                (LEAD_MODEL, lead_model, lead_feats, scores_leads["readiness"], "lead"),
+                (DEAL_MODEL, deal_model, deal_feats, scores_deals["probability"], "opportunity"),
             )
-            manifest.drift_note = (
-                "; ".join(
-                    f"drift of {', '.join(names)} is measured on {day_name} runs (the training "
-                    f"reference holds {day_name} snapshots, and time-since features follow the "
-                    "weekday)"
-                    for day_name, names in skipped.items()
-                )
-                or None
-            )
-            manifest.drifted_features = dr.drifted(drift_tbl) if len(drift_tbl) else []
-            for name, m in ((LEAD_MODEL, lead_model), (DEAL_MODEL, deal_model)):
-                if not m.reference:
-                    warnings.append(
-                        f"{name} v{m.version} has no training reference; drift not measured"
-                    )
+    except duckdb.Error as exc:  # a corrupt input file the validation did not read in full
+        raise _read_failure(location, f'running the step "{phase[0]}"', exc) from None
     finally:
         con.close()
 
@@ -478,9 +520,17 @@ def _run_nightly(
     manifest.peak_rss_mb = round(peak_rss_mb(), 1)
     if before_publish is not None:
         before_publish(tables)
-    with manifest.step("publish"):
+    publish_start = time.perf_counter()
+
+    def manifest_row() -> pd.DataFrame:
+        # made once every data table is written (staged and in the open transaction):
+        # ``publish`` times that writing, ``finished_at`` is its end; the swap of the
+        # Parquet partitions and the commit follow
+        manifest.timings_s["publish"] = round(time.perf_counter() - publish_start, 3)
         manifest.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-        store.publish(day, {**tables, "manifest": manifest.frame()})
+        return manifest.frame()
+
+    store.publish(day, tables, manifest=manifest_row)
     return NightlyResult(
         as_of=day,
         tables=tables,
@@ -494,6 +544,53 @@ def _run_nightly(
 
 
 # ------------------------------------------------------------------ steps
+
+
+def _drift_step(
+    manifest: Manifest,
+    t: pd.Timestamp,
+    cfg: Any,
+    catalog: Any,
+    *scored: tuple[str, Champion, pd.DataFrame, pd.Series, str],
+) -> pd.DataFrame:
+    """Drift of each ``(name, model, features, scores, entity)`` on the reference's weekday; the
+    manifest gets the drifted features, the note on models not measured tonight and the
+    warnings about models without a reference."""
+    warnings = manifest.warnings
+    parts: list[pd.DataFrame] = []
+    skipped: dict[str, list[str]] = {}
+    for _name, model, feats, scores, entity in scored:
+        weekday = _reference_weekday(model)
+        if weekday is not None and weekday != t.weekday():
+            skipped.setdefault(calendar.day_name[weekday], []).append(model.name)
+            continue
+        parts.append(
+            _drift(
+                model,
+                feats,
+                scores,
+                cfg.psi_warn,
+                cfg.psi_alert,
+                unwatched=catalog.unwatched(entity),
+            )
+        )
+    drift_tbl = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=dr.DRIFT_COLUMNS)
+    )
+    manifest.drift_note = (
+        "; ".join(
+            f"drift of {', '.join(names)} is measured on {day_name} runs (the training "
+            f"reference holds {day_name} snapshots, and time-since features follow the "
+            "weekday)"
+            for day_name, names in skipped.items()
+        )
+        or None
+    )
+    manifest.drifted_features = dr.drifted(drift_tbl) if len(drift_tbl) else []
+    for name, m, *_ in scored:
+        if not m.reference:
+            warnings.append(f"{name} v{m.version} has no training reference; drift not measured")
+    return drift_tbl
 
 
 def score_leads(model: Champion, features: pd.DataFrame, leads: pd.DataFrame) -> pd.DataFrame:

@@ -3,36 +3,49 @@
 Every output table carries an ``as_of`` column (a date). One run writes one
 as-of date, and re-running that date *replaces* its rows:
 
-- Parquet: ``<root>/<table>/as_of=YYYY-MM-DD/part-0.parquet``. Every partition
-  of the run is first written to a hidden staging folder beside its target; only
-  when all of them are written are they renamed into place.
+- Parquet: ``<root>/<table>/as_of=YYYY-MM-DD/part-0.parquet``. A table folder only
+  ever holds ``as_of=D`` folders (the documented hive glob reads it at any moment):
+  a run writes its partitions under ``<root>/.staging/<run>/new/``, on the same
+  filesystem, and moves the partitions it replaces to ``<root>/.staging/<run>/old/``
+  until the run is committed.
 - SQL: one transaction per run that, for every table, deletes the date's rows
   and inserts the new ones. The default is a DuckDB file in the workspace
   (written with DuckDB's own Python API: the ``duckdb_engine`` SQLAlchemy dialect
   is not part of the pinned set); any other SQLAlchemy URL (PostgreSQL with
   ``postgresql+psycopg://...`` in particular) goes through SQLAlchemy Core.
 
-:func:`publish` stages everything before it publishes anything, so an exception
-while the run is still producing or staging its tables leaves the previous
-outputs exactly as they were, and readable.
+:meth:`OutputStore.publish` is all-or-nothing across both: it writes the Parquet
+staging folder, writes every table into the open SQL transaction, swaps the Parquet
+partitions in and only then commits. A failure anywhere (a write, a rename, the
+commit) puts the swapped partitions back and rolls the transaction back, so both
+destinations keep the previous run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import json
 import os
+import re
 import shutil
+import socket
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import pandas as pd
 
-from leadml.errors import ConfigError, DataError
+from leadml.errors import ConfigError, DataError, LeadmlError
+
+
+class PublishError(LeadmlError):
+    """The outputs cannot be written (permissions, disk space, a lock, the database)."""
+
 
 OUTPUT_TABLES: tuple[str, ...] = (
     "scores_leads",
@@ -212,7 +225,187 @@ def _sql_ready(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+# ---------------------------------------------------------------- errors
+
+NOTHING_PUBLISHED = "nothing was published (every destination keeps the previous run)"
+COMMIT = "(commit)"
+
+
+def _os_fix(exc: OSError) -> str:
+    """What to do about a failed write to the filesystem."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space on that filesystem (or point --workspace at another disk) and run again"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (
+            "make it writable by the user running leadml (ownership and mode; `lsattr` shows an "
+            "immutable flag, `chattr -i` clears it; a read-only mount) and run again"
+        )
+    return "check the folder and its disk, and run again"
+
+
+def os_failure(
+    path: Path, exc: OSError, doing: str, state: str = NOTHING_PUBLISHED
+) -> PublishError:
+    """A clear error for a failed filesystem operation on ``path``."""
+    reason = exc.strerror or str(exc)
+    return PublishError(f"{path}: cannot {doing} ({reason}); {state}; {_os_fix(exc)}")
+
+
+# SQLSTATE classes and codes of a table that does not fit the rows: data exceptions (22:
+# a value the column's type does not take), integrity constraints (23: NOT NULL, keys made
+# by hand), datatype mismatch, undefined column, cannot coerce.
+_SCHEMA_SQLSTATES = ("22", "23", "42804", "42703", "42846")
+_LOCK_SQLSTATE = "55P03"  # lock_not_available: lock_timeout expired
+_SCHEMA_WORDS = re.compile(
+    r"\b(type|types|column|datatype|convert|conversion|cast|mismatch)\b", re.IGNORECASE
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    """``schema`` (the table's columns do not fit the rows), ``lock`` (a lock timeout) or
+    ``other`` (privileges, disk, connection, ...), from the driver's SQLSTATE or class."""
+    orig = getattr(exc, "orig", None) or exc
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(state, str) and state:
+        if state == _LOCK_SQLSTATE:
+            return "lock"
+        return "schema" if state.startswith(_SCHEMA_SQLSTATES) else "other"
+    import duckdb
+
+    schema_errors = (
+        duckdb.ConversionException,
+        duckdb.BinderException,
+        duckdb.TypeMismatchException,
+        duckdb.ConstraintException,
+        duckdb.OutOfRangeException,
+    )
+    if isinstance(orig, schema_errors):
+        return "schema"
+    if isinstance(orig, duckdb.Error):
+        return "other"
+    return "schema" if _SCHEMA_WORDS.search(_reason(exc)) else "other"
+
+
+def write_failure(
+    where: str,
+    table: str,
+    exc: BaseException,
+    *,
+    reason: str | None = None,
+    lock_timeout_s: float = 0,
+    server: bool = True,
+) -> LeadmlError:
+    """A clear error for a failed write of ``table`` (or of the commit) into a database:
+    the column advice only where the table's columns are the cause."""
+    reason = reason or _reason(exc)
+    kind = error_kind(exc)
+    if kind == "lock":
+        return PublishError(
+            f"{where}: table {table}: gave up waiting {lock_timeout_s:g} s for a lock another "
+            f"session holds on it ({reason}); {NOTHING_PUBLISHED}; find the session (a BI "
+            "tool's LOCK TABLE, a long transaction: pg_locks joined with pg_stat_activity), "
+            "end it or let it finish, and run again; or raise batch.sql_lock_timeout_seconds "
+            "(LEADML_BATCH__SQL_LOCK_TIMEOUT_SECONDS; 0 waits as long as it takes)"
+        )
+    if kind == "schema" and table != COMMIT:
+        return DataError(
+            f"{where}: table {table}: cannot write ({reason}); {NOTHING_PUBLISHED}; fix the "
+            "column's type in the database or drop the table so the next run creates it"
+        )
+    what = "cannot commit" if table == COMMIT else f"table {table}: cannot write"
+    fix = (
+        "fix what the database reports (the user's privileges on the table, free disk space "
+        "on the database server, the connection) and run again"
+        if server
+        else "fix what DuckDB reports (free disk space, the file's and its folder's "
+        "permissions) and run again"
+    )
+    return PublishError(f"{where}: {what} ({reason}); {NOTHING_PUBLISHED}; {fix}")
+
+
 # ---------------------------------------------------------------- Parquet
+
+STAGING_DIR = ".staging"
+OWNER_FILE = "owner.json"
+# The inode of each partition a run renamed in (to tell it from a later run's), and the
+# mark that the run committed (its renamed partitions are the published ones).
+PLACED_FILE = "placed.json"
+COMMITTED_FILE = "COMMITTED"
+# Written into a run folder whose replaced partitions could not be put back: the
+# folder then holds the only copy of the previous run, and is never removed.
+KEEP_FILE = "RESTORE-BY-HAND.txt"
+# A run folder under .staging is stale when its owner process is gone (same host), or
+# when it is older than this (another host's run, or a pid that was reused): no publish
+# takes that long.
+STALE_AFTER = timedelta(hours=24)
+# Hidden ``.as_of=D.staging-*`` / ``.as_of=D.old-*`` folders inside table folders were
+# written by leadml before run folders moved to .staging; removed once this old.
+LEGACY_STALE_AFTER = timedelta(hours=1)
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst`` (one filesystem: atomic). Tests replace it to fail."""
+    os.replace(src, dst)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or not a pid we can ask about): not ours to judge
+    return True
+
+
+def _age(path: Path, now: datetime) -> timedelta | None:
+    try:
+        return now - datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    except OSError:
+        return None
+
+
+def stale_run(folder: Path, now: datetime, host: str) -> bool:
+    """Whether ``folder`` (a run folder under ``.staging``) belongs to a run that is over:
+    its owner on this host is no longer running, or it is older than :data:`STALE_AFTER`.
+    A folder marked for a restore by hand is never stale."""
+    if (folder / KEEP_FILE).exists():
+        return False
+    owner = _json(folder / OWNER_FILE)
+    pid = owner.get("pid")
+    if owner.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
+        return True
+    age = _age(folder, now)
+    return age is not None and age > STALE_AFTER
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+@dataclass
+class Leftovers:
+    """What :meth:`ParquetOutputs.remove_stale` cleared: folders removed, and partitions
+    put back that a run killed while publishing had replaced."""
+
+    removed: list[Path] = field(default_factory=list)
+    restored: list[Path] = field(default_factory=list)
+
+
+def _legacy_leftover(path: Path) -> bool:
+    name = path.name
+    return name.startswith(f".{AS_OF}=") and (".staging-" in name or ".old-" in name)
+
+
+def _children(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir())
+    except OSError:
+        return []
 
 
 @dataclass
@@ -224,40 +417,104 @@ class ParquetOutputs:
     def partition(self, table: str, as_of: date) -> Path:
         return self.root / table / partition_name(as_of)
 
-    @contextlib.contextmanager
-    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
-        """Write every partition to a staging folder; on a clean exit, rename them in.
+    @property
+    def staging(self) -> Path:
+        """Where runs stage their partitions (beside the table folders, never inside)."""
+        return self.root / STAGING_DIR
 
-        An exception inside the ``with`` (or while staging) removes the staging
-        folders and leaves the published partitions untouched.
-        """
-        staged: list[tuple[Path, Path]] = []
+    def check(self) -> None:
+        """The outputs folder exists (or can be made) and is writable."""
         try:
-            for table, df in tables.items():
-                target = self.partition(table, as_of)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
-                tmp.mkdir()
-                staged.append((tmp, target))
-                import pyarrow.parquet as pq
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_failure(
+                self.root, exc, "create the outputs folder", "nothing was run"
+            ) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            denied = OSError(errno.EACCES, os.strerror(errno.EACCES))
+            raise os_failure(self.root, denied, "write the outputs folder", "nothing was run")
 
-                pq.write_table(
-                    _arrow(table, _with_as_of(df, as_of).drop(columns=[AS_OF])),
-                    tmp / "part-0.parquet",
-                )
-            yield
-            for tmp, target in staged:
-                old = None
+    def remove_stale(self, now: datetime | None = None) -> Leftovers:
+        """Clear what runs that died while publishing left behind: run folders under
+        ``.staging`` that are :func:`stale_run` (first putting back the partitions such a
+        run had swapped in without committing, see :meth:`_roll_back`), and the hidden
+        folders earlier versions staged inside the table folders (after
+        :data:`LEGACY_STALE_AFTER`). A live run's folder (another date's nightly running
+        now) is never touched."""
+        now = now or datetime.now(UTC)
+        host = socket.gethostname()
+        out = Leftovers()
+        found = []
+        for folder in _children(self.staging):
+            if stale_run(folder, now, host):
+                restored, complete = self._roll_back(folder)
+                out.restored += restored
+                if complete:
+                    found.append(folder)
+        for table in OUTPUT_TABLES:
+            for p in _children(self.root / table):
+                age = _age(p, now)
+                if _legacy_leftover(p) and age is not None and age > LEGACY_STALE_AFTER:
+                    found.append(p)
+        for p in found:
+            shutil.rmtree(p, ignore_errors=True)
+        out.removed = [p for p in found if not p.exists()]
+        return out
+
+    def _roll_back(self, folder: Path) -> tuple[list[Path], bool]:
+        """Undo the renames of a dead run (``folder``) that never committed (killed between
+        its renames and its commit: its SQL transaction rolled back with it): its partitions
+        leave the table folders and the ones they replaced come back. A partition a later
+        run has published since is left alone. Returns the partitions undone and whether
+        the folder may go (False: one could not be put back, the folder is marked for a
+        restore by hand)."""
+        if (folder / COMMITTED_FILE).exists():
+            return [], True
+        placed = _json(folder / PLACED_FILE)
+        moved_aside = {f"{p.parent.name}/{p.name}" for p in (folder / "old").glob("*/*")}
+        restored: list[Path] = []
+        for key in sorted(set(placed) | moved_aside):
+            table, part = key.split("/", 1)
+            target, old = self.root / table / part, folder / "old" / table / part
+            try:
                 if target.exists():
-                    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-                    os.replace(target, old)
-                os.replace(tmp, target)
-                if old is not None:
-                    shutil.rmtree(old, ignore_errors=True)
-        finally:
-            for tmp, _ in staged:
-                if tmp.exists():
-                    shutil.rmtree(tmp, ignore_errors=True)
+                    if target.stat().st_ino != placed.get(key):
+                        continue  # published again since (or never replaced): leave it
+                    aside = folder / "new" / table / part
+                    aside.parent.mkdir(parents=True, exist_ok=True)
+                    _move(target, aside)  # the dead run's partition goes with its folder
+                if key in moved_aside:
+                    _move(old, target)
+            except FileNotFoundError:  # another run starting now cleared it first
+                continue
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    (folder / KEEP_FILE).write_text(
+                        f"A run died while publishing and {target} could not be put back "
+                        f"({exc.strerror or exc}): move old/{key} there by hand.\n"
+                    )
+                return restored, False
+            restored.append(target)
+        return restored, True
+
+    def begin(self, as_of: date) -> ParquetPublish:
+        """A run folder ``<root>/.staging/<run>/`` (with its owner: host, pid, start) for
+        one publish of ``as_of``."""
+        now = datetime.now(UTC)
+        folder = self.staging / f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        owner = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": now.isoformat(timespec="seconds"),
+            "as_of": as_of.isoformat(),
+        }
+        try:
+            folder.mkdir(parents=True)
+            (folder / OWNER_FILE).write_text(json.dumps(owner))
+        except OSError as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise os_failure(folder, exc, "create the staging folder") from None
+        return ParquetPublish(self, as_of, folder)
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
         """One date's rows (with ``as_of``), or every date's when ``as_of`` is None."""
@@ -279,7 +536,7 @@ class ParquetOutputs:
             )
             frames.append(_with_as_of(df, day))
         if not frames:
-            return pd.DataFrame({AS_OF: pd.Series([], dtype="date32[pyarrow]")})
+            return _no_rows()
         return pd.concat(frames, ignore_index=True)
 
     def dates(self, table: str = "manifest") -> list[date]:
@@ -290,13 +547,137 @@ class ParquetOutputs:
         )
 
 
+def _no_rows() -> pd.DataFrame:
+    return pd.DataFrame({AS_OF: pd.Series([], dtype="date32[pyarrow]")})
+
+
+@dataclass
+class ParquetPublish:
+    """One run's partitions on their way in: :meth:`write` stages them under
+    ``<run folder>/new/``, :meth:`swap` renames them into the table folders (the ones they
+    replace go to ``<run folder>/old/``), :meth:`restore` undoes the swaps, and
+    :meth:`close` removes the run folder."""
+
+    outputs: ParquetOutputs
+    as_of: date
+    folder: Path
+    staged: list[str] = field(default_factory=list)
+    # per swapped table: [table, an old partition was moved aside, the new one is in place]
+    swapped: list[list[Any]] = field(default_factory=list)
+    placed: dict[str, int] = field(default_factory=dict)
+    keep: bool = False
+
+    def _new(self, table: str) -> Path:
+        return self.folder / "new" / table / partition_name(self.as_of)
+
+    def _old(self, table: str) -> Path:
+        return self.folder / "old" / table / partition_name(self.as_of)
+
+    def write(self, tables: Mapping[str, pd.DataFrame]) -> None:
+        import pyarrow.parquet as pq
+
+        for table, df in tables.items():
+            dest = self._new(table)
+            try:
+                dest.mkdir(parents=True)
+                pq.write_table(
+                    _arrow(table, _with_as_of(df, self.as_of).drop(columns=[AS_OF])),
+                    dest / "part-0.parquet",
+                )
+            except OSError as exc:
+                raise os_failure(dest, exc, f"write table {table}") from None
+            self.staged.append(table)
+
+    def swap(self) -> None:
+        """Rename every staged partition into its table folder. A failure raises at once
+        (the caller restores what was swapped, see :meth:`restore`)."""
+        for table in self.staged:
+            target = self.outputs.partition(table, self.as_of)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                had_old = target.exists()
+                if had_old:
+                    self._old(table).parent.mkdir(parents=True, exist_ok=True)
+                    _move(target, self._old(table))
+                self.swapped.append([table, had_old, False])
+                self.placed[f"{table}/{target.name}"] = self._new(table).stat().st_ino
+                (self.folder / PLACED_FILE).write_text(json.dumps(self.placed))
+                _move(self._new(table), target)
+                self.swapped[-1][2] = True
+            except OSError as exc:
+                raise os_failure(target, exc, "replace the partition") from None
+
+    def restore(self, cause: BaseException) -> None:
+        """Put back every partition :meth:`swap` replaced (newest first). When one cannot
+        be put back the run folder is kept (with a note) and the error says where the
+        previous partitions wait."""
+        failed: list[str] = []
+        for table, had_old, placed in reversed(self.swapped):
+            target = self.outputs.partition(table, self.as_of)
+            try:
+                if placed:
+                    _move(target, self._new(table))
+                if had_old:
+                    _move(self._old(table), target)
+            except OSError as exc:
+                failed.append(f"{table} ({exc.strerror or exc})")
+        self.swapped = []
+        if not failed:
+            return
+        self.keep = True
+        note = (
+            f"Publishing the run of {self.as_of} failed ({_reason(cause)}) and these partitions "
+            f"could not be put back: {', '.join(failed)}. The previous run's partitions are "
+            f"in old/<table>/{partition_name(self.as_of)}: move each to "
+            f"{self.outputs.root}/<table>/ and remove this folder.\n"
+        )
+        with contextlib.suppress(OSError):
+            (self.folder / KEEP_FILE).write_text(note)
+        raise PublishError(
+            f"{self.outputs.root}: publishing failed ({_reason(cause)}) and the previous "
+            f"partitions of {', '.join(failed)} could not be put back (the SQL transaction was "
+            f"rolled back); they are in {self.folder / 'old'}: move each <table>/"
+            f"{partition_name(self.as_of)} from there into {self.outputs.root}/<table>/ by hand"
+        ) from cause
+
+    def committed(self) -> None:
+        """Mark the run committed: from now on its partitions are the published ones."""
+        self.swapped = []
+        with contextlib.suppress(OSError):
+            (self.folder / COMMITTED_FILE).touch()
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
 # ---------------------------------------------------------------- SQL
+
+# PostgreSQL lock_timeout of the publishing session (batch.sql_lock_timeout_seconds)
+DEFAULT_LOCK_TIMEOUT_S = 300.0
+# Dialects leadml writes its output tables to through SQLAlchemy, with an example URL
+# (a DuckDB file is ``duckdb:///path``, written with DuckDB's own API).
+SUPPORTED_DIALECTS = {
+    "postgresql": "postgresql+psycopg://user@host:5432/db",
+    "sqlite": "sqlite:////path/to/outputs.db",
+}
+Writer = Callable[[Mapping[str, pd.DataFrame]], None]
 
 
 class SqlOutputs(Protocol):
     """A database that holds the output tables; one transaction per run."""
 
     url: str
+
+    @property
+    def safe_url(self) -> str: ...
+
+    @property
+    def where(self) -> str: ...
+
+    def check(self) -> None: ...
+
+    def transaction(self, as_of: date) -> contextlib.AbstractContextManager[Writer]: ...
 
     def stage(
         self, as_of: date, tables: Mapping[str, pd.DataFrame]
@@ -325,47 +706,90 @@ class DuckDBOutputs:
     def safe_url(self) -> str:
         return self.url
 
-    @contextlib.contextmanager
-    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
-        """Delete the date's rows and insert the new ones in one transaction, committed
-        only when the ``with`` body finishes without an exception."""
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+    def _open(self, *, read_only: bool = False) -> Any:
         import duckdb
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(self.path))
+            return duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.Error as exc:
+            reason = _reason(exc)
+            if "lock" in reason.lower():
+                raise ConfigError(
+                    f"{self.path}: cannot open the output database ({reason}); another program "
+                    "holds the file open (a DuckDB shell, a BI tool, another run): close it and "
+                    "run again, or set batch.sql_url to another database"
+                ) from None
             raise ConfigError(
-                f"{self.path}: cannot open the output database ({_reason(exc)}); another "
-                "program holds the file open (a DuckDB shell, a BI tool, another run): close "
-                "it and run again, or set batch.sql_url to another database"
+                f"{self.path}: cannot open the output database ({reason}); make the file and "
+                "its folder readable and writable by the user running leadml, or set "
+                "batch.sql_url to another database"
             ) from None
-        table = ""
+
+    def check(self) -> None:
+        """The file can be opened for writing now (no other program holds it), or made."""
+        if self.path.exists():
+            self._open().close()
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_failure(
+                self.path.parent, exc, "create the folder", "nothing was run"
+            ) from None
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            denied = OSError(errno.EACCES, os.strerror(errno.EACCES))
+            raise os_failure(self.path.parent, denied, "create the database", "nothing was run")
+
+    @contextlib.contextmanager
+    def transaction(self, as_of: date) -> Iterator[Writer]:
+        """One open transaction: the yielded ``write(tables)`` deletes the date's rows and
+        inserts the new ones; committed when the ``with`` body finishes without an
+        exception, rolled back otherwise."""
+        import duckdb
+
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise os_failure(self.path.parent, exc, "create the folder") from None
+        con = self._open()
+        current = [""]
+
+        def write(tables: Mapping[str, pd.DataFrame]) -> None:
+            for table, df in tables.items():
+                current[0] = table
+                self._write(
+                    con, f"_leadml_{table}", table, _sql_ready(_with_as_of(df, as_of)), as_of
+                )
+            current[0] = ""
+
         try:
             con.execute("BEGIN TRANSACTION")
-            for i, (table, df) in enumerate(tables.items()):
-                frame = _sql_ready(_with_as_of(df, as_of))
-                self._write(con, f"_leadml_frame_{i}", table, frame, as_of)
-            table = ""
-            yield
-            table = "(commit)"
+            yield write
+            current[0] = COMMIT
             con.execute("COMMIT")
         except duckdb.Error as exc:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
-            if not table:  # raised by the caller's block, not by this store
+            if not current[0]:  # raised by the caller's block, not by this store
                 raise
-            raise DataError(
-                f"{self.path}: table {table}: cannot write ({_reason(exc)}); nothing was "
-                "published; fix the column's type in the database or drop the table so the "
-                "next run creates it"
-            ) from None
+            raise write_failure(str(self.path), current[0], exc, server=False) from None
         except BaseException:
             with contextlib.suppress(Exception):
                 con.execute("ROLLBACK")
             raise
         finally:
             con.close()
+
+    @contextlib.contextmanager
+    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
+        """Write ``tables`` in one transaction, committed when the ``with`` body succeeds."""
+        with self.transaction(as_of) as write:
+            write(tables)
+            yield
 
     @staticmethod
     def _write(con: Any, name: str, table: str, frame: pd.DataFrame, as_of: date) -> None:
@@ -382,21 +806,25 @@ class DuckDBOutputs:
         con.execute(f"INSERT INTO {_q(table)} BY NAME SELECT * FROM {name}")
         con.unregister(name)
 
-    def has(self, table: str) -> bool:
-        import duckdb
-
-        if not self.path.exists():
-            return False
-        with duckdb.connect(str(self.path), read_only=True) as con:
-            found = con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
-            ).fetchone()
+    def _has(self, con: Any, table: str) -> bool:
+        found = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table]
+        ).fetchone()
         return bool(found and found[0])
 
-    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
-        import duckdb
+    def has(self, table: str) -> bool:
+        if not self.path.exists():
+            return False
+        with self._open(read_only=True) as con:
+            return self._has(con, table)
 
-        with duckdb.connect(str(self.path), read_only=True) as con:
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        """The table's rows (of one date), none when the file or the table does not exist."""
+        if not self.path.exists():
+            return _no_rows()
+        with self._open(read_only=True) as con:
+            if not self._has(con, table):
+                return _no_rows()
             sql = f"SELECT * FROM {_q(table)}"
             params: list[Any] = []
             if as_of is not None:
@@ -405,51 +833,127 @@ class DuckDBOutputs:
             return con.execute(sql, params).df()
 
 
+def sql_url_source(from_flag: bool, environ: Mapping[str, str]) -> str:
+    """How messages name where the SQL URL came from: the flag, the variable or the setting."""
+    if from_flag:
+        return "--sql-url"
+    if environ.get("LEADML_BATCH__SQL_URL"):
+        return "LEADML_BATCH__SQL_URL"
+    return "batch.sql_url"
+
+
 @dataclass
 class SqlAlchemyOutputs:
     """Output tables in any database SQLAlchemy reaches (PostgreSQL via psycopg 3)."""
 
     url: str
-
-    def _engine(self) -> Any:
-        import sqlalchemy as sa
-
-        try:
-            return sa.create_engine(self.url)
-        except Exception as exc:  # bad URL or driver not installed
-            raise ConfigError(
-                f"batch.sql_url {self._safe_url()}: cannot open ({exc}); "
-                "use a SQLAlchemy URL such as "
-                "postgresql+psycopg://user@host:5432/db (LEADML_BATCH__SQL_URL)"
-            ) from None
-
-    def _safe_url(self) -> str:
-        return masked_url(self.url)
+    # where the URL came from, as messages name it (--sql-url, LEADML_BATCH__SQL_URL, ...)
+    source: str = "batch.sql_url"
+    # PostgreSQL lock_timeout of the publishing transaction, seconds (0 = wait)
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S
 
     @property
     def safe_url(self) -> str:
         """The URL with its password masked (for output, manifests and reports)."""
-        return self._safe_url()
+        return masked_url(self.url)
 
-    @contextlib.contextmanager
-    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
-        """One transaction: per table, create it if missing, add new columns, delete the
-        date's rows, insert the new ones; committed only when the ``with`` body succeeds.
+    @property
+    def where(self) -> str:
+        return f"{self.source} {self.safe_url}"
 
-        On PostgreSQL the transaction first takes an advisory lock, so two runs publishing
-        into the same database at once take turns (the second replaces the first's rows)."""
+    def _masked(self, text: str) -> str:
+        """``text`` without the URL's password (drivers may echo parts of the URL)."""
+        import sqlalchemy as sa
+
+        with contextlib.suppress(Exception):
+            password = sa.engine.make_url(self.url).password
+            if password:
+                return text.replace(str(password), "***")
+        return text
+
+    def _dialect(self) -> str:
+        """The URL's database, once it is known to be one leadml writes."""
+        import sqlalchemy as sa
+
+        try:
+            url = sa.engine.make_url(self.url)
+        except Exception:
+            raise ConfigError(
+                f"{self.source}: {self.safe_url} is not a database URL; write a SQLAlchemy URL "
+                f"such as {SUPPORTED_DIALECTS['postgresql']} (or duckdb:///path/outputs.duckdb)"
+            ) from None
+        backend = url.get_backend_name()
+        if backend == "postgres":
+            raise ConfigError(
+                f"{self.where}: postgres:// is not a SQLAlchemy URL scheme; write the same URL "
+                "starting with postgresql+psycopg://"
+            )
+        if backend not in SUPPORTED_DIALECTS:
+            examples = ", ".join(SUPPORTED_DIALECTS.values())
+            raise ConfigError(
+                f"{self.where}: {backend} is not a database leadml writes its outputs to; use "
+                f"PostgreSQL or SQLite ({examples}) or a DuckDB file (duckdb:///path/outputs.duckdb)"
+            )
+        return backend
+
+    def _engine(self) -> Any:
+        import sqlalchemy as sa
+
+        self._dialect()
+        try:
+            return sa.create_engine(self.url)
+        except Exception as exc:  # a driver that is not installed, a bad option
+            raise ConfigError(
+                f"{self.where}: cannot open ({self._masked(_reason(exc))}); for PostgreSQL write "
+                f"{SUPPORTED_DIALECTS['postgresql']} (psycopg 3 is the installed driver)"
+            ) from None
+
+    def _connect(self, engine: Any) -> Any:
+        import sqlalchemy as sa
+
+        try:
+            return engine.connect()
+        except (sa.exc.DBAPIError, sa.exc.InterfaceError) as exc:
+            raise ConfigError(
+                f"{self.where}: cannot connect ({self._masked(_reason(exc))}); check the host, "
+                f"port, user, password and database name in {self.source}, and that the "
+                "server is running and accepts connections from this machine"
+            ) from None
+
+    def check(self) -> None:
+        """Connect and run a trivial query now, so a wrong URL, password, port or database
+        stops the run before any work (the publish is hours away at scale)."""
         import sqlalchemy as sa
 
         engine = self._engine()
-        table = ""
         try:
-            try:
-                conn = engine.connect()
-            except sa.exc.OperationalError as exc:
-                raise ConfigError(
-                    f"batch.sql_url {self._safe_url()}: cannot connect ({exc.orig}); "
-                    "start the database or fix LEADML_BATCH__SQL_URL"
-                ) from None
+            with self._connect(engine) as conn:
+                try:
+                    conn.execute(sa.text("SELECT 1"))
+                except sa.exc.DBAPIError as exc:
+                    raise ConfigError(
+                        f"{self.where}: the database does not answer a query "
+                        f"({self._masked(_reason(exc))}); check the connection settings"
+                    ) from None
+        finally:
+            engine.dispose()
+
+    @contextlib.contextmanager
+    def transaction(self, as_of: date) -> Iterator[Writer]:
+        """One transaction; the yielded ``write(tables)``, per table, creates it if missing
+        (with an index on ``as_of``), adds new columns, deletes the date's rows and inserts
+        the new ones. Committed only when the ``with`` body succeeds.
+
+        On PostgreSQL the transaction first takes an advisory lock, so two runs publishing
+        into the same database take turns (the second replaces the first's rows); then it
+        sets ``lock_timeout``, so a table another session locks (a BI tool's ``LOCK
+        TABLE``) stops the run with an error instead of a silent wait."""
+        import sqlalchemy as sa
+
+        engine = self._engine()
+        current = [""]
+        try:
+            conn = self._connect(engine)
             errors = _db_errors(conn)
             try:
                 with conn, conn.begin():
@@ -457,21 +961,37 @@ class SqlAlchemyOutputs:
                         conn.execute(
                             sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
                         )
-                    for table, df in tables.items():
-                        self._replace(conn, table, _sql_ready(_with_as_of(df, as_of)), as_of)
-                    table = ""
-                    yield
-                    table = "(commit)"
+                        ms = round(self.lock_timeout_s * 1000)
+                        conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(ms)}"))
+
+                    def write(tables: Mapping[str, pd.DataFrame]) -> None:
+                        for table, df in tables.items():
+                            current[0] = table
+                            frame = _sql_ready(_with_as_of(df, as_of))
+                            self._replace(conn, table, frame, as_of)
+                        current[0] = ""
+
+                    yield write
+                    current[0] = COMMIT
             except errors as exc:
-                if not table:  # raised by the caller's block, not by this store
+                if not current[0]:  # raised by the caller's block, not by this store
                     raise
-                raise DataError(
-                    f"batch.sql_url {self._safe_url()}: table {table}: cannot write "
-                    f"({_reason(exc)}); nothing was published; fix the column's type in the "
-                    "database or drop the table so the next run creates it"
+                raise write_failure(
+                    self.where,
+                    current[0],
+                    exc,
+                    reason=self._masked(_reason(exc)),
+                    lock_timeout_s=self.lock_timeout_s,
                 ) from None
         finally:
             engine.dispose()
+
+    @contextlib.contextmanager
+    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
+        """Write ``tables`` in one transaction, committed when the ``with`` body succeeds."""
+        with self.transaction(as_of) as write:
+            write(tables)
+            yield
 
     def _replace(self, conn: Any, table: str, frame: pd.DataFrame, as_of: date) -> None:
         import sqlalchemy as sa
@@ -480,6 +1000,7 @@ class SqlAlchemyOutputs:
         insp = sa.inspect(conn)
         if not insp.has_table(table):
             frame.head(0).to_sql(table, conn, index=False, dtype=types)
+        _index_as_of(conn, table)
         have = {c["name"]: c["type"] for c in sa.inspect(conn).get_columns(table)}
         prep = conn.dialect.identifier_preparer
         for col in frame.columns:
@@ -501,30 +1022,56 @@ class SqlAlchemyOutputs:
         else:
             frame.to_sql(table, conn, index=False, if_exists="append", chunksize=10_000)
 
+    @contextlib.contextmanager
+    def _reading(self, table: str) -> Iterator[Any]:
+        """A connection for reading ``table``; a failed query is a clear error."""
+        import sqlalchemy as sa
+
+        engine = self._engine()
+        try:
+            with self._connect(engine) as conn:
+                try:
+                    yield conn
+                except sa.exc.DBAPIError as exc:
+                    raise ConfigError(
+                        f"{self.where}: cannot read table {table} "
+                        f"({self._masked(_reason(exc))}); check the user's privileges on it"
+                    ) from None
+        finally:
+            engine.dispose()
+
     def has(self, table: str) -> bool:
         import sqlalchemy as sa
 
-        engine = self._engine()
-        try:
-            return bool(sa.inspect(engine).has_table(table))
-        finally:
-            engine.dispose()
+        with self._reading(table) as conn:
+            return bool(sa.inspect(conn).has_table(table))
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        """The table's rows (of one date), none when the table does not exist."""
         import sqlalchemy as sa
 
-        engine = self._engine()
-        try:
-            with engine.connect() as conn:
-                prep = conn.dialect.identifier_preparer
-                sql = f"SELECT * FROM {prep.quote(table)}"
-                params: dict[str, Any] = {}
-                if as_of is not None:
-                    sql += f" WHERE {AS_OF} = :d"
-                    params["d"] = as_of
-                return pd.read_sql(sa.text(sql), conn, params=params)
-        finally:
-            engine.dispose()
+        with self._reading(table) as conn:
+            if not sa.inspect(conn).has_table(table):
+                return _no_rows()
+            prep = conn.dialect.identifier_preparer
+            sql = f"SELECT * FROM {prep.quote(table)}"
+            params: dict[str, Any] = {}
+            if as_of is not None:
+                sql += f" WHERE {AS_OF} = :d"
+                params["d"] = as_of
+            return pd.read_sql(sa.text(sql), conn, params=params)
+
+
+def _index_as_of(conn: Any, table: str) -> None:
+    """An index on ``as_of`` (every run deletes one date's rows), made once per table."""
+    import sqlalchemy as sa
+
+    indexes = sa.inspect(conn).get_indexes(table)
+    if any(list(ix.get("column_names") or [])[:1] == [AS_OF] for ix in indexes):
+        return
+    prep = conn.dialect.identifier_preparer
+    name = prep.quote(f"ix_{table}_{AS_OF}")
+    conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {name} ON {prep.quote(table)} ({AS_OF})"))
 
 
 def _sqlalchemy_type(s: pd.Series) -> Any:
@@ -617,16 +1164,28 @@ def _copy_postgres(conn: Any, table: str, frame: pd.DataFrame) -> None:
         copy.write(buf.getvalue())
 
 
-def sql_outputs(url: str | None, workspace_outputs: Path) -> DuckDBOutputs | SqlAlchemyOutputs:
-    """The SQL destination for ``batch.sql_url`` (None = the workspace's DuckDB file)."""
+def sql_outputs(
+    url: str | None,
+    workspace_outputs: Path,
+    *,
+    source: str = "batch.sql_url",
+    lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+) -> DuckDBOutputs | SqlAlchemyOutputs:
+    """The SQL destination for ``batch.sql_url`` (None = the workspace's DuckDB file);
+    ``source`` names where the URL came from in messages."""
     if url is None:
         return DuckDBOutputs(workspace_outputs / "leadml.duckdb")
     if url.startswith("duckdb:///"):
         return DuckDBOutputs(Path(url.removeprefix("duckdb:///")).expanduser())
-    return SqlAlchemyOutputs(url)
+    return SqlAlchemyOutputs(url, source=source, lock_timeout_s=lock_timeout_s)
 
 
 # ---------------------------------------------------------------- both
+
+
+@contextlib.contextmanager
+def _no_sql() -> Iterator[Writer]:
+    yield lambda _tables: None
 
 
 @dataclass
@@ -636,25 +1195,67 @@ class OutputStore:
     parquet: ParquetOutputs | None
     sql: DuckDBOutputs | SqlAlchemyOutputs | None
 
-    def publish(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> dict[str, int]:
-        """Replace the as-of date's rows of every table in ``tables``; returns rows per table.
+    @property
+    def where(self) -> str:
+        """The store reads come from, as messages name it."""
+        if self.parquet is not None:
+            return f"the Parquet outputs in {self.parquet.root}"
+        assert self.sql is not None
+        return f"the SQL database {self.sql.where}"
 
-        Order: stage Parquet (hidden folders), write into one open SQL transaction,
-        commit it, then rename the Parquet partitions in. Any failure before the
-        commit leaves both destinations as they were.
+    def check(self) -> None:
+        """Fail now, with the fix, when a destination cannot take the run's tables."""
+        if self.parquet is not None:
+            self.parquet.check()
+        if self.sql is not None:
+            self.sql.check()
+
+    def publish(
+        self,
+        as_of: date,
+        tables: Mapping[str, pd.DataFrame],
+        manifest: Callable[[], pd.DataFrame] | None = None,
+    ) -> dict[str, int]:
+        """Replace the as-of date's rows of every table in ``tables``, and of the
+        ``manifest`` row that ``manifest()`` makes once they are written; returns rows per
+        table.
+
+        Order: stage the Parquet partitions; write every table into one open SQL
+        transaction; make and write the manifest row; swap the Parquet partitions in;
+        commit. A failure anywhere (a write, a rename, the commit) puts the swapped
+        partitions back and rolls the transaction back: both destinations keep the
+        previous run.
         """
         unknown = [t for t in tables if t not in OUTPUT_TABLES]
         if unknown:
             raise ValueError(f"not output tables: {unknown}")
         tables = {t: conform(t, df) for t, df in tables.items()}
-        with contextlib.ExitStack() as stack:
-            if self.parquet is not None:
-                stack.enter_context(self.parquet.stage(as_of, tables))
-            if self.sql is not None:
-                stack.enter_context(self.sql.stage(as_of, tables))
-            # Leaving the stack: the SQL transaction commits first (the step that can
-            # fail for reasons outside leadml), then the staged partitions are renamed in.
-        return {t: len(df) for t, df in tables.items()}
+        rows = {t: len(df) for t, df in tables.items()}
+        staged = self.parquet.begin(as_of) if self.parquet is not None else None
+        try:
+            if staged is not None:
+                staged.write(tables)
+            with self.sql.transaction(as_of) if self.sql is not None else _no_sql() as write:
+                write(tables)
+                if manifest is not None:
+                    row = {"manifest": conform("manifest", manifest())}
+                    rows["manifest"] = len(row["manifest"])
+                    if staged is not None:
+                        staged.write(row)
+                    write(row)
+                if staged is not None:
+                    staged.swap()
+                # leaving the block commits; a failed commit restores the partitions below
+            if staged is not None:
+                staged.committed()
+        except BaseException as exc:
+            if staged is not None:
+                staged.restore(exc)
+            raise
+        finally:
+            if staged is not None:
+                staged.close()
+        return rows
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
         if self.parquet is not None:
@@ -682,9 +1283,13 @@ class OutputStore:
         return day, frame[days == day].reset_index(drop=True)
 
 
-def reader(settings: Any) -> OutputStore:
+def reader(settings: Any, sql_source: str | None = None) -> OutputStore:
     """The store the nightly run's outputs are read from: its Parquet partitions, or
-    the SQL database when Parquet is off (``batch.parquet``, ``batch.sql_url``)."""
+    the SQL database when Parquet is off (``batch.parquet``, ``batch.sql_url``);
+    ``sql_source`` names where the URL came from (default: the variable or the setting)."""
     if settings.batch.parquet:
         return OutputStore(ParquetOutputs(settings.outputs_dir), None)
-    return OutputStore(None, sql_outputs(settings.batch.sql_url, settings.outputs_dir))
+    source = sql_source or sql_url_source(False, os.environ)
+    return OutputStore(
+        None, sql_outputs(settings.batch.sql_url, settings.outputs_dir, source=source)
+    )

@@ -88,6 +88,47 @@ def _one_line_summaries(typer_app: typer.Typer) -> None:
 _one_line_summaries(app)
 
 
+def _literal_help(typer_app: typer.Typer) -> None:
+    """Help texts are plain text: ``[env LEADML_WORKSPACE; default ./workspace]`` or
+    ``[default: ...]`` must show as written, but typer renders help as Rich markup, where
+    a bracketed word starting in lower case is a style tag and vanishes. Escape every
+    help text once (options, arguments, command docstrings and summaries, sub-groups)."""
+    import inspect
+
+    from typer.models import ParameterInfo
+
+    def escape_params(callback: object) -> None:
+        if not callable(callback):
+            return
+        for param in inspect.signature(callback).parameters.values():
+            infos = [param.default, *getattr(param.annotation, "__metadata__", ())]
+            for info in infos:
+                if isinstance(info, ParameterInfo) and info.help:
+                    info.help = escape(info.help)
+
+    def escape_command(info: typer.models.CommandInfo | typer.models.TyperInfo) -> None:
+        doc = inspect.getdoc(info.callback) if info.callback else None
+        if isinstance(info.help, str):
+            info.help = escape(info.help)
+        elif doc and escape(doc) != doc:
+            info.help = escape(doc)
+        if isinstance(info, typer.models.CommandInfo) and isinstance(info.short_help, str):
+            info.short_help = escape(info.short_help)
+        escape_params(info.callback)
+
+    for command in typer_app.registered_commands:
+        escape_command(command)
+    if typer_app.registered_callback is not None:
+        escape_command(typer_app.registered_callback)
+    for group in typer_app.registered_groups:
+        escape_command(group)
+        if group.typer_instance is not None:
+            _literal_help(group.typer_instance)
+
+
+_literal_help(app)
+
+
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 

@@ -23,15 +23,22 @@ def validate(
         "--quarantine",
         help="Set bad rows aside in <workspace>/quarantine instead of failing",
     ),
+    deep: bool = typer.Option(
+        False,
+        "--deep",
+        help="First read every value of every file, naming any file that cannot be read "
+        "in full (a corrupt Parquet page); one full scan of the data",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Check every table against its contract; exit non-zero with the reasons if any breaks it."""
     from rich.markup import escape
 
-    from leadml.contracts import connect
+    from leadml.contracts import connect, read_in_full
 
     s = common.settings(ctx)
     location = data or s.data_dir
+    read = read_in_full(location) if deep else None
     con, report = connect(
         location,
         s.vocabulary,
@@ -64,6 +71,8 @@ def validate(
     for p in report.problems:
         # user data may contain [brackets]: never let rich read it as markup
         out.print(f"[yellow]quarantined:[/] {escape(p.render())}", soft_wrap=True)
+    if read is not None:
+        out.print(f"every file of the {read} tables was read in full (--deep)")
     if report.missing_tables:
         out.print(f"absent (optional): {', '.join(report.missing_tables)}")
     for line in report.consequences():

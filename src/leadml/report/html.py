@@ -671,24 +671,31 @@ def realised_calibration(
     return out
 
 
-def build_report(settings: Any, as_of: str | date, *, data: str | Path | None = None) -> Path:
+def build_report(
+    settings: Any,
+    as_of: str | date,
+    *,
+    data: str | Path | None = None,
+    sql_source: str | None = None,
+) -> Path:
     """Write the report of the nightly run of ``as_of`` and return its path.
 
     Reads the run's outputs (Parquet in the workspace, or the SQL database when
-    Parquet is off) and, for the funnel and the realised calibration, the input
-    tables (only records before ``as_of``).
+    Parquet is off; ``sql_source`` names where its URL came from in messages) and, for
+    the funnel and the realised calibration, the input tables (only records before
+    ``as_of``).
     """
     from leadml.batch.nightly import BatchError, parse_as_of
     from leadml.batch.outputs import reader
     from leadml.sources import write_text
 
     day, t = parse_as_of(as_of)
-    store = reader(settings)
+    store = reader(settings, sql_source)
     manifest = manifest_dict(store.read("manifest", day))
     if not manifest:
         raise BatchError(
-            f"no nightly run for {day} in {settings.outputs_dir}; "
-            f"run `leadml batch --as-of {day}` first"
+            f"no nightly run for {day} in {store.where}; run `leadml batch --as-of {day}` "
+            "first (or point the report at the store that run wrote: batch.parquet, --sql-url)"
         )
     tables = {
         name: store.read(name, day).drop(columns=["as_of"], errors="ignore")

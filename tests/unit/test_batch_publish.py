@@ -1,0 +1,577 @@
+"""Publishing the nightly outputs as an operator relies on it (nightly review): table
+folders only ever hold ``as_of=D`` partitions, a failure anywhere leaves both
+destinations with the previous run, leftovers of dead runs are cleared (and only those),
+and every write failure is a clear error with the right advice."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from leadml.batch import outputs
+from leadml.batch.outputs import (
+    DuckDBOutputs,
+    OutputStore,
+    ParquetOutputs,
+    PublishError,
+    SqlAlchemyOutputs,
+    error_kind,
+    write_failure,
+)
+from leadml.errors import DataError, LeadmlError
+
+D = date(2025, 6, 2)
+TABLES = ("scores_leads", "forecast", "alerts")
+
+
+def _tables(version: str) -> dict[str, pd.DataFrame]:
+    return {
+        "scores_leads": pd.DataFrame(
+            {"lead_id": ["a", "b"], "readiness": [0.2, 0.1], "model_version": [version] * 2}
+        ),
+        "forecast": pd.DataFrame(
+            {"kind": ["snapshot"], "group": ["all"], "probability_source": [version]}
+        ),
+        "alerts": pd.DataFrame({"opportunity_id": ["o1"], "rule": ["stale"], "reason": [version]}),
+    }
+
+
+def _store(tmp_path: Path) -> OutputStore:
+    root = tmp_path / "outputs"
+    return OutputStore(ParquetOutputs(root), DuckDBOutputs(root / "leadml.duckdb"))
+
+
+def _versions(store: OutputStore) -> dict[str, set[str]]:
+    """The run (version) each table holds for D, per destination."""
+    col = {"scores_leads": "model_version", "forecast": "probability_source", "alerts": "reason"}
+    assert store.parquet is not None and store.sql is not None
+    got = {}
+    for t in TABLES:
+        got[f"parquet {t}"] = set(store.parquet.read(t, D)[col[t]])
+        got[f"sql {t}"] = set(store.sql.read(t, D)[col[t]])
+    return got
+
+
+def _leftovers(root: Path) -> list[Path]:
+    return [*root.glob("*/.*"), *root.glob(".staging/*")]
+
+
+def _hive(root: Path, table: str) -> int:
+    glob = str(root / table / "*" / "*.parquet")
+    sql = f"SELECT count(*) FROM read_parquet('{glob}', hive_partitioning=true)"
+    with duckdb.connect() as con:
+        return int(con.execute(sql).fetchone()[0])  # type: ignore[index]
+
+
+# ------------------------------------------------------------ 1. staging outside the tables
+
+
+def test_the_documented_hive_glob_reads_every_table_while_a_run_publishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staging folders inside ``outputs/<table>/`` made DuckDB fail with "Hive partition
+    mismatch ... key ".as_of" not found" for as long as a publish lasted (or forever after
+    a killed run)."""
+    store = _store(tmp_path)
+    root = tmp_path / "outputs"
+    store.publish(D - timedelta(days=7), _tables("0"))  # an earlier night: the glob has a file
+    store.publish(D, _tables("1"))
+    seen: list[int] = []
+    real = outputs._move
+
+    def move_and_read(src: Path, dst: Path) -> None:  # BI reads between every rename
+        seen.append(_hive(root, "scores_leads"))
+        real(src, dst)
+        seen.append(_hive(root, "scores_leads"))
+
+    def manifest() -> pd.DataFrame:  # everything is staged and written at this point
+        seen.append(_hive(root, "scores_leads"))
+        assert sorted(p.name for p in (root / "scores_leads").iterdir()) == [
+            f"as_of={D - timedelta(days=7)}",
+            f"as_of={D}",
+        ]
+        return pd.DataFrame({"run_id": ["r2"]})
+
+    monkeypatch.setattr(outputs, "_move", move_and_read)
+    store.publish(D, _tables("2"), manifest=manifest)
+    # 3 tables replaced (2 renames each), the manifest new (1), a read before and after each
+    assert len(seen) == 1 + 2 * (3 * 2 + 1)
+    assert all(n in (2, 4) for n in seen)  # the other night, and D's old or new rows
+    assert _hive(root, "scores_leads") == 4 and not _leftovers(root)
+
+
+def _owner(folder: Path, **owner: object) -> Path:
+    folder.mkdir(parents=True)
+    (folder / outputs.OWNER_FILE).write_text(json.dumps(owner))
+    return folder
+
+
+def _age(path: Path, hours: float) -> None:
+    stamp = (datetime.now(UTC) - timedelta(hours=hours)).timestamp()
+    os.utime(path, (stamp, stamp))
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_only_provably_stale_leftovers_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "outputs"
+    host = socket.gethostname()
+    staging = root / outputs.STAGING_DIR
+    dead = _owner(staging / "dead", host=host, pid=_dead_pid())
+    live = _owner(staging / "live", host=host, pid=os.getpid())  # another date's run, now
+    elsewhere = _owner(staging / "elsewhere", host="other-host", pid=1)
+    old_elsewhere = _owner(staging / "old-elsewhere", host="other-host", pid=1)
+    _age(old_elsewhere, 25)
+    kept = _owner(staging / "to-restore", host=host, pid=_dead_pid())
+    (kept / outputs.KEEP_FILE).write_text("restore by hand")
+    legacy_old = root / "scores_leads" / f".as_of={D}.staging-1234abcd"
+    legacy_new = root / "forecast" / f".as_of={D}.old-1234abcd"
+    for p in (legacy_old, legacy_new):
+        p.mkdir(parents=True)
+    _age(legacy_old, 2)
+
+    left = ParquetOutputs(root).remove_stale()
+
+    assert sorted(p.name for p in left.removed) == sorted(
+        ["dead", "old-elsewhere", legacy_old.name]
+    )
+    assert not dead.exists() and not old_elsewhere.exists() and not legacy_old.exists()
+    assert live.exists() and elsewhere.exists() and kept.exists() and legacy_new.exists()
+    assert left.restored == []
+
+
+def test_a_run_killed_between_its_renames_and_its_commit_is_rolled_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "outputs"
+    parquet = ParquetOutputs(root)
+    OutputStore(parquet, None).publish(D, _tables("1"))
+    pub = parquet.begin(D)
+    pub.write(_tables("2"))
+    real, moves = outputs._move, []
+
+    def killed(src: Path, dst: Path) -> None:
+        moves.append(dst)
+        if len(moves) == 4:  # scores_leads swapped, forecast moved aside: then SIGKILL
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(outputs, "_move", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pub.swap()  # no restore, no close: the process is gone
+    monkeypatch.setattr(outputs, "_move", real)
+    (pub.folder / outputs.OWNER_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": _dead_pid()})
+    )
+    assert set(parquet.read("scores_leads", D)["model_version"]) == {"2"}
+
+    left = parquet.remove_stale()
+
+    assert sorted(p.parent.name for p in left.restored) == ["forecast", "scores_leads"]
+    assert set(parquet.read("scores_leads", D)["model_version"]) == {"1"}
+    assert set(parquet.read("forecast", D)["probability_source"]) == {"1"}
+    assert set(parquet.read("alerts", D)["reason"]) == {"1"}
+    assert not _leftovers(root)
+
+
+def test_a_first_run_killed_mid_swap_leaves_no_partition_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "outputs"
+    parquet = ParquetOutputs(root)
+    pub = parquet.begin(D)
+    pub.write(_tables("1"))
+    real, moves = outputs._move, []
+
+    def killed(src: Path, dst: Path) -> None:
+        moves.append(dst)
+        if len(moves) == 3:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(outputs, "_move", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pub.swap()
+    monkeypatch.setattr(outputs, "_move", real)
+    (pub.folder / outputs.OWNER_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": _dead_pid()})
+    )
+    assert parquet.dates("scores_leads") == [D]  # uncommitted, yet visible
+    parquet.remove_stale()
+    assert [parquet.dates(t) for t in TABLES] == [[], [], []] and not _leftovers(root)
+
+
+def test_a_dead_runs_old_copy_never_replaces_a_later_runs_partition(tmp_path: Path) -> None:
+    root = tmp_path / "outputs"
+    parquet = ParquetOutputs(root)
+    OutputStore(parquet, None).publish(D, _tables("1"))
+    pub = parquet.begin(D)
+    pub.write(_tables("2"))
+    pub.swap()  # killed before the commit ...
+    (pub.folder / outputs.OWNER_FILE).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": _dead_pid()})
+    )
+    OutputStore(parquet, None).publish(D, _tables("3"))  # ... and a later run published
+    parquet.remove_stale()
+    assert set(parquet.read("scores_leads", D)["model_version"]) == {"3"}
+    assert not _leftovers(root)
+
+
+def test_a_run_clears_leftovers_before_it_starts(tmp_path: Path) -> None:
+    from leadml.batch.nightly import _prepare
+
+    store = _store(tmp_path)
+    root = tmp_path / "outputs"
+    store.publish(D, _tables("1"))
+    leftover = root / "scores_leads" / f".as_of={D}.staging-deadbeef"
+    leftover.mkdir()
+    _age(leftover, 3)
+    notes = _prepare(store)
+    assert not leftover.exists() and _hive(root, "scores_leads") == 2
+    assert len(notes) == 1 and "removed 1 staging folder" in notes[0]
+
+
+# ------------------------------------------------------------ 2. all or nothing
+
+
+def test_a_refused_rename_leaves_both_stores_with_the_previous_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``chattr +i outputs/forecast/as_of=D`` made the rename fail after PostgreSQL had
+    committed: some Parquet tables were the new run's, others the old one's (rc=1)."""
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+    real = outputs._move
+
+    def immutable(src: Path, dst: Path) -> None:
+        if src == store.parquet.partition("forecast", D):  # type: ignore[union-attr]
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(src))
+        real(src, dst)
+
+    monkeypatch.setattr(outputs, "_move", immutable)
+    with pytest.raises(PublishError) as err:
+        store.publish(D, _tables("2"))
+    msg = str(err.value)
+    assert "forecast" in msg and "Operation not permitted" in msg and "chattr -i" in msg
+    assert "nothing was published" in msg and err.value.exit_code == 2
+    assert all(v == {"1"} for v in _versions(store).values()), _versions(store)
+    assert not _leftovers(tmp_path / "outputs")
+
+
+class _FailingCommit:
+    """A SQL store whose commit fails after every table was written."""
+
+    url = "duckdb:///fails-at-commit"
+    safe_url = url
+    where = url
+
+    def __init__(self, inner: DuckDBOutputs) -> None:
+        self.inner = inner
+
+    def check(self) -> None: ...
+
+    def transaction(self, as_of: date):  # type: ignore[no-untyped-def]
+        import contextlib
+
+        @contextlib.contextmanager
+        def tx():  # type: ignore[no-untyped-def]
+            yield lambda tables: None
+            raise PublishError("the commit failed (injected)")
+
+        return tx()
+
+
+def test_a_failed_commit_puts_the_parquet_partitions_back(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+    assert isinstance(store.sql, DuckDBOutputs)
+    failing = OutputStore(store.parquet, _FailingCommit(store.sql))  # type: ignore[arg-type]
+    with pytest.raises(PublishError, match="injected"):
+        failing.publish(D, _tables("2"))
+    assert all(v == {"1"} for v in _versions(store).values())
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_a_partition_that_cannot_be_put_back_is_named_and_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = OutputStore(ParquetOutputs(tmp_path / "outputs"), None)
+    store.publish(D, _tables("1"))
+    real, calls = outputs._move, {"n": 0}
+
+    def broken(src: Path, dst: Path) -> None:
+        calls["n"] += 1
+        if calls["n"] >= 5:  # the third table's swap, then every move back
+            raise OSError(errno.EIO, "Input/output error")
+        real(src, dst)
+
+    monkeypatch.setattr(outputs, "_move", broken)
+    with pytest.raises(PublishError) as err:
+        store.publish(D, _tables("2"))
+    msg = str(err.value)
+    assert "could not be put back" in msg and "by hand" in msg and "scores_leads" in msg
+    (run,) = (tmp_path / "outputs" / ".staging").iterdir()
+    assert (run / outputs.KEEP_FILE).exists() and (run / "old" / "scores_leads").is_dir()
+
+
+# ------------------------------------------------------------ 3. disk and permissions
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.parquet as pq
+
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+
+    def full(*_args: object, **_kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", full)
+    with pytest.raises(PublishError) as err:
+        store.publish(D, _tables("2"))
+    msg = str(err.value)
+    assert "No space left on device" in msg and "free space" in msg
+    assert str(tmp_path / "outputs" / ".staging") in msg and "scores_leads" in msg
+    assert all(v == {"1"} for v in _versions(store).values())
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_an_unwritable_staging_folder_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    real_mkdir = Path.mkdir
+
+    def denied(self: Path, *args: object, **kwargs: object) -> None:
+        if outputs.STAGING_DIR in self.parts:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", denied)
+    with pytest.raises(PublishError) as err:
+        store.publish(D, _tables("1"))
+    msg = str(err.value)
+    assert ".staging" in msg and "Permission denied" in msg and "writable" in msg
+    assert isinstance(err.value, LeadmlError) and err.value.exit_code == 2
+
+
+# ------------------------------------------------------------ 5. database errors
+
+
+def _pg_error(name: str, text: str) -> BaseException:
+    import psycopg
+
+    return sa.exc.OperationalError("DELETE ...", {}, getattr(psycopg.errors, name)(text))
+
+
+def _sa_error(text: str) -> BaseException:  # a driver without SQLSTATE (sqlite3)
+    return sa.exc.OperationalError("INSERT ...", {}, Exception(text))
+
+
+@pytest.mark.parametrize(
+    ("exc", "kind"),
+    [
+        (_pg_error("InvalidTextRepresentation", 'invalid input for type integer: "0.2"'), "schema"),
+        (_pg_error("DatatypeMismatch", 'column "readiness" is of type integer'), "schema"),
+        (_pg_error("InsufficientPrivilege", "permission denied for table scores_leads"), "other"),
+        (_pg_error("DiskFull", "could not extend file: No space left on device"), "other"),
+        (_pg_error("LockNotAvailable", "canceling statement due to lock timeout"), "lock"),
+        (duckdb.ConversionException("Could not convert string 'x' to INT32"), "schema"),
+        (duckdb.IOException("No space left on device"), "other"),
+        (_sa_error("attempt to write a readonly database"), "other"),
+        (_sa_error("table scores_leads has no column named x"), "schema"),
+    ],
+)  # fmt: skip
+def test_database_errors_are_told_apart(exc: BaseException, kind: str) -> None:
+    assert error_kind(exc) == kind
+
+
+def test_column_advice_only_for_column_mismatches() -> None:
+    denied = write_failure(
+        "db",
+        "scores_leads",
+        _pg_error("InsufficientPrivilege", "permission denied for table scores_leads"),
+    )
+    full = write_failure("db", "alerts", _pg_error("DiskFull", "No space left on device"))
+    typed = write_failure(
+        "db", "scores_leads", _pg_error("DatatypeMismatch", "column is of type integer")
+    )
+    for err in (denied, full):
+        assert isinstance(err, PublishError) and "drop the table" not in str(err)
+        assert "privileges" in str(err) and "disk" in str(err)
+    assert "permission denied for table scores_leads" in str(denied)
+    assert isinstance(typed, DataError) and "drop the table" in str(typed)  # fmt: skip
+
+
+def test_a_readonly_sqlite_database_is_not_a_column_problem(tmp_path: Path) -> None:
+    path = tmp_path / "out.db"
+    url = f"sqlite:///{path}"
+    OutputStore(None, SqlAlchemyOutputs(url)).publish(D, _tables("1"))
+    readonly = SqlAlchemyOutputs(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(PublishError) as err:
+        OutputStore(None, readonly).publish(D, _tables("2"))
+    msg = str(err.value)
+    assert "readonly" in msg and "drop the table" not in msg and "nothing was published" in msg
+    assert set(SqlAlchemyOutputs(url).read("scores_leads", D)["model_version"]) == {"1"}
+
+
+# ------------------------------------------------------------ 6. the destination, early
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("not a url", "is not a database URL"),
+        ("postgres://app:S3cret@127.0.0.1:1/db", "postgresql+psycopg://"),
+        ("mysql://app:S3cret@127.0.0.1/db", "mysql is not a database leadml writes"),
+        ("postgresql+psycopg://app:S3cret@127.0.0.1:{port}/db", "cannot connect"),
+    ],
+)
+def test_a_bad_sql_destination_stops_the_run_before_any_work(
+    url: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadml.batch.nightly import run_nightly
+    from leadml.config import load_settings
+    from leadml.errors import ConfigError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends
+    monkeypatch.setenv("LEADML_BATCH__SQL_URL", url.format(port=port))
+    steps: list[str] = []
+    with pytest.raises(ConfigError) as err:
+        run_nightly(load_settings(), "2025-06-02", data=tmp_path / "no-data", on_step=steps.append)
+    msg = str(err.value)
+    assert says in msg and "LEADML_BATCH__SQL_URL" in msg and "S3cret" not in msg
+    assert steps == []  # nothing was computed
+    with pytest.raises(ConfigError) as flag:
+        SqlAlchemyOutputs(url.format(port=port), source="--sql-url").check()
+    assert str(flag.value).startswith("--sql-url") and "S3cret" not in str(flag.value)
+
+
+def test_the_cli_names_the_flag_the_url_came_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leadml.cli import main
+
+    URL = "mysql://u:pw@h/db"  # noqa: N806
+    with pytest.raises(SystemExit) as exit_:
+        main(["batch", "--as-of", "2025-06-02", "--data", str(tmp_path), "--sql-url", URL])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "--sql-url mysql://u:***@h/db" in err and ":pw@" not in err
+
+
+# ------------------------------------------------------------ 7. the report, from SQL
+
+
+def test_the_report_names_the_sql_store_it_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from leadml.cli import main
+
+    monkeypatch.setenv("LEADML_BATCH__PARQUET", "false")
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--as-of", "2025-11-20", "--sql-url", empty])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert "no nightly run for 2025-11-20 in the SQL database --sql-url sqlite:///" in err
+    assert "outputs" not in err.split("sqlite:///")[0]
+
+    OutputStore(None, SqlAlchemyOutputs(empty)).publish(D, _tables("1"))  # other tables only
+    with pytest.raises(SystemExit):
+        main(["report", "--as-of", "2025-11-20", "--sql-url", empty])
+    assert "no nightly run for 2025-11-20" in capsys.readouterr().err
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv(
+        "LEADML_BATCH__SQL_URL", f"postgresql+psycopg://app:S3cret@127.0.0.1:{port}/x"
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--as-of", "2025-11-20"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exit_.value.code == 2 and "Traceback" not in err and "S3cret" not in err
+    assert "LEADML_BATCH__SQL_URL" in err and "cannot connect" in err
+
+
+# ------------------------------------------------------------ 8, 9, 11
+
+
+def test_the_lock_timeout_is_a_batch_setting_passed_to_the_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from leadml.batch.nightly import _store
+    from leadml.config import load_settings
+
+    assert load_settings().batch.sql_lock_timeout_seconds == 300
+    monkeypatch.setenv("LEADML_BATCH__SQL_URL", "postgresql+psycopg://u@h/db")
+    monkeypatch.setenv("LEADML_BATCH__SQL_LOCK_TIMEOUT_SECONDS", "2.5")
+    sql = _store(load_settings(), "LEADML_BATCH__SQL_URL").sql
+    assert isinstance(sql, SqlAlchemyOutputs) and sql.lock_timeout_s == 2.5
+
+
+def test_the_manifest_row_is_made_after_the_data_tables_are_written(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    seen: dict[str, object] = {}
+
+    def manifest() -> pd.DataFrame:
+        assert store.parquet is not None
+        staged = sorted(p.parent.name for p in store.parquet.staging.glob("*/new/*/*"))
+        seen["staged"] = staged
+        return pd.DataFrame({"run_id": ["r"], "timings_s": ['{"publish": 0.1}']})
+
+    rows = store.publish(D, _tables("1"), manifest=manifest)
+    assert seen["staged"] == sorted(TABLES)
+    assert rows == {"scores_leads": 2, "forecast": 1, "alerts": 1, "manifest": 1}
+    assert store.read("manifest", D)["timings_s"].tolist() == ['{"publish": 0.1}']
+
+
+def test_sql_tables_get_an_index_on_as_of_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'out.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as c:  # a table an earlier version made, without an index
+        c.execute(sa.text("CREATE TABLE alerts (as_of DATE, opportunity_id TEXT, rule TEXT)"))
+    engine.dispose()
+    for _ in range(2):
+        OutputStore(None, SqlAlchemyOutputs(url)).publish(D, _tables("1"))
+    engine = sa.create_engine(url)
+    indexes = {t: sa.inspect(engine).get_indexes(t) for t in TABLES}
+    engine.dispose()
+    for table, found in indexes.items():
+        assert [(ix["name"], ix["column_names"]) for ix in found] == [
+            (f"ix_{table}_as_of", ["as_of"])
+        ]
+
+
+def test_sigterm_during_a_batch_run_ends_it_as_an_exception() -> None:
+    import signal
+
+    from leadml.cli.batch import _sigterm_exits
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_, _sigterm_exits():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the handler raises as soon as the signal arrives
+    assert exit_.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before
