@@ -437,14 +437,17 @@ def test_the_creation_level_drift_per_quarter_is_what_chance_does_not_explain() 
     december = pd.DataFrame({"first_seen": pd.date_range("2024-12-01", periods=7, tz=UTC)})
     o = pd.concat([december, seen([100, 200, 100, 200, 50])])
     first, as_of = ts("2024-12-01"), ts("2026-02-15")
-    # E[dlog^2] = ln(2)^2; the counts' own noise 1/100 + 1/200 on each change
-    expected = np.sqrt(np.log(2) ** 2 - (1 / 100 + 1 / 200))
+    # E[dlog^2] = ln(200.5 / 100.5)^2; the counts' own noise 1/100.5 + 1/200.5 each change
+    expected = np.sqrt(np.log(200.5 / 100.5) ** 2 - (1 / 100.5 + 1 / 200.5))
     assert _level_sd_per_quarter(o, first, as_of) == pytest.approx(expected)
     # steady counts: every change is chance, no drift
     steady = seen([400, 410, 395, 405, 400])
     assert _level_sd_per_quarter(steady, ts("2025-01-01"), ts("2026-02-15")) == 0.0
     # two complete quarters (one change) are too few to tell
     assert _level_sd_per_quarter(o, first, ts("2025-07-01")) == 0.0
+    # a quarter without deals is a swing, not a reason to give up
+    gap = seen([40, 0, 40, 40, 5])
+    assert _level_sd_per_quarter(gap, ts("2025-01-01"), ts("2026-02-15")) > 1.0
 
 
 def test_a_period_further_ahead_has_a_wider_new_deals_spread(

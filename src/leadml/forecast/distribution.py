@@ -40,7 +40,11 @@ DEFAULT_MAX_CELLS = 1 << 19
 # A new-deals part: (expected count, amount sample, negative-binomial dispersion).
 NewPart = tuple[float, "Sequence[float] | np.ndarray", float]
 _TAIL = 1e-12  # probability mass allowed to be cut from a compound-Poisson tail
-_LEVEL_CELLS = 1 << 17  # grid cells of the new deals' level mixture (see new_deals)
+# Grid cells of the new deals' level mixture (see new_deals): the budget, the most, and
+# the cells a part's median amount should span at least.
+_LEVEL_CELLS = 1 << 17
+_MAX_LEVEL_CELLS = 1 << 20
+_CELLS_PER_AMOUNT = 20
 
 
 @dataclass(frozen=True)
@@ -290,9 +294,12 @@ def new_deals(
     """The revenue of new-deals parts ``(rate, amounts, dispersion)``, independent given
     the level factor of ``level_sd`` that their rates share (see the module docstring).
 
-    With a level factor, the mixture is computed on a grid of at most ``_LEVEL_CELLS``
-    cells (a multiple of ``step``, every level node one product of generating functions
-    in the Fourier domain) and returned on ``step``; ``error_bound`` counts that grid."""
+    With a level factor, the mixture is computed on a grid that is a multiple of ``step``
+    (every level node one product of generating functions in the Fourier domain) and
+    returned on ``step``; ``error_bound`` counts that grid. Its cells: about
+    ``_LEVEL_CELLS`` over the reach of the highest level (:func:`_reach`), more (up to
+    ``_MAX_LEVEL_CELLS``) when that would round a part's median amount by more than
+    1 / (2 * ``_CELLS_PER_AMOUNT``) of it."""
     for rate, _, _ in parts:
         if rate < 0 or not np.isfinite(rate):
             raise ValueError("the rate of new deals must be a finite non-negative number")
@@ -306,9 +313,12 @@ def new_deals(
     if level_sd <= 0:
         return convolve(*[compound_poisson(r, x, step=step, dispersion=d) for r, x, d in live])
     levels, weights = level_nodes(level_sd, _relative_sd(live))
-    cells = sum(float(x.max()) / step * _max_count(r * levels.max(), d) for r, x, d in live)
-    k = max(1, int(np.ceil(cells / _LEVEL_CELLS)))
-    coarse = _compound(live, k * step, levels, weights, None)
+    reach = _reach(live, float(levels.max()))
+    cells = reach / step
+    fine_enough = min(float(np.median(x)) for _, x, _ in live) / (_CELLS_PER_AMOUNT * step)
+    k = min(int(np.ceil(cells / _LEVEL_CELLS)), max(int(fine_enough), 1))
+    k = max(k, int(np.ceil(cells / _MAX_LEVEL_CELLS)), 1)
+    coarse = _compound(live, k * step, levels, weights, None, reach=reach)
     pmf = np.zeros(k * (len(coarse.pmf) - 1) + 1)
     pmf[::k] = coarse.pmf
     return RevenueDistribution(float(step), pmf, 0.0, coarse.error_bound)
@@ -320,10 +330,12 @@ def _compound(
     levels: np.ndarray,
     level_weights: np.ndarray,
     weights: Sequence[float] | np.ndarray | None,
+    reach: float | None = None,
 ) -> RevenueDistribution:
     """The FFT behind :func:`compound_poisson` and :func:`new_deals`: the parts' generating
     functions are multiplied at each level factor and mixed with ``level_weights`` in the
-    Fourier domain, then one inverse transform."""
+    Fourier domain, then one inverse transform. The support: up to ``reach`` when given,
+    else every part's largest amount times a count it hardly exceeds."""
     top = float(levels.max())
     units, severities = [], []
     for _, x, _ in parts:
@@ -332,9 +344,13 @@ def _compound(
         mass = np.bincount(u, weights=w)
         units.append((u, w))
         severities.append(mass / mass.sum())
-    size = 1 + sum(
-        (len(sev) - 1) * _max_count(r * top, d)
-        for sev, (r, _, d) in zip(severities, parts, strict=True)
+    size = 1 + (
+        int(np.ceil(reach / step))
+        if reach is not None
+        else sum(
+            (len(sev) - 1) * _max_count(r * top, d)
+            for sev, (r, _, d) in zip(severities, parts, strict=True)
+        )
     )
     n_fft = 1 << int(np.ceil(np.log2(max(size, 2))))
     phis = [np.fft.rfft(sev, n_fft) for sev in severities]
@@ -368,6 +384,19 @@ def _generating(rate: float, dispersion: float, phi: np.ndarray) -> np.ndarray:
         # positive real part on the unit circle, so the principal log is continuous.
         return np.exp(-_log1p_complex(-dispersion * rate * (phi - 1.0)) / dispersion)
     return np.exp(rate * (phi - 1.0))
+
+
+def _reach(parts: Sequence[tuple[float, np.ndarray, float]], level: float) -> float:
+    """A revenue the parts' sum at ``level`` hardly exceeds: its mean + 12 sd + 30 of the
+    largest amounts (Bernstein's inequality puts the mass beyond below e^-40). Much
+    tighter than largest amount x largest count, which for many deals of spread amounts
+    stretches a grid so far that the typical amount rounds to nothing."""
+    mean = sum(r * level * float(x.mean()) for r, x, _ in parts)
+    var = sum(
+        r * level * float((x * x).mean()) + d * (r * level * float(x.mean())) ** 2
+        for r, x, d in parts
+    )
+    return mean + 12.0 * float(np.sqrt(var)) + 30.0 * max(float(x.max()) for _, x, _ in parts)
 
 
 def _relative_sd(parts: Sequence[tuple[float, np.ndarray, float]]) -> float:
@@ -450,12 +479,15 @@ def revenue_distribution(
     (``new_level_sd``, see :func:`new_deals`).
 
     The grid step is chosen so that the open pipeline plus a generous upper tail
-    of every new-deals part (at its highest level factor) fits in ``max_cells`` cells.
+    of the new deals (at their highest level factor, :func:`_reach`) fits in
+    ``max_cells`` cells.
     """
     a = np.asarray(amounts, dtype=float)
     live = [(r, np.asarray(x, dtype=float), d) for r, x, d in new if r > 0 and len(x)]
-    top = float(level_nodes(new_level_sd)[0].max())
-    new_scale = sum(float(x.max()) * _max_count(r * top, d) for r, x, d in live)
+    if new_level_sd > 0 and live:
+        new_scale = _reach(live, float(level_nodes(new_level_sd)[0].max()))
+    else:
+        new_scale = sum(float(x.max()) * _max_count(r, d) for r, x, d in live)
     step = grid_step(float(a.sum()) + new_scale, max_cells)
     parts = [open_deals(a, probs, step=step, shock_sd=shock_sd)]
     if live:

@@ -38,7 +38,8 @@ distance in quarters from T to the middle of the span in which the period's new 
 are created (``[max(T, S - lag), E)``, lag = that 75th percentile). ``s_q`` is what
 the quarter-to-quarter changes of log(deals created per calendar quarter), over the
 latest ``_LEVEL_QUARTERS`` complete quarters before T, show beyond the Poisson noise of
-the counts (``E[dlog^2] - E[1/N_t + 1/N_t+1]``; drift included, since the rate is not
+the counts (``E[dlog^2] - E[1/N_t + 1/N_t+1]``, N plus one half so that an empty quarter
+counts; drift included, since the rate is not
 extrapolated; capped at 1). For the current quarter d is at most half a quarter and new
 deals are a small share, so it matters little there; four quarters ahead it is most of
 the spread.
@@ -208,8 +209,8 @@ def _velocity_growth(
 
 def _level_sd_per_quarter(o: pd.DataFrame, first: pd.Timestamp, as_of: pd.Timestamp) -> float:
     """s_q of the module docstring: from the deals first seen per complete calendar
-    quarter after the data's first week and before ``as_of`` (0 with fewer than three
-    such quarters, or one without deals)."""
+    quarter after the data's first week and before ``as_of``, each count plus one half
+    (0 with fewer than three such quarters)."""
     q = quarter_of(first + _BOOK_DAYS)
     if q.start < first + _BOOK_DAYS:
         q = q.shifted(-1)
@@ -218,8 +219,9 @@ def _level_sd_per_quarter(o: pd.DataFrame, first: pd.Timestamp, as_of: pd.Timest
     while q.end <= as_of:
         counts.append(int(((seen >= q.start) & (seen < q.end)).sum()))
         q = q.shifted(-1)
-    c = np.asarray(counts[-(_LEVEL_QUARTERS + 1) :], dtype=float)
-    if len(c) < 3 or c.min() <= 0:
+    # half a deal added: a quarter without deals is the most volatile history, not none
+    c = np.asarray(counts[-(_LEVEL_QUARTERS + 1) :], dtype=float) + 0.5
+    if len(c) < 3:
         return 0.0
     change = np.diff(np.log(c))
     noise = 1.0 / c[:-1] + 1.0 / c[1:]
