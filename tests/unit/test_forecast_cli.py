@@ -340,7 +340,7 @@ def test_a_backtest_of_months_or_ahead_says_what_it_replayed_and_has_no_goals(
     assert "Backtest of months 2026-08, forecast 1 month ahead" in out
     assert "MAPE by weeks before the end of the as-of's month" in out
     assert "quarter end" not in out and "Goals" not in out
-    assert "the issue's goals apply to the current quarter's backtest" in out
+    assert "the forecast's goals apply to the current quarter's backtest" in out
     main([*base, "--months", "1"])
     out = " ".join(capsys.readouterr().out.split())
     assert "MAPE by weeks before month end" in out and "quarter end" not in out

@@ -341,6 +341,7 @@ def backtest(
                 weeks=weeks,
                 ahead=ahead,
                 on_point=lambda: bar.advance(task),
+                on_plan=lambda points: bar.update(task, total=points),
             )
     finally:
         con.close()
@@ -395,7 +396,7 @@ def backtest(
         out.print(common.summary_table("Goals", ["goal", "value", "target", "met"], goals))
     else:
         out.print(
-            "goals: none checked here; the issue's goals apply to the current quarter's "
+            "goals: none checked here; the forecast's goals apply to the current quarter's "
             "backtest (quarters, no --ahead): P10-P90 coverage 0.80 +/- 0.05, MAPE at 4 and 8 "
             "weeks <= 0.7 x the stage-weighted pipeline's and <= 1.2 x the oracle's"
         )

@@ -47,7 +47,7 @@ from leadml.forecast.deals import (
     DealProbabilities,
     ForecastError,
     Period,
-    period_starting,
+    period_of,
     stage_win_rates,
 )
 from leadml.forecast.forecast import empirical_rates, forecast
@@ -209,13 +209,6 @@ def weekly_call(period: Period, weeks: int, ahead: int = 0) -> pd.Timestamp:
     return monday_before(own.end - pd.Timedelta(days=7 * weeks))
 
 
-def period_of(ts: pd.Timestamp, months: int) -> Period:
-    """The period of ``months`` months (a quarter or a month) that holds ``ts``."""
-    ts = pd.Timestamp(ts)
-    month = (ts.month - 1) // months * months + 1
-    return period_starting(pd.Timestamp(ts.year, month, 1, tz="UTC"), months)
-
-
 def backtest_periods(
     history: DealHistory, n: int, weeks: int = 13, *, months: int = 3, ahead: int = 0
 ) -> list[Period]:
@@ -270,6 +263,7 @@ def backtest(
     ahead: int = 0,
     on_point: Callable[[], None] | None = None,
     source_for_quarter: Callable[[Period], DealProbabilities] | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> BacktestReport:
     """Forecast every past period as of each week before its end; score against actuals.
 
@@ -278,10 +272,11 @@ def backtest(
     replays the last N months instead (``weeks`` default ``config.backtest_month_weeks``,
     at most 5). ``ahead`` = K forecasts each period as of the weekly calls before the end
     of the period K before it (see :func:`backtest_plan`). Each forecast reads only
-    data before its as-of date. ``on_point`` is called after each period-week (progress
-    display). ``source_for_quarter(period)`` gives the probability source of each
-    backtested period (e.g. a deal-close model retrained before the period's first as-of
-    date); it overrides ``deal_probabilities``. The goals are checked for quarters with
+    data before its as-of date. ``on_plan(points)`` is called once the periods are known,
+    ``on_point`` after each period-week (progress display).
+    ``source_for_quarter(period)`` gives the probability source of each backtested period
+    (e.g. a deal-close model retrained before the period's first as-of date); it
+    overrides ``deal_probabilities``. The goals are checked for quarters with
     ``ahead`` = 0 only (the forecast's goals are set for the current quarter).
     """
     cfg = config or ForecastConfig()
@@ -291,6 +286,8 @@ def backtest(
     periods = backtest_periods(
         history, plan.periods, plan.weeks, months=plan.period_months, ahead=plan.ahead
     )
+    if on_plan:  # the points to come (fewer periods than asked for may be replayable)
+        on_plan(len(periods) * plan.weeks)
     light = cfg.model_copy(update={"max_grid_cells": cfg.backtest_grid_cells})
     if deal_probabilities is None:  # one estimator for the whole run: its answers are memoised
         deal_probabilities = empirical_rates(history, cfg, plan.period_months)

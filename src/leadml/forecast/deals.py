@@ -115,8 +115,14 @@ def parse_period(text: str) -> Period:
 
 
 def quarter_of(ts: pd.Timestamp) -> Period:
+    return period_of(ts, 3)
+
+
+def period_of(ts: pd.Timestamp, months: int) -> Period:
+    """The period of ``months`` months (a quarter or a month) that holds ``ts``, in UTC."""
     ts = pd.Timestamp(ts)
-    return parse_period(f"{ts.year}Q{(ts.month - 1) // 3 + 1}")
+    month = (ts.month - 1) // months * months + 1
+    return period_starting(pd.Timestamp(ts.year, month, 1, tz="UTC"), months)
 
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\S*)?$")
