@@ -328,12 +328,26 @@ class LoggedVersion:
     champion_comparison: dict[str, Any] = field(default_factory=dict)
 
 
+def metric_name(key: str) -> str:
+    """The MLflow name of a metric: counts of scored test rows are ``test_rows`` /
+    ``test_positives`` (``latest_test_rows``, ``oracle_test_positives``, ``<segment>.test_rows``),
+    so that they cannot be confused with the run's params ``train_rows`` / ``train_positives``
+    (the training set's)."""
+    head, dot, name = key.rpartition(".")
+    for count in ("rows", "positives"):
+        if name == count or name.endswith(f"_{count}"):
+            name = f"{name[: -len(count)]}test_{count}"
+            break
+    return f"{head}{dot}{name}".replace(" ", "_")
+
+
 def _clean_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """Finite metrics under their MLflow names (:func:`metric_name`)."""
     out = {}
     for k, v in metrics.items():
         if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))):
             continue
-        out[k.replace(" ", "_")] = float(v)
+        out[metric_name(k)] = float(v)
     return out
 
 
@@ -358,8 +372,9 @@ def run_params(result: Any) -> dict[str, Any]:
         "data_start": result.data_window[0].isoformat(),
         "data_end": result.data_window[1].isoformat(),
         "label_cutoff": label_cutoff(result).isoformat(),
-        "rows": result.rows,
-        "positives": result.positives,
+        # the training set's; the metrics test_rows / test_positives are the backtest's
+        "train_rows": result.rows,
+        "train_positives": result.positives,
     }
     for k, v in spec.estimator.params.items():
         p[f"lgb_{k}"] = v
@@ -445,6 +460,94 @@ def _champion_cutoff(mv: Any, horizon_days: int) -> pd.Timestamp | None:
     return pd.Timestamp(params["data_end"]) + pd.Timedelta(days=horizon)
 
 
+def _champion_window(mv: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The champion's latest backtest test window ``[start, end)``: its tags (the end tag
+    since the same-window comparison; before it, the start plus its run's
+    ``backtest_test_days``). None when unknown."""
+    start = mv.tags.get("leadml.latest_window_start")
+    if not start:
+        return None
+    end = mv.tags.get("leadml.latest_window_end")
+    if end:
+        return pd.Timestamp(start), pd.Timestamp(end)
+    if not mv.run_id:
+        return None
+    days = client().get_run(mv.run_id).data.params.get("backtest_test_days")
+    if not days:
+        return None
+    return pd.Timestamp(start), pd.Timestamp(start) + pd.Timedelta(days=int(float(days)))
+
+
+def window_text(start: pd.Timestamp, end: pd.Timestamp) -> str:
+    """``2025-07-15..2025-08-12`` (as-of dates ``start <= as_of < end``)."""
+    return f"{start:%Y-%m-%d}..{end:%Y-%m-%d}"
+
+
+def same_window_fold(
+    folds: list[Any], test_days: int, window: tuple[pd.Timestamp, pd.Timestamp] | None
+) -> int | None:
+    """The position of the challenger's backtest fold whose test window is exactly
+    ``window`` (same start and end), if any."""
+    if window is None:
+        return None
+    start, end = window
+    for i, fold in enumerate(folds):
+        if fold.origin == start and fold.origin + pd.Timedelta(days=test_days) == end:
+            return i
+    return None
+
+
+def stored_comparison(
+    folds: list[Any],
+    test_days: int,
+    latest_auc: float,
+    version: str,
+    window: tuple[pd.Timestamp, pd.Timestamp] | None,
+    champion_auc: float,
+    why: str,
+) -> dict[str, Any]:
+    """The comparison with the champion's stored out-of-sample backtest (pure: the
+    challenger's folds, the champion's latest window and its ROC AUC there).
+
+    When one of the challenger's folds tested exactly the champion's latest window (a
+    retrain a whole number of ``step_days`` later, or an identical retrain), that fold's
+    ROC AUC is compared (``method: same_window``): same window, both out of sample. Else
+    the challenger's latest window (``method: stored_backtest``), which is another window:
+    the spread between windows (0.04 in ROC AUC on the simulator) exceeds the gate's
+    tolerance, so that check is coarse."""
+    found = same_window_fold(folds, test_days, window)
+    base = {"version": version, "roc_auc": champion_auc}
+    if found is not None and window is not None:
+        fold = folds[found]
+        place = "latest fold" if found == len(folds) - 1 else f"fold {found + 1} of {len(folds)}"
+        return {
+            **base,
+            "method": "same_window",
+            "challenger_roc_auc": float(fold.metrics.get("roc_auc", math.nan)),
+            "window": window_text(*window),
+            "detail": (
+                f"same window {window_text(*window)}: challenger's {place} vs champion "
+                f"v{version}'s latest, both out of sample (each scored by a backtest model "
+                f"trained before the window), because {why}"
+            ),
+        }
+    shown = window_text(*window) if window is not None else "unknown"
+    starts = ", ".join(f"{f.origin:%Y-%m-%d}" for f in folds)
+    return {
+        **base,
+        "method": "stored_backtest",
+        "challenger_roc_auc": latest_auc,
+        "window": shown,
+        "detail": (
+            f"challenger's latest window vs champion v{version}'s own out-of-sample "
+            f"backtest on its latest window {shown} (different windows: a coarse check), "
+            f"because {why}, and no challenger fold tests that window (its folds start "
+            f"{starts}, {test_days} days each; a retrain a multiple of the backtest's "
+            "step later shares one)"
+        ),
+    }
+
+
 def _stored_latest_auc(mv: Any) -> float:
     """The champion's own out-of-sample ROC AUC on its latest backtest window."""
     value = _num(mv.tags.get("leadml.metric.latest_roc_auc"))
@@ -459,13 +562,20 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
 
     The champion's final fit used every label known before its *label cutoff*
     (:func:`label_cutoff`), which usually covers the challenger's latest test window.
-    So the champion is scored only on the challenger's latest-window rows with ``as_of``
-    at or after that cutoff (``method: unseen_rows``; the challenger's ROC AUC is taken
-    on the same rows), provided they hold at least :data:`FAIR_MIN_POSITIVES` positives
-    and :data:`FAIR_MIN_NEGATIVES` negatives. Otherwise (an identical retrain, or a
-    retrain a month later) the challenger's latest-window ROC AUC is compared with the
-    champion's own out-of-sample backtest ROC AUC on its latest window
-    (``method: stored_backtest``). ``detail`` says which comparison was made.
+    In this order:
+
+    1. ``unseen_rows``: the champion is scored on the challenger's latest-window rows
+       with ``as_of`` at or after that cutoff (the challenger's ROC AUC on the same
+       rows), provided they hold at least :data:`FAIR_MIN_POSITIVES` positives and
+       :data:`FAIR_MIN_NEGATIVES` negatives;
+    2. ``same_window``: one of the challenger's backtest folds tested exactly the
+       champion's latest window (same start and end: an identical retrain, or one a
+       whole number of ``step_days`` later, e.g. 4 weeks with 28-day windows): that
+       fold's ROC AUC against the champion's stored one there, both out of sample;
+    3. ``stored_backtest``: the challenger's latest window against the champion's stored
+       latest window (different windows).
+
+    ``detail`` says which comparison was made and why.
 
     Returns ``{}`` when there is no champion. ``roc_auc`` is the champion's and
     ``challenger_roc_auc`` the challenger's figure of the comparison; ``error`` is set
@@ -538,22 +648,19 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
     why = (
         f"the latest window has {positives} positive(s) and {negatives} negative(s) "
         f"with as_of on or after champion v{version}'s label cutoff {cut} "
-        f"(at least {FAIR_MIN_POSITIVES} and {FAIR_MIN_NEGATIVES} are needed to score it "
-        "on rows it was not trained on)"
+        f"(at least {FAIR_MIN_POSITIVES} and {FAIR_MIN_NEGATIVES} are needed to score both "
+        "on rows the champion was not trained on)"
     )
-    window = champ.tags.get("leadml.latest_window_start", "")[:10]
-    return {
-        "version": version,
-        "method": "stored_backtest",
-        "roc_auc": _stored_latest_auc(champ),
-        "challenger_roc_auc": result.metrics.get("latest_roc_auc", math.nan),
-        "cutoff": cut,
-        "detail": (
-            f"challenger's latest window vs champion v{version}'s own out-of-sample "
-            f"backtest on its latest window{f' (from {window})' if window else ''}, "
-            f"because {why}"
-        ),
-    }
+    found = stored_comparison(
+        result.folds,
+        spec.backtest.test_days,
+        result.metrics.get("latest_roc_auc", math.nan),
+        version,
+        _champion_window(champ),
+        _stored_latest_auc(champ),
+        why,
+    )
+    return {**found, "cutoff": cut}
 
 
 @_store_call
@@ -649,7 +756,7 @@ def _log_training(
                 _clean_metrics(
                     {
                         f"fold_{k}": fold.metrics.get(k, math.nan)
-                        for k in ("roc_auc", "pr_auc", "brier", "ece")
+                        for k in ("roc_auc", "pr_auc", "brier", "ece", "mean_ratio_error")
                     }
                 ),
                 step=i,
@@ -695,8 +802,17 @@ def _log_training(
                 input_example=bundle.input_example(),
                 pip_requirements=pip_requirements(),
             )
+    run_id = run.info.run_id
+
+    def card_with_version(version: str) -> None:  # the card names the version it describes
+        client().log_text(
+            run_id, model_card(result, version=version, run_id=run_id), "model_card.md"
+        )
+
     version = (
-        _register_version(spec, info, run.info.run_id, _version_tags(spec, result, comparison))
+        _register_version(
+            spec, info, run_id, _version_tags(spec, result, comparison), card_with_version
+        )
         if register
         else None
     )
@@ -711,7 +827,12 @@ def _version_tags(spec: Any, result: Any, comparison: dict[str, Any]) -> dict[st
         "leadml.gate.max_roc_auc_drop": spec.gate.max_roc_auc_drop,
         "leadml.gate.max_ece": spec.gate.max_ece,
         "leadml.gate.min_roc_auc": spec.gate.min_roc_auc,
+        "leadml.gate.max_mean_ratio_error": spec.gate.max_mean_ratio_error,
         "leadml.latest_window_start": result.latest_origin.isoformat(),
+        "leadml.latest_window_end": (
+            result.latest_origin + pd.Timedelta(days=spec.backtest.test_days)
+        ).isoformat(),
+        "leadml.horizon_days": spec.target.horizon_days,
         "leadml.label_cutoff": label_cutoff(result).isoformat(),
         "leadml.feature_hash": result.feature_hash,
         "leadml.compared_champion_version": comparison.get("version", ""),
@@ -721,15 +842,30 @@ def _version_tags(spec: Any, result: Any, comparison: dict[str, Any]) -> dict[st
         "leadml.champion_comparison_detail": comparison.get("detail", ""),
         "leadml.champion_comparison_error": comparison.get("error", ""),
     }
-    for k in ("roc_auc", "latest_roc_auc", "ece", "latest_ece", "brier", "roc_auc_vs_oracle"):
+    for k in (
+        "roc_auc",
+        "latest_roc_auc",
+        "ece",
+        "latest_ece",
+        "mean_ratio_error",
+        "brier",
+        "roc_auc_vs_oracle",
+    ):
         if k in result.metrics and not math.isnan(result.metrics[k]):
             tags[f"leadml.metric.{k}"] = round(float(result.metrics[k]), 6)
     return {k: str(v)[:4900] for k, v in tags.items()}
 
 
-def _register_version(spec: Any, info: Any, run_id: str, tags: dict[str, str]) -> str:
-    """Create the version (tags included) and point ``challenger`` at it; on any failure
-    or interrupt after the version exists, delete it so none is left half-registered."""
+def _register_version(
+    spec: Any,
+    info: Any,
+    run_id: str,
+    tags: dict[str, str],
+    then: Callable[[str], None] | None = None,
+) -> str:
+    """Create the version (tags included), call ``then(version)`` (the model card gets its
+    version number) and point ``challenger`` at it; on any failure or interrupt after the
+    version exists, delete it so none is left half-registered."""
     cl = client()
     try:
         cl.create_registered_model(spec.name)
@@ -745,6 +881,8 @@ def _register_version(spec: Any, info: Any, run_id: str, tags: dict[str, str]) -
             tags=tags,
             model_id=getattr(info, "model_id", None),
         )
+        if then is not None:
+            then(str(mv.version))
         cl.set_registered_model_alias(spec.name, CHALLENGER, str(mv.version))
     except BaseException:
         if mv is not None:
@@ -824,6 +962,8 @@ class GateCheck:
     detail: str
 
 
+# every version leadml registered has these (``leadml.gate.max_mean_ratio_error`` only
+# those since that criterion: older versions are not judged on it)
 GATE_TAGS = ("leadml.gate.max_ece", "leadml.gate.min_roc_auc", "leadml.gate.max_roc_auc_drop")
 
 
@@ -849,6 +989,8 @@ def gate_checks(name: str, version: str) -> list[GateCheck]:
     checks.append(
         GateCheck("max_ece", bool(ece <= max_ece), f"backtest ECE {ece:.4f} (limit {max_ece:.4f})")
     )
+    if "leadml.gate.max_mean_ratio_error" in t:  # versions registered since the criterion
+        checks.append(mean_ratio_check(float(t["leadml.gate.max_mean_ratio_error"]), metrics))
     min_auc = float(t["leadml.gate.min_roc_auc"])
     auc = metrics.get("latest_roc_auc", math.nan)
     checks.append(
@@ -862,6 +1004,22 @@ def gate_checks(name: str, version: str) -> list[GateCheck]:
     if champion is not None and champion != str(mv.version):
         checks.append(_drop_check(t, champion, str(mv.version), auc))
     return checks
+
+
+def mean_ratio_check(limit: float, metrics: dict[str, float]) -> GateCheck:
+    """Calibration in the large on the backtest: the mean probability within ``limit``
+    (a share) of the observed positive rate."""
+    error = metrics.get("mean_ratio_error", math.nan)
+    mean_p = metrics.get("mean_probability", math.nan)
+    rate = metrics.get("base_rate", math.nan)
+    ratio = mean_p / rate if rate else math.nan
+    positives = metrics.get("positives", metrics.get("test_positives", math.nan))
+    return GateCheck(
+        "max_mean_ratio_error",
+        bool(error <= limit),
+        f"backtest mean probability {mean_p:.4g} vs observed rate {rate:.4g} of "
+        f"{positives:,.0f} positives (ratio {ratio:.3f}, off by {error:.1%}; limit {limit:.0%})",
+    )
 
 
 def _drop_check(t: dict[str, str], champion: str, version: str, auc: float) -> GateCheck:
@@ -894,7 +1052,9 @@ def _drop_check(t: dict[str, str], champion: str, version: str, auc: float) -> G
             f"{champ_auc:.4f}); retrain, or --force with a reason",
         )
     drop = champ_auc - mine
-    if method == "stored_backtest":
+    if method == "same_window":
+        how = "champion's own out-of-sample backtest on the same window"
+    elif method == "stored_backtest":
         how = "champion's own out-of-sample backtest on its latest window"
     elif method == "unseen_rows":
         how = "champion on the same latest-window rows it was not trained on"
@@ -923,6 +1083,10 @@ class PromotionResult:
 
 _FORCE_TAGS = ("leadml.forced", "leadml.force_reason", "leadml.failed_checks")
 FORCE_HISTORY_TAG = "leadml.force_history"  # JSON list, kept when later promotions pass
+# set on the champion a rollback replaced (removed when it is promoted again); every
+# rollback of the version stays in ROLLBACK_HISTORY_TAG (JSON list of {at, to})
+ROLLED_BACK_TAG = "leadml.rolled_back_at"
+ROLLBACK_HISTORY_TAG = "leadml.rollback_history"
 
 
 @_store_call
@@ -962,6 +1126,8 @@ def promote(
     cl.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
     now = datetime.now(UTC).isoformat(timespec="seconds")
     cl.set_model_version_tag(name, v, "leadml.promoted_at", now)
+    if ROLLED_BACK_TAG in mv.tags:  # champion again: the mark would say it is not
+        cl.delete_model_version_tag(name, v, ROLLED_BACK_TAG)
     if forced:
         failed_names = "; ".join(c.criterion for c in failed)
         cl.set_model_version_tag(name, v, "leadml.forced", "true")
@@ -1006,10 +1172,25 @@ def rollback(name: str) -> tuple[str, str]:
     cl = client()
     cl.set_registered_model_alias(name, CHAMPION, target)
     cl.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-    cl.set_model_version_tag(
-        name, current, "leadml.rolled_back_at", datetime.now(UTC).isoformat(timespec="seconds")
-    )
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    cl.set_model_version_tag(name, current, ROLLED_BACK_TAG, now)
+    # every rollback of this version, oldest first (the mark above goes when it is promoted
+    # again; this list stays)
+    tags = cl.get_model_version(name, current).tags
+    earlier = _json_list(tags.get(ROLLBACK_HISTORY_TAG))
+    earlier.append({"at": now, "to": target})
+    while len(json.dumps(earlier)) > 4900 and len(earlier) > 1:  # MLflow's tag limit
+        earlier.pop(0)
+    cl.set_model_version_tag(name, current, ROLLBACK_HISTORY_TAG, json.dumps(earlier))
     return current, target
+
+
+def _json_list(text: str | None) -> list[Any]:
+    try:
+        value = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return []
+    return value if isinstance(value, list) else []
 
 
 # The columns of `leadml models` (one row per registered version), besides run_id.
@@ -1018,9 +1199,12 @@ MODEL_COLUMNS = [
     "version",
     "aliases",
     "created",
+    "horizon_days",
+    "forced",
     "roc_auc",
     "latest_roc_auc",
     "ece",
+    "mean_ratio_error",
     "brier",
     "vs_oracle",
 ]
@@ -1056,9 +1240,13 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
                     "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
                         "%Y-%m-%d %H:%M"
                     ),
+                    "horizon_days": _listed_horizon(mv),
+                    # promoted past a failed gate (the tag goes when it later passes one)
+                    "forced": t.get("leadml.forced") == "true",
                     "roc_auc": _num(t.get("leadml.metric.roc_auc")),
                     "latest_roc_auc": _num(t.get("leadml.metric.latest_roc_auc")),
                     "ece": _num(t.get("leadml.metric.ece")),
+                    "mean_ratio_error": _num(t.get("leadml.metric.mean_ratio_error")),
                     "brier": _num(t.get("leadml.metric.brier")),
                     "vs_oracle": _num(t.get("leadml.metric.roc_auc_vs_oracle")),
                     "run_id": mv.run_id,
@@ -1067,6 +1255,14 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
     return pd.DataFrame(rows, columns=[*MODEL_COLUMNS, "run_id"]).sort_values(
         ["name", "version"], ignore_index=True
     )
+
+
+def _listed_horizon(mv: Any) -> int | None:
+    """The version's horizon: its tag, else (registered before the tag) its run's param."""
+    tag = mv.tags.get("leadml.horizon_days")
+    if tag:
+        return int(float(tag))
+    return _version_horizon(mv)
 
 
 def _num(value: str | None) -> float:

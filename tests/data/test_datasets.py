@@ -124,6 +124,31 @@ def test_readiness_spine_labels_and_exclusions(catalog) -> None:
     assert list(df.columns[2:-1]) == catalog.names("lead")
 
 
+def test_the_summary_reports_the_as_of_dates_written_and_the_dropped_ones(catalog) -> None:
+    """6 Mondays asked for; the last two have no row (label windows pass the data end).
+    The summary said "as-of dates 6, last 2025-02-10" of a file ending 2025-01-27 (DS
+    review)."""
+    con = connect_frames(_readiness_company())
+    df, summary = lead_readiness_dataset(
+        con, catalog, start="2025-01-06", end="2025-02-10", horizon_days=30
+    )
+    assert df["as_of"].nunique() == summary.as_of_dates == 4
+    assert (summary.start, summary.end) == (
+        ts("2025-01-06").isoformat(),
+        df["as_of"].max().isoformat(),
+    )
+    assert summary.end == ts("2025-01-27").isoformat()
+    got = summary.as_dict()
+    assert (got["dropped_as_of_dates"], got["dropped_start"], got["dropped_end"]) == (
+        2,
+        ts("2025-02-03").isoformat(),
+        ts("2025-02-10").isoformat(),
+    )
+    # DuckDB's own progress bar (stdout, queries over 2 s) would break --json output
+    setting = con.execute("SELECT current_setting('enable_progress_bar')").fetchone()
+    assert setting == (False,)
+
+
 def test_readiness_matches_a_brute_force_oracle(catalog) -> None:
     frames = tiny_company(11, Sizes(leads=25, events=200, status_changes=40, opportunities=8))
     con = connect_frames(frames)

@@ -178,3 +178,35 @@ def test_the_card_and_params_name_the_calibration_the_model_applies(
     params = run_params(deal_result)
     assert params["negative_rate"] == deal_result.spec.estimator.negative_rate
     assert params["gate_max_ece"] == deal_result.spec.gate.max_ece
+
+
+def test_the_card_puts_the_model_beside_the_oracle_on_the_same_rows(
+    deal_result: TrainingResult,
+) -> None:
+    """DS review: the card's oracle column was headed "oracle (same rows)" beside the model
+    on all rows (ROC AUC 0.8643 vs 0.8983, while the printed ratio used the model on the
+    oracle rows, 0.8652); it had no version; params and metrics both said rows/positives."""
+    from leadml.modeling.evaluate import model_card
+    from leadml.tracking import run_params
+
+    m = deal_result.metrics
+    card = model_card(deal_result, version="7")
+    assert card.startswith("# Model card: deal_close version 7\n")
+    assert (
+        "| model (all test rows) | logistic baseline (all test rows) | model (oracle rows) " in card
+    )
+    row = next(line for line in card.splitlines() if line.startswith("| roc_auc |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == [
+        "roc_auc",
+        f"{m['roc_auc']:.4f}",
+        f"{m['baseline_roc_auc']:.4f}",
+        f"{m['model_on_oracle_rows_roc_auc']:.4f}",
+        f"{m['oracle_roc_auc']:.4f}",
+    ]
+    assert f"{int(m['positives']):,} positives. Oracle rows:" in card
+    assert f"{int(m['oracle_positives']):,} positives (labels: won by" in card
+    assert "not registered" in model_card(deal_result)
+    params = run_params(deal_result)
+    assert params["train_rows"] == deal_result.rows and "rows" not in params
+    assert params["train_positives"] == deal_result.positives and "positives" not in params

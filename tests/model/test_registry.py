@@ -32,9 +32,15 @@ def settings(_store: Path) -> Settings:
 
 
 def _worse(result: TrainingResult, **metric_changes: float) -> TrainingResult:
-    """The same model with different backtest figures (to exercise the gate)."""
+    """The same model with different backtest figures (to exercise the gate); a changed
+    ``latest_roc_auc`` is its latest fold's too (the gate compares that fold with the
+    champion's on the same window)."""
     other = copy.copy(result)
     other.metrics = {**result.metrics, **metric_changes}
+    if "latest_roc_auc" in metric_changes:
+        last = copy.copy(result.folds[-1])
+        last.metrics = {**last.metrics, "roc_auc": metric_changes["latest_roc_auc"]}
+        other.folds = [*result.folds[:-1], last]
     return other
 
 
@@ -114,6 +120,43 @@ def test_register_promote_gate_and_rollback(
     assert listed["roc_auc"].notna().all()
 
 
+def test_the_pyfunc_keeps_the_id_requires_every_feature_and_flags_unseen_values(
+    readiness_result: TrainingResult, deal_result: TrainingResult, settings: Settings
+) -> None:
+    """DS review: the pyfunc output had no id column (rows matched by position only), its
+    signature called every feature optional while a missing one was refused, and a
+    misspelt category (lead_status "nurturng") moved the score silently."""
+    from mlflow.exceptions import MlflowException
+
+    from leadml.modeling.pyfunc import signature_for
+
+    spec = readiness_result.spec
+    text = ("job_level", "source", "segment")
+    rows = readiness_result.train_frame.head(4).reset_index(drop=True)
+    given = rows[["lead_id", *spec.features]].astype(
+        {f: float for f in spec.features if f not in text}
+    )
+    pyfunc = mlflow.pyfunc.load_model("models:/lead_readiness/1")
+    bundle = ScoringBundle.load("models:/lead_readiness/1")
+    out = pyfunc.predict(given)
+    assert out.columns[0] == "lead_id" and list(out["lead_id"]) == list(rows["lead_id"])
+    expected = bundle.score(given)
+    assert list(out.columns[: len(expected.columns)]) == list(expected.columns)
+    np.testing.assert_array_equal(out["probability"], expected["probability"])
+    sig = pyfunc.metadata.signature.inputs
+    assert sig.required_input_names() == list(spec.features)
+    assert sig.optional_input_names() == ["lead_id"]
+    with pytest.raises(MlflowException, match="pricing_page_views_30d"):
+        pyfunc.predict(given.drop(columns=["pricing_page_views_30d"]))
+    # a value the model never saw: flagged, as the online API's unseen_values does
+    typo = given.assign(job_level=["directr", *given["job_level"].iloc[1:]])
+    flagged = pyfunc.predict(typo)["unseen_values"].tolist()
+    assert flagged == ['["job_level"]', "[]", "[]", "[]"]
+    assert bundle.unseen_values(typo) == [["job_level"], [], [], []]
+    deal_inputs = signature_for(ScoringBundle.from_training(deal_result)).inputs
+    assert deal_inputs.optional_input_names() == ["opportunity_id", "horizon_days"]
+
+
 def test_a_fresh_notebook_reads_the_configured_store_without_configure(
     settings: Settings, _store: Path, tmp_path: Path
 ) -> None:
@@ -163,6 +206,14 @@ def test_cli_lists_versions_and_refuses_a_failing_promotion(
     main(["models", "--json"])
     listed = json.loads(capsys.readouterr().out)
     assert [(r["version"], r["aliases"]) for r in listed] == [(1, "champion"), (2, "")]
+    # the horizon and a forced promotion are shown; small figures keep 4 significant
+    # digits (3 decimals printed every readiness version as "ece 0.001") (DS review)
+    assert [(r["horizon_days"], r["forced"]) for r in listed] == [(30, False), (30, True)]
+    monkeypatch.setenv("COLUMNS", "250")
+    main(["models"])
+    text = capsys.readouterr().out
+    assert "horizon_days" in text and "FORCED" in text and " 30d " in text
+    assert f"{listed[0]['ece']:.4g}" in text and f"{listed[0]['brier']:.4g}" in text
     with pytest.raises(SystemExit) as exit_info:
         main(["promote", "lead_readiness", "--version", "2"])
     assert exit_info.value.code != 0

@@ -27,15 +27,20 @@ def test_an_identical_retrain_passes_the_gate(
     readiness_result: TrainingResult, settings: Settings
 ) -> None:
     """Same data, same spec, same seed: the same model. Scoring the champion on its own
-    training rows made it look better and failed the retrain."""
+    training rows made it look better and failed the retrain. Its latest backtest window
+    is the champion's: they are compared there, both out of sample (DS review)."""
     tracking.log_training(readiness_result, settings)
     tracking.promote("lead_readiness")
     again = tracking.log_training(readiness_result, settings)
-    assert again.champion_comparison["method"] == "stored_backtest"
+    assert again.champion_comparison["method"] == "same_window"
+    start = readiness_result.latest_origin
+    window = f"{start:%Y-%m-%d}..{start + pd.Timedelta(days=28):%Y-%m-%d}"
+    assert again.champion_comparison["window"] == window
     result = tracking.promote("lead_readiness")
     assert result.version == "2" and not result.forced
     drop = next(c for c in result.checks if c.criterion == "max_roc_auc_drop")
-    assert drop.ok and "own out-of-sample backtest" in drop.detail
+    assert drop.ok and f"same window {window}: challenger's latest fold" in drop.detail
+    assert "drop +0.0000" in drop.detail
 
 
 def test_a_clearly_worse_challenger_still_fails(
@@ -48,12 +53,17 @@ def test_a_clearly_worse_challenger_still_fails(
         features=["job_level", "segment"],
         min_positives=30,
         estimator={**FAST, "num_boost_round": 3},
-        gate={"max_ece": 0.5, "max_roc_auc_drop": 0.01, "min_roc_auc": 0.5},
+        gate={
+            "max_ece": 0.5,
+            "max_roc_auc_drop": 0.01,
+            "min_roc_auc": 0.5,
+            "max_mean_ratio_error": 5.0,
+        },
     )
     tracking.log_training(train(df, weak), settings)
     with pytest.raises(tracking.GateFailed, match="max_roc_auc_drop") as err:
         tracking.promote("lead_readiness")
-    assert "own out-of-sample backtest" in str(err.value)
+    assert "own out-of-sample backtest on the same window" in str(err.value)
     assert [c.criterion for c in err.value.checks if not c.ok] == ["max_roc_auc_drop"]
     # `leadml train` does not recommend the promotion it knows fails (DS review)
     from rich.console import Console
@@ -70,8 +80,13 @@ def test_a_clearly_worse_challenger_still_fails(
 
     assert tracking.promote("lead_readiness", force=True, reason="campaign A").forced
     tracking.rollback("lead_readiness")
+    rolled = tracking.client().get_model_version("lead_readiness", "2").tags
+    assert tracking.ROLLED_BACK_TAG in rolled
     assert tracking.promote("lead_readiness", "2", force=True, reason="campaign B").forced
     tags = tracking.client().get_model_version("lead_readiness", "2").tags
+    # champion again: no "rolled back" mark on it (DS review); the rollback stays in history
+    assert tracking.ROLLED_BACK_TAG not in tags
+    assert [h["to"] for h in json.loads(tags[tracking.ROLLBACK_HISTORY_TAG])] == ["1"]
     assert tags["leadml.force_reason"] == "campaign B"
     history = json.loads(tags[tracking.FORCE_HISTORY_TAG])
     assert [h["reason"] for h in history] == ["campaign A", "campaign B"]

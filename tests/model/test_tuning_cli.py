@@ -68,3 +68,11 @@ def test_cli_tune_prints_each_trial_and_the_winner(
     assert len(summary) == 1 and " won (log loss " in summary[0]
     for loss in (tuning["spec_log_loss"], tuning["tuned_log_loss"]):
         assert f"{loss:.5f}" in summary[0]  # both objective values
+    # DS review: the final run had no link to its tuning run
+    import mlflow
+
+    final = mlflow.MlflowClient().get_run(json.loads(captured.out)["run_id"])
+    parent_id = final.data.tags["leadml.tuning_run_id"]
+    parent = mlflow.MlflowClient().get_run(parent_id)
+    assert parent.info.run_name.endswith("-tuning")
+    assert final.data.tags["leadml.tuning_winner"] == tuning["winner"]

@@ -140,7 +140,13 @@ def test_training_notes_warn_before_a_promotion_that_cannot_pass() -> None:
     from leadml.cli.models import _warnings_after_training
 
     spec = synthetic.readiness_spec(gate={"max_ece": 0.03, "min_roc_auc": 0.6})
-    good = {"roc_auc": 0.8, "baseline_roc_auc": 0.7, "brier": 0.1, "baseline_brier": 0.2}
+    good = {
+        "roc_auc": 0.8,
+        "baseline_roc_auc": 0.7,
+        "brier": 0.1,
+        "baseline_brier": 0.2,
+        "mean_ratio_error": 0.05,
+    }
     assert (
         _warnings_after_training(
             SimpleNamespace(metrics={**good, "ece": 0.01, "latest_roc_auc": 0.8}), spec
@@ -148,8 +154,61 @@ def test_training_notes_warn_before_a_promotion_that_cannot_pass() -> None:
         == []
     )
     notes = _warnings_after_training(
-        SimpleNamespace(metrics={**good, "roc_auc": 0.6, "ece": 0.049, "latest_roc_auc": 0.55}),
+        SimpleNamespace(
+            metrics={
+                **good,
+                "roc_auc": 0.6,
+                "ece": 0.049,
+                "latest_roc_auc": 0.55,
+                "mean_ratio_error": 2.0,
+                "mean_probability": 0.03,
+                "base_rate": 0.01,
+            }
+        ),
         spec,
     )
     assert "below the logistic baseline: ROC AUC 0.600 < 0.700" in notes[0]
     assert "max_ece" in notes[1] and "min_roc_auc" in notes[1]
+    assert (
+        "max_mean_ratio_error (mean probability 0.03 vs observed rate 0.01: off by 200.0%"
+        in (notes[1])
+    )
+
+
+def test_a_misspelt_param_is_pointed_at_its_own_name_not_an_alias(tmp_path: Path) -> None:
+    """DS review: num_leafs suggested the alias num_leaf rather than num_leaves."""
+    with pytest.raises(ConfigError, match=r"'num_leafs' \(did you mean 'num_leaves'\?\)"):
+        load_spec(_spec_file(tmp_path, "{num_leafs: 15}"))
+
+
+def test_a_whole_spec_check_reads_without_pydantic_noise(tmp_path: Path) -> None:
+    """DS review: "<top level>: Value error, backtest.gap_days ..." """
+    path = tmp_path / "gap.yaml"
+    path.write_text(
+        "name: lead_readiness\nkind: lead_readiness\nfeatures: [job_level]\n"
+        "backtest: {gap_days: 7}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    text = str(err.value)
+    assert "<top level>" not in text and "Value error" not in text
+    assert text.endswith("\n  backtest.gap_days (7) must be at least target.horizon_days (30)")
+
+
+def test_train_dataset_says_a_missing_file_does_not_exist_and_why_it_needs_the_tables(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DS review: a missing --dataset file was "not a Parquet file"; a saved set without
+    --data failed with "data folder .../data does not exist" and no reason."""
+    missing = tmp_path / "nope.parquet"
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lead-readiness", "--dataset", str(missing), "--no-register"])
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert exc.value.code == 2 and "does not exist" in err and "not a Parquet" not in err
+    saved = tmp_path / "set.parquet"
+    synthetic.readiness_frame(200, weeks=4, seed=1)[0].to_parquet(saved)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lead-readiness", "--dataset", str(saved), "--no-register"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert exc.value.code == 2 and "Traceback" not in err
+    assert "still reads the tables it was built from" in err and "pass --data" in err

@@ -212,10 +212,18 @@ def dataset(
     rows: list[tuple[str, Any]] = [
         ("rows", summary.rows),
         ("features", summary.features),
-        ("as-of dates", summary.as_of_dates),
-        ("first / last as-of", f"{summary.start} / {summary.end}"),
+        ("as-of dates written", summary.as_of_dates),
+        ("first / last as-of written", f"{summary.start} / {summary.end}"),
         ("data end", summary.data_end),
     ]
+    if summary.dropped_as_of_dates:
+        rows.append(
+            (
+                "as-of dates without rows",
+                f"{summary.dropped_as_of_dates} ({summary.dropped_start} .. "
+                f"{summary.dropped_end}; see excluded)",
+            )
+        )
     if summary.outcomes:
         rows += [(f"outcome {k}", v) for k, v in summary.outcomes.items()]
     else:

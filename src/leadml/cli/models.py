@@ -28,6 +28,7 @@ HEADLINE = (
     "brier",
     "log_loss",
     "ece",
+    "mean_ratio_error",
     "lift_top_decile",
     "precision_at_capacity",
     "recall_at_capacity",
@@ -113,6 +114,13 @@ def _warnings_after_training(result: Any, spec: Any) -> list[str]:
     ece = m.get("ece", math.nan)
     if not ece <= gate.max_ece:
         fails.append(f"max_ece (backtest ECE {ece:.4f} > {gate.max_ece:.4f})")
+    ratio = m.get("mean_ratio_error", math.nan)
+    if not ratio <= gate.max_mean_ratio_error:
+        fails.append(
+            f"max_mean_ratio_error (mean probability {m.get('mean_probability', math.nan):.4g} "
+            f"vs observed rate {m.get('base_rate', math.nan):.4g}: off by {ratio:.1%} > "
+            f"{gate.max_mean_ratio_error:.0%})"
+        )
     latest = m.get("latest_roc_auc", math.nan)
     if not latest >= gate.min_roc_auc:
         fails.append(f"min_roc_auc (latest-window ROC AUC {latest:.4f} < {gate.min_roc_auc:.4f})")
@@ -130,6 +138,18 @@ def _only_with(what: str, *flags: tuple[str, object]) -> None:
     if given:
         verb = "applies" if len(given) == 1 else "apply"
         raise LeadmlError(f"{', '.join(given)} only {verb} with {what}")
+
+
+def _check_dataset_flag(dataset: Path, start: str | None, end: str | None, spec: Any) -> None:
+    """``--dataset`` excludes ``--start``/``--end`` and must be an existing Parquet file."""
+    from leadml.modeling import workflow
+
+    if start or end:
+        raise LeadmlError(
+            "--dataset trains on the file's rows; drop --start/--end (or build the set again "
+            "with `leadml dataset ... --start D --end D`)"
+        )
+    workflow.check_training_set_path(dataset, spec)
 
 
 def train(
@@ -265,19 +285,16 @@ def train(
         ("--name", name),
         ("--quick", quick),
     )
-    if dataset is not None and (start or end):
-        raise LeadmlError(
-            "--dataset trains on the file's rows; drop --start/--end (or build the set again "
-            "with `leadml dataset ... --start D --end D`)"
-        )
     _iso_flag("--start", start)
     _iso_flag("--end", end)
     model_spec = workflow.load_model_spec(s, model, spec)
+    if dataset is not None:
+        _check_dataset_flag(dataset, start, end, model_spec)
     # the tracking store and the registered model are checked before hours of training
     tracking.configure(s)
     if not no_register:
         tracking.check_registration(model_spec.name, model_spec.kind)
-    data_obj = workflow.open_data(s, data)
+    data_obj = workflow.open_data(s, data, dataset=dataset)
     err = common.err_console()
     try:
         with common.progress() as bar:
@@ -309,7 +326,13 @@ def train(
                 model_spec = tuned.spec
             result = workflow.train_spec(frame, model_spec, data=data_obj, progress=say)
             say("logging to MLflow")
-            logged = workflow.log_and_register(result, s, data=data_obj, register=not no_register)
+            logged = workflow.log_and_register(
+                result,
+                s,
+                data=data_obj,
+                register=not no_register,
+                extra_tags=tuned.tags() if tuned is not None else None,
+            )
     finally:
         data_obj.close()
     m = result.metrics
@@ -490,9 +513,14 @@ def _train_table(
             s,
             register=not no_register,
             # (none when the sentinels exceed a tag's size: score-table then asks for them)
-            extra_tags={TARGET_TAG: target, MISSING_TAG: missing_values or ""}
-            if len(missing_values or "") <= 4900
-            else None,
+            extra_tags={
+                **(
+                    {TARGET_TAG: target, MISSING_TAG: missing_values or ""}
+                    if len(missing_values or "") <= 4900
+                    else {}
+                ),
+                **(tuned.tags() if tuned is not None else {}),
+            },
         )
     m = result.metrics
     folds = [
@@ -707,7 +735,7 @@ def models(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """List registered versions, their aliases and headline metrics."""
+    """List registered versions: aliases, horizon, forced promotions, headline metrics."""
     from leadml import tracking
 
     s = common.settings(ctx)
@@ -724,6 +752,31 @@ def models(
     cols = tracking.MODEL_COLUMNS
     out.print(
         common.summary_table(
-            f"registered models ({uri})", cols, table[cols].itertuples(index=False, name=None)
+            f"registered models ({uri})",
+            cols,
+            [_version_row(r) for r in table[cols].to_dict("records")],
         )
     )
+
+
+# small figures (readiness: ECE ~0.001, Brier ~0.009) keep 4 significant digits, which
+# 3 decimals would round to the same value for every version
+SIGNIFICANT = ("ece", "mean_ratio_error", "brier")
+
+
+def _version_row(row: dict[str, Any]) -> list[Any]:
+    """One `leadml models` row as shown: horizon in days, forced promotions marked."""
+    out: list[Any] = []
+    for col, value in row.items():
+        if col in SIGNIFICANT:
+            value = "-" if value is None or math.isnan(value) else f"{value:.4g}"
+        elif col == "forced":
+            value = "FORCED" if value else ""
+        elif col == "horizon_days":
+            value = (
+                "-"
+                if value is None or (isinstance(value, float) and math.isnan(value))
+                else f"{int(value)}d"
+            )
+        out.append(value)
+    return out

@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -50,7 +51,12 @@ Sink = Callable[[pd.DataFrame], None]
 
 @dataclass
 class DatasetSummary:
-    """What a training set holds and what was left out, and why."""
+    """What a training set holds and what was left out, and why.
+
+    ``as_of_dates``, ``start`` and ``end`` describe the rows written (the as-of dates that
+    have rows); ``dropped_as_of_dates`` are the requested dates without a single row (e.g.
+    the last weeks, whose label window passes the data end: ``excluded`` counts those
+    rows by reason), ``dropped_start`` / ``dropped_end`` the first and last of them."""
 
     name: str
     rows: int
@@ -63,6 +69,9 @@ class DatasetSummary:
     outcomes: dict[str, int] = field(default_factory=dict)
     excluded: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    dropped_as_of_dates: int = 0
+    dropped_start: str | None = None
+    dropped_end: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -76,8 +85,26 @@ class DatasetSummary:
             "end": self.end,
             "data_end": self.data_end,
             "excluded": self.excluded,
+            "dropped_as_of_dates": self.dropped_as_of_dates,
+            "dropped_start": self.dropped_start,
+            "dropped_end": self.dropped_end,
             "seconds": round(self.seconds, 3),
         }
+
+
+def date_summary(requested: list[pd.Timestamp], written: set[pd.Timestamp]) -> dict[str, Any]:
+    """The :class:`DatasetSummary` date fields: the written dates (``as_of_dates``,
+    ``start``, ``end``) and the requested ones without rows (``dropped_*``)."""
+    have = sorted(written)
+    dropped = [d for d in requested if d not in written]
+    return {
+        "as_of_dates": len(have),
+        "start": have[0].isoformat() if have else None,
+        "end": have[-1].isoformat() if have else None,
+        "dropped_as_of_dates": len(dropped),
+        "dropped_start": dropped[0].isoformat() if dropped else None,
+        "dropped_end": dropped[-1].isoformat() if dropped else None,
+    }
 
 
 def _window(
@@ -129,6 +156,9 @@ def _build(
     """Every batch's features + labels to ``take`` (at least one, possibly empty, frame);
     returns the excluded rows by reason."""
     excluded: dict[str, int] = {}
+    # DuckDB draws its own progress bar on stdout for queries over 2 s, which broke
+    # `leadml train --json` / `dataset --json` output; ``progress`` reports the batches
+    con.execute("SET enable_progress_bar = false")
     table = f"_ds_spine_{uuid.uuid4().hex[:8]}"
     size = _dates_per_batch(con, entity, dates_per_batch) if dates else 1
     batches = [b for b in _batches(dates, size) if b]
@@ -161,11 +191,14 @@ class _Collect:
         self.sink, self.fix, self.tally = sink, fix, tally
         self.frames: list[pd.DataFrame] = []
         self.counts: dict[str, int] = {"rows": 0}
+        self.dates: set[pd.Timestamp] = set()  # the as-of dates that have rows
 
     def __call__(self, frame: pd.DataFrame) -> None:
         frame = self.fix(frame)
         for k, v in {"rows": len(frame), **self.tally(frame)}.items():
             self.counts[k] = self.counts.get(k, 0) + int(v)
+        if "as_of" in frame.columns and len(frame):
+            self.dates.update(pd.Timestamp(t) for t in frame["as_of"].unique())
         if self.sink is not None:
             self.sink(frame)
             frame = frame.head(0)  # keep only the columns
@@ -238,9 +271,7 @@ def lead_readiness_dataset(
         name="lead-readiness",
         rows=got.counts["rows"],
         features=len(catalog.names("lead")),
-        as_of_dates=len(dates),
-        start=dates[0].isoformat() if dates else None,
-        end=dates[-1].isoformat() if dates else None,
+        **date_summary(dates, got.dates),
         data_end=last.isoformat(),
         positives=got.counts.get("positives", 0),
         excluded=excluded,
@@ -295,9 +326,7 @@ def deal_close_dataset(
         name="deal-close",
         rows=got.counts["rows"],
         features=len(catalog.names("opportunity")),
-        as_of_dates=len(dates),
-        start=dates[0].isoformat() if dates else None,
-        end=dates[-1].isoformat() if dates else None,
+        **date_summary(dates, got.dates),
         data_end=last.isoformat(),
         positives=int(counts.get("won", 0)),
         outcomes={k: int(counts.get(k, 0)) for k in ("won", "lost", "open")},

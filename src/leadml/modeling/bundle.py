@@ -325,6 +325,21 @@ class ScoringBundle:
             k=k,
         )
 
+    def unseen_values(self, frame: pd.DataFrame) -> list[list[str]]:
+        """Per row, the categorical features whose present value the model never saw in
+        training (it reads them as missing, like :meth:`_as_read`): the same flag as the
+        online API's ``unseen_values``."""
+        flags = pd.DataFrame(index=frame.index)
+        for f, cats in self.categories.items():
+            if f not in frame.columns:
+                continue
+            col = frame[f]
+            flags[f] = col.notna() & ~col.astype("string").isin([str(c) for c in cats])
+        if flags.empty or not flags.to_numpy().any():
+            return [[] for _ in range(len(frame))]
+        names = list(flags.columns)
+        return [[n for n, bad in zip(names, row, strict=True) if bad] for row in flags.to_numpy()]
+
     def _as_read(self, values: pd.DataFrame) -> pd.DataFrame:
         """``values`` with every category the model never saw as missing."""
         out = values

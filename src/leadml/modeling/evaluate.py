@@ -3,7 +3,10 @@
 All functions are pure: they take labels and probabilities (or a frame of
 scored rows) and return numbers. Metric names are the ones logged to MLflow:
 ``roc_auc``, ``pr_auc``, ``brier``, ``log_loss``, ``ece`` (10 equal-width bins),
-``ece_quantile`` (10 equal-count bins), ``lift_top_decile``,
+``ece_quantile`` (10 equal-count bins), ``mean_probability`` and
+``mean_ratio_error`` (calibration in the large: ``|mean(p) / mean(y) - 1|``, which
+equal-width bins miss when nearly every probability is below 0.1: there a model
+scaled 3x still has an ECE under 0.02), ``lift_top_decile``,
 ``precision_at_capacity`` and ``recall_at_capacity`` (IS can call only the N
 highest-scored leads of each as-of week), plus ``rows``, ``positives`` and
 ``base_rate``. A metric that is undefined on the rows (e.g. ROC AUC with one
@@ -50,6 +53,17 @@ def expected_calibration_error(
     return float(np.abs(sum_p - sum_y).sum() / len(y))
 
 
+def mean_ratio_error(y: np.ndarray, p: np.ndarray) -> float:
+    """Calibration in the large: ``|mean(p) / mean(y) - 1|``, the share by which the
+    predicted count of positives misses the observed one (0.25: 25% too many or too few).
+    NaN without rows or positives."""
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if len(y) == 0 or y.sum() == 0:
+        return math.nan
+    return float(abs(p.mean() / y.mean() - 1.0))
+
+
 def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
     """Per equal-count bin: mean predicted, observed rate, rows (for the calibration plot)."""
     frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "p": np.asarray(p, dtype=float)})
@@ -92,6 +106,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     )
     out["ece"] = expected_calibration_error(y, p)
     out["ece_quantile"] = expected_calibration_error(y, p, strategy="quantile")
+    out["mean_probability"] = float(p.mean()) if len(y) else math.nan
+    out["mean_ratio_error"] = mean_ratio_error(y, p)
     out["lift_top_decile"] = lift_at(y, p, 0.1)
     return out
 
@@ -165,6 +181,73 @@ def calibration_used(model: object, spec: ModelSpec) -> str:
     return str(spec.calibration.method)
 
 
+CARD_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+    "ece",
+    "mean_ratio_error",
+    "lift_top_decile",
+    "precision_at_capacity",
+    "recall_at_capacity",
+)
+
+
+def _figure(m: Mapping[str, float], key: str) -> str:
+    v = m.get(key, math.nan)
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def _count(m: Mapping[str, float], key: str) -> str:
+    v = m.get(key, math.nan)
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{int(v):,}"
+
+
+def _metrics_table(m: Mapping[str, float], kind: str) -> list[str]:
+    """The card's backtest table: model and baseline on all test rows and, with an oracle,
+    the model and the oracle on the oracle rows (those the simulator's truth answers; for
+    deal close, "won by" the truth's period end), each column saying which rows it is on."""
+    oracle = "oracle_roc_auc" in m or "model_on_oracle_rows_roc_auc" in m
+    question = (
+        " (labels: won by the truth's period end nearest the horizon, so the positives differ)"
+        if kind == "deal_close"
+        else ""
+    )
+    lines = [
+        f"All test rows: {_count(m, 'rows')} rows, {_count(m, 'positives')} positives."
+        + (
+            f" Oracle rows: {_count(m, 'oracle_rows')} rows, "
+            f"{_count(m, 'oracle_positives')} positives{question}."
+            if oracle
+            else ""
+        ),
+        "",
+    ]
+    if oracle:
+        lines += [
+            "| metric | model (all test rows) | logistic baseline (all test rows) "
+            "| model (oracle rows) | oracle (oracle rows) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+    else:
+        lines += ["| metric | model | logistic baseline |", "| --- | --- | --- |"]
+    for key in CARD_METRICS:
+        if key not in m:
+            continue
+        row = f"| {key} | {_figure(m, key)} | {_figure(m, 'baseline_' + key)} |"
+        if oracle:
+            row += f" {_figure(m, 'model_on_oracle_rows_' + key)} | {_figure(m, 'oracle_' + key)} |"
+        lines.append(row)
+    if "roc_auc_vs_oracle" in m:
+        lines.append(
+            f"\nROC AUC / oracle ROC AUC, both on the oracle rows: "
+            f"{_figure(m, 'model_on_oracle_rows_roc_auc')} / {_figure(m, 'oracle_roc_auc')} = "
+            f"{_figure(m, 'roc_auc_vs_oracle')}"
+        )
+    return lines
+
+
 def model_card(
     result: TrainingResult, *, version: str | None = None, run_id: str | None = None
 ) -> str:
@@ -175,10 +258,6 @@ def model_card(
     m = r.metrics
     start, end = r.data_window
 
-    def f(key: str) -> str:
-        v = m.get(key, math.nan)
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-
     target = (
         f"lead becomes SQL / opportunity within {spec.target.horizon_days} days of the as-of time"
         if spec.kind == "lead_readiness"
@@ -187,13 +266,14 @@ def model_card(
         f"headline d = {spec.target.horizon_days} days"
     )
     lines = [
-        f"# Model card: {spec.name}" + (f" version {version}" if version else ""),
+        f"# Model card: {spec.name}"
+        + (f" version {version}" if version else " (not registered: no version)"),
         "",
         spec.description or "",
         "",
         f"- **Target**: {target}",
-        f"- **Data window (as-of)**: {start:%Y-%m-%d} to {end:%Y-%m-%d}; {r.rows:,} rows, "
-        f"{r.positives:,} positives",
+        f"- **Training set (as-of)**: {start:%Y-%m-%d} to {end:%Y-%m-%d}; {r.rows:,} rows, "
+        f"{r.positives:,} positives (MLflow params train_rows / train_positives)",
         f"- **Features** ({len(spec.features)}, hash {r.feature_hash}): {', '.join(spec.features)}",
         f"- **Estimator**: LightGBM, {r.model.rounds} rounds; "
         f"calibration {calibration_used(r.model, spec)} on the "
@@ -203,33 +283,14 @@ def model_card(
     ]
     if run_id:
         lines.append(f"- **MLflow run**: `{run_id}`")
-    lines += [
-        "",
-        "## Backtest metrics (all test windows)",
-        "",
-        "| metric | model | logistic baseline | oracle (same rows) |",
-        "| --- | --- | --- | --- |",
-    ]
-    for key in (
-        "roc_auc",
-        "pr_auc",
-        "brier",
-        "log_loss",
-        "ece",
-        "lift_top_decile",
-        "precision_at_capacity",
-        "recall_at_capacity",
-    ):
-        if key in m:
-            lines.append(f"| {key} | {f(key)} | {f('baseline_' + key)} | {f('oracle_' + key)} |")
-    if "roc_auc_vs_oracle" in m:
-        lines.append(f"\nROC AUC / oracle ROC AUC on the oracle rows: {f('roc_auc_vs_oracle')}")
+    lines += ["", "## Backtest metrics (all test windows)", "", *_metrics_table(m, spec.kind)]
     lines += [
         "",
         "## Folds",
         "",
-        "| origin | train rows | train positives | test rows | ROC AUC | Brier | ECE |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| test window from | train rows | train positives | test rows | ROC AUC | Brier | ECE "
+        "| mean ratio error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for fold in r.folds:
         fm = fold.metrics
@@ -237,7 +298,8 @@ def model_card(
             f"| {fold.origin:%Y-%m-%d} | {fold.train_rows:,} | "
             f"{fold.train_positives:,} | {fold.test_rows:,} | "
             f"{fm.get('roc_auc', math.nan):.4f} | "
-            f"{fm.get('brier', math.nan):.4f} | {fm.get('ece', math.nan):.4f} |"
+            f"{fm.get('brier', math.nan):.4f} | {fm.get('ece', math.nan):.4f} | "
+            f"{fm.get('mean_ratio_error', math.nan):.4f} |"
         )
     lines += [
         "",

@@ -19,8 +19,12 @@ class BundleModel(PythonModel):
     """The MLflow pyfunc wrapper around a :class:`ScoringBundle`.
 
     ``predict(frame, params={"reasons": 3, "horizon_days": 60})`` returns the
-    columns of :meth:`ScoringBundle.score`; reasons come back as JSON strings
-    so that the output is a plain table.
+    columns of :meth:`ScoringBundle.score` (the id column first when the input has one,
+    so rows are matched by id, not position), then ``unseen_values``: per row, the
+    categorical features whose value the model never saw in training (a misspelling such
+    as ``nurturng``, a status outside its training data), which it reads as missing, as
+    the online API's ``unseen_values`` says. Reasons and ``unseen_values`` come back as
+    JSON lists in strings so that the output is a plain table.
     """
 
     def load_context(self, context: Any) -> None:
@@ -39,19 +43,33 @@ class BundleModel(PythonModel):
         out = self.bundle.score(
             model_input, horizon_days=horizon, reasons=int(params.get("reasons", 0) or 0)
         )
-        for col in ("reasons_positive", "reasons_negative"):
+        out["unseen_values"] = self.bundle.unseen_values(model_input)
+        for col in ("reasons_positive", "reasons_negative", "unseen_values"):
             if col in out.columns:
                 out[col] = [json.dumps(v) for v in out[col]]
         return out.reset_index(drop=True)
 
 
 def signature_for(bundle: ScoringBundle) -> Any:
-    """Input schema (all features optional), output schema and params."""
+    """Input schema, output schema and params.
+
+    Every feature column is required, as :meth:`ScoringBundle.score` (and so the batch
+    and the API, which compute every feature) requires it; a missing *value* is fine
+    (numbers are doubles, so NaN fits; a category may be null). The id column is optional
+    and comes back first in the output; deal close also takes an optional per-row
+    ``horizon_days``. (MLflow drops input columns the signature does not name.)"""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
 
-    inputs = Schema([ColSpec(c["type"], c["name"], required=False) for c in bundle.schema])
+    in_cols: list[ColSpec | TensorSpec] = [
+        ColSpec(c["type"], c["name"], required=True) for c in bundle.schema
+    ]
+    in_cols.append(ColSpec("string", bundle.id_column, required=False))
+    if bundle.kind == "deal_close":
+        in_cols.append(ColSpec("double", "horizon_days", required=False))
+    inputs = Schema(in_cols)
     out_cols: list[ColSpec | TensorSpec] = [
+        ColSpec("string", bundle.id_column, required=False),
         ColSpec("double", "probability"),
         ColSpec("double", "percentile"),
     ]
@@ -60,6 +78,7 @@ def signature_for(bundle: ScoringBundle) -> Any:
     out_cols += [
         ColSpec("string", "reasons_positive", required=False),
         ColSpec("string", "reasons_negative", required=False),
+        ColSpec("string", "unseen_values"),
     ]
     params = ParamSchema(
         [ParamSpec("reasons", "long", 0), ParamSpec("horizon_days", "double", 0.0)]

@@ -98,15 +98,30 @@ class EstimatorSpec(_Part):
         known = lightgbm_param_names()
         unknown = [k for k in params if k not in known]
         if unknown:
+            canonical = lightgbm_canonical_names()
             parts = []
             for k in unknown:
                 close = difflib.get_close_matches(k, sorted(known), n=1)
-                parts.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                # suggest the parameter's own name, not the alias nearest the typo
+                # (num_leafs: num_leaves, not its alias num_leaf)
+                hint = canonical.get(close[0], close[0]) if close else None
+                parts.append(f"{k!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
             raise ValueError(
                 f"unknown LightGBM parameter(s) {', '.join(parts)}; see "
                 "https://lightgbm.readthedocs.io/en/latest/Parameters.html"
             )
         return params
+
+
+def lightgbm_canonical_names() -> dict[str, str]:
+    """Each LightGBM parameter name or alias -> the parameter's own (documented) name."""
+    from lightgbm.basic import _ConfigAliases
+
+    out: dict[str, str] = {}
+    for main, aliases in _ConfigAliases._get_all_param_aliases().items():
+        out.update({a: main for a in aliases})
+        out[main] = main
+    return out
 
 
 def lightgbm_param_names() -> set[str]:
@@ -152,10 +167,30 @@ class BacktestSpec(_Part):
 
 
 class GateSpec(_Part):
-    """What a challenger must satisfy to become champion."""
+    """What a challenger must satisfy to become champion.
 
-    max_roc_auc_drop: float = Field(0.01, ge=0, le=1, description="vs champion, same latest window")
+    * ``max_ece``: its backtest ECE (10 equal-width bins) at most this.
+    * ``max_mean_ratio_error``: calibration in the large, ``|mean(p) / mean(y) - 1|`` over
+      the backtest test rows, at most this (0.25: the predicted number of positives is
+      within 25% of the observed). Equal-width bins put nearly every readiness row
+      (p < 0.1, base rate ~1%) in one bin, so ECE alone passes probabilities off by 3-4x.
+    * ``min_roc_auc``: its ROC AUC on its latest test window at least this.
+    * ``max_roc_auc_drop``: its ROC AUC at most this below the champion's, both out of
+      sample, compared in this order of preference: (1) both models scored on the
+      challenger's latest-window rows after the champion's label cutoff (enough of them);
+      (2) the same test window (same start and end) in both backtests: the challenger's
+      fold on the champion's latest window against the champion's stored latest-window
+      figure; (3) the challenger's latest window against the champion's stored latest
+      window (different windows: a coarser check). See docs/retraining.md.
+    """
+
+    max_roc_auc_drop: float = Field(
+        0.01, ge=0, le=1, description="vs champion, both out of sample (see the class doc)"
+    )
     max_ece: float = Field(0.03, gt=0, le=1)
+    max_mean_ratio_error: float = Field(
+        0.25, gt=0, description="|mean(p) / mean(y) - 1| on the backtest test rows"
+    )
     # 0.6 as in the shipped specs: a model ranking little better than chance (0.5) is no
     # champion, whatever its calibration (a table model without a spec gets this default)
     min_roc_auc: float = Field(0.6, ge=0, le=1)
@@ -271,13 +306,16 @@ def _validated(data: dict[str, Any], where_from: str) -> ModelSpec:
     except ValidationError as exc:
         lines = [f"invalid model spec {where_from}:"]
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "<top level>"
+            where = ".".join(str(p) for p in err["loc"])
             got = (
                 ""
                 if not err["loc"] or isinstance(err.get("input"), dict)
                 else (f" (got {err.get('input')!r})")
             )
-            lines.append(f"  {where}: {err['msg']}{got}")
+            # a validator's ValueError reads "Value error, <our message>": keep the message;
+            # a check of the whole spec (no field) names its fields itself
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {where}: {msg}{got}" if where else f"  {msg}")
         raise ConfigError("\n".join(lines)) from None
 
 

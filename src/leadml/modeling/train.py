@@ -889,9 +889,14 @@ def _test_frame(
     return out
 
 
+# per fold, also as ``fold<i>_<metric>`` in the result's metrics
+FOLD_METRICS = ("roc_auc", "brier", "ece", "mean_ratio_error")
+
+
 @dataclass
 class Fold:
-    """One backtest fold: where it cut, how big it was, how it scored."""
+    """One backtest fold: where it cut (its test window is ``origin <= as_of < origin +
+    backtest.test_days``), how big it was, how it scored."""
 
     origin: pd.Timestamp
     train_rows: int
@@ -1095,7 +1100,7 @@ def _train(
     for i, fold in enumerate(folds):
         metrics.update(
             prefixed(
-                {k: fold.metrics[k] for k in ("roc_auc", "brier", "ece") if k in fold.metrics},
+                {k: fold.metrics[k] for k in FOLD_METRICS if k in fold.metrics},
                 f"fold{i}_",
             )
         )

@@ -64,12 +64,21 @@ class Data:
         self.con.close()
 
 
-def open_data(settings: Settings, path: Path | None = None) -> Data:
-    """Check the tables in ``path`` (default: the settings' data folder) and load the catalog."""
+def open_data(settings: Settings, path: Path | None = None, *, dataset: Path | None = None) -> Data:
+    """Check the tables in ``path`` (default: the settings' data folder) and load the catalog.
+    ``dataset``: the saved training set the tables go with (a missing folder's message
+    then says why the tables are still needed)."""
     from leadml.contracts import connect
     from leadml.features.catalog import load_catalog
 
     folder = (path or settings.data_dir).expanduser().resolve()
+    if not folder.exists() and dataset is not None:
+        raise LeadmlError(
+            f"data folder {folder} does not exist: training on --dataset {dataset} still reads "
+            "the tables it was built from: their reps table gives the IS capacity behind "
+            "precision/recall at capacity and the simulator's truth/ folder the oracle "
+            "metrics; pass --data with that folder"
+        )
     if not folder.exists():
         raise LeadmlError(
             f"data folder {folder} does not exist; run `leadml "
@@ -191,6 +200,17 @@ def _check_made_for(path: Path, meta: dict[bytes, bytes] | None, spec: ModelSpec
         )
 
 
+def check_training_set_path(path: Path, spec: ModelSpec) -> None:
+    """``path`` is an existing ``.parquet`` file (checked before any other work)."""
+    from leadml.errors import DataError
+
+    make = f"`leadml dataset {spec.kind.replace('_', '-')} --out FILE.parquet`"
+    if not path.exists():
+        raise DataError(f"training set {path} does not exist; write one with {make}")
+    if not path.is_file() or path.suffix.lower() != ".parquet":
+        raise DataError(f"training set {path}: not a Parquet file; write one with {make}")
+
+
 def load_training_set(path: Path, spec: ModelSpec) -> pd.DataFrame:
     """A training set saved by ``leadml dataset`` (Parquet), lean: only the columns the
     spec reads, numbers as float32 (LightGBM bins them; half the memory: the one-year
@@ -200,11 +220,7 @@ def load_training_set(path: Path, spec: ModelSpec) -> pd.DataFrame:
 
     from leadml.errors import DataError
 
-    if not path.is_file() or path.suffix.lower() != ".parquet":
-        raise DataError(
-            f"training set {path}: not a Parquet file; write one with "
-            f"`leadml dataset {spec.kind.replace('_', '-')} --out FILE.parquet`"
-        )
+    check_training_set_path(path, spec)
     labels = ["label"] if spec.kind == "lead_readiness" else ["outcome", "outcome_days"]
     want = [spec.id_column, "as_of", *labels, *spec.features]
     schema = pq.read_schema(path)
@@ -322,14 +338,22 @@ def log_and_register(
     data: Data | None = None,
     register: bool = True,
     run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> Any:
-    """Log the run to MLflow and register the bundle (alias ``challenger``)."""
+    """Log the run to MLflow and register the bundle (alias ``challenger``). ``extra_tags``
+    go on the run (e.g. :meth:`TuneResult.tags`, linking it to its tuning run)."""
     from leadml import tracking
 
     tracking.configure(settings)
     templates, catalog = reason_templates(data, result.spec)
     return tracking.log_training(
-        result, settings, templates=templates, catalog=catalog, register=register, run_name=run_name
+        result,
+        settings,
+        templates=templates,
+        catalog=catalog,
+        register=register,
+        run_name=run_name,
+        extra_tags=extra_tags,
     )
 
 
@@ -346,6 +370,9 @@ SEARCH_SPACE: dict[str, tuple[float, float, bool, bool, float]] = {
 }
 
 
+TUNING_RUN_TAG = "leadml.tuning_run_id"
+
+
 @dataclass
 class TuneResult:
     """What :func:`tune` found. ``spec`` is the one to fit: the input spec itself when its
@@ -357,6 +384,11 @@ class TuneResult:
     best_trial: int  # the best tuned trial (1..N); 0 when there was none
     spec_log_loss: float
     tuned_log_loss: float  # the best tuned trial's
+    run_id: str = ""  # the ``<name>-tuning`` MLflow run holding the trials
+
+    def tags(self) -> dict[str, str]:
+        """Tags for the final run, linking it to its tuning run (``leadml.tuning_run_id``)."""
+        return {TUNING_RUN_TAG: self.run_id, "leadml.tuning_winner": self.winner}
 
     def summary(self) -> str:
         if self.winner == "spec":
@@ -429,7 +461,7 @@ def tune(
             result = train_spec(frame, candidate, data=data, truth=truth, final_fit=False)
             mlflow.log_params(tracking.run_params(result))
             m = {
-                k: v
+                tracking.metric_name(k): v
                 for k, v in result.metrics.items()
                 if "." not in k
                 and not k.startswith("fold")
@@ -456,7 +488,7 @@ def tune(
         )
         return loss
 
-    with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name}-tuning"):
+    with mlflow.start_run(experiment_id=exp, run_name=f"{spec.name}-tuning") as parent:
         study = optuna.create_study(
             direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed)
         )
@@ -485,4 +517,5 @@ def tune(
         best_trial=tuned["trial"] if tuned else 0,
         spec_log_loss=spec_loss,
         tuned_log_loss=tuned["log_loss"] if tuned else math.nan,
+        run_id=parent.info.run_id,
     )
