@@ -157,7 +157,7 @@ def test_an_unreachable_database_is_a_clear_error(
     store = SqlAlchemyOutputs(f"postgresql+psycopg://nobody:secret@127.0.0.1:{_free_port()}/none")
     with (
         pytest.raises(ConfigError, match="cannot connect") as err,
-        store.stage(DAY, {"drift": pd.DataFrame()}),
+        store.transaction(DAY),
     ):
         pass
     assert "secret" not in str(err.value)  # the password is never printed
@@ -185,7 +185,8 @@ def test_two_concurrent_publishes_of_one_date_leave_one_copy_of_its_rows(databas
 
     def first() -> None:
         try:
-            with store.stage(DAY, {"scores_leads": rows}):
+            with store.transaction(DAY) as write:
+                write({"scores_leads": rows})
                 inside.set()
                 release.wait(60)
         except Exception as exc:  # reported by the assertion below
@@ -193,8 +194,8 @@ def test_two_concurrent_publishes_of_one_date_leave_one_copy_of_its_rows(databas
 
     def second() -> None:
         try:
-            with store.stage(DAY, {"scores_leads": rows}):
-                pass
+            with store.transaction(DAY) as write:
+                write({"scores_leads": rows})
         except Exception as exc:
             errors.append(exc)
 
@@ -439,3 +440,32 @@ def test_a_failed_rename_rolls_postgresql_back_and_restores_parquet(
     assert SqlAlchemyOutputs(database).read("alerts", DAY)["reason"].tolist() == ["1"]
     assert parquet.read("scores_leads", DAY)["model_version"].tolist() == ["1"]
     assert parquet.read("forecast", DAY)["probability_source"].tolist() == ["1"]
+
+
+def test_a_cancelled_wait_for_the_publish_lock_is_a_clear_error(database: str) -> None:
+    """A statement_timeout that cancelled the wait for the advisory lock (before any
+    table) escaped as psycopg's exception: a traceback instead of exit code 2."""
+    from leadml.batch.outputs import PUBLISH_LOCK_KEY, OutputStore, PublishError
+
+    rows = {"scores_leads": pd.DataFrame({"lead_id": ["a"], "model_version": ["1"]})}
+    OutputStore(None, SqlAlchemyOutputs(database)).publish(DAY, rows)
+    impatient = (
+        sa.engine.make_url(database)
+        .update_query_dict({"options": "-c statement_timeout=300"})
+        .render_as_string(hide_password=False)
+    )
+    holder = sa.create_engine(database)
+    try:
+        with holder.connect() as other:  # another leadml run, publishing now
+            other.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": PUBLISH_LOCK_KEY})
+            with pytest.raises(PublishError) as err:
+                OutputStore(None, SqlAlchemyOutputs(impatient)).publish(
+                    DAY, {"scores_leads": rows["scores_leads"].assign(model_version="2")}
+                )
+            other.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PUBLISH_LOCK_KEY})
+    finally:
+        holder.dispose()
+    msg = str(err.value)
+    assert "cannot start the publishing transaction" in msg and "statement timeout" in msg
+    assert "nothing was published" in msg and err.value.exit_code == 2
+    assert SqlAlchemyOutputs(database).read("scores_leads", DAY)["model_version"].tolist() == ["1"]

@@ -129,16 +129,46 @@ def _dead_pid() -> int:
     return proc.pid
 
 
+def _die(pub: outputs.ParquetPublish) -> None:
+    """What the kernel does to a killed run's lock: drop it."""
+    assert pub.lock_fd is not None
+    os.close(pub.lock_fd)
+    pub.lock_fd = None
+
+
+HOLD = (
+    "import fcntl, sys\n"
+    "f = open(sys.argv[1], 'a')\n"
+    "fcntl.flock(f, fcntl.LOCK_EX)\n"
+    "print('held', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+def _holder(lock: Path) -> subprocess.Popen[str]:
+    """Another process (another container's run) holding ``lock``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
 def test_only_provably_stale_leftovers_are_removed(tmp_path: Path) -> None:
     root = tmp_path / "outputs"
     host = socket.gethostname()
     staging = root / outputs.STAGING_DIR
-    dead = _owner(staging / "dead", host=host, pid=_dead_pid())
-    live = _owner(staging / "live", host=host, pid=os.getpid())  # another date's run, now
-    elsewhere = _owner(staging / "elsewhere", host="other-host", pid=1)
-    old_elsewhere = _owner(staging / "old-elsewhere", host="other-host", pid=1)
-    _age(old_elsewhere, 25)
+    dead = _owner(staging / "dead", host=host, pid=os.getpid())  # its lock is free: over
+    (dead / outputs.LOCK_FILE).touch()
+    live = ParquetOutputs(root).begin(D)  # another date's run in this process, now
+    starting = _owner(staging / "starting", host="other-host", pid=1)  # not locked yet
+    unlocked_old = _owner(staging / "unlocked-old", host="other-host", pid=1)
+    _age(unlocked_old, 25)  # no lock file (an earlier version's): judged by its age
     kept = _owner(staging / "to-restore", host=host, pid=_dead_pid())
+    (kept / outputs.LOCK_FILE).touch()
     (kept / outputs.KEEP_FILE).write_text("restore by hand")
     legacy_old = root / "scores_leads" / f".as_of={D}.staging-1234abcd"
     legacy_new = root / "forecast" / f".as_of={D}.old-1234abcd"
@@ -148,12 +178,54 @@ def test_only_provably_stale_leftovers_are_removed(tmp_path: Path) -> None:
 
     left = ParquetOutputs(root).remove_stale()
 
-    assert sorted(p.name for p in left.removed) == sorted(
-        ["dead", "old-elsewhere", legacy_old.name]
+    assert sorted(p.name for p in left.removed) == sorted(["dead", "unlocked-old", legacy_old.name])
+    assert not dead.exists() and not unlocked_old.exists() and not legacy_old.exists()
+    assert live.folder.exists() and starting.exists() and kept.exists()
+    assert legacy_new.exists() and left.restored == []
+    live.close()
+
+
+def test_a_live_runs_folder_is_never_stale_whatever_its_owner_file_says(
+    tmp_path: Path,
+) -> None:
+    """Containers sharing a hostname and a volume, not a pid namespace: "same host, pid
+    not running" judged another container's live run stale, and removed the folder
+    holding the only copy of the partitions it had moved aside."""
+    root = tmp_path / "outputs"
+    folder = _owner(
+        root / outputs.STAGING_DIR / "other-container",
+        host=socket.gethostname(),
+        pid=_dead_pid(),  # no such process here: in its own pid namespace it runs
     )
-    assert not dead.exists() and not old_elsewhere.exists() and not legacy_old.exists()
-    assert live.exists() and elsewhere.exists() and kept.exists() and legacy_new.exists()
-    assert left.restored == []
+    (folder / "old" / "scores_leads" / f"as_of={D}").mkdir(parents=True)
+    holder = _holder(folder / outputs.LOCK_FILE)
+    try:
+        assert ParquetOutputs(root).remove_stale().removed == []
+        assert (folder / "old" / "scores_leads" / f"as_of={D}").is_dir()
+    finally:
+        holder.communicate("")  # the run ends: its lock goes with it
+    left = ParquetOutputs(root).remove_stale()
+    assert [p.name for p in left.removed] == ["other-container"]
+
+
+def test_a_legacy_old_copy_that_is_the_only_one_is_put_back(tmp_path: Path) -> None:
+    """An earlier version killed between its two renames left ``.as_of=D.old-*`` as the
+    only copy of D's partition; it was deleted after an hour."""
+    root = tmp_path / "outputs"
+    parquet = ParquetOutputs(root)
+    OutputStore(parquet, None).publish(D, _tables("1"))
+    only = root / "scores_leads" / f".as_of={D}.old-1234abcd"
+    outputs._move(parquet.partition("scores_leads", D), only)
+    stale_copy = root / "forecast" / f".as_of={D}.old-1234abcd"  # as_of=D is there
+    stale_copy.mkdir()
+    for p in (only, stale_copy):
+        _age(p, 2)
+
+    left = parquet.remove_stale()
+
+    assert left.restored == [parquet.partition("scores_leads", D)]
+    assert set(parquet.read("scores_leads", D)["model_version"]) == {"1"}
+    assert left.removed == [stale_copy] and not _leftovers(root)
 
 
 def test_a_run_killed_between_its_renames_and_its_commit_is_rolled_back(
@@ -176,9 +248,8 @@ def test_a_run_killed_between_its_renames_and_its_commit_is_rolled_back(
     with pytest.raises(KeyboardInterrupt):
         pub.swap()  # no restore, no close: the process is gone
     monkeypatch.setattr(outputs, "_move", real)
-    (pub.folder / outputs.OWNER_FILE).write_text(
-        json.dumps({"host": socket.gethostname(), "pid": _dead_pid()})
-    )
+    assert parquet.remove_stale().removed == []  # still running
+    _die(pub)
     assert set(parquet.read("scores_leads", D)["model_version"]) == {"2"}
 
     left = parquet.remove_stale()
@@ -209,9 +280,7 @@ def test_a_first_run_killed_mid_swap_leaves_no_partition_behind(
     with pytest.raises(KeyboardInterrupt):
         pub.swap()
     monkeypatch.setattr(outputs, "_move", real)
-    (pub.folder / outputs.OWNER_FILE).write_text(
-        json.dumps({"host": socket.gethostname(), "pid": _dead_pid()})
-    )
+    _die(pub)
     assert parquet.dates("scores_leads") == [D]  # uncommitted, yet visible
     parquet.remove_stale()
     assert [parquet.dates(t) for t in TABLES] == [[], [], []] and not _leftovers(root)
@@ -224,9 +293,7 @@ def test_a_dead_runs_old_copy_never_replaces_a_later_runs_partition(tmp_path: Pa
     pub = parquet.begin(D)
     pub.write(_tables("2"))
     pub.swap()  # killed before the commit ...
-    (pub.folder / outputs.OWNER_FILE).write_text(
-        json.dumps({"host": socket.gethostname(), "pid": _dead_pid()})
-    )
+    _die(pub)
     OutputStore(parquet, None).publish(D, _tables("3"))  # ... and a later run published
     parquet.remove_stale()
     assert set(parquet.read("scores_leads", D)["model_version"]) == {"3"}
@@ -286,7 +353,7 @@ class _FailingCommit:
 
     def check(self) -> None: ...
 
-    def transaction(self, as_of: date):  # type: ignore[no-untyped-def]
+    def transaction(self, as_of: date, on_commit=None):  # type: ignore[no-untyped-def]
         import contextlib
 
         @contextlib.contextmanager
@@ -575,3 +642,269 @@ def test_sigterm_during_a_batch_run_ends_it_as_an_exception() -> None:
         time.sleep(10)  # the handler raises as soon as the signal arrives
     assert exit_.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+# ------------------------------------------------------------ signals and kills (review 2)
+
+
+class _Connection:
+    """A DuckDB connection that calls ``hook(sql)`` around chosen statements."""
+
+    def __init__(self, con: object, before: dict, after: dict) -> None:  # type: ignore[type-arg]
+        self.con, self.before, self.after = con, before, after
+
+    def execute(self, sql: str, *args: object) -> object:
+        if sql in self.before:
+            self.before[sql]()
+        out = self.con.execute(sql, *args)  # type: ignore[attr-defined]
+        if sql in self.after:
+            self.after[sql]()
+        return out
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.con, name)
+
+
+def _hook_duckdb(monkeypatch: pytest.MonkeyPatch, before=None, after=None, close=None):  # type: ignore[no-untyped-def]
+    real_open = DuckDBOutputs._open
+
+    def opened(self: DuckDBOutputs, **kw: object) -> object:
+        con = _Connection(real_open(self, **kw), before or {}, after or {})
+        if close is not None and not kw.get("read_only"):
+            con.close = close  # type: ignore[method-assign]
+        return con
+
+    monkeypatch.setattr(DuckDBOutputs, "_open", opened)
+
+
+def _sigterm() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_right_after_the_sql_commit_keeps_the_new_run_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler raised as soon as the (seconds-long) DuckDB commit returned, and the
+    publish then put the old Parquet partitions back: exit 143, Parquet on run 1, SQL on
+    run 2."""
+    from leadml.cli.batch import _sigterm_exits
+
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+    _hook_duckdb(monkeypatch, after={"COMMIT": _sigterm})
+    with pytest.raises(SystemExit) as exit_, _sigterm_exits():
+        store.publish(D, _tables("2"))
+    assert exit_.value.code == 143
+    monkeypatch.undo()
+    assert all(v == {"2"} for v in _versions(store).values()), _versions(store)
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_a_failure_closing_the_database_after_the_commit_puts_nothing_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+
+    def close() -> None:
+        raise duckdb.IOException("could not fsync on close (injected)")
+
+    _hook_duckdb(monkeypatch, close=close)
+    store.publish(D, _tables("2"))  # committed: the run succeeded
+    monkeypatch.undo()
+    assert all(v == {"2"} for v in _versions(store).values()), _versions(store)
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_sigterm_during_the_swap_stops_the_run_before_the_commit_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGTERM right after swap() had moved the old partition aside (before it was
+    recorded) ended with that partition deleted along with the run folder."""
+    from leadml.cli.batch import _sigterm_exits
+
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+    real = outputs._move
+
+    def move(src: Path, dst: Path) -> None:
+        real(src, dst)
+        if "old" in dst.relative_to(tmp_path).parts and "forecast" in dst.parts:
+            _sigterm()
+
+    monkeypatch.setattr(outputs, "_move", move)
+    with pytest.raises(SystemExit) as exit_, _sigterm_exits():
+        store.publish(D, _tables("2"))
+    assert exit_.value.code == 143
+    monkeypatch.undo()
+    assert all(v == {"1"} for v in _versions(store).values()), _versions(store)
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_sigterm_during_a_restore_puts_every_partition_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from leadml.cli.batch import _sigterm_exits
+
+    store = OutputStore(ParquetOutputs(tmp_path / "outputs"), None)
+    store.publish(D, _tables("1"))
+    real, n = outputs._move, {"moves": 0}
+
+    def move(src: Path, dst: Path) -> None:
+        n["moves"] += 1
+        if n["moves"] == 4:  # forecast's new partition refused: the restore starts
+            raise OSError(errno.EIO, "Input/output error")
+        real(src, dst)
+        if n["moves"] == 5:  # the restore's first rename back: a SIGTERM lands
+            _sigterm()
+
+    monkeypatch.setattr(outputs, "_move", move)
+    with pytest.raises(SystemExit), _sigterm_exits():
+        store.publish(D, _tables("2"))
+    monkeypatch.undo()
+    assert store.parquet is not None
+    for table in TABLES:
+        assert store.parquet.dates(table) == [D], table
+    assert set(store.parquet.read("scores_leads", D)["model_version"]) == {"1"}
+    assert set(store.parquet.read("forecast", D)["probability_source"]) == {"1"}
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_a_restore_cut_short_leaves_the_run_folder_for_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no signal can be held (a publish outside the main thread) an exception can
+    still cut a restore short: the run folder then holds the only copy of a partition
+    and must not be removed."""
+    parquet = ParquetOutputs(tmp_path / "outputs")
+    store = OutputStore(parquet, None)
+    store.publish(D, _tables("1"))
+    real, n = outputs._move, {"moves": 0}
+
+    def move(src: Path, dst: Path) -> None:
+        n["moves"] += 1
+        if n["moves"] == 4:
+            raise OSError(errno.EIO, "Input/output error")
+        if n["moves"] == 6:  # restore: scores_leads' new partition on its way out
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(outputs, "_move", move)
+    with pytest.raises(KeyboardInterrupt):
+        store.publish(D, _tables("2"))
+    monkeypatch.undo()
+    (run,) = parquet.staging.iterdir()
+    assert (run / "old" / "scores_leads" / f"as_of={D}").is_dir()  # the only copy, kept
+    left = parquet.remove_stale()  # the run's lock went with it: the next run settles it
+    assert parquet.partition("scores_leads", D) in left.restored
+    assert set(parquet.read("forecast", D)["probability_source"]) == {"1"}
+    assert set(parquet.read("scores_leads", D)["model_version"]) == {"1"}
+    assert not _leftovers(tmp_path / "outputs")
+
+
+KILLED = """
+import os, signal, sys
+from datetime import date
+from pathlib import Path
+import pandas as pd
+from leadml.batch import outputs
+from leadml.batch.outputs import DuckDBOutputs, OutputStore, ParquetOutputs
+
+root, when = Path(sys.argv[1]), sys.argv[2]
+store = OutputStore(ParquetOutputs(root), DuckDBOutputs(root / "leadml.duckdb"))
+tables = {
+    "scores_leads": pd.DataFrame({"lead_id": ["a", "b"], "readiness": [0.2, 0.1],
+                                  "model_version": ["2", "2"]}),
+    "forecast": pd.DataFrame({"kind": ["snapshot"], "group": ["all"],
+                              "probability_source": ["2"]}),
+    "alerts": pd.DataFrame({"opportunity_id": ["o1"], "rule": ["stale"], "reason": ["2"]}),
+}
+real_open = DuckDBOutputs._open
+class Con:
+    def __init__(self, con): self.con = con
+    def execute(self, sql, *a):
+        if sql == "COMMIT" and when == "before-commit":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.con.execute(sql, *a)
+    def __getattr__(self, n): return getattr(self.con, n)
+DuckDBOutputs._open = lambda self, **kw: Con(real_open(self, **kw))
+if when == "after-commit":  # the commit returned; the COMMITTED mark is next
+    outputs.ParquetPublish.committed = lambda self: os.kill(os.getpid(), signal.SIGKILL)
+store.publish(date(2025, 6, 2), tables, manifest=lambda: pd.DataFrame({"run_id": ["run-2"]}))
+"""
+
+
+@pytest.mark.parametrize(("when", "published"), [("before-commit", "1"), ("after-commit", "2")])
+def test_a_run_killed_around_its_commit_is_undone_or_finished_by_the_next(
+    when: str, published: str, tmp_path: Path
+) -> None:
+    """SIGKILL after the SQL commit but before the COMMITTED mark: the next run took the
+    run for uncommitted and put the old partitions back (Parquet run 1, SQL run 2)."""
+    from leadml.batch.nightly import _prepare
+
+    store = _store(tmp_path)
+    root = tmp_path / "outputs"
+    store.publish(D, _tables("1"), manifest=lambda: pd.DataFrame({"run_id": ["run-1"]}))
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED)
+    proc = subprocess.run([sys.executable, str(script), str(root), when], timeout=120)
+    assert proc.returncode == -9
+    (run,) = (root / outputs.STAGING_DIR).iterdir()
+    assert json.loads((run / outputs.OWNER_FILE).read_text())["run_id"] == "run-2"
+    assert set(store.parquet.read("scores_leads", D)["model_version"]) == {"2"}  # type: ignore[union-attr]
+
+    notes = _prepare(store)
+
+    assert all(v == {published} for v in _versions(store).values()), _versions(store)
+    assert store.read("manifest", D)["run_id"].tolist() == [f"run-{published}"]
+    assert not _leftovers(root) and notes
+
+
+def test_a_failure_at_begin_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure before the first table (BEGIN; on PostgreSQL the advisory lock and SET
+    LOCAL) escaped as the driver's exception: a traceback."""
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"))
+
+    def refuse() -> None:
+        raise duckdb.IOException("Could not read from file: Input/output error")
+
+    _hook_duckdb(monkeypatch, before={"BEGIN TRANSACTION": refuse})
+    with pytest.raises(PublishError) as err:
+        store.publish(D, _tables("2"))
+    msg = str(err.value)
+    assert "cannot start the publishing transaction" in msg and "Input/output error" in msg
+    assert "nothing was published" in msg and err.value.exit_code == 2
+    monkeypatch.undo()
+    assert all(v == {"1"} for v in _versions(store).values())
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_a_cancelled_wait_for_the_publish_lock_is_told_as_such() -> None:
+    import psycopg
+
+    cancelled = sa.exc.OperationalError(
+        "SELECT pg_advisory_xact_lock(...)",
+        {},
+        psycopg.errors.QueryCanceled("canceling statement due to statement timeout"),
+    )
+    err = write_failure("--sql-url postgresql+psycopg://u@h/db", outputs.BEGIN, cancelled)
+    msg = str(err)
+    assert isinstance(err, PublishError) and "table" not in msg.split("(")[0]
+    assert "cannot start the publishing transaction" in msg and "statement_timeout" in msg
+    assert "drop the table" not in msg
+    locked = write_failure(
+        "db", outputs.BEGIN, _pg_error("LockNotAvailable", "canceling statement due to lock")
+    )
+    assert "another leadml run" in str(locked) and "table (begin)" not in str(locked)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "ms"), [(0, 0), (0.0001, 1), (0.0004, 1), (0.0006, 1), (2.5, 2500), (300, 300000)]
+)
+def test_a_positive_lock_timeout_never_becomes_wait_forever(seconds: float, ms: int) -> None:
+    assert outputs.lock_timeout_ms(seconds) == ms

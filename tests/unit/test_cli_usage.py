@@ -130,3 +130,18 @@ def test_every_bracket_in_every_help_text_survives(
                 assert " ".join(bracket.split()) in shown, (path, bracket)
                 checked += 1
     assert checked >= 10
+
+
+def test_escaping_the_help_twice_changes_nothing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second ``_literal_help`` escaped the escapes: ``\\[default: ...]`` in the help."""
+    from leadml.cli import _literal_help, app
+
+    monkeypatch.setenv("COLUMNS", "300")
+    before = [(c.help, c.short_help) for c in app.registered_commands]
+    _literal_help(app)
+    assert [(c.help, c.short_help) for c in app.registered_commands] == before
+    main(["report", "--help"])
+    out = capsys.readouterr().out
+    assert "[default: those the run read]" in out and "\\[default" not in out

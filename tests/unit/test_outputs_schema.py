@@ -81,7 +81,7 @@ def test_a_null_typed_column_made_by_an_earlier_version_is_retyped(tmp_path: Pat
         db.execute("CREATE TABLE scores_leads AS SELECT DATE '2025-05-01' AS as_of, "
                    "'x' AS lead_id, NULL AS team")  # fmt: skip
     frame = pd.DataFrame({"lead_id": ["a"], "readiness": [0.2], "team": ["emea"]})
-    with DuckDBOutputs(path).stage(D2, {"scores_leads": frame}):
-        pass
+    with DuckDBOutputs(path).transaction(D2) as write:
+        write({"scores_leads": frame})
     got = DuckDBOutputs(path).read("scores_leads", D2)
     assert got["team"].tolist() == ["emea"] and got["readiness"].tolist() == [0.2]

@@ -147,7 +147,7 @@ def _prepare(store: OutputStore) -> list[str]:
     store.check()
     if store.parquet is None:
         return []
-    left = store.parquet.remove_stale()
+    left = store.remove_stale()
     notes = []
     if left.restored:
         notes.append(

@@ -16,9 +16,14 @@ as-of date, and re-running that date *replaces* its rows:
 
 :meth:`OutputStore.publish` is all-or-nothing across both: it writes the Parquet
 staging folder, writes every table into the open SQL transaction, swaps the Parquet
-partitions in and only then commits. A failure anywhere (a write, a rename, the
-commit) puts the swapped partitions back and rolls the transaction back, so both
-destinations keep the previous run.
+partitions in and only then commits. A failure anywhere before the commit (a write, a
+rename, the commit itself) puts the swapped partitions back and rolls the transaction
+back, so both destinations keep the previous run. From the swap until the run folder is
+cleared SIGTERM and SIGINT are held (see :class:`_SignalsHeld`): one that arrives during
+the swap stops the run before the commit, one that arrives during the commit waits
+for it. A run killed outright (SIGKILL, a crash) is finished or undone by the next
+run's :meth:`ParquetOutputs.remove_stale`, which asks the SQL manifest whether the dead
+run had committed.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -228,6 +235,8 @@ def _sql_ready(df: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- errors
 
 NOTHING_PUBLISHED = "nothing was published (every destination keeps the previous run)"
+# the steps of a publishing transaction that are not a table's write, as errors name them
+BEGIN = "(begin)"
 COMMIT = "(commit)"
 
 
@@ -299,7 +308,14 @@ def write_failure(
     the column advice only where the table's columns are the cause."""
     reason = reason or _reason(exc)
     kind = error_kind(exc)
-    if kind == "lock":
+    if kind == "lock" and table == BEGIN:
+        return PublishError(
+            f"{where}: cannot start the publishing transaction: gave up waiting for a lock "
+            f"({reason}); {NOTHING_PUBLISHED}; another leadml run publishing into this "
+            "database holds it until it commits: let it finish and run again (a lock_timeout "
+            "set for the database user bounds this wait)"
+        )
+    if kind == "lock" and table != COMMIT:
         return PublishError(
             f"{where}: table {table}: gave up waiting {lock_timeout_s:g} s for a lock another "
             f"session holds on it ({reason}); {NOTHING_PUBLISHED}; find the session (a BI "
@@ -307,15 +323,21 @@ def write_failure(
             "end it or let it finish, and run again; or raise batch.sql_lock_timeout_seconds "
             "(LEADML_BATCH__SQL_LOCK_TIMEOUT_SECONDS; 0 waits as long as it takes)"
         )
-    if kind == "schema" and table != COMMIT:
+    if kind == "schema" and table not in (BEGIN, COMMIT):
         return DataError(
             f"{where}: table {table}: cannot write ({reason}); {NOTHING_PUBLISHED}; fix the "
             "column's type in the database or drop the table so the next run creates it"
         )
-    what = "cannot commit" if table == COMMIT else f"table {table}: cannot write"
+    what = {COMMIT: "cannot commit", BEGIN: "cannot start the publishing transaction"}.get(
+        table, f"table {table}: cannot write"
+    )
     fix = (
         "fix what the database reports (the user's privileges on the table, free disk space "
         "on the database server, the connection) and run again"
+        if server and table != BEGIN
+        else "fix what the database reports (the connection, the user's privileges; a "
+        "statement_timeout set for the user also cancels the wait for another leadml run's "
+        "publish: raise it, or let that run finish) and run again"
         if server
         else "fix what DuckDB reports (free disk space, the file's and its folder's "
         "permissions) and run again"
@@ -326,7 +348,14 @@ def write_failure(
 # ---------------------------------------------------------------- Parquet
 
 STAGING_DIR = ".staging"
+# host, pid, start, as-of date and, once the manifest row is made, the run_id (how
+# remove_stale asks the SQL manifest whether a dead run committed)
 OWNER_FILE = "owner.json"
+# A run holds an exclusive flock on this file for as long as it runs (the kernel drops
+# the lock when the process ends, however it ends): a run folder is stale exactly when
+# its lock can be taken. Unlike "same host, pid gone" this holds for containers that
+# share a hostname (and a volume) but not a pid namespace, and for reused pids.
+LOCK_FILE = "run.lock"
 # The inode of each partition a run renamed in (to tell it from a later run's), and the
 # mark that the run committed (its renamed partitions are the published ones).
 PLACED_FILE = "placed.json"
@@ -334,9 +363,10 @@ COMMITTED_FILE = "COMMITTED"
 # Written into a run folder whose replaced partitions could not be put back: the
 # folder then holds the only copy of the previous run, and is never removed.
 KEEP_FILE = "RESTORE-BY-HAND.txt"
-# A run folder under .staging is stale when its owner process is gone (same host), or
-# when it is older than this (another host's run, or a pid that was reused): no publish
-# takes that long.
+# Only where the lock cannot tell (a filesystem without flock, a folder without a lock
+# file: written by an earlier version, or a run in the instant before it locks) is a
+# run folder judged by its age instead: stale once older than this (no publish takes
+# that long).
 STALE_AFTER = timedelta(hours=24)
 # Hidden ``.as_of=D.staging-*`` / ``.as_of=D.old-*`` folders inside table folders were
 # written by leadml before run folders moved to .staging; removed once this old.
@@ -348,14 +378,20 @@ def _move(src: Path, dst: Path) -> None:
     os.replace(src, dst)
 
 
-def _pid_alive(pid: int) -> bool:
+def _lock(path: Path) -> int | None:
+    """An open descriptor of ``path`` holding an exclusive flock on it; None when the
+    filesystem takes no flock."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # another user's process (or not a pid we can ask about): not ours to judge
-    return True
+        import fcntl
+    except ImportError:  # not POSIX
+        return None
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def _age(path: Path, now: datetime) -> timedelta | None:
@@ -365,18 +401,33 @@ def _age(path: Path, now: datetime) -> timedelta | None:
         return None
 
 
-def stale_run(folder: Path, now: datetime, host: str) -> bool:
-    """Whether ``folder`` (a run folder under ``.staging``) belongs to a run that is over:
-    its owner on this host is no longer running, or it is older than :data:`STALE_AFTER`.
-    A folder marked for a restore by hand is never stale."""
+def claim_stale(folder: Path, now: datetime) -> tuple[bool, int | None]:
+    """Whether ``folder`` (a run folder under ``.staging``) belongs to a run that is over,
+    and the descriptor that holds its lock meanwhile (close it when done with the
+    folder): its run's lock (:data:`LOCK_FILE`) can be taken, so no process holds it. Where
+    the lock cannot tell (no lock file, no flock on this filesystem) the folder must be
+    older than :data:`STALE_AFTER`. A folder marked for a restore by hand is never stale."""
     if (folder / KEEP_FILE).exists():
-        return False
-    owner = _json(folder / OWNER_FILE)
-    pid = owner.get("pid")
-    if owner.get("host") == host and isinstance(pid, int) and not _pid_alive(pid):
-        return True
-    age = _age(folder, now)
-    return age is not None and age > STALE_AFTER
+        return False, None
+    try:
+        import fcntl
+
+        fd = os.open(folder / LOCK_FILE, os.O_RDWR)
+    except (ImportError, FileNotFoundError):
+        age = _age(folder, now)
+        return age is not None and age > STALE_AFTER, None
+    except OSError:
+        return False, None  # cannot even open it: not ours to judge
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a live run holds it
+        os.close(fd)
+        return False, None
+    except OSError:  # no flock here (ENOLCK, EOPNOTSUPP): fall back on the age
+        os.close(fd)
+        age = _age(folder, now)
+        return age is not None and age > STALE_AFTER, None
+    return True, fd
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -396,9 +447,26 @@ class Leftovers:
     restored: list[Path] = field(default_factory=list)
 
 
+# whether the SQL manifest of a date holds a run: True, False, or None (cannot tell)
+RunCommitted = Callable[[date, str], "bool | None"]
+
+
 def _legacy_leftover(path: Path) -> bool:
     name = path.name
     return name.startswith(f".{AS_OF}=") and (".staging-" in name or ".old-" in name)
+
+
+def _legacy_target(path: Path) -> Path | None:
+    """The partition a legacy ``.as_of=D.old-*`` folder was moved aside from."""
+    name = path.name.removeprefix(".")
+    if ".old-" not in name:
+        return None
+    part = name.split(".old-", 1)[0]
+    try:
+        date.fromisoformat(part.removeprefix(f"{AS_OF}="))
+    except ValueError:
+        return None
+    return path.parent / part
 
 
 def _children(folder: Path) -> list[Path]:
@@ -434,72 +502,102 @@ class ParquetOutputs:
             denied = OSError(errno.EACCES, os.strerror(errno.EACCES))
             raise os_failure(self.root, denied, "write the outputs folder", "nothing was run")
 
-    def remove_stale(self, now: datetime | None = None) -> Leftovers:
+    def remove_stale(
+        self, now: datetime | None = None, committed: RunCommitted | None = None
+    ) -> Leftovers:
         """Clear what runs that died while publishing left behind: run folders under
-        ``.staging`` that are :func:`stale_run` (first putting back the partitions such a
-        run had swapped in without committing, see :meth:`_roll_back`), and the hidden
-        folders earlier versions staged inside the table folders (after
-        :data:`LEGACY_STALE_AFTER`). A live run's folder (another date's nightly running
-        now) is never touched."""
+        ``.staging`` whose run is over (:func:`claim_stale`: nobody holds their lock),
+        first finishing or undoing what such a run had swapped in (see
+        :meth:`_roll_back`; ``committed`` asks the SQL manifest whether the run had
+        committed), and the hidden folders earlier versions staged inside the table folders
+        (after :data:`LEGACY_STALE_AFTER`; a ``.as_of=D.old-*`` folder goes back to
+        ``as_of=D`` when that is missing: it is then the only copy). A live run's folder
+        (another date's nightly running now) is never touched."""
         now = now or datetime.now(UTC)
-        host = socket.gethostname()
         out = Leftovers()
-        found = []
         for folder in _children(self.staging):
-            if stale_run(folder, now, host):
-                restored, complete = self._roll_back(folder)
+            stale, fd = claim_stale(folder, now)
+            if not stale:
+                continue
+            try:
+                restored, complete = self._roll_back(folder, committed)
                 out.restored += restored
                 if complete:
-                    found.append(folder)
+                    _remove_run_folder(folder)
+                    if not folder.exists():
+                        out.removed.append(folder)
+            finally:
+                if fd is not None:
+                    os.close(fd)
         for table in OUTPUT_TABLES:
-            for p in _children(self.root / table):
+            # newest first: of two legacy old copies of a missing partition, the newer
+            # one goes back
+            legacy = [p for p in _children(self.root / table) if _legacy_leftover(p)]
+            legacy.sort(key=lambda p: _age(p, now) or timedelta(0))
+            for p in legacy:
                 age = _age(p, now)
-                if _legacy_leftover(p) and age is not None and age > LEGACY_STALE_AFTER:
-                    found.append(p)
-        for p in found:
-            shutil.rmtree(p, ignore_errors=True)
-        out.removed = [p for p in found if not p.exists()]
+                if age is None or age <= LEGACY_STALE_AFTER:
+                    continue
+                target = _legacy_target(p)
+                if target is not None and not target.exists():
+                    # an old version killed between its two renames: the only copy of D
+                    try:
+                        _move(p, target)
+                    except OSError:
+                        continue  # never delete it; the next run tries again
+                    out.restored.append(target)
+                    continue
+                shutil.rmtree(p, ignore_errors=True)
+                if not p.exists():
+                    out.removed.append(p)
         return out
 
-    def _roll_back(self, folder: Path) -> tuple[list[Path], bool]:
-        """Undo the renames of a dead run (``folder``) that never committed (killed between
-        its renames and its commit: its SQL transaction rolled back with it): its partitions
-        leave the table folders and the ones they replaced come back. A partition a later
-        run has published since is left alone. Returns the partitions undone and whether
-        the folder may go (False: one could not be put back, the folder is marked for a
-        restore by hand)."""
+    def _roll_back(
+        self, folder: Path, committed: RunCommitted | None = None
+    ) -> tuple[list[Path], bool]:
+        """Finish or undo the renames of a dead run (``folder``). A run that committed (its
+        ``COMMITTED`` mark, or, when it was killed between its SQL commit and that mark,
+        its ``run_id`` in the SQL manifest of its date) is finished: the partitions it
+        replaced go with its folder. Otherwise it never committed (its SQL transaction
+        rolled back with it): its partitions leave the table folders and the ones they
+        replaced come back; a partition a later run has published since is left alone.
+        Returns the partitions undone and whether the folder may go (False: one could not
+        be put back, the folder is marked for a restore by hand; or the SQL database cannot
+        tell whether the run committed, the folder waits for the next run)."""
         if (folder / COMMITTED_FILE).exists():
             return [], True
+        owner = _json(folder / OWNER_FILE)
+        run_id, day = owner.get("run_id"), owner.get("as_of")
+        if committed is not None and isinstance(run_id, str) and isinstance(day, str):
+            try:
+                verdict = committed(date.fromisoformat(day), run_id)
+            except ValueError:
+                verdict = False
+            if verdict is None:
+                return [], False
+            if verdict:
+                return [], True
         placed = _json(folder / PLACED_FILE)
         moved_aside = {f"{p.parent.name}/{p.name}" for p in (folder / "old").glob("*/*")}
         restored: list[Path] = []
         for key in sorted(set(placed) | moved_aside):
             table, part = key.split("/", 1)
-            target, old = self.root / table / part, folder / "old" / table / part
             try:
-                if target.exists():
-                    if target.stat().st_ino != placed.get(key):
-                        continue  # published again since (or never replaced): leave it
-                    aside = folder / "new" / table / part
-                    aside.parent.mkdir(parents=True, exist_ok=True)
-                    _move(target, aside)  # the dead run's partition goes with its folder
-                if key in moved_aside:
-                    _move(old, target)
-            except FileNotFoundError:  # another run starting now cleared it first
-                continue
+                if _undo(self.root, folder, table, part, placed.get(key)):
+                    restored.append(self.root / table / part)
             except OSError as exc:
                 with contextlib.suppress(OSError):
                     (folder / KEEP_FILE).write_text(
-                        f"A run died while publishing and {target} could not be put back "
-                        f"({exc.strerror or exc}): move old/{key} there by hand.\n"
+                        f"A run died while publishing and {self.root / table / part} could "
+                        f"not be put back ({exc.strerror or exc}): move old/{key} there by "
+                        "hand.\n"
                     )
                 return restored, False
-            restored.append(target)
         return restored, True
 
     def begin(self, as_of: date) -> ParquetPublish:
-        """A run folder ``<root>/.staging/<run>/`` (with its owner: host, pid, start) for
-        one publish of ``as_of``."""
+        """A run folder ``<root>/.staging/<run>/`` for one publish of ``as_of``, with its
+        lock held (:data:`LOCK_FILE`) and its owner (host, pid, start, date)."""
         now = datetime.now(UTC)
         folder = self.staging / f"{now:%Y%m%dT%H%M%SZ}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         owner = {
@@ -508,13 +606,24 @@ class ParquetOutputs:
             "started_at": now.isoformat(timespec="seconds"),
             "as_of": as_of.isoformat(),
         }
+        fd = None
         try:
             folder.mkdir(parents=True)
-            (folder / OWNER_FILE).write_text(json.dumps(owner))
+            # locked under another name, then renamed: the lock file never exists unlocked
+            # (a folder without one is young, hence live, to remove_stale)
+            fresh = folder / f".{LOCK_FILE}.new"
+            fd = _lock(fresh)
+            if fd is not None:
+                os.replace(fresh, folder / LOCK_FILE)
+            else:
+                fresh.unlink(missing_ok=True)
+            _write_json(folder / OWNER_FILE, owner)
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
             shutil.rmtree(folder, ignore_errors=True)
             raise os_failure(folder, exc, "create the staging folder") from None
-        return ParquetPublish(self, as_of, folder)
+        return ParquetPublish(self, as_of, folder, owner=owner, lock_fd=fd)
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
         """One date's rows (with ``as_of``), or every date's when ``as_of`` is None."""
@@ -551,21 +660,74 @@ def _no_rows() -> pd.DataFrame:
     return pd.DataFrame({AS_OF: pd.Series([], dtype="date32[pyarrow]")})
 
 
+def _write_json(path: Path, value: Mapping[str, Any]) -> None:
+    """``path`` holds ``value`` in full or not at all (written beside it, then renamed)."""
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _undo(root: Path, folder: Path, table: str, part: str, placed: int | None) -> bool:
+    """Undo one partition's swap by a run (``folder``), whatever step it had reached: the
+    run's partition (inode ``placed``) leaves ``<root>/<table>/<part>`` for its folder's
+    ``new/``, and the one it had moved to ``old/`` comes back. A partition that is not the
+    run's (a later run's, or the run had not moved it yet) stays. Returns whether a
+    partition was put back or taken out."""
+    target, old = root / table / part, folder / "old" / table / part
+    changed = False
+    try:
+        if target.exists():
+            if target.stat().st_ino != placed:
+                return False  # not the run's: never replaced, or published again since
+            aside = folder / "new" / table / part
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            _move(target, aside)
+            changed = True
+        if old.exists():
+            _move(old, target)
+            changed = True
+    except FileNotFoundError:  # another run starting now cleared it first
+        return False
+    return changed
+
+
+def _remove_run_folder(folder: Path) -> None:
+    """Remove a run folder, its ``COMMITTED`` mark last: a removal cut short leaves a
+    folder that still says it committed (never one whose old partitions look like the
+    ones to put back)."""
+    for p in _children(folder):
+        shutil.rmtree(p, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        for p in folder.iterdir():
+            if p.name != COMMITTED_FILE:
+                with contextlib.suppress(OSError):
+                    p.unlink()
+    with contextlib.suppress(OSError):
+        (folder / COMMITTED_FILE).unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @dataclass
 class ParquetPublish:
     """One run's partitions on their way in: :meth:`write` stages them under
     ``<run folder>/new/``, :meth:`swap` renames them into the table folders (the ones they
     replace go to ``<run folder>/old/``), :meth:`restore` undoes the swaps, and
-    :meth:`close` removes the run folder."""
+    :meth:`close` releases the run's lock and removes the run folder once the run is
+    settled (committed, or restored in full); otherwise the folder stays for
+    :meth:`ParquetOutputs.remove_stale`."""
 
     outputs: ParquetOutputs
     as_of: date
     folder: Path
+    owner: dict[str, Any] = field(default_factory=dict)
+    lock_fd: int | None = None
     staged: list[str] = field(default_factory=list)
-    # per swapped table: [table, an old partition was moved aside, the new one is in place]
-    swapped: list[list[Any]] = field(default_factory=list)
+    # tables whose swap has begun (recorded before its first rename)
+    swapped: list[str] = field(default_factory=list)
     placed: dict[str, int] = field(default_factory=dict)
     keep: bool = False
+    # committed, or every swap undone: the run folder holds nothing anyone needs
+    settled: bool = False
 
     def _new(self, table: str) -> Path:
         return self.folder / "new" / table / partition_name(self.as_of)
@@ -588,41 +750,51 @@ class ParquetPublish:
                 raise os_failure(dest, exc, f"write table {table}") from None
             self.staged.append(table)
 
+    def own(self, run_id: str) -> None:
+        """Record the run's ``run_id`` (of its manifest row) in ``owner.json``, before the
+        swap: a later run asks the SQL manifest for it should this one die after its
+        commit but before it marked the folder committed."""
+        self.owner["run_id"] = run_id
+        try:
+            _write_json(self.folder / OWNER_FILE, self.owner)
+        except OSError as exc:
+            raise os_failure(self.folder, exc, "record the run in the staging folder") from None
+
     def swap(self) -> None:
-        """Rename every staged partition into its table folder. A failure raises at once
-        (the caller restores what was swapped, see :meth:`restore`)."""
+        """Rename every staged partition into its table folder. What each step is about to
+        do is recorded before its rename (here and in ``placed.json``), so :meth:`restore`
+        and a later run's :meth:`ParquetOutputs.remove_stale` can undo a swap cut short
+        anywhere. A failure raises at once (the caller restores, see :meth:`restore`)."""
         for table in self.staged:
             target = self.outputs.partition(table, self.as_of)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                had_old = target.exists()
-                if had_old:
-                    self._old(table).parent.mkdir(parents=True, exist_ok=True)
-                    _move(target, self._old(table))
-                self.swapped.append([table, had_old, False])
+                self._old(table).parent.mkdir(parents=True, exist_ok=True)
+                self.swapped.append(table)
                 self.placed[f"{table}/{target.name}"] = self._new(table).stat().st_ino
-                (self.folder / PLACED_FILE).write_text(json.dumps(self.placed))
+                _write_json(self.folder / PLACED_FILE, self.placed)
+                if target.exists():
+                    _move(target, self._old(table))
                 _move(self._new(table), target)
-                self.swapped[-1][2] = True
             except OSError as exc:
                 raise os_failure(target, exc, "replace the partition") from None
 
     def restore(self, cause: BaseException) -> None:
-        """Put back every partition :meth:`swap` replaced (newest first). When one cannot
-        be put back the run folder is kept (with a note) and the error says where the
-        previous partitions wait."""
+        """Put back every partition :meth:`swap` replaced (newest first), whatever step
+        each had reached (see :func:`_undo`). When one cannot be put back the run folder is
+        kept (with a note) and the error says where the previous partitions wait."""
         failed: list[str] = []
-        for table, had_old, placed in reversed(self.swapped):
-            target = self.outputs.partition(table, self.as_of)
+        part = partition_name(self.as_of)
+        for table in reversed(self.swapped):
             try:
-                if placed:
-                    _move(target, self._new(table))
-                if had_old:
-                    _move(self._old(table), target)
+                _undo(
+                    self.outputs.root, self.folder, table, part, self.placed.get(f"{table}/{part}")
+                )
             except OSError as exc:
                 failed.append(f"{table} ({exc.strerror or exc})")
         self.swapped = []
         if not failed:
+            self.settled = True
             return
         self.keep = True
         note = (
@@ -643,12 +815,20 @@ class ParquetPublish:
     def committed(self) -> None:
         """Mark the run committed: from now on its partitions are the published ones."""
         self.swapped = []
+        self.settled = True
         with contextlib.suppress(OSError):
             (self.folder / COMMITTED_FILE).touch()
 
     def close(self) -> None:
-        if not self.keep:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the run folder if the run is settled (committed, or every swap undone),
+        else leave it to :meth:`ParquetOutputs.remove_stale`; then release the lock."""
+        try:
+            if self.settled and not self.keep:
+                _remove_run_folder(self.folder)
+        finally:
+            if self.lock_fd is not None:
+                os.close(self.lock_fd)
+                self.lock_fd = None
 
 
 # ---------------------------------------------------------------- SQL
@@ -664,6 +844,12 @@ SUPPORTED_DIALECTS = {
 Writer = Callable[[Mapping[str, pd.DataFrame]], None]
 
 
+def lock_timeout_ms(seconds: float) -> int:
+    """PostgreSQL's ``lock_timeout`` for ``batch.sql_lock_timeout_seconds``: 0 waits as long
+    as it takes, so any positive setting is at least 1 ms."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
 class SqlOutputs(Protocol):
     """A database that holds the output tables; one transaction per run."""
 
@@ -677,11 +863,9 @@ class SqlOutputs(Protocol):
 
     def check(self) -> None: ...
 
-    def transaction(self, as_of: date) -> contextlib.AbstractContextManager[Writer]: ...
-
-    def stage(
-        self, as_of: date, tables: Mapping[str, pd.DataFrame]
-    ) -> contextlib.AbstractContextManager[None]: ...
+    def transaction(
+        self, as_of: date, on_commit: Callable[[], None] | None = None
+    ) -> contextlib.AbstractContextManager[Writer]: ...
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame: ...
 
@@ -745,10 +929,13 @@ class DuckDBOutputs:
             raise os_failure(self.path.parent, denied, "create the database", "nothing was run")
 
     @contextlib.contextmanager
-    def transaction(self, as_of: date) -> Iterator[Writer]:
+    def transaction(
+        self, as_of: date, on_commit: Callable[[], None] | None = None
+    ) -> Iterator[Writer]:
         """One open transaction: the yielded ``write(tables)`` deletes the date's rows and
         inserts the new ones; committed when the ``with`` body finishes without an
-        exception, rolled back otherwise."""
+        exception (then ``on_commit()`` runs at once, before the file is closed), rolled
+        back otherwise. A failure of closing the file after that is not an error."""
         import duckdb
 
         try:
@@ -756,7 +943,7 @@ class DuckDBOutputs:
         except OSError as exc:
             raise os_failure(self.path.parent, exc, "create the folder") from None
         con = self._open()
-        current = [""]
+        current = [BEGIN]
 
         def write(tables: Mapping[str, pd.DataFrame]) -> None:
             for table, df in tables.items():
@@ -767,29 +954,27 @@ class DuckDBOutputs:
             current[0] = ""
 
         try:
-            con.execute("BEGIN TRANSACTION")
-            yield write
-            current[0] = COMMIT
-            con.execute("COMMIT")
-        except duckdb.Error as exc:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            if not current[0]:  # raised by the caller's block, not by this store
+            try:
+                con.execute("BEGIN TRANSACTION")
+                current[0] = ""
+                yield write
+                current[0] = COMMIT
+                con.execute("COMMIT")
+            except duckdb.Error as exc:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                if not current[0]:  # raised by the caller's block, not by this store
+                    raise
+                raise write_failure(str(self.path), current[0], exc, server=False) from None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
                 raise
-            raise write_failure(str(self.path), current[0], exc, server=False) from None
-        except BaseException:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
+            if on_commit is not None:
+                on_commit()
         finally:
-            con.close()
-
-    @contextlib.contextmanager
-    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
-        """Write ``tables`` in one transaction, committed when the ``with`` body succeeds."""
-        with self.transaction(as_of) as write:
-            write(tables)
-            yield
+            with contextlib.suppress(Exception):
+                con.close()
 
     @staticmethod
     def _write(con: Any, name: str, table: str, frame: pd.DataFrame, as_of: date) -> None:
@@ -939,10 +1124,15 @@ class SqlAlchemyOutputs:
             engine.dispose()
 
     @contextlib.contextmanager
-    def transaction(self, as_of: date) -> Iterator[Writer]:
+    def transaction(
+        self, as_of: date, on_commit: Callable[[], None] | None = None
+    ) -> Iterator[Writer]:
         """One transaction; the yielded ``write(tables)``, per table, creates it if missing
         (with an index on ``as_of``), adds new columns, deletes the date's rows and inserts
-        the new ones. Committed only when the ``with`` body succeeds.
+        the new ones. Committed only when the ``with`` body succeeds; ``on_commit()`` runs
+        as soon as the commit returns (a failure of closing the connection after that is
+        not an error). A failure while the transaction starts (the advisory lock, ``SET
+        LOCAL``) is a clear error like a table's.
 
         On PostgreSQL the transaction first takes an advisory lock, so two runs publishing
         into the same database take turns (the second replaces the first's rows); then it
@@ -951,47 +1141,55 @@ class SqlAlchemyOutputs:
         import sqlalchemy as sa
 
         engine = self._engine()
-        current = [""]
+        current = [BEGIN]
         try:
             conn = self._connect(engine)
-            errors = _db_errors(conn)
             try:
-                with conn, conn.begin():
-                    if conn.dialect.name == "postgresql":
-                        conn.execute(
-                            sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
-                        )
-                        ms = round(self.lock_timeout_s * 1000)
-                        conn.execute(sa.text(f"SET LOCAL lock_timeout = {int(ms)}"))
+                errors = _db_errors(conn)
 
-                    def write(tables: Mapping[str, pd.DataFrame]) -> None:
-                        for table, df in tables.items():
-                            current[0] = table
-                            frame = _sql_ready(_with_as_of(df, as_of))
-                            self._replace(conn, table, frame, as_of)
+                def write(tables: Mapping[str, pd.DataFrame]) -> None:
+                    for table, df in tables.items():
+                        current[0] = table
+                        frame = _sql_ready(_with_as_of(df, as_of))
+                        self._replace(conn, table, frame, as_of)
+                    current[0] = ""
+
+                try:
+                    trans = conn.begin()
+                    try:
+                        if conn.dialect.name == "postgresql":
+                            conn.execute(
+                                sa.text("SELECT pg_advisory_xact_lock(:k)"),
+                                {"k": PUBLISH_LOCK_KEY},
+                            )
+                            ms = lock_timeout_ms(self.lock_timeout_s)
+                            conn.execute(sa.text(f"SET LOCAL lock_timeout = {ms}"))
                         current[0] = ""
-
-                    yield write
-                    current[0] = COMMIT
-            except errors as exc:
-                if not current[0]:  # raised by the caller's block, not by this store
-                    raise
-                raise write_failure(
-                    self.where,
-                    current[0],
-                    exc,
-                    reason=self._masked(_reason(exc)),
-                    lock_timeout_s=self.lock_timeout_s,
-                ) from None
+                        yield write
+                        current[0] = COMMIT
+                        trans.commit()
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            trans.rollback()
+                        raise
+                except errors as exc:
+                    if not current[0]:  # raised by the caller's block, not by this store
+                        raise
+                    raise write_failure(
+                        self.where,
+                        current[0],
+                        exc,
+                        reason=self._masked(_reason(exc)),
+                        lock_timeout_s=self.lock_timeout_s,
+                    ) from None
+                if on_commit is not None:
+                    on_commit()
+            finally:
+                with contextlib.suppress(Exception):
+                    conn.close()
         finally:
-            engine.dispose()
-
-    @contextlib.contextmanager
-    def stage(self, as_of: date, tables: Mapping[str, pd.DataFrame]) -> Iterator[None]:
-        """Write ``tables`` in one transaction, committed when the ``with`` body succeeds."""
-        with self.transaction(as_of) as write:
-            write(tables)
-            yield
+            with contextlib.suppress(Exception):
+                engine.dispose()
 
     def _replace(self, conn: Any, table: str, frame: pd.DataFrame, as_of: date) -> None:
         import sqlalchemy as sa
@@ -1184,8 +1382,59 @@ def sql_outputs(
 
 
 @contextlib.contextmanager
-def _no_sql() -> Iterator[Writer]:
+def _no_sql(on_commit: Callable[[], None]) -> Iterator[Writer]:
     yield lambda _tables: None
+    on_commit()
+
+
+# the signals that stop a run as an exception (SIGTERM with ``leadml batch``, Ctrl-C)
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _SignalsHeld:
+    """While held, SIGTERM and SIGINT are recorded instead of acted on; :meth:`release`
+    puts the handlers back and raises each recorded signal again (with ``leadml batch``'s
+    handler: an exception there, exit code 143).
+
+    The publish holds them from the swap of the Parquet partitions until its run folder is
+    cleared, so a signal never lands between two renames, between the SQL commit and
+    the ``COMMITTED`` mark, or in a restore. Blocking the signal with
+    ``pthread_sigmask`` would not do: it blocks one thread, the kernel then delivers the
+    signal to another one (DuckDB's and Arrow's worker threads) and Python runs the
+    handler in the main thread all the same. Only the main thread can set handlers;
+    elsewhere nothing is held (a kill is then a kill, which the next run's
+    :meth:`ParquetOutputs.remove_stale` settles)."""
+
+    def __init__(self) -> None:
+        self.previous: dict[int, Any] = {}
+        self.pending: list[int] = []
+
+    def _record(self, signum: int, _frame: object) -> None:
+        if signum not in self.pending:
+            self.pending.append(signum)
+
+    def hold(self) -> None:
+        if self.previous or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in HELD_SIGNALS:
+            handler = signal.getsignal(sig)
+            if handler is None:  # set outside Python: it could not be put back
+                continue
+            signal.signal(sig, self._record)
+            self.previous[sig] = handler
+
+    def release(self) -> None:
+        previous, self.previous = self.previous, {}
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        pending, self.pending = self.pending, []
+        for sig in pending:
+            signal.raise_signal(sig)  # the handler put back acts on it now
+
+
+def _run_id(manifest: pd.DataFrame) -> str | None:
+    ids = manifest["run_id"].dropna().unique() if "run_id" in manifest else []
+    return str(ids[0]) if len(ids) == 1 else None
 
 
 @dataclass
@@ -1221,10 +1470,14 @@ class OutputStore:
         table.
 
         Order: stage the Parquet partitions; write every table into one open SQL
-        transaction; make and write the manifest row; swap the Parquet partitions in;
-        commit. A failure anywhere (a write, a rename, the commit) puts the swapped
-        partitions back and rolls the transaction back: both destinations keep the
-        previous run.
+        transaction; make and write the manifest row (its ``run_id`` goes into the run
+        folder's ``owner.json``); swap the Parquet partitions in; commit; mark the run
+        folder ``COMMITTED``; remove it. A failure before the commit returns (a write, a
+        rename, the commit itself) puts the swapped partitions back and rolls the
+        transaction back: both destinations keep the previous run. Once the commit has
+        returned nothing is put back, whatever happens next. SIGTERM / SIGINT are held
+        from the swap to the end (:class:`_SignalsHeld`): one that came during the swap
+        stops the run before the commit, one that came later once the run folder is gone.
         """
         unknown = [t for t in tables if t not in OUTPUT_TABLES]
         if unknown:
@@ -1232,30 +1485,73 @@ class OutputStore:
         tables = {t: conform(t, df) for t, df in tables.items()}
         rows = {t: len(df) for t, df in tables.items()}
         staged = self.parquet.begin(as_of) if self.parquet is not None else None
-        try:
-            if staged is not None:
-                staged.write(tables)
-            with self.sql.transaction(as_of) if self.sql is not None else _no_sql() as write:
-                write(tables)
-                if manifest is not None:
-                    row = {"manifest": conform("manifest", manifest())}
-                    rows["manifest"] = len(row["manifest"])
-                    if staged is not None:
-                        staged.write(row)
-                    write(row)
-                if staged is not None:
-                    staged.swap()
-                # leaving the block commits; a failed commit restores the partitions below
+        held = _SignalsHeld()
+        sql_committed = False
+
+        def on_commit() -> None:  # runs as soon as the commit returns
+            nonlocal sql_committed
+            sql_committed = True
             if staged is not None:
                 staged.committed()
-        except BaseException as exc:
-            if staged is not None:
-                staged.restore(exc)
-            raise
+
+        transaction = (
+            self.sql.transaction(as_of, on_commit=on_commit)
+            if self.sql is not None
+            else _no_sql(on_commit)
+        )
+        try:
+            try:
+                if staged is not None:
+                    staged.write(tables)
+                with transaction as write:
+                    write(tables)
+                    if manifest is not None:
+                        row = {"manifest": conform("manifest", manifest())}
+                        rows["manifest"] = len(row["manifest"])
+                        run_id = _run_id(row["manifest"])
+                        if staged is not None:
+                            staged.write(row)
+                            if run_id is not None:
+                                staged.own(run_id)
+                        write(row)
+                    if staged is not None:
+                        held.hold()
+                        staged.swap()
+                        if held.pending:  # a signal during the swap: stop before the commit
+                            held.release()  # (its handler raises) ...
+                            held.hold()  # ... or, ignored, the commit goes on held
+                    # leaving the block commits (and calls on_commit)
+            except BaseException as exc:
+                if staged is not None and not sql_committed:
+                    held.hold()
+                    staged.restore(exc)
+                raise
+            finally:
+                if staged is not None:
+                    held.hold()
+                    staged.close()
         finally:
-            if staged is not None:
-                staged.close()
+            held.release()
         return rows
+
+    def committed_run(self, as_of: date, run_id: str) -> bool | None:
+        """Whether the SQL manifest of ``as_of`` holds the run ``run_id`` (None: the
+        database cannot be read; False without a SQL destination)."""
+        if self.sql is None:
+            return False
+        try:
+            found = self.sql.read("manifest", as_of)
+        except Exception:
+            return None
+        return "run_id" in found and run_id in set(found["run_id"].astype(str))
+
+    def remove_stale(self) -> Leftovers:
+        """Clear what runs that died while publishing left behind (see
+        :meth:`ParquetOutputs.remove_stale`), asking the SQL manifest whether they had
+        committed."""
+        if self.parquet is None:
+            return Leftovers()
+        return self.parquet.remove_stale(committed=self.committed_run)
 
     def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
         if self.parquet is not None:

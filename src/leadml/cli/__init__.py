@@ -88,25 +88,45 @@ def _one_line_summaries(typer_app: typer.Typer) -> None:
 _one_line_summaries(app)
 
 
-def _literal_help(typer_app: typer.Typer) -> None:
-    """Help texts are plain text: ``[env LEADML_WORKSPACE; default ./workspace]`` or
-    ``[default: ...]`` must show as written, but typer renders help as Rich markup, where
-    a bracketed word starting in lower case is a style tag and vanishes. Escape every
-    help text once (options, arguments, command docstrings and summaries, sub-groups)."""
+# the help objects _literal_help has escaped, by id (kept here, so no id is reused; typer
+# copies these objects' attributes into constructors, so they cannot carry a mark)
+_ESCAPED: dict[int, object] = {}
+
+
+def _first_time(obj: object) -> bool:
+    """Whether ``obj``'s help is not escaped yet (and remember that it now is)."""
+    if id(obj) in _ESCAPED:
+        return False
+    _ESCAPED[id(obj)] = obj
+    return True
+
+
+def _escape_params(callback: object) -> None:
     import inspect
 
     from typer.models import ParameterInfo
 
-    def escape_params(callback: object) -> None:
-        if not callable(callback):
-            return
-        for param in inspect.signature(callback).parameters.values():
-            infos = [param.default, *getattr(param.annotation, "__metadata__", ())]
-            for info in infos:
-                if isinstance(info, ParameterInfo) and info.help:
-                    info.help = escape(info.help)
+    if not callable(callback):
+        return
+    for param in inspect.signature(callback).parameters.values():
+        infos = [param.default, *getattr(param.annotation, "__metadata__", ())]
+        for info in infos:
+            if isinstance(info, ParameterInfo) and info.help and _first_time(info):
+                info.help = escape(info.help)
+
+
+def _literal_help(typer_app: typer.Typer) -> None:
+    """Help texts are plain text: ``[env LEADML_WORKSPACE; default ./workspace]`` or
+    ``[default: ...]`` must show as written, but typer renders help as Rich markup, where
+    a bracketed word starting in lower case is a style tag and vanishes. Escape every
+    help text once (options, arguments, command docstrings and summaries, sub-groups):
+    each object escaped is marked, so a second call (or a callback registered twice)
+    does not escape it again."""
+    import inspect
 
     def escape_command(info: typer.models.CommandInfo | typer.models.TyperInfo) -> None:
+        if not _first_time(info):
+            return
         doc = inspect.getdoc(info.callback) if info.callback else None
         if isinstance(info.help, str):
             info.help = escape(info.help)
@@ -114,7 +134,7 @@ def _literal_help(typer_app: typer.Typer) -> None:
             info.help = escape(doc)
         if isinstance(info, typer.models.CommandInfo) and isinstance(info.short_help, str):
             info.short_help = escape(info.short_help)
-        escape_params(info.callback)
+        _escape_params(info.callback)
 
     for command in typer_app.registered_commands:
         escape_command(command)

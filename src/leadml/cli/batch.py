@@ -20,8 +20,10 @@ def register(app: typer.Typer) -> None:
 @contextlib.contextmanager
 def _sigterm_exits() -> Iterator[None]:
     """While inside, SIGTERM (a scheduler's timeout, ``kill``) ends the run like Ctrl-C:
-    as an exception, so a publish under way puts the previous outputs back and rolls its
-    transaction back instead of dying between two renames."""
+    as an exception, exit code 143. A publish holds it from its Parquet swap until it is
+    done (:meth:`leadml.batch.outputs.OutputStore.publish`): before the commit the
+    previous outputs go back and the transaction rolls back, after it both destinations
+    keep the new run; never a mix of the two."""
     import signal
 
     def stop(signum: int, _frame: object) -> None:
