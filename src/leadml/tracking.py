@@ -472,7 +472,12 @@ def _champion_window(mv: Any) -> tuple[pd.Timestamp, pd.Timestamp] | None:
         return pd.Timestamp(start), pd.Timestamp(end)
     if not mv.run_id:
         return None
-    days = client().get_run(mv.run_id).data.params.get("backtest_test_days")
+    try:
+        days = client().get_run(mv.run_id).data.params.get("backtest_test_days")
+    except Exception as exc:
+        if is_missing(exc):  # a registry without the run (copied models): fall back
+            return None
+        raise
     if not days:
         return None
     return pd.Timestamp(start), pd.Timestamp(start) + pd.Timedelta(days=int(float(days)))

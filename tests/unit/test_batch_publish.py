@@ -836,6 +836,80 @@ store.publish(date(2025, 6, 2), tables, manifest=lambda: pd.DataFrame({"run_id":
 """
 
 
+LIBRARY_SIGTERM = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import test_batch_publish as t
+from leadml.batch import outputs
+
+tmp = Path(sys.argv[1])
+store = t._store(tmp)
+store.publish(t.D, t._tables("1"))
+real = outputs._move
+def move(src, dst):
+    real(src, dst)
+    if "old" in dst.relative_to(tmp).parts and "forecast" in dst.parts:
+        os.kill(os.getpid(), signal.SIGTERM)
+outputs._move = move
+try:
+    store.publish(t.D, t._tables("2"))
+except SystemExit as exc:
+    outputs._move = real
+    print("versions", sorted({v for vs in t._versions(store).values() for v in vs}))
+    print("leftovers", len(t._leftovers(tmp / "outputs")))
+    raise
+"""
+
+
+def test_sigterm_during_the_swap_of_a_library_caller_undoes_it_too(tmp_path: Path) -> None:
+    """A caller without a SIGTERM handler of its own (a notebook, a scheduler importing
+    the library): the held signal was re-raised with the default handler after the swap,
+    which killed the process with every partition swapped in and SQL uncommitted."""
+    script = tmp_path / "library.py"
+    script.write_text(LIBRARY_SIGTERM)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 128 + 15, proc.stderr[-2000:]
+    assert "versions ['1']" in proc.stdout and "leftovers 0" in proc.stdout
+
+
+def test_every_signal_held_is_delivered_even_when_one_handler_raises() -> None:
+    """SIGTERM and SIGINT during a held step: the first handler raised and the second
+    signal was dropped."""
+    import signal
+
+    seen: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        seen.append(signum)
+        raise SystemExit(128 + signum)
+
+    def note(signum: int, _frame: object) -> None:
+        seen.append(signum)
+
+    before = {sig: signal.getsignal(sig) for sig in outputs.HELD_SIGNALS}
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, note)
+    try:
+        held = outputs._SignalsHeld()
+        held.hold()
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        assert seen == []  # held
+        with pytest.raises(SystemExit):
+            held.release()
+        assert seen == [signal.SIGTERM, signal.SIGINT]
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
 @pytest.mark.parametrize(("when", "published"), [("before-commit", "1"), ("after-commit", "2")])
 def test_a_run_killed_around_its_commit_is_undone_or_finished_by_the_next(
     when: str, published: str, tmp_path: Path

@@ -114,3 +114,33 @@ def test_metrics_are_logged_as_test_counts_and_params_as_train_counts() -> None:
     assert tracking.metric_name("enterprise.rows") == "enterprise.test_rows"
     assert tracking.metric_name("roc_auc") == "roc_auc"
     assert tracking.metric_name("model_on_oracle_rows_roc_auc") == "model_on_oracle_rows_roc_auc"
+
+
+def test_a_champion_whose_run_is_gone_has_no_known_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An older champion (no end tag) in a registry without its run (copied models): the
+    run lookup raised and aborted the challenger's registration after the whole
+    training; now the gate falls back to the other comparisons."""
+
+    class Gone(Exception):
+        error_code = "RESOURCE_DOES_NOT_EXIST"
+
+    class Client:
+        def get_run(self, run_id: str) -> None:
+            raise Gone(f"run {run_id} not found")
+
+    monkeypatch.setattr(tracking, "client", lambda: Client())
+    old = SimpleNamespace(tags={"leadml.latest_window_start": "2025-07-15"}, run_id="r1")
+    assert tracking._champion_window(old) is None
+    tagged = SimpleNamespace(
+        tags={
+            "leadml.latest_window_start": "2025-07-15",
+            "leadml.latest_window_end": "2025-08-12",
+        },
+        run_id="r1",
+    )
+    assert tracking._champion_window(tagged) == (
+        pd.Timestamp("2025-07-15"),
+        pd.Timestamp("2025-08-12"),
+    )

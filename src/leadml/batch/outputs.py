@@ -1428,8 +1428,33 @@ class _SignalsHeld:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         pending, self.pending = self.pending, []
-        for sig in pending:
-            signal.raise_signal(sig)  # the handler put back acts on it now
+        first: BaseException | None = None
+        for sig in pending:  # every one, even when an earlier handler raises
+            try:
+                signal.raise_signal(sig)  # the handler put back acts on it now
+            except BaseException as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def stop_if_signalled(self) -> None:
+        """Act on a signal recorded while held, as an exception, so that the caller's
+        ``except`` can undo what it did: the handler the caller had raises (``leadml
+        batch``'s raises SystemExit); with none (SIG_DFL: a library caller) the default
+        would kill the process in mid-publish, so SystemExit(128 + signal) is raised
+        instead. An ignored signal is dropped and the work goes on, held."""
+        for sig in list(self.pending):
+            if self.previous.get(sig) is signal.SIG_IGN:
+                self.pending.remove(sig)
+        if not self.pending:
+            return
+        sig = self.pending[0]
+        if callable(self.previous.get(sig)):
+            self.release()  # its handler raises (or, if it returns, the work goes on)
+            self.hold()
+            return
+        self.pending.remove(sig)
+        raise SystemExit(128 + sig)
 
 
 def _run_id(manifest: pd.DataFrame) -> str | None:
@@ -1517,9 +1542,7 @@ class OutputStore:
                     if staged is not None:
                         held.hold()
                         staged.swap()
-                        if held.pending:  # a signal during the swap: stop before the commit
-                            held.release()  # (its handler raises) ...
-                            held.hold()  # ... or, ignored, the commit goes on held
+                        held.stop_if_signalled()  # a signal during the swap: stop before the commit
                     # leaving the block commits (and calls on_commit)
             except BaseException as exc:
                 if staged is not None and not sql_committed:
