@@ -420,6 +420,23 @@ def test_new_deal_velocity_compares_creation_per_day_now_and_before_each_window(
     assert _velocity_growth(o, ts("2026-07-01"), [ts("2025-10-01")], ts("2025-01-01"), 0) == {}
 
 
+def _tripled_creation_book():  # noqa: ANN202
+    """Deals created weekly, each won 35 days later: one a week in 2025H1, three a week
+    from 2025-07 on; those that would be won from 2026-10-01 on are left out (none is
+    open at that as-of date)."""
+    rows = []
+    for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
+        for c in range(3 if day >= ts("2025-07-01") else 1):
+            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=35)).date())
+            if d1 >= "2026-10-01":
+                continue
+            rows += [
+                (f"d{j}_{c}", d0, "evaluation", 100.0, d1),
+                (f"d{j}_{c}", d1, "closed_won", 100.0, d1),
+            ]
+    return con_of(book(rows, {r[0]: "r1" for r in rows}))
+
+
 def test_the_creation_level_drift_per_quarter_is_what_chance_does_not_explain() -> None:
     from leadml.forecast.newdeals import _level_sd_per_quarter
 
@@ -456,17 +473,7 @@ def test_a_period_further_ahead_has_a_wider_new_deals_spread(
     """The book of the far-ahead test: creation tripled in 2025Q3, so the run rate can
     move. The level sd of the new deals grows with the distance to the period, and the
     far period's P10-P90 is wider, relative to its expectation, than the next one's."""
-    rows = []
-    for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
-        for c in range(3 if day >= ts("2025-07-01") else 1):
-            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=35)).date())
-            if d1 >= "2026-10-01":
-                continue
-            rows += [
-                (f"d{j}_{c}", d0, "evaluation", 100.0, d1),
-                (f"d{j}_{c}", d1, "closed_won", 100.0, d1),
-            ]
-    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    con = _tripled_creation_book()
     probs = pd.DataFrame(columns=["opportunity_id", "p_won_by", "p_won_by_period_start"])
     results = [
         forecast(con, as_of="2026-10-01", period=p, deal_probabilities=probs)
@@ -539,17 +546,7 @@ def test_a_period_far_ahead_carries_the_creation_rate_forward_without_compoundin
     """Deals created weekly, each won 35 days later: one a week in 2025H1, three a week
     from 2025-07 on. Every quarter from 2025Q4 on wins 3 x 13 deals of 100. Five quarters
     ahead the run rate is that, not the growth since 2025H1 compounded once more."""
-    rows = []
-    for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
-        for c in range(3 if day >= ts("2025-07-01") else 1):
-            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=35)).date())
-            if d1 >= "2026-10-01":
-                continue  # open at the as-of date
-            rows += [
-                (f"d{j}_{c}", d0, "evaluation", 100.0, d1),
-                (f"d{j}_{c}", d1, "closed_won", 100.0, d1),
-            ]
-    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    con = _tripled_creation_book()
     # no deal is open at the as-of date: only the new deals count
     probs = pd.DataFrame(columns=["opportunity_id", "p_won_by", "p_won_by_period_start"])
     recent = [
