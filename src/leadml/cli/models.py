@@ -10,6 +10,7 @@ import typer
 
 from leadml.cli import common
 from leadml.errors import LeadmlError
+from leadml.modeling.spec import CARD_METRICS
 
 if TYPE_CHECKING:
     from leadml.config import Settings
@@ -22,17 +23,7 @@ def register(app: typer.Typer) -> None:
     app.command("models")(models)
 
 
-HEADLINE = (
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "log_loss",
-    "ece",
-    "mean_ratio_error",
-    "lift_top_decile",
-    "precision_at_capacity",
-    "recall_at_capacity",
-)
+HEADLINE = CARD_METRICS  # the model card's metrics, in its order
 
 
 def _quiet_mlflow() -> None:

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from leadml.modeling.spec import CARD_METRICS
+
 if TYPE_CHECKING:
     from leadml.modeling.spec import ModelSpec
     from leadml.modeling.train import TrainingResult
@@ -179,19 +181,6 @@ def calibration_used(model: object, spec: ModelSpec) -> str:
     if getattr(model, "hazard_calibration", None) is not None:
         return "hazard_matrix_scaling"
     return str(spec.calibration.method)
-
-
-CARD_METRICS = (
-    "roc_auc",
-    "pr_auc",
-    "brier",
-    "log_loss",
-    "ece",
-    "mean_ratio_error",
-    "lift_top_decile",
-    "precision_at_capacity",
-    "recall_at_capacity",
-)
 
 
 def _figure(m: Mapping[str, float], key: str) -> str:

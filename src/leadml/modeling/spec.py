@@ -38,6 +38,20 @@ DEFAULT_GRADE_CUTOFFS: dict[GradeName, float] = {"A": 0.3, "B": 0.15, "C": 0.05}
 ModelKind = Literal["lead_readiness", "deal_close"]
 
 
+# The headline metrics of a model card and of `leadml models`, in their order.
+CARD_METRICS = (
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "log_loss",
+    "ece",
+    "mean_ratio_error",
+    "lift_top_decile",
+    "precision_at_capacity",
+    "recall_at_capacity",
+)
+
+
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
