@@ -375,6 +375,88 @@ def test_a_failed_commit_puts_the_parquet_partitions_back(tmp_path: Path) -> Non
     assert not _leftovers(tmp_path / "outputs")
 
 
+class _AnswerLost:
+    """A SQL store whose commit goes through but whose answer is lost (the connection
+    drops during COMMIT); ``reachable=False``: the database does not answer afterwards."""
+
+    def __init__(self, inner: DuckDBOutputs, reachable: bool) -> None:
+        self.inner, self.reachable = inner, reachable
+        self.url = self.safe_url = self.where = inner.where
+
+    def check(self) -> None: ...
+
+    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+        if not self.reachable:
+            raise PublishError("server closed the connection unexpectedly")
+        return self.inner.read(table, as_of)
+
+    def transaction(self, as_of: date, on_commit=None):  # type: ignore[no-untyped-def]
+        import contextlib
+
+        @contextlib.contextmanager
+        def tx():  # type: ignore[no-untyped-def]
+            with self.inner.transaction(as_of) as write:  # commits, on_commit is not called
+                yield write
+            raise PublishError("server closed the connection unexpectedly (at commit)")
+
+        return tx()
+
+
+def _run(n: str) -> pd.DataFrame:
+    return pd.DataFrame({"run_id": [f"run-{n}"]})
+
+
+def test_a_commit_whose_answer_was_lost_is_read_back_from_the_manifest(tmp_path: Path) -> None:
+    """The connection dropped during a COMMIT that went through: the run was taken for
+    failed, its Parquet partitions were put back, and SQL and Parquet held two runs."""
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"), manifest=lambda: _run("1"))
+    assert isinstance(store.sql, DuckDBOutputs)
+    lost = OutputStore(store.parquet, _AnswerLost(store.sql, reachable=True))  # type: ignore[arg-type]
+
+    rows = lost.publish(D, _tables("2"), manifest=lambda: _run("2"))
+
+    assert rows["manifest"] == 1
+    assert all(v == {"2"} for v in _versions(store).values()), _versions(store)
+    assert not _leftovers(tmp_path / "outputs")
+
+
+def test_a_commit_nobody_can_read_back_is_settled_by_the_next_run(tmp_path: Path) -> None:
+    from leadml.batch.nightly import _prepare
+
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"), manifest=lambda: _run("1"))
+    assert isinstance(store.sql, DuckDBOutputs)
+    lost = OutputStore(store.parquet, _AnswerLost(store.sql, reachable=False))  # type: ignore[arg-type]
+
+    with pytest.raises(PublishError) as err:
+        lost.publish(D, _tables("2"), manifest=lambda: _run("2"))
+    msg = str(err.value)
+    assert "cannot say whether it went through" in msg and "run-2" in msg
+    assert "next run" in msg and err.value.exit_code == 2
+    (run,) = (tmp_path / "outputs" / outputs.STAGING_DIR).iterdir()  # kept for the next run
+
+    notes = _prepare(store)  # the database answers again: it committed, so run 2 stays
+
+    assert all(v == {"2"} for v in _versions(store).values()), _versions(store)
+    assert not _leftovers(tmp_path / "outputs") and notes
+
+
+def test_a_commit_that_failed_for_real_still_puts_the_partitions_back(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.publish(D, _tables("1"), manifest=lambda: _run("1"))
+    assert isinstance(store.sql, DuckDBOutputs)
+    failing = OutputStore(store.parquet, _FailingCommit(store.sql))  # type: ignore[arg-type]
+    failing.sql.read = store.sql.read  # type: ignore[union-attr]  # the manifest answers
+
+    with pytest.raises(PublishError, match="injected"):
+        failing.publish(D, _tables("2"), manifest=lambda: _run("2"))
+
+    assert all(v == {"1"} for v in _versions(store).values())
+    assert store.read("manifest", D)["run_id"].tolist() == ["run-1"]
+    assert not _leftovers(tmp_path / "outputs")
+
+
 def test_a_partition_that_cannot_be_put_back_is_named_and_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

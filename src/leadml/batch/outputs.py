@@ -1499,10 +1499,14 @@ class OutputStore:
         folder's ``owner.json``); swap the Parquet partitions in; commit; mark the run
         folder ``COMMITTED``; remove it. A failure before the commit returns (a write, a
         rename, the commit itself) puts the swapped partitions back and rolls the
-        transaction back: both destinations keep the previous run. Once the commit has
-        returned nothing is put back, whatever happens next. SIGTERM / SIGINT are held
-        from the swap to the end (:class:`_SignalsHeld`): one that came during the swap
-        stops the run before the commit, one that came later once the run folder is gone.
+        transaction back: both destinations keep the previous run. A failed commit is
+        first read back from the manifest (``committed_run``: the connection may have
+        dropped after the database committed): found, the run is published; unreadable,
+        nothing is put back and the run folder waits for the next run (``remove_stale``).
+        Once the commit has returned nothing is put back, whatever happens next. SIGTERM /
+        SIGINT are held from the swap to the end (:class:`_SignalsHeld`): one that came
+        during the swap stops the run before the commit, one that came later once the run
+        folder is gone.
         """
         unknown = [t for t in tables if t not in OUTPUT_TABLES]
         if unknown:
@@ -1512,6 +1516,8 @@ class OutputStore:
         staged = self.parquet.begin(as_of) if self.parquet is not None else None
         held = _SignalsHeld()
         sql_committed = False
+        run_id: str | None = None
+        at_commit = False  # the body is done: a failure now is the commit's own
 
         def on_commit() -> None:  # runs as soon as the commit returns
             nonlocal sql_committed
@@ -1543,8 +1549,12 @@ class OutputStore:
                         held.hold()
                         staged.swap()
                         held.stop_if_signalled()  # a signal during the swap: stop before the commit
-                    # leaving the block commits (and calls on_commit)
+                    at_commit = True  # leaving the block commits (and calls on_commit)
             except BaseException as exc:
+                lost = isinstance(exc, Exception) and at_commit and not sql_committed
+                if lost and self._went_through(as_of, run_id, exc, staged is not None):
+                    on_commit()  # the commit went through; only its answer was lost
+                    return rows
                 if staged is not None and not sql_committed:
                     held.hold()
                     staged.restore(exc)
@@ -1556,6 +1566,30 @@ class OutputStore:
         finally:
             held.release()
         return rows
+
+    def _went_through(
+        self, as_of: date, run_id: str | None, cause: BaseException, staged: bool
+    ) -> bool:
+        """Whether a commit that failed (``cause``) went through all the same: the run's
+        ``run_id`` is in the manifest. When the database cannot be read, raises: the run's
+        partitions stay as swapped, and its staging folder for the next run, which asks
+        the manifest and finishes or undoes it."""
+        if self.sql is None or run_id is None:
+            return False
+        verdict = self.committed_run(as_of, run_id)
+        if verdict is not None:
+            return verdict
+        parquet = (
+            "; the Parquet partitions stay as this run wrote them until the next run, "
+            "which reads the manifest and keeps or puts back the previous ones"
+            if staged
+            else ""
+        )
+        raise PublishError(
+            f"{self.sql.where}: the commit of the run of {as_of} failed ({_reason(cause)}) and "
+            f"the database cannot say whether it went through (manifest run_id {run_id} "
+            f"unreadable){parquet}. Check the database, then run the batch again"
+        ) from cause
 
     def committed_run(self, as_of: date, run_id: str) -> bool | None:
         """Whether the SQL manifest of ``as_of`` holds the run ``run_id`` (None: the
