@@ -900,11 +900,13 @@ def test_asgi_a_status_the_model_never_saw_is_flagged_and_never_a_reason(
     assert "lead_status" in moved["unseen_values"] and moved["unseen_status"] == status
     assert all(r["feature"] not in moved["unseen_values"] for r in moved["reasons"])
     # /handoff: not_eligible unless inside sales calls that status (as the nightly call
-    # list); an eligible one says its score is an extrapolation
+    # list); an eligible one (recycled) is never handed off on an extrapolated score
+    # (audit 6: it took a slot): nurture, saying why
     h = client.post("/handoff", json={**request, "is_capacity": 100}).json()["decisions"][0]
+    assert h["unseen_status"] == status
     if status in ("mql", "recycled"):
-        assert h["decision"] == "handoff"
-        assert any("not in the readiness model's training data" in x for x in h["reasons"])
+        assert h["decision"] == "nurture"
+        assert "not in the readiness model's training data" in h["reasons"][0]
     else:
         assert h["decision"] == "not_eligible"
 
@@ -1129,3 +1131,163 @@ def test_openapi_document_matches_the_answers(client: TestClient) -> None:
     assert detail["type"] == "array"
     assert set(schemas["Problem"]["required"]) == {"loc", "msg", "type"}
     assert "404" in doc["paths"]["/forecast"]["post"]["responses"]
+
+
+# ---------------------------------------------------------------- audit 6
+
+
+def _tiny_leads(n: int) -> list[dict[str, Any]]:
+    return [{"lead_id": f"L-{i}", "created_at": "2024-08-01T00:00:00Z"} for i in range(n)]
+
+
+def test_asgi_an_over_count_body_is_refused_before_the_schema_validation(
+    client: TestClient, serving: Champions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A million tiny leads (42 MB, under max_request_bytes) were all validated by
+    pydantic (~20 s of the only worker) before the count check answered 413. A large body
+    is now counted on its parsed JSON first: the 413 comes before the schema is validated
+    (a schema error in the same body is never reached), with the count check's message."""
+    from leadml.serving import checks, service
+
+    prechecked: list[str] = []
+    original = checks.check_sizes_json
+
+    def spy(endpoint: str, body: Any, cfg: Any) -> None:
+        prechecked.append(endpoint)
+        original(endpoint, body, cfg)
+
+    monkeypatch.setattr(checks, "check_sizes_json", spy)
+    leads = _tiny_leads(3000)
+    leads[-1]["email"] = PERSONAL  # an unknown field: the schema's 400, were it validated
+    body = json.dumps({"as_of": serving.parity["as_of"], "leads": leads}).encode()
+    assert len(body) > service.PRECHECK_BYTES
+
+    def chunked(data: bytes) -> Iterator[bytes]:
+        for i in range(0, len(data), 50_000):
+            yield data[i : i + 50_000]
+
+    for sent in (body, chunked(body)):
+        r = client.post("/score_leads", content=sent)
+        assert r.status_code == 413, r.text[:500]
+        assert r.json()["detail"] == [
+            {
+                "loc": ["leads"],
+                "msg": "3000 leads; at most 100 are accepted (serving.max_leads_per_request)",
+                "type": "too_many",
+            }
+        ]
+        assert r.headers["x-request-id"] and PERSONAL not in r.text
+    assert prechecked == ["score_leads", "score_leads"]
+    deals = _deals(serving)
+    deals["deals"] = [dict(deals["deals"][0], opportunity_id=f"O-{i}") for i in range(501)]
+    r = client.post("/score_deals", json=deals)
+    assert r.status_code == 413 and r.json()["detail"][0]["loc"] == ["deals"], r.text[:300]
+    # a large body within the limits is still scored (parsed twice, answered once)
+    lead = copy.deepcopy(as_mqls(_leads(serving, 1))["leads"][0])
+    lead["events"] = [{"ts": "2024-08-01T10:00:00Z", "type": "web_visit"}] * 1900
+    large = {"as_of": serving.parity["as_of"], "leads": [lead]}
+    assert len(json.dumps(large)) > service.PRECHECK_BYTES
+    ok = client.post("/score_leads", json=large)
+    assert ok.status_code == 200, ok.text[:300]
+
+
+def test_asgi_an_empty_body_is_named_as_such(client: TestClient) -> None:
+    """An empty body was answered "leads: Field required". /forecast, whose fields are all
+    optional, still reads it as {} (the latest nightly forecast: none published here)."""
+    nightly = client.post("/forecast", content=b"")
+    assert nightly.status_code == 404 and "nightly" in nightly.text, nightly.text
+    doc = client.get("/docs.json").json()
+    for path in ("/score_leads", "/handoff", "/score_deals"):
+        assert doc["paths"][path]["post"]["requestBody"]["required"] is True
+        r = client.post(path, content=b"", headers={"X-Request-ID": "crm-empty"})
+        assert r.status_code == 400, (path, r.text)
+        (problem,) = r.json()["detail"]
+        assert problem["loc"] == ["body"] and problem["type"] == "empty_body"
+        assert problem["msg"].startswith("empty request body")
+        assert r.headers["x-request-id"] == "crm-empty"
+
+
+def test_asgi_unknown_paths_and_methods_answer_the_error_shape_with_an_id(
+    client: TestClient,
+) -> None:
+    """404 / 405 were plain text ("Not Found"), unlike every other error."""
+    for method, path, status, loc in (
+        ("GET", "/nope", 404, ["path"]),
+        ("POST", "/score_lead", 404, ["path"]),
+        ("GET", "/score_leads", 405, ["method"]),
+        ("PUT", "/metadata", 405, ["method"]),
+    ):
+        r = client.request(method, path, headers={"X-Request-ID": "crm-route"})
+        assert r.status_code == status, (method, path, r.text)
+        assert r.headers["content-type"] == "application/json"
+        assert r.headers["x-request-id"] == "crm-route"
+        body = r.json()
+        assert set(body) == {"error", "detail"} and body["detail"][0]["loc"] == loc
+        assert "/score_leads" in body["detail"][0]["msg"]
+        if status == 405:
+            assert r.headers["allow"]
+
+
+def _undescribed(node: Any, where: str = "") -> list[str]:
+    """Every property (of every object schema, however deep) without a description."""
+    out: list[str] = []
+    if isinstance(node, dict):
+        props = node.get("properties")
+        if isinstance(props, dict):
+            out += [
+                f"{where}.{name}"
+                for name, spec in props.items()
+                if not (isinstance(spec, dict) and spec.get("description"))
+            ]
+        for key, value in node.items():
+            out += _undescribed(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _undescribed(value, f"{where}[{i}]")
+    return out
+
+
+def _refs_with_siblings(node: Any) -> list[dict[str, Any]]:
+    if isinstance(node, dict):
+        here = [node] if "$ref" in node and len(node) > 1 else []
+        return here + [x for v in node.values() for x in _refs_with_siblings(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in _refs_with_siblings(v)]
+    return []
+
+
+def test_openapi_document_describes_every_field_and_the_api(client: TestClient) -> None:
+    """49 properties had no description (AccountIn.account_id, DealIn.lead_id, the
+    responses' as_of, /metadata's limits and batching, ...), and the page's header was
+    BentoML's boilerplate ("BentoML Team")."""
+    doc = client.get("/docs.json").json()
+    missing = _undescribed(doc.get("components")) + _undescribed(doc.get("paths"))
+    assert not missing, missing
+    # OpenAPI 3.0 ignores keys beside a $ref: descriptions of model fields sit beside allOf
+    assert not _refs_with_siblings(doc), _refs_with_siblings(doc)[:3]
+    info = doc["info"]
+    assert info["title"] == "leadml scoring API" and "contact" not in info
+    text = info["description"]
+    assert "BentoML" not in text
+    for topic in ("as_of", "1900-2199", "413", "422", "X-Request-ID", "X-API-Key", "limits"):
+        assert topic in text, topic
+    meta = doc["components"]["schemas"]
+    for name in ("ServiceLimits", "ServiceBatching"):
+        assert meta[name]["properties"]
+    limits = client.get("/metadata").json()["limits"]
+    assert set(limits) == set(meta["ServiceLimits"]["properties"])
+    assert "TaskStatusResponse" not in meta  # BentoML's, for endpoints the API does not have
+
+
+def test_asgi_a_deal_history_before_its_creation_is_422(
+    client: TestClient, serving: Champions
+) -> None:
+    body = _deals(serving)
+    deal = body["deals"][0]
+    first = min(h["ts"] for h in deal["stage_history"])
+    deal["created_at"] = (pd.Timestamp(first) + pd.Timedelta(days=1)).isoformat()
+    r = client.post("/score_deals", json=body)
+    assert r.status_code == 422, r.text
+    problems = r.json()["detail"]
+    assert {p["type"] for p in problems} == {"before_created"}
+    assert all(p["loc"][:3] == ["deals", 0, "stage_history"] for p in problems)

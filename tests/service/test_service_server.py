@@ -138,12 +138,11 @@ def test_server_refuses_without_key_and_exposes_metrics(server: str, champs: Cha
     assert "leadml_rejected_requests_total" in metrics
 
 
-def _operations() -> list[Any]:
+def _operations(server: str) -> list[Any]:
+    """The operations of the OpenAPI document the server serves (what integrators read)."""
     import schemathesis
 
-    from leadml.serving.service import LeadmlAPI
-
-    spec = LeadmlAPI.openapi_spec.asdict()
+    spec = httpx.get(f"{server}/docs.json", timeout=30).json()
     schema = schemathesis.openapi.from_dict(spec)
     return [
         r.ok()
@@ -153,14 +152,17 @@ def _operations() -> list[Any]:
 
 
 def test_server_fuzz_never_answers_5xx(server: str) -> None:
-    """Schema-driven inputs (positive and negative) never get a 5xx or a traceback."""
+    """Schema-driven inputs (positive and negative) never get a 5xx or a traceback.
+    50 examples per operation and mode (~45 s here): the schema declares the bounds the
+    server checks (timestamps' years, attribute values), so positive cases mostly reach
+    the scorer (200) or its request checks (422), not the schema's 400."""
     from schemathesis import GenerationMode
 
     seen: list[int] = []
 
     def fuzz(op: Any, mode: Any) -> None:
         @settings(
-            max_examples=6,
+            max_examples=50,
             deadline=None,
             database=None,
             derandomize=True,
@@ -176,7 +178,7 @@ def test_server_fuzz_never_answers_5xx(server: str) -> None:
 
         check()
 
-    for op in _operations():
+    for op in _operations(server):
         fuzz(op, GenerationMode.POSITIVE)
         if op.method.upper() == "POST":  # a GET without parameters has no negative input
             fuzz(op, GenerationMode.NEGATIVE)

@@ -2,10 +2,11 @@
 
 Pydantic (the schemas) rejects wrong types and missing fields (400). The checks
 here need the request's as-of time, the vocabularies and the serving limits, so
-they run after parsing: too many leads/deals/events (413), timestamps at or after
-as_of, unknown vocabulary values, inconsistent periods (422). Each problem names
-the field path (``leads.0.events.3.ts``) and the reason; input values are not
-echoed (they may be personal data), only vocabulary words and limits are.
+they run after parsing: too many leads/deals/events (413; for a large body already on
+the parsed JSON, before the schema validation: :func:`check_sizes_json`), timestamps at
+or after as_of, unknown vocabulary values, inconsistent histories and periods (422).
+Each problem names the field path (``leads.0.events.3.ts``) and the reason; input
+values are not echoed (they may be personal data), only vocabulary words and limits are.
 
 Unknown event types follow ``serving.unknown_event_types``: ``reject`` makes them
 422 problems; ``ignore`` drops them from the lead and counts them (the response
@@ -217,15 +218,24 @@ def _check_same_time(col: _Collector, loc: Loc, rows: Sequence[Any], fields: Seq
             )
 
 
-def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
-    """413 when a request is over the configured size limits (checked first, cheaply)."""
+def _count(record: Any, name: str) -> int:
+    """Length of a list field of a record: a model, or an object of the parsed JSON body
+    (0 when absent or not a list: the schema validation reports those)."""
+    value = record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+    return len(value) if isinstance(value, list | tuple) else 0
+
+
+def check_sizes_leads(leads: Sequence[Any], cfg: ServingConfig) -> None:
+    """413 when a request is over the configured size limits (checked first, cheaply).
+    ``leads``: the request's leads, as models or as the parsed JSON body's objects
+    (:func:`check_sizes_json`)."""
     col = _Collector()
     _limit(col, ("leads",), len(leads), cfg.max_leads_per_request, "leads", "max_leads_per_request")
     for i, lead in enumerate(leads):
         _limit(
             col,
             ("leads", i, "events"),
-            len(lead.events),
+            _count(lead, "events"),
             cfg.max_events_per_lead,
             "events",
             "max_events_per_lead",
@@ -233,12 +243,16 @@ def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
         _limit(
             col,
             ("leads", i, "account_events"),
-            len(lead.account_events),
+            _count(lead, "account_events"),
             cfg.max_events_per_lead,
             "account events",
             "max_events_per_lead",
         )
-        others = len(lead.status_history) + len(lead.activities) + len(lead.account_deals)
+        others = (
+            _count(lead, "status_history")
+            + _count(lead, "activities")
+            + _count(lead, "account_deals")
+        )
         _limit(
             col,
             ("leads", i),
@@ -250,15 +264,16 @@ def check_sizes_leads(leads: Sequence[LeadIn], cfg: ServingConfig) -> None:
     col.raise_if_any(413, "the request size")
 
 
-def check_sizes_deals(deals: Sequence[DealIn], cfg: ServingConfig) -> None:
+def check_sizes_deals(deals: Sequence[Any], cfg: ServingConfig) -> None:
+    """As :func:`check_sizes_leads`, for deals (models or parsed JSON objects)."""
     col = _Collector()
     _limit(col, ("deals",), len(deals), cfg.max_deals_per_request, "deals", "max_deals_per_request")
     for i, deal in enumerate(deals):
         n = (
-            len(deal.stage_history)
-            + len(deal.activities)
-            + len(deal.account_deals)
-            + len(deal.owner_deals)
+            _count(deal, "stage_history")
+            + _count(deal, "activities")
+            + _count(deal, "account_deals")
+            + _count(deal, "owner_deals")
         )
         _limit(
             col,
@@ -269,6 +284,28 @@ def check_sizes_deals(deals: Sequence[DealIn], cfg: ServingConfig) -> None:
             "max_records_per_deal",
         )
     col.raise_if_any(413, "the request size")
+
+
+def check_sizes_json(endpoint: str, body: Any, cfg: ServingConfig) -> None:
+    """The size checks of an endpoint's request on its parsed JSON body, before the
+    schema validation (which costs far more than parsing: a body of a million tiny
+    leads held the server ~20 s before :func:`check_sizes_leads` refused it). Anything
+    the schema would refuse anyway (not an object, leads not a list) passes here."""
+    if not isinstance(body, Mapping):
+        return
+    if endpoint in ("score_leads", "handoff"):
+        name = "leads"
+    elif endpoint in ("score_deals", "forecast"):
+        name = "deals"
+    else:
+        return
+    records = body.get(name)
+    if not isinstance(records, list):
+        return
+    if name == "leads":
+        check_sizes_leads(records, cfg)
+    else:
+        check_sizes_deals(records, cfg)
 
 
 def _event_ok(
@@ -422,7 +459,8 @@ def check_deals(
     note: str = "",
 ) -> None:
     """Check every deal as of ``as_of``: each deal once, records before it, known
-    stages/types, no two stage-history rows at one time that disagree, account
+    stages/types, no stage-history row before the deal's created_at, no two
+    stage-history rows at one time that disagree, account
     attributes the model reads (``attributes["deal_account"]``), and the deal still
     open at as_of (its last stage change before as_of is an open stage). ``note``: as
     :func:`check_leads`."""
@@ -450,6 +488,14 @@ def check_deals(
         last = None
         for j, ch in enumerate(deal.stage_history):
             _before(col, (*loc, "stage_history", j, "ts"), ch.ts, as_of)
+            if ch.ts < deal.created_at:
+                col.add(
+                    (*loc, "stage_history", j, "ts"),
+                    "is before the deal's created_at; a deal's history starts when it is "
+                    "created (the time in stage and the deal's age are read from both): send "
+                    "the deal's real created_at or leave out rows from before it",
+                    "before_created",
+                )
             _vocab(col, (*loc, "stage_history", j, "stage"), ch.stage, vocab.stages, "stage")
             if last is None or ch.ts >= last.ts:
                 last = ch

@@ -26,7 +26,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
 __all__ = [
@@ -55,6 +55,8 @@ __all__ = [
     "ScoreDealsResponse",
     "ScoreLeadsRequest",
     "ScoreLeadsResponse",
+    "ServiceBatching",
+    "ServiceLimits",
     "ServiceMetadata",
     "StageChangeIn",
     "StatusChangeIn",
@@ -97,11 +99,48 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_utc)]
+# What the API accepts as a timestamp, as the OpenAPI document declares it: ISO 8601
+# text whose year is MIN_YEAR..MAX_YEAR (the pattern; digits only and numbers fail it).
+TIMESTAMP_PATTERN = r"^(19[0-9]{2}|2[01][0-9]{2})-[0-9]{2}-[0-9]{2}"
+_TIMESTAMP_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "date-time",
+    "pattern": TIMESTAMP_PATTERN,
+}
+# Added to the description of every timestamp field.
+TS_RULE = (
+    f"ISO 8601 text such as 2025-06-02T09:30:00Z (no timezone = UTC; numbers and digits "
+    f"only such as 20250602 are refused), years {MIN_YEAR}-{MAX_YEAR}"
+)
+
+
+def _when(text: str) -> str:
+    """A timestamp field's description: ``text`` and the rules every timestamp follows."""
+    return f"{text}. {TS_RULE}"
+
+
+Timestamp = Annotated[
+    datetime,
+    BeforeValidator(_iso_only),
+    AfterValidator(_utc),
+    WithJsonSchema(_TIMESTAMP_SCHEMA),
+]
 # Amounts above this are refused: no deal is worth a trillion, and the revenue
 # distribution's grid loses its meaning far beyond the realistic range.
 MAX_AMOUNT = 1e12
 Id = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+# Extra columns (``attributes``): names and values the API accepts.
+MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTE_TEXT = 64, 256
+
+
+def _finite(v: float) -> bool:
+    """A finite number that fits a float (JSON allows integers of any size)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range
+        return False
 
 
 def _attribute_values(value: dict[str, Any]) -> dict[str, Any]:
@@ -109,23 +148,46 @@ def _attribute_values(value: dict[str, Any]) -> dict[str, Any]:
     true/false or null. Problems name the entry's position, never its name or value
     (a name may itself be personal data)."""
     for i, (name, v) in enumerate(value.items()):
-        if not 1 <= len(name) <= 64:
-            raise ValueError(f"entry {i}: a name must have 1 to 64 characters")
+        if not 1 <= len(name) <= MAX_ATTRIBUTE_NAME:
+            raise ValueError(f"entry {i}: a name must have 1 to {MAX_ATTRIBUTE_NAME} characters")
         ok = (
             v is None
             or isinstance(v, bool)
-            or (isinstance(v, str) and len(v) <= 256)
-            or (isinstance(v, int | float) and math.isfinite(v))
+            or (isinstance(v, str) and len(v) <= MAX_ATTRIBUTE_TEXT)
+            or (isinstance(v, int | float) and _finite(v))
         )
         if not ok:
             raise ValueError(
-                f"entry {i}: a value must be text (at most 256 characters), a finite number, "
-                "true/false or null"
+                f"entry {i}: a value must be text (at most {MAX_ATTRIBUTE_TEXT} characters), "
+                "a finite number, true/false or null"
             )
     return value
 
 
-Attributes = Annotated[dict[str, Any], AfterValidator(_attribute_values)]
+# The same rules in the OpenAPI document (OpenAPI 3.0: ``nullable`` rather than a null
+# type; ``propertyNames`` is JSON Schema, read by schema-driven clients and fuzzers).
+_ATTRIBUTES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "propertyNames": {"minLength": 1, "maxLength": MAX_ATTRIBUTE_NAME},
+    "additionalProperties": {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_ATTRIBUTE_TEXT},
+            {"type": "number"},
+            {"type": "boolean"},
+        ],
+        "nullable": True,
+    },
+}
+ATTRIBUTES_RULE = (
+    f"Names of 1-{MAX_ATTRIBUTE_NAME} characters, only the extra columns the model's "
+    "feature catalog reads (another name is refused with 422, whose message lists them); "
+    f"values text of at most {MAX_ATTRIBUTE_TEXT} characters, finite numbers, true/false "
+    "or null"
+)
+
+Attributes = Annotated[
+    dict[str, Any], AfterValidator(_attribute_values), WithJsonSchema(_ATTRIBUTES_SCHEMA)
+]
 
 
 class _In(BaseModel):
@@ -144,7 +206,7 @@ class _Out(BaseModel):
 class EventIn(_In):
     """One behavioural signal of the lead (a row of the ``events`` table)."""
 
-    ts: Timestamp = Field(description="When it happened; must be before as_of")
+    ts: Timestamp = Field(description=_when("When it happened; must be before as_of"))
     type: str = Field(
         min_length=1,
         max_length=64,
@@ -154,9 +216,12 @@ class EventIn(_In):
         "webinar_attended); unknown types are rejected or ignored per serving.unknown_event_types",
     )
     page_category: str | None = Field(
-        None, max_length=64, description="pricing, case_study, docs, blog, product or careers"
+        None,
+        max_length=64,
+        description="Category of the page viewed: pricing, case_study, docs, blog, product "
+        "or careers (page_view events; null otherwise)",
     )
-    campaign_id: Id | None = Field(None, description="Campaign that produced the event")
+    campaign_id: Id | None = Field(None, description="Campaign that produced the event, if any")
 
 
 class AccountEventIn(EventIn):
@@ -168,27 +233,37 @@ class AccountEventIn(EventIn):
 class StatusChangeIn(_In):
     """A change of the lead's marketing status (``lead_status_history``)."""
 
-    ts: Timestamp = Field(description="When the status changed; must be before as_of")
-    status: str = Field(description="lead, nurturing, mql, sql, disqualified or recycled")
+    ts: Timestamp = Field(description=_when("When the status changed; must be before as_of"))
+    status: str = Field(
+        description="The status from then on: lead, nurturing, mql, sql, disqualified or "
+        "recycled (the vocabulary's lead statuses; another word is refused, 422)"
+    )
 
 
 class ActivityIn(_In):
     """An inside- or field-sales touch (``activities``)."""
 
-    ts: Timestamp = Field(description="When it happened; must be before as_of")
-    type: str = Field(description="call, connect, email, meeting or demo")
-    rep_id: Id | None = Field(None, description="The rep who did it")
+    ts: Timestamp = Field(description=_when("When it happened; must be before as_of"))
+    type: str = Field(
+        description="call, connect, email, meeting or demo (the vocabulary's activity types; "
+        "another word is refused, 422)"
+    )
+    rep_id: Id | None = Field(None, description="The rep who did it (the CRM's user id)")
 
 
 class ClosedDealIn(_In):
     """A deal of the same account (or owner) and how it ended: feeds the
     point-in-time win-rate features. Only deals closed before as_of count."""
 
-    opportunity_id: Id
-    closed_at: Timestamp = Field(description="When it was won or lost; must be before as_of")
-    stage: Literal["closed_won", "closed_lost"]
+    opportunity_id: Id = Field(description="The closed deal's id in the CRM")
+    closed_at: Timestamp = Field(description=_when("When it was won or lost; must be before as_of"))
+    stage: Literal["closed_won", "closed_lost"] = Field(description="How it ended")
     amount: float = Field(
-        0.0, ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Deal amount (target currency)"
+        0.0,
+        ge=0,
+        le=MAX_AMOUNT,
+        allow_inf_nan=False,
+        description="Deal amount (target currency), at most 1e12",
     )
     owner_id: Id | None = Field(None, description="Field-sales owner")
 
@@ -196,14 +271,31 @@ class ClosedDealIn(_In):
 class AccountIn(_In):
     """The company the lead works for (a row of ``accounts``)."""
 
-    account_id: Id
-    industry: str | None = Field(None, max_length=128)
-    employees: int | None = Field(None, ge=0, le=10_000_000)
-    country: str | None = Field(None, max_length=64)
-    segment: str | None = Field(None, description="enterprise, mid_market or smb")
-    created_at: Timestamp | None = Field(None, description="When the account was created")
+    account_id: Id = Field(description="The account's id in the CRM")
+    industry: str | None = Field(
+        None, max_length=128, description="Industry as the CRM records it (free text)"
+    )
+    employees: int | None = Field(
+        None, ge=0, le=10_000_000, description="Number of employees (0 to 10 000 000)"
+    )
+    country: str | None = Field(
+        None,
+        max_length=64,
+        description="Country code as the CRM records it (the demo uses ISO 3166 alpha-2, "
+        "e.g. JP); a value the model never saw is read as missing and reported in "
+        "unseen_values",
+    )
+    segment: str | None = Field(
+        None,
+        description="enterprise, mid_market or smb (the vocabulary's segments; another word "
+        "is refused, 422)",
+    )
+    created_at: Timestamp | None = Field(
+        None, description=_when("When the account was created; must be before as_of")
+    )
     attributes: Attributes = Field(
-        default_factory=dict, description="Extra account columns named by the feature catalog"
+        default_factory=dict,
+        description=f"Extra account columns named by the feature catalog. {ATTRIBUTES_RULE}",
     )
 
 
@@ -211,17 +303,24 @@ class LeadIn(_In):
     """A lead with the raw records the readiness model reads (as the CRM knows them)."""
 
     lead_id: Id = Field(description="The lead's id (the only identifier the API takes)")
-    created_at: Timestamp = Field(description="When the lead was acquired; must be before as_of")
-    source: str | None = Field(None, max_length=64, description="Acquisition channel")
-    job_level: str | None = Field(None, max_length=64, description="Seniority of the contact")
+    created_at: Timestamp = Field(
+        description=_when("When the lead was acquired; must be before as_of")
+    )
+    source: str | None = Field(
+        None, max_length=64, description="Acquisition channel (e.g. seminar, web, referral)"
+    )
+    job_level: str | None = Field(
+        None, max_length=64, description="Seniority of the contact (e.g. manager)"
+    )
     attributes: Attributes = Field(
-        default_factory=dict, description="Extra lead columns named by the feature catalog"
+        default_factory=dict,
+        description=f"Extra lead columns named by the feature catalog. {ATTRIBUTES_RULE}",
     )
     account: AccountIn | None = Field(None, description="The lead's account")
     events: list[EventIn] = Field(
         default_factory=list,
         description="The lead's behavioural events: the full history (some features count "
-        "all of them), at least the last 90 days",
+        "all of them), at least the last 90 days (limit: serving.max_events_per_lead)",
     )
     status_history: list[StatusChangeIn] = Field(
         default_factory=list,
@@ -230,7 +329,9 @@ class LeadIn(_In):
     )
     activities: list[ActivityIn] = Field(default_factory=list, description="Inside-sales touches")
     account_events: list[AccountEventIn] = Field(
-        default_factory=list, description="Events of the other leads at the same account"
+        default_factory=list,
+        description="Events of the other leads at the same account, the last 90 days "
+        "(limit: serving.max_events_per_lead)",
     )
     account_deals: list[ClosedDealIn] = Field(
         default_factory=list, description="Closed deals of the same account"
@@ -240,30 +341,48 @@ class LeadIn(_In):
 class StageChangeIn(_In):
     """A change of the deal (``opportunity_history``): stage, amount or close date."""
 
-    ts: Timestamp = Field(description="When it changed; must be before as_of")
+    ts: Timestamp = Field(
+        description=_when(
+            "When it changed; must be before as_of and not before the deal's created_at"
+        )
+    )
     stage: str = Field(
-        description="follow_up, problem_recognised, evaluation, negotiation, approval"
+        description="The stage from then on: follow_up, problem_recognised, evaluation, "
+        "negotiation, approval (open stages), closed_won or closed_lost (a deal closed "
+        "before as_of is refused, 422)"
     )
     amount: float = Field(
-        ge=0, le=MAX_AMOUNT, allow_inf_nan=False, description="Amount after the change"
+        ge=0,
+        le=MAX_AMOUNT,
+        allow_inf_nan=False,
+        description="Amount after the change (target currency), at most 1e12",
     )
-    expected_close_date: Timestamp = Field(description="Expected close date after the change")
+    expected_close_date: Timestamp = Field(
+        description=_when("Expected close date after the change (a plan: may be after as_of)")
+    )
 
 
 class DealIn(_In):
     """An open opportunity with its history (``opportunities`` + ``opportunity_history``)."""
 
-    opportunity_id: Id
-    account_id: Id
+    opportunity_id: Id = Field(description="The deal's id in the CRM")
+    account_id: Id = Field(description="The account the deal is with")
     owner_id: Id = Field(description="Field-sales owner")
-    lead_id: Id | None = None
-    created_at: Timestamp = Field(description="When the deal was created; must be before as_of")
-    segment: str = Field(description="enterprise, mid_market or smb")
+    lead_id: Id | None = Field(None, description="The lead the deal came from, if any")
+    created_at: Timestamp = Field(
+        description=_when("When the deal was created; must be before as_of")
+    )
+    segment: str = Field(
+        description="enterprise, mid_market or smb (the vocabulary's segments; another word "
+        "is refused, 422)"
+    )
     stage_history: list[StageChangeIn] = Field(
-        min_length=1, description="Every change of the deal; the state at as_of is rebuilt from it"
+        min_length=1,
+        description="Every change of the deal since its creation (no row before created_at); "
+        "the state at as_of is rebuilt from it",
     )
     activities: list[ActivityIn] = Field(default_factory=list, description="Sales touches")
-    account: AccountIn | None = None
+    account: AccountIn | None = Field(None, description="The deal's account")
     account_deals: list[ClosedDealIn] = Field(
         default_factory=list, description="Closed deals of the same account"
     )
@@ -347,13 +466,13 @@ EXAMPLE_HANDOFF: dict = {
 }
 EXAMPLE_SCORE_DEALS: dict = {
     "as_of": "2025-06-02T00:00:00Z",
-    "period_end": "2025-06-30T00:00:00Z",
+    "period_end": "2025-07-01T00:00:00Z",
     "deals": [EXAMPLE_DEAL],
 }
 EXAMPLE_FORECAST: dict = {
     "as_of": "2025-06-02T00:00:00Z",
     "period_start": "2025-04-01T00:00:00Z",
-    "period_end": "2025-06-30T00:00:00Z",
+    "period_end": "2025-07-01T00:00:00Z",  # exclusive: the quarter 2025Q2
     "deals": [EXAMPLE_DEAL],
     "won_amount": 52000,
     "target": 90000,
@@ -373,10 +492,11 @@ NULLABLE: dict[str, Any] = {"nullable": True}
 
 # ---------------------------------------------------------------- requests
 
-_AS_OF = (
+_AS_OF = _when(
     "Score as of this time. Records at or after it are rejected. Default: when the request "
     "arrives, or just after the newest record when that is at most 5 minutes later "
-    "(the sender's clock running ahead); records further ahead are rejected"
+    "(serving.clock_skew_seconds: the sender's clock running ahead); records further ahead "
+    "are rejected"
 )
 
 
@@ -393,7 +513,10 @@ class HandoffRequest(_In):
     model_config = _example(EXAMPLE_HANDOFF)
 
     as_of: Timestamp | None = Field(None, description=_AS_OF, json_schema_extra=NULLABLE)
-    leads: list[LeadIn] = Field(min_length=1, description="Candidate leads for inside sales")
+    leads: list[LeadIn] = Field(
+        min_length=1,
+        description="Candidate leads for inside sales (limit: serving.max_leads_per_request)",
+    )
     is_capacity: int | None = Field(
         None,
         ge=0,
@@ -409,8 +532,15 @@ class ScoreDealsRequest(_In):
     model_config = _example(EXAMPLE_SCORE_DEALS)
 
     as_of: Timestamp | None = Field(None, description=_AS_OF, json_schema_extra=NULLABLE)
-    period_end: Timestamp = Field(description="End of the period: P(won by period_end) is returned")
-    deals: list[DealIn] = Field(min_length=1, description="Open deals to score")
+    period_end: Timestamp = Field(
+        description=_when(
+            "End of the period, exclusive: P(won before period_end) is returned; must be "
+            "after as_of"
+        )
+    )
+    deals: list[DealIn] = Field(
+        min_length=1, description="Open deals to score (limit: serving.max_deals_per_request)"
+    )
 
 
 class ForecastRequest(_In):
@@ -420,20 +550,25 @@ class ForecastRequest(_In):
     period_start: Timestamp | None = Field(
         None,
         json_schema_extra=NULLABLE,
-        description="Start of the forecast period (needed with deals; without deals: "
-        "default the nightly forecast's current quarter)",
+        description=_when(
+            "Start of the forecast period, inclusive (needed with deals; without deals: "
+            "default the nightly forecast's current quarter)"
+        ),
     )
     period_end: Timestamp | None = Field(
         None,
         json_schema_extra=NULLABLE,
-        description="End of the forecast period, exclusive (a quarter 2025Q2 is "
-        "2025-04-01 to 2025-07-01; needed with deals)",
+        description=_when(
+            "End of the forecast period, exclusive (a quarter 2025Q2 is 2025-04-01 to "
+            "2025-07-01; needed with deals)"
+        ),
     )
     deals: list[DealIn] | None = Field(
         None,
         min_length=1,
         json_schema_extra=NULLABLE,
-        description="Open deals that may close in the period. Leave out to get the latest "
+        description="Open deals that may close in the period (limit: "
+        "serving.max_deals_per_request). Leave out to get the latest "
         "nightly forecast (`leadml batch`) published at or before as_of: won, open and "
         "new deals, by team and segment, as the morning report shows it",
     )
@@ -442,14 +577,14 @@ class ForecastRequest(_In):
         ge=0,
         le=MAX_AMOUNT,
         allow_inf_nan=False,
-        description="Revenue already won in the period",
+        description="Revenue already won in the period (with deals; at most 1e12)",
     )
     target: float | None = Field(
         None,
         ge=0,
         le=MAX_AMOUNT,
         allow_inf_nan=False,
-        description="Revenue target",
+        description="Revenue target of the period (at most 1e12): P(reach target) is returned",
         json_schema_extra=NULLABLE,
     )
 
@@ -477,61 +612,76 @@ _UNSEEN = (
     "JP), or a valid status / stage outside the model's training data (lead_status sql or "
     "disqualified); /metadata lists the known values (models.*.categories)"
 )
+_UNSEEN_STATUS = (
+    "The lead's status at as_of when the readiness model never saw it in "
+    "training (null otherwise): the model is trained on open leads in the statuses "
+    "/metadata lists (categories.lead_status), so e.g. an sql or disqualified lead is "
+    "outside what it knows. The lead is still scored (status read as missing) but its "
+    "readiness and grade are an extrapolation: do not route on them"
+)
+_MODEL = "The champion that scored (registry name and version)"
 
 
 class LeadScore(_Out):
-    lead_id: str
+    lead_id: str = Field(description="The lead's id, as sent")
     readiness: float = Field(
         ge=0, le=1, description="Calibrated P(lead becomes an opportunity within the horizon)"
     )
     percentile: float = Field(
         ge=0, le=100, description="Percentile against the training score distribution"
     )
-    grade: Literal["A", "B", "C", "D"] = Field(description="A = most ready")
+    grade: Literal["A", "B", "C", "D"] = Field(
+        description="A = most ready (cut-offs: /metadata models.lead_readiness.grade_cutoffs)"
+    )
     reasons: list[Reason] = Field(description="Top reasons, strongest first")
     ignored_events: int = Field(
         0, ge=0, description="Events dropped for an unknown type (policy ignore)"
     )
     unseen_values: list[str] = Field(default_factory=list, description=_UNSEEN)
-    unseen_status: str | None = Field(
-        None,
-        description="The lead's status at as_of when the readiness model never saw it in "
-        "training (null otherwise): the model is trained on open leads in the statuses "
-        "/metadata lists (categories.lead_status), so e.g. an sql or disqualified lead is "
-        "outside what it knows. The lead is still scored (status read as missing) but its "
-        "readiness and grade are an extrapolation: do not route on them",
-    )
-    model: ModelRef
+    unseen_status: str | None = Field(None, description=_UNSEEN_STATUS)
+    model: ModelRef = Field(description=_MODEL)
 
 
 class ScoreLeadsResponse(_Out):
-    as_of: datetime
-    scores: list[LeadScore]
+    as_of: datetime = Field(description="The as_of used (sent, or the default), UTC")
+    scores: list[LeadScore] = Field(description="One per lead, in the order sent")
 
 
 class HandoffDecision(_Out):
-    lead_id: str
+    lead_id: str = Field(description="The lead's id, as sent")
     decision: Literal["handoff", "nurture", "recycle_eligible", "not_eligible"] = Field(
-        description="handoff: call this week; nurture: not now; recycle_eligible: below the "
+        description="handoff: call this week; nurture: not now (and every lead whose status "
+        "the model never saw: see unseen_status); recycle_eligible: below the "
         "policy's recycle threshold; not_eligible: its status at as_of is not one inside "
         "sales calls (batch.call_list_statuses, as the nightly call list), e.g. already sql"
     )
-    readiness: float = Field(ge=0, le=1)
-    grade: Literal["A", "B", "C", "D"]
-    rank: int = Field(ge=1, description="Rank by readiness within the request (1 = first to call)")
+    readiness: float = Field(ge=0, le=1, description="The lead's readiness (as /score_leads)")
+    grade: Literal["A", "B", "C", "D"] = Field(description="The lead's grade (as /score_leads)")
+    rank: int = Field(
+        ge=1,
+        description="Order of the decisions (1 = first to call): eligible leads by "
+        "readiness (ties by lead_id), then leads in a status the model never saw, then "
+        "not_eligible ones",
+    )
     reasons: list[str] = Field(description="Why this decision (policy) and why this score (model)")
     ignored_events: int = Field(
         0, ge=0, description="Events dropped for an unknown type (serving.unknown_event_types)"
     )
+    unseen_status: str | None = Field(
+        None,
+        description="The lead's status at as_of when the readiness model never saw it (null "
+        "otherwise; as /score_leads). Such a lead is never handed off: its readiness is an "
+        "extrapolation, so an eligible one is nurture, for a person to review",
+    )
 
 
 class HandoffResponse(_Out):
-    as_of: datetime
+    as_of: datetime = Field(description="The as_of used (sent, or the default), UTC")
     is_capacity: int = Field(description="IS slots that were available")
     slots_per_lead: float = Field(description="Slots one hand-off takes (the model's policy)")
     capacity_left: int = Field(description="Slots left after these hand-offs")
-    decisions: list[HandoffDecision]
-    model: ModelRef
+    decisions: list[HandoffDecision] = Field(description="One per lead, by rank")
+    model: ModelRef = Field(description=_MODEL)
 
 
 class HygieneFlag(_Out):
@@ -539,11 +689,11 @@ class HygieneFlag(_Out):
         description="Rule id (the nightly alerts' rule names)",
         json_schema_extra={"example": "past_close_date"},
     )
-    message: str
+    message: str = Field(description="What the rule found, for a person to read")
 
 
 class DealScore(_Out):
-    opportunity_id: str
+    opportunity_id: str = Field(description="The deal's id, as sent")
     stage: str = Field(description="Stage as of as_of")
     p_won: float = Field(
         ge=0, le=1, description="P(won within the model's horizon, horizon_days after as_of)"
@@ -558,16 +708,20 @@ class DealScore(_Out):
     # Internal to /forecast (P(won between period_start and period_end)): neither in
     # answers nor in the OpenAPI document.
     p_won_in_period: SkipJsonSchema[float | None] = Field(None, ge=0, le=1, exclude=True)
-    reasons: list[Reason]
-    hygiene_flags: list[HygieneFlag]
+    reasons: list[Reason] = Field(
+        description="What raises and lowers p_won, strongest first (they add up to its log-odds)"
+    )
+    hygiene_flags: list[HygieneFlag] = Field(
+        description="Deal-hygiene rules the deal breaks (empty when none)"
+    )
     unseen_values: list[str] = Field(default_factory=list, description=_UNSEEN)
-    model: ModelRef
+    model: ModelRef = Field(description=_MODEL)
 
 
 class ScoreDealsResponse(_Out):
-    as_of: datetime
-    period_end: datetime
-    scores: list[DealScore]
+    as_of: datetime = Field(description="The as_of used (sent, or the default), UTC")
+    period_end: datetime = Field(description="The period end p_won_by_period_end refers to")
+    scores: list[DealScore] = Field(description="One per deal, in the order sent")
 
 
 class BreakdownRow(_Out):
@@ -602,14 +756,14 @@ class ForecastResponse(_Out):
         description="Where each deal's P(won in the period) comes from (the deal-close "
         "model, or the nightly run's empirical close rates)"
     )
-    as_of: datetime
-    period_start: datetime
-    period_end: datetime
-    p10: float
-    p50: float
-    p90: float
+    as_of: datetime = Field(description="The as_of used (or the nightly run's), UTC")
+    period_start: datetime = Field(description="Start of the period, inclusive")
+    period_end: datetime = Field(description="End of the period, exclusive")
+    p10: float = Field(description="10th percentile of the period's revenue")
+    p50: float = Field(description="Median of the period's revenue")
+    p90: float = Field(description="90th percentile of the period's revenue")
     mean: float = Field(description="Expected revenue: won + open + new")
-    won_amount: float
+    won_amount: float = Field(description="Revenue already won in the period")
     open_expected: float = Field(description="Expected revenue from the open deals")
     new_expected: float = Field(
         description="Expected revenue from deals not yet created (0 with deals in the request)"
@@ -622,7 +776,7 @@ class ForecastResponse(_Out):
         description="P(revenue >= target); null without a target", json_schema_extra=NULLABLE
     )
     by_stage: list[BreakdownRow] = Field(description="Per stage (deals in the request only)")
-    by_segment: list[BreakdownRow]
+    by_segment: list[BreakdownRow] = Field(description="Per segment")
     by_team: list[BreakdownRow] = Field(
         default_factory=list, description="Per field-sales team (nightly forecast only)"
     )
@@ -632,9 +786,43 @@ class ForecastResponse(_Out):
     )
 
 
+class ServiceLimits(_Out):
+    """The request limits in force (``serving:`` settings)."""
+
+    max_leads_per_request: int = Field(description="Leads per /score_leads or /handoff (413)")
+    max_events_per_lead: int = Field(
+        description="Per lead: events, colleagues' events, and status changes + activities + "
+        "account deals, each (413)"
+    )
+    max_deals_per_request: int = Field(description="Deals per /score_deals or /forecast (413)")
+    max_records_per_deal: int = Field(
+        description="Per deal: stage changes + activities + closed deals (413)"
+    )
+    max_request_bytes: int = Field(description="Largest request body accepted, in bytes (413)")
+    unknown_event_types: Literal["reject", "ignore"] = Field(
+        description="reject: an event type outside the vocabulary is a 422; ignore: it is "
+        "dropped and counted in ignored_events"
+    )
+    is_capacity: int = Field(description="IS slots /handoff assumes when the request omits it")
+
+
+class ServiceBatching(_Out):
+    """Adaptive batching of the scoring work (``serving.batching``)."""
+
+    enabled: bool = Field(
+        description="true: the leads (deals) of concurrent requests are scored together"
+    )
+    max_batch_size: int = Field(description="Leads (or deals) per model call at most")
+    max_latency_ms: int = Field(
+        description="Queue budget: a request that waited longer is shed (503, Retry-After)"
+    )
+
+
 class ServiceMetadata(_Out):
     models: dict[str, dict[str, object]] = Field(
-        description="Per model: name, version, training window, horizon, features"
+        description="Per model (lead_readiness, deal_close): name, version, training window, "
+        "horizon, features, the values each categorical feature knows (categories), grade "
+        "cut-offs and the hand-off policy"
     )
-    limits: dict[str, object]
-    batching: dict[str, object]
+    limits: ServiceLimits = Field(description="The request limits in force")
+    batching: ServiceBatching = Field(description="Adaptive batching settings")

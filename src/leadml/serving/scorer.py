@@ -570,12 +570,16 @@ def decide_handoff(
     below the policy's ``recycle_below``. Only leads whose status at as_of
     (``statuses``) is one of ``eligible`` (``batch.call_list_statuses``, as the nightly
     call list) compete for the slots; the rest are ``not_eligible``, ranked after them.
+    An eligible lead whose status the readiness model never saw (``unseen_status``: its
+    readiness is an extrapolation, "do not route on it") competes for no slot either: it
+    is ``nurture``, ranked after the leads that compete, with a reason saying why.
     Equal readiness is ordered by lead_id (as the nightly call list), never by the order
     of the request."""
     from leadml.modeling.policy import handoff
 
     ok = [st in eligible for st in statuses]
-    candidates = [s for s, good in zip(scores, ok, strict=True) if good]
+    competing = [good and not s.unseen_status for s, good in zip(scores, ok, strict=True)]
+    candidates = [s for s, good in zip(scores, competing, strict=True) if good]
     frame = pd.DataFrame(
         {
             "readiness": [s.readiness for s in candidates],
@@ -597,14 +601,6 @@ def decide_handoff(
             )
         else:
             head = f"rank {rank} by readiness is beyond the {places} leads IS can take this week"
-        caveat = (
-            [
-                f"status {s.unseen_status} was not in the readiness model's training data: "
-                "the score reads it as missing (an extrapolation)"
-            ]
-            if s.unseen_status
-            else []
-        )
         decisions.append(
             HandoffDecision(
                 lead_id=s.lead_id,
@@ -612,8 +608,31 @@ def decide_handoff(
                 readiness=s.readiness,
                 grade=s.grade,
                 rank=rank,
-                reasons=[head, *caveat, *(r.text for r in s.reasons if r.contribution > 0)],
+                reasons=[head, *(r.text for r in s.reasons if r.contribution > 0)],
                 ignored_events=s.ignored_events,
+            )
+        )
+    unseen = sorted(
+        (i for i, (good, comp) in enumerate(zip(ok, competing, strict=True)) if good and not comp),
+        key=lambda i: (-scores[i].readiness, scores[i].lead_id),
+    )
+    for k, i in enumerate(unseen):
+        s = scores[i]
+        decisions.append(
+            HandoffDecision(
+                lead_id=s.lead_id,
+                decision="nurture",
+                readiness=s.readiness,
+                grade=s.grade,
+                rank=len(candidates) + k + 1,
+                reasons=[
+                    f"not handed off: status {s.unseen_status} was not in the readiness "
+                    "model's training data, so its readiness is an extrapolation (the model "
+                    "reads the status as missing); review the lead by hand",
+                    *(r.text for r in s.reasons if r.contribution > 0),
+                ],
+                ignored_events=s.ignored_events,
+                unseen_status=s.unseen_status,
             )
         )
     others = sorted(
@@ -628,13 +647,14 @@ def decide_handoff(
                 decision="not_eligible",
                 readiness=s.readiness,
                 grade=s.grade,
-                rank=len(candidates) + k + 1,
+                rank=len(candidates) + len(unseen) + k + 1,
                 reasons=[
                     f"status {status} is not one inside sales calls "
                     f"(batch.call_list_statuses: {', '.join(eligible)})",
                     *(r.text for r in s.reasons if r.contribution > 0),
                 ],
                 ignored_events=s.ignored_events,
+                unseen_status=s.unseen_status,
             )
         )
     decisions.sort(key=lambda d: d.rank)

@@ -73,6 +73,8 @@ from leadml.serving.schemas import (
     ScoreDealsResponse,
     ScoreLeadsRequest,
     ScoreLeadsResponse,
+    ServiceBatching,
+    ServiceLimits,
     ServiceMetadata,
 )
 from leadml.serving.scorer import DealTask, LeadTask, Scorer
@@ -755,16 +757,20 @@ class LeadmlAPI:
         cfg = self.settings.serving
         return ServiceMetadata(
             models=info,
-            limits={
-                "max_leads_per_request": cfg.max_leads_per_request,
-                "max_events_per_lead": cfg.max_events_per_lead,
-                "max_deals_per_request": cfg.max_deals_per_request,
-                "max_records_per_deal": cfg.max_records_per_deal,
-                "unknown_event_types": cfg.unknown_event_types,
-                "is_capacity": cfg.is_capacity,
-                "max_request_bytes": cfg.max_request_bytes,
-            },
-            batching=cfg.batching.model_dump(),
+            limits=ServiceLimits(
+                max_leads_per_request=cfg.max_leads_per_request,
+                max_events_per_lead=cfg.max_events_per_lead,
+                max_deals_per_request=cfg.max_deals_per_request,
+                max_records_per_deal=cfg.max_records_per_deal,
+                max_request_bytes=cfg.max_request_bytes,
+                unknown_event_types=cfg.unknown_event_types,  # type: ignore[arg-type]
+                is_capacity=cfg.is_capacity,
+            ),
+            batching=ServiceBatching(
+                enabled=cfg.batching.enabled,
+                max_batch_size=cfg.batching.max_batch_size,
+                max_latency_ms=cfg.batching.max_latency_ms,
+            ),
         )
 
     @bentoml.on_shutdown
@@ -798,7 +804,12 @@ class RequestMiddleware:
 
     API key: requests without the configured key (``X-API-Key: <key>`` or
     ``Authorization: Bearer <key>``) are answered 401. The key comes from the
-    environment variable named by ``serving.api_key_env``; no key configured = no check."""
+    environment variable named by ``serving.api_key_env``; no key configured = no check.
+
+    Body: over ``serving.max_request_bytes`` is a 413 before it is read; an empty one
+    where the endpoint needs fields is a 400; one over :data:`PRECHECK_BYTES` has its
+    counts of leads / deals / records checked on its parsed JSON before the endpoint
+    validates it (:func:`_precheck`). The router's 404 / 405 answer the error shape."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -825,6 +836,10 @@ class RequestMiddleware:
         ]
 
         out = _rewriting(send, lambda s: s == 400, _plain_400)  # BentoML's schema errors
+        # the router's plain-text 404 / 405 (and FastAPI's) in the shape of every error
+        out = _rewriting(
+            out, lambda s: s in (404, 405), lambda raw: _routing_error(status, raw), json_body=True
+        )
 
         async def send_with_id(message: MutableMapping[str, Any]) -> None:
             nonlocal status
@@ -850,7 +865,11 @@ class RequestMiddleware:
                 )
                 await _refuse(scope, receive, send_with_id, (413, "request too large", problem))
             else:
-                await self.app(scope, body, send_with_id)
+                body, refused = await _precheck(scope, body, getattr(service, "settings", None))
+                if refused is not None:
+                    await _refuse(scope, body, send_with_id, refused)
+                else:
+                    await self.app(scope, body, send_with_id)
         finally:
             if not state.get(_STATE_LOGGED):
                 endpoint = path.strip("/")
@@ -871,10 +890,14 @@ def _is_open(path: str) -> bool:
 
 
 def _rewriting(
-    send: Any, when: Callable[[int], bool], transform: Callable[[bytes], bytes]
+    send: Any,
+    when: Callable[[int], bool],
+    transform: Callable[[bytes], bytes],
+    json_body: bool = False,
 ) -> Callable[[MutableMapping[str, Any]], Awaitable[None]]:
     """``send`` that holds a response whose status passes ``when`` until its body is
-    complete, then sends ``transform(body)`` with its Content-Length."""
+    complete, then sends ``transform(body)`` with its Content-Length (and, with
+    ``json_body``, Content-Type application/json)."""
     held: list[MutableMapping[str, Any]] = []
 
     async def out(message: MutableMapping[str, Any]) -> None:
@@ -888,8 +911,11 @@ def _rewriting(
             start, *parts = held
             held.clear()
             body = transform(b"".join(p.get("body", b"") for p in parts))
-            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            replaced = (b"content-length", b"content-type") if json_body else (b"content-length",)
+            headers = [(k, v) for k, v in start.get("headers", []) if k not in replaced]
             headers.append((b"content-length", str(len(body)).encode()))
+            if json_body:
+                headers.append((b"content-type", b"application/json"))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
@@ -900,11 +926,12 @@ def _rewriting(
 
 # The error answers of each endpoint (docs/api.md, "Errors"), for the OpenAPI document.
 _ERRORS: dict[str, str] = {
-    "400": "Not JSON, wrong types, missing or unknown fields, timestamps that are not ISO "
-    "8601 text",
+    "400": "Not JSON, an empty body, wrong types, missing or unknown fields, timestamps "
+    "that are not ISO 8601 text or outside the years 1900-2199, values out of bounds",
     "401": "Missing or wrong API key (only when one is configured)",
-    "413": "Over serving.max_request_bytes or the per-request limits",
-    "422": "Records at or after as_of, unknown vocabulary values, duplicates, bad periods",
+    "413": "Over serving.max_request_bytes or the per-request limits (GET /metadata: limits)",
+    "422": "Records at or after as_of, unknown vocabulary values, duplicates, a deal's "
+    "history before its creation, bad periods",
     "503": "Batching on: the scoring queue is over its latency budget; retry after Retry-After",
 }
 _NOT_FOUND = "No nightly forecast published at or before as_of (/forecast without deals)"
@@ -927,7 +954,11 @@ _ERROR_SCHEMAS: dict[str, Any] = {
         "required": ["error", "detail"],
         "properties": {
             "error": {"type": "string", "description": "Summary: N problems with ..."},
-            "detail": {"type": "array", "items": {"$ref": "#/components/schemas/Problem"}},
+            "detail": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/Problem"},
+                "description": "One entry per problem (at most 50), each naming its field",
+            },
         },
     },
 }
@@ -936,7 +967,7 @@ _ERROR_SCHEMAS: dict[str, Any] = {
 def _declare_errors(doc: dict[str, Any], api_key: str | None) -> None:
     """Every POST endpoint's error answers with their real body ({error, detail: [{loc,
     msg, type}]}; BentoML declares 400 only, with detail as a string) and /metadata's
-    401."""
+    401; the request body is required where an empty one is refused."""
     doc.setdefault("components", {}).setdefault("schemas", {}).update(_ERROR_SCHEMAS)
     ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for route, ops in (doc.get("paths") or {}).items():
@@ -945,6 +976,8 @@ def _declare_errors(doc: dict[str, Any], api_key: str | None) -> None:
         for method, op in ops.items():
             if not isinstance(op, dict):
                 continue
+            if route in _BODY_REQUIRED and isinstance(op.get("requestBody"), dict):
+                op["requestBody"]["required"] = True  # an empty body is a 400
             responses = op.setdefault("responses", {})
             wanted = dict(_ERRORS) if method == "post" else {"401": _ERRORS["401"]}
             if api_key is None:
@@ -958,11 +991,11 @@ def _declare_errors(doc: dict[str, Any], api_key: str | None) -> None:
 
 
 def _nullable_refs(node: Any) -> None:
-    """``{"$ref": X, "nullable": true}`` (a nullable model field, see
-    ``schemas.NULLABLE``) as OpenAPI 3.0 reads it: ``allOf: [{"$ref": X}]`` beside
-    ``nullable`` (keys beside a ``$ref`` are ignored)."""
+    """A ``$ref`` with keys beside it (a described model field: ``{"$ref": X,
+    "description": D}``, or a nullable one, see ``schemas.NULLABLE``) as OpenAPI 3.0 reads
+    it: ``allOf: [{"$ref": X}]`` beside those keys (keys beside a ``$ref`` are ignored)."""
     if isinstance(node, dict):
-        if node.get("nullable") is True and "$ref" in node:
+        if "$ref" in node and len(node) > 1:
             node["allOf"] = [{"$ref": node.pop("$ref")}]
         for value in node.values():
             _nullable_refs(value)
@@ -971,18 +1004,91 @@ def _nullable_refs(node: Any) -> None:
             _nullable_refs(value)
 
 
+# The OpenAPI document's info.description (the page's header): what an integrator needs
+# before the field-by-field reference (docs/api.md is the long form).
+API_DESCRIPTION = """\
+Online scoring of leads and deals from the MLflow champions: lead readiness \
+(`/score_leads`), the inside-sales hand-off (`/handoff`), deal close probabilities \
+(`/score_deals`) and the revenue forecast (`/forecast`). `GET /metadata` shows the models \
+served (versions, training windows, features, the category values each knows, grade \
+cut-offs, hand-off policy), the request `limits` in force and the `batching` settings.
+
+**as_of.** Every POST takes an `as_of` time and uses only the records sent whose \
+timestamps are before it; a record at or after it is refused (422), never silently \
+dropped. Without `as_of` the request is scored as of its arrival, moved just after its \
+newest record when that is at most `serving.clock_skew_seconds` (5 minutes) ahead (the \
+sender's clock running fast). Timestamps are ISO 8601 text (e.g. `2025-06-02T09:30:00Z`; \
+no timezone = UTC; numbers and digits-only text are refused), years 1900-2199. Periods \
+(`period_end`, `[period_start, period_end)`) exclude their end.
+
+**Errors.** Bad input is a 4xx naming the field, never a 5xx: \
+`{"error": "N problems with ...", "detail": [{"loc": [field path], "msg": reason and fix, \
+"type": kind}]}`. 400: not JSON, an empty body, wrong types, missing or unknown fields \
+(no personal fields are taken), timestamps or values outside the declared bounds; \
+401: API key missing or wrong; 404: no such path, or no nightly forecast (`/forecast` \
+without deals); 405: wrong method; 413: a body over `limits.max_request_bytes` or over \
+the per-request counts of `limits`; 422: records at or after `as_of`, values outside \
+the vocabularies, duplicates, inconsistent histories or periods; 503: the scoring queue \
+is over its latency budget (retry after `Retry-After`). Every answer but health, \
+metrics and docs carries `X-Request-ID` (yours when you send a valid one: \
+`[A-Za-z0-9._:-]{1,64}`). Bodies are read as JSON whatever the Content-Type says.
+
+**Auth.** {auth}
+"""
+_AUTH = {
+    True: "This server requires its API key on every endpoint but health, metrics and "
+    "these docs: `X-API-Key: <key>` or `Authorization: Bearer <key>` (the Authorize "
+    "button sends it). The key is the value of the variable named by "
+    "`serving.api_key_env`.",
+    False: "This server has no API key configured (`serving.api_key_env` unset): every "
+    "request is accepted. When one is set, send `X-API-Key: <key>` or `Authorization: "
+    "Bearer <key>`.",
+}
+# BentoML's own component schemas: the ones kept (its 500 answer) get descriptions; those
+# no answer refers to any more (task endpoints, its 400 and 404) are dropped.
+_BENTOML_SCHEMAS = ("TaskStatusResponse", "InvalidArgument", "NotFound", "InternalServerError")
+_BENTOML_DESCRIPTIONS = {
+    "error": "What went wrong (a server error: report it with the X-Request-ID)",
+    "detail": "More about it, when BentoML gives any",
+}
+
+
+def _bentoml_schemas(doc: dict[str, Any]) -> None:
+    schemas = doc.get("components", {}).get("schemas", {})
+    used = json.dumps({k: v for k, v in doc.items() if k != "components"}) + json.dumps(
+        {k: v for k, v in schemas.items() if k not in _BENTOML_SCHEMAS}
+    )
+    for name in _BENTOML_SCHEMAS:
+        if name not in schemas:
+            continue
+        if f'"#/components/schemas/{name}"' not in used:
+            del schemas[name]
+            continue
+        for prop, spec in (schemas[name].get("properties") or {}).items():
+            if isinstance(spec, dict) and not spec.get("description"):
+                spec["description"] = _BENTOML_DESCRIPTIONS.get(prop, prop)
+
+
 def _openapi(api_key: str | None, raw: bytes) -> bytes:
-    """The OpenAPI document with leadml's version, the error answers every endpoint
-    gives (:func:`_declare_errors`), nullable model references readable by OpenAPI 3.0
-    tools, and, when an API key is configured, its two header forms as security schemes
-    required by every endpoint (so the docs page's "Authorize" button sends it)."""
+    """The OpenAPI document with leadml's title, description (:data:`API_DESCRIPTION`,
+    not BentoML's boilerplate and contact) and version, the error answers every endpoint
+    gives (:func:`_declare_errors`), model references readable by OpenAPI 3.0 tools
+    (described and nullable ones), and, when an API key is configured, its two header
+    forms as security schemes required by every endpoint (so the docs page's "Authorize"
+    button sends it)."""
     from leadml import __version__
 
     try:
         doc = json.loads(raw)
-        doc.setdefault("info", {})["version"] = __version__
+        info = doc.setdefault("info", {})
+        info["title"] = "leadml scoring API"
+        info["version"] = __version__
+        info["description"] = API_DESCRIPTION.replace("{auth}", _AUTH[api_key is not None])
+        info.pop("contact", None)  # BentoML's team; the project names no contact
         _declare_errors(doc, api_key)
         _nullable_refs(doc.get("paths"))
+        _nullable_refs(doc.get("components"))
+        _bentoml_schemas(doc)
     except (ValueError, AttributeError):
         return raw
     if api_key is not None:
@@ -1023,6 +1129,36 @@ def _plain_400(raw: bytes) -> bytes:
     return json.dumps({"error": title, "detail": problems}).encode()
 
 
+_ROUTES = (
+    "the API's paths: POST /score_leads, /handoff, /score_deals, /forecast; GET /metadata, "
+    "/healthz, /readyz, /metrics; the OpenAPI page GET / (document: /docs.json)"
+)
+
+
+def _routing_error(status: int, raw: bytes) -> bytes:
+    """The router's 404 / 405 (plain text "Not Found", or FastAPI's {"detail": ...}) in
+    the shape of every other error; an endpoint's own error body (/forecast's 404) is
+    kept. The path is not echoed (it is the caller's input)."""
+    try:
+        data = json.loads(raw)
+        if isinstance(data, dict) and "error" in data and isinstance(data.get("detail"), list):
+            return raw
+    except ValueError:
+        pass
+    if status == 405:
+        problem = Problem(
+            ("method",),
+            "this path does not take this method (the Allow header lists those it takes); "
+            f"{_ROUTES}",
+            "method_not_allowed",
+        )
+        title = "method not allowed"
+    else:
+        problem = Problem(("path",), f"no such path; {_ROUTES}", "not_found")
+        title = "not found"
+    return json.dumps(RequestError(0, title, [problem]).body()).encode()
+
+
 def _unauthorized(scope: dict[str, Any]) -> tuple[int, str, Problem]:
     """The 401, naming the header the caller used (X-API-Key unless only Authorization)."""
     sent = {k for k, _ in scope.get("headers", [])}
@@ -1037,11 +1173,89 @@ def _unauthorized(scope: dict[str, Any]) -> tuple[int, str, Problem]:
     return 401, "unauthorized", problem
 
 
-async def _refuse(scope: Any, receive: Any, send: Any, what: tuple[int, str, Problem]) -> None:
-    status, title, problem = what
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    body = RequestError(status, title, [problem]).body()
-    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
+async def _refuse(
+    scope: Any, receive: Any, send: Any, what: tuple[int, str, Problem] | RequestError
+) -> None:
+    if isinstance(what, RequestError):
+        error = what
+    else:
+        status, title, problem = what
+        error = RequestError(status, title, [problem])
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    response = JSONResponse(error.body(), status_code=error.status, headers=headers)
+    await response(scope, receive, send)
+
+
+# Bodies of the scoring endpoints larger than this are parsed (``json.loads``) and their
+# counts of leads / deals / records checked (413) BEFORE the endpoint validates them:
+# pydantic validates ~20 us per lead, so a body of a million tiny leads under
+# serving.max_request_bytes held the only worker ~20 s before the count check refused
+# it, while json.loads reads the same body some 20-50x faster. Smaller bodies (at most a
+# few thousand records: milliseconds of validation) go straight to the endpoint, so a
+# typical request is parsed once.
+PRECHECK_BYTES = 64 * 1024
+_SCORING_PATHS = ("/score_leads", "/handoff", "/score_deals", "/forecast")
+# Endpoints whose request has required fields: an empty body is refused as such (400)
+# rather than read as {} ("leads: Field required"). /forecast takes an empty body as {}:
+# the latest nightly forecast.
+_BODY_REQUIRED = ("/score_leads", "/handoff", "/score_deals")
+EMPTY_BODY = (
+    "empty request body; send a JSON object (the OpenAPI page, GET /, has an example for "
+    "every endpoint)"
+)
+
+
+def _declared_length(scope: dict[str, Any]) -> int | None:
+    declared = next((v for k, v in scope.get("headers", []) if k == b"content-length"), None)
+    try:
+        return None if declared is None else int(declared)
+    except ValueError:
+        return None
+
+
+async def _precheck(
+    scope: dict[str, Any], receive: Any, settings: Settings | None
+) -> tuple[Any, RequestError | None]:
+    """``receive`` (replaying the body when it was read) and the refusal of a scoring
+    request that is empty where a body is required (400) or over the count limits (413,
+    the message the endpoint's own check gives), decided on the parsed JSON before the
+    schema validation. Bodies of at most :data:`PRECHECK_BYTES` (declared by
+    Content-Length) are not read here."""
+    path = scope.get("path", "")
+    if scope.get("method") != "POST" or path not in _SCORING_PATHS:
+        return receive, None
+    declared = _declared_length(scope)
+    if declared is not None and 0 < declared <= PRECHECK_BYTES:
+        return receive, None
+    chunks: list[bytes] = []
+    while True:  # at most serving.max_request_bytes (checked before)
+        message = await receive()
+        if message["type"] != "http.request":
+            return receive, None  # the client went away
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    body = b"".join(chunks)
+    replay = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Any:
+        return replay.pop() if replay else await receive()
+
+    if path in _BODY_REQUIRED and not body.strip():
+        return replayed, RequestError(
+            400, "1 problem with the request", [Problem(("body",), EMPTY_BODY, "empty_body")]
+        )
+    if len(body) <= PRECHECK_BYTES or settings is None:
+        return replayed, None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON (or nested too deep): the endpoint's 400
+        return replayed, None
+    try:
+        checks.check_sizes_json(path.strip("/"), data, settings.serving)
+    except RequestError as err:
+        return replayed, err
+    return replayed, None
 
 
 async def _within(scope: dict[str, Any], receive: Any, limit: int | None) -> Any:
