@@ -55,7 +55,7 @@ def train_model_sources(
     from leadml.batch.nightly import BundleChampion
     from leadml.errors import LeadmlError
     from leadml.features.catalog import load_catalog
-    from leadml.forecast.backtest import monday_before
+    from leadml.forecast.deals import monday_before
     from leadml.forecast.modelsource import ModelProbabilities
     from leadml.modeling import workflow
     from leadml.modeling.bundle import ScoringBundle

@@ -808,6 +808,10 @@ def connect(
             "temp_directory": str(Path(tempfile.gettempdir()) / "leadml-duckdb-spill"),
         }
     )
+    # DuckDB draws its own progress bar on stdout for queries over 2 s (a 40k-lead
+    # company's forecast or alerts): it broke `--json` output and filled text output with
+    # bar lines. Every caller of this connection reports progress its own way.
+    con.execute("SET enable_progress_bar = false")
     try:
         report = check_tables(
             con,

@@ -104,7 +104,7 @@ def test_bad_period_is_a_message_not_a_traceback(
 
 def test_alerts_and_backtest_commands_run(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
-    alerts = json.loads(capsys.readouterr().out)
+    alerts = json.loads(capsys.readouterr().out)["alerts"]
     assert {"opportunity_id", "owner_id", "rule", "reason", "figures"} <= set(alerts[0])
     assert {(a["opportunity_id"], a["rule"]) for a in alerts} >= {
         ("stuck", "past_close_date"),
@@ -254,7 +254,9 @@ def test_alerts_read_score_drops_from_the_nightly_outputs(
     out = capsys.readouterr().out
     assert "score drops: 2 nightly run(s)" in out  # the run of 2026-08-11 is after as-of
     main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
-    fired = {(a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)}
+    fired = {
+        (a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)["alerts"]
+    }
     assert ("o103", "score_dropped") in fired
     with pytest.raises(SystemExit) as exit_info:
         main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--scores", str(tmp_path)])
@@ -280,7 +282,9 @@ def test_alerts_read_score_drops_from_sql_only_nightly_outputs(
         frame = pd.DataFrame({"opportunity_id": ["o103"], "p_won_90d": [p]})
         store.publish(day, {"scores_deals": frame})
     main(["alerts", "--data", str(data), "--as-of", "2026-08-10", "--json"])
-    fired = {(a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)}
+    fired = {
+        (a["opportunity_id"], a["rule"]) for a in json.loads(capsys.readouterr().out)["alerts"]
+    }
     assert ("o103", "score_dropped") in fired
 
 

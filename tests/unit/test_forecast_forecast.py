@@ -344,7 +344,49 @@ def test_a_month_reads_earlier_months_at_the_same_calendar_distance() -> None:
     quarter = parse_period("2026Q4")
     moments = shock_moments(history, as_of, quarter, 8)
     assert len(moments) >= 2
-    assert all(t_k == same_moment(as_of, quarter.end, past.end) for past, t_k in moments)
+    call = ts("2026-11-02")  # the Monday of that Sunday's week (weekly_call_of)
+    assert all(t_k == same_moment(call, quarter.end, past.end) for past, t_k in moments)
+
+
+def _daily_book(until: str) -> list[tuple[str, str, str, float, str]]:
+    """A deal created every day since 2024-06-03, open 15-94 days, two in three won; the
+    history ends at ``until`` (deals still open then have no outcome row)."""
+    rows: list[tuple[str, str, str, float, str]] = []
+    stop = ts(until)
+    for j, day in enumerate(pd.date_range("2024-06-03", until, freq="1D", tz=UTC)):
+        closes = day + pd.Timedelta(days=15 + (j * 13) % 80)
+        amount = 100.0 + 50 * (j % 7)
+        d0, d1 = str(day.date()), str(closes.date())
+        rows.append((f"d{j}", d0, "negotiation", amount, d1))
+        if closes < stop:
+            rows.append((f"d{j}", d1, "closed_won" if j % 3 else "closed_lost", amount, d1))
+    return rows
+
+
+def test_between_weekly_calls_a_quarter_moves_in_proportion_to_the_time_gone() -> None:
+    """Audit: with no new data the default company's 2025Q3 forecast went 7.42M -> 7.59M
+    -> 7.93M from Sunday to Tuesday (and the shock sd 0 -> 0.22 -> 0 between days): each
+    weekday replayed its own moments of the earlier quarters. Now every day of a week
+    replays its Monday call's moments, and moves from that call's rates to the next
+    call's (to zero at the period end) in proportion to the time gone."""
+    from leadml.forecast.deals import EmpiricalCloseRates
+
+    rows = _daily_book("2026-10-25")  # the data ends on a Sunday
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    rates = EmpiricalCloseRates(DealHistory(con, Vocabulary()), age_edges=(10_000,))
+    end = ts("2027-01-01")  # a Friday
+
+    def p(day: str) -> pd.Series:
+        return rates(con, ts(day), end).set_index("opportunity_id")["p_won_by"]
+
+    mon, nxt = p("2026-10-26"), p("2026-11-02")
+    assert len(mon) > 20 and (mon - nxt).abs().max() > 0.01
+    for k, day in enumerate(("2026-10-27", "2026-10-29", "2026-11-01"), start=1):
+        w = {1: 1 / 7, 2: 3 / 7, 3: 6 / 7}[k]
+        pd.testing.assert_series_equal(p(day), mon * (1 - w) + nxt * w, check_names=False)
+    # the last, partial week: from Monday's rates to none left at the period end
+    last = p("2026-12-28")
+    pd.testing.assert_series_equal(p("2026-12-30"), last * 0.5, check_names=False)
 
 
 @pytest.mark.parametrize("days_before", [1, 6, 7, 8, 13, 14, 30, 62, 91])
@@ -366,16 +408,16 @@ def test_the_same_moment_keeps_weekday_and_weekly_calls_left(days_before: int, h
 
 def test_rates_from_as_of_count_wins_right_after_the_earlier_calls() -> None:
     """P(won by E) asked from the as-of date (the nightly fan) and from the period start
-    are the same thing for a deal open at as-of. Thursday 2026-11-05's earlier weekly
-    calls (Thursdays 2026-07-30, 2026-04-30, 2026-01-29) are 5-7 days before the same
-    calendar date three, six, nine months back: a deal won two days after such a call
-    counts as won."""
+    are the same thing for a deal open at as-of. Thursday 2026-11-05 replays its week's
+    Monday call (2026-11-02), whose earlier calls (Mondays 2026-08-03, 2026-05-04,
+    2026-02-02) are 1-2 days after the same calendar date three, six, nine months
+    back: a deal won two days after such a call counts as won."""
     from leadml.forecast.deals import EmpiricalCloseRates
 
     as_of, end = ts("2026-11-05"), ts("2027-01-01")
     rows = []
     for k in (1, 2, 3):
-        t_k = same_moment(as_of, end, end - pd.DateOffset(months=3 * k))
+        t_k = same_moment(ts("2026-11-02"), end, end - pd.DateOffset(months=3 * k))
         opened, closed = (
             str((t_k - pd.Timedelta(days=30)).date()),
             str((t_k + pd.Timedelta(days=2)).date()),
@@ -515,7 +557,8 @@ def test_new_deals_follow_the_deal_creation_velocity(grown: bool) -> None:
             ]
     for j, day in enumerate(pd.date_range("2025-01-01", "2026-09-30", freq="7D", tz=UTC)):
         for c in range(3 if grown and day >= ts("2026-04-01") else 1):
-            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=1)).date())
+            # open Wednesday to Tuesday: the Monday calls the close rates replay see them
+            d0, d1 = str(day.date()), str((day + pd.Timedelta(days=6)).date())
             rows += [
                 (f"f{j}_{c}", d0, "follow_up", 50.0, d1),
                 (f"f{j}_{c}", d1, "closed_lost", 50.0, d1),

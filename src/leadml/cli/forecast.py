@@ -38,7 +38,11 @@ def _read_frame(path: Path, what: str) -> Any:
     raise LeadmlError(f"{what} file {path}: expected a .parquet or .csv file")
 
 
-def _score_history(s: Any, scores: Path | None, as_of: str) -> tuple[Any, str]:
+# why the score-drop rule was not checked, when no score history was found
+NO_SCORE_HISTORY = "no score history (run `leadml batch` nightly, or pass --scores)"
+
+
+def _score_history(s: Any, scores: Path | None, as_of: Any) -> tuple[Any, str]:
     """The score history the score-drop rule reads, and a line saying where it came from:
     ``--scores`` (a file, or a nightly outputs folder), else the workspace's nightly
     outputs when they hold deal scores, else none."""
@@ -47,7 +51,6 @@ def _score_history(s: Any, scores: Path | None, as_of: str) -> tuple[Any, str]:
     from leadml.batch.nightly import past_deal_scores
     from leadml.batch.outputs import OutputStore, ParquetOutputs, reader
     from leadml.errors import LeadmlError
-    from leadml.forecast.deals import as_utc
 
     if scores is not None and not scores.is_dir():
         return _read_frame(scores, "--scores"), f"score drops: read from {scores}"
@@ -59,19 +62,17 @@ def _score_history(s: Any, scores: Path | None, as_of: str) -> tuple[Any, str]:
         where = str(s.outputs_dir / "scores_deals") if s.batch.parquet else "the SQL outputs"
     window = s.forecast.alerts.score_window_days
     # the nightly run of D scored with the data before D: its scores count as of D
-    day = (as_utc(as_of) + pd.Timedelta(days=1)).date()
+    day = (as_of + pd.Timedelta(days=1)).date()
     found = past_deal_scores(store, day, window + 1)
     if found is not None:
         return found, f"score drops: {found['as_of'].nunique()} nightly run(s) in {where}"
     if scores is not None:
         raise LeadmlError(
             f"--scores {scores}: no nightly deal scores (scores_deals/as_of=YYYY-MM-DD/) dated "
-            f"in the {window} days up to {as_of}; give a nightly outputs folder or a "
+            f"in the {window} days up to {_moment(as_of)}; give a nightly outputs folder or a "
             "Parquet/CSV file with opportunity_id, as_of, p_won"
         )
-    return None, (
-        "score drops: not checked, no score history (run `leadml batch` nightly, or pass --scores)"
-    )
+    return None, f"score drops: not checked, {NO_SCORE_HISTORY}"
 
 
 @forecast_app.callback()
@@ -113,7 +114,7 @@ def forecast(
         return
     import pandas as pd
 
-    from leadml.forecast.deals import DealHistory, as_utc, parse_period, quarter_of
+    from leadml.forecast.deals import DealHistory, parse_period, quarter_of
     from leadml.forecast.forecast import forecast as run_forecast
     from leadml.forecast.forecast import forecast_path
 
@@ -124,12 +125,7 @@ def forecast(
         if as_of is None and history.data_end is None:
             # no deal rows: say so (as with --as-of) rather than "--as-of is missing"
             history.check_as_of(pd.Timestamp.now(tz="UTC"))
-        if as_of is None:
-            # the day after the freshest record of any table (a quiet weekend in the deal
-            # history must not date the forecast before Monday's activity)
-            t = history.freshest.normalize() + pd.Timedelta(days=1)
-        else:
-            t = as_utc(as_of)
+        t = _as_of(history, as_of)
         per = parse_period(period) if period is not None else quarter_of(t)
         given = _read_frame(probabilities, "--probabilities") if probabilities else None
         result = run_forecast(
@@ -167,7 +163,13 @@ def forecast(
                     history=history,
                 )
                 title = f"{per.label}: forecast by week"
-                fan_chart(path, folder / f"{stem}_fan.png", title=title)
+                fan_chart(
+                    path,
+                    folder / f"{stem}_fan.png",
+                    title=title,
+                    period_start=per.start,
+                    period_end=per.end,
+                )
                 written.append(("fan chart", str(folder / f"{stem}_fan.png")))
     finally:
         con.close()
@@ -176,7 +178,20 @@ def forecast(
         payload["plots"] = dict(written)
         common.emit_json(payload)
         return
-    _print_forecast(result, written)
+    _print_forecast(result, written, has_targets=not history.targets.empty)
+
+
+def _as_of(history: Any, as_of: str | None) -> Any:
+    """``--as-of``, by default the day after the freshest record of any table (a quiet
+    weekend in the deal history must not date Monday's forecast or alerts before Monday's
+    activity). ``history`` has deal rows."""
+    import pandas as pd
+
+    from leadml.forecast.deals import as_utc
+
+    if as_of is None:
+        return history.freshest.normalize() + pd.Timedelta(days=1)
+    return as_utc(as_of)
 
 
 def _money(value: float) -> int | float:
@@ -184,9 +199,43 @@ def _money(value: float) -> int | float:
     return int(round(value)) if math.isfinite(value) else float("nan")
 
 
-def _ratio(value: float) -> str:
-    """A coverage ratio with two decimals (3.79x; - when there is no target left)."""
-    return f"{value:.2f}x" if math.isfinite(value) else "-"
+def _coverage(g: Any) -> str:
+    """A coverage ratio with two decimals (3.79x); "target reached" once won is at or above
+    the target (nothing left to cover); - without a target."""
+    if math.isfinite(g.coverage):
+        return f"{g.coverage:.2f}x"
+    return "target reached" if math.isfinite(g.target) and g.remaining_target <= 0 else "-"
+
+
+GAP_SIGN = "gap = target - expected: positive = short of the target, negative = ahead of it"
+
+
+def _target_notes(result: Any, has_targets: bool) -> list[str]:
+    """What a "-" in the target columns means, for the groups that show one: no target
+    for the period (no targets table, no row overlapping the period, or none for the
+    group: targets are set per team or segment, never per owner)."""
+    per = result.period.label
+    if not math.isfinite(result.total.target):
+        if not has_targets:
+            return [f'"-" = no target for {per}: the data has no targets table']
+        return [
+            f'"-" = no target for {per}: no row of the targets table overlaps it '
+            "(period_start to period_end); add one to compare the forecast with a target"
+        ]
+    missing = [g.group for g in result.groups if not math.isfinite(g.target)]
+    if not missing:
+        return []
+    if result.by == "owner":
+        return [
+            '"-" = no target: targets are set per team or segment, not per owner '
+            "(the all row has the company's)"
+        ]
+    named = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    column = "team" if result.by == "team" else "segment"
+    return [
+        f'"-" = no target for {per} for {column} {named}: no row of the targets table with '
+        f"that {column} overlaps {per}"
+    ]
 
 
 def _moment(ts: Any) -> str:
@@ -196,7 +245,9 @@ def _moment(ts: Any) -> str:
     return f"{ts:%Y-%m-%d %H:%M:%S}".removesuffix(":00") + " UTC"
 
 
-def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
+def _print_forecast(
+    result: Any, written: list[tuple[str, str]], *, has_targets: bool = True
+) -> None:
     import pandas as pd
 
     out = common.console()
@@ -227,7 +278,7 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
     )
     out.print(
         common.summary_table(
-            "Against target",
+            f"Against target ({GAP_SIGN})",
             [
                 "group",
                 "target",
@@ -245,7 +296,7 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
                     _money(g.gap_to_target),
                     g.p_reach_target,
                     _money(g.period_pipeline),
-                    _ratio(g.coverage),
+                    _coverage(g),
                     _money(g.open_pipeline),
                     g.open_deals,
                 )
@@ -261,6 +312,10 @@ def _print_forecast(result: Any, written: list[tuple[str, str]]) -> None:
         f"level sd {result.new_level_sd:.0%}; grid error bound {t.error_bound:,.0f}; "
         "coverage = pipeline due in period / (target - won)"
     )
+    for line in _target_notes(result, has_targets):
+        out.print(line)
+    if any(_coverage(g) == "target reached" for g in groups):
+        out.print("coverage: target reached = won is already at or above the target")
     if result.monte_carlo:
         mc = result.monte_carlo
         out.print(
@@ -360,7 +415,7 @@ def backtest(
         return
     out = common.console()
     unit = plan.unit
-    labels = ", ".join(sorted(report.points["period"].unique()))
+    labels = ", ".join(report.periods or sorted(report.points["period"].unique()))
     distance = (
         ""
         if plan.ahead == 0
@@ -374,6 +429,8 @@ def backtest(
             [(r.method, r.mape, r.coverage_p10_p90, int(r.n)) for r in report.summary.itertuples()],
         )
     )
+    if report.periods_note:
+        out.print(f"note: {report.periods_note}")
     wide = report.by_weeks.pivot(
         index="weeks_before_end", columns="method", values="mape"
     ).sort_index()
@@ -419,7 +476,11 @@ def backtest(
 
 def alerts(
     ctx: typer.Context,
-    as_of: str = typer.Option(..., "--as-of", help="Date (ISO); deals as they stood before it"),
+    as_of: str | None = typer.Option(
+        None,
+        "--as-of",
+        help="Date (ISO); deals as they stood before it (default: the day after the data ends)",
+    ),
     data: Path | None = typer.Option(
         None, "--data", help="Folder of CSV/Parquet tables or a DuckDB file"
     ),
@@ -435,27 +496,53 @@ def alerts(
 ) -> None:
     """Deal-hygiene alerts: past close date, stale, close date pushed, too long in stage,
     score drop (from the nightly deal scores or --scores)."""
+    from leadml.forecast.alerts import RULES
     from leadml.forecast.alerts import alerts as run_alerts
+    from leadml.forecast.deals import DealHistory
 
     s = common.settings(ctx)
-    score_frame, score_note = _score_history(s, scores, as_of)
     con = common.open_data(s, data)
     try:
+        history = DealHistory(con, s.vocabulary)
+        t = _alerts_as_of(history, as_of)
+        score_frame, score_note = _score_history(s, scores, t)
         table = run_alerts(
-            con, as_of=as_of, cfg=s.forecast.alerts, scores=score_frame, vocab=s.vocabulary
+            con,
+            as_of=t,
+            cfg=s.forecast.alerts,
+            scores=score_frame,
+            vocab=s.vocabulary,
+            history=history,
         )
     finally:
         con.close()
-    if as_json:
-        common.emit_json(table.to_dict(orient="records"))
-        return
-    out = common.console()
-    from leadml.forecast.alerts import RULES
-
     counts = table.groupby("rule").agg(
         alerts=("rule", "size"), deals=("opportunity_id", "nunique"), amount=("amount", "sum")
     )
     counts = counts.reindex(RULES).fillna(0)  # a rule that raised nothing shows 0
+    if as_json:
+        unchecked = [] if score_frame is not None else ["score_dropped"]
+        common.emit_json(
+            {
+                "as_of": t.isoformat(),
+                "thresholds": s.forecast.alerts.model_dump(),
+                "rules_checked": [r for r in RULES if r not in unchecked],
+                "rules_not_checked": [{"rule": r, "why": NO_SCORE_HISTORY} for r in unchecked],
+                "score_history": None if score_frame is None else score_note.split(": ", 1)[1],
+                "counts": {
+                    rule: {
+                        "alerts": int(r.alerts),
+                        "deals": int(r.deals),
+                        "amount": round(float(r.amount), 2),
+                    }
+                    for rule, r in counts.iterrows()
+                    if rule not in unchecked
+                },
+                "alerts": table.to_dict(orient="records"),
+            }
+        )
+        return
+    out = common.console()
     rows: list[tuple[object, ...]] = [
         (rule, int(r.alerts), int(r.deals), round(float(r.amount))) for rule, r in counts.iterrows()
     ]
@@ -463,7 +550,7 @@ def alerts(
         rows = [r if r[0] != "score_dropped" else (r[0], "not checked", "", "") for r in rows]
     out.print(
         common.summary_table(
-            f"Deal-hygiene alerts as of {as_of}", ["rule", "alerts", "deals", "amount"], rows
+            f"Deal-hygiene alerts as of {_moment(t)}", ["rule", "alerts", "deals", "amount"], rows
         )
     )
     out.print(score_note)
@@ -486,3 +573,28 @@ def alerts(
             str(r.reason),
         )
     out.print(listing)
+
+
+def _alerts_as_of(history: Any, as_of: str | None) -> Any:
+    """The alerts' as-of (by default, as the forecast's, the day after the data ends).
+    Alerts need deal rows, and an as-of at most ``STALE_DAYS`` days after the data's last
+    record: later, deals would look stale or overdue only because the data stopped."""
+    from leadml.forecast.deals import STALE_DAYS, ForecastError, latest_usable
+
+    if history.data_end is None:
+        raise ForecastError(
+            "table opportunity_history has no rows: no deals to check; load the deals' stage "
+            "history (an export of every stage, amount and close date change, see "
+            "docs/byod.md) and check it with `leadml validate`"
+        )
+    t = _as_of(history, as_of)
+    last = history.freshest
+    limit = latest_usable(last)
+    if t > limit:
+        raise ForecastError(
+            f"--as-of {t.date()} is after the end of the data (last record "
+            f"{last:%Y-%m-%d %H:%M} UTC); alerts are not raised more than {STALE_DAYS} days "
+            "after it, where every open deal would look stale or overdue only because the "
+            f"data stopped: choose --as-of {limit.date()} or earlier, or load newer data"
+        )
+    return t

@@ -305,10 +305,10 @@ def _score_drops(
     )
     figures = pd.Series(
         [
-            {
-                "p_won": float(r.p_won),
-                "p_won_max": float(r.p_won_max),
-                "drop": float(r.drop),
+            {  # probabilities to 4 decimals: 0.8 - 0.4 is 0.4, not 0.39999999999999997
+                "p_won": round(float(r.p_won), 4),
+                "p_won_max": round(float(r.p_won_max), 4),
+                "drop": round(float(r.drop), 4),
                 "max_as_of": r.as_of_max.isoformat(),
                 "threshold": cfg.score_drop,
             }

@@ -47,6 +47,7 @@ from leadml.forecast.deals import (
     DealProbabilities,
     ForecastError,
     Period,
+    monday_before,
     period_of,
     stage_win_rates,
 )
@@ -112,12 +113,18 @@ class BacktestReport:
     probability_source: str = "empirical"
     period_months: int = 3  # 3: quarters were replayed, 1: months
     periods_ahead: int = 0  # how many periods before its own the forecast was made
+    periods_asked: int = 0  # --quarters / --months
+    periods: list[str] = field(default_factory=list)  # the labels replayed, oldest first
+    periods_note: str = ""  # why fewer periods than asked were replayed ('' if none were cut)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "probability_source": self.probability_source,
             "period_months": self.period_months,
             "periods_ahead": self.periods_ahead,
+            "periods_asked": self.periods_asked,
+            "periods": list(self.periods),
+            "periods_note": self.periods_note,
             "summary": self.summary.to_dict(orient="records"),
             "by_weeks": self.by_weeks.to_dict(orient="records"),
             "goals": self.goals,
@@ -196,12 +203,6 @@ def backtest_plan(
     return BacktestPlan(period_months, int(n), int(w), int(ahead))
 
 
-def monday_before(ts: pd.Timestamp) -> pd.Timestamp:
-    """The Monday 00:00 UTC on or before ``ts`` (the weekly forecast call)."""
-    day = ts.normalize()
-    return day - pd.Timedelta(days=day.weekday())
-
-
 def weekly_call(period: Period, weeks: int, ahead: int = 0) -> pd.Timestamp:
     """The as-of of a backtest point: the weekly call ``weeks`` weeks before the end of
     the period ``ahead`` periods before ``period`` (``period`` itself when 0)."""
@@ -213,9 +214,19 @@ def backtest_periods(
     history: DealHistory, n: int, weeks: int = 13, *, months: int = 3, ahead: int = 0
 ) -> list[Period]:
     """The last ``n`` periods of ``months`` months (quarters or months) that ended before
-    the data's end and whose earliest forecast (``weeks`` before the end of the period
-    ``ahead`` before it) has one horizon of deal history before it to learn close rates
-    from (deals open one horizon, period end - as-of, before that as-of date)."""
+    the data's end, started on or after the day the deal history starts (else part of
+    their revenue is not in the data) and whose earliest forecast (``weeks`` before the end
+    of the period ``ahead`` before it) has one horizon of deal history before it to learn
+    close rates from (deals open one horizon, period end - as-of, before that as-of date).
+    """
+    return backtest_selection(history, n, weeks, months=months, ahead=ahead)[0]
+
+
+def backtest_selection(
+    history: DealHistory, n: int, weeks: int = 13, *, months: int = 3, ahead: int = 0
+) -> tuple[list[Period], str]:
+    """:func:`backtest_periods`, and a sentence saying why fewer than ``n`` periods are
+    replayed ('' when all of them are)."""
     if history.data_end is None or history.data_start is None:
         raise ForecastError("opportunity_history is empty; there is nothing to backtest")
     q = period_of(history.data_end, months)
@@ -223,26 +234,50 @@ def backtest_periods(
         q = q.shifted(1)
     candidates = [q.shifted(k) for k in range(n)]
     first = history.data_start
+    unit = "quarter" if months == 3 else "month"
+
+    def whole(p: Period) -> bool:
+        return p.start >= first.normalize()
 
     def learnable(p: Period) -> bool:
         as_of = weekly_call(p, weeks, ahead)
         return as_of - (p.end - as_of) > first
 
-    kept = [p for p in candidates if learnable(p)]
+    kept = [p for p in candidates if whole(p) and learnable(p)]
+    earliest = (
+        f"{weeks} weeks before its end"
+        if not ahead
+        else f"{weeks} weeks before the end of the {unit} {ahead} before it"
+    )
     if not kept:
-        unit = "quarter" if months == 3 else "month"
-        when = (
-            f"{weeks} weeks before its end"
-            if not ahead
-            else f"{weeks} weeks before the end of the {unit} {ahead} before it"
-        )
         raise ForecastError(
-            f"no complete {unit} to backtest: the deal history starts {first:%Y-%m-%d}, and "
-            f"a {unit}'s forecast {when} learns from the deals open as long before that "
-            f"as-of date as the {unit}'s end is after it; load more history"
+            f"no complete {unit} to backtest: the deal history starts {first:%Y-%m-%d}, a "
+            f"{unit} that starts before that is not whole in the data, and a {unit}'s "
+            f"forecast {earliest} learns from the deals open as long before that as-of date "
+            f"as the {unit}'s end is after it; load more history"
             + (" or lower --ahead" if ahead else "")
         )
-    return sorted(kept, key=lambda p: p.start)
+    kept = sorted(kept, key=lambda p: p.start)
+    if len(kept) == n:
+        return kept, ""
+    early = sum(not whole(p) for p in candidates)
+    short = sum(whole(p) and not learnable(p) for p in candidates)
+    why = []
+    if early:
+        verb, its = ("starts", "its") if early == 1 else ("start", "their")
+        why.append(f"{early} {verb} before it (part of {its} revenue is not in the data)")
+    if short:
+        verb = "starts" if short == 1 else "start"
+        why.append(
+            f"{short} {'more ' if early else ''}{verb} too soon after it: a {unit}'s earliest "
+            f"forecast, {earliest}, needs as much deal history before it as the time from it "
+            f"to the {unit}'s end, to learn close rates from"
+        )
+    span = kept[0].label if len(kept) == 1 else f"{kept[0].label} to {kept[-1].label}"
+    return kept, (
+        f"{len(kept)} of the {n} {unit}s asked for can be replayed ({span}): the deal "
+        f"history starts {first:%Y-%m-%d}; of the earlier {unit}s, " + "; ".join(why)
+    )
 
 
 def backtest_quarters(history: DealHistory, n: int, weeks: int = 13) -> list[Period]:
@@ -283,7 +318,7 @@ def backtest(
     vocab = vocab or Vocabulary()
     plan = backtest_plan(cfg, quarters=quarters, months=months, weeks=weeks, ahead=ahead)
     history = DealHistory(con, vocab)
-    periods = backtest_periods(
+    periods, trimmed = backtest_selection(
         history, plan.periods, plan.weeks, months=plan.period_months, ahead=plan.ahead
     )
     if on_plan:  # the points to come (fewer periods than asked for may be replayable)
@@ -411,6 +446,9 @@ def backtest(
     report.probability_source = source_name
     report.period_months = plan.period_months
     report.periods_ahead = plan.ahead
+    report.periods_asked = plan.periods
+    report.periods = [p.label for p in periods]
+    report.periods_note = trimmed
     nd = pd.DataFrame(new_rows)
     report.new_deals = {
         "predicted_total": float(nd["predicted"].sum()),
