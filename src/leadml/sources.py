@@ -154,6 +154,7 @@ def unreadable_files(
     frames are skipped. Costs one full scan of the data."""
     found: list[tuple[str, str, str]] = []
     with duckdb.connect() as con:
+        con.execute("SET enable_progress_bar = false")  # a full scan: no bar in a notebook
         if source.database is not None:
             con.execute(f"ATTACH {_sql_str(source.database)} AS src (READ_ONLY)")
         for name in names or source.tables:

@@ -898,7 +898,9 @@ class DuckDBOutputs:
         import duckdb
 
         try:
-            return duckdb.connect(str(self.path), read_only=read_only)
+            con = duckdb.connect(str(self.path), read_only=read_only)
+            con.execute("SET enable_progress_bar = false")
+            return con
         except duckdb.Error as exc:
             reason = _reason(exc)
             if "lock" in reason.lower():

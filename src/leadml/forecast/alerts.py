@@ -92,7 +92,7 @@ def alerts(
     cfg = cfg or AlertsConfig()
     t = as_utc(as_of)
     history = history or DealHistory(con, vocab or Vocabulary())
-    history.check_as_of(t)
+    history.check_as_of(t, "raise alerts on")
     history.check_has_history(t)
     deals = history.snapshot(t).reset_index(drop=True)
     if deals.empty:

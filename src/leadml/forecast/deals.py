@@ -362,12 +362,12 @@ class DealHistory:
                 f"({self.data_start:%Y-%m-%d %H:%M} UTC); choose a later --as-of"
             )
 
-    def check_as_of(self, as_of: pd.Timestamp) -> None:
+    def check_as_of(self, as_of: pd.Timestamp, use: str = "forecast from") -> None:
         """as_of may be at most ``STALE_DAYS`` days after the last record of any table:
-        later than that the data is too old to forecast from."""
+        later than that the data is too old to ``use`` (e.g. "raise alerts on")."""
         if self.data_end is None or self.data_start is None:
             raise ForecastError(
-                "table opportunity_history has no rows: no deal stages to forecast from; "
+                f"table opportunity_history has no rows: no deal stages to {use}; "
                 "load the deals' stage history (an export of every stage, amount and close "
                 "date change, see docs/byod.md) and check it with `leadml validate`"
             )
@@ -377,7 +377,7 @@ class DealHistory:
             raise ForecastError(
                 f"--as-of {as_of.date()} is after the end of the data (last record "
                 f"{last:%Y-%m-%d %H:%M} UTC, and data more than {STALE_DAYS} days old is not "
-                f"forecast from); choose --as-of {limit.date()} or earlier, or load newer data"
+                f"{use}); choose --as-of {limit.date()} or earlier, or load newer data"
             )
 
     def quiet_note(self, as_of: pd.Timestamp) -> str | None:

@@ -1610,6 +1610,7 @@ def import_tables(
     source = frames_source(frames)
     source.location = f"the import of {src_dir} (mapping {mapping.origin})"
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     try:
         check = check_tables(
             con,
