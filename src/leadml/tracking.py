@@ -14,7 +14,9 @@
   leadml tags in the same call; a failure or Ctrl-C while registering deletes the
   version again, so no untagged half-registered version is left behind.
 * Errors of the tracking store (unreachable server, unsupported URI) become a
-  :class:`TrackingError` naming the URI and the settings that choose it.
+  :class:`TrackingError` naming the URI and the settings that choose it; a bare path
+  (``/srv/mlflow.db``) is refused with the ``sqlite:///`` URI to write instead, before
+  MLflow would read it as a folder store (which MLflow 3 refuses anyway).
 """
 
 from __future__ import annotations
@@ -97,10 +99,20 @@ def store_error(exc: BaseException, uri: str) -> TrackingError:
     """A clear error for a failure of the tracking store at ``uri``."""
     text = str(exc)
     kind = type(exc).__name__
+    bare = uri_problem(uri, allow_folder=False)
+    if bare is not None and ("MLFLOW_ALLOW_FILE_STORE" in text or "filesystem" in text):
+        return TrackingError(bare)
+    if "MLFLOW_ALLOW_FILE_STORE" in text:  # a file: URI or ./mlruns chosen some other way
+        return TrackingError(
+            f"MLflow tracking URI {uri!r} is a folder (MLflow's file store), which MLflow 3 "
+            f"refuses (set by {URI_SETTINGS}); use sqlite:///ABSOLUTE/PATH/mlflow.db "
+            "(`mlflow migrate-filestore` moves an existing folder store into one), or set "
+            "MLFLOW_ALLOW_FILE_STORE=true to keep using the folder"
+        )
     if "Unsupported" in kind or "Could not find a registered" in text or "not a valid" in text:
         return TrackingError(
             f"MLflow tracking URI {uri!r} is not supported (set by {URI_SETTINGS}); use "
-            "sqlite:///path/to/mlflow.db, a local folder or http://host:5000"
+            "sqlite:///ABSOLUTE/PATH/mlflow.db or http://host:5000"
         )
     unreachable = (
         "API request to" in text
@@ -116,7 +128,58 @@ def store_error(exc: BaseException, uri: str) -> TrackingError:
         )
     first = text.strip().splitlines()[0] if text.strip() else kind
     return TrackingError(
-        f"MLflow tracking store {uri}: {first[:300]} (the URI is set by {URI_SETTINGS})"
+        f"MLflow tracking store {uri}: {clip(first)} (the URI is set by {URI_SETTINGS})"
+    )
+
+
+def clip(text: str, limit: int = 300) -> str:
+    """``text`` shortened to about ``limit`` characters at a sentence end, else between
+    words: never inside a word or a URL (MLflow's messages end in links)."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    sentence = head.rfind(". ")
+    if sentence >= limit // 2:
+        return head[: sentence + 1] + " [...]"
+    space = head.rfind(" ")
+    return (head[:space] if space > 0 else text.split(" ", 1)[0]) + " [...]"
+
+
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def uri_problem(uri: str, *, allow_folder: bool | None = None) -> str | None:
+    """What is wrong with a tracking URI that is a local path (no scheme, or ``file:``),
+    else None. MLflow reads such a URI as a folder store (``./mlruns``), which MLflow 3
+    refuses unless ``MLFLOW_ALLOW_FILE_STORE=true``: a SQLite file given as a bare path
+    (``/tmp/x.db``) needs ``sqlite:///`` and the absolute path. ``allow_folder``: accept a
+    folder store (default: as ``MLFLOW_ALLOW_FILE_STORE`` says)."""
+    from urllib.parse import unquote, urlparse
+
+    if uri.split(":")[0] in ("databricks", "databricks-uc", "uc"):  # MLflow's own names
+        return None
+    parsed = urlparse(uri)
+    windows_drive = len(parsed.scheme) == 1  # a Windows path: C:/...
+    if parsed.scheme not in ("", "file") and not windows_drive:
+        return None
+    raw = unquote(parsed.path) if parsed.scheme == "file" else uri
+    path = Path(raw).expanduser().absolute()
+    if path.suffix.lower() in SQLITE_SUFFIXES or path.is_file():
+        return (
+            f"MLflow tracking URI {uri!r} is a file's path, not a database URI (set by "
+            f"{URI_SETTINGS}); a SQLite store is written sqlite:/// followed by the absolute "
+            f"path: sqlite:///{path.as_posix()}"
+        )
+    if allow_folder is None:
+        allow_folder = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if allow_folder:
+        return None
+    db = (path / "mlflow.db").as_posix()
+    return (
+        f"MLflow tracking URI {uri!r} is a folder (MLflow's file store), which MLflow 3 refuses "
+        f"(set by {URI_SETTINGS}); use a SQLite file: sqlite:///{db} (`mlflow "
+        "migrate-filestore` moves an existing folder store into one), or set "
+        "MLFLOW_ALLOW_FILE_STORE=true to keep using the folder"
     )
 
 
@@ -176,6 +239,9 @@ def readable_store(settings: Settings) -> str:
     one anywhere the URI points), a workspace's moved store is re-pointed at its own
     artifacts, a server must answer within seconds."""
     uri = tracking_uri(settings)
+    problem = uri_problem(uri)
+    if problem is not None:
+        raise TrackingError(problem)
     if uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))
         if not db.is_file():
@@ -204,6 +270,9 @@ def configure(settings: Settings, *, check: bool = True) -> str:
     import mlflow
 
     uri = tracking_uri(settings)
+    problem = uri_problem(uri)
+    if problem is not None:  # before MLflow creates a folder store at a file's path
+        raise TrackingError(problem)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         relocate_artifacts(Path(uri.removeprefix("sqlite:///")), settings.mlflow_dir)
@@ -532,8 +601,7 @@ def stored_comparison(
             "window": window_text(*window),
             "detail": (
                 f"same window {window_text(*window)}: challenger's {place} vs champion "
-                f"v{version}'s latest, both out of sample (each scored by a backtest model "
-                f"trained before the window), because {why}"
+                f"v{version}'s latest, both out of sample, because {why}"
             ),
         }
     shown = window_text(*window) if window is not None else "unknown"
@@ -650,12 +718,7 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
                 "not trained on"
             ),
         }
-    why = (
-        f"the latest window has {positives} positive(s) and {negatives} negative(s) "
-        f"with as_of on or after champion v{version}'s label cutoff {cut} "
-        f"(at least {FAIR_MIN_POSITIVES} and {FAIR_MIN_NEGATIVES} are needed to score both "
-        "on rows the champion was not trained on)"
-    )
+    why = unseen_rows_why(version, cut, positives, negatives)
     found = stored_comparison(
         result.folds,
         spec.backtest.test_days,
@@ -666,6 +729,20 @@ def champion_on_latest_window(result: Any, name: str) -> dict[str, Any]:
         why,
     )
     return {**found, "cutoff": cut}
+
+
+def unseen_rows_why(version: str, cut: str, positives: int, negatives: int) -> str:
+    """Why the champion was not scored on the challenger's rows (short: it is shown with
+    every comparison; the docs explain the rule)."""
+    if cut == "unknown":
+        return f"champion v{version}'s label cutoff is unknown"
+    if positives + negatives == 0:  # an identical retrain, or one a few weeks later
+        return f"no latest-window row comes after champion v{version}'s label cutoff {cut}"
+    return (
+        f"only {positives} positive(s) and {negatives} negative(s) of the latest window come "
+        f"after champion v{version}'s label cutoff {cut} (scoring both on them needs "
+        f"{FAIR_MIN_POSITIVES} and {FAIR_MIN_NEGATIVES})"
+    )
 
 
 @_store_call
@@ -952,6 +1029,12 @@ def _alias_version(name: str, alias: str) -> str | None:
     return str(aliases[alias]) if alias in aliases else None
 
 
+@_store_call
+def champion_version(name: str) -> str | None:
+    """The version ``@champion`` points at, or None (no such model, no champion)."""
+    return _alias_version(name, CHAMPION)
+
+
 def _history(name: str) -> list[str]:
     tags = client().get_registered_model(name).tags
     try:
@@ -1074,6 +1157,30 @@ def _drop_check(t: dict[str, str], champion: str, version: str, auc: float) -> G
     )
 
 
+# on a run trained with `--tune N` whose tuned parameters won: they were chosen on the
+# same backtest folds whose metrics the run logs and the gate reads (set by
+# :meth:`leadml.modeling.workflow.TuneResult.tags`)
+TUNED_TAG = "leadml.tuned_on_reported_folds"
+
+
+def tuning_note(mv: Any) -> str | None:
+    """A caution for a version whose parameters were tuned on its own reported folds."""
+    if not mv.run_id:
+        return None
+    try:
+        tags = client().get_run(mv.run_id).data.tags
+    except Exception as exc:
+        if is_missing(exc):
+            return None
+        raise
+    if tags.get(TUNED_TAG) != "true":
+        return None
+    return (
+        f"version {mv.version} was tuned (--tune) on the same backtest folds these checks "
+        "read, so its figures are slightly optimistic"
+    )
+
+
 @dataclass
 class PromotionResult:
     name: str
@@ -1084,6 +1191,7 @@ class PromotionResult:
     # "promoted" | "already_champion"; force_not_needed: --force given, every check passed
     outcome: str = "promoted"
     force_not_needed: bool = False
+    notes: list[str] = field(default_factory=list)  # e.g. tuned on the reported folds
 
 
 _FORCE_TAGS = ("leadml.forced", "leadml.force_reason", "leadml.failed_checks")
@@ -1111,13 +1219,17 @@ def promote(
     mv = _version(name, version)
     v = str(mv.version)
     checks = gate_checks(name, v)
+    notes = [n for n in (tuning_note(mv),) if n]
     previous = _alias_version(name, CHAMPION)
     if previous == v:
-        return PromotionResult(name, v, previous, checks, False, outcome="already_champion")
+        return PromotionResult(
+            name, v, previous, checks, False, outcome="already_champion", notes=notes
+        )
     failed = [c for c in checks if not c.ok]
     if failed and not force:
         lines = [f"{name} version {v} does not pass the promotion gate:"]
         lines += [f"  - {c.criterion}: {c.detail}" for c in failed]
+        lines += [f"  ({n})" for n in notes]
         lines.append("fix the model, or promote with --force --reason TEXT")
         raise GateFailed("\n".join(lines), checks)
     forced = bool(force and failed)
@@ -1154,7 +1266,7 @@ def promote(
     if _alias_version(name, CHALLENGER) == v:
         cl.delete_registered_model_alias(name, CHALLENGER)
     return PromotionResult(
-        name, v, previous, checks, forced, force_not_needed=bool(force and not failed)
+        name, v, previous, checks, forced, force_not_needed=bool(force and not failed), notes=notes
     )
 
 
@@ -1206,6 +1318,7 @@ MODEL_COLUMNS = [
     "created",
     "horizon_days",
     "forced",
+    "rolled_back",
     "roc_auc",
     "latest_roc_auc",
     "ece",
@@ -1248,6 +1361,8 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
                     "horizon_days": _listed_horizon(mv),
                     # promoted past a failed gate (the tag goes when it later passes one)
                     "forced": t.get("leadml.forced") == "true",
+                    # replaced by `leadml rollback` (UTC; the mark goes when promoted again)
+                    "rolled_back": _minutes(t.get(ROLLED_BACK_TAG)),
                     "roc_auc": _num(t.get("leadml.metric.roc_auc")),
                     "latest_roc_auc": _num(t.get("leadml.metric.latest_roc_auc")),
                     "ece": _num(t.get("leadml.metric.ece")),
@@ -1260,6 +1375,35 @@ def list_versions(names: tuple[str, ...] | list[str] | None = None) -> pd.DataFr
     return pd.DataFrame(rows, columns=[*MODEL_COLUMNS, "run_id"]).sort_values(
         ["name", "version"], ignore_index=True
     )
+
+
+def _minutes(iso: str | None) -> str:
+    """An ISO time as ``created`` shows it (``2025-11-10 09:30``, UTC); "" when absent."""
+    if not iso:
+        return ""
+    try:
+        return pd.Timestamp(iso).tz_convert("UTC").strftime("%Y-%m-%d %H:%M")
+    except (ValueError, TypeError):
+        return iso
+
+
+@_store_call
+def compare_versions(name: str, metrics: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """The versions of one registered model side by side: the columns of `leadml models`
+    (:func:`list_versions`) and, per name in ``metrics``, that metric of each version's
+    run (e.g. ``pr_auc``, ``baseline_roc_auc``, ``oracle_roc_auc``; NaN when the run lacks
+    it). An unknown model is a :class:`RegistryError` naming the known ones."""
+    _require_model(name)
+    table = list_versions([name])
+    if metrics:
+        cl = client()
+        logged = {
+            run_id: (cl.get_run(run_id).data.metrics if run_id else {})
+            for run_id in table["run_id"]
+        }
+        for metric in metrics:
+            table[metric] = [logged[r].get(metric, math.nan) for r in table["run_id"]]
+    return table
 
 
 def _listed_horizon(mv: Any) -> int | None:

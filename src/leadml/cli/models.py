@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
@@ -24,6 +26,8 @@ def register(app: typer.Typer) -> None:
 
 
 HEADLINE = CARD_METRICS  # the model card's metrics, in its order
+
+_Command = TypeVar("_Command", bound=Callable[..., Any])
 
 
 def _quiet_mlflow() -> None:
@@ -86,20 +90,43 @@ def _tuning_json(tuned: Any) -> dict[str, Any] | None:
     }
 
 
+BELOW_BASELINE = "the model is below the logistic baseline"
+
+
+def _shown_worse(
+    model: float, baseline: float, spec: str, *, lower_is_better: bool = False
+) -> tuple[str, str] | None:
+    """(model, baseline) as printed with ``spec`` when the model is worse, else None. A
+    difference that does not show at the printed precision is noise, not a note (it read
+    "Brier 0.0153 > 0.0153")."""
+    shown, base = format(model, spec), format(baseline, spec)
+    if math.isnan(model) or math.isnan(baseline) or shown == base:
+        return None
+    worse = model > baseline if lower_is_better else model < baseline
+    return (shown, base) if worse else None
+
+
+def _tuning_caveat(tuned: Any) -> list[str]:
+    caveat = tuned.caveat() if tuned is not None else None
+    return [caveat] if caveat else []
+
+
 def _warnings_after_training(result: Any, spec: Any) -> list[str]:
     """Notes a user should read before ``leadml promote``: worse than the baseline, or a
     gate criterion that fails whatever the champion."""
     m = result.metrics
     notes = []
     worse = []
-    auc, base_auc = m.get("roc_auc", math.nan), m.get("baseline_roc_auc", math.nan)
-    brier, base_brier = m.get("brier", math.nan), m.get("baseline_brier", math.nan)
-    if auc < base_auc:
-        worse.append(f"ROC AUC {auc:.3f} < {base_auc:.3f}")
-    if brier > base_brier:
-        worse.append(f"Brier {brier:.4f} > {base_brier:.4f}")
+    auc = _shown_worse(m.get("roc_auc", math.nan), m.get("baseline_roc_auc", math.nan), ".3f")
+    if auc:
+        worse.append(f"ROC AUC {auc[0]} < {auc[1]}")
+    brier = _shown_worse(
+        m.get("brier", math.nan), m.get("baseline_brier", math.nan), ".4g", lower_is_better=True
+    )
+    if brier:
+        worse.append(f"Brier {brier[0]} > {brier[1]}")
     if worse:
-        notes.append(f"the model is below the logistic baseline: {'; '.join(worse)}")
+        notes.append(f"{BELOW_BASELINE}: {'; '.join(worse)}")
     gate = spec.gate
     fails = []
     ece = m.get("ece", math.nan)
@@ -123,6 +150,22 @@ def _warnings_after_training(result: Any, spec: Any) -> list[str]:
     return notes
 
 
+def _json_errors(command: _Command) -> _Command:
+    """With ``--json`` a failure is a JSON object on stdout too (:func:`_json_failure`; the
+    message still goes to stderr and the exit code stays non-zero)."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LeadmlError as err:
+            if kwargs.get("as_json"):
+                _json_failure(err)
+            raise
+
+    return run  # type: ignore[return-value]
+
+
 def _only_with(what: str, *flags: tuple[str, object]) -> None:
     """Refuse the ``flags`` that were given (truthy value): they only apply with ``what``."""
     given = [flag for flag, value in flags if value]
@@ -143,6 +186,7 @@ def _check_dataset_flag(dataset: Path, start: str | None, end: str | None, spec:
     workflow.check_training_set_path(dataset, spec)
 
 
+@_json_errors
 def train(
     ctx: typer.Context,
     model: str | None = typer.Argument(
@@ -327,9 +371,11 @@ def train(
     finally:
         data_obj.close()
     m = result.metrics
+    warnings = _warnings_after_training(result, model_spec) + _tuning_caveat(tuned)
     if as_json:
         common.emit_json(
             {
+                "ok": True,
                 "model": model_spec.name,
                 "version": logged.version,
                 "run_id": logged.run_id,
@@ -341,7 +387,7 @@ def train(
                 "oracle": {k: m.get(f"oracle_{k}") for k in HEADLINE if f"oracle_{k}" in m},
                 "roc_auc_vs_oracle": m.get("roc_auc_vs_oracle"),
                 "champion_comparison": logged.champion_comparison,
-                "notes": result.notes + _warnings_after_training(result, model_spec),
+                "notes": result.notes + warnings,
                 "seconds": round(result.seconds, 1),
                 "tuning": _tuning_json(tuned),
             }
@@ -370,7 +416,6 @@ def train(
     )
     if not math.isnan(m.get("roc_auc_vs_oracle", math.nan)):
         out.print(f"ROC AUC / oracle ROC AUC: {m['roc_auc_vs_oracle']:.3f}")
-    warnings = _warnings_after_training(result, model_spec)
     for note in [*result.notes, *warnings]:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     where = f"version {logged.version} (@challenger)" if logged.version else "not registered"
@@ -379,7 +424,7 @@ def train(
         f"{result.seconds:,.0f}s; MLflow run {logged.run_id}, {model_spec.name} {where}"
     )
     _print_comparison(out, err, logged.champion_comparison)
-    _print_next(out, s, model_spec.name, logged.version, warnings)
+    _print_next(out, s, model_spec.name, logged.version, warnings, logged.champion_comparison)
 
 
 def _print_comparison(out: Any, err: Any, c: dict[str, Any]) -> None:
@@ -396,25 +441,40 @@ def _print_comparison(out: Any, err: Any, c: dict[str, Any]) -> None:
         )
 
 
-def _print_next(out: Any, s: Any, name: str, version: str | None, warnings: list[str]) -> None:
+def _print_next(
+    out: Any,
+    s: Any,
+    name: str,
+    version: str | None,
+    warnings: list[str],
+    comparison: dict[str, Any] | None = None,
+) -> None:
+    """The next step after `leadml train`: what `leadml promote` would do with the version."""
     from leadml import tracking
 
     ui = f"UI: {tracking.ui_hint(s)}"
     failed = [c for c in tracking.gate_checks(name, version) if not c.ok] if version else []
+    shown = (comparison or {}).get("detail", "") if (comparison or {}).get("roc_auc") else ""
     if failed:  # what `leadml promote` would say: do not recommend a promotion that fails
         for c in failed:
-            out.print(
-                f"the gate would refuse v{version}: {c.criterion}: {c.detail}", soft_wrap=True
-            )
+            detail = c.detail
+            if shown and detail.endswith(f"; {shown}"):  # printed just above: once is enough
+                detail = detail.removesuffix(f"; {shown}") + " (compared as above)"
+            out.print(f"the gate would refuse v{version}: {c.criterion}: {detail}", soft_wrap=True)
         out.print(
             f"next: fix the model, or `leadml promote {name} --force --reason TEXT`   |   {ui}"
         )
     elif version and not warnings:
         out.print(f"next: leadml promote {name}   |   {ui}")
-    elif version:
+    elif version:  # the gate passes: --force is not needed, but the notes deserve a look
+        caution = (
+            "it is below the logistic baseline (see the note): consider fixing it first"
+            if any(BELOW_BASELINE in w for w in warnings)
+            else "read the notes first"
+        )
         out.print(
-            f"next: fix the model (see the notes), or `leadml promote {name} --force --reason "
-            f"TEXT`   |   {ui}"
+            f"next: leadml promote {name} (v{version} passes the gate; {caution})   |   {ui}",
+            soft_wrap=True,
         )
     else:
         out.print(ui)
@@ -529,9 +589,11 @@ def _train_table(
         }
         for i, f in enumerate(result.folds)
     ]
+    warnings = _warnings_after_training(result, model_spec) + _tuning_caveat(tuned)
     if as_json:
         common.emit_json(
             {
+                "ok": True,
                 "model": model_spec.name,
                 "version": logged.version,
                 "run_id": logged.run_id,
@@ -548,7 +610,7 @@ def _train_table(
                 "examples": examples,
                 "out_of_range": drifted,
                 "tuning": _tuning_json(tuned),
-                "notes": result.notes,
+                "notes": result.notes + warnings,
                 "seconds": round(result.seconds, 1),
             }
         )
@@ -608,7 +670,6 @@ def _train_table(
             f"for: {why} | against: {against}",
             highlight=False,
         )
-    warnings = _warnings_after_training(result, model_spec)
     for note in [*result.notes, *warnings]:
         err.print(f"[yellow]note:[/] {note}", highlight=False)
     for d in drifted:
@@ -625,7 +686,7 @@ def _train_table(
         f"{model_spec.name} {where}"
     )
     _print_comparison(out, err, logged.champion_comparison)
-    _print_next(out, s, model_spec.name, logged.version, warnings)
+    _print_next(out, s, model_spec.name, logged.version, warnings, logged.champion_comparison)
 
 
 def _json_failure(err: LeadmlError) -> None:
@@ -641,6 +702,7 @@ def _json_failure(err: LeadmlError) -> None:
     )
 
 
+@_json_errors
 def promote(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Registered model: lead_readiness | deal_close"),
@@ -658,13 +720,8 @@ def promote(
 
     s = common.settings(ctx)
     _quiet_mlflow()
-    try:
-        tracking.configure(s)
-        result = tracking.promote(name.replace("-", "_"), version, force=force, reason=reason)
-    except LeadmlError as err:
-        if as_json:
-            _json_failure(err)
-        raise
+    tracking.configure(s)
+    result = tracking.promote(name.replace("-", "_"), version, force=force, reason=reason)
     if as_json:
         common.emit_json(
             {
@@ -676,6 +733,7 @@ def promote(
                 "forced": result.forced,
                 "force_not_needed": result.force_not_needed,
                 "checks": [c.__dict__ for c in result.checks],
+                "notes": result.notes,
             }
         )
         return
@@ -687,6 +745,8 @@ def promote(
             [(c.criterion, "yes" if c.ok else "NO", c.detail) for c in result.checks],
         )
     )
+    for note in result.notes:
+        common.err_console().print(f"[yellow]note:[/] {note}", highlight=False)
     if result.outcome == "already_champion":
         out.print(f"{result.name}: version {result.version} is already @champion; nothing changed")
         return
@@ -699,6 +759,7 @@ def promote(
     )
 
 
+@_json_errors
 def rollback(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="Registered model: lead_readiness | deal_close"),
@@ -709,24 +770,20 @@ def rollback(
 
     s = common.settings(ctx)
     _quiet_mlflow()
-    try:
-        tracking.configure(s)
-        old, new = tracking.rollback(name.replace("-", "_"))
-    except LeadmlError as err:
-        if as_json:
-            _json_failure(err)
-        raise
+    tracking.configure(s)
+    old, new = tracking.rollback(name.replace("-", "_"))
     if as_json:
         common.emit_json({"ok": True, "name": name.replace("-", "_"), "from": old, "to": new})
         return
     common.console().print(f"{name}: @champion -> version {new} (was {old})")
 
 
+@_json_errors
 def models(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
-    """List registered versions: aliases, horizon, forced promotions, headline metrics."""
+    """List registered versions: aliases, horizon, forced promotions, rollbacks, metrics."""
     from leadml import tracking
 
     s = common.settings(ctx)
@@ -763,6 +820,8 @@ def _version_row(row: dict[str, Any]) -> list[Any]:
             value = "-" if value is None or math.isnan(value) else f"{value:.4g}"
         elif col == "forced":
             value = "FORCED" if value else ""
+        elif col == "rolled_back":
+            value = value or ""
         elif col == "horizon_days":
             value = (
                 "-"

@@ -357,6 +357,18 @@ def log_and_register(
     )
 
 
+def compare(name: str, metrics: tuple[str, ...] | list[str] = ()) -> pd.DataFrame:
+    """The registered versions of ``name`` (``lead_readiness`` or ``lead-readiness``, or a
+    ``train --table`` model's name) side by side, one row a version: what `leadml models`
+    lists (aliases, creation time, horizon, forced / rolled back, ROC AUC, latest-window
+    ROC AUC, ECE, mean ratio error, Brier, ROC AUC / oracle, run id) plus each of
+    ``metrics`` from the version's MLflow run (e.g. ``("pr_auc", "baseline_roc_auc")``).
+    Reads the workspace's tracking store unless MLflow was pointed elsewhere."""
+    from leadml import tracking
+
+    return tracking.compare_versions(name.replace("-", "_"), metrics)
+
+
 # ------------------------------------------------------------------ tuning
 
 
@@ -387,8 +399,26 @@ class TuneResult:
     run_id: str = ""  # the ``<name>-tuning`` MLflow run holding the trials
 
     def tags(self) -> dict[str, str]:
-        """Tags for the final run, linking it to its tuning run (``leadml.tuning_run_id``)."""
-        return {TUNING_RUN_TAG: self.run_id, "leadml.tuning_winner": self.winner}
+        """Tags for the final run, linking it to its tuning run (``leadml.tuning_run_id``).
+        ``leadml.tuned_on_reported_folds`` is ``true`` when tuned parameters won: they
+        were chosen on the backtest folds whose metrics the run then logs and the gate
+        reads, so those metrics are slightly optimistic."""
+        from leadml.tracking import TUNED_TAG
+
+        return {
+            TUNING_RUN_TAG: self.run_id,
+            "leadml.tuning_winner": self.winner,
+            TUNED_TAG: "true" if self.winner == "tuned" else "false",
+        }
+
+    def caveat(self) -> str | None:
+        """What a user should know about the metrics of the run fitted with this result."""
+        if self.winner != "tuned":
+            return None
+        return (
+            "tuned (--tune) on the same backtest folds whose metrics this run reports and the "
+            "promotion gate reads: they are slightly optimistic"
+        )
 
     def summary(self) -> str:
         if self.winner == "spec":
