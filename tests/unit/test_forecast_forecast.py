@@ -344,7 +344,7 @@ def test_a_month_reads_earlier_months_at_the_same_calendar_distance() -> None:
     quarter = parse_period("2026Q4")
     moments = shock_moments(history, as_of, quarter, 8)
     assert len(moments) >= 2
-    call = ts("2026-11-02")  # the Monday of that Sunday's week (weekly_call_of)
+    call = ts("2026-11-02")  # the Monday of that Sunday's week (the weekly call)
     assert all(t_k == same_moment(call, quarter.end, past.end) for past, t_k in moments)
 
 
@@ -387,6 +387,27 @@ def test_between_weekly_calls_a_quarter_moves_in_proportion_to_the_time_gone() -
     # the last, partial week: from Monday's rates to none left at the period end
     last = p("2026-12-28")
     pd.testing.assert_series_equal(p("2026-12-30"), last * 0.5, check_names=False)
+
+
+def test_a_deal_open_at_as_of_gets_one_rate_however_the_start_is_given() -> None:
+    """Review: in a quarter's first, partial week (2026Q4 starts on a Thursday) the
+    forecast (period start given) replayed the period start's moments and the nightly
+    fan (from as-of on) the Monday call's, and the memo answered whichever came first."""
+    from leadml.forecast.deals import EmpiricalCloseRates
+
+    rows = _daily_book("2026-10-04")
+    con = con_of(book(rows, {r[0]: "r1" for r in rows}))
+    history = DealHistory(con, Vocabulary())
+    as_of, end = ts("2026-10-02"), ts("2027-01-01")
+
+    def fresh(start: pd.Timestamp | None) -> pd.Series:
+        rates = EmpiricalCloseRates(history, age_edges=(10_000,))
+        return rates(con, as_of, end, start).set_index("opportunity_id")["p_won_by"]
+
+    from_as_of = fresh(None)
+    assert len(from_as_of) > 20
+    for start in (as_of, ts("2026-10-01")):
+        pd.testing.assert_series_equal(fresh(start), from_as_of)
 
 
 @pytest.mark.parametrize("days_before", [1, 6, 7, 8, 13, 14, 30, 62, 91])

@@ -187,24 +187,16 @@ def weekly_rhythm(months: int) -> bool:
 
 
 def monday_before(ts: pd.Timestamp) -> pd.Timestamp:
-    """The Monday 00:00 UTC on or before ``ts`` (the weekly forecast call)."""
+    """The Monday 00:00 UTC on or before ``ts``: the weekly forecast call.
+
+    A quarter's forecast as of any day of a week replays the moments of that week's
+    call in earlier periods (:func:`same_moment`), so a forecast moves with the data,
+    not with the weekday: replaying each day's own weekday moved the default company's
+    2025Q3 forecast by up to 6% from one day to the next (Sunday to Tuesday, 4.35M to
+    4.85M from open deals, no deal won in between), as the horizon of each earlier
+    moment shifts by days against the weekly rhythm of the period ends."""
     day = ts.normalize()
     return day - pd.Timedelta(days=day.weekday())
-
-
-def weekly_call_of(as_of: pd.Timestamp, period_start: pd.Timestamp | None) -> pd.Timestamp:
-    """The weekly call whose moment a forecast as of ``as_of`` replays in earlier periods
-    (:func:`same_moment`): the Monday 00:00 UTC on or before ``as_of``, or the period's
-    start when that Monday falls before a start that ``as_of`` has passed (None: no
-    period start to respect, as for P(won from as_of to the end)).
-
-    Every day of a week then learns from the same moments, so a forecast moves with the
-    data, not with the weekday: replaying each day's own weekday moved the default
-    company's 2025Q3 forecast by up to 6% from one day to the next (Sunday to Tuesday,
-    4.35M to 4.85M from open deals, no deal won in between), as the horizon of each
-    earlier moment shifts by days against the weekly rhythm of the period ends."""
-    call = monday_before(as_of)
-    return period_start if period_start is not None and call < period_start <= as_of else call
 
 
 def same_moment(as_of: pd.Timestamp, period_end: pd.Timestamp, end_k: pd.Timestamp) -> pd.Timestamp:
@@ -589,7 +581,7 @@ class EmpiricalCloseRates:
         key = (as_of, start, period_end)
         if key in self._memo:
             return self._memo[key]
-        call = weekly_call_of(as_of, period_start)
+        call = monday_before(as_of)
         train = self.training_rows(as_of, period_end, start, call=call)
         snap = self.history.snapshot(as_of)
         if train.empty and len(snap):
@@ -619,12 +611,11 @@ class EmpiricalCloseRates:
             # between two weekly calls: from this call's rates to the next one's (zero at
             # the period end), in proportion to the time gone, so the forecast moves
             # smoothly with the calendar instead of jumping from one weekday to the next
-            nxt = min(monday_before(call) + WEEK, period_end)
+            nxt = min(call + WEEK, period_end)
             w = (as_of - call) / (nxt - call)
-            later = self.training_rows(as_of, period_end, start, call=nxt)
             if nxt >= period_end:
                 p = p * (1 - w)
-            elif len(later):
+            elif len(later := self.training_rows(as_of, period_end, start, call=nxt)):
                 p = p * (1 - w) + _cell_rates(self.rates(later), feats) * w
         out = pd.DataFrame(
             {"opportunity_id": snap["opportunity_id"].to_numpy(), "p_won_by": p.to_numpy()}

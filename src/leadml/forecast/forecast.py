@@ -37,10 +37,10 @@ from leadml.forecast.deals import (
     Period,
     TooLittleHistory,
     as_utc,
+    monday_before,
     numeric_column,
     parse_period,
     same_moment,
-    weekly_call_of,
     weekly_rhythm,
 )
 from leadml.forecast.newdeals import NewDeals, NewDealsEstimate, new_deals
@@ -272,7 +272,7 @@ def shock_moments(
     for k in range(1, lookback_periods + 1):
         past = period.earlier(k)
         t_k = (
-            same_moment(weekly_call_of(as_of, period.start), period.end, past.end)
+            same_moment(monday_before(as_of), period.end, past.end)
             if weekly_rhythm(period.months)
             else past.end - (period.end - as_of)
         )
