@@ -1285,7 +1285,7 @@ def test_asgi_a_deal_history_before_its_creation_is_422(
     body = _deals(serving)
     deal = body["deals"][0]
     first = min(h["ts"] for h in deal["stage_history"])
-    deal["created_at"] = (pd.Timestamp(first) + pd.Timedelta(days=1)).isoformat()
+    deal["created_at"] = (pd.Timestamp(first) + pd.Timedelta(days=3)).isoformat()
     r = client.post("/score_deals", json=body)
     assert r.status_code == 422, r.text
     problems = r.json()["detail"]

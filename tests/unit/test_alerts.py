@@ -113,6 +113,18 @@ def test_each_rule_fires_on_its_deal_and_clean_deals_stay_quiet(con) -> None:  #
     assert (a["owner_id"] == "r1").all() and a["reason"].str.len().gt(10).all()
 
 
+def test_a_drop_of_exactly_the_threshold_fires(con) -> None:  # noqa: ANN001
+    """Review: 0.6 -> 0.4 is 0.19999999999999996 in floats and did not reach 0.2, while
+    0.8 -> 0.6 did; scores with two decimals hit this all the time."""
+    scores = pd.DataFrame(
+        {"opportunity_id": ["dropped"] * 2, "as_of": [_day(10), _day(1)], "p_won": [0.6, 0.4]}
+    )
+    cfg = AlertsConfig(stale_days=30, close_date_pushes=3, min_stage_samples=5, score_drop=0.2)
+    a = alerts(con, as_of=AS_OF, cfg=cfg, scores=scores)
+    row = a.set_index("rule").loc["score_dropped"]
+    assert row["opportunity_id"] == "dropped" and row["figures"]["drop"] == 0.2
+
+
 def test_thresholds_come_from_config(con) -> None:  # noqa: ANN001
     strict = AlertsConfig(stale_days=4, close_date_pushes=1, min_stage_samples=5)
     a = alerts(con, as_of=AS_OF, cfg=strict)

@@ -164,6 +164,12 @@ def test_a_stage_change_before_the_deal_was_created_is_422_at_its_path() -> None
     assert "created_at" in problem.msg and problem.type == "before_created"
     # a row at the creation time itself is the deal's first state
     checks.check_deals([DealIn.model_validate(EXAMPLE_DEAL)], AS_OF, settings.vocabulary)
+    # review: CRMs stamp created_at and the history at different precisions; a row
+    # 250 ms (or a date-only created_at's hours) before it is the same moment
+    first = datetime.fromisoformat(EXAMPLE_DEAL["stage_history"][0]["ts"])
+    for late in (timedelta(milliseconds=250), timedelta(hours=10)):
+        deal["created_at"] = (first + late).isoformat()
+        checks.check_deals([DealIn.model_validate(deal)], AS_OF, settings.vocabulary)
 
 
 # ---------------------------------------------------------------- hand-off

@@ -293,7 +293,8 @@ def _score_drops(
     top = window.loc[window.groupby("opportunity_id")["p_won"].idxmax()].set_index("opportunity_id")
     both = last.join(top[["as_of", "p_won"]], rsuffix="_max", how="inner")
     both["drop"] = both["p_won_max"] - both["p_won"]
-    hit = both[both["drop"] >= cfg.score_drop]
+    # to 9 decimals: a drop from 0.6 to 0.4 (0.19999999999999996 in floats) is 0.2
+    hit = both[both["drop"].round(9) >= cfg.score_drop]
     d = deals.set_index("opportunity_id").loc[hit.index].reset_index()
     reasons = pd.Series(
         [

@@ -104,6 +104,10 @@ def _before(col: _Collector, loc: Loc, ts: datetime, as_of: datetime) -> None:
 # clock (the sender's clock runs ahead): within it, as_of moves just after that record.
 # The default of ``serving.clock_skew_seconds``.
 CLOCK_SKEW = timedelta(minutes=5)
+# A deal's stage-history row may be this much before its created_at: CRMs stamp the two
+# at different precisions (a date-only created_at, milliseconds on one only), and the
+# nightly run reads the first history row as the creation time anyway.
+CREATED_SLACK = timedelta(days=1)
 _TICK = timedelta(microseconds=1)
 DEFAULT_AS_OF_NOTE = (
     "; as_of was not sent, so it is the time the request arrived (moved just after the "
@@ -488,10 +492,11 @@ def check_deals(
         last = None
         for j, ch in enumerate(deal.stage_history):
             _before(col, (*loc, "stage_history", j, "ts"), ch.ts, as_of)
-            if ch.ts < deal.created_at:
+            if ch.ts < deal.created_at - CREATED_SLACK:
                 col.add(
                     (*loc, "stage_history", j, "ts"),
-                    "is before the deal's created_at; a deal's history starts when it is "
+                    "is more than a day before the deal's created_at; a deal's history "
+                    "starts when it is "
                     "created (the time in stage and the deal's age are read from both): send "
                     "the deal's real created_at or leave out rows from before it",
                     "before_created",

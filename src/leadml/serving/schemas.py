@@ -343,7 +343,8 @@ class StageChangeIn(_In):
 
     ts: Timestamp = Field(
         description=_when(
-            "When it changed; must be before as_of and not before the deal's created_at"
+            "When it changed; must be before as_of and not more than a day before the "
+            "deal's created_at"
         )
     )
     stage: str = Field(
@@ -378,8 +379,8 @@ class DealIn(_In):
     )
     stage_history: list[StageChangeIn] = Field(
         min_length=1,
-        description="Every change of the deal since its creation (no row before created_at); "
-        "the state at as_of is rebuilt from it",
+        description="Every change of the deal since its creation (no row more than a day "
+        "before created_at); the state at as_of is rebuilt from it",
     )
     activities: list[ActivityIn] = Field(default_factory=list, description="Sales touches")
     account: AccountIn | None = Field(None, description="The deal's account")
