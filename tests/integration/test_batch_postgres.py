@@ -469,3 +469,39 @@ def test_a_cancelled_wait_for_the_publish_lock_is_a_clear_error(database: str) -
     assert "cannot start the publishing transaction" in msg and "statement timeout" in msg
     assert "nothing was published" in msg and err.value.exit_code == 2
     assert SqlAlchemyOutputs(database).read("scores_leads", DAY)["model_version"].tolist() == ["1"]
+
+
+def test_a_commit_read_back_waits_for_the_publish_in_flight(database: str) -> None:
+    """Review: a connection that drops while the server is still committing: the read-back
+    (the run's run_id in the manifest) ran before the commit landed, saw nothing, and the
+    Parquet partitions were put back while SQL ended up holding the new run. It now waits
+    for the publishing transaction's advisory lock first."""
+    import threading
+
+    from leadml.batch.outputs import PUBLISH_LOCK_KEY, OutputStore
+
+    store = OutputStore(None, SqlAlchemyOutputs(database))
+    store.publish(DAY, {"scores_leads": pd.DataFrame({"lead_id": ["a"]})})  # makes the tables
+    manifest = pd.DataFrame({"run_id": ["run-1"]})
+    store.publish(
+        DAY, {"scores_leads": pd.DataFrame({"lead_id": ["a"]})}, manifest=lambda: manifest
+    )
+    engine = sa.create_engine(database)
+    answer: dict[str, object] = {}
+    try:
+        with engine.connect() as other:  # a run committing right now
+            other.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY})
+            other.execute(
+                sa.text("UPDATE manifest SET run_id = 'run-2' WHERE as_of = :d"), {"d": DAY}
+            )
+            reader = threading.Thread(
+                target=lambda: answer.update(found=store.committed_run(DAY, "run-2"))
+            )
+            reader.start()
+            reader.join(timeout=2)
+            assert reader.is_alive() and not answer  # it waits for the commit to end
+            other.commit()
+            reader.join(timeout=30)
+    finally:
+        engine.dispose()
+    assert answer == {"found": True}

@@ -385,7 +385,7 @@ class _AnswerLost:
 
     def check(self) -> None: ...
 
-    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
+    def read(self, table: str, as_of: date | None = None, *, settled: bool = False) -> pd.DataFrame:
         if not self.reachable:
             raise PublishError("server closed the connection unexpectedly")
         return self.inner.read(table, as_of)

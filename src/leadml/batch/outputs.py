@@ -867,7 +867,9 @@ class SqlOutputs(Protocol):
         self, as_of: date, on_commit: Callable[[], None] | None = None
     ) -> contextlib.AbstractContextManager[Writer]: ...
 
-    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame: ...
+    def read(
+        self, table: str, as_of: date | None = None, *, settled: bool = False
+    ) -> pd.DataFrame: ...
 
     def has(self, table: str) -> bool: ...
 
@@ -1005,8 +1007,9 @@ class DuckDBOutputs:
         with self._open(read_only=True) as con:
             return self._has(con, table)
 
-    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
-        """The table's rows (of one date), none when the file or the table does not exist."""
+    def read(self, table: str, as_of: date | None = None, *, settled: bool = False) -> pd.DataFrame:
+        """The table's rows (of one date), none when the file or the table does not exist
+        (``settled``: nothing to wait for, a DuckDB commit is this process's own)."""
         if not self.path.exists():
             return _no_rows()
         with self._open(read_only=True) as con:
@@ -1246,11 +1249,18 @@ class SqlAlchemyOutputs:
         with self._reading(table) as conn:
             return bool(sa.inspect(conn).has_table(table))
 
-    def read(self, table: str, as_of: date | None = None) -> pd.DataFrame:
-        """The table's rows (of one date), none when the table does not exist."""
+    def read(self, table: str, as_of: date | None = None, *, settled: bool = False) -> pd.DataFrame:
+        """The table's rows (of one date), none when the table does not exist. ``settled``:
+        on PostgreSQL, first wait (up to the lock timeout) for a publish in flight, whose
+        transaction holds the publishing advisory lock, so that a commit the server is
+        still finishing is seen."""
         import sqlalchemy as sa
 
         with self._reading(table) as conn:
+            if settled and conn.dialect.name == "postgresql":
+                ms = lock_timeout_ms(self.lock_timeout_s)
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = {ms}"))
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY})
             if not sa.inspect(conn).has_table(table):
                 return _no_rows()
             prep = conn.dialect.identifier_preparer
@@ -1599,7 +1609,7 @@ class OutputStore:
         if self.sql is None:
             return False
         try:
-            found = self.sql.read("manifest", as_of)
+            found = self.sql.read("manifest", as_of, settled=True)
         except Exception:
             return None
         return "run_id" in found and run_id in set(found["run_id"].astype(str))
