@@ -99,7 +99,7 @@ def store_error(exc: BaseException, uri: str) -> TrackingError:
     """A clear error for a failure of the tracking store at ``uri``."""
     text = str(exc)
     kind = type(exc).__name__
-    bare = uri_problem(uri, allow_folder=False)
+    bare = uri_problem(uri)  # a folder is no problem when MLFLOW_ALLOW_FILE_STORE allows it
     if bare is not None and ("MLFLOW_ALLOW_FILE_STORE" in text or "filesystem" in text):
         return TrackingError(bare)
     if "MLFLOW_ALLOW_FILE_STORE" in text:  # a file: URI or ./mlruns chosen some other way

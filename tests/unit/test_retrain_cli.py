@@ -80,6 +80,17 @@ def test_a_tracking_uri_without_a_scheme_says_how_to_write_it(
     assert f"sqlite:///{folder / 'mlflow.db'}" in err and "MLFLOW_ALLOW_FILE_STORE=true" in err
 
 
+def test_a_folder_store_allowed_by_the_environment_is_not_called_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review: with MLFLOW_ALLOW_FILE_STORE=true, any store error mentioning the
+    filesystem still said "set MLFLOW_ALLOW_FILE_STORE=true"."""
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    error = RuntimeError("Could not write run metadata to the filesystem: quota exceeded")
+    err = str(tracking.store_error(error, (tmp_path / "store").as_uri()))
+    assert "MLFLOW_ALLOW_FILE_STORE" not in err and "quota exceeded" in err
+
+
 def test_a_long_store_message_is_never_cut_inside_a_url() -> None:
     url = "https://mlflow.org/docs/latest/self-hosting/migrate-from-file-store"
     for words in range(40, 64, 3):  # the 300-character limit falls before, in and after it
