@@ -167,6 +167,16 @@ def _restore_mlflow_uris(saved: tuple[Any, Any]) -> None:
     tracking_utils._tracking_uri, registry_utils._registry_uri = saved
 
 
+def module_champions(basetemp: Path) -> Champions:
+    """:func:`champions`, with the variables its build sets restored when it is done."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "LEADML_WORKSPACE", "BENTOML_HOME"):
+            mp.setenv(key, "")
+        return champions(basetemp)
+
+
 def champions(basetemp: Path) -> Champions:
     """The session's champions (built on first call). ``LEADML_TEST_CHAMPIONS=<dir>``
     keeps them in that folder across sessions (a local speed-up while developing)."""

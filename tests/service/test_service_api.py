@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pytest
-from _serving_support import Champions, as_mqls, champions, point_bentoml
+from _serving_support import Champions, as_mqls, module_champions, point_bentoml
 from starlette.responses import JSONResponse
 
 if TYPE_CHECKING:
@@ -30,10 +30,7 @@ PERSONAL = "jane.doe@example.com"
 
 @pytest.fixture(scope="module")
 def champs(tmp_path_factory: pytest.TempPathFactory) -> Champions:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("MLFLOW_TRACKING_URI", "LEADML_WORKSPACE", "BENTOML_HOME"):
-            mp.setenv(key, "")  # restored when the build is done
-        return champions(tmp_path_factory.getbasetemp())
+    return module_champions(tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture

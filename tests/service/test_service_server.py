@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _serving_support import Champions, as_mqls, champions, point_bentoml
+from _serving_support import Champions, as_mqls, module_champions, point_bentoml
 from hypothesis import HealthCheck, Phase, given, settings
 
 KEY = "server-test-key"
@@ -25,10 +25,7 @@ KEY = "server-test-key"
 
 @pytest.fixture(scope="module")
 def champs(tmp_path_factory: pytest.TempPathFactory) -> Champions:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("MLFLOW_TRACKING_URI", "LEADML_WORKSPACE", "BENTOML_HOME"):
-            mp.setenv(key, "")
-        return champions(tmp_path_factory.getbasetemp())
+    return module_champions(tmp_path_factory.getbasetemp())
 
 
 def _free_port() -> int:

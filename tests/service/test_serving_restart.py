@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _serving_support import Champions, champions
+from _serving_support import Champions, module_champions
 
 # What `leadml serve` does before the server starts (import the champions), then what a
 # server worker does (load the service), reading /metadata through the ASGI app.
@@ -55,10 +55,7 @@ print(new.version)
 
 @pytest.fixture(scope="module")
 def champs(tmp_path_factory: pytest.TempPathFactory) -> Champions:
-    with pytest.MonkeyPatch.context() as mp:
-        for key in ("MLFLOW_TRACKING_URI", "LEADML_WORKSPACE", "BENTOML_HOME"):
-            mp.setenv(key, "")
-        return champions(tmp_path_factory.getbasetemp())
+    return module_champions(tmp_path_factory.getbasetemp())
 
 
 def _run(env: dict[str, str], *args: str) -> str:
