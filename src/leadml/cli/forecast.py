@@ -112,7 +112,6 @@ def forecast(
     """Forecast the revenue booked in a period: won so far + open deals + deals not yet created."""
     if ctx.invoked_subcommand is not None:
         return
-    import pandas as pd
 
     from leadml.forecast.deals import DealHistory, parse_period, quarter_of
     from leadml.forecast.forecast import forecast as run_forecast
@@ -122,9 +121,6 @@ def forecast(
     con = common.open_data(s, data)
     try:
         history = DealHistory(con, s.vocabulary)
-        if as_of is None and history.data_end is None:
-            # no deal rows: say so (as with --as-of) rather than "--as-of is missing"
-            history.check_as_of(pd.Timestamp.now(tz="UTC"))
         t = _as_of(history, as_of)
         per = parse_period(period) if period is not None else quarter_of(t)
         given = _read_frame(probabilities, "--probabilities") if probabilities else None
@@ -181,17 +177,21 @@ def forecast(
     _print_forecast(result, written, has_targets=not history.targets.empty)
 
 
-def _as_of(history: Any, as_of: str | None) -> Any:
+def _as_of(history: Any, as_of: str | None, **limit: str) -> Any:
     """``--as-of``, by default the day after the freshest record of any table (a quiet
     weekend in the deal history must not date Monday's forecast or alerts before Monday's
-    activity). ``history`` has deal rows."""
+    activity), checked against the data's end (``limit``: the wording of
+    :meth:`DealHistory.check_as_of`; no deal rows is said as such, never "--as-of is
+    missing")."""
     import pandas as pd
 
     from leadml.forecast.deals import as_utc
 
-    if as_of is None:
-        return history.freshest.normalize() + pd.Timedelta(days=1)
-    return as_utc(as_of)
+    if as_of is None and history.data_end is None:
+        history.check_as_of(pd.Timestamp.now(tz="UTC"), **limit)  # raises: no deal rows
+    t = history.freshest.normalize() + pd.Timedelta(days=1) if as_of is None else as_utc(as_of)
+    history.check_as_of(t, **limit)
+    return t
 
 
 def _money(value: float) -> int | float:
@@ -496,7 +496,7 @@ def alerts(
 ) -> None:
     """Deal-hygiene alerts: past close date, stale, close date pushed, too long in stage,
     score drop (from the nightly deal scores or --scores)."""
-    from leadml.forecast.alerts import RULES
+    from leadml.forecast.alerts import AS_OF_LIMIT, RULES
     from leadml.forecast.alerts import alerts as run_alerts
     from leadml.forecast.deals import DealHistory
 
@@ -504,7 +504,7 @@ def alerts(
     con = common.open_data(s, data)
     try:
         history = DealHistory(con, s.vocabulary)
-        t = _alerts_as_of(history, as_of)
+        t = _as_of(history, as_of, **AS_OF_LIMIT)
         score_frame, score_note = _score_history(s, scores, t)
         table = run_alerts(
             con,
@@ -573,28 +573,3 @@ def alerts(
             str(r.reason),
         )
     out.print(listing)
-
-
-def _alerts_as_of(history: Any, as_of: str | None) -> Any:
-    """The alerts' as-of (by default, as the forecast's, the day after the data ends).
-    Alerts need deal rows, and an as-of at most ``STALE_DAYS`` days after the data's last
-    record: later, deals would look stale or overdue only because the data stopped."""
-    from leadml.forecast.deals import STALE_DAYS, ForecastError, latest_usable
-
-    if history.data_end is None:
-        raise ForecastError(
-            "table opportunity_history has no rows: no deals to check; load the deals' stage "
-            "history (an export of every stage, amount and close date change, see "
-            "docs/byod.md) and check it with `leadml validate`"
-        )
-    t = _as_of(history, as_of)
-    last = history.freshest
-    limit = latest_usable(last)
-    if t > limit:
-        raise ForecastError(
-            f"--as-of {t.date()} is after the end of the data (last record "
-            f"{last:%Y-%m-%d %H:%M} UTC); alerts are not raised more than {STALE_DAYS} days "
-            "after it, where every open deal would look stale or overdue only because the "
-            f"data stopped: choose --as-of {limit.date()} or earlier, or load newer data"
-        )
-    return t

@@ -30,6 +30,12 @@ from leadml.config import AlertsConfig, Vocabulary
 from leadml.forecast.deals import DealHistory, ForecastError, as_utc, numeric_column, time_column
 
 COLUMNS = ["opportunity_id", "owner_id", "team", "stage", "amount", "rule", "reason", "figures"]
+# What an as-of after the data's end is told (DealHistory.check_as_of)
+AS_OF_LIMIT = {
+    "what": "alerts are not raised",
+    "why": ", where every open deal would look stale or overdue only because the data stopped",
+}
+
 RULES = ("past_close_date", "stale", "close_date_pushed", "stage_too_long", "score_dropped")
 
 
@@ -92,7 +98,7 @@ def alerts(
     cfg = cfg or AlertsConfig()
     t = as_utc(as_of)
     history = history or DealHistory(con, vocab or Vocabulary())
-    history.check_as_of(t, "raise alerts on")
+    history.check_as_of(t, **AS_OF_LIMIT)
     history.check_has_history(t)
     deals = history.snapshot(t).reset_index(drop=True)
     if deals.empty:

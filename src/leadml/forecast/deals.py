@@ -354,12 +354,14 @@ class DealHistory:
                 f"({self.data_start:%Y-%m-%d %H:%M} UTC); choose a later --as-of"
             )
 
-    def check_as_of(self, as_of: pd.Timestamp, use: str = "forecast from") -> None:
+    def check_as_of(
+        self, as_of: pd.Timestamp, what: str = "forecasts are not made", why: str = ""
+    ) -> None:
         """as_of may be at most ``STALE_DAYS`` days after the last record of any table:
-        later than that the data is too old to ``use`` (e.g. "raise alerts on")."""
+        later, ``what`` (e.g. "alerts are not raised"), for the reason ``why`` if given."""
         if self.data_end is None or self.data_start is None:
             raise ForecastError(
-                f"table opportunity_history has no rows: no deal stages to {use}; "
+                "table opportunity_history has no rows: no deal stages to read; "
                 "load the deals' stage history (an export of every stage, amount and close "
                 "date change, see docs/byod.md) and check it with `leadml validate`"
             )
@@ -368,8 +370,8 @@ class DealHistory:
         if as_of > limit:
             raise ForecastError(
                 f"--as-of {as_of.date()} is after the end of the data (last record "
-                f"{last:%Y-%m-%d %H:%M} UTC, and data more than {STALE_DAYS} days old is not "
-                f"{use}); choose --as-of {limit.date()} or earlier, or load newer data"
+                f"{last:%Y-%m-%d %H:%M} UTC); {what} more than {STALE_DAYS} days after it{why}: "
+                f"choose --as-of {limit.date()} or earlier, or load newer data"
             )
 
     def quiet_note(self, as_of: pd.Timestamp) -> str | None:
